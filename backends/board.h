@@ -1,0 +1,47 @@
+#pragma once
+// The seam between the pipeline and an accelerator: one Board per MPI rank runs one stage.
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+namespace quilt::models {
+class QuiltModelImpl;
+}
+
+namespace quilt::backends {
+
+/// What a board is asked to run: stage `stage` of `model` (whose weights it may copy or fold),
+/// with batches of `batch_size` samples.
+struct StageAssignment {
+  std::shared_ptr<models::QuiltModelImpl> model;
+  size_t stage = 0;
+  int64_t batch_size = 1;
+};
+
+/// An accelerator that runs one pipeline stage. Methods are called by the rank that owns the
+/// board, from one thread.
+class Board {
+ public:
+  virtual ~Board() = default;
+  /// Backend name as experiment files spell it ("emulator", "null").
+  virtual std::string backend() const = 0;
+  /// Human-readable identity of the board (device name, threads, profile).
+  virtual std::string description() const = 0;
+  /// Prepares the stage: copies weights to the board, compiles the fast path. Blocks. Throws
+  /// BoardError on a user-visible problem.
+  virtual void load(const StageAssignment& assignment) = 0;
+  /// Runs one batch. `input` is a contiguous host float tensor [batch, in_shape...]; returns a
+  /// contiguous host float tensor [batch, out_shape...] that stays valid until the next call of
+  /// run() returns (the caller sends from its memory). Blocks until the result is on the host.
+  virtual at::Tensor run(const at::Tensor& input) = 0;
+};
+
+/// A user-visible board problem (no device, wrong configuration).
+class BoardError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace quilt::backends

@@ -1,0 +1,269 @@
+// quilt: the command-line entry point. `quilt run` is launched under mpirun (one rank per
+// board); the other commands run in a single process without MPI.
+
+#include "harness/experiment.h"
+#include "harness/mpi.h"
+#include "harness/provenance.h"
+#include "harness/runner.h"
+#include "models/autoencoder.h"
+#include "models/quilt_model.h"
+#include "models/summary.h"
+#include "models/zoo.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using quilt::harness::ConfigError;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRunsFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitInternal = 3;
+
+const char* kUsage = R"(usage: quilt <command> [args]
+
+commands:
+  run FILE [--output PATH]   run an experiment; launch under mpirun with one rank per board:
+                             mpirun -n <boards.count> quilt run experiments/quickstart.yaml
+  validate FILE...           check experiment files (syntax, keys, models, cuts) without MPI
+  plan FILE                  list the runs a file expands to, with cuts and bytes per cut
+  models                     list the model zoo and each model's cut points
+  summary ARCH [--input C,H,W] [--classes N] [--rate R] [--cut NAME]
+                             per-unit shapes, FLOPs, parameters and bytes per cut
+  version                    versions of Quilt and the libraries it was built with
+
+exit codes: 0 success, 1 a run failed, 2 bad input (the message says where), 3 internal error
+)";
+
+std::string join_args(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+  return s;
+}
+
+std::vector<int64_t> parse_shape(const std::string& text) {
+  std::vector<int64_t> shape;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find_first_of(",x", pos);
+    std::string part =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    try {
+      size_t used = 0;
+      long long v = std::stoll(part, &used);
+      if (used != part.size() || v <= 0) throw std::invalid_argument(part);
+      shape.push_back(v);
+    } catch (const std::exception&) {
+      throw ConfigError("<command line>", 0, 0, "--input",
+                        fmt::format("`{}` is not a shape; use e.g. 3,224,224", text));
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return shape;
+}
+
+int cmd_models() {
+  torch::NoGradGuard no_grad;
+  for (const auto& name : quilt::models::model_names()) {
+    auto model = quilt::models::make_model(name);
+    fmt::print("{:<10} input {:<10} classes {:<5} cuts:", name,
+               quilt::models::to_string(model->input_shape()), model->num_classes());
+    for (const auto& c : model->cuts())
+      fmt::print(" {} ({})", c.name, quilt::models::to_string(c.shape));
+    fmt::print("\n");
+  }
+  return kExitOk;
+}
+
+int cmd_summary(int argc, char** argv) {
+  if (argc < 3) throw ConfigError("<command line>", 0, 0, "summary", "needs a model name");
+  quilt::models::ModelOptions opts;
+  double rate = 1;
+  std::vector<std::string> cuts;
+  for (int i = 3; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, a, "needs a value");
+      return argv[++i];
+    };
+    if (a == "--input")
+      opts.input_shape = parse_shape(value());
+    else if (a == "--classes")
+      opts.num_classes = std::stoll(value());
+    else if (a == "--rate")
+      rate = std::stod(value());
+    else if (a == "--cut")
+      cuts.push_back(value());
+    else
+      throw ConfigError("<command line>", 0, 0, a, "unknown option for `quilt summary`");
+  }
+  torch::NoGradGuard no_grad;
+  auto model = quilt::models::make_model(argv[2], opts);
+  auto s = quilt::models::summarize(model);
+  fmt::print("{} input {} classes {}: {:.3f} GFLOPs/sample, {} parameters\n", s.arch,
+             quilt::models::to_string(s.input_shape), s.num_classes, s.flops / 1e9, s.params);
+  fmt::print("{:<10} {:>16} {:>16} {:>12} {:>12} {:>14}\n", "unit", "in", "out", "GFLOPs", "params",
+             "out B/sample");
+  for (const auto& u : s.units)
+    fmt::print("{:<10} {:>16} {:>16} {:>12.4f} {:>12} {:>14}\n", u.name,
+               quilt::models::to_string(u.in_shape), quilt::models::to_string(u.out_shape),
+               u.flops / 1e9, u.params, u.out_bytes);
+  fmt::print("\n{:<14} {:>16} {:>14} {:>16} {:>14} {:>8}\n", "cut", "shape", "B/sample", "encoded",
+             "wire B/sample", "eff. R");
+  for (const auto& c : s.cuts) {
+    bool selected = cuts.empty() || std::find(cuts.begin(), cuts.end(), c.name) != cuts.end();
+    if (!selected) continue;
+    auto enc = rate > 1 ? quilt::models::encoded_shape(c.shape, rate) : c.shape;
+    fmt::print("{:<14} {:>16} {:>14} {:>16} {:>14} {:>8.2f}\n", c.name,
+               quilt::models::to_string(c.shape), 4 * quilt::models::numel(c.shape),
+               quilt::models::to_string(enc), 4 * quilt::models::numel(enc),
+               rate > 1 ? quilt::models::effective_rate(c.shape[0], rate) : 1.0);
+  }
+  return kExitOk;
+}
+
+int cmd_validate(int argc, char** argv) {
+  if (argc < 3) throw ConfigError("<command line>", 0, 0, "validate", "needs experiment files");
+  int rc = kExitOk;
+  for (int i = 2; i < argc; ++i) {
+    try {
+      auto e = quilt::harness::load_experiment(argv[i]);
+      quilt::harness::check_experiment(e, 0);
+      fmt::print("{}: ok ({} run(s))\n", argv[i], e.runs.size());
+    } catch (const ConfigError& e) {
+      fmt::print(stderr, "{}\n", e.what());
+      rc = kExitUsage;
+    }
+  }
+  return rc;
+}
+
+int cmd_plan(int argc, char** argv) {
+  if (argc != 3) throw ConfigError("<command line>", 0, 0, "plan", "needs one experiment file");
+  auto e = quilt::harness::load_experiment(argv[2]);
+  quilt::harness::check_experiment(e, 0);
+  fmt::print("{}: {} run(s), output {}, experiment hash {}\n", e.name, e.runs.size(), e.output,
+             e.hash);
+  torch::NoGradGuard no_grad;
+  for (const auto& run : e.runs) {
+    quilt::models::ModelOptions opts;
+    opts.input_shape = run.model.input;
+    opts.num_classes = run.model.classes;
+    quilt::models::QuiltModel qm(quilt::models::make_model(run.model.arch, opts),
+                                 run.partition.cuts,
+                                 {run.autoencoder.rate, run.autoencoder.kernel});
+    fmt::print("run {}: {} on {} x {} board(s), batch {}, {} + {} warm-up batches\n", run.id,
+               run.model.arch, run.boards.count, run.boards.backend, run.measurement.batch,
+               run.measurement.batches, run.measurement.warmup_batches);
+    for (const auto& [k, v] : run.swept) fmt::print("    {} = {}\n", k, v);
+    for (const auto& t : qm->traffic())
+      fmt::print("    cut {}: {} -> {} per sample ({} -> {} B, effective R {:.2f})\n", t.cut,
+                 quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
+                 t.bytes_per_sample, t.wire_bytes_per_sample, t.effective_rate);
+  }
+  return kExitOk;
+}
+
+int cmd_version() {
+  fmt::print("quilt {} (git {}{})\nLibTorch {}\nHDF5 {}\n", "0.1.0",
+             quilt::harness::build_git_commit(), quilt::harness::build_git_dirty() ? ", dirty" : "",
+             quilt::harness::torch_version(), quilt::harness::hdf5_version());
+  return kExitOk;
+}
+
+// Every rank parses and checks; all must agree before anything runs or is written.
+int cmd_run(int argc, char** argv) {
+  namespace mpi = quilt::harness::mpi;
+  mpi::Environment env(&argc, &argv);
+  const int me = mpi::rank(), n = mpi::size();
+  quilt::harness::RunOptions options;
+  options.command_line = join_args(argc, argv);
+  std::string file, error;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--output" && i + 1 < argc)
+      options.output = argv[++i];
+    else if (a.rfind("--", 0) == 0)
+      error = fmt::format("quilt run: unknown option `{}`\n{}", a, kUsage);
+    else if (file.empty())
+      file = a;
+    else
+      error = fmt::format("quilt run: one experiment file, got `{}` and `{}`", file, a);
+  }
+  if (file.empty() && error.empty())
+    error = fmt::format("quilt run: needs an experiment file\n{}", kUsage);
+  quilt::harness::Experiment experiment;
+  if (error.empty()) {
+    try {
+      experiment = quilt::harness::load_experiment(file);
+      quilt::harness::check_experiment(experiment, n);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  auto errors = mpi::gather_strings(error);
+  if (!mpi::all_ok(error.empty())) {
+    if (me == 0) {
+      std::string first;
+      for (const auto& e : errors)
+        if (!e.empty()) {
+          first = e;
+          break;
+        }
+      fmt::print(stderr, "quilt: error: {}\n", first);
+    }
+    return kExitUsage;
+  }
+  if (me == 0) {
+    fmt::print("quilt: {} ({} run(s)) on {} rank(s) -> {}\n", experiment.name,
+               experiment.runs.size(), n,
+               options.output.empty() ? experiment.output : options.output);
+    std::fflush(stdout);
+  }
+  auto record = quilt::harness::run_experiment(experiment, options, MPI_COMM_WORLD);
+  int rc = kExitOk;
+  if (me == 0) {
+    fmt::print("{}", quilt::harness::summary_table(record));
+    for (const auto& r : record.runs)
+      if (r.status != "ok") rc = kExitRunsFailed;
+  }
+  mpi::check(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD), "MPI_Bcast");
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? kExitUsage : kExitOk;
+  }
+  std::string cmd = argv[1];
+  try {
+    if (cmd == "run") return cmd_run(argc, argv);
+    if (cmd == "validate") return cmd_validate(argc, argv);
+    if (cmd == "plan") return cmd_plan(argc, argv);
+    if (cmd == "models") return cmd_models();
+    if (cmd == "summary") return cmd_summary(argc, argv);
+    if (cmd == "version") return cmd_version();
+    fmt::print(stderr, "quilt: unknown command `{}`\n{}", cmd, kUsage);
+    return kExitUsage;
+  } catch (const ConfigError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
+    return kExitUsage;
+  } catch (const quilt::models::ModelError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "quilt: internal error: {}\n", e.what());
+    return kExitInternal;
+  }
+}

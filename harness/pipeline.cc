@@ -1,0 +1,200 @@
+#include "harness/pipeline.h"
+
+#include "harness/mpi.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <deque>
+
+namespace quilt::harness {
+
+namespace {
+
+constexpr int kDataTag = 1;
+constexpr int kCreditTag = 2;
+constexpr int kClockTag = 3;
+
+// MPI counts are int; large activations go as a contiguous datatype of 1 MiB blocks + a tail.
+struct Payload {
+  void* data = nullptr;
+  int64_t bytes = 0;
+};
+
+Payload payload_of(const at::Tensor& t) {
+  TORCH_INTERNAL_ASSERT(t.is_contiguous() && t.scalar_type() == at::kFloat,
+                        "pipeline tensors must be contiguous float32");
+  return {t.data_ptr(), t.nbytes()};
+}
+
+class Transfer {
+ public:
+  // Posts a send or a receive of `p`; keeps up to two requests (blocks + tail).
+  void isend(const Payload& p, int peer, MPI_Comm comm) { post(p, peer, comm, true); }
+  void irecv(const Payload& p, int peer, MPI_Comm comm) { post(p, peer, comm, false); }
+  bool active() const { return n_ > 0; }
+  void wait() {
+    if (n_ == 0) return;
+    mpi::check(MPI_Waitall(n_, reqs_, MPI_STATUSES_IGNORE), "MPI_Waitall");
+    n_ = 0;
+  }
+
+ private:
+  void post(const Payload& p, int peer, MPI_Comm comm, bool send) {
+    TORCH_INTERNAL_ASSERT(n_ == 0);
+    constexpr int64_t kBlock = int64_t{1} << 20;
+    int64_t blocks = p.bytes / kBlock, tail = p.bytes % kBlock;
+    char* base = static_cast<char*>(p.data);
+    if (blocks > 0) {
+      MPI_Datatype block;
+      mpi::check(MPI_Type_contiguous(static_cast<int>(kBlock), MPI_BYTE, &block),
+                 "MPI_Type_contiguous");
+      mpi::check(MPI_Type_commit(&block), "MPI_Type_commit");
+      int rc =
+          send ? MPI_Isend(base, static_cast<int>(blocks), block, peer, kDataTag, comm, &reqs_[n_])
+               : MPI_Irecv(base, static_cast<int>(blocks), block, peer, kDataTag, comm, &reqs_[n_]);
+      MPI_Type_free(&block);
+      mpi::check(rc, send ? "MPI_Isend" : "MPI_Irecv");
+      ++n_;
+    }
+    if (tail > 0 || blocks == 0) {
+      char* at = base + blocks * kBlock;
+      int rc =
+          send ? MPI_Isend(at, static_cast<int>(tail), MPI_BYTE, peer, kDataTag, comm, &reqs_[n_])
+               : MPI_Irecv(at, static_cast<int>(tail), MPI_BYTE, peer, kDataTag, comm, &reqs_[n_]);
+      mpi::check(rc, send ? "MPI_Isend" : "MPI_Irecv");
+      ++n_;
+    }
+  }
+  MPI_Request reqs_[2];
+  int n_ = 0;
+};
+
+}  // namespace
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+double clock_offset_to_rank0(MPI_Comm comm, int rounds) {
+  int me = mpi::rank(comm), n = mpi::size(comm);
+  double offset = 0;
+  for (int peer = 1; peer < n; ++peer) {
+    if (me == 0) {
+      for (int i = 0; i < rounds; ++i) {
+        double t = 0;
+        mpi::check(MPI_Recv(&t, 1, MPI_DOUBLE, peer, kClockTag, comm, MPI_STATUS_IGNORE),
+                   "MPI_Recv");
+        t = now_s();
+        mpi::check(MPI_Send(&t, 1, MPI_DOUBLE, peer, kClockTag, comm), "MPI_Send");
+      }
+    } else if (me == peer) {
+      double best_rtt = 1e30;
+      for (int i = 0; i < rounds; ++i) {
+        double t0 = now_s(), remote = 0;
+        mpi::check(MPI_Send(&t0, 1, MPI_DOUBLE, 0, kClockTag, comm), "MPI_Send");
+        mpi::check(MPI_Recv(&remote, 1, MPI_DOUBLE, 0, kClockTag, comm, MPI_STATUS_IGNORE),
+                   "MPI_Recv");
+        double t1 = now_s();
+        if (t1 - t0 < best_rtt) best_rtt = t1 - t0, offset = remote - (t0 + t1) / 2;
+      }
+    }
+  }
+  return offset;
+}
+
+StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& input_shape,
+                         const std::vector<at::Tensor>& input_pool,
+                         const std::function<void(int64_t, const at::Tensor&)>& on_output,
+                         const PipelineOptions& options, MPI_Comm comm) {
+  const int me = mpi::rank(comm), n = mpi::size(comm);
+  const bool first = me == 0, last = me == n - 1;
+  const int64_t warm = options.warmup_batches, total = warm + options.batches;
+  const int64_t window = options.window_batches > 0 ? options.window_batches : 2 * n;
+  TORCH_INTERNAL_ASSERT(!first || !input_pool.empty(), "rank 0 needs inputs");
+
+  const double offset = clock_offset_to_rank0(comm);
+  StageTiming timing;
+  auto measured = [&](int64_t i) { return i >= warm; };
+
+  // Two receive buffers: batch i arrives in recv_buf[i % 2] while batch i-1 computes.
+  at::Tensor recv_buf[2];
+  Transfer recv[2];
+  if (!first) {
+    for (auto& b : recv_buf) b = at::empty(input_shape, at::kFloat);
+    recv[0].irecv(payload_of(recv_buf[0]), me - 1, comm);
+  }
+  // Outputs stay alive until their sends complete; at most two sends in flight.
+  std::deque<std::pair<at::Tensor, Transfer>> sends;
+  // Credits: the last rank tells rank 0 when a batch is done.
+  std::vector<MPI_Request> credit_reqs;
+  std::deque<int64_t> credit_values;  // send buffers must stay untouched until completion
+
+  for (int64_t i = 0; i < total; ++i) {
+    at::Tensor input;
+    double t0 = now_s();
+    if (first) {
+      if (n > 1 && i >= window) {
+        // Wait for batch i - window to leave the pipeline.
+        int64_t done = 0;
+        mpi::check(MPI_Recv(&done, 1, MPI_INT64_T, n - 1, kCreditTag, comm, MPI_STATUS_IGNORE),
+                   "MPI_Recv(credit)");
+      }
+      input = input_pool[static_cast<size_t>(i) % input_pool.size()];
+    } else {
+      recv[i % 2].wait();
+      input = recv_buf[i % 2];
+      if (i + 1 < total) recv[(i + 1) % 2].irecv(payload_of(recv_buf[(i + 1) % 2]), me - 1, comm);
+    }
+    double t1 = now_s();
+    at::Tensor output = board.run(input);
+    double t2 = now_s();
+    double t3 = t2;
+    if (!last) {
+      while (sends.size() >= 2) {
+        sends.front().second.wait();
+        sends.pop_front();
+      }
+      t3 = now_s();
+      sends.emplace_back(output, Transfer{});
+      sends.back().second.isend(payload_of(output), me + 1, comm);
+    } else {
+      if (on_output) on_output(i, output);
+      if (n > 1 && i + window < total) {
+        credit_reqs.emplace_back();
+        credit_values.push_back(i);
+        mpi::check(MPI_Isend(&credit_values.back(), 1, MPI_INT64_T, 0, kCreditTag, comm,
+                             &credit_reqs.back()),
+                   "MPI_Isend(credit)");
+        // Credits are tiny and complete at once in practice; reap them so the vector stays short.
+        int flag = 0;
+        mpi::check(MPI_Testall(static_cast<int>(credit_reqs.size()), credit_reqs.data(), &flag,
+                               MPI_STATUSES_IGNORE),
+                   "MPI_Testall");
+        if (flag) credit_reqs.clear(), credit_values.clear();
+      }
+    }
+    if (measured(i)) {
+      timing.compute_s.push_back(t2 - t1);
+      timing.recv_wait_s.push_back(first ? 0.0 : t1 - t0);
+      timing.send_wait_s.push_back(t3 - t2);
+      if (!first) timing.bytes_received += input.nbytes();
+      if (!last) timing.bytes_sent += output.nbytes();
+      if (first) timing.start_s.push_back(t1 + offset);
+      if (last) timing.end_s.push_back(now_s() + offset);
+    }
+  }
+  // Send waits after the last batch belong to the last measured batch.
+  double t = now_s();
+  for (auto& s : sends) s.second.wait();
+  if (!timing.send_wait_s.empty()) timing.send_wait_s.back() += now_s() - t;
+  if (!credit_reqs.empty())
+    mpi::check(
+        MPI_Waitall(static_cast<int>(credit_reqs.size()), credit_reqs.data(), MPI_STATUSES_IGNORE),
+        "MPI_Waitall(credit)");
+  return timing;
+}
+
+}  // namespace quilt::harness

@@ -1,0 +1,51 @@
+#pragma once
+// The MPI pipeline runtime: rank r runs stage r on its board; activations travel rank to rank.
+// Receives are posted before the stage computes (double buffering into two preallocated
+// tensors), sends are non-blocking and go out from the output tensor's own memory, so transfers
+// overlap compute and nothing is copied on the way. A credit window from the last rank back to
+// rank 0 bounds the batches in flight, so latency is not inflated by unbounded queueing.
+
+#include "backends/board.h"
+
+#include <ATen/core/Tensor.h>
+#include <mpi.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace quilt::harness {
+
+struct PipelineOptions {
+  int64_t warmup_batches = 2;  ///< run first, not measured
+  int64_t batches = 10;        ///< measured batches (>= 2)
+  int window_batches = 0;      ///< batches in flight; 0 = 2 x number of ranks
+};
+
+/// What one rank measured. Times in seconds; vectors have one entry per measured batch.
+struct StageTiming {
+  std::vector<double> compute_s, recv_wait_s, send_wait_s;
+  int64_t bytes_sent = 0, bytes_received = 0;  ///< measured batches only
+  std::vector<double> start_s;  ///< rank 0: when batch i entered the pipeline (rank 0's clock)
+  std::vector<double> end_s;    ///< last rank: when batch i left it, on rank 0's clock
+};
+
+/// Runs warmup + measured batches through the pipeline. Every rank of `comm` calls it with its
+/// own loaded board; stage r's input shape is `input_shape` ([batch, ...], used by ranks > 0 to
+/// allocate receive buffers). Rank 0 feeds `input_pool` cyclically (batch i uses pool[i % n]);
+/// the last rank calls `on_output(i, output)` for every batch, warm-up included. Blocks until
+/// the rank's part is done. Throws MpiError on an MPI failure; exceptions from the board
+/// propagate (the caller must abort the communicator: peers would otherwise wait forever).
+StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& input_shape,
+                         const std::vector<at::Tensor>& input_pool,
+                         const std::function<void(int64_t, const at::Tensor&)>& on_output,
+                         const PipelineOptions& options, MPI_Comm comm);
+
+/// Offset to add to this rank's steady clock to get rank 0's, estimated by ping-pong (the
+/// sample with the smallest round trip wins). Every rank calls it; rank 0 gets 0. Blocks.
+double clock_offset_to_rank0(MPI_Comm comm, int rounds = 16);
+
+/// Seconds on the steady clock (the clock all timestamps of a rank use).
+double now_s();
+
+}  // namespace quilt::harness

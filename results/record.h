@@ -1,0 +1,79 @@
+#pragma once
+// Plain value types for what an experiment produces. No HDF5, no MPI, no LibTorch here: the
+// harness fills these, results/writer.h stores them, results/reader.h reads them back.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace quilt::results {
+
+/// Version of the file layout documented in results/SCHEMA.md.
+inline constexpr int kSchemaVersion = 1;
+
+/// What one pipeline stage (one rank, one board) measured in one run.
+struct StageRecord {
+  int rank = 0;
+  std::string host;
+  std::string board;              ///< backend name ("emulator", "null", "xrt")
+  std::string board_description;  ///< e.g. "CPU emulator (1 thread, oneDNN)"
+  std::string units;              ///< units of the model this stage runs, e.g. "stem..layer3"
+  std::vector<int64_t> in_shape, out_shape;  ///< per sample, without batch
+  int64_t bytes_sent = 0;      ///< total payload bytes sent to the next rank, measured batches
+  int64_t bytes_received = 0;  ///< total payload bytes received from the previous rank
+  // Per measured batch, in seconds. Warm-up batches are not included.
+  std::vector<double> compute_s;    ///< board busy time
+  std::vector<double> recv_wait_s;  ///< time blocked waiting for the input to arrive
+  std::vector<double> send_wait_s;  ///< time blocked waiting for the previous send to finish
+};
+
+/// One run: one point of a sweep.
+struct RunRecord {
+  std::string id;       ///< stable id of the run (hash of its resolved parameters)
+  std::string status;   ///< "ok" or "failed"
+  std::string failure;  ///< reason when failed, empty otherwise
+  /// Resolved parameters as flat key -> value text ("autoencoder.rate" -> "64").
+  std::map<std::string, std::string> params;
+  int64_t batch_size = 0;
+  int64_t warmup_batches = 0;
+  int64_t measured_batches = 0;
+  double start_unix_s = 0, end_unix_s = 0;
+  // Pipeline-level metrics over the measured batches.
+  double throughput_sps = 0;      ///< samples per second, steady state at the last stage
+  double duration_s = 0;          ///< wall time of the measured window
+  std::vector<double> latency_s;  ///< per batch: first stage start -> last stage end
+  double latency_p50_s = 0, latency_p90_s = 0, latency_p99_s = 0;
+  // Per cut (K-1 entries for K stages).
+  std::vector<std::string> cut_names;
+  std::vector<int64_t> cut_bytes_per_sample;       ///< float32 bytes without autoencoder
+  std::vector<int64_t> cut_wire_bytes_per_sample;  ///< what actually crossed
+  std::vector<double> cut_requested_rate, cut_effective_rate;
+  /// Max |pipeline - single-process| over checked outputs; negative when not checked.
+  double max_abs_error = -1;
+  std::vector<StageRecord> stages;
+};
+
+/// Where and how the file was made.
+struct Provenance {
+  std::string quilt_version;
+  std::string git_commit;
+  bool git_dirty = false;
+  std::string torch_version, mpi_version, hdf5_version, xrt_version, compiler;
+  std::string command_line;
+  std::vector<std::string> hosts;  ///< host name per rank
+  std::string experiment_path;
+  std::string experiment_text;  ///< the experiment file as written
+  std::string created_utc;      ///< ISO 8601
+};
+
+/// A whole result file.
+struct ExperimentRecord {
+  int schema_version = kSchemaVersion;
+  std::string name;
+  std::string experiment_hash;
+  Provenance provenance;
+  std::vector<RunRecord> runs;
+};
+
+}  // namespace quilt::results
