@@ -1,0 +1,160 @@
+// The `quilt` Python module: model summaries and result files as plain Python structures
+// (dicts, lists, numbers, strings), for analysis scripts and notebooks.
+
+#include "models/autoencoder.h"
+#include "models/summary.h"
+#include "models/zoo.h"
+#include "results/error.h"
+#include "results/reader.h"
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/torch.h>
+
+namespace py = pybind11;
+using namespace quilt;
+
+namespace {
+
+py::list shape_list(const std::vector<int64_t>& s) {
+  py::list l;
+  for (auto d : s) l.append(d);
+  return l;
+}
+
+py::dict summary(const std::string& arch, std::optional<std::vector<int64_t>> input,
+                 std::optional<int64_t> classes, double rate, int64_t kernel) {
+  torch::NoGradGuard no_grad;
+  models::ModelOptions opts;
+  if (input) opts.input_shape = *input;
+  if (classes) opts.num_classes = *classes;
+  auto model = models::make_model(arch, opts);
+  auto s = models::summarize(model);
+  py::dict d;
+  d["arch"] = s.arch;
+  d["input_shape"] = shape_list(s.input_shape);
+  d["num_classes"] = s.num_classes;
+  d["params"] = s.params;
+  d["flops"] = s.flops;
+  py::list units;
+  for (const auto& u : s.units) {
+    py::dict x;
+    x["name"] = u.name;
+    x["in_shape"] = shape_list(u.in_shape);
+    x["out_shape"] = shape_list(u.out_shape);
+    x["flops"] = u.flops;
+    x["params"] = u.params;
+    x["out_bytes"] = u.out_bytes;
+    units.append(x);
+  }
+  d["units"] = units;
+  py::list cuts;
+  for (const auto& c : s.cuts) {
+    auto enc = rate > 1 ? models::encoded_shape(c.shape, rate) : c.shape;
+    py::dict x;
+    x["name"] = c.name;
+    x["after_unit"] = s.units.at(c.after_unit).name;
+    x["shape"] = shape_list(c.shape);
+    x["bytes_per_sample"] = 4 * models::numel(c.shape);
+    x["wire_shape"] = shape_list(enc);
+    x["wire_bytes_per_sample"] = 4 * models::numel(enc);
+    x["effective_rate"] = rate > 1 ? models::effective_rate(c.shape[0], rate) : 1.0;
+    cuts.append(x);
+  }
+  d["cuts"] = cuts;
+  (void)kernel;
+  return d;
+}
+
+py::dict stage_dict(const results::StageRecord& s) {
+  py::dict d;
+  d["rank"] = s.rank;
+  d["host"] = s.host;
+  d["board"] = s.board;
+  d["board_description"] = s.board_description;
+  d["units"] = s.units;
+  d["in_shape"] = s.in_shape;
+  d["out_shape"] = s.out_shape;
+  d["bytes_sent"] = s.bytes_sent;
+  d["bytes_received"] = s.bytes_received;
+  d["compute_s"] = s.compute_s;
+  d["recv_wait_s"] = s.recv_wait_s;
+  d["send_wait_s"] = s.send_wait_s;
+  return d;
+}
+
+py::dict run_dict(const results::RunRecord& r) {
+  py::dict d;
+  d["id"] = r.id;
+  d["status"] = r.status;
+  d["failure"] = r.failure;
+  d["params"] = r.params;
+  d["batch_size"] = r.batch_size;
+  d["warmup_batches"] = r.warmup_batches;
+  d["measured_batches"] = r.measured_batches;
+  d["start_unix_s"] = r.start_unix_s;
+  d["end_unix_s"] = r.end_unix_s;
+  d["throughput_sps"] = r.throughput_sps;
+  d["duration_s"] = r.duration_s;
+  d["latency_s"] = r.latency_s;
+  d["latency_p50_s"] = r.latency_p50_s;
+  d["latency_p90_s"] = r.latency_p90_s;
+  d["latency_p99_s"] = r.latency_p99_s;
+  d["cut_names"] = r.cut_names;
+  d["cut_bytes_per_sample"] = r.cut_bytes_per_sample;
+  d["cut_wire_bytes_per_sample"] = r.cut_wire_bytes_per_sample;
+  d["cut_requested_rate"] = r.cut_requested_rate;
+  d["cut_effective_rate"] = r.cut_effective_rate;
+  d["max_abs_error"] = r.max_abs_error;
+  py::list stages;
+  for (const auto& s : r.stages) stages.append(stage_dict(s));
+  d["stages"] = stages;
+  return d;
+}
+
+py::dict read_results(const std::string& path) {
+  auto e = results::read_experiment(path);
+  py::dict d;
+  d["schema_version"] = e.schema_version;
+  d["name"] = e.name;
+  d["experiment_hash"] = e.experiment_hash;
+  const auto& p = e.provenance;
+  py::dict prov;
+  prov["quilt_version"] = p.quilt_version;
+  prov["git_commit"] = p.git_commit;
+  prov["git_dirty"] = p.git_dirty;
+  prov["torch_version"] = p.torch_version;
+  prov["mpi_version"] = p.mpi_version;
+  prov["hdf5_version"] = p.hdf5_version;
+  prov["xrt_version"] = p.xrt_version;
+  prov["compiler"] = p.compiler;
+  prov["command_line"] = p.command_line;
+  prov["hosts"] = p.hosts;
+  prov["experiment_path"] = p.experiment_path;
+  prov["experiment_text"] = p.experiment_text;
+  prov["created_utc"] = p.created_utc;
+  d["provenance"] = prov;
+  py::list runs;
+  for (const auto& r : e.runs) runs.append(run_dict(r));
+  d["runs"] = runs;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(quilt, m) {
+  m.doc() = "Quilt: model summaries and result files as plain Python structures";
+  py::register_exception<models::ModelError>(m, "ModelError", PyExc_ValueError);
+  py::register_exception<results::ResultsError>(m, "ResultsError", PyExc_OSError);
+  m.def("model_names", &models::model_names, "Names of the model zoo.");
+  m.def("summary", &summary, py::arg("arch"), py::arg("input") = py::none(),
+        py::arg("classes") = py::none(), py::arg("rate") = 1.0, py::arg("kernel") = 1,
+        "Per-unit shapes, FLOPs (2 x MACs) and parameters, and per cut the float32 bytes per "
+        "sample without and with an autoencoder of rate `rate`. No forward pass is run.");
+  m.def("encoded_channels", &models::encoded_channels, py::arg("channels"), py::arg("rate"),
+        "ceil(channels / rate), at least 1.");
+  m.def("effective_rate", &models::effective_rate, py::arg("channels"), py::arg("rate"),
+        "channels / ceil(channels / rate): the reduction the autoencoder achieves.");
+  m.def("read_results", &read_results, py::arg("path"),
+        "Reads a Quilt HDF5 result file into dicts and lists (layout: results/SCHEMA.md).");
+}
