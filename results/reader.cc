@@ -1,0 +1,141 @@
+#include "results/reader.h"
+
+#include <set>
+
+#include "results/h5.h"
+
+namespace quilt::results {
+namespace {
+
+constexpr const char* kFormat = "quilt-results";
+
+Provenance read_provenance(const h5::Group& root) {
+  const h5::Group g = root.open_group("provenance");
+  Provenance p;
+  p.quilt_version = g.read_string_attribute("quilt_version");
+  p.git_commit = g.read_string_attribute("git_commit");
+  p.git_dirty = g.read_int64_attribute("git_dirty") != 0;
+  p.torch_version = g.read_string_attribute("torch_version");
+  p.mpi_version = g.read_string_attribute("mpi_version");
+  p.hdf5_version = g.read_string_attribute("hdf5_version");
+  p.xrt_version = g.read_string_attribute("xrt_version");
+  p.compiler = g.read_string_attribute("compiler");
+  p.command_line = g.read_string_attribute("command_line");
+  p.experiment_path = g.read_string_attribute("experiment_path");
+  p.created_utc = g.read_string_attribute("created_utc");
+  p.hosts = g.read_string_vector("hosts");
+  p.experiment_text = g.read_string_dataset("experiment_text");
+  return p;
+}
+
+StageRecord read_stage(const h5::Group& g) {
+  StageRecord s;
+  s.rank = static_cast<int>(g.read_int64_attribute("rank"));
+  s.host = g.read_string_attribute("host");
+  s.board = g.read_string_attribute("board");
+  s.board_description = g.read_string_attribute("board_description");
+  s.units = g.read_string_attribute("units");
+  s.bytes_sent = g.read_int64_attribute("bytes_sent");
+  s.bytes_received = g.read_int64_attribute("bytes_received");
+  s.in_shape = g.read_int64_vector("in_shape");
+  s.out_shape = g.read_int64_vector("out_shape");
+  s.compute_s = g.read_double_vector("compute_s");
+  s.recv_wait_s = g.read_double_vector("recv_wait_s");
+  s.send_wait_s = g.read_double_vector("send_wait_s");
+  return s;
+}
+
+RunRecord read_run(const h5::Group& runs, const std::string& id) {
+  const h5::Group g = runs.open_group(id);
+  // The writer sets 'complete' last; without it the run's data cannot be trusted.
+  if (!g.has_attribute("complete") || g.read_int64_attribute("complete") != 1) {
+    throw ResultsError(g.location().describe() +
+                       ": run is incomplete (attribute 'complete' is not 1); the file was not "
+                       "written by write_experiment or was damaged");
+  }
+  RunRecord r;
+  r.id = id;
+  r.status = g.read_string_attribute("status");
+  r.failure = g.read_string_attribute("failure");
+  r.batch_size = g.read_int64_attribute("batch_size");
+  r.warmup_batches = g.read_int64_attribute("warmup_batches");
+  r.measured_batches = g.read_int64_attribute("measured_batches");
+  r.start_unix_s = g.read_double_attribute("start_unix_s");
+  r.end_unix_s = g.read_double_attribute("end_unix_s");
+  r.throughput_sps = g.read_double_attribute("throughput_sps");
+  r.duration_s = g.read_double_attribute("duration_s");
+  r.latency_p50_s = g.read_double_attribute("latency_p50_s");
+  r.latency_p90_s = g.read_double_attribute("latency_p90_s");
+  r.latency_p99_s = g.read_double_attribute("latency_p99_s");
+  r.max_abs_error = g.read_double_attribute("max_abs_error");
+  {
+    const h5::Group params = g.open_group("params");
+    for (const std::string& key : params.attribute_names()) {
+      r.params[key] = params.read_string_attribute(key);
+    }
+  }
+  r.latency_s = g.read_double_vector("latency_s");
+  r.cut_names = g.read_string_vector("cut_names");
+  r.cut_bytes_per_sample = g.read_int64_vector("cut_bytes_per_sample");
+  r.cut_wire_bytes_per_sample = g.read_int64_vector("cut_wire_bytes_per_sample");
+  r.cut_requested_rate = g.read_double_vector("cut_requested_rate");
+  r.cut_effective_rate = g.read_double_vector("cut_effective_rate");
+  const h5::Group stages = g.open_group("stages");
+  const size_t stage_count = stages.child_names().size();
+  r.stages.reserve(stage_count);
+  // Stage groups are named 0..K-1; open them by number, not name order ("10" < "2").
+  for (size_t k = 0; k < stage_count; ++k) {
+    r.stages.push_back(read_stage(stages.open_group(std::to_string(k))));
+  }
+  return r;
+}
+
+}  // namespace
+
+ExperimentRecord read_experiment(const std::string& path) {
+  h5::ScopedErrorSilence silence;
+  h5::File file = h5::File::open_read_only(path);
+  const h5::Group& root = file.root();
+  if (!root.has_attribute("quilt_format")) {
+    throw ResultsError(path +
+                       ": HDF5 file is not a Quilt results file (no 'quilt_format' attribute on "
+                       "\"/\")");
+  }
+  const std::string format = root.read_string_attribute("quilt_format");
+  if (format != kFormat) {
+    throw ResultsError(path + ": 'quilt_format' is '" + format + "', expected '" + kFormat + "'");
+  }
+  const int64_t version = root.read_int64_attribute("schema_version");
+  if (version > kSchemaVersion) {
+    throw ResultsError(path + ": schema_version " + std::to_string(version) +
+                       " is newer than this Quilt supports (" + std::to_string(kSchemaVersion) +
+                       "); read it with a newer Quilt");
+  }
+  if (version < 1) {
+    throw ResultsError(path + ": invalid schema_version " + std::to_string(version) +
+                       " (valid: 1.." + std::to_string(kSchemaVersion) + ")");
+  }
+
+  ExperimentRecord record;
+  record.schema_version = static_cast<int>(version);
+  record.name = root.read_string_attribute("name");
+  record.experiment_hash = root.read_string_attribute("experiment_hash");
+  record.provenance = read_provenance(root);
+
+  const std::vector<std::string> order = root.read_string_vector("run_order");
+  const h5::Group runs = root.open_group("runs");
+  const std::vector<std::string> names = runs.child_names();
+  const std::set<std::string> in_order(order.begin(), order.end());
+  const std::set<std::string> in_group(names.begin(), names.end());
+  if (in_order.size() != order.size() || in_order != in_group) {
+    throw ResultsError(path + ":/run_order does not list each group of /runs exactly once (" +
+                       std::to_string(order.size()) + " entries, " + std::to_string(names.size()) +
+                       " groups)");
+  }
+  record.runs.reserve(order.size());
+  for (const std::string& id : order) record.runs.push_back(read_run(runs, id));
+  file.close();
+  return record;
+}
+
+}  // namespace quilt::results

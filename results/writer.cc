@@ -1,0 +1,178 @@
+#include "results/writer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <set>
+
+#include "results/h5.h"
+
+namespace quilt::results {
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+std::string parent_directory(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// Durability of the data before the rename makes it visible: without this a power loss after the
+// rename could leave an empty or torn file under the final name.
+void fsync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ResultsError(path + ": cannot open for fsync: " + errno_text(errno));
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw ResultsError(path + ": fsync failed: " + errno_text(err));
+  }
+  ::close(fd);
+}
+
+// Makes the rename itself durable. Some file systems cannot fsync a directory (EINVAL); the
+// rename is still atomic there, so that is not an error.
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw ResultsError(dir + ": cannot open directory for fsync: " + errno_text(errno));
+  if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
+    const int err = errno;
+    ::close(fd);
+    throw ResultsError(dir + ": fsync of directory failed: " + errno_text(err));
+  }
+  ::close(fd);
+}
+
+// Checked before any I/O so that the commonest caller mistakes get a message about the record,
+// not about HDF5.
+void validate(const std::string& path, const ExperimentRecord& record) {
+  std::set<std::string> seen;
+  for (size_t i = 0; i < record.runs.size(); ++i) {
+    const std::string& id = record.runs[i].id;
+    const std::string where = path + ": run #" + std::to_string(i) + " (id '" + id + "')";
+    if (id.empty() || id == "." || id.find('/') != std::string::npos ||
+        id.find('\0') != std::string::npos) {
+      throw ResultsError(where + ": invalid run id (must be non-empty, not '.', without '/')");
+    }
+    if (!seen.insert(id).second) throw ResultsError(where + ": duplicate run id");
+  }
+}
+
+void write_provenance(const h5::Group& root, const Provenance& p) {
+  h5::Group g = root.create_group("provenance");
+  g.write_attribute("quilt_version", p.quilt_version);
+  g.write_attribute("git_commit", p.git_commit);
+  g.write_attribute("git_dirty", static_cast<int64_t>(p.git_dirty ? 1 : 0));
+  g.write_attribute("torch_version", p.torch_version);
+  g.write_attribute("mpi_version", p.mpi_version);
+  g.write_attribute("hdf5_version", p.hdf5_version);
+  g.write_attribute("xrt_version", p.xrt_version);
+  g.write_attribute("compiler", p.compiler);
+  g.write_attribute("command_line", p.command_line);
+  g.write_attribute("experiment_path", p.experiment_path);
+  g.write_attribute("created_utc", p.created_utc);
+  g.write_dataset("hosts", p.hosts);
+  g.write_string_dataset("experiment_text", p.experiment_text);
+}
+
+void write_stage(const h5::Group& stages, size_t k, const StageRecord& s) {
+  h5::Group g = stages.create_group(std::to_string(k));
+  g.write_attribute("rank", static_cast<int64_t>(s.rank));
+  g.write_attribute("host", s.host);
+  g.write_attribute("board", s.board);
+  g.write_attribute("board_description", s.board_description);
+  g.write_attribute("units", s.units);
+  g.write_attribute("bytes_sent", s.bytes_sent);
+  g.write_attribute("bytes_received", s.bytes_received);
+  g.write_dataset("in_shape", s.in_shape);
+  g.write_dataset("out_shape", s.out_shape);
+  g.write_dataset("compute_s", s.compute_s);
+  g.write_dataset("recv_wait_s", s.recv_wait_s);
+  g.write_dataset("send_wait_s", s.send_wait_s);
+}
+
+void write_run(const h5::Group& runs, const RunRecord& r) {
+  h5::Group g = runs.create_group(r.id);
+  g.write_attribute("status", r.status);
+  g.write_attribute("failure", r.failure);
+  g.write_attribute("batch_size", r.batch_size);
+  g.write_attribute("warmup_batches", r.warmup_batches);
+  g.write_attribute("measured_batches", r.measured_batches);
+  g.write_attribute("start_unix_s", r.start_unix_s);
+  g.write_attribute("end_unix_s", r.end_unix_s);
+  g.write_attribute("throughput_sps", r.throughput_sps);
+  g.write_attribute("duration_s", r.duration_s);
+  g.write_attribute("latency_p50_s", r.latency_p50_s);
+  g.write_attribute("latency_p90_s", r.latency_p90_s);
+  g.write_attribute("latency_p99_s", r.latency_p99_s);
+  g.write_attribute("max_abs_error", r.max_abs_error);
+  {
+    h5::Group params = g.create_group("params");
+    for (const auto& [key, value] : r.params) params.write_attribute(key, value);
+  }
+  g.write_dataset("latency_s", r.latency_s);
+  g.write_dataset("cut_names", r.cut_names);
+  g.write_dataset("cut_bytes_per_sample", r.cut_bytes_per_sample);
+  g.write_dataset("cut_wire_bytes_per_sample", r.cut_wire_bytes_per_sample);
+  g.write_dataset("cut_requested_rate", r.cut_requested_rate);
+  g.write_dataset("cut_effective_rate", r.cut_effective_rate);
+  {
+    h5::Group stages = g.create_group("stages", /*track_order=*/true);
+    for (size_t k = 0; k < r.stages.size(); ++k) write_stage(stages, k, r.stages[k]);
+  }
+  // Last, so that a reader of a file produced by some other, non-atomic path can tell a run that
+  // was cut short from a finished one.
+  g.write_attribute("complete", static_cast<int64_t>(1));
+}
+
+void write_contents(const h5::Group& root, const ExperimentRecord& record) {
+  root.write_attribute("quilt_format", "quilt-results");
+  root.write_attribute("schema_version", static_cast<int64_t>(kSchemaVersion));
+  root.write_attribute("name", record.name);
+  root.write_attribute("experiment_hash", record.experiment_hash);
+  write_provenance(root, record.provenance);
+  std::vector<std::string> order;
+  order.reserve(record.runs.size());
+  {
+    h5::Group runs = root.create_group("runs", /*track_order=*/true);
+    for (const RunRecord& run : record.runs) {
+      write_run(runs, run);
+      order.push_back(run.id);
+    }
+  }
+  root.write_dataset("run_order", order);
+}
+
+}  // namespace
+
+void write_experiment(const std::string& path, const ExperimentRecord& record) {
+  h5::ScopedErrorSilence silence;
+  if (path.empty()) throw ResultsError("results file path is empty");
+  validate(path, record);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    {
+      h5::File file = h5::File::create(tmp);
+      write_contents(file.root(), record);
+      file.close();
+    }
+    fsync_file(tmp);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      throw ResultsError(tmp + ": cannot rename to " + path + ": " + errno_text(errno));
+    }
+  } catch (const ResultsError& e) {
+    std::remove(tmp.c_str());
+    throw ResultsError("cannot write results file " + path + " (left unchanged): " + e.what());
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  fsync_directory(parent_directory(path));
+}
+
+}  // namespace quilt::results

@@ -1,0 +1,87 @@
+#pragma once
+// Field-by-field comparison of results records, so that a failure names the field that differs.
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "results/record.h"
+
+namespace quilt::results::testing {
+
+inline void expect_equal(const StageRecord& a, const StageRecord& b, const std::string& where) {
+  SCOPED_TRACE(where);
+  EXPECT_EQ(a.rank, b.rank);
+  EXPECT_EQ(a.host, b.host);
+  EXPECT_EQ(a.board, b.board);
+  EXPECT_EQ(a.board_description, b.board_description);
+  EXPECT_EQ(a.units, b.units);
+  EXPECT_EQ(a.in_shape, b.in_shape);
+  EXPECT_EQ(a.out_shape, b.out_shape);
+  EXPECT_EQ(a.bytes_sent, b.bytes_sent);
+  EXPECT_EQ(a.bytes_received, b.bytes_received);
+  EXPECT_EQ(a.compute_s, b.compute_s);
+  EXPECT_EQ(a.recv_wait_s, b.recv_wait_s);
+  EXPECT_EQ(a.send_wait_s, b.send_wait_s);
+}
+
+inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::string& where) {
+  SCOPED_TRACE(where);
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(a.failure, b.failure);
+  EXPECT_EQ(a.params, b.params);
+  EXPECT_EQ(a.batch_size, b.batch_size);
+  EXPECT_EQ(a.warmup_batches, b.warmup_batches);
+  EXPECT_EQ(a.measured_batches, b.measured_batches);
+  EXPECT_EQ(a.start_unix_s, b.start_unix_s);
+  EXPECT_EQ(a.end_unix_s, b.end_unix_s);
+  EXPECT_EQ(a.throughput_sps, b.throughput_sps);
+  EXPECT_EQ(a.duration_s, b.duration_s);
+  EXPECT_EQ(a.latency_s, b.latency_s);
+  EXPECT_EQ(a.latency_p50_s, b.latency_p50_s);
+  EXPECT_EQ(a.latency_p90_s, b.latency_p90_s);
+  EXPECT_EQ(a.latency_p99_s, b.latency_p99_s);
+  EXPECT_EQ(a.cut_names, b.cut_names);
+  EXPECT_EQ(a.cut_bytes_per_sample, b.cut_bytes_per_sample);
+  EXPECT_EQ(a.cut_wire_bytes_per_sample, b.cut_wire_bytes_per_sample);
+  EXPECT_EQ(a.cut_requested_rate, b.cut_requested_rate);
+  EXPECT_EQ(a.cut_effective_rate, b.cut_effective_rate);
+  EXPECT_EQ(a.max_abs_error, b.max_abs_error);
+  ASSERT_EQ(a.stages.size(), b.stages.size());
+  for (size_t k = 0; k < a.stages.size(); ++k) {
+    expect_equal(a.stages[k], b.stages[k], where + " stage " + std::to_string(k));
+  }
+}
+
+inline void expect_equal(const Provenance& a, const Provenance& b) {
+  SCOPED_TRACE("provenance");
+  EXPECT_EQ(a.quilt_version, b.quilt_version);
+  EXPECT_EQ(a.git_commit, b.git_commit);
+  EXPECT_EQ(a.git_dirty, b.git_dirty);
+  EXPECT_EQ(a.torch_version, b.torch_version);
+  EXPECT_EQ(a.mpi_version, b.mpi_version);
+  EXPECT_EQ(a.hdf5_version, b.hdf5_version);
+  EXPECT_EQ(a.xrt_version, b.xrt_version);
+  EXPECT_EQ(a.compiler, b.compiler);
+  EXPECT_EQ(a.command_line, b.command_line);
+  EXPECT_EQ(a.hosts, b.hosts);
+  EXPECT_EQ(a.experiment_path, b.experiment_path);
+  EXPECT_EQ(a.experiment_text, b.experiment_text);
+  EXPECT_EQ(a.created_utc, b.created_utc);
+}
+
+/// Compares every field of two experiment records with EXPECT_EQ (doubles exactly: HDF5 stores
+/// IEEE doubles bit for bit).
+inline void expect_equal(const ExperimentRecord& a, const ExperimentRecord& b) {
+  EXPECT_EQ(a.schema_version, b.schema_version);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.experiment_hash, b.experiment_hash);
+  expect_equal(a.provenance, b.provenance);
+  ASSERT_EQ(a.runs.size(), b.runs.size());
+  for (size_t i = 0; i < a.runs.size(); ++i) {
+    expect_equal(a.runs[i], b.runs[i], "run " + std::to_string(i) + " (" + a.runs[i].id + ")");
+  }
+}
+
+}  // namespace quilt::results::testing

@@ -1,0 +1,91 @@
+#pragma once
+// A fully populated ExperimentRecord for tests and for the quilt_results_example program: every
+// field set to a distinct, non-default value so that a field lost in a round trip shows.
+
+#include <cstdint>
+#include <string>
+
+#include "results/record.h"
+
+namespace quilt::results::testing {
+
+/// One pipeline stage whose values are derived from `run_index` and `k` so that stages differ.
+inline StageRecord make_sample_stage(int run_index, int k) {
+  StageRecord s;
+  s.rank = k;
+  s.host = "node" + std::to_string(k) + ".cluster";
+  s.board = k % 2 == 0 ? "emulator" : "null";
+  s.board_description = "CPU emulator (1 thread, oneDNN), stage " + std::to_string(k);
+  s.units = "layer" + std::to_string(k) + "..layer" + std::to_string(k + 1);
+  s.in_shape = {64 + k, 56, 56};
+  s.out_shape = {128 + k, 28, 28};
+  s.bytes_sent = 1000000 + 1000 * run_index + k;
+  s.bytes_received = 2000000 + 1000 * run_index + k;
+  for (int b = 0; b < 5; ++b) {
+    s.compute_s.push_back(0.01 * (b + 1) + 0.001 * k + 1e-6 * run_index);
+    s.recv_wait_s.push_back(0.002 * (b + 1) + 0.0001 * k);
+    s.send_wait_s.push_back(0.003 * (b + 1) + 0.0002 * k);
+  }
+  return s;
+}
+
+/// One run with `stage_count` stages; `index` makes its values unique.
+inline RunRecord make_sample_run(const std::string& id, int index, int stage_count) {
+  RunRecord r;
+  r.id = id;
+  r.status = index % 3 == 2 ? "failed" : "ok";
+  r.failure = r.status == "failed" ? "backend error: out of memory on rank 1" : "";
+  r.params = {{"model", "resnet50"},
+              {"autoencoder.rate", std::to_string(1 << index)},
+              {"backend", "emulator"},
+              {"stages", std::to_string(stage_count)}};
+  r.batch_size = 8 + index;
+  r.warmup_batches = 3;
+  r.measured_batches = 5;
+  r.start_unix_s = 1.7e9 + 10.25 * index;
+  r.end_unix_s = r.start_unix_s + 12.5;
+  r.throughput_sps = 123.456 + index;
+  r.duration_s = 4.0 + 0.5 * index;
+  r.latency_s = {0.11, 0.12, 0.13 + index, 0.14, 0.15};
+  r.latency_p50_s = 0.13;
+  r.latency_p90_s = 0.145;
+  r.latency_p99_s = 0.1499;
+  for (int c = 0; c + 1 < stage_count; ++c) {
+    r.cut_names.push_back("layer" + std::to_string(c + 1));
+    r.cut_bytes_per_sample.push_back(802816 >> c);
+    r.cut_wire_bytes_per_sample.push_back((802816 >> c) / (1 << index));
+    r.cut_requested_rate.push_back(static_cast<double>(1 << index));
+    r.cut_effective_rate.push_back(static_cast<double>(1 << index) * 0.999);
+  }
+  r.max_abs_error = index == 0 ? -1.0 : 1.5e-6 * index;
+  for (int k = 0; k < stage_count; ++k) r.stages.push_back(make_sample_stage(index, k));
+  return r;
+}
+
+/// An experiment with three runs in an order that is not alphabetical, one failed, and one with
+/// 12 stages (so that stage "10" sorts before "2" by name).
+inline ExperimentRecord make_sample_record() {
+  ExperimentRecord e;
+  e.name = "efficiency";
+  e.experiment_hash = "9f86d081884c7d65";
+  Provenance& p = e.provenance;
+  p.quilt_version = "0.1.0";
+  p.git_commit = "0123456789abcdef0123456789abcdef01234567";
+  p.git_dirty = true;
+  p.torch_version = "2.1.2";
+  p.mpi_version = "Open MPI v4.1.4";
+  p.hdf5_version = "1.10.8";
+  p.xrt_version = "";
+  p.compiler = "GCC 12.2.0";
+  p.command_line = "mpirun -n 2 quilt run experiments/efficiency.yaml";
+  p.hosts = {"node0.cluster", "node1.cluster"};
+  p.experiment_path = "experiments/efficiency.yaml";
+  p.experiment_text = "name: efficiency\nmodel: resnet50\nsweep:\n  autoencoder.rate: [1, 2, 4]\n";
+  p.created_utc = "2024-05-01T12:34:56Z";
+  e.runs.push_back(make_sample_run("r-zz01", 0, 2));
+  e.runs.push_back(make_sample_run("r-aa02", 1, 12));
+  e.runs.push_back(make_sample_run("r-mm03", 2, 3));
+  return e;
+}
+
+}  // namespace quilt::results::testing

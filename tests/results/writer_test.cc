@@ -1,0 +1,178 @@
+// write_experiment: atomic replacement, cleanup and clear errors when writing fails.
+
+#include "results/writer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "results/h5.h"
+#include "results/reader.h"
+#include "tests/results/expect_equal.h"
+#include "tests/results/sample_record.h"
+#include "tests/results/scratch_dir.h"
+
+namespace quilt::results {
+namespace {
+
+using testing::expect_equal;
+using ::testing::HasSubstr;
+using testing::list_dir;
+using testing::make_sample_record;
+using testing::read_bytes;
+using testing::ScratchDir;
+
+// Runs `fn`, expects ResultsError, returns its message; also checks nothing went to stderr (HDF5's
+// automatic error printing must be off).
+template <typename Fn>
+std::string expect_results_error(Fn fn) {
+  ::testing::internal::CaptureStderr();
+  std::string message;
+  try {
+    fn();
+    ADD_FAILURE() << "expected ResultsError";
+  } catch (const ResultsError& e) {
+    message = e.what();
+  }
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err, "") << "HDF5 printed to stderr";
+  return message;
+}
+
+TEST(results_writer, OverwriteReplacesFileAndLeavesNoTemporary) {
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  ExperimentRecord first = make_sample_record();
+  first.runs.resize(1);
+  write_experiment(path, first);
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
+
+  const ExperimentRecord second = make_sample_record();
+  write_experiment(path, second);
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
+  expect_equal(second, read_experiment(path));
+}
+
+TEST(results_writer, RelativePathInCurrentDirectory) {
+  ScratchDir dir;
+  const auto old_cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  write_experiment("relative.h5", make_sample_record());
+  std::filesystem::current_path(old_cwd);
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"relative.h5"});
+}
+
+TEST(results_writer, FailureMidWriteKeepsOldFile) {
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  write_experiment(path, make_sample_record());
+  const std::string before = read_bytes(path);
+
+  // The last run holds a string HDF5 cannot store: the failure comes after the file was created
+  // and the earlier runs written.
+  ExperimentRecord bad = make_sample_record();
+  bad.runs.back().stages.back().host = std::string("node\0x", 6);
+  const std::string message = expect_results_error([&] { write_experiment(path, bad); });
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("left unchanged"));
+  EXPECT_THAT(message, HasSubstr("/runs/r-mm03/stages/2"));
+  EXPECT_THAT(message, HasSubstr("NUL"));
+  EXPECT_EQ(read_bytes(path), before);
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
+  expect_equal(make_sample_record(), read_experiment(path));
+}
+
+TEST(results_writer, UnwritableDirectoryKeepsOldFile) {
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  write_experiment(path, make_sample_record());
+  const std::string before = read_bytes(path);
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0555), 0);
+  {
+    // root ignores directory permissions; there is nothing to test then.
+    std::ofstream probe(dir.file("probe"));
+    if (probe.is_open()) {
+      probe.close();
+      std::remove(dir.file("probe").c_str());
+      ::chmod(dir.path().c_str(), 0755);
+      GTEST_SKIP() << "directory permissions are not enforced for this user (root?)";
+    }
+  }
+  const std::string message =
+      expect_results_error([&] { write_experiment(path, make_sample_record()); });
+  ::chmod(dir.path().c_str(), 0755);
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("Permission denied"));
+  EXPECT_EQ(read_bytes(path), before);
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
+}
+
+TEST(results_writer, ParentIsNotADirectory) {
+  // Works for root too: no permission can make a regular file a directory.
+  ScratchDir dir;
+  std::ofstream(dir.file("plain")) << "not a directory";
+  const std::string path = dir.file("plain") + "/exp.h5";
+  const std::string message =
+      expect_results_error([&] { write_experiment(path, make_sample_record()); });
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("H5Fcreate"));
+  EXPECT_THAT(message, HasSubstr("Not a directory"));
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"plain"});
+}
+
+TEST(results_writer, RenameFailureRemovesTemporary) {
+  // The target is a non-empty directory: everything succeeds up to rename(), which fails.
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  std::filesystem::create_directory(path);
+  std::ofstream(path + "/keep") << "x";
+  const std::string message =
+      expect_results_error([&] { write_experiment(path, make_sample_record()); });
+  EXPECT_THAT(message, HasSubstr("cannot rename"));
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
+  EXPECT_TRUE(std::filesystem::is_directory(path));
+}
+
+TEST(results_writer, InvalidRunIdsRejectedBeforeWriting) {
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  for (const std::string id : {"", "a/b", "."}) {
+    ExperimentRecord e = make_sample_record();
+    e.runs[1].id = id;
+    const std::string message = expect_results_error([&] { write_experiment(path, e); });
+    EXPECT_THAT(message, HasSubstr("invalid run id")) << id;
+    EXPECT_THAT(message, HasSubstr("run #1")) << id;
+  }
+  ExperimentRecord dup = make_sample_record();
+  dup.runs[2].id = dup.runs[0].id;
+  EXPECT_THAT(expect_results_error([&] { write_experiment(path, dup); }),
+              HasSubstr("duplicate run id"));
+  ExperimentRecord empty_key = make_sample_record();
+  empty_key.runs[0].params[""] = "x";
+  EXPECT_THAT(expect_results_error([&] { write_experiment(path, empty_key); }),
+              HasSubstr("empty attribute name"));
+  EXPECT_TRUE(list_dir(dir.path()).empty());
+}
+
+TEST(results_writer, ErrorPrintingSettingRestored) {
+  H5E_auto2_t before_func = nullptr;
+  void* before_data = nullptr;
+  ASSERT_GE(H5Eget_auto2(H5E_DEFAULT, &before_func, &before_data), 0);
+  ScratchDir dir;
+  write_experiment(dir.file("a.h5"), make_sample_record());
+  EXPECT_THROW(read_experiment(dir.file("missing.h5")), ResultsError);
+  H5E_auto2_t after_func = nullptr;
+  void* after_data = nullptr;
+  ASSERT_GE(H5Eget_auto2(H5E_DEFAULT, &after_func, &after_data), 0);
+  EXPECT_EQ(before_func, after_func);
+  EXPECT_EQ(before_data, after_data);
+}
+
+}  // namespace
+}  // namespace quilt::results
