@@ -231,6 +231,19 @@ herr_t collect_attribute_name(hid_t /*loc*/, const char* name, const H5A_info_t*
   return 0;
 }
 
+// Cluster file systems (Lustre, some NFS mounts) often refuse flock(), and HDF5 >= 1.10 then
+// refuses to open any file. Locking buys the atomic writer nothing (each write goes to its own
+// temporary file), so use it where it works and go on without it where it does not.
+void set_best_effort_locking(hid_t fapl, const std::string& where) {
+#if H5_VERSION_GE(1, 10, 7)
+  check(H5Pset_file_locking(fapl, /*use_file_locking=*/true, /*ignore_when_disabled=*/true), where,
+        "H5Pset_file_locking");
+#else
+  (void)fapl;
+  (void)where;
+#endif
+}
+
 }  // namespace
 
 ScopedErrorSilence::ScopedErrorSilence() {
@@ -516,6 +529,7 @@ File File::create(const std::string& path) {
   // SEMI: H5Fclose fails while objects are open, instead of silently deferring the real close;
   // the atomic writer must know the file is complete before it renames it.
   check(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_SEMI), where, "H5Pset_fclose_degree");
+  set_best_effort_locking(fapl.get(), where);
   Handle file(
       check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), where, "H5Fcreate"));
   // The guard moves into the File: a second guard here would restore printing on return, out of
@@ -534,8 +548,11 @@ File File::open_read_only(const std::string& path) {
   if (S_ISDIR(st.st_mode)) throw ResultsError(path + ": is a directory, not a results file");
   const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
   if (is_hdf5 == 0) throw ResultsError(path + ": not an HDF5 file (no HDF5 signature found)");
-  check(is_hdf5, path, "H5Fis_hdf5");
-  Handle file(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), path, "H5Fopen"));
+  // A negative answer (the probe itself failed) is left to H5Fopen, whose error says more.
+  if (is_hdf5 < 0) H5Eclear2(H5E_DEFAULT);
+  Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), path, "H5Pcreate(H5P_FILE_ACCESS)"));
+  set_best_effort_locking(fapl.get(), path);
+  Handle file(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), path, "H5Fopen"));
   // The guard moves into the File: a second guard here would restore printing on return, out of
   // order with the File's.
   return File(std::move(silence), std::move(file), path);

@@ -4,12 +4,17 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <thread>
 
 #include "results/h5.h"
 #include "results/reader.h"
@@ -24,6 +29,7 @@ using testing::expect_equal;
 using ::testing::HasSubstr;
 using testing::list_dir;
 using testing::make_sample_record;
+using testing::make_sample_run;
 using testing::read_bytes;
 using testing::ScratchDir;
 
@@ -137,6 +143,43 @@ TEST(results_writer, RenameFailureRemovesTemporary) {
   EXPECT_THAT(message, HasSubstr(path));
   EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
   EXPECT_TRUE(std::filesystem::is_directory(path));
+}
+
+TEST(results_writer, KilledAtAnyMomentLeavesACompleteFile) {
+  // A child rewrites the file in a loop, as the harness does after each run, and is SIGKILLed at a
+  // random moment; the file must then read back as one of the two records, whole.
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  ExperimentRecord small = make_sample_record();
+  small.runs.resize(1);
+  ExperimentRecord big = make_sample_record();
+  for (int i = 0; i < 30; ++i)
+    big.runs.push_back(make_sample_run("extra" + std::to_string(i), i % 5, 4));
+  write_experiment(path, small);
+  std::mt19937 rng(12345);
+  for (int trial = 0; trial < 8; ++trial) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      try {
+        for (int i = 0;; ++i) write_experiment(path, i % 2 == 0 ? big : small);
+      } catch (...) {
+        ::_exit(3);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2 + rng() % 60));
+    ASSERT_EQ(::kill(child, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "writer exited by itself with status " << status;
+    const ExperimentRecord read = read_experiment(path);
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    expect_equal(read.runs.size() == small.runs.size() ? small : big, read);
+  }
+  // Besides the file, only the killed writers' temporaries may remain.
+  for (const std::string& name : list_dir(dir.path())) {
+    EXPECT_TRUE(name == "exp.h5" || name.rfind("exp.h5.tmp.", 0) == 0) << name;
+  }
 }
 
 TEST(results_writer, InvalidRunIdsRejectedBeforeWriting) {
