@@ -50,6 +50,7 @@ class Handle {
 
   /// The identifier, still owned by this handle.
   hid_t get() const { return id_; }
+  /// Whether it holds an identifier.
   bool valid() const { return id_ >= 0; }
   /// Gives up ownership without closing.
   hid_t release();
@@ -78,10 +79,14 @@ int64_t check(int64_t status, const std::string& where, const std::string& what)
 /// opens borrow the file: keep the File alive while they are.
 class Group {
  public:
+  /// An empty group object (no HDF5 id); assign to it later.
   Group() = default;
+  /// Takes ownership of the open group id in `handle`, known as `location` in messages.
   Group(Handle handle, Location location) : handle_(std::move(handle)), location_(location) {}
 
+  /// The HDF5 id, still owned by this object (for raw HDF5 calls).
   hid_t id() const { return handle_.get(); }
+  /// File and path of this group, for error messages.
   const Location& location() const { return location_; }
 
   /// Creates a child group `name` (fails if it exists). `track_order` records link creation order
@@ -96,32 +101,38 @@ class Group {
   /// Closes the group now; throws ResultsError on failure. Idempotent.
   void close();
 
-  // Attributes on this group. Writers fail when the attribute exists.
+  /// Whether this group has an attribute `name`.
   bool has_attribute(const std::string& name) const;
   /// Names of this group's attributes, in name order.
   std::vector<std::string> attribute_names() const;
+  /// Writes a scalar attribute: a UTF-8 string (no NUL bytes), an int64 or a float64. Throws
+  /// ResultsError when the attribute exists. A bool argument is ambiguous on purpose: cast it.
   void write_attribute(const std::string& name, const std::string& value) const;
-  /// Overload for string literals, so they do not decay to the bool/int64 overloads.
   void write_attribute(const std::string& name, const char* value) const {
     write_attribute(name, std::string(value));
   }
   void write_attribute(const std::string& name, int64_t value) const;
   void write_attribute(const std::string& name, double value) const;
+  /// Reads a scalar attribute. Throws ResultsError naming file, path and attribute when it is
+  /// missing, not a single value, or of another type (integers may be read as double).
   std::string read_string_attribute(const std::string& name) const;
   int64_t read_int64_attribute(const std::string& name) const;
   double read_double_attribute(const std::string& name) const;
 
-  // Datasets in this group: a scalar string, or 1-D arrays (possibly of length 0).
+  /// Writes a new dataset: a scalar string, or a 1-D array (possibly of length 0). Throws
+  /// ResultsError when the name is taken or invalid, or a string holds a NUL byte.
   void write_string_dataset(const std::string& name, const std::string& value) const;
   void write_dataset(const std::string& name, const std::vector<double>& values) const;
   void write_dataset(const std::string& name, const std::vector<int64_t>& values) const;
   void write_dataset(const std::string& name, const std::vector<std::string>& values) const;
+  /// Reads a scalar string dataset or a 1-D dataset. Throws ResultsError naming the dataset when it
+  /// is missing or has another rank or type class.
   std::string read_string_dataset(const std::string& name) const;
   std::vector<double> read_double_vector(const std::string& name) const;
   std::vector<int64_t> read_int64_vector(const std::string& name) const;
   std::vector<std::string> read_string_vector(const std::string& name) const;
 
- protected:
+ private:
   Handle handle_;
   Location location_;
 };
@@ -138,12 +149,14 @@ class File {
   static File open_read_only(const std::string& path);
 
   File(File&&) = default;
+  /// Closes silently; call close() first to see errors.
   ~File() = default;
 
   /// The root group "/". Valid until close().
   const Group& root() const { return root_; }
   /// Closes the root group and the file; throws ResultsError on failure. Idempotent.
   void close();
+  /// The file name given to create() or open_read_only().
   const std::string& path() const { return path_; }
 
  private:
