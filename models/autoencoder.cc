@@ -1,0 +1,80 @@
+#include "models/autoencoder.h"
+
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+
+#include <cmath>
+
+namespace quilt::models {
+
+void validate(const AutoencoderOptions& options) {
+  if (!std::isfinite(options.rate) || options.rate < 1.0) {
+    throw ModelError(fmt::format(
+        "invalid autoencoder rate R = {}: R must be a finite number >= 1 (1 = no autoencoder)",
+        options.rate));
+  }
+  if (options.kernel < 1 || options.kernel % 2 == 0) {
+    throw ModelError(fmt::format(
+        "invalid autoencoder kernel {}: the kernel must be odd and >= 1 (1, 3, 5, ...) so that "
+        "\"same\" padding keeps the spatial size",
+        options.kernel));
+  }
+}
+
+int64_t encoded_channels(int64_t channels, double rate) {
+  validate(AutoencoderOptions{rate, 1});
+  if (channels < 1) {
+    throw ModelError(fmt::format("cannot encode {} channels: need at least 1", channels));
+  }
+  const double q = static_cast<double>(channels) / rate;
+  // 3 / (3 / 1.0) style rates must not round up to an extra channel through float error.
+  const double nearest = std::round(q);
+  const double c = std::abs(q - nearest) <= 1e-9 * std::max(1.0, q) ? nearest : std::ceil(q);
+  return std::max<int64_t>(1, static_cast<int64_t>(c));
+}
+
+double effective_rate(int64_t channels, double rate) {
+  return static_cast<double>(channels) / static_cast<double>(encoded_channels(channels, rate));
+}
+
+Shape encoded_shape(const Shape& shape, double rate) {
+  if (shape.size() != 1 && shape.size() != 3) {
+    throw ModelError(
+        fmt::format("cannot put an autoencoder on a tensor of shape {}: it needs {{features}} or "
+                    "{{channels, height, width}}",
+                    to_string(shape)));
+  }
+  Shape out = shape;
+  out[0] = encoded_channels(shape[0], rate);
+  return out;
+}
+
+AutoencoderImpl::AutoencoderImpl(const Shape& shape, const AutoencoderOptions& options)
+    : shape_(shape), options_(options) {
+  validate(options);
+  code_shape_ = encoded_shape(shape, options.rate);
+  const int64_t c = shape_[0], code = code_shape_[0];
+  if (shape_.size() == 3) {
+    using torch::nn::Conv2dOptions;
+    const int64_t k = options.kernel;
+    encoder_ = torch::nn::AnyModule(register_module(
+        "encoder", torch::nn::Conv2d(Conv2dOptions(c, code, k).padding(k / 2).bias(true))));
+    decoder_ = torch::nn::AnyModule(register_module(
+        "decoder", torch::nn::Conv2d(Conv2dOptions(code, c, k).padding(k / 2).bias(true))));
+  } else {
+    encoder_ = torch::nn::AnyModule(register_module("encoder", torch::nn::Linear(c, code)));
+    decoder_ = torch::nn::AnyModule(register_module("decoder", torch::nn::Linear(code, c)));
+  }
+}
+
+torch::Tensor AutoencoderImpl::encode(torch::Tensor x) {
+  return encoder_.forward<torch::Tensor>(std::move(x));
+}
+
+torch::Tensor AutoencoderImpl::decode(torch::Tensor x) {
+  return decoder_.forward<torch::Tensor>(std::move(x));
+}
+
+}  // namespace quilt::models

@@ -1,0 +1,109 @@
+#pragma once
+// The model zoo's common shape: a model is an ordered list of units (named submodules that run
+// as a whole) with named cut points between them. Pipeline stages are contiguous runs of units.
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace quilt::models {
+
+/// A user's mistake about a model (unknown arch, unknown cut, bad rate, incompatible weights).
+/// The message names the offending value and what would be valid.
+class ModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Shape of one sample, without the batch dimension (e.g. {3, 224, 224} or {512}).
+using Shape = std::vector<int64_t>;
+
+/// Number of elements in one sample of `shape` (1 for the empty shape).
+int64_t numel(const Shape& shape);
+
+/// "3x224x224" for messages and tables ("scalar" for the empty shape).
+std::string to_string(const Shape& shape);
+
+/// One unit of a model: a named piece that runs as a whole (ResNet: "stem", "layer1", ...).
+/// `module` is a view: its parameters are registered in the owning model under the
+/// torchvision names, not under the unit's name.
+struct Unit {
+  std::string name;
+  torch::nn::AnyModule module;
+};
+
+/// A place between two consecutive units where the model may be cut. `after_unit` is the index
+/// of the last unit before the cut; `shape` is the shape of one sample of the tensor that crosses.
+struct CutPoint {
+  std::string name;
+  size_t after_unit = 0;
+  Shape shape;
+};
+
+/// A Sequential as a unit (a view). AnyModule cannot hold a Sequential itself because
+/// Sequential::forward is a template; this wrapper has a plain Tensor -> Tensor forward.
+class SequentialUnitImpl : public torch::nn::Module {
+ public:
+  /// Wraps `seq` (shared, not copied).
+  explicit SequentialUnitImpl(torch::nn::Sequential seq);
+  torch::Tensor forward(torch::Tensor x);
+  torch::nn::Sequential seq;
+};
+TORCH_MODULE(SequentialUnit);
+
+/// Base of every model of the zoo. Subclasses register their layers under the names the
+/// reference implementation uses (torchvision for ResNet) and fill units_ and cuts_.
+/// Units are views and are not registered as submodules, so named_parameters() and
+/// named_buffers() hold each tensor once, under its reference name. clone() is not supported.
+class ModelImpl : public torch::nn::Module {
+ public:
+  /// Architecture name as the zoo knows it ("resnet50").
+  const std::string& arch() const { return arch_; }
+  /// Shape of one input sample.
+  const Shape& input_shape() const { return input_shape_; }
+  int64_t num_classes() const { return num_classes_; }
+  const std::vector<Unit>& units() const { return units_; }
+  const std::vector<CutPoint>& cuts() const { return cuts_; }
+  /// The cut named `name`; throws quilt::models::ModelError listing the valid names otherwise.
+  const CutPoint& cut(const std::string& name) const;
+  /// "after_stem, after_layer1, ..." for messages.
+  std::string cut_names() const;
+
+  /// Runs units [begin, end) on x (a batch: shape {N, ...input_shape}). begin <= end <= size.
+  torch::Tensor forward_units(torch::Tensor x, size_t begin, size_t end);
+  /// Runs the whole model.
+  torch::Tensor forward(torch::Tensor x) { return forward_units(std::move(x), 0, units_.size()); }
+
+ protected:
+  explicit ModelImpl(std::string arch) : arch_(std::move(arch)) {}
+  /// Appends a unit; called by subclasses in order.
+  void add_unit(std::string name, torch::nn::AnyModule module);
+  /// Declares a cut after the most recently added unit; its shape is filled by finish().
+  void add_cut(std::string name);
+  /// Computes cut shapes by shape inference (no forward pass); subclasses call it at the end of
+  /// their constructor, after setting input_shape_ and num_classes_. Throws ModelError when the
+  /// input shape does not fit the layers (e.g. too small an image).
+  void finish();
+
+  std::string arch_;
+  Shape input_shape_;
+  int64_t num_classes_ = 0;
+  std::vector<Unit> units_;
+  std::vector<CutPoint> cuts_;
+};
+TORCH_MODULE(Model);
+
+/// Upcasts a zoo model's holder (ResNet, Mlp) to Model, sharing the module. (Model(resnet.ptr())
+/// does not compile: ModuleHolder's forwarding constructor takes the shared_ptr.)
+template <typename Holder>
+Model to_model(const Holder& holder) {
+  return Model(std::static_pointer_cast<ModelImpl>(holder.ptr()));
+}
+
+}  // namespace quilt::models

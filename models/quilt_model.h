@@ -1,0 +1,82 @@
+#pragma once
+// A model cut into pipeline stages, with an autoencoder interposed at each cut (when R > 1).
+// Stage k runs: the decoder of the cut before it (if any), its units, the encoder of the cut
+// after it (if any). This is both what the pipeline runs (one stage per board) and what the
+// trainers train (all stages in sequence).
+
+#include "models/autoencoder.h"
+#include "models/model.h"
+
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quilt::models {
+
+/// One pipeline stage: units [first_unit, end_unit) of the base model.
+struct StageSpec {
+  size_t first_unit = 0;
+  size_t end_unit = 0;
+  Shape in_shape;      ///< shape of one sample that enters the stage (encoded if an AE precedes it)
+  Shape out_shape;     ///< shape of one sample that leaves the stage (encoded if an AE follows it)
+  int64_t macs = 0;    ///< per sample, units plus the stage's decoder/encoder (see summary.h)
+  int64_t flops = 0;   ///< 2 x macs
+  int64_t params = 0;  ///< parameters of the units plus the stage's decoder/encoder
+};
+
+/// Per cut of a partition: what crosses between stage k and k+1.
+struct CutTraffic {
+  std::string cut;
+  Shape shape;                        ///< without autoencoder
+  Shape wire_shape;                   ///< what actually crosses (encoded when R > 1)
+  int64_t bytes_per_sample = 0;       ///< float32 bytes without autoencoder
+  int64_t wire_bytes_per_sample = 0;  ///< float32 bytes that cross
+  double requested_rate = 1.0;
+  double effective_rate = 1.0;  ///< C / ceil(C/R); 1 without autoencoder
+};
+
+/// The base model plus one autoencoder per cut. Parameter names: the base model's own
+/// (torchvision names for ResNet, unchanged, no prefix) plus "ae_<cut>.encoder.weight",
+/// "ae_<cut>.encoder.bias", "ae_<cut>.decoder.weight", "ae_<cut>.decoder.bias" per cut when
+/// R > 1. So with R = 1 its state_dict is exactly the base model's, and pretrained weights load
+/// through load_state_dict(*quilt->base(), path).
+class QuiltModelImpl : public torch::nn::Module {
+ public:
+  /// Cuts `base` at the named cuts (in model order, no repeats; none = one stage) and
+  /// interposes an autoencoder at each when options.rate > 1. Throws ModelError naming the bad
+  /// cut and the valid ones, or for invalid options (see validate()).
+  QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
+                 const AutoencoderOptions& options);
+
+  Model base() const { return base_; }
+  const AutoencoderOptions& options() const { return options_; }
+  size_t num_stages() const { return stages_.size(); }
+  const StageSpec& stage(size_t k) const { return stages_.at(k); }
+  const std::vector<StageSpec>& stages() const { return stages_; }
+  /// One entry per cut (num_stages() - 1).
+  const std::vector<CutTraffic>& traffic() const { return traffic_; }
+  /// The autoencoder at cut k (between stage k and k+1), or an empty holder (nullptr) for R = 1.
+  Autoencoder autoencoder(size_t k) const;
+
+  /// Runs stage k on x (decoder, units, encoder). x: {N, ...stage(k).in_shape}.
+  torch::Tensor forward_stage(size_t k, torch::Tensor x);
+  /// Runs every stage in sequence: the single-process reference of the pipeline.
+  torch::Tensor forward(torch::Tensor x);
+  /// Parameters of the autoencoders only (what weight freezing trains in phase 1).
+  std::vector<torch::Tensor> autoencoder_parameters() const;
+
+  /// Sets training mode on the autoencoders, the base model's layers and the base model itself.
+  void train(bool on = true) override;
+
+ private:
+  Model base_{nullptr};
+  AutoencoderOptions options_;
+  std::vector<StageSpec> stages_;
+  std::vector<CutTraffic> traffic_;
+  std::vector<Autoencoder> autoencoders_;  // empty Autoencoder{nullptr} where R == 1
+};
+TORCH_MODULE(QuiltModel);
+
+}  // namespace quilt::models

@@ -1,0 +1,162 @@
+#include "models/resnet.h"
+
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <torch/nn/functional/pooling.h>
+#include <torch/nn/init.h>
+
+namespace quilt::models {
+namespace {
+
+using torch::nn::BatchNorm2d;
+using torch::nn::Conv2d;
+using torch::nn::Conv2dOptions;
+
+Conv2d conv3x3(int64_t in, int64_t out, int64_t stride) {
+  return Conv2d(Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
+}
+
+Conv2d conv1x1(int64_t in, int64_t out, int64_t stride) {
+  return Conv2d(Conv2dOptions(in, out, 1).stride(stride).bias(false));
+}
+
+torch::nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
+  return torch::nn::Sequential(conv1x1(in, out, stride), BatchNorm2d(out));
+}
+
+}  // namespace
+
+// Registration order follows torchvision's __init__, so named_parameters() lists the same
+// names in the same order.
+BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, bool downsample) {
+  conv1 = register_module("conv1", conv3x3(inplanes, planes, stride));
+  bn1 = register_module("bn1", BatchNorm2d(planes));
+  conv2 = register_module("conv2", conv3x3(planes, planes, 1));
+  bn2 = register_module("bn2", BatchNorm2d(planes));
+  if (downsample) {
+    this->downsample = register_module("downsample", make_downsample(inplanes, planes, stride));
+  }
+}
+
+torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
+  torch::Tensor out = bn1(conv1(x)).relu_();
+  out = bn2(conv2(out));
+  out += downsample.is_empty() ? x : downsample->forward(x);
+  return torch::relu_(out);
+}
+
+BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, bool downsample) {
+  constexpr int64_t kExpansion = 4;
+  conv1 = register_module("conv1", conv1x1(inplanes, planes, 1));
+  bn1 = register_module("bn1", BatchNorm2d(planes));
+  conv2 = register_module("conv2", conv3x3(planes, planes, stride));
+  bn2 = register_module("bn2", BatchNorm2d(planes));
+  conv3 = register_module("conv3", conv1x1(planes, planes * kExpansion, 1));
+  bn3 = register_module("bn3", BatchNorm2d(planes * kExpansion));
+  if (downsample) {
+    this->downsample =
+        register_module("downsample", make_downsample(inplanes, planes * kExpansion, stride));
+  }
+}
+
+torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
+  torch::Tensor out = bn1(conv1(x)).relu_();
+  out = bn2(conv2(out)).relu_();
+  out = bn3(conv3(out));
+  out += downsample.is_empty() ? x : downsample->forward(x);
+  return torch::relu_(out);
+}
+
+// The views register the shared layers inside themselves (never in the model), so that
+// unit.module.ptr()->parameters() describes the unit.
+ResNetStemImpl::ResNetStemImpl(Conv2d conv1, BatchNorm2d bn1, torch::nn::MaxPool2d maxpool)
+    : conv1(std::move(conv1)), bn1(std::move(bn1)), maxpool(std::move(maxpool)) {
+  register_module("conv1", this->conv1);
+  register_module("bn1", this->bn1);
+  register_module("maxpool", this->maxpool);
+}
+
+torch::Tensor ResNetStemImpl::forward(torch::Tensor x) {
+  return maxpool(bn1(conv1(std::move(x))).relu_());
+}
+
+ResNetHeadImpl::ResNetHeadImpl(torch::nn::Linear fc) : fc(std::move(fc)) {
+  register_module("fc", this->fc);
+}
+
+torch::Tensor ResNetHeadImpl::forward(torch::Tensor x) {
+  x = torch::adaptive_avg_pool2d(x, {1, 1});
+  return fc(torch::flatten(x, 1));
+}
+
+ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes)
+    : ModelImpl(fmt::format("resnet{}", depth)), depth_(depth) {
+  if (depth != 18 && depth != 50) {
+    throw ModelError(fmt::format("unsupported ResNet depth {}; valid depths: 18, 50", depth));
+  }
+  if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
+    throw ModelError(
+        fmt::format("{}: input shape {} must be {{channels, height, width}} with positive sizes",
+                    arch_, to_string(input_shape)));
+  }
+  if (num_classes < 1) {
+    throw ModelError(fmt::format("{}: num_classes {} must be >= 1", arch_, num_classes));
+  }
+  input_shape_ = input_shape;
+  num_classes_ = num_classes;
+
+  conv1 = register_module(
+      "conv1", Conv2d(Conv2dOptions(input_shape[0], 64, 7).stride(2).padding(3).bias(false)));
+  bn1 = register_module("bn1", BatchNorm2d(64));
+  maxpool = register_module(
+      "maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
+
+  const bool bottleneck = depth == 50;
+  const int64_t expansion = bottleneck ? 4 : 1;
+  const std::array<int64_t, 4> blocks =
+      bottleneck ? std::array<int64_t, 4>{3, 4, 6, 3} : std::array<int64_t, 4>{2, 2, 2, 2};
+  int64_t inplanes = 64;
+  auto make_layer = [&](int64_t planes, int64_t num_blocks, int64_t stride) {
+    torch::nn::Sequential layer;
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      const int64_t s = b == 0 ? stride : 1;
+      const bool downsample = b == 0 && (s != 1 || inplanes != planes * expansion);
+      if (bottleneck) {
+        layer->push_back(Bottleneck(inplanes, planes, s, downsample));
+      } else {
+        layer->push_back(BasicBlock(inplanes, planes, s, downsample));
+      }
+      inplanes = planes * expansion;
+    }
+    return layer;
+  };
+  layer1 = register_module("layer1", make_layer(64, blocks[0], 1));
+  layer2 = register_module("layer2", make_layer(128, blocks[1], 2));
+  layer3 = register_module("layer3", make_layer(256, blocks[2], 2));
+  layer4 = register_module("layer4", make_layer(512, blocks[3], 2));
+  fc = register_module("fc", torch::nn::Linear(512 * expansion, num_classes));
+
+  // torchvision: kaiming_normal_(fan_out, relu) for every conv, BN weight 1 / bias 0; fc keeps
+  // PyTorch's default Linear init (which LibTorch's Linear already applied).
+  torch::NoGradGuard no_grad;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      torch::nn::init::ones_(bn->weight);
+      torch::nn::init::zeros_(bn->bias);
+    }
+  }
+
+  add_unit("stem", torch::nn::AnyModule(ResNetStem(conv1, bn1, maxpool)));
+  add_cut("after_stem");
+  const std::array<torch::nn::Sequential, 4> layers = {layer1, layer2, layer3, layer4};
+  for (size_t i = 0; i < layers.size(); ++i) {
+    add_unit(fmt::format("layer{}", i + 1), torch::nn::AnyModule(SequentialUnit(layers[i])));
+    add_cut(fmt::format("after_layer{}", i + 1));
+  }
+  add_unit("head", torch::nn::AnyModule(ResNetHead(fc)));
+  finish();
+}
+
+}  // namespace quilt::models
