@@ -7,6 +7,8 @@
 
 #include <torch/nn/modules/container/any.h>
 
+#include <memory>
+
 namespace quilt::models {
 
 /// How to build an autoencoder. rate = 1 means no autoencoder (the baseline).
@@ -69,6 +71,15 @@ class AutoencoderImpl : public torch::nn::Module {
   AutoencoderOptions options_;
   torch::nn::AnyModule encoder_, decoder_;
 };
-TORCH_MODULE(Autoencoder);
+
+/// Holder of AutoencoderImpl (as TORCH_MODULE(Autoencoder) would declare it), plus a
+/// constructor that accepts braced lists: Autoencoder({1024, 14, 14}, {4.0, 1}).
+class Autoencoder : public torch::nn::ModuleHolder<AutoencoderImpl> {
+ public:
+  using torch::nn::ModuleHolder<AutoencoderImpl>::ModuleHolder;
+  using Impl = AutoencoderImpl;
+  Autoencoder(const Shape& shape, const AutoencoderOptions& options)
+      : ModuleHolder(std::make_shared<AutoencoderImpl>(shape, options)) {}
+};
 
 }  // namespace quilt::models

@@ -9,6 +9,7 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -77,6 +78,15 @@ class QuiltModelImpl : public torch::nn::Module {
   std::vector<CutTraffic> traffic_;
   std::vector<Autoencoder> autoencoders_;  // empty Autoencoder{nullptr} where R == 1
 };
-TORCH_MODULE(QuiltModel);
+
+/// Holder of QuiltModelImpl (as TORCH_MODULE(QuiltModel) would declare it), plus a constructor
+/// that accepts braced lists: QuiltModel(base, {"after_layer3"}, {4.0, 1}).
+class QuiltModel : public torch::nn::ModuleHolder<QuiltModelImpl> {
+ public:
+  using torch::nn::ModuleHolder<QuiltModelImpl>::ModuleHolder;
+  using Impl = QuiltModelImpl;
+  QuiltModel(Model base, const std::vector<std::string>& cuts, const AutoencoderOptions& options)
+      : ModuleHolder(std::make_shared<QuiltModelImpl>(std::move(base), cuts, options)) {}
+};
 
 }  // namespace quilt::models
