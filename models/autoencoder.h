@@ -16,10 +16,12 @@ struct AutoencoderOptions {
   double rate = 1.0;   ///< requested reduction rate R (finite, >= 1)
   int64_t kernel = 1;  ///< encoder/decoder kernel size for feature maps (odd, >= 1)
 
+  /// Chained setter for rate.
   AutoencoderOptions& set_rate(double r) {
     rate = r;
     return *this;
   }
+  /// Chained setter for kernel.
   AutoencoderOptions& set_kernel(int64_t k) {
     kernel = k;
     return *this;
@@ -55,10 +57,14 @@ class AutoencoderImpl : public torch::nn::Module {
   torch::Tensor encode(torch::Tensor x);
   /// {N, ...code_shape} -> {N, ...shape}.
   torch::Tensor decode(torch::Tensor x);
+  /// decode(encode(x)): what a single-process reference of the cut computes.
   torch::Tensor forward(torch::Tensor x) { return decode(encode(std::move(x))); }
 
+  /// Shape of one sample of the tensor at the cut ({C, H, W} or {F}).
   const Shape& shape() const { return shape_; }
+  /// Shape of one encoded sample (what crosses the link).
   const Shape& code_shape() const { return code_shape_; }
+  /// The options it was built with.
   const AutoencoderOptions& options() const { return options_; }
   /// Holds a torch::nn::Conv2d (3-D shapes) or a torch::nn::Linear (1-D shapes).
   torch::nn::AnyModule& encoder() { return encoder_; }

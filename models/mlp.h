@@ -14,6 +14,7 @@ class LinearReluImpl : public torch::nn::Module {
  public:
   /// Shares (does not copy) fc.
   explicit LinearReluImpl(torch::nn::Linear fc);
+  /// relu(fc(x)); x: {N, in_features}.
   torch::Tensor forward(torch::Tensor x);
   torch::nn::Linear fc;
 };

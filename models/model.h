@@ -52,6 +52,7 @@ class SequentialUnitImpl : public torch::nn::Module {
  public:
   /// Wraps `seq` (shared, not copied).
   explicit SequentialUnitImpl(torch::nn::Sequential seq);
+  /// seq->forward(x).
   torch::Tensor forward(torch::Tensor x);
   torch::nn::Sequential seq;
 };
@@ -67,8 +68,11 @@ class ModelImpl : public torch::nn::Module {
   const std::string& arch() const { return arch_; }
   /// Shape of one input sample.
   const Shape& input_shape() const { return input_shape_; }
+  /// Output features of the last unit (logits).
   int64_t num_classes() const { return num_classes_; }
+  /// Units in execution order.
   const std::vector<Unit>& units() const { return units_; }
+  /// Cuts in model order, with their shapes.
   const std::vector<CutPoint>& cuts() const { return cuts_; }
   /// The cut named `name`; throws quilt::models::ModelError listing the valid names otherwise.
   const CutPoint& cut(const std::string& name) const;
@@ -81,6 +85,7 @@ class ModelImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x) { return forward_units(std::move(x), 0, units_.size()); }
 
  protected:
+  /// For subclasses; `arch` is the zoo name.
   explicit ModelImpl(std::string arch) : arch_(std::move(arch)) {}
   /// Appends a unit; called by subclasses in order.
   void add_unit(std::string name, torch::nn::AnyModule module);

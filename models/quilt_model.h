@@ -51,10 +51,15 @@ class QuiltModelImpl : public torch::nn::Module {
   QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
                  const AutoencoderOptions& options);
 
+  /// The base model (shared: its layers are this module's layers).
   Model base() const { return base_; }
+  /// The autoencoder options it was built with.
   const AutoencoderOptions& options() const { return options_; }
+  /// Number of stages: cuts + 1.
   size_t num_stages() const { return stages_.size(); }
+  /// Stage k (throws std::out_of_range past the end).
   const StageSpec& stage(size_t k) const { return stages_.at(k); }
+  /// All stages in pipeline order.
   const std::vector<StageSpec>& stages() const { return stages_; }
   /// One entry per cut (num_stages() - 1).
   const std::vector<CutTraffic>& traffic() const { return traffic_; }

@@ -20,6 +20,7 @@ class BasicBlockImpl : public torch::nn::Module {
  public:
   /// Output channels = planes; downsample = Sequential(conv1x1(inplanes, planes, stride), bn).
   BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, bool downsample);
+  /// Runs the block; x: {N, inplanes, H, W}.
   torch::Tensor forward(torch::Tensor x);
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
@@ -33,6 +34,7 @@ class BottleneckImpl : public torch::nn::Module {
   /// Output channels = 4 * planes; downsample = Sequential(conv1x1(inplanes, 4 * planes,
   /// stride), bn).
   BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, bool downsample);
+  /// Runs the block; x: {N, inplanes, H, W}.
   torch::Tensor forward(torch::Tensor x);
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
@@ -45,6 +47,7 @@ class ResNetStemImpl : public torch::nn::Module {
  public:
   /// Shares (does not copy) the given layers.
   ResNetStemImpl(torch::nn::Conv2d conv1, torch::nn::BatchNorm2d bn1, torch::nn::MaxPool2d maxpool);
+  /// x: {N, C, H, W} input images.
   torch::Tensor forward(torch::Tensor x);
   torch::nn::Conv2d conv1;
   torch::nn::BatchNorm2d bn1;
@@ -57,6 +60,7 @@ class ResNetHeadImpl : public torch::nn::Module {
  public:
   /// Shares (does not copy) fc.
   explicit ResNetHeadImpl(torch::nn::Linear fc);
+  /// x: {N, C, H, W} features -> {N, num_classes} logits.
   torch::Tensor forward(torch::Tensor x);
   torch::nn::Linear fc;
 };
@@ -72,6 +76,7 @@ class ResNetImpl : public ModelImpl {
   /// e.g. {1, 28, 28} for Fashion-MNIST, cannot load ImageNet weights: conv1.weight's shape
   /// differs). num_classes >= 1 (fc's output). Throws ModelError for anything else.
   ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes);
+  /// 18 or 50.
   int depth() const { return depth_; }
 
   torch::nn::Conv2d conv1{nullptr};
