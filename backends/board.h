@@ -32,9 +32,11 @@ class Board {
   /// Prepares the stage: copies weights to the board, compiles the fast path. Blocks. Throws
   /// BoardError on a user-visible problem.
   virtual void load(const StageAssignment& assignment) = 0;
-  /// Runs one batch. `input` is a contiguous host float tensor [batch, in_shape...]; returns a
-  /// contiguous host float tensor [batch, out_shape...] that stays valid until the next call of
-  /// run() returns (the caller sends from its memory). Blocks until the result is on the host.
+  /// Runs one batch. `input` is a contiguous host float tensor [batch, in_shape...] that the board
+  /// does not modify; returns a contiguous host float tensor [batch, out_shape...]. The caller may
+  /// keep the returned tensor (it sends from its memory): the board does not write into it after
+  /// run() returns, except where a board says its output is garbage (NullBoard). Blocks until
+  /// the result is on the host.
   virtual at::Tensor run(const at::Tensor& input) = 0;
 };
 

@@ -1,0 +1,678 @@
+#include "backends/inference.h"
+
+#include "backends/allocation_cache.h"
+#include "backends/board.h"
+#include "models/autoencoder.h"
+#include "models/mlp.h"
+#include "models/model.h"
+#include "models/quilt_model.h"
+#include "models/resnet.h"
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+
+namespace quilt::backends {
+namespace {
+
+using models::Shape;
+namespace nn = torch::nn;
+
+enum class Layout { kDense, kMkldnn };
+
+enum class Code {
+  kToMkldnn,
+  kToDense,
+  kConv,  // oneDNN conv on blocked tensors, BN folded, optional fused ReLU (in place)
+  kAdd,   // residual add of b into a, optional ReLU
+  kRelu,
+  kMaxPool,    // on blocked tensors
+  kAvgPool,    // adaptive average pool on blocked tensors
+  kFlatten,    // dense view
+  kLinear,     // dense GEMM (OpenBLAS), optional ReLU
+  kBatchNorm,  // standalone eval BatchNorm2d on dense tensors
+  kFallback,   // the module's own forward, dense in and out
+};
+
+const char* kind_of(Code c) {
+  switch (c) {
+    case Code::kToMkldnn:
+      return "to_mkldnn";
+    case Code::kToDense:
+      return "to_dense";
+    case Code::kConv:
+      return "conv";
+    case Code::kAdd:
+      return "add";
+    case Code::kRelu:
+      return "relu";
+    case Code::kMaxPool:
+      return "max_pool";
+    case Code::kAvgPool:
+      return "avg_pool";
+    case Code::kFlatten:
+      return "flatten";
+    case Code::kLinear:
+      return "linear";
+    case Code::kBatchNorm:
+      return "batch_norm";
+    case Code::kFallback:
+      return "fallback";
+  }
+  return "?";
+}
+
+struct Instr {
+  Code code = Code::kFallback;
+  std::string name;
+  int dst = -1, a = -1, b = -1;
+  bool relu = false;      // fused ReLU on the op's own output
+  bool in_place = false;  // kAdd / kRelu write into register a (decided by finalize())
+  at::Tensor weight, bias;
+  std::vector<int64_t> kernel, stride, padding, dilation, output_size;
+  int64_t groups = 1;
+  bool ceil_mode = false;
+  int64_t start_dim = 1, end_dim = -1;
+  mutable nn::AnyModule module;  // forward() is not const
+  std::vector<int> release;      // registers whose last use is this instruction
+};
+
+Instr op(Code code, std::string name) {
+  Instr in;
+  in.code = code;
+  in.name = std::move(name);
+  return in;
+}
+
+// Compile-time facts about a register.
+struct Reg {
+  Layout layout = Layout::kDense;
+  Shape shape;         // one sample, without the batch dimension
+  bool owned = false;  // produced by the program into fresh memory: may be overwritten in place
+};
+
+// Raised while compiling a module the fast path cannot express; the nearest enclosing module
+// that has an AnyModule runs through the fallback instead.
+struct Unsupported {
+  std::string why;
+};
+
+std::vector<int64_t> vec2(const torch::ExpandingArray<2>& a) { return {(*a)[0], (*a)[1]}; }
+
+int64_t pooled(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
+  const int64_t eff = d * (k - 1) + 1;
+  int64_t num = in + 2 * p - eff;
+  int64_t out = (ceil_mode ? (num + s - 1) / s : num / s) + 1;
+  // As in PyTorch: the last window must start inside the input or the left padding.
+  if (ceil_mode && (out - 1) * s >= in + p) --out;
+  return out;
+}
+
+std::string type_name(const nn::Module& m) { return m.name(); }
+
+// A conv with BN folded into its weights, ready for at::mkldnn_convolution.
+struct FoldedConv {
+  at::Tensor weight;  // dense [out, in/groups, kh, kw]
+  at::Tensor bias;    // dense [out] or undefined
+  std::vector<int64_t> kernel, stride, padding, dilation;
+  int64_t groups = 1;
+  std::string name;
+};
+
+FoldedConv fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn) {
+  const auto& o = conv.options;
+  if (!c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
+    throw Unsupported{"conv padding mode other than zeros"};
+  if (o.transposed()) throw Unsupported{"transposed conv"};
+  FoldedConv f;
+  f.kernel = vec2(o.kernel_size());
+  f.stride = vec2(o.stride());
+  f.dilation = vec2(o.dilation());
+  f.groups = o.groups();
+  if (auto* p = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
+    f.padding = vec2(*p);
+  } else if (c10::holds_alternative<torch::enumtype::kValid>(o.padding())) {
+    f.padding = {0, 0};
+  } else {  // kSame: symmetric only when the padding total is even (stride 1 by definition)
+    for (int i = 0; i < 2; ++i) {
+      const int64_t total = f.dilation[i] * (f.kernel[i] - 1);
+      if (total % 2 != 0) throw Unsupported{"asymmetric 'same' padding"};
+      f.padding.push_back(total / 2);
+    }
+  }
+  // Fold in double so that the folded weights are as close to the reference as float allows.
+  at::Tensor w = conv.weight.detach().to(at::kDouble);
+  at::Tensor b = conv.bias.defined() ? conv.bias.detach().to(at::kDouble) : at::Tensor();
+  if (bn != nullptr) {
+    if (!bn->options.track_running_stats() || !bn->running_mean.defined())
+      throw Unsupported{"BatchNorm without running statistics"};
+    at::Tensor scale = (bn->running_var.detach().to(at::kDouble) + bn->options.eps()).rsqrt();
+    if (bn->options.affine()) scale = scale * bn->weight.detach().to(at::kDouble);
+    at::Tensor shift = -bn->running_mean.detach().to(at::kDouble) * scale;
+    if (b.defined()) shift = shift + b * scale;
+    if (bn->options.affine()) shift = shift + bn->bias.detach().to(at::kDouble);
+    w = w * scale.view({-1, 1, 1, 1});
+    b = shift;
+  }
+  f.weight = w.to(at::kFloat).contiguous();
+  if (b.defined()) f.bias = b.to(at::kFloat).contiguous();
+  return f;
+}
+
+template <typename T>
+const T* as(const std::shared_ptr<nn::Module>& m) {
+  return dynamic_cast<const T*>(m.get());
+}
+
+class Compiler {
+ public:
+  Compiler(const Shape& in_shape, bool force_fallback) : force_fallback_(force_fallback) {
+    regs_.push_back(Reg{Layout::kDense, in_shape, false});
+  }
+
+  int input() const { return 0; }
+  std::vector<Instr>& instrs() { return instrs_; }
+  std::vector<Reg>& regs() { return regs_; }
+  std::vector<std::string>& fallbacks() { return fallbacks_; }
+
+  // Compiles one module that can fall back as a whole.
+  int any(const nn::AnyModule& m, int x, const std::string& name) {
+    if (!force_fallback_) {
+      Checkpoint cp = checkpoint();
+      try {
+        return module(m.ptr(), x, name);
+      } catch (const Unsupported& u) {
+        restore(cp);
+        note_ = fmt::format("{} ({})", name, u.why);
+      }
+    }
+    return fallback(m, x, name);
+  }
+
+  // Compiles a list of modules run in order, fusing Conv2d + BatchNorm2d + ReLU.
+  int sequence(const std::vector<nn::AnyModule>& mods, int x, const std::string& prefix) {
+    for (size_t i = 0; i < mods.size(); ++i) {
+      const auto& m = mods[i].ptr();
+      const std::string name =
+          prefix.empty() ? std::to_string(i) : prefix + "." + std::to_string(i);
+      if (auto* conv = as<nn::Conv2dImpl>(m); conv != nullptr && !force_fallback_) {
+        const nn::BatchNorm2dImpl* bn = nullptr;
+        bool relu = false;
+        size_t j = i + 1;
+        if (j < mods.size() && (bn = as<nn::BatchNorm2dImpl>(mods[j].ptr())) != nullptr) ++j;
+        if (j < mods.size() && is_relu(mods[j].ptr())) relu = true, ++j;
+        Checkpoint cp = checkpoint();
+        try {
+          x = conv2d(fold(*conv, bn), x, relu, name);
+          i = j - 1;
+          continue;
+        } catch (const Unsupported&) {
+          restore(cp);  // compile the conv alone below, falling back if need be
+        }
+      }
+      x = any(mods[i], x, name);
+    }
+    return x;
+  }
+
+  // Decides in-place ops and register lifetimes. `out` (the result) is converted to dense by
+  // the caller, outside InferenceMode.
+  int finish(int out) {
+    std::vector<int> last_use(regs_.size(), -1);
+    for (size_t i = 0; i < instrs_.size(); ++i) {
+      for (int r : {instrs_[i].a, instrs_[i].b})
+        if (r >= 0) last_use[r] = static_cast<int>(i);
+    }
+    last_use[out] = static_cast<int>(instrs_.size());  // the result outlives the program
+    for (size_t i = 0; i < instrs_.size(); ++i) {
+      Instr& in = instrs_[i];
+      if (in.code == Code::kAdd || in.code == Code::kRelu) {
+        // Overwrite a only if nothing reads it later (its aliases included) and we made it.
+        in.in_place = regs_[in.a].owned && last_use[in.a] == static_cast<int>(i) &&
+                      (in.b < 0 || in.b != in.a);
+        regs_[in.dst].owned = true;
+      }
+    }
+    for (size_t r = 0; r < regs_.size(); ++r) {
+      if (last_use[r] >= 0 && last_use[r] < static_cast<int>(instrs_.size()))
+        instrs_[last_use[r]].release.push_back(static_cast<int>(r));
+    }
+    return out;
+  }
+
+  int mkldnn(int x) {
+    if (regs_[x].layout == Layout::kMkldnn) return x;
+    if (auto it = mkldnn_of_.find(x); it != mkldnn_of_.end()) return it->second;
+    if (regs_[x].shape.size() != 3) throw Unsupported{"oneDNN ops need NCHW tensors"};
+    Instr in = op(Code::kToMkldnn, "to_mkldnn");
+    in.a = x;
+    int y = emit(std::move(in), Reg{Layout::kMkldnn, regs_[x].shape, true});
+    mkldnn_of_[x] = y;
+    return y;
+  }
+
+  int dense(int x) {
+    if (regs_[x].layout == Layout::kDense) return x;
+    if (auto it = dense_of_.find(x); it != dense_of_.end()) return it->second;
+    Instr in = op(Code::kToDense, "to_dense");
+    in.a = x;
+    int y = emit(std::move(in), Reg{Layout::kDense, regs_[x].shape, true});
+    dense_of_[x] = y;
+    return y;
+  }
+
+ private:
+  struct Checkpoint {
+    size_t instrs, regs, fallbacks;
+    std::map<int, int> mkldnn_of, dense_of;
+  };
+  Checkpoint checkpoint() const {
+    return {instrs_.size(), regs_.size(), fallbacks_.size(), mkldnn_of_, dense_of_};
+  }
+  void restore(const Checkpoint& cp) {
+    instrs_.resize(cp.instrs);
+    regs_.resize(cp.regs);
+    fallbacks_.resize(cp.fallbacks);
+    mkldnn_of_ = cp.mkldnn_of;
+    dense_of_ = cp.dense_of;
+  }
+
+  int emit(Instr in, Reg reg) {
+    in.dst = static_cast<int>(regs_.size());
+    regs_.push_back(std::move(reg));
+    instrs_.push_back(std::move(in));
+    return instrs_.back().dst;
+  }
+
+  static bool is_relu(const std::shared_ptr<nn::Module>& m) {
+    auto* r = as<nn::ReLUImpl>(m);
+    return r != nullptr;
+  }
+
+  int module(const std::shared_ptr<nn::Module>& m, int x, const std::string& name) {
+    if (auto* u = as<models::SequentialUnitImpl>(m)) return seq(*u->seq, x, name);
+    if (auto* s = as<nn::SequentialImpl>(m)) return seq(*s, x, name);
+    if (auto* s = as<models::ResNetStemImpl>(m)) {
+      x = conv2d(fold(*s->conv1, s->bn1.get()), x, true, "conv1+bn1+relu");
+      return max_pool(*s->maxpool, x, "maxpool");
+    }
+    if (auto* b = as<models::BottleneckImpl>(m)) {
+      int y = conv2d(fold(*b->conv1, b->bn1.get()), x, true, name + ".conv1+bn1+relu");
+      y = conv2d(fold(*b->conv2, b->bn2.get()), y, true, name + ".conv2+bn2+relu");
+      y = conv2d(fold(*b->conv3, b->bn3.get()), y, false, name + ".conv3+bn3");
+      return residual(b->downsample, x, y, name);
+    }
+    if (auto* b = as<models::BasicBlockImpl>(m)) {
+      int y = conv2d(fold(*b->conv1, b->bn1.get()), x, true, name + ".conv1+bn1+relu");
+      y = conv2d(fold(*b->conv2, b->bn2.get()), y, false, name + ".conv2+bn2");
+      return residual(b->downsample, x, y, name);
+    }
+    if (auto* h = as<models::ResNetHeadImpl>(m)) {
+      x = adaptive_avg_pool(std::vector<int64_t>{1, 1}, x, "avgpool");
+      x = flatten(1, -1, x, "flatten");
+      return linear(*h->fc, x, false, "fc");
+    }
+    if (auto* l = as<models::LinearReluImpl>(m)) return linear(*l->fc, x, true, name);
+    if (auto* c = as<nn::Conv2dImpl>(m)) return conv2d(fold(*c, nullptr), x, false, name);
+    if (auto* l = as<nn::LinearImpl>(m)) return linear(*l, x, false, name);
+    if (is_relu(m)) return relu(x, name);
+    if (auto* p = as<nn::MaxPool2dImpl>(m)) return max_pool(*p, x, name);
+    if (auto* p = as<nn::AdaptiveAvgPool2dImpl>(m)) {
+      std::vector<int64_t> size;
+      for (const auto& e : *p->options.output_size()) {
+        if (!e.has_value()) throw Unsupported{"adaptive pool with a free output dimension"};
+        size.push_back(*e);
+      }
+      return adaptive_avg_pool(size, x, name);
+    }
+    if (auto* f = as<nn::FlattenImpl>(m))
+      return flatten(f->options.start_dim(), f->options.end_dim(), x, name);
+    if (auto* bn = as<nn::BatchNorm2dImpl>(m)) return batch_norm(*bn, x, name);
+    if (as<nn::DropoutImpl>(m) != nullptr || as<nn::IdentityImpl>(m) != nullptr) return x;
+    throw Unsupported{"no fast path for " + type_name(*m)};
+  }
+
+  int seq(const nn::SequentialImpl& s, int x, const std::string& name) {
+    std::vector<nn::AnyModule> mods(s.begin(), s.end());
+    return sequence(mods, x, name);
+  }
+
+  int residual(const nn::Sequential& downsample, int x, int y, const std::string& name) {
+    int identity = x;
+    if (downsample) {
+      std::vector<nn::AnyModule> mods(downsample->begin(), downsample->end());
+      if (mods.size() == 2 && as<nn::Conv2dImpl>(mods[0].ptr()) &&
+          as<nn::BatchNorm2dImpl>(mods[1].ptr())) {
+        identity =
+            conv2d(fold(*as<nn::Conv2dImpl>(mods[0].ptr()), as<nn::BatchNorm2dImpl>(mods[1].ptr())),
+                   x, false, name + ".downsample");
+      } else {
+        throw Unsupported{"downsample other than conv + bn"};
+      }
+    }
+    return add(y, identity, true, name + ".add+relu");
+  }
+
+  int conv2d(FoldedConv f, int x, bool relu, const std::string& name) {
+    x = mkldnn(x);
+    const Shape& s = regs_[x].shape;
+    if (s[0] != f.weight.size(1) * f.groups)
+      throw Unsupported{
+          fmt::format("conv expects {} channels, gets {}", f.weight.size(1) * f.groups, s[0])};
+    Shape out = {f.weight.size(0)};
+    for (int i = 0; i < 2; ++i)
+      out.push_back(pooled(s[1 + i], f.kernel[i], f.stride[i], f.padding[i], f.dilation[i], false));
+    Instr in = op(Code::kConv, name);
+    in.a = x;
+    in.relu = relu;
+    // Reordered once into the blocked layout oneDNN picks for this conv, so that no run
+    // reorders weights.
+    in.weight = at::mkldnn_reorder_conv2d_weight(f.weight.to_mkldnn(), f.padding, f.stride,
+                                                 f.dilation, f.groups);
+    in.bias = f.bias;
+    in.kernel = f.kernel;
+    in.stride = f.stride;
+    in.padding = f.padding;
+    in.dilation = f.dilation;
+    in.groups = f.groups;
+    return emit(std::move(in), Reg{Layout::kMkldnn, out, true});
+  }
+
+  int add(int a, int b, bool relu, const std::string& name) {
+    a = mkldnn(a);
+    b = mkldnn(b);
+    if (regs_[a].shape != regs_[b].shape)
+      throw Unsupported{fmt::format("residual add of {} and {}", models::to_string(regs_[a].shape),
+                                    models::to_string(regs_[b].shape))};
+    Instr in = op(Code::kAdd, name);
+    in.a = a;
+    in.b = b;
+    in.relu = relu;
+    return emit(std::move(in), Reg{Layout::kMkldnn, regs_[a].shape, false});
+  }
+
+  int relu(int x, const std::string& name) {
+    Instr in = op(Code::kRelu, name);
+    in.a = x;
+    return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, false});
+  }
+
+  int max_pool(const nn::MaxPool2dImpl& p, int x, const std::string& name) {
+    const auto& o = p.options;
+    std::vector<int64_t> k = vec2(o.kernel_size()), s = vec2(o.stride()), pad = vec2(o.padding()),
+                         d = vec2(o.dilation());
+    if (d[0] != 1 || d[1] != 1) throw Unsupported{"dilated max pool"};
+    x = mkldnn(x);
+    const Shape& in_shape = regs_[x].shape;
+    Shape out = {in_shape[0]};
+    for (int i = 0; i < 2; ++i)
+      out.push_back(pooled(in_shape[1 + i], k[i], s[i], pad[i], 1, o.ceil_mode()));
+    Instr in = op(Code::kMaxPool, name);
+    in.a = x;
+    in.kernel = k;
+    in.stride = s;
+    in.padding = pad;
+    in.dilation = d;
+    in.ceil_mode = o.ceil_mode();
+    return emit(std::move(in), Reg{Layout::kMkldnn, out, true});
+  }
+
+  int adaptive_avg_pool(const std::vector<int64_t>& size, int x, const std::string& name) {
+    if (size.size() != 2) throw Unsupported{"adaptive pool output of rank != 2"};
+    x = mkldnn(x);
+    const Shape& s = regs_[x].shape;
+    // oneDNN pools with a fixed window: the input must divide evenly.
+    if (s[1] % size[0] != 0 || s[2] % size[1] != 0)
+      throw Unsupported{"adaptive pool with uneven windows"};
+    Instr in = op(Code::kAvgPool, name);
+    in.a = x;
+    in.output_size = size;
+    return emit(std::move(in), Reg{Layout::kMkldnn, Shape{s[0], size[0], size[1]}, true});
+  }
+
+  int flatten(int64_t start, int64_t end, int x, const std::string& name) {
+    x = dense(x);
+    const Shape& s = regs_[x].shape;
+    const int64_t rank = static_cast<int64_t>(s.size()) + 1;  // with the batch dimension
+    if (start < 0) start += rank;
+    if (end < 0) end += rank;
+    if (start != 1 || end != rank - 1) throw Unsupported{"flatten other than (1, -1)"};
+    Instr in = op(Code::kFlatten, name);
+    in.a = x;
+    in.start_dim = start;
+    in.end_dim = end;
+    return emit(std::move(in), Reg{Layout::kDense, Shape{models::numel(s)}, false});
+  }
+
+  int linear(const nn::LinearImpl& l, int x, bool relu, const std::string& name) {
+    x = dense(x);
+    const Shape& s = regs_[x].shape;
+    if (s.size() != 1 || s[0] != l.weight.size(1))
+      throw Unsupported{
+          fmt::format("linear of {} features on {}", l.weight.size(1), models::to_string(s))};
+    Instr in = op(Code::kLinear, name);
+    in.a = x;
+    in.relu = relu;
+    in.weight = l.weight.detach().clone();
+    if (l.bias.defined()) in.bias = l.bias.detach().clone();
+    return emit(std::move(in), Reg{Layout::kDense, Shape{l.weight.size(0)}, true});
+  }
+
+  int batch_norm(const nn::BatchNorm2dImpl& bn, int x, const std::string& name) {
+    if (!bn.options.track_running_stats() || !bn.running_mean.defined())
+      throw Unsupported{"BatchNorm without running statistics"};
+    x = dense(x);
+    if (regs_[x].shape.size() != 3) throw Unsupported{"BatchNorm2d on a tensor that is not NCHW"};
+    at::Tensor scale = (bn.running_var.detach().to(at::kDouble) + bn.options.eps()).rsqrt();
+    if (bn.options.affine()) scale = scale * bn.weight.detach().to(at::kDouble);
+    at::Tensor shift = -bn.running_mean.detach().to(at::kDouble) * scale;
+    if (bn.options.affine()) shift = shift + bn.bias.detach().to(at::kDouble);
+    Instr in = op(Code::kBatchNorm, name);
+    in.a = x;
+    in.weight = scale.to(at::kFloat).view({1, -1, 1, 1});
+    in.bias = shift.to(at::kFloat).view({1, -1, 1, 1});
+    return emit(std::move(in), Reg{Layout::kDense, regs_[x].shape, true});
+  }
+
+  int fallback(const nn::AnyModule& m, int x, const std::string& name) {
+    x = dense(x);
+    m.ptr()->eval();
+    // The output shape of an unknown module is found by running it once on zeros.
+    Shape in_shape = regs_[x].shape;
+    Shape batch_shape = {1};
+    batch_shape.insert(batch_shape.end(), in_shape.begin(), in_shape.end());
+    at::Tensor probe;
+    {
+      c10::InferenceMode guard;
+      nn::AnyModule copy = m;  // shares the module
+      probe = copy.forward<at::Tensor>(at::zeros(batch_shape));
+    }
+    Shape out(probe.sizes().begin() + 1, probe.sizes().end());
+    Instr in = op(Code::kFallback, name);
+    in.a = x;
+    in.module = m;
+    fallbacks_.push_back(note_.empty() ? fmt::format("{} ({})", name, type_name(*m.ptr())) : note_);
+    note_.clear();
+    return emit(std::move(in), Reg{Layout::kDense, out, false});
+  }
+
+  bool force_fallback_;
+  std::vector<Instr> instrs_;
+  std::vector<Reg> regs_;
+  std::vector<std::string> fallbacks_;
+  std::map<int, int> mkldnn_of_, dense_of_;  // conversions already emitted, by source register
+  std::string note_;                         // why the next fallback happens
+};
+
+}  // namespace
+
+struct CompiledStage::Impl {
+  std::vector<Instr> program;
+  int num_regs = 0;
+  int out_reg = 0;
+  Shape in_shape, out_shape;
+  std::vector<std::string> fallbacks;
+  CompileOptions options;
+  AllocationCache cache;
+  std::vector<at::Tensor> regs;  // used during run() only
+
+  void exec(const Instr& in) {
+    at::Tensor& a = regs[in.a];
+    at::Tensor& dst = regs[in.dst];
+    switch (in.code) {
+      case Code::kToMkldnn:
+        dst = a.is_contiguous() ? a.to_mkldnn() : a.contiguous().to_mkldnn();
+        break;
+      case Code::kToDense:
+        dst = a.to_dense();
+        break;
+      case Code::kConv:
+        dst = at::mkldnn_convolution(a, in.weight, in.bias, in.padding, in.stride, in.dilation,
+                                     in.groups);
+        if (in.relu) at::relu_(dst);
+        break;
+      case Code::kAdd:
+        if (in.in_place) {
+          a.add_(regs[in.b]);
+          dst = a;
+        } else {
+          dst = at::add(a, regs[in.b]);
+        }
+        if (in.relu) at::relu_(dst);
+        break;
+      case Code::kRelu:
+        dst = in.in_place ? at::relu_(a) : at::relu(a);
+        break;
+      case Code::kMaxPool:
+        dst = at::max_pool2d(a, in.kernel, in.stride, in.padding, in.dilation, in.ceil_mode);
+        break;
+      case Code::kAvgPool:
+        dst = at::adaptive_avg_pool2d(a, in.output_size);
+        break;
+      case Code::kFlatten:
+        dst = a.flatten(in.start_dim, in.end_dim);
+        break;
+      case Code::kLinear:
+        dst = at::linear(a, in.weight, in.bias);
+        if (in.relu) at::relu_(dst);
+        break;
+      case Code::kBatchNorm:
+        dst = at::addcmul(in.bias, a, in.weight);
+        break;
+      case Code::kFallback:
+        dst = in.module.forward<at::Tensor>(a);
+        break;
+    }
+    for (int r : in.release) regs[r].reset();
+  }
+
+  template <typename Timer>
+  at::Tensor execute(const at::Tensor& input, Timer&& timer) {
+    TORCH_CHECK(input.scalar_type() == at::kFloat, "stage input must be float32, got ",
+                input.scalar_type());
+    TORCH_CHECK(input.dim() == static_cast<int64_t>(in_shape.size()) + 1 &&
+                    input.sizes().slice(1).vec() == in_shape,
+                "stage input must be [batch, ", models::to_string(in_shape), "], got ",
+                input.sizes());
+    std::optional<ScopedAllocationCache> scope;
+    if (options.cache_allocations) scope.emplace(cache);
+    at::Tensor out;
+    {
+      c10::InferenceMode guard;
+      regs.assign(num_regs, at::Tensor());
+      regs[0] = input;
+      for (size_t i = 0; i < program.size(); ++i) {
+        timer(i, [&] { exec(program[i]); });
+      }
+      out = std::move(regs[out_reg]);
+      regs.clear();
+    }
+    // Outside InferenceMode, so that the caller gets an ordinary tensor it may modify in place;
+    // below autograd all the same, which the MKLDNN kernels insist on.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return out.is_mkldnn() ? out.to_dense() : out.clone(at::MemoryFormat::Contiguous);
+  }
+};
+
+CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_t batch_size,
+                             const CompileOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  if (stage >= model.num_stages())
+    throw BoardError(fmt::format("stage {} does not exist: the model has {} stage(s) (0..{})",
+                                 stage, model.num_stages(), model.num_stages() - 1));
+  if (batch_size < 1) throw BoardError(fmt::format("batch size {} must be >= 1", batch_size));
+  torch::NoGradGuard no_grad;
+  const models::StageSpec& spec = model.stage(stage);
+  impl_->in_shape = spec.in_shape;
+  impl_->out_shape = spec.out_shape;
+  impl_->options = options;
+
+  Compiler c(spec.in_shape, options.force_fallback);
+  int x = c.input();
+  if (stage > 0) {
+    if (auto ae = model.autoencoder(stage - 1)) x = c.any(ae->decoder(), x, "decoder");
+  }
+  const auto& units = model.base()->units();
+  for (size_t u = spec.first_unit; u < spec.end_unit; ++u)
+    x = c.any(units[u].module, x, units[u].name);
+  if (stage + 1 < model.num_stages()) {
+    if (auto ae = model.autoencoder(stage)) x = c.any(ae->encoder(), x, "encoder");
+  }
+  TORCH_INTERNAL_ASSERT(c.regs()[x].shape == spec.out_shape, "stage ", stage,
+                        " compiles to output ", models::to_string(c.regs()[x].shape),
+                        " but the model says ", models::to_string(spec.out_shape));
+  impl_->out_reg = c.finish(x);
+  impl_->num_regs = static_cast<int>(c.regs().size());
+  impl_->program = std::move(c.instrs());
+  impl_->fallbacks = std::move(c.fallbacks());
+}
+
+CompiledStage::~CompiledStage() = default;
+CompiledStage::CompiledStage(CompiledStage&&) noexcept = default;
+CompiledStage& CompiledStage::operator=(CompiledStage&&) noexcept = default;
+
+at::Tensor CompiledStage::run(const at::Tensor& input) {
+  return impl_->execute(input, [](size_t, auto&& f) { f(); });
+}
+
+at::Tensor CompiledStage::run_profiled(const at::Tensor& input, std::vector<double>& op_seconds) {
+  op_seconds.resize(impl_->program.size(), 0.0);
+  return impl_->execute(input, [&](size_t i, auto&& f) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    op_seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
+}
+
+std::vector<OpInfo> CompiledStage::ops() const {
+  std::vector<OpInfo> out;
+  for (const auto& in : impl_->program) out.push_back(OpInfo{kind_of(in.code), in.name});
+  return out;
+}
+
+const std::vector<std::string>& CompiledStage::fallbacks() const { return impl_->fallbacks; }
+
+std::string CompiledStage::summary() const {
+  std::map<std::string, int> count;
+  std::vector<std::string> order;
+  for (const auto& in : impl_->program) {
+    std::string k = kind_of(in.code);
+    if (count[k]++ == 0) order.push_back(k);
+  }
+  std::vector<std::string> parts;
+  for (const auto& k : order) parts.push_back(fmt::format("{} {}", count[k], k));
+  return fmt::format("{} ops: {}; {}", impl_->program.size(), fmt::join(parts, ", "),
+                     impl_->fallbacks.empty()
+                         ? std::string("no fallback")
+                         : fmt::format("fallback: {}", fmt::join(impl_->fallbacks, ", ")));
+}
+
+const std::vector<int64_t>& CompiledStage::in_shape() const { return impl_->in_shape; }
+const std::vector<int64_t>& CompiledStage::out_shape() const { return impl_->out_shape; }
+
+}  // namespace quilt::backends

@@ -1,0 +1,118 @@
+// Stage compute of the emulator board at one thread: ResNet-50 cut after layer3 (stage 0 = stem
+// .. layer3 + encoder, stage 1 = decoder + layer4 + head), batch 8, 224x224, R = 1 and 64.
+// items/s = images/s. Each benchmark is repeated; the median repetition is what counts
+// (bench/emulator_vs_pytorch.py reads it from --benchmark_format=json).
+
+#include "backends/emulator.h"
+#include "backends/null_board.h"
+#include "models/quilt_model.h"
+#include "models/zoo.h"
+
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+
+namespace {
+
+using quilt::backends::Board;
+using quilt::backends::CompileOptions;
+using quilt::backends::EmulatorBoard;
+using quilt::backends::NullBoard;
+
+constexpr int64_t kBatch = 8;
+
+// One ResNet-50 per process; QuiltModels for both rates share it.
+quilt::models::Model resnet50() {
+  static quilt::models::Model base = [] {
+    torch::manual_seed(0);
+    auto m = quilt::models::make_model("resnet50");
+    m->eval();
+    return m;
+  }();
+  return base;
+}
+
+quilt::models::QuiltModel quilt_model(double rate) {
+  torch::manual_seed(1);
+  quilt::models::QuiltModel qm(resnet50(), {"after_layer3"},
+                               quilt::models::AutoencoderOptions{rate, 1});
+  qm->eval();
+  return qm;
+}
+
+void run_board(benchmark::State& state, Board& board, const quilt::models::QuiltModel& qm,
+               size_t stage) {
+  std::vector<int64_t> shape = {kBatch};
+  const auto& in = qm->stage(stage).in_shape;
+  shape.insert(shape.end(), in.begin(), in.end());
+  torch::manual_seed(2);
+  at::Tensor input = torch::randn(shape);
+  board.load({qm.ptr(), stage, kBatch});
+  for (int i = 0; i < 2; ++i) board.run(input);  // warm-up beyond load()'s own
+  for (auto _ : state) {
+    at::Tensor out = board.run(input);
+    benchmark::DoNotOptimize(out.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+  state.SetLabel(board.description());
+}
+
+void register_all() {
+  for (double rate : {1.0, 64.0}) {
+    for (size_t stage : {0, 1}) {
+      const std::string suffix = fmt::format("stage:{}/R:{}/batch:{}", stage, rate, kBatch);
+      benchmark::RegisterBenchmark(("resnet50_after_layer3/emulator/" + suffix).c_str(),
+                                   [=](benchmark::State& s) {
+                                     auto qm = quilt_model(rate);
+                                     EmulatorBoard board;
+                                     run_board(s, board, qm, stage);
+                                   })
+          ->Unit(benchmark::kMillisecond)
+          ->MinTime(0.6)
+          ->Repetitions(5)
+          ->ReportAggregatesOnly(true)
+          ->UseRealTime();
+      // The same stage through the modules' own forward (eager LibTorch): what the fast path
+      // saves.
+      benchmark::RegisterBenchmark(("resnet50_after_layer3/eager/" + suffix).c_str(),
+                                   [=](benchmark::State& s) {
+                                     auto qm = quilt_model(rate);
+                                     CompileOptions o;
+                                     o.force_fallback = true;
+                                     EmulatorBoard board(o);
+                                     run_board(s, board, qm, stage);
+                                   })
+          ->Unit(benchmark::kMillisecond)
+          ->MinTime(0.6)
+          ->Repetitions(3)
+          ->ReportAggregatesOnly(true)
+          ->UseRealTime();
+    }
+  }
+  // The harness-overhead board: what a run costs when the board does nothing.
+  benchmark::RegisterBenchmark("resnet50_after_layer3/null/stage:0/R:64/batch:8",
+                               [](benchmark::State& s) {
+                                 auto qm = quilt_model(64);
+                                 NullBoard board;
+                                 run_board(s, board, qm, 0);
+                               })
+      ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // One thread per process, as under mpirun with one rank per board.
+  at::set_num_threads(1);
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("torch_threads", std::to_string(at::get_num_threads()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

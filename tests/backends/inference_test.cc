@@ -1,0 +1,243 @@
+#include "backends/inference.h"
+
+#include "backends/board.h"
+#include "models/autoencoder.h"
+#include "models/quilt_model.h"
+#include "models/resnet.h"
+#include "tests/backends/test_models.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <map>
+
+namespace quilt::backends {
+namespace {
+
+using models::Shape;
+using testing::base_model;
+using testing::relative_error;
+
+constexpr double kTolerance = 1e-4;
+
+torch::Tensor random_input(const Shape& shape, int64_t batch, uint64_t seed) {
+  torch::manual_seed(seed);
+  std::vector<int64_t> s = {batch};
+  s.insert(s.end(), shape.begin(), shape.end());
+  return torch::randn(s);
+}
+
+// Every stage of `qm`, compiled, against forward_stage in eval mode; and the chained stages
+// against the whole model.
+void expect_stages_match(models::QuiltModel qm, int64_t batch, const std::string& what) {
+  qm->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = random_input(qm->stage(0).in_shape, batch, 7);
+  torch::Tensor chained = x;
+  for (size_t k = 0; k < qm->num_stages(); ++k) {
+    SCOPED_TRACE(fmt::format("{} stage {}", what, k));
+    torch::Tensor in = random_input(qm->stage(k).in_shape, batch, 11 + k);
+    torch::Tensor ref = qm->forward_stage(k, in);
+    CompiledStage stage(*qm, k, batch);
+    EXPECT_TRUE(stage.fallbacks().empty()) << stage.summary();
+    torch::Tensor in_copy = in.clone();
+    torch::Tensor out = stage.run(in);
+    EXPECT_TRUE(torch::equal(in, in_copy)) << "the input was modified";
+    ASSERT_EQ(out.sizes(), ref.sizes());
+    EXPECT_TRUE(out.is_contiguous());
+    EXPECT_FALSE(out.is_mkldnn());
+    EXPECT_EQ(out.scalar_type(), torch::kFloat);
+    EXPECT_LE(relative_error(out, ref), kTolerance) << stage.summary();
+    // A second run reuses cached buffers and must give the same result.
+    EXPECT_TRUE(torch::equal(stage.run(in), out));
+    chained = stage.run(chained);
+  }
+  EXPECT_LE(relative_error(chained, qm->forward(x)), kTolerance);
+}
+
+struct ResNetCase {
+  std::string arch;
+  double rate;
+  int64_t kernel;
+};
+
+class ResNetStages : public ::testing::TestWithParam<ResNetCase> {};
+
+// All cuts at once: every stage has a decoder before it and an encoder after it (R > 1).
+TEST_P(ResNetStages, EveryCutMatchesReference) {
+  const ResNetCase& c = GetParam();
+  static std::map<std::string, models::Model> bases;
+  auto it = bases.find(c.arch);
+  if (it == bases.end()) it = bases.emplace(c.arch, base_model(c.arch, {3, 64, 64})).first;
+  models::Model base = it->second;
+  std::vector<std::string> cuts;
+  for (const auto& cut : base->cuts()) cuts.push_back(cut.name);
+  torch::manual_seed(3);
+  models::QuiltModel qm(base, cuts, models::AutoencoderOptions{c.rate, c.kernel});
+  expect_stages_match(qm, 2, fmt::format("{} R={} k={}", c.arch, c.rate, c.kernel));
+}
+
+// One cut at a time: stages that start at the model input or end at the head.
+TEST_P(ResNetStages, EachSingleCutMatchesReference) {
+  const ResNetCase& c = GetParam();
+  if (c.kernel != 1) GTEST_SKIP() << "kernel 3 is covered by EveryCutMatchesReference";
+  models::Model base = base_model(c.arch, {3, 32, 32});
+  for (const auto& cut : base->cuts()) {
+    torch::manual_seed(4);
+    models::QuiltModel qm(base, {cut.name}, models::AutoencoderOptions{c.rate, c.kernel});
+    expect_stages_match(qm, 2, fmt::format("{} {} R={}", c.arch, cut.name, c.rate));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, ResNetStages,
+    ::testing::Values(ResNetCase{"resnet18", 1, 1}, ResNetCase{"resnet18", 64, 1},
+                      ResNetCase{"resnet18", 64, 3}, ResNetCase{"resnet50", 1, 1},
+                      ResNetCase{"resnet50", 64, 1}, ResNetCase{"resnet50", 64, 3}),
+    [](const auto& info) {
+      return fmt::format("{}_R{}_k{}", info.param.arch, static_cast<int>(info.param.rate),
+                         info.param.kernel);
+    });
+
+// The benchmark's configuration at full size: ResNet-50, 224x224, cut after layer3, R = 64.
+TEST(InferenceTest, ResNet50At224MatchesReference) {
+  models::Model base = base_model("resnet50", {3, 224, 224}, 1000);
+  torch::manual_seed(5);
+  models::QuiltModel qm(base, {"after_layer3"}, models::AutoencoderOptions{64, 1});
+  expect_stages_match(qm, 1, "resnet50 224 after_layer3 R=64");
+}
+
+TEST(InferenceTest, MlpStagesWithRate512MatchReference) {
+  models::Model base = base_model("mlp", {64});
+  for (auto cuts : std::vector<std::vector<std::string>>{
+           {"after_hidden1"}, {"after_hidden2"}, {"after_hidden1", "after_hidden2"}}) {
+    torch::manual_seed(6);
+    models::QuiltModel qm(base, cuts, models::AutoencoderOptions{512, 1});
+    expect_stages_match(qm, 4, fmt::format("mlp {}", fmt::join(cuts, "+")));
+  }
+}
+
+TEST(InferenceTest, MlpStagesWithoutAutoencoderMatchReference) {
+  models::Model base = base_model("mlp", {64});
+  models::QuiltModel qm(base, {"after_hidden1"}, models::AutoencoderOptions{1, 1});
+  expect_stages_match(qm, 3, "mlp R=1");
+}
+
+TEST(InferenceTest, FastPathHasNoFallbackAndFoldsBatchNorm) {
+  models::Model base = base_model("resnet50", {3, 64, 64});
+  models::QuiltModel qm(base, {"after_layer3"}, models::AutoencoderOptions{64, 1});
+  CompiledStage s0(*qm, 0, 8), s1(*qm, 1, 8);
+  std::map<std::string, int> kinds;
+  for (const auto& op : s0.ops()) ++kinds[op.kind];
+  // stem conv + 13 blocks x 3 convs + 3 downsample convs + the encoder.
+  EXPECT_EQ(kinds["conv"], 1 + 13 * 3 + 3 + 1);
+  EXPECT_EQ(kinds["add"], 13);
+  EXPECT_EQ(kinds["to_mkldnn"], 1);
+  EXPECT_EQ(kinds["batch_norm"], 0);
+  EXPECT_EQ(kinds["fallback"], 0);
+  EXPECT_EQ(kinds["relu"], 0) << "ReLUs are fused into conv and add";
+  for (const auto& op : s1.ops()) ++kinds[op.kind + "_1"];
+  EXPECT_EQ(kinds["avg_pool_1"], 1);
+  EXPECT_EQ(kinds["linear_1"], 1);
+  EXPECT_NE(s0.summary().find("no fallback"), std::string::npos) << s0.summary();
+}
+
+// A module type the compiler has never heard of, in place of a unit.
+class OpaqueImpl : public torch::nn::Module {
+ public:
+  explicit OpaqueImpl(torch::nn::AnyModule inner) : inner_(std::move(inner)) {
+    register_module("inner", inner_.ptr());
+  }
+  torch::Tensor forward(torch::Tensor x) { return inner_.forward(x) * 0.5 + 0.25; }
+
+ private:
+  torch::nn::AnyModule inner_;
+};
+TORCH_MODULE(Opaque);
+
+// ResNet whose units can be swapped after the QuiltModel did its shape inference.
+class SwappableResNet : public models::ResNetImpl {
+ public:
+  using ResNetImpl::ResNetImpl;
+  void set_unit(size_t i, torch::nn::AnyModule m) { units_[i].module = std::move(m); }
+  void wrap_unit(size_t i) { set_unit(i, torch::nn::AnyModule(Opaque(units_[i].module))); }
+};
+
+TEST(InferenceTest, UnknownModuleFallsBackAndStaysCorrect) {
+  auto impl = std::make_shared<SwappableResNet>(18, Shape{3, 32, 32}, 10);
+  testing::randomize_batch_norm(*impl, 8);
+  models::Model base(std::static_pointer_cast<models::ModelImpl>(impl));
+  torch::manual_seed(9);
+  models::QuiltModel qm(base, {"after_layer2"}, models::AutoencoderOptions{64, 1});
+  impl->wrap_unit(2);  // layer2, in stage 0
+  qm->eval();
+  torch::NoGradGuard no_grad;
+  CompiledStage s0(*qm, 0, 2);
+  ASSERT_EQ(s0.fallbacks().size(), 1u) << s0.summary();
+  EXPECT_NE(s0.fallbacks()[0].find("layer2"), std::string::npos) << s0.fallbacks()[0];
+  EXPECT_NE(s0.summary().find("fallback: layer2"), std::string::npos) << s0.summary();
+  torch::Tensor x = random_input({3, 32, 32}, 2, 10);
+  EXPECT_LE(relative_error(s0.run(x), qm->forward_stage(0, x)), kTolerance);
+}
+
+// Layers the summary knows but the fast path does not: AvgPool2d, reflect-padded conv,
+// a standalone BatchNorm. They fall back one by one inside an otherwise fast Sequential.
+TEST(InferenceTest, UnsupportedLayersInsideSequentialFallBack) {
+  namespace nn = torch::nn;
+  auto impl = std::make_shared<SwappableResNet>(18, Shape{3, 32, 32}, 10);
+  models::Model base(std::static_pointer_cast<models::ModelImpl>(impl));
+  models::QuiltModel qm(base, {"after_stem"}, models::AutoencoderOptions{1, 1});
+  qm->eval();
+  nn::Sequential seq(
+      nn::Conv2d(nn::Conv2dOptions(64, 64, 3).padding(1)), nn::BatchNorm2d(64), nn::ReLU(),
+      nn::Conv2d(nn::Conv2dOptions(64, 64, 3).padding(1).padding_mode(torch::kReflect)),
+      nn::AvgPool2d(nn::AvgPool2dOptions(1)), nn::BatchNorm2d(64), nn::Dropout(0.5),
+      nn::Identity());
+  testing::randomize_batch_norm(*seq, 12);
+  seq->eval();
+  // In place of layer1 (same shape in and out).
+  impl->set_unit(1, nn::AnyModule(models::SequentialUnit(seq)));
+  CompiledStage s1(*qm, 1, 2);
+  EXPECT_EQ(s1.fallbacks().size(), 2u) << s1.summary();  // the reflect conv and the AvgPool2d
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = random_input(qm->stage(1).in_shape, 2, 13);
+  EXPECT_LE(relative_error(s1.run(x), qm->forward_stage(1, x)), kTolerance) << s1.summary();
+}
+
+TEST(InferenceTest, ForceFallbackRunsTheReferencePath) {
+  models::Model base = base_model("resnet18", {3, 32, 32});
+  models::QuiltModel qm(base, {"after_layer1"}, models::AutoencoderOptions{64, 3});
+  qm->eval();
+  CompileOptions o;
+  o.force_fallback = true;
+  CompiledStage s1(*qm, 1, 2, o);
+  for (const auto& op : s1.ops()) EXPECT_EQ(op.kind, "fallback");
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = random_input(qm->stage(1).in_shape, 2, 14);
+  EXPECT_TRUE(torch::allclose(s1.run(x), qm->forward_stage(1, x)));
+}
+
+TEST(InferenceTest, RejectsBadStageAndInput) {
+  models::Model base = base_model("mlp", {64});
+  models::QuiltModel qm(base, {"after_hidden1"}, models::AutoencoderOptions{1, 1});
+  EXPECT_THROW(CompiledStage(*qm, 2, 1), BoardError);
+  CompiledStage s(*qm, 0, 1);
+  EXPECT_THROW(s.run(torch::zeros({1, 65})), c10::Error);
+  EXPECT_THROW(s.run(torch::zeros({1, 64}, torch::kDouble)), c10::Error);
+}
+
+TEST(InferenceTest, ProfiledRunTimesEveryOp) {
+  models::Model base = base_model("resnet18", {3, 32, 32});
+  models::QuiltModel qm(base, {"after_layer2"}, models::AutoencoderOptions{1, 1});
+  CompiledStage s(*qm, 0, 2);
+  std::vector<double> t;
+  torch::Tensor x = random_input({3, 32, 32}, 2, 15);
+  torch::Tensor out = s.run_profiled(x, t);
+  ASSERT_EQ(t.size(), s.ops().size());
+  for (double v : t) EXPECT_GE(v, 0.0);
+  EXPECT_TRUE(torch::equal(out, s.run(x)));
+}
+
+}  // namespace
+}  // namespace quilt::backends
