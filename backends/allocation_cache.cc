@@ -3,6 +3,9 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <sys/mman.h>
+
+#include <cstdlib>
 #include <mutex>
 
 namespace quilt::backends {
@@ -17,9 +20,23 @@ std::mutex& lock() {
 }
 AllocationCache* g_active = nullptr;  // the cache whose scope is open, guarded by lock()
 
-// System allocations go through c10's default allocator so that a block this cache forgets is
-// freed correctly by the default deleter (with its memory reporting).
-void* system_allocate(size_t nbytes) { return c10::GetDefaultCPUAllocator()->raw_allocate(nbytes); }
+constexpr size_t kHugePage = 2 << 20;
+
+// Blocks of at least a huge page are 2 MiB-aligned and advised for transparent huge pages (where
+// the kernel only gives them on request): oneDNN streams through activations of several MiB, and
+// 4 KiB pages cost it TLB misses. Every block is freeable by c10's default deleter (free()),
+// so a block this cache forgets is released correctly after its scope.
+void* system_allocate(size_t nbytes, bool huge_pages) {
+  if (huge_pages && nbytes >= kHugePage) {
+    void* ptr = nullptr;
+    const size_t rounded = (nbytes + kHugePage - 1) / kHugePage * kHugePage;
+    if (posix_memalign(&ptr, kHugePage, rounded) == 0) {
+      madvise(ptr, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
+      return ptr;
+    }
+  }
+  return c10::GetDefaultCPUAllocator()->raw_allocate(nbytes);
+}
 void system_free(void* ptr) { c10::GetDefaultCPUAllocator()->raw_deleter()(ptr); }
 
 }  // namespace
@@ -45,7 +62,7 @@ c10::DataPtr AllocationCache::allocate(size_t nbytes) const {
       ++misses_;
     }
   }
-  if (ptr == nullptr) ptr = system_allocate(nbytes);
+  if (ptr == nullptr) ptr = system_allocate(nbytes, huge_pages_);
   if (nbytes >= kMinBytes) {
     std::lock_guard<std::mutex> g(lock());
     in_use_[ptr] = nbytes;

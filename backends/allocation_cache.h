@@ -20,7 +20,9 @@ class AllocationCache final : public c10::Allocator {
   /// Blocks smaller than this go straight to the default allocator's functions.
   static constexpr size_t kMinBytes = 64 * 1024;
 
-  AllocationCache() = default;
+  /// `huge_pages`: align blocks of 2 MiB and more to 2 MiB and advise the kernel to back them
+  /// with transparent huge pages.
+  explicit AllocationCache(bool huge_pages = true) : huge_pages_(huge_pages) {}
   /// Frees the cached blocks. No scope of this cache may be open.
   ~AllocationCache() override;
   AllocationCache(const AllocationCache&) = delete;
@@ -41,6 +43,7 @@ class AllocationCache final : public c10::Allocator {
   friend class ScopedAllocationCache;
   static void release(void* ptr);
 
+  const bool huge_pages_;
   // All state is guarded by one process-wide mutex (see allocation_cache.cc).
   mutable std::unordered_map<void*, size_t> in_use_;  // ptr -> size, blocks handed out
   mutable std::multimap<size_t, void*> free_;         // size -> ptr, blocks ready for reuse

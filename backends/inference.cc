@@ -518,7 +518,7 @@ struct CompiledStage::Impl {
   Shape in_shape, out_shape;
   std::vector<std::string> fallbacks;
   CompileOptions options;
-  AllocationCache cache;
+  std::unique_ptr<AllocationCache> cache;
   std::vector<at::Tensor> regs;  // used during run() only
 
   void exec(const Instr& in) {
@@ -580,7 +580,7 @@ struct CompiledStage::Impl {
                 "stage input must be [batch, ", models::to_string(in_shape), "], got ",
                 input.sizes());
     std::optional<ScopedAllocationCache> scope;
-    if (options.cache_allocations) scope.emplace(cache);
+    if (cache) scope.emplace(*cache);
     at::Tensor out;
     {
       c10::InferenceMode guard;
@@ -611,6 +611,8 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->in_shape = spec.in_shape;
   impl_->out_shape = spec.out_shape;
   impl_->options = options;
+  if (options.cache_allocations)
+    impl_->cache = std::make_unique<AllocationCache>(options.huge_pages);
 
   Compiler c(spec.in_shape, options.force_fallback);
   int x = c.input();

@@ -21,6 +21,8 @@ struct CompileOptions {
   /// Keep the freed activation buffers of one run() for the next (see allocation_cache.h):
   /// avoids the page faults of fresh allocations, which cost ~5% at batch 8.
   bool cache_allocations = true;
+  /// With cache_allocations: back large activation buffers with transparent huge pages.
+  bool huge_pages = true;
   /// Run every unit through the torch fallback (eval mode, InferenceMode): the slow reference
   /// path, for tests and comparisons.
   bool force_fallback = false;

@@ -1,0 +1,147 @@
+#!/usr/bin/python3
+"""Quilt's emulator fast path against PyTorch's own best CPU inference path, side by side.
+
+Builds the same two pipeline stages as bench/emulator_bench.cc from torchvision's ResNet-50 cut
+after layer3 (stage 0 = stem..layer3 [+ encoder], stage 1 = [decoder +] layer4 + head; the
+autoencoder for R = 64 is a 1x1 Conv2d 1024 -> 16 and back, with bias), applies
+torch.jit.optimize_for_inference(torch.jit.script(stage.eval())) at one thread, and measures
+images/s at batch 8 the way Google Benchmark does for the C++ side: warm-up, then 5 repetitions of
+at least 0.6 s each (3 s in all), median of the repetitions. Then it runs the C++ benchmark binary
+with --benchmark_format=json and prints one table.
+
+Run with Debian's Python (the one that sees python3-torch and python3-torchvision):
+
+    /usr/bin/python3 bench/emulator_vs_pytorch.py build/backends/bench/quilt_bench_emulator
+
+Measure on a quiet machine: the table prints the load average before and after.
+"""
+
+import os
+
+# One thread everywhere, before torch is imported (OpenMP and OpenBLAS read these at load).
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+BATCH = 8
+CUT_CHANNELS = 1024  # ResNet-50 after layer3: 1024 x 14 x 14
+
+
+def stages(model, rate):
+    """Stage 0 and stage 1 of ResNet-50 cut after layer3, with the autoencoder for `rate`."""
+    enc, dec = [], []
+    if rate > 1:
+        code = math.ceil(CUT_CHANNELS / rate)
+        enc = [torch.nn.Conv2d(CUT_CHANNELS, code, 1, bias=True)]
+        dec = [torch.nn.Conv2d(code, CUT_CHANNELS, 1, bias=True)]
+    m = model
+    s0 = torch.nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3,
+                             *enc)
+    s1 = torch.nn.Sequential(*dec, m.layer4, m.avgpool, torch.nn.Flatten(1), m.fc)
+    return s0.eval(), s1.eval()
+
+
+def images_per_s(fn, x, repetitions, min_time_s):
+    """Median over `repetitions` of the mean rate of a repetition lasting >= min_time_s."""
+    for _ in range(3):  # warm-up: JIT profiling runs, oneDNN kernel generation
+        fn(x)
+    rates = []
+    for _ in range(repetitions):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn(x)
+            n += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_time_s:
+                break
+        rates.append(n * x.shape[0] / elapsed)
+    return statistics.median(rates)
+
+
+def pytorch_rates(repetitions, min_time_s):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    out = {}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for rate in (1, 64):
+            s0, s1 = stages(model, rate)
+            x0 = torch.randn(BATCH, 3, 224, 224)
+            x1 = s0(x0)
+            for k, stage, x in ((0, s0, x0), (1, s1, x1)):
+                ofi = torch.jit.optimize_for_inference(torch.jit.script(stage))
+                ref = stage(x)
+                got = ofi(x)
+                err = ((got - ref).abs().max() / ref.abs().max()).item()
+                if err > 1e-4:
+                    sys.exit(f"optimize_for_inference changed the result of stage {k}: {err}")
+                out[(k, rate)] = images_per_s(ofi, x, repetitions, min_time_s)
+                print(f"  pytorch ofi stage {k} R={rate}: {out[(k, rate)]:.2f} img/s",
+                      file=sys.stderr, flush=True)
+    return out
+
+
+def quilt_rates(binary):
+    cmd = [binary, "--benchmark_format=json", "--benchmark_filter=resnet50_after_layer3/emulator/"]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
+    data = json.loads(res.stdout)
+    out = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name") != "median":
+            continue
+        fields = dict(p.split(":", 1) for p in b["run_name"].split("/") if ":" in p)
+        out[(int(fields["stage"]), int(float(fields["R"])))] = b["items_per_second"]
+    return out, data.get("context", {})
+
+
+def load_average():
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("binary", help="path to quilt_bench_emulator")
+    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.6, help="seconds per repetition")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    load_before = load_average()
+    print("measuring PyTorch optimize_for_inference ...", file=sys.stderr, flush=True)
+    py = pytorch_rates(args.repetitions, args.min_time)
+    print("running the Quilt benchmark ...", file=sys.stderr, flush=True)
+    qu, context = quilt_rates(args.binary)
+    load_after = load_average()
+
+    print(f"ResNet-50 cut after layer3, batch {BATCH}, 224x224, 1 thread "
+          f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{context.get('num_cpus', '?')} CPUs)")
+    print(f"load average before: {load_before}; after: {load_after}")
+    print(f"{'stage':>5} {'R':>4} {'PyTorch ofi img/s':>18} {'Quilt img/s':>12} {'ratio':>6}")
+    for rate in (1, 64):
+        for k in (0, 1):
+            p, q = py.get((k, rate)), qu.get((k, rate))
+            if p is None or q is None:
+                print(f"{k:>5} {rate:>4} {'missing':>18}")
+                continue
+            print(f"{k:>5} {rate:>4} {p:>18.2f} {q:>12.2f} {q / p:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
