@@ -435,13 +435,13 @@ class Unpickler {
       case 'R': {  // REDUCE
         PyRef args = pop();
         PyRef callable = pop();
-        stack_.push_back(call(*callable, *args, at));
+        stack_.push_back(call(*callable, *args, at, 0));
         return;
       }
       case 0x81: {  // NEWOBJ: cls.__new__(cls, *args); only for the allowed classes
         PyRef args = pop();
         PyRef cls = pop();
-        stack_.push_back(call(*cls, *args, at));
+        stack_.push_back(call(*cls, *args, at, 0));
         return;
       }
       case 'b': {  // BUILD: obj.__setstate__(state)
@@ -490,7 +490,7 @@ class Unpickler {
     return v;
   }
 
-  PyRef call(const PyObj& callable, const PyObj& args, size_t at) {
+  PyRef call(const PyObj& callable, const PyObj& args, size_t at, int depth) {
     if (callable.kind != Kind::kGlobal) fail(at, "REDUCE on a non-callable");
     if (args.kind != Kind::kTuple) fail(at, "REDUCE without an argument tuple");
     const std::string& f = callable.s;
@@ -532,8 +532,8 @@ class Unpickler {
     }
     if (f == "torch._tensor._rebuild_from_type_v2") {
       // (func, new_type, args, state): a tensor subclass; rebuild the plain tensor.
-      if (a.size() < 3) fail(at, "unexpected arguments to " + f);
-      return call(*a[0], *a[2], at);
+      if (a.size() < 3 || depth > 4) fail(at, "unexpected arguments to " + f);
+      return call(*a[0], *a[2], at, depth + 1);
     }
     fail(at, fmt::format("cannot call {} while loading a state_dict", f));
   }
@@ -689,6 +689,13 @@ StateDictFile read_legacy(const std::string& path, const std::string& bytes) {
     const StorageRef ref = parse_pid(path, pid);
     auto it = storages.find(ref.key);
     if (it == storages.end()) {
+      // The data follows in this file, so a larger storage means a damaged element count.
+      if (static_cast<uint64_t>(ref.numel) > bytes.size() / c10::elementSize(ref.dtype)) {
+        throw ModelError(
+            fmt::format("state_dict file \"{}\": storage {} claims {} elements, "
+                        "more than the file holds",
+                        path, ref.key, ref.numel));
+      }
       // Filled once the storage data that follows the pickles has been reached.
       it = storages.emplace(ref.key, torch::empty({ref.numel}, torch::TensorOptions(ref.dtype)))
                .first;
@@ -745,7 +752,7 @@ StateDictFile read_legacy(const std::string& path, const std::string& bytes) {
   return to_state_dict(path, root);
 }
 
-StateDictFile read_file(const std::string& path) {
+StateDictFile read_file_unchecked(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw ModelError(
@@ -766,6 +773,16 @@ StateDictFile read_file(const std::string& path) {
       "\"{}\" is not a torch.save file (neither the zip format nor the legacy format); write it "
       "with Python's torch.save(model.state_dict(), path)",
       path));
+}
+
+// LibTorch's own errors (zip reader, allocation) on a damaged file are the file's fault too.
+StateDictFile read_file(const std::string& path) {
+  try {
+    return read_file_unchecked(path);
+  } catch (const c10::Error& e) {
+    throw ModelError(fmt::format("state_dict file \"{}\" is damaged or not a torch.save file: {}",
+                                 path, e.what_without_backtrace()));
+  }
 }
 
 }  // namespace
