@@ -254,8 +254,9 @@ class Dp {
 // P_x dominates every partition whose maximum lies on the plateau. Every interval (lo, hi) where
 // F <= F_sup contains only partitions with imbalance >= k*lo - F_sup (both terms move the right
 // way, also under rounding, which is monotone), so such an interval is skipped once that bound
-// is no better than the best found. Intervals are explored by evaluating just below their top
-// (which settles an interval without a jump in one DP) and at their middle.
+// is no better than the best found, and thresholds at or above the cutoff (best + F_sup) / k are
+// never evaluated. Intervals are explored by evaluating just below their top (which settles an
+// interval without a jump in one DP) and at their middle.
 class PaperSearch {
  public:
   PaperSearch(const Plan& plan, Dp& dp) : cm_(plan.cost), dp_(dp), k_(cm_.stages()) {}
@@ -265,6 +266,7 @@ class PaperSearch {
     double f_lo = 0, m_lo = 0;
     at(m_star, &f_lo, &m_lo);
     if (k_ > 1) {
+      // P_unc (the largest sum of all) dominates every partition with its maximum >= m_unc.
       double f_unc = 0, m_unc = 0;
       at(kInf, &f_unc, &m_unc);
       explore(m_star, f_lo, m_unc, f_unc);
@@ -295,10 +297,21 @@ class PaperSearch {
     return bound > best_.imbalance_s || (bound == best_.imbalance_s && lo >= best_.max_exec_s);
   }
 
-  // Open interval (lo, hi): F(lo) = f_lo (its partition already considered), F <= f_sup on it,
-  // F(hi) known and considered.
+  // The smallest u with k*u - f_sup > best: a partition with its maximum >= u and sum <= f_sup
+  // is strictly worse than the best.
+  double cutoff(double f_sup) const {
+    const double k = static_cast<double>(k_);
+    double u = (best_.imbalance_s + f_sup) / k;
+    while (!(k * u - f_sup > best_.imbalance_s)) u = std::nextafter(u, kInf);
+    return u;
+  }
+
+  // Open interval (lo, hi): F(lo) = f_lo (its partition already considered), F <= f_sup on it;
+  // partitions with their maximum >= hi are already accounted for.
   void explore(double lo, double f_lo, double hi, double f_sup) {
     while (f_sup > f_lo && !pruned(lo, f_sup)) {
+      // Thresholds near the cutoff cost less: the DP scans shorter stages.
+      hi = std::min(hi, cutoff(f_sup));
       const double y = std::nextafter(hi, -kInf);
       if (y <= lo) return;
       double f_y = 0, m_y = 0;
