@@ -4,6 +4,7 @@
 #include "models/autoencoder.h"
 #include "models/summary.h"
 #include "models/zoo.h"
+#include "partitioners/python_bindings.h"
 #include "results/error.h"
 #include "results/reader.h"
 
@@ -157,4 +158,5 @@ PYBIND11_MODULE(quilt, m) {
         "channels / ceil(channels / rate): the reduction the autoencoder achieves.");
   m.def("read_results", &read_results, py::arg("path"),
         "Reads a Quilt HDF5 result file into dicts and lists (layout: results/SCHEMA.md).");
+  quilt::partitioners::bind_partitioners(m);
 }
