@@ -1,6 +1,8 @@
 #include "results/reader.h"
 
 #include <set>
+#include <string>
+#include <vector>
 
 #include "results/h5.h"
 
@@ -23,8 +25,13 @@ Provenance read_provenance(const h5::Group& root) {
   p.command_line = g.read_string_attribute("command_line");
   p.experiment_path = g.read_string_attribute("experiment_path");
   p.created_utc = g.read_string_attribute("created_utc");
+  p.start_utc = g.read_string_attribute("start_utc");
+  p.end_utc = g.read_string_attribute("end_utc");
+  p.scale = g.read_string_attribute("scale");
   p.hosts = g.read_string_vector("hosts");
+  p.boards = g.read_string_vector("boards");
   p.experiment_text = g.read_string_dataset("experiment_text");
+  p.resolved_experiment = g.read_string_dataset("resolved_experiment");
   return p;
 }
 
@@ -43,6 +50,28 @@ StageRecord read_stage(const h5::Group& g) {
   s.recv_wait_s = g.read_double_vector("recv_wait_s");
   s.send_wait_s = g.read_double_vector("send_wait_s");
   return s;
+}
+
+MetricCheck read_check(const h5::Group& g) {
+  MetricCheck c;
+  c.metric = g.read_string_attribute("metric");
+  c.value = g.read_double_attribute("value");
+  c.reference = g.read_double_attribute("reference");
+  c.tolerance = g.read_double_attribute("tolerance");
+  c.better = g.read_string_attribute("better");
+  c.passed = g.read_int64_attribute("passed") != 0;
+  return c;
+}
+
+// Children of `g` named 0..n-1 (stages, checks), opened by number, not name order ("10" < "2").
+// A missing number fails in open_group with the path of the group that is not there.
+template <typename Read>
+auto read_numbered(const h5::Group& g, Read read) {
+  std::vector<decltype(read(g))> out;
+  const size_t count = g.child_names().size();
+  out.reserve(count);
+  for (size_t k = 0; k < count; ++k) out.push_back(read(g.open_group(std::to_string(k))));
+  return out;
 }
 
 RunRecord read_run(const h5::Group& runs, const std::string& id) {
@@ -68,6 +97,14 @@ RunRecord read_run(const h5::Group& runs, const std::string& id) {
   r.latency_p90_s = g.read_double_attribute("latency_p90_s");
   r.latency_p99_s = g.read_double_attribute("latency_p99_s");
   r.max_abs_error = g.read_double_attribute("max_abs_error");
+  r.failed_rank = g.read_int64_attribute("failed_rank");
+  r.repetitions = g.read_int64_attribute("repetitions");
+  r.throughput_median_sps = g.read_double_attribute("throughput_median_sps");
+  r.throughput_mean_sps = g.read_double_attribute("throughput_mean_sps");
+  r.throughput_std_sps = g.read_double_attribute("throughput_std_sps");
+  r.throughput_ci95_low_sps = g.read_double_attribute("throughput_ci95_low_sps");
+  r.throughput_ci95_high_sps = g.read_double_attribute("throughput_ci95_high_sps");
+  r.validity = g.read_string_attribute("validity");
   {
     const h5::Group params = g.open_group("params");
     for (const std::string& key : params.attribute_names()) {
@@ -80,13 +117,11 @@ RunRecord read_run(const h5::Group& runs, const std::string& id) {
   r.cut_wire_bytes_per_sample = g.read_int64_vector("cut_wire_bytes_per_sample");
   r.cut_requested_rate = g.read_double_vector("cut_requested_rate");
   r.cut_effective_rate = g.read_double_vector("cut_effective_rate");
-  const h5::Group stages = g.open_group("stages");
-  const size_t stage_count = stages.child_names().size();
-  r.stages.reserve(stage_count);
-  // Stage groups are named 0..K-1; open them by number, not name order ("10" < "2").
-  for (size_t k = 0; k < stage_count; ++k) {
-    r.stages.push_back(read_stage(stages.open_group(std::to_string(k))));
-  }
+  r.repetition_throughput_sps = g.read_double_vector("repetition_throughput_sps");
+  r.repetition_duration_s = g.read_double_vector("repetition_duration_s");
+  r.invalid_reasons = g.read_string_vector("invalid_reasons");
+  r.checks = read_numbered(g.open_group("checks"), read_check);
+  r.stages = read_numbered(g.open_group("stages"), read_stage);
   return r;
 }
 

@@ -28,6 +28,16 @@ struct StageRecord {
   std::vector<double> send_wait_s;  ///< time blocked waiting for the previous send to finish
 };
 
+/// A metric compared with a reference value from the experiment file.
+struct MetricCheck {
+  std::string metric;    ///< e.g. "throughput_sps"
+  double value = 0;      ///< measured
+  double reference = 0;  ///< expected
+  double tolerance = 0;  ///< relative
+  std::string better;    ///< "higher" or "lower"
+  bool passed = false;   ///< higher: value >= reference*(1-tol); lower: value <= reference*(1+tol)
+};
+
 /// One run: one point of a sweep.
 struct RunRecord {
   std::string id;       ///< stable id of the run (hash of its resolved parameters)
@@ -51,6 +61,22 @@ struct RunRecord {
   std::vector<double> cut_requested_rate, cut_effective_rate;
   /// Max |pipeline - single-process| over checked outputs; negative when not checked.
   double max_abs_error = -1;
+  /// Rank where the run failed (-1 when it did not fail or failed before any rank ran).
+  int64_t failed_rank = -1;
+  // Repetitions: each is an independent measured window (with its own warm-up). The per-batch
+  // vectors above and in `stages` are the repetitions' batches one after another.
+  int64_t repetitions = 1;
+  std::vector<double> repetition_throughput_sps;  ///< steady-state throughput per repetition
+  std::vector<double> repetition_duration_s;      ///< measured window per repetition
+  /// Statistics of repetition_throughput_sps: median, mean, sample standard deviation, and the
+  /// two-sided 95% confidence interval of the mean (Student t; equal to the mean when n = 1).
+  double throughput_median_sps = 0, throughput_mean_sps = 0, throughput_std_sps = 0;
+  double throughput_ci95_low_sps = 0, throughput_ci95_high_sps = 0;
+  /// "valid" or "invalid": a measured window shorter than measurement.min_duration_s, or with
+  /// fewer samples than measurement.min_samples, makes the run invalid (MLPerf LoadGen style).
+  std::string validity = "valid";
+  std::vector<std::string> invalid_reasons;  ///< one sentence per broken rule
+  std::vector<MetricCheck> checks;           ///< references from the experiment file
   std::vector<StageRecord> stages;
 };
 
@@ -63,8 +89,12 @@ struct Provenance {
   std::string command_line;
   std::vector<std::string> hosts;  ///< host name per rank
   std::string experiment_path;
-  std::string experiment_text;  ///< the experiment file as written
-  std::string created_utc;      ///< ISO 8601
+  std::string experiment_text;      ///< the experiment file as written
+  std::string resolved_experiment;  ///< every run's resolved parameters, as YAML
+  std::string scale;                ///< the scale the file was run at, empty when none
+  std::vector<std::string> boards;  ///< board description per rank
+  std::string created_utc;          ///< ISO 8601, when the file was first written
+  std::string start_utc, end_utc;   ///< this invocation's start and last write
 };
 
 /// A whole result file.

@@ -76,8 +76,13 @@ void write_provenance(const h5::Group& root, const Provenance& p) {
   g.write_attribute("command_line", p.command_line);
   g.write_attribute("experiment_path", p.experiment_path);
   g.write_attribute("created_utc", p.created_utc);
+  g.write_attribute("start_utc", p.start_utc);
+  g.write_attribute("end_utc", p.end_utc);
+  g.write_attribute("scale", p.scale);
   g.write_dataset("hosts", p.hosts);
+  g.write_dataset("boards", p.boards);
   g.write_string_dataset("experiment_text", p.experiment_text);
+  g.write_string_dataset("resolved_experiment", p.resolved_experiment);
 }
 
 void write_stage(const h5::Group& stages, size_t k, const StageRecord& s) {
@@ -96,6 +101,16 @@ void write_stage(const h5::Group& stages, size_t k, const StageRecord& s) {
   g.write_dataset("send_wait_s", s.send_wait_s);
 }
 
+void write_check(const h5::Group& checks, size_t k, const MetricCheck& c) {
+  h5::Group g = checks.create_group(std::to_string(k));
+  g.write_attribute("metric", c.metric);
+  g.write_attribute("value", c.value);
+  g.write_attribute("reference", c.reference);
+  g.write_attribute("tolerance", c.tolerance);
+  g.write_attribute("better", c.better);
+  g.write_attribute("passed", static_cast<int64_t>(c.passed ? 1 : 0));
+}
+
 void write_run(const h5::Group& runs, const RunRecord& r) {
   h5::Group g = runs.create_group(r.id);
   g.write_attribute("status", r.status);
@@ -111,6 +126,14 @@ void write_run(const h5::Group& runs, const RunRecord& r) {
   g.write_attribute("latency_p90_s", r.latency_p90_s);
   g.write_attribute("latency_p99_s", r.latency_p99_s);
   g.write_attribute("max_abs_error", r.max_abs_error);
+  g.write_attribute("failed_rank", r.failed_rank);
+  g.write_attribute("repetitions", r.repetitions);
+  g.write_attribute("throughput_median_sps", r.throughput_median_sps);
+  g.write_attribute("throughput_mean_sps", r.throughput_mean_sps);
+  g.write_attribute("throughput_std_sps", r.throughput_std_sps);
+  g.write_attribute("throughput_ci95_low_sps", r.throughput_ci95_low_sps);
+  g.write_attribute("throughput_ci95_high_sps", r.throughput_ci95_high_sps);
+  g.write_attribute("validity", r.validity);
   {
     h5::Group params = g.create_group("params");
     for (const auto& [key, value] : r.params) params.write_attribute(key, value);
@@ -121,6 +144,13 @@ void write_run(const h5::Group& runs, const RunRecord& r) {
   g.write_dataset("cut_wire_bytes_per_sample", r.cut_wire_bytes_per_sample);
   g.write_dataset("cut_requested_rate", r.cut_requested_rate);
   g.write_dataset("cut_effective_rate", r.cut_effective_rate);
+  g.write_dataset("repetition_throughput_sps", r.repetition_throughput_sps);
+  g.write_dataset("repetition_duration_s", r.repetition_duration_s);
+  g.write_dataset("invalid_reasons", r.invalid_reasons);
+  {
+    h5::Group checks = g.create_group("checks", /*track_order=*/true);
+    for (size_t k = 0; k < r.checks.size(); ++k) write_check(checks, k, r.checks[k]);
+  }
   {
     h5::Group stages = g.create_group("stages", /*track_order=*/true);
     for (size_t k = 0; k < r.stages.size(); ++k) write_stage(stages, k, r.stages[k]);

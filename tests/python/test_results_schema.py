@@ -20,19 +20,26 @@ ROOT_ATTRS = {"quilt_format": str, "schema_version": np.integer, "name": str,
 PROVENANCE_ATTRS = {
     "quilt_version": str, "git_commit": str, "git_dirty": np.integer, "torch_version": str,
     "mpi_version": str, "hdf5_version": str, "xrt_version": str, "compiler": str,
-    "command_line": str, "experiment_path": str, "created_utc": str,
+    "command_line": str, "experiment_path": str, "created_utc": str, "start_utc": str,
+    "end_utc": str, "scale": str,
 }
 RUN_ATTRS = {
     "status": str, "failure": str, "batch_size": np.integer, "warmup_batches": np.integer,
     "measured_batches": np.integer, "start_unix_s": np.floating, "end_unix_s": np.floating,
     "throughput_sps": np.floating, "duration_s": np.floating, "latency_p50_s": np.floating,
     "latency_p90_s": np.floating, "latency_p99_s": np.floating, "max_abs_error": np.floating,
-    "complete": np.integer,
+    "failed_rank": np.integer, "repetitions": np.integer, "throughput_median_sps": np.floating,
+    "throughput_mean_sps": np.floating, "throughput_std_sps": np.floating,
+    "throughput_ci95_low_sps": np.floating, "throughput_ci95_high_sps": np.floating,
+    "validity": str, "complete": np.integer,
 }
 RUN_DATASETS = {
     "latency_s": "f8", "cut_names": "str", "cut_bytes_per_sample": "i8",
     "cut_wire_bytes_per_sample": "i8", "cut_requested_rate": "f8", "cut_effective_rate": "f8",
+    "repetition_throughput_sps": "f8", "repetition_duration_s": "f8", "invalid_reasons": "str",
 }
+CHECK_ATTRS = {"metric": str, "value": np.floating, "reference": np.floating,
+               "tolerance": np.floating, "better": str, "passed": np.integer}
 STAGE_ATTRS = {
     "rank": np.integer, "host": str, "board": str, "board_description": str, "units": str,
     "bytes_sent": np.integer, "bytes_received": np.integer,
@@ -96,10 +103,18 @@ def test_root(results_file):
 def test_provenance(results_file):
     g = results_file["provenance"]
     check_attrs(g, PROVENANCE_ATTRS)
-    assert set(g.keys()) == {"hosts", "experiment_text"}
+    assert set(g.keys()) == {"hosts", "boards", "experiment_text", "resolved_experiment"}
+    check_datasets(g, {"hosts": "str", "boards": "str"},
+                   extra=("experiment_text", "resolved_experiment"))
     assert list(g["hosts"].asstr()[()]) == ["node0.cluster", "node1.cluster"]
-    assert g["experiment_text"].shape == ()
+    assert list(g["boards"].asstr()[()]) == ["CPU emulator (1 thread, oneDNN)", "null backend"]
+    for name in ("experiment_text", "resolved_experiment"):
+        assert g[name].shape == (), name
+        assert h5py.check_string_dtype(g[name].dtype).encoding == "utf-8", name
     assert g["experiment_text"].asstr()[()].startswith("name: efficiency\n")
+    assert g["resolved_experiment"].asstr()[()].startswith("runs:\n")
+    assert g.attrs["scale"] == "small"
+    assert g.attrs["start_utc"] == "2024-05-01T13:00:00Z"
     assert g.attrs["git_dirty"] == 1
 
 
@@ -111,7 +126,26 @@ def test_runs(results_file):
         check_attrs(run, RUN_ATTRS)
         assert run.attrs["complete"] == 1
         assert run.attrs["status"] in ("ok", "failed")
-        check_datasets(run, RUN_DATASETS, extra=("params", "stages"))
+        check_datasets(run, RUN_DATASETS, extra=("params", "stages", "checks"))
+        assert run.attrs["validity"] in ("valid", "invalid")
+        assert (run.attrs["validity"] == "invalid") == (run["invalid_reasons"].shape[0] > 0)
+        assert run.attrs["failed_rank"] == (1 if run.attrs["status"] == "failed" else -1)
+        repetitions = int(run.attrs["repetitions"])
+        assert run["repetition_throughput_sps"].shape == (repetitions,)
+        assert run["repetition_duration_s"].shape == (repetitions,)
+        assert (run.attrs["throughput_ci95_low_sps"] <= run.attrs["throughput_mean_sps"]
+                <= run.attrs["throughput_ci95_high_sps"])
+        checks = run["checks"]
+        assert isinstance(checks, h5py.Group) and len(checks.attrs) == 0
+        check_names = sorted(checks.keys(), key=int)
+        assert check_names == [str(k) for k in range(len(check_names))]
+        assert len(check_names) == (12 if run_id == "r-aa02" else 2)
+        for k in check_names:
+            check = checks[k]
+            assert isinstance(check, h5py.Group) and len(check.keys()) == 0
+            check_attrs(check, CHECK_ATTRS)
+            assert check.attrs["better"] in ("higher", "lower")
+            assert check.attrs["passed"] in (0, 1)
         params = run["params"]
         assert isinstance(params, h5py.Group) and len(params.keys()) == 0
         assert params.attrs["model"] == "resnet50"
@@ -120,7 +154,10 @@ def test_runs(results_file):
         assert stage_names == [str(k) for k in range(len(stage_names))]
         cuts = len(stage_names) - 1
         for name in RUN_DATASETS:
-            assert run[name].shape == ((cuts,) if name.startswith("cut_") else (5,)), name
+            if name.startswith("cut_"):
+                assert run[name].shape == (cuts,), name
+            elif name == "latency_s":
+                assert run[name].shape == (5,), name
         for k in stage_names:
             stage = run["stages"][k]
             check_attrs(stage, STAGE_ATTRS)
@@ -148,7 +185,7 @@ def test_schema_md_documents_every_name(results_file):
 
     def visit(name, obj):
         names.add(name.rsplit("/", 1)[-1])
-        if not name.endswith("params"):
+        if not name.endswith("/params"):
             names.update(obj.attrs.keys())
 
     results_file.visititems(visit)

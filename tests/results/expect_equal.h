@@ -25,6 +25,16 @@ inline void expect_equal(const StageRecord& a, const StageRecord& b, const std::
   EXPECT_EQ(a.send_wait_s, b.send_wait_s);
 }
 
+inline void expect_equal(const MetricCheck& a, const MetricCheck& b, const std::string& where) {
+  SCOPED_TRACE(where);
+  EXPECT_EQ(a.metric, b.metric);
+  EXPECT_EQ(a.value, b.value);
+  EXPECT_EQ(a.reference, b.reference);
+  EXPECT_EQ(a.tolerance, b.tolerance);
+  EXPECT_EQ(a.better, b.better);
+  EXPECT_EQ(a.passed, b.passed);
+}
+
 inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::string& where) {
   SCOPED_TRACE(where);
   EXPECT_EQ(a.id, b.id);
@@ -48,6 +58,21 @@ inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::stri
   EXPECT_EQ(a.cut_requested_rate, b.cut_requested_rate);
   EXPECT_EQ(a.cut_effective_rate, b.cut_effective_rate);
   EXPECT_EQ(a.max_abs_error, b.max_abs_error);
+  EXPECT_EQ(a.failed_rank, b.failed_rank);
+  EXPECT_EQ(a.repetitions, b.repetitions);
+  EXPECT_EQ(a.repetition_throughput_sps, b.repetition_throughput_sps);
+  EXPECT_EQ(a.repetition_duration_s, b.repetition_duration_s);
+  EXPECT_EQ(a.throughput_median_sps, b.throughput_median_sps);
+  EXPECT_EQ(a.throughput_mean_sps, b.throughput_mean_sps);
+  EXPECT_EQ(a.throughput_std_sps, b.throughput_std_sps);
+  EXPECT_EQ(a.throughput_ci95_low_sps, b.throughput_ci95_low_sps);
+  EXPECT_EQ(a.throughput_ci95_high_sps, b.throughput_ci95_high_sps);
+  EXPECT_EQ(a.validity, b.validity);
+  EXPECT_EQ(a.invalid_reasons, b.invalid_reasons);
+  ASSERT_EQ(a.checks.size(), b.checks.size());
+  for (size_t k = 0; k < a.checks.size(); ++k) {
+    expect_equal(a.checks[k], b.checks[k], where + " check " + std::to_string(k));
+  }
   ASSERT_EQ(a.stages.size(), b.stages.size());
   for (size_t k = 0; k < a.stages.size(); ++k) {
     expect_equal(a.stages[k], b.stages[k], where + " stage " + std::to_string(k));
@@ -68,7 +93,12 @@ inline void expect_equal(const Provenance& a, const Provenance& b) {
   EXPECT_EQ(a.hosts, b.hosts);
   EXPECT_EQ(a.experiment_path, b.experiment_path);
   EXPECT_EQ(a.experiment_text, b.experiment_text);
+  EXPECT_EQ(a.resolved_experiment, b.resolved_experiment);
+  EXPECT_EQ(a.scale, b.scale);
+  EXPECT_EQ(a.boards, b.boards);
   EXPECT_EQ(a.created_utc, b.created_utc);
+  EXPECT_EQ(a.start_utc, b.start_utc);
+  EXPECT_EQ(a.end_utc, b.end_utc);
 }
 
 /// Compares every field of two experiment records with EXPECT_EQ (doubles exactly: HDF5 stores

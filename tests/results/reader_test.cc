@@ -201,6 +201,17 @@ TEST(results_reader, MissingDatasetNamesObjectPath) {
               HasSubstr(path + ":/runs/r-zz01/stages/1/compute_s: missing dataset"));
 }
 
+TEST(results_reader, MissingCheckNamesObjectPath) {
+  ScratchDir dir;
+  const std::string path = dir.file("missing_check.h5");
+  write_experiment(path, make_sample_record());
+  RawFile(path).delete_attribute("/runs/r-aa02/checks/10", "passed");
+  EXPECT_THAT(read_error(path),
+              HasSubstr(path + ":/runs/r-aa02/checks/10 attribute 'passed'"));
+  RawFile(path).delete_link("/runs/r-aa02/checks/3");  // 0..11 with a gap: 11 is never reached
+  EXPECT_THAT(read_error(path), HasSubstr(path + ":/runs/r-aa02/checks/3"));
+}
+
 TEST(results_reader, WrongTypeNamesObjectPath) {
   ScratchDir dir;
   const std::string path = dir.file("wrong_type.h5");

@@ -37,6 +37,54 @@ TEST(results_roundtrip, FullyPopulatedRecord) {
   EXPECT_EQ(read.runs[1].id, "r-aa02");
   EXPECT_EQ(read.runs[1].stages.size(), 12u);
   EXPECT_EQ(read.runs[1].stages[10].rank, 10);
+  ASSERT_EQ(read.runs[1].checks.size(), 12u);
+  EXPECT_EQ(read.runs[1].checks[10].reference, 120.25);
+  EXPECT_EQ(read.runs[1].validity, "invalid");
+  EXPECT_EQ(read.runs[1].invalid_reasons.size(), 2u);
+  EXPECT_EQ(read.runs[2].failed_rank, 1);
+  EXPECT_EQ(read.runs[0].repetition_throughput_sps.size(), 3u);
+  EXPECT_EQ(read.provenance.boards.size(), 2u);
+  EXPECT_EQ(read.provenance.scale, "small");
+}
+
+TEST(results_roundtrip, SampleRecordSetsNewFieldsToNonDefaults) {
+  // The sample record must set every field to a non-default value, or a field the writer or the
+  // reader forgot would round trip by luck.
+  const ExperimentRecord e = make_sample_record();
+  const RunRecord def;
+  const Provenance p;
+  EXPECT_NE(e.provenance.resolved_experiment, p.resolved_experiment);
+  EXPECT_NE(e.provenance.scale, p.scale);
+  EXPECT_NE(e.provenance.boards, p.boards);
+  EXPECT_NE(e.provenance.start_utc, p.start_utc);
+  EXPECT_NE(e.provenance.end_utc, p.end_utc);
+  bool failed_rank = false, invalid = false, passed = false, failed_check = false;
+  for (const RunRecord& r : e.runs) {
+    failed_rank |= r.failed_rank != def.failed_rank;
+    invalid |= r.validity != def.validity && !r.invalid_reasons.empty();
+    EXPECT_NE(r.repetitions, def.repetitions);
+    EXPECT_EQ(r.repetition_throughput_sps.size(), static_cast<size_t>(r.repetitions));
+    EXPECT_EQ(r.repetition_duration_s.size(), static_cast<size_t>(r.repetitions));
+    EXPECT_NE(r.throughput_median_sps, def.throughput_median_sps);
+    EXPECT_NE(r.throughput_mean_sps, def.throughput_mean_sps);
+    EXPECT_NE(r.throughput_std_sps, def.throughput_std_sps);
+    EXPECT_NE(r.throughput_ci95_low_sps, def.throughput_ci95_low_sps);
+    EXPECT_NE(r.throughput_ci95_high_sps, def.throughput_ci95_high_sps);
+    EXPECT_FALSE(r.checks.empty());
+    for (const MetricCheck& c : r.checks) {
+      passed |= c.passed;
+      failed_check |= !c.passed;
+      EXPECT_FALSE(c.metric.empty());
+      EXPECT_NE(c.value, 0);
+      EXPECT_NE(c.reference, 0);
+      EXPECT_NE(c.tolerance, 0);
+      EXPECT_FALSE(c.better.empty());
+    }
+  }
+  EXPECT_TRUE(failed_rank);
+  EXPECT_TRUE(invalid);
+  EXPECT_TRUE(passed);
+  EXPECT_TRUE(failed_check);
 }
 
 TEST(results_roundtrip, EmptyRecordAndEmptyVectors) {
@@ -55,6 +103,12 @@ TEST(results_roundtrip, EmptyRecordAndEmptyVectors) {
   EXPECT_TRUE(read.runs[0].params.empty());
   EXPECT_TRUE(read.runs[0].stages[0].in_shape.empty());
   EXPECT_TRUE(read.provenance.hosts.empty());
+  EXPECT_TRUE(read.provenance.boards.empty());
+  EXPECT_TRUE(read.runs[0].checks.empty());
+  EXPECT_TRUE(read.runs[0].invalid_reasons.empty());
+  EXPECT_TRUE(read.runs[0].repetition_throughput_sps.empty());
+  EXPECT_EQ(read.runs[0].validity, "valid");
+  EXPECT_EQ(read.runs[0].failed_rank, -1);
 }
 
 TEST(results_roundtrip, UnicodeQuotesAndControlCharacters) {
@@ -72,6 +126,14 @@ TEST(results_roundtrip, UnicodeQuotesAndControlCharacters) {
   e.runs[0].params["path/like/key"] = "slashes are fine in attribute names";
   e.runs[0].cut_names = {"layer1.0 \"conv\"", "日本"};
   e.runs[0].stages[0].board_description = tricky;
+  e.provenance.resolved_experiment = tricky + "\n" + std::string(100000, 'y');
+  e.provenance.scale = tricky;
+  e.provenance.boards = {tricky, "", "Alveo U55C \"xrt\""};
+  e.provenance.start_utc = tricky;
+  e.runs[0].validity = tricky;
+  e.runs[0].invalid_reasons = {tricky, "", "ü"};
+  e.runs[0].checks[0].metric = tricky;
+  e.runs[0].checks[1].better = tricky;
   expect_equal(e, round_trip(dir, e));
 }
 
@@ -87,6 +149,13 @@ TEST(results_roundtrip, ExtremeNumbers) {
                  -std::numeric_limits<double>::infinity()};
   r.stages[0].bytes_sent = std::numeric_limits<int64_t>::max();
   r.max_abs_error = std::numeric_limits<double>::quiet_NaN();
+  r.failed_rank = std::numeric_limits<int64_t>::min();
+  r.repetitions = std::numeric_limits<int64_t>::max();
+  r.throughput_std_sps = std::numeric_limits<double>::infinity();
+  r.throughput_ci95_low_sps = -std::numeric_limits<double>::infinity();
+  r.throughput_ci95_high_sps = std::numeric_limits<double>::max();
+  r.repetition_throughput_sps = {-0.0, std::numeric_limits<double>::denorm_min()};
+  r.checks[0].tolerance = std::numeric_limits<double>::lowest();
   const ExperimentRecord read = round_trip(dir, e);
   EXPECT_TRUE(std::isnan(read.runs[0].max_abs_error));
   r.max_abs_error = 0;  // NaN != NaN; checked above
@@ -114,15 +183,17 @@ TEST(results_roundtrip, ManyRunsRewrittenAfterEachRun) {
 }
 
 // Guards against a field added to results/record.h but not stored: if this fails, add the field
-// to results/writer.cc, results/reader.cc, results/SCHEMA.md and tests/results/expect_equal.h,
+// to results/writer.cc, results/reader.cc, results/SCHEMA.md, tests/results/expect_equal.h,
+// tests/results/sample_record.h and tests/python/test_results_schema.py,
 // then update the sizes here.
 TEST(results_roundtrip, RecordLayoutUnchanged) {
 #if defined(__x86_64__) && defined(__GLIBCXX__) && defined(_GLIBCXX_USE_CXX11_ABI) && \
     _GLIBCXX_USE_CXX11_ABI
   EXPECT_EQ(sizeof(StageRecord), 272u);
-  EXPECT_EQ(sizeof(RunRecord), 400u);
-  EXPECT_EQ(sizeof(Provenance), 384u);
-  EXPECT_EQ(sizeof(ExperimentRecord), 480u);
+  EXPECT_EQ(sizeof(MetricCheck), 96u);
+  EXPECT_EQ(sizeof(RunRecord), 584u);
+  EXPECT_EQ(sizeof(Provenance), 536u);
+  EXPECT_EQ(sizeof(ExperimentRecord), 632u);
 #else
   GTEST_SKIP() << "sizes are only recorded for x86_64 libstdc++";
 #endif

@@ -58,6 +58,34 @@ inline RunRecord make_sample_run(const std::string& id, int index, int stage_cou
     r.cut_effective_rate.push_back(static_cast<double>(1 << index) * 0.999);
   }
   r.max_abs_error = index == 0 ? -1.0 : 1.5e-6 * index;
+  r.failed_rank = r.status == "failed" ? 1 : -1;
+  // Run 1 has 12 checks, so that check "10" sorts before "2" by name as its stages do.
+  r.repetitions = 3 + index;  // vectors below: one entry per repetition
+  for (int i = 0; i < r.repetitions; ++i) {
+    r.repetition_throughput_sps.push_back(120.0 + index + 0.75 * i);
+    r.repetition_duration_s.push_back(1.25 + 0.125 * i + 0.01 * index);
+  }
+  r.throughput_median_sps = 121.5 + index;
+  r.throughput_mean_sps = 121.625 + index;
+  r.throughput_std_sps = 0.875 + 0.0625 * index;
+  r.throughput_ci95_low_sps = 119.5 + index;
+  r.throughput_ci95_high_sps = 123.75 + index;
+  r.validity = index == 1 ? "invalid" : "valid";
+  if (index == 1) {
+    r.invalid_reasons = {"measured window 1.25 s is shorter than measurement.min_duration_s = 2 s",
+                         "4 samples, fewer than measurement.min_samples = \"64\""};
+  }
+  const int check_count = index == 1 ? 12 : 2;
+  for (int c = 0; c < check_count; ++c) {
+    MetricCheck m;
+    m.metric = c % 2 == 0 ? "throughput_sps" : "latency_p99_s";
+    m.value = 100.5 + c + index;
+    m.reference = 110.25 + c;
+    m.tolerance = 0.05 + 0.01 * c;
+    m.better = c % 2 == 0 ? "higher" : "lower";
+    m.passed = (c + index) % 2 == 0;
+    r.checks.push_back(m);
+  }
   for (int k = 0; k < stage_count; ++k) r.stages.push_back(make_sample_stage(index, k));
   return r;
 }
@@ -81,7 +109,13 @@ inline ExperimentRecord make_sample_record() {
   p.hosts = {"node0.cluster", "node1.cluster"};
   p.experiment_path = "experiments/efficiency.yaml";
   p.experiment_text = "name: efficiency\nmodel: resnet50\nsweep:\n  autoencoder.rate: [1, 2, 4]\n";
+  p.resolved_experiment =
+      "runs:\n  - id: r-zz01\n    autoencoder.rate: 1\n  - id: r-aa02\n    autoencoder.rate: 2\n";
+  p.scale = "small";
+  p.boards = {"CPU emulator (1 thread, oneDNN)", "null backend"};
   p.created_utc = "2024-05-01T12:34:56Z";
+  p.start_utc = "2024-05-01T13:00:00Z";
+  p.end_utc = "2024-05-01T13:05:42Z";
   e.runs.push_back(make_sample_run("r-zz01", 0, 2));
   e.runs.push_back(make_sample_run("r-aa02", 1, 12));
   e.runs.push_back(make_sample_run("r-mm03", 2, 3));
