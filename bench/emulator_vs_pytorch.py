@@ -55,20 +55,22 @@ def stages(model, rate):
 
 
 def images_per_s(fn, x, repetitions, min_time_s):
-    """Median over `repetitions` of the mean rate of a repetition lasting >= min_time_s."""
+    """Median over `repetitions` of the mean rate of a repetition lasting >= min_time_s, by wall
+    clock and by process CPU time (the latter is less disturbed by other load on the machine)."""
     for _ in range(3):  # warm-up: JIT profiling runs, oneDNN kernel generation
         fn(x)
-    rates = []
+    wall, cpu = [], []
     for _ in range(repetitions):
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
             fn(x)
             n += 1
             elapsed = time.perf_counter() - t0
             if elapsed >= min_time_s:
                 break
-        rates.append(n * x.shape[0] / elapsed)
-    return statistics.median(rates)
+        wall.append(n * x.shape[0] / elapsed)
+        cpu.append(n * x.shape[0] / (time.process_time() - c0))
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def pytorch_rates(repetitions, min_time_s):
@@ -89,7 +91,7 @@ def pytorch_rates(repetitions, min_time_s):
                 if err > 1e-4:
                     sys.exit(f"optimize_for_inference changed the result of stage {k}: {err}")
                 out[(k, rate)] = images_per_s(ofi, x, repetitions, min_time_s)
-                print(f"  pytorch ofi stage {k} R={rate}: {out[(k, rate)]:.2f} img/s",
+                print(f"  pytorch ofi stage {k} R={rate}: {out[(k, rate)][0]:.2f} img/s",
                       file=sys.stderr, flush=True)
     return out
 
@@ -103,7 +105,10 @@ def quilt_rates(binary):
         if b.get("aggregate_name") != "median":
             continue
         fields = dict(p.split(":", 1) for p in b["run_name"].split("/") if ":" in p)
-        out[(int(fields["stage"]), int(float(fields["R"])))] = b["items_per_second"]
+        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
+        batch = int(fields["batch"])
+        out[(int(fields["stage"]), int(float(fields["R"])))] = (
+            b["items_per_second"], batch / (b["cpu_time"] * scale))
     return out, data.get("context", {})
 
 
@@ -133,14 +138,16 @@ def main():
           f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{context.get('num_cpus', '?')} CPUs)")
     print(f"load average before: {load_before}; after: {load_after}")
-    print(f"{'stage':>5} {'R':>4} {'PyTorch ofi img/s':>18} {'Quilt img/s':>12} {'ratio':>6}")
+    print("img/s by wall clock; in brackets by process CPU time (less sensitive to other load)")
+    print(f"{'stage':>5} {'R':>4} {'PyTorch ofi img/s':>20} {'Quilt img/s':>16} {'ratio':>12}")
     for rate in (1, 64):
         for k in (0, 1):
             p, q = py.get((k, rate)), qu.get((k, rate))
             if p is None or q is None:
-                print(f"{k:>5} {rate:>4} {'missing':>18}")
+                print(f"{k:>5} {rate:>4} {'missing':>20}")
                 continue
-            print(f"{k:>5} {rate:>4} {p:>18.2f} {q:>12.2f} {q / p:>6.2f}")
+            print(f"{k:>5} {rate:>4} {p[0]:>9.2f} ({p[1]:>7.2f}) {q[0]:>6.2f} ({q[1]:>7.2f})"
+                  f" {q[0] / p[0]:>5.2f} ({q[1] / p[1]:.2f})")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ PipeResult pipeline_pass(int64_t floats, int64_t batches, int window) {
   o.warmup_batches = 5;
   o.batches = batches;
   o.window_batches = window;
-  auto t = harness::run_pipeline(board, {1, floats}, pool, nullptr, o, MPI_COMM_WORLD);
+  auto t = harness::run_pipeline(board, {1, floats}, {1, floats}, pool, nullptr, o, MPI_COMM_WORLD);
   // Gather rank 0's start times and the last rank's end times on rank 0.
   std::vector<double> ends(static_cast<size_t>(batches));
   if (me == n - 1 && me != 0)
@@ -158,7 +158,9 @@ ModelResult model_pipeline(double rate, int64_t batch, int64_t batches) {
   o.batches = batches;
   std::vector<at::Tensor> pool;
   if (me == 0) pool = {at::randn(in_shape), at::randn(in_shape)};
-  auto t = harness::run_pipeline(*board, in_shape, pool, nullptr, o, MPI_COMM_WORLD);
+  std::vector<int64_t> out_shape = {batch};
+  for (auto d : qm->stage(me).out_shape) out_shape.push_back(d);
+  auto t = harness::run_pipeline(*board, in_shape, out_shape, pool, nullptr, o, MPI_COMM_WORLD);
   double sps = 0;
   if (me == 1)
     sps = static_cast<double>((batches - 1) * batch) / (t.end_s.back() - t.end_s.front());
