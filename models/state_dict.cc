@@ -765,8 +765,13 @@ StateDictFile read_file_unchecked(const std::string& path) {
   // Pickle protocol 2, LONG1 of 10 bytes: torch's legacy magic number 0x1950a86a20f9469cfc6c.
   static const char kLegacy[] = "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
   if (got >= 14 && std::memcmp(head, kLegacy, 14) == 0) {
+    in.seekg(0, std::ios::end);
+    std::string bytes(static_cast<size_t>(in.tellg()), '\0');
     in.seekg(0);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (static_cast<size_t>(in.gcount()) != bytes.size()) {
+      throw ModelError(fmt::format("cannot read state_dict file \"{}\"", path));
+    }
     return read_legacy(path, bytes);
   }
   throw ModelError(fmt::format(
