@@ -20,7 +20,7 @@ die() {
 # Daemons are stopped only by the pids they wrote into their own pid files, never by name: another
 # SLURM or munged may be running on this machine.
 stop_cluster() {
-  local dir=$1 pidfile pid i
+  local dir=${1:?stop needs the cluster directory} pidfile pid i
   [[ -f $dir/watchdog.pid ]] && [[ $(cat "$dir/watchdog.pid") != "${BASHPID}" ]] &&
     kill "$(cat "$dir/watchdog.pid")" 2>/dev/null || true
   rm -f "$dir/watchdog.pid"
@@ -45,6 +45,9 @@ free_port() {
 
 start_cluster() {
   local dir watch_pid host cpus mem_mib ctld_port slurmd_port i state
+  # A fresh directory only: everything in it belongs to this cluster and is removed with it.
+  [[ -n ${1:-} && ! -e $1 ]] || die "start needs a directory that does not exist yet, got '${1:-}'"
+  mkdir -p "$1"
   dir=$(realpath "$1")
   watch_pid=${2:-}
   [[ $(id -u) == 0 ]] || die "needs root (slurmd starts jobs as any user)"
@@ -93,7 +96,8 @@ SlurmctldPort=${ctld_port}
 SlurmdPort=${slurmd_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=${dir}/munge.sock
+# cred_expire is also how long a requeued job waits before it may start again (default 120 s).
+AuthInfo=socket=${dir}/munge.sock,cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=${dir}/state
