@@ -27,7 +27,7 @@ export OPENBLAS_NUM_THREADS := 1
 .PHONY: quickstart test deps configure build bench format clean
 
 quickstart: build
-	mpirun -n 2 $(BUILD)/bin/quilt run experiments/quickstart.yaml
+	mpirun -n 2 $(BUILD)/bin/quilt run experiments/quickstart.yaml --overwrite
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j2 --timeout 900

@@ -6,6 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -43,23 +44,30 @@ std::string join(const std::vector<std::string>& items) {
   return out;
 }
 
-// The keys a section accepts, in documentation order. Sweeps may set any of them.
+// The keys a section accepts, in documentation order. Sweeps and scales may set any of them.
 const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
   static const std::vector<std::pair<std::string, std::vector<std::string>>> kSchema = {
       {"model", {"arch", "input", "classes", "weights", "seed"}},
-      {"data", {"kind", "seed"}},
-      {"boards", {"count", "backend", "threads"}},
-      {"partition", {"cuts"}},
-      {"autoencoder", {"rate", "kernel"}},
-      {"measurement", {"batch", "warmup_batches", "batches", "check_outputs", "tolerance"}},
+      {"data", {"kind", "path", "seed", "augment", "train_samples"}},
+      {"boards", {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices"}},
+      {"links", {"h2d_gbps", "d2h_gbps", "latency_s"}},
+      {"partition", {"cuts", "objective", "fixed"}},
+      {"autoencoder", {"kind", "rate", "kernel"}},
+      {"training",
+       {"mode", "epochs", "batch", "lr", "optimizer", "momentum", "weight_decay", "freeze_epochs",
+        "settle_tolerance", "checkpoint"}},
+      {"measurement",
+       {"batch", "warmup_batches", "batches", "repetitions", "min_duration_s", "min_samples",
+        "check_outputs", "tolerance"}},
   };
   return kSchema;
 }
 
 const std::vector<std::string>& top_level_keys() {
   static const std::vector<std::string> kKeys = {
-      "quilt",     "name",        "description", "model", "data",  "boards",
-      "partition", "autoencoder", "measurement", "sweep", "output"};
+      "quilt",      "name",      "description",   "model",    "data",        "boards",
+      "links",      "partition", "autoencoder",   "training", "measurement", "sweep",
+      "references", "scales",    "default_scale", "output"};
   return kKeys;
 }
 
@@ -80,7 +88,8 @@ std::string suggestion(const std::string& key, const std::vector<std::string>& v
 // Reads one YAML document with the file name at hand for messages.
 class Reader {
  public:
-  Reader(std::string file) : file_(std::move(file)) {}
+  Reader(std::string file, std::string document = "")
+      : file_(std::move(file)), document_(std::move(document)) {}
 
   [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
                          const std::string& message) const {
@@ -130,6 +139,22 @@ class Reader {
   }
 
   std::string text(const YAML::Node& n, const std::string& key) const {
+    // YAML reads a bare `null` as the null value; as a string it is the word (`backend: null`).
+    if (n.IsDefined() && n.IsNull()) {
+      // The mark's line and column locate the token in the document.
+      size_t pos = 0;
+      for (int line = 0; line < n.Mark().line && pos < document_.size(); ++line) {
+        size_t nl = document_.find('\n', pos);
+        pos = nl == std::string::npos ? document_.size() : nl + 1;
+      }
+      pos += static_cast<size_t>(std::max(n.Mark().column, 0));
+      std::string word;
+      while (pos < document_.size() && std::isalpha(static_cast<unsigned char>(document_[pos])))
+        word += document_[pos++];
+      if (word != "null" && word != "Null" && word != "NULL")
+        fail(n, key, "must be a string (the value is empty)");
+      return "null";
+    }
     return scalar<std::string>(n, key, "a string");
   }
 
@@ -149,6 +174,7 @@ class Reader {
 
  private:
   std::string file_;
+  std::string document_;  // for the spelling of null values
 };
 
 std::string scalar_text(const YAML::Node& node) {
@@ -158,29 +184,28 @@ std::string scalar_text(const YAML::Node& node) {
   return out.c_str();
 }
 
-struct SweepKey {
-  std::string section, key, path;
-  YAML::Node path_node;
-};
-
-SweepKey parse_sweep_key(const Reader& r, const YAML::Node& key_node, const std::string& where) {
-  auto path = key_node.as<std::string>();
-  auto dot = path.find('.');
+std::vector<std::string> all_key_paths() {
   std::vector<std::string> valid;
   for (const auto& [sec, keys] : schema())
     for (const auto& k : keys) valid.push_back(sec + "." + k);
-  if (dot == std::string::npos || std::find(valid.begin(), valid.end(), path) == valid.end()) {
-    r.fail(
-        key_node, where,
-        fmt::format("`{}` is not a key an experiment can sweep{}", path, suggestion(path, valid)));
-  }
-  return {path.substr(0, dot), path.substr(dot + 1), path, key_node};
+  return valid;
+}
+
+// A dotted key that a sweep or scale sets, checked against the schema.
+std::string checked_path(const Reader& r, const YAML::Node& key_node, const std::string& where) {
+  auto path = r.text(key_node, where);
+  auto valid = all_key_paths();
+  if (std::find(valid.begin(), valid.end(), path) == valid.end())
+    r.fail(key_node, where,
+           fmt::format("`{}` is not a key an experiment can set here{}", path,
+                       suggestion(path, valid)));
+  return path;
 }
 
 using Overrides = std::map<std::string, YAML::Node>;
 
-// A section of the document as one run sees it: the file's values, with the sweep's values for
-// this run on top. Nodes keep their marks, so errors point into the file.
+// A section of the document as one run sees it: the file's values, with the scale's and the
+// sweep's values for this run on top. Nodes keep their marks, so errors point into the file.
 class Section {
  public:
   Section(YAML::Node node, std::string name, const Overrides& overrides)
@@ -192,13 +217,26 @@ class Section {
     const YAML::Node& map = node_;  // const access never inserts
     return map[key];
   }
-  const YAML::Node& node() const { return node_; }
 
  private:
   YAML::Node node_;
   std::string name_;
   const Overrides& overrides_;
 };
+
+std::string list_text(const std::vector<std::string>& v) { return "[" + join(v) + "]"; }
+
+std::vector<std::string> name_list(const Reader& r, const YAML::Node& n, const std::string& key) {
+  std::vector<std::string> out;
+  if (n.IsScalar()) {
+    out.push_back(r.text(n, key));
+  } else if (n.IsSequence()) {
+    for (const auto& c : n) out.push_back(r.text(c, key));
+  } else {
+    r.fail(n, key, "must be a name or a list of names");
+  }
+  return out;
+}
 
 RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& overrides) {
   RunConfig run;
@@ -210,6 +248,7 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     }
     return Section(n, name, overrides);
   };
+  auto& P = run.params;
 
   Section model = section("model");
   if (!model["arch"])
@@ -223,85 +262,314 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   }
   if (auto n = model["classes"]) run.model.classes = r.integer(n, "model.classes", 1, 1 << 24);
   if (auto n = model["weights"]) run.model.weights = r.text(n, "model.weights");
+  if (run.model.weights.empty())
+    r.fail(model["weights"], "model.weights", "must be `random` or a state_dict file");
   if (auto n = model["seed"]) run.model.seed = r.integer(n, "model.seed", 0, INT64_MAX);
+  std::vector<std::string> dims;
+  for (auto d : run.model.input) dims.push_back(std::to_string(d));
+  P["model.arch"] = run.model.arch;
+  P["model.input"] = list_text(dims);
+  P["model.classes"] = std::to_string(run.model.classes);
+  P["model.weights"] = run.model.weights;
+  P["model.seed"] = std::to_string(run.model.seed);
 
   Section data = section("data");
-  if (auto n = data["kind"]) run.data.kind = r.choice(n, "data.kind", {"synthetic"});
+  if (auto n = data["kind"])
+    run.data.kind = r.choice(n, "data.kind",
+                             {"synthetic", "fashion-mnist", "uci-iris", "uci-wine",
+                              "uci-breast-cancer", "uci-digits", "cifar10", "tensor-folder"});
+  if (auto n = data["path"]) run.data.path = r.text(n, "data.path");
   if (auto n = data["seed"]) run.data.seed = r.integer(n, "data.seed", 0, INT64_MAX);
+  if (auto n = data["augment"]) run.data.augment = r.boolean(n, "data.augment");
+  if (auto n = data["train_samples"])
+    run.data.train_samples = r.integer(n, "data.train_samples", 0, INT64_MAX);
+  P["data.kind"] = run.data.kind;
+  P["data.path"] = run.data.path;
+  P["data.seed"] = std::to_string(run.data.seed);
+  P["data.augment"] = run.data.augment ? "true" : "false";
+  P["data.train_samples"] = std::to_string(run.data.train_samples);
 
   Section boards = section("boards");
   if (auto n = boards["count"]) run.boards.count = r.integer(n, "boards.count", 1, 4096);
   if (auto n = boards["backend"])
-    run.boards.backend = r.choice(n, "boards.backend", {"emulator", "null"});
+    run.boards.backend = r.choice(n, "boards.backend", {"emulator", "null", "xrt"});
+  if (auto n = boards["profile"]) run.boards.profile = r.text(n, "boards.profile");
+  if (auto n = boards["time_model"])
+    run.boards.time_model = r.choice(n, "boards.time_model", {"measured", "dilated", "modeled"});
   if (auto n = boards["threads"]) run.boards.threads = r.integer(n, "boards.threads", 1, 1024);
+  if (auto n = boards["xclbin"]) run.boards.xclbin = r.text(n, "boards.xclbin");
+  if (auto n = boards["devices"]) {
+    run.boards.devices = name_list(r, n, "boards.devices");
+    if (static_cast<int>(run.boards.devices.size()) != run.boards.count)
+      r.fail(n, "boards.devices",
+             fmt::format("lists {} device(s) for {} board(s); give one per board or none",
+                         run.boards.devices.size(), run.boards.count));
+  }
+  if (run.boards.backend == "xrt" && run.boards.xclbin.empty())
+    r.fail(boards["backend"], "boards.xclbin",
+           "is required with `backend: xrt` (the kernel binary)");
+  P["boards.count"] = std::to_string(run.boards.count);
+  P["boards.backend"] = run.boards.backend;
+  P["boards.profile"] = run.boards.profile;
+  P["boards.time_model"] = run.boards.time_model;
+  P["boards.threads"] = std::to_string(run.boards.threads);
+  P["boards.xclbin"] = run.boards.xclbin;
+  P["boards.devices"] = list_text(run.boards.devices);
+
+  Section links = section("links");
+  if (auto n = links["h2d_gbps"]) run.links.h2d_gbps = r.real(n, "links.h2d_gbps", 1e-6, 1e6);
+  if (auto n = links["d2h_gbps"]) run.links.d2h_gbps = r.real(n, "links.d2h_gbps", 1e-6, 1e6);
+  if (auto n = links["latency_s"]) run.links.latency_s = r.real(n, "links.latency_s", 0, 10);
+  P["links.h2d_gbps"] = fmt::format("{}", run.links.h2d_gbps);
+  P["links.d2h_gbps"] = fmt::format("{}", run.links.d2h_gbps);
+  P["links.latency_s"] = fmt::format("{}", run.links.latency_s);
 
   Section partition = section("partition");
   if (auto n = partition["cuts"]) {
-    if (n.IsScalar()) {
-      run.partition.cuts.push_back(r.text(n, "partition.cuts"));
-    } else if (n.IsSequence()) {
-      for (const auto& c : n) run.partition.cuts.push_back(r.text(c, "partition.cuts"));
+    if (n.IsScalar() && n.Scalar() == "auto") {
+      run.partition.automatic = true;
     } else {
-      r.fail(n, "partition.cuts", "must be a cut name or a list of cut names");
+      run.partition.cuts = name_list(r, n, "partition.cuts");
     }
   }
-  if (static_cast<int>(run.partition.cuts.size()) != run.boards.count - 1) {
+  if (auto n = partition["objective"])
+    run.partition.objective = r.choice(n, "partition.objective", {"balance", "minmax"});
+  if (auto n = partition["fixed"]) {
+    if (!run.partition.automatic)
+      r.fail(n, "partition.fixed", "only applies with `cuts: auto` (explicit cuts are all fixed)");
+    run.partition.fixed = name_list(r, n, "partition.fixed");
+  }
+  if (!run.partition.automatic &&
+      static_cast<int>(run.partition.cuts.size()) != run.boards.count - 1) {
     YAML::Node where = partition["cuts"] ? partition["cuts"] : root["boards"];
     r.fail(where, "partition.cuts",
-           fmt::format("{} boards need {} cut(s), got {} ({})", run.boards.count,
-                       run.boards.count - 1, run.partition.cuts.size(),
+           fmt::format("{} board(s) need {} cut(s), got {} ({}); or use `cuts: auto`",
+                       run.boards.count, run.boards.count - 1, run.partition.cuts.size(),
                        run.partition.cuts.empty() ? "none" : join(run.partition.cuts)));
   }
+  if (run.partition.automatic &&
+      static_cast<int>(run.partition.fixed.size()) > run.boards.count - 1)
+    r.fail(partition["fixed"], "partition.fixed",
+           fmt::format("{} fixed cut(s) but {} board(s) have only {} cut(s)",
+                       run.partition.fixed.size(), run.boards.count, run.boards.count - 1));
+  P["partition.cuts"] = run.partition.automatic ? "auto" : list_text(run.partition.cuts);
+  P["partition.objective"] = run.partition.objective;
+  P["partition.fixed"] = list_text(run.partition.fixed);
 
   Section ae = section("autoencoder");
-  if (auto n = ae["rate"]) {
-    run.autoencoder.rate = r.real(n, "autoencoder.rate", 1.0, 1e9);
-  }
+  if (auto n = ae["kind"])
+    run.autoencoder.kind = r.choice(n, "autoencoder.kind", {"auto", "conv", "linear"});
+  if (auto n = ae["rate"]) run.autoencoder.rate = r.real(n, "autoencoder.rate", 1.0, 1e9);
   if (auto n = ae["kernel"]) {
     run.autoencoder.kernel = r.integer(n, "autoencoder.kernel", 1, 15);
     if (run.autoencoder.kernel % 2 == 0)
-      r.fail(n, "autoencoder.kernel", fmt::format("must be odd (got {})", run.autoencoder.kernel));
+      r.fail(n, "autoencoder.kernel",
+             fmt::format("must be odd (got {}; valid: 1, 3, 5, ..., 15)", run.autoencoder.kernel));
+  }
+  P["autoencoder.kind"] = run.autoencoder.kind;
+  P["autoencoder.rate"] = fmt::format("{}", run.autoencoder.rate);
+  P["autoencoder.kernel"] = std::to_string(run.autoencoder.kernel);
+
+  Section t = section("training");
+  auto& tr = run.training;
+  if (auto n = t["mode"])
+    tr.mode = r.choice(n, "training.mode", {"none", "scratch", "freeze", "finetune", "proxy"});
+  if (auto n = t["epochs"]) tr.epochs = r.integer(n, "training.epochs", 1, 1 << 20);
+  if (auto n = t["batch"]) tr.batch = r.integer(n, "training.batch", 1, 1 << 20);
+  if (auto n = t["lr"]) tr.lr = r.real(n, "training.lr", 1e-12, 100);
+  if (auto n = t["optimizer"]) tr.optimizer = r.choice(n, "training.optimizer", {"sgd", "adam"});
+  if (auto n = t["momentum"]) tr.momentum = r.real(n, "training.momentum", 0, 1);
+  if (auto n = t["weight_decay"]) tr.weight_decay = r.real(n, "training.weight_decay", 0, 1);
+  if (auto n = t["freeze_epochs"])
+    tr.freeze_epochs = r.integer(n, "training.freeze_epochs", 0, 1 << 20);
+  if (auto n = t["settle_tolerance"])
+    tr.settle_tolerance = r.real(n, "training.settle_tolerance", 0, 1e6);
+  if (auto n = t["checkpoint"]) tr.checkpoint = r.text(n, "training.checkpoint");
+  if (tr.mode == "freeze" && run.autoencoder.rate == 1)
+    r.fail(t["mode"], "training.mode",
+           "`freeze` trains the autoencoders first, but `autoencoder.rate` is 1 (no autoencoder); "
+           "set a rate above 1 or use `finetune`");
+  P["training.mode"] = tr.mode;
+  if (tr.mode != "none") {
+    P["training.epochs"] = std::to_string(tr.epochs);
+    P["training.batch"] = std::to_string(tr.batch);
+    P["training.lr"] = fmt::format("{}", tr.lr);
+    P["training.optimizer"] = tr.optimizer;
+    P["training.momentum"] = fmt::format("{}", tr.momentum);
+    P["training.weight_decay"] = fmt::format("{}", tr.weight_decay);
+    P["training.freeze_epochs"] = std::to_string(tr.freeze_epochs);
+    P["training.settle_tolerance"] = fmt::format("{}", tr.settle_tolerance);
+    P["training.checkpoint"] = tr.checkpoint;
   }
 
   Section m = section("measurement");
-  if (auto n = m["batch"]) run.measurement.batch = r.integer(n, "measurement.batch", 1, 1 << 20);
+  auto& ms = run.measurement;
+  if (auto n = m["batch"]) ms.batch = r.integer(n, "measurement.batch", 1, 1 << 20);
   if (auto n = m["warmup_batches"])
-    run.measurement.warmup_batches = r.integer(n, "measurement.warmup_batches", 0, 1 << 20);
-  if (auto n = m["batches"])
-    run.measurement.batches = r.integer(n, "measurement.batches", 2, 1 << 24);
-  if (auto n = m["check_outputs"])
-    run.measurement.check_outputs = r.boolean(n, "measurement.check_outputs");
-  if (auto n = m["tolerance"]) run.measurement.tolerance = r.real(n, "measurement.tolerance", 0, 1);
-
-  // The resolved parameters, for the run id and the result file.
-  auto shape_text = [](const std::vector<int64_t>& v) {
-    std::string s = "[";
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-    return s + "]";
-  };
-  run.params["model.arch"] = run.model.arch;
-  run.params["model.input"] = shape_text(run.model.input);
-  run.params["model.classes"] = std::to_string(run.model.classes);
-  run.params["model.weights"] = run.model.weights;
-  run.params["model.seed"] = std::to_string(run.model.seed);
-  run.params["data.kind"] = run.data.kind;
-  run.params["data.seed"] = std::to_string(run.data.seed);
-  run.params["boards.count"] = std::to_string(run.boards.count);
-  run.params["boards.backend"] = run.boards.backend;
-  run.params["boards.threads"] = std::to_string(run.boards.threads);
-  run.params["partition.cuts"] = "[" + join(run.partition.cuts) + "]";
-  run.params["autoencoder.rate"] = fmt::format("{}", run.autoencoder.rate);
-  run.params["autoencoder.kernel"] = std::to_string(run.autoencoder.kernel);
-  run.params["measurement.batch"] = std::to_string(run.measurement.batch);
-  run.params["measurement.warmup_batches"] = std::to_string(run.measurement.warmup_batches);
-  run.params["measurement.batches"] = std::to_string(run.measurement.batches);
-  run.params["measurement.check_outputs"] = run.measurement.check_outputs ? "true" : "false";
-  run.params["measurement.tolerance"] = fmt::format("{}", run.measurement.tolerance);
+    ms.warmup_batches = r.integer(n, "measurement.warmup_batches", 0, 1 << 20);
+  if (auto n = m["batches"]) ms.batches = r.integer(n, "measurement.batches", 2, 1 << 24);
+  if (auto n = m["repetitions"]) ms.repetitions = r.integer(n, "measurement.repetitions", 1, 1000);
+  if (auto n = m["min_duration_s"])
+    ms.min_duration_s = r.real(n, "measurement.min_duration_s", 0, 1e6);
+  if (auto n = m["min_samples"])
+    ms.min_samples = r.integer(n, "measurement.min_samples", 0, INT64_MAX);
+  if (auto n = m["check_outputs"]) ms.check_outputs = r.boolean(n, "measurement.check_outputs");
+  if (auto n = m["tolerance"]) ms.tolerance = r.real(n, "measurement.tolerance", 0, 1);
+  P["measurement.batch"] = std::to_string(ms.batch);
+  P["measurement.warmup_batches"] = std::to_string(ms.warmup_batches);
+  P["measurement.batches"] = std::to_string(ms.batches);
+  P["measurement.repetitions"] = std::to_string(ms.repetitions);
+  P["measurement.min_duration_s"] = fmt::format("{}", ms.min_duration_s);
+  P["measurement.min_samples"] = std::to_string(ms.min_samples);
+  P["measurement.check_outputs"] = ms.check_outputs ? "true" : "false";
+  P["measurement.tolerance"] = fmt::format("{}", ms.tolerance);
 
   std::string canonical;
   for (const auto& [k, v] : run.params) canonical += k + "=" + v + "\n";
   run.id = hex_digest(canonical).substr(0, 12);
   return run;
+}
+
+std::vector<Reference> parse_references(const Reader& r, const YAML::Node& node) {
+  std::vector<Reference> out;
+  if (!node.IsSequence())
+    r.fail(node, "references",
+           "must be a list of {metric, value, tolerance, better, when} entries");
+  for (const auto& item : node) {
+    r.check_keys(item, "references", {"metric", "value", "tolerance", "better", "when"});
+    Reference ref;
+    if (!item["metric"]) r.fail(item, "references.metric", "is required");
+    ref.metric = r.choice(item["metric"], "references.metric", metric_names());
+    if (!item["value"]) r.fail(item, "references.value", "is required");
+    ref.value = r.real(item["value"], "references.value", -1e300, 1e300);
+    if (item["tolerance"])
+      ref.tolerance = r.real(item["tolerance"], "references.tolerance", 0, 1e6);
+    if (item["better"])
+      ref.better = r.choice(item["better"], "references.better", {"higher", "lower"});
+    if (auto w = item["when"]) {
+      if (!w.IsMap())
+        r.fail(w, "references.when", "must map keys to values, e.g. {autoencoder.rate: 64}");
+      for (const auto& kv : w) {
+        auto key = checked_path(r, kv.first, "references.when");
+        ref.when[key] = scalar_text(kv.second);
+      }
+    }
+    out.push_back(std::move(ref));
+  }
+  return out;
+}
+
+// The value of `key` in a run's params, compared as text and as numbers ("64" == "64.0").
+bool param_matches(const std::map<std::string, std::string>& params, const std::string& key,
+                   const std::string& want) {
+  auto it = params.find(key);
+  if (it == params.end()) return false;
+  if (it->second == want) return true;
+  try {
+    size_t a = 0, b = 0;
+    double x = std::stod(it->second, &a), y = std::stod(want, &b);
+    return a == it->second.size() && b == want.size() && x == y;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+using Point = std::vector<std::pair<std::string, YAML::Node>>;
+
+// Cross product of `points` with one key's list of values.
+std::vector<Point> cross(const std::vector<Point>& points, const std::string& key,
+                         const YAML::Node& values) {
+  std::vector<Point> next;
+  for (const auto& p : points)
+    for (const auto& v : values) {
+      auto q = p;
+      q.emplace_back(key, v);
+      next.push_back(std::move(q));
+    }
+  return next;
+}
+
+std::vector<Point> expand_sweep(const Reader& r, const YAML::Node& sweep) {
+  std::vector<Point> points = {{}};
+  if (!sweep.IsDefined() || sweep.IsNull()) return points;
+  r.check_keys(sweep, "sweep", {"matrix", "zip", "exclude"});
+  std::set<std::string> used;
+  auto take = [&](const YAML::Node& key_node, const std::string& where) {
+    auto path = checked_path(r, key_node, where);
+    if (!used.insert(path).second)
+      r.fail(key_node, where, fmt::format("`{}` is swept twice", path));
+    return path;
+  };
+  if (auto matrix = sweep["matrix"]) {
+    if (!matrix.IsMap() || matrix.size() == 0)
+      r.fail(matrix, "sweep.matrix",
+             "must map keys to lists of values, e.g. `autoencoder.rate: [1, 64]`");
+    for (const auto& kv : matrix) {
+      auto path = take(kv.first, "sweep.matrix");
+      if (!kv.second.IsSequence() || kv.second.size() == 0)
+        r.fail(kv.second, "sweep.matrix." + path, "must be a non-empty list of values");
+      points = cross(points, path, kv.second);
+    }
+  }
+  if (auto zip = sweep["zip"]) {
+    if (!zip.IsMap() || zip.size() == 0)
+      r.fail(zip, "sweep.zip", "must map keys to lists of equal length, advanced together");
+    size_t length = 0;
+    std::vector<std::pair<std::string, YAML::Node>> lists;
+    for (const auto& kv : zip) {
+      auto path = take(kv.first, "sweep.zip");
+      if (!kv.second.IsSequence() || kv.second.size() == 0)
+        r.fail(kv.second, "sweep.zip." + path, "must be a non-empty list of values");
+      if (length != 0 && kv.second.size() != length)
+        r.fail(kv.second, "sweep.zip." + path,
+               fmt::format("has {} values but the other zip lists have {}; zip lists advance "
+                           "together and must have equal length",
+                           kv.second.size(), length));
+      length = kv.second.size();
+      lists.emplace_back(path, kv.second);
+    }
+    std::vector<Point> next;
+    for (const auto& p : points)
+      for (size_t i = 0; i < length; ++i) {
+        auto q = p;
+        for (const auto& [path, values] : lists) q.emplace_back(path, values[i]);
+        next.push_back(std::move(q));
+      }
+    points = std::move(next);
+  }
+  if (auto exclude = sweep["exclude"]) {
+    if (!exclude.IsSequence())
+      r.fail(exclude, "sweep.exclude",
+             "must be a list of {key: value} maps; a run matching all "
+             "keys of one map is left out");
+    for (const auto& rule : exclude) {
+      if (!rule.IsMap() || rule.size() == 0)
+        r.fail(rule, "sweep.exclude", "each entry must be a non-empty {key: value} map");
+      std::vector<std::pair<std::string, std::string>> conds;
+      for (const auto& kv : rule) {
+        auto path = checked_path(r, kv.first, "sweep.exclude");
+        if (!used.count(path))
+          r.fail(kv.first, "sweep.exclude",
+                 fmt::format("`{}` is not swept, so excluding on it would drop every run or none",
+                             path));
+        conds.emplace_back(path, scalar_text(kv.second));
+      }
+      size_t before = points.size();
+      points.erase(std::remove_if(points.begin(), points.end(),
+                                  [&](const Point& p) {
+                                    std::map<std::string, std::string> values;
+                                    for (const auto& [k, v] : p) values[k] = scalar_text(v);
+                                    for (const auto& [k, v] : conds)
+                                      if (!param_matches(values, k, v)) return false;
+                                    return true;
+                                  }),
+                   points.end());
+      if (points.size() == before)
+        r.fail(rule, "sweep.exclude", "matches no run of the sweep (a typo in a value?)");
+    }
+    if (points.empty()) r.fail(exclude, "sweep.exclude", "leaves no run at all");
+  }
+  return points;
 }
 
 }  // namespace
@@ -314,8 +582,16 @@ ConfigError::ConfigError(std::string file, int line, int column, std::string key
       column_(column),
       key_(std::move(key)) {}
 
-Experiment parse_experiment(const std::string& text, const std::string& path) {
-  Reader r(path);
+const std::vector<std::string>& metric_names() {
+  static const std::vector<std::string> kNames = {"throughput_sps", "latency_p50_s",
+                                                  "latency_p90_s",  "latency_p99_s",
+                                                  "duration_s",     "max_abs_error"};
+  return kNames;
+}
+
+Experiment parse_experiment(const std::string& text, const std::string& path,
+                            const std::string& scale) {
+  Reader r(path, text);
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -345,55 +621,93 @@ Experiment parse_experiment(const std::string& text, const std::string& path) {
   if (root["description"]) e.description = r.text(root["description"], "description");
   e.output = root["output"] ? r.text(root["output"], "output") : "results/" + e.name + ".h5";
 
-  // Sweep: matrix (cross product) of key -> list of values.
-  std::vector<std::vector<std::pair<SweepKey, YAML::Node>>> points = {{}};
-  if (auto sweep = root["sweep"]) {
-    r.check_keys(sweep, "sweep", {"matrix"});
-    if (auto matrix = sweep["matrix"]) {
-      if (!matrix.IsMap() || matrix.size() == 0)
-        r.fail(matrix, "sweep.matrix",
-               "must map keys to lists of values, e.g. `autoencoder.rate: [1, 64]`");
-      for (const auto& kv : matrix) {
-        SweepKey key = parse_sweep_key(r, kv.first, "sweep.matrix");
-        const YAML::Node& values = kv.second;
-        if (!values.IsSequence() || values.size() == 0)
-          r.fail(values, "sweep.matrix." + key.path, "must be a non-empty list of values");
-        std::vector<std::vector<std::pair<SweepKey, YAML::Node>>> next;
-        for (const auto& p : points)
-          for (const auto& v : values) {
-            auto q = p;
-            q.emplace_back(key, v);
-            next.push_back(std::move(q));
-          }
-        points = std::move(next);
+  // Scales: named sets of overrides (e.g. `here` and `paper`), one chosen per invocation.
+  Overrides base;
+  YAML::Node sweep = root["sweep"];
+  std::vector<std::string> scale_names;
+  if (auto scales = root["scales"]) {
+    if (!scales.IsMap() || scales.size() == 0)
+      r.fail(scales, "scales", "must map scale names to {key: value} overrides");
+    for (const auto& kv : scales) scale_names.push_back(r.text(kv.first, "scales"));
+  }
+  std::string chosen = scale;
+  if (chosen.empty() && root["default_scale"]) {
+    chosen = r.text(root["default_scale"], "default_scale");
+    if (std::find(scale_names.begin(), scale_names.end(), chosen) == scale_names.end())
+      r.fail(root["default_scale"], "default_scale",
+             fmt::format("`{}` is not one of the file's scales ({})", chosen,
+                         scale_names.empty() ? "none defined" : join(scale_names)));
+  }
+  if (!chosen.empty()) {
+    if (std::find(scale_names.begin(), scale_names.end(), chosen) == scale_names.end())
+      throw ConfigError(path, 0, 0, "scales",
+                        fmt::format("no scale `{}` in this file; its scales: {}", chosen,
+                                    scale_names.empty() ? "none" : join(scale_names)));
+    const YAML::Node& scales = root["scales"];
+    YAML::Node overrides = scales[chosen];
+    if (!overrides.IsMap())
+      r.fail(overrides, "scales." + chosen,
+             "must map keys to values, e.g. {measurement.batches: 8}");
+    for (const auto& kv : overrides) {
+      if (kv.first.IsScalar() && kv.first.Scalar() == "sweep") {
+        sweep = kv.second;
+        continue;
       }
+      base[checked_path(r, kv.first, "scales." + chosen)] = kv.second;
     }
+    e.scale = chosen;
   }
 
+  std::vector<Reference> references;
+  if (auto refs = root["references"]) references = parse_references(r, refs);
+
   std::set<std::string> ids;
-  for (const auto& p : points) {
-    Overrides overrides;
-    for (const auto& [key, value] : p) overrides[key.path] = value;
+  std::vector<bool> reference_used(references.size(), false);
+  for (const auto& p : expand_sweep(r, sweep)) {
+    Overrides overrides = base;
+    for (const auto& [key, value] : p) overrides[key] = value;
     RunConfig run = resolve_run(r, root, overrides);
-    for (const auto& [key, value] : p) run.swept[key.path] = scalar_text(value);
+    run.index = e.runs.size();
+    for (const auto& [key, value] : p) run.swept[key] = scalar_text(value);
     if (!ids.insert(run.id).second)
-      throw ConfigError(path, 0, 0, "sweep",
-                        "two runs of the sweep resolve to the same parameters");
+      r.fail(sweep, "sweep",
+             "two runs of the sweep resolve to the same parameters (a value listed twice?)");
+    for (size_t i = 0; i < references.size(); ++i) {
+      bool applies = true;
+      for (const auto& [k, v] : references[i].when)
+        applies = applies && param_matches(run.params, k, v);
+      if (applies) run.references.push_back(references[i]), reference_used[i] = true;
+    }
     e.runs.push_back(std::move(run));
   }
+  for (size_t i = 0; i < references.size(); ++i)
+    if (!reference_used[i])
+      r.fail(root["references"][i], "references",
+             fmt::format("the reference for `{}` matches no run (check its `when`)",
+                         references[i].metric));
+
+  YAML::Emitter resolved;
+  resolved << YAML::BeginSeq;
+  for (const auto& run : e.runs) {
+    resolved << YAML::BeginMap << YAML::Key << "id" << YAML::Value << run.id;
+    for (const auto& [k, v] : run.params) resolved << YAML::Key << k << YAML::Value << v;
+    resolved << YAML::EndMap;
+  }
+  resolved << YAML::EndSeq;
+  e.resolved = resolved.c_str();
 
   std::string all;
   for (const auto& run : e.runs) all += run.id + ";";
-  e.hash = hex_digest(e.name + "|" + e.output + "|" + all).substr(0, 16);
+  e.hash = hex_digest(e.name + "|" + e.scale + "|" + all).substr(0, 16);
   return e;
 }
 
-Experiment load_experiment(const std::string& path) {
+Experiment load_experiment(const std::string& path, const std::string& scale) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path, 0, 0, "", "cannot open the experiment file (does it exist?)");
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_experiment(ss.str(), path);
+  return parse_experiment(ss.str(), path, scale);
 }
 
 }  // namespace quilt::harness

@@ -39,44 +39,92 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  std::string kind = "synthetic";  ///< only synthetic inputs for pipeline runs so far
-  uint64_t seed = 1;
+  /// synthetic | fashion-mnist | uci-iris | uci-wine | uci-breast-cancer | uci-digits |
+  /// cifar10 | tensor-folder. Pipeline runs use synthetic inputs; the others feed training.
+  std::string kind = "synthetic";
+  std::string path;           ///< where the data lives; empty = the kind's default location
+  uint64_t seed = 1;          ///< seed of synthetic inputs, shuffling and augmentation
+  bool augment = false;       ///< random crop, flip and small affine skew (training only)
+  int64_t train_samples = 0;  ///< 0 = all; a limit for "limited data" experiments
 };
 
 struct BoardsConfig {
-  int count = 1;                     ///< number of boards = pipeline stages = MPI ranks
-  std::string backend = "emulator";  ///< "emulator" or "null"
-  int threads = 1;                   ///< intra-op threads per rank
+  int count = 1;                        ///< number of boards = pipeline stages = MPI ranks
+  std::string backend = "emulator";     ///< emulator | null | xrt
+  std::string profile = "cpu";          ///< board profile name or file (backends/profiles)
+  std::string time_model = "measured";  ///< measured | dilated | modeled
+  int threads = 1;                      ///< intra-op threads per rank
+  std::string xclbin;                   ///< xrt: the user's kernel binary
+  std::vector<std::string> devices;     ///< xrt: device index or PCIe BDF per rank; empty = local
+};
+
+struct LinksConfig {
+  /// Overrides of the board profile's host<->board link; 0 = take the profile's value.
+  double h2d_gbps = 0, d2h_gbps = 0, latency_s = 0;
 };
 
 struct PartitionConfig {
-  std::vector<std::string> cuts;  ///< cut names in model order; boards.count - 1 of them
+  std::vector<std::string> cuts;      ///< cut names in model order; empty with auto = true
+  bool automatic = false;             ///< `cuts: auto`: chosen by the cost model's search
+  std::string objective = "balance";  ///< balance (the paper's sum |max - exec_i|) | minmax
+  std::vector<std::string> fixed;     ///< cuts the search must keep (auto only)
 };
 
 struct AutoencoderConfig {
-  double rate = 1.0;   ///< reduction rate R >= 1; 1 = no autoencoder
-  int64_t kernel = 1;  ///< odd kernel size of the conv encoder/decoder
+  std::string kind = "auto";  ///< auto (conv for feature maps, linear for vectors) | conv | linear
+  double rate = 1.0;          ///< reduction rate R >= 1; 1 = no autoencoder
+  int64_t kernel = 1;         ///< odd kernel size of the conv encoder/decoder
+};
+
+struct TrainingConfig {
+  /// none (pipeline measurement only) | scratch | freeze | finetune | proxy
+  std::string mode = "none";
+  int64_t epochs = 10;
+  int64_t batch = 64;
+  double lr = 0.01;
+  std::string optimizer = "sgd";  ///< sgd | adam
+  double momentum = 0.9;
+  double weight_decay = 0;
+  int64_t freeze_epochs = 0;    ///< freeze: at most this many phase-1 epochs (0 = epochs)
+  double settle_tolerance = 0;  ///< freeze: phase 1 ends when the loss changes < this
+  std::string checkpoint;       ///< file to save/resume from; empty = none
 };
 
 struct MeasurementConfig {
   int64_t batch = 8;           ///< samples per batch
   int64_t warmup_batches = 2;  ///< batches run before measuring, not counted
-  int64_t batches = 10;        ///< measured batches (>= 2)
+  int64_t batches = 10;        ///< measured batches per repetition (>= 2)
+  int64_t repetitions = 1;     ///< independent measured windows
+  double min_duration_s = 0;   ///< validity: each window must last at least this
+  int64_t min_samples = 0;     ///< validity: each window must measure at least this many
   bool check_outputs = true;   ///< compare with the single-process model
   double tolerance = 1e-3;     ///< max relative error of the check
+};
+
+/// An expected value of a metric, with how far off it may be and which way is better.
+struct Reference {
+  std::string metric;  ///< e.g. throughput_sps, latency_p50_s
+  double value = 0;
+  double tolerance = 0.1;                   ///< relative
+  std::string better = "higher";            ///< higher | lower
+  std::map<std::string, std::string> when;  ///< applies to runs whose params match all of these
 };
 
 /// One point of the sweep, fully resolved.
 struct RunConfig {
   std::string id;                             ///< stable: hash of the resolved parameters
+  size_t index = 0;                           ///< position in the sweep, from 0
   std::map<std::string, std::string> params;  ///< every resolved key -> value, dotted paths
   std::map<std::string, std::string> swept;   ///< the keys the sweep set for this run
   ModelConfig model;
   DataConfig data;
   BoardsConfig boards;
+  LinksConfig links;
   PartitionConfig partition;
   AutoencoderConfig autoencoder;
+  TrainingConfig training;
   MeasurementConfig measurement;
+  std::vector<Reference> references;  ///< the references that apply to this run
 };
 
 struct Experiment {
@@ -85,15 +133,22 @@ struct Experiment {
   std::string hash;  ///< hash of the resolved runs (hex)
   std::string name;
   std::string description;
+  std::string scale;            ///< the scale chosen (`scales:` key), empty when none
   std::string output;           ///< result file path
   std::vector<RunConfig> runs;  ///< the sweep expanded, in file order
+  std::string resolved;         ///< the resolved runs as YAML, for provenance
 };
 
-/// Reads and validates an experiment file (syntax, keys, types, ranges, sweep). Does not check
-/// things that need the model zoo (arch names, cut names): see harness/plan.h. Throws ConfigError.
-Experiment load_experiment(const std::string& path);
+/// Valid metric names for references.
+const std::vector<std::string>& metric_names();
+
+/// Reads and validates an experiment file (syntax, keys, types, ranges, sweep). `scale` picks
+/// one of the file's `scales:` (empty = its `default_scale`). Does not check what needs the
+/// model zoo (arch and cut names): see check_experiment in harness/runner.h. Throws ConfigError.
+Experiment load_experiment(const std::string& path, const std::string& scale = "");
 
 /// Same, from text already in memory (`path` is used in messages).
-Experiment parse_experiment(const std::string& text, const std::string& path);
+Experiment parse_experiment(const std::string& text, const std::string& path,
+                            const std::string& scale = "");
 
 }  // namespace quilt::harness

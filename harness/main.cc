@@ -4,11 +4,14 @@
 #include "harness/experiment.h"
 #include "harness/mpi.h"
 #include "harness/provenance.h"
+#include "harness/report.h"
 #include "harness/runner.h"
 #include "models/autoencoder.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"
 #include "models/zoo.h"
+#include "results/error.h"
+#include "results/reader.h"
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -30,10 +33,22 @@ constexpr int kExitInternal = 3;
 const char* kUsage = R"(usage: quilt <command> [args]
 
 commands:
-  run FILE [--output PATH]   run an experiment; launch under mpirun with one rank per board:
+  run FILE [options]         run an experiment; launch under mpirun with one rank per board:
                              mpirun -n <boards.count> quilt run experiments/quickstart.yaml
-  validate FILE...           check experiment files (syntax, keys, models, cuts) without MPI
-  plan FILE                  list the runs a file expands to, with cuts and bytes per cut
+      --output PATH          result file (default: the experiment's `output`)
+      --resume               keep the runs the file completed, run the rest (refuses a file
+                             from another experiment)
+      --overwrite            replace an existing result file (default: refuse)
+      --keep-going           record a failed run and go on (default)
+      --fail-fast            stop at the first failed run
+      --run-index N          run only the N-th run of the sweep (0-based; for job arrays)
+      --scale NAME           pick one of the file's `scales:` (e.g. here, paper)
+  validate FILE... [--scale NAME]
+                             check experiment files (syntax, keys, models, cuts) without MPI
+  plan FILE [--scale NAME]   list the runs a file expands to, with cuts and bytes per cut
+  report FILE.h5 [--compare OTHER.h5]
+                             each run's metrics, validity and PASS/FAIL against references;
+                             with --compare, two files side by side run by run
   models                     list the model zoo and each model's cut points
   summary ARCH [--input C,H,W] [--classes N] [--rate R] [--cut NAME]
                              per-unit shapes, FLOPs, parameters and bytes per cut
@@ -130,14 +145,33 @@ int cmd_summary(int argc, char** argv) {
   return kExitOk;
 }
 
+// Pulls `--scale NAME` out of argv[first..]; returns the remaining arguments.
+std::vector<std::string> take_scale(int argc, char** argv, int first, std::string* scale) {
+  std::vector<std::string> rest;
+  for (int i = first; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--scale") {
+      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, "--scale", "needs a name");
+      *scale = argv[++i];
+    } else {
+      rest.push_back(a);
+    }
+  }
+  return rest;
+}
+
 int cmd_validate(int argc, char** argv) {
-  if (argc < 3) throw ConfigError("<command line>", 0, 0, "validate", "needs experiment files");
+  std::string scale;
+  auto files = take_scale(argc, argv, 2, &scale);
+  if (files.empty())
+    throw ConfigError("<command line>", 0, 0, "validate", "needs experiment files");
   int rc = kExitOk;
-  for (int i = 2; i < argc; ++i) {
+  for (const auto& file : files) {
     try {
-      auto e = quilt::harness::load_experiment(argv[i]);
+      auto e = quilt::harness::load_experiment(file, scale);
       quilt::harness::check_experiment(e, 0);
-      fmt::print("{}: ok ({} run(s))\n", argv[i], e.runs.size());
+      fmt::print("{}: ok ({} run(s){})\n", file, e.runs.size(),
+                 e.scale.empty() ? "" : ", scale " + e.scale);
     } catch (const ConfigError& e) {
       fmt::print(stderr, "{}\n", e.what());
       rc = kExitUsage;
@@ -146,12 +180,46 @@ int cmd_validate(int argc, char** argv) {
   return rc;
 }
 
+int cmd_report(int argc, char** argv) {
+  std::string file, compare;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--compare" && i + 1 < argc)
+      compare = argv[++i];
+    else if (a.rfind("--", 0) == 0)
+      throw ConfigError("<command line>", 0, 0, a, "unknown option for `quilt report`");
+    else if (file.empty())
+      file = a;
+    else
+      throw ConfigError("<command line>", 0, 0, "report",
+                        "takes one result file (and --compare OTHER)");
+  }
+  if (file.empty()) throw ConfigError("<command line>", 0, 0, "report", "needs a result file");
+  auto base = quilt::results::read_experiment(file);
+  if (!compare.empty()) {
+    auto other = quilt::results::read_experiment(compare);
+    fmt::print("base: {} ({})\nother: {} ({})\n", file, base.name, compare, other.name);
+    if (base.experiment_hash != other.experiment_hash)
+      fmt::print(
+          "note: the files come from different experiments; runs match by resolved "
+          "parameters\n");
+    fmt::print("{}", quilt::harness::compare_table(base, other));
+    return kExitOk;
+  }
+  bool good = true;
+  fmt::print("{}", quilt::harness::report_table(base, &good));
+  return good ? kExitOk : kExitRunsFailed;
+}
+
 int cmd_plan(int argc, char** argv) {
-  if (argc != 3) throw ConfigError("<command line>", 0, 0, "plan", "needs one experiment file");
-  auto e = quilt::harness::load_experiment(argv[2]);
+  std::string scale;
+  auto args = take_scale(argc, argv, 2, &scale);
+  if (args.size() != 1)
+    throw ConfigError("<command line>", 0, 0, "plan", "needs one experiment file");
+  auto e = quilt::harness::load_experiment(args[0], scale);
   quilt::harness::check_experiment(e, 0);
-  fmt::print("{}: {} run(s), output {}, experiment hash {}\n", e.name, e.runs.size(), e.output,
-             e.hash);
+  fmt::print("{}: {} run(s), output {}, experiment hash {}{}\n", e.name, e.runs.size(), e.output,
+             e.hash, e.scale.empty() ? "" : ", scale " + e.scale);
   torch::NoGradGuard no_grad;
   for (const auto& run : e.runs) {
     quilt::models::ModelOptions opts;
@@ -160,10 +228,16 @@ int cmd_plan(int argc, char** argv) {
     quilt::models::QuiltModel qm(quilt::models::make_model(run.model.arch, opts),
                                  run.partition.cuts,
                                  {run.autoencoder.rate, run.autoencoder.kernel});
-    fmt::print("run {}: {} on {} x {} board(s), batch {}, {} + {} warm-up batches\n", run.id,
-               run.model.arch, run.boards.count, run.boards.backend, run.measurement.batch,
-               run.measurement.batches, run.measurement.warmup_batches);
+    fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
+               run.id, run.index, run.model.arch, run.boards.count, run.boards.backend,
+               run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
+               run.measurement.warmup_batches);
     for (const auto& [k, v] : run.swept) fmt::print("    {} = {}\n", k, v);
+    auto why = quilt::harness::unavailable_reason(run);
+    if (!why.empty()) {
+      fmt::print("    not runnable in this build: {}\n", why);
+      continue;
+    }
     for (const auto& t : qm->traffic())
       fmt::print("    cut {}: {} -> {} per sample ({} -> {} B, effective R {:.2f})\n", t.cut,
                  quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
@@ -186,25 +260,64 @@ int cmd_run(int argc, char** argv) {
   const int me = mpi::rank(), n = mpi::size();
   quilt::harness::RunOptions options;
   options.command_line = join_args(argc, argv);
-  std::string file, error;
-  for (int i = 2; i < argc; ++i) {
+  std::string file, scale, error;
+  for (int i = 2; i < argc && error.empty(); ++i) {
     std::string a = argv[i];
-    if (a == "--output" && i + 1 < argc)
-      options.output = argv[++i];
-    else if (a.rfind("--", 0) == 0)
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        error = fmt::format("quilt run: {} needs a value", a);
+        return "";
+      }
+      return argv[++i];
+    };
+    if (a == "--output")
+      options.output = value();
+    else if (a == "--resume")
+      options.resume = true;
+    else if (a == "--overwrite")
+      options.overwrite = true;
+    else if (a == "--fail-fast")
+      options.fail_fast = true;
+    else if (a == "--keep-going")
+      options.fail_fast = false;
+    else if (a == "--scale")
+      scale = value();
+    else if (a == "--run-index") {
+      std::string v = value();
+      try {
+        size_t used = 0;
+        options.run_index = std::stoll(v, &used);
+        if (used != v.size() || options.run_index < 0) throw std::invalid_argument(v);
+      } catch (const std::exception&) {
+        error = fmt::format("quilt run: --run-index needs a run number from 0 (got `{}`)", v);
+      }
+    } else if (a.rfind("--", 0) == 0) {
       error = fmt::format("quilt run: unknown option `{}`\n{}", a, kUsage);
-    else if (file.empty())
+    } else if (file.empty()) {
       file = a;
-    else
+    } else {
       error = fmt::format("quilt run: one experiment file, got `{}` and `{}`", file, a);
+    }
   }
+  if (options.resume && options.overwrite && error.empty())
+    error = "quilt run: --resume and --overwrite exclude each other";
   if (file.empty() && error.empty())
     error = fmt::format("quilt run: needs an experiment file\n{}", kUsage);
   quilt::harness::Experiment experiment;
   if (error.empty()) {
     try {
-      experiment = quilt::harness::load_experiment(file);
+      experiment = quilt::harness::load_experiment(file, scale);
+      if (options.run_index >= static_cast<int64_t>(experiment.runs.size()))
+        throw ConfigError(file, 0, 0, "--run-index",
+                          fmt::format("run {} does not exist; the sweep has runs 0..{}",
+                                      options.run_index, experiment.runs.size() - 1));
       quilt::harness::check_experiment(experiment, n);
+      for (const auto& run : experiment.runs) {
+        if (options.run_index >= 0 && static_cast<size_t>(options.run_index) != run.index) continue;
+        auto why = quilt::harness::unavailable_reason(run);
+        if (!why.empty())
+          throw ConfigError(file, 0, 0, "", fmt::format("run {} cannot run here: {}", run.id, why));
+      }
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -223,12 +336,20 @@ int cmd_run(int argc, char** argv) {
     return kExitUsage;
   }
   if (me == 0) {
-    fmt::print("quilt: {} ({} run(s)) on {} rank(s) -> {}\n", experiment.name,
-               experiment.runs.size(), n,
+    fmt::print("quilt: {} ({} run(s){}) on {} rank(s) -> {}\n", experiment.name,
+               experiment.runs.size(),
+               experiment.scale.empty() ? "" : ", scale " + experiment.scale, n,
                options.output.empty() ? experiment.output : options.output);
     std::fflush(stdout);
   }
-  auto record = quilt::harness::run_experiment(experiment, options, MPI_COMM_WORLD);
+  quilt::results::ExperimentRecord record;
+  try {
+    record = quilt::harness::run_experiment(experiment, options, MPI_COMM_WORLD);
+  } catch (const ConfigError& e) {
+    // Thrown on every rank alike (the output-file decision is shared).
+    if (me == 0) fmt::print(stderr, "quilt: error: {}\n", e.what());
+    return kExitUsage;
+  }
   int rc = kExitOk;
   if (me == 0) {
     fmt::print("{}", quilt::harness::summary_table(record));
@@ -254,9 +375,13 @@ int main(int argc, char** argv) {
     if (cmd == "models") return cmd_models();
     if (cmd == "summary") return cmd_summary(argc, argv);
     if (cmd == "version") return cmd_version();
+    if (cmd == "report") return cmd_report(argc, argv);
     fmt::print(stderr, "quilt: unknown command `{}`\n{}", cmd, kUsage);
     return kExitUsage;
   } catch (const ConfigError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
+    return kExitUsage;
+  } catch (const quilt::results::ResultsError& e) {
     fmt::print(stderr, "quilt: error: {}\n", e.what());
     return kExitUsage;
   } catch (const quilt::models::ModelError& e) {

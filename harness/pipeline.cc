@@ -25,7 +25,7 @@ struct Payload {
 Payload payload_of(const at::Tensor& t) {
   TORCH_INTERNAL_ASSERT(t.is_contiguous() && t.scalar_type() == at::kFloat,
                         "pipeline tensors must be contiguous float32");
-  return {t.data_ptr(), t.nbytes()};
+  return {t.data_ptr(), static_cast<int64_t>(t.nbytes())};
 }
 
 class Transfer {
@@ -106,6 +106,7 @@ double clock_offset_to_rank0(MPI_Comm comm, int rounds) {
 }
 
 StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& input_shape,
+                         const std::vector<int64_t>& output_shape,
                          const std::vector<at::Tensor>& input_pool,
                          const std::function<void(int64_t, const at::Tensor&)>& on_output,
                          const PipelineOptions& options, MPI_Comm comm) {
@@ -128,6 +129,7 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
   }
   // Outputs stay alive until their sends complete; at most two sends in flight.
   std::deque<std::pair<at::Tensor, Transfer>> sends;
+  at::Tensor zeros;  // stands in for the output of a failed board
   // Credits: the last rank tells rank 0 when a batch is done.
   std::vector<MPI_Request> credit_reqs;
   std::deque<int64_t> credit_values;  // send buffers must stay untouched until completion
@@ -149,7 +151,21 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       if (i + 1 < total) recv[(i + 1) % 2].irecv(payload_of(recv_buf[(i + 1) % 2]), me - 1, comm);
     }
     double t1 = now_s();
-    at::Tensor output = board.run(input);
+    at::Tensor output;
+    if (timing.error.empty()) {
+      try {
+        output = board.run(input);
+        // Non-finite values would poison every later stage; name the stage that made them.
+        if (!output.isfinite().all().item<bool>())
+          timing.error = fmt::format("non-finite values (NaN or Inf) in the output of batch {}", i);
+      } catch (const std::exception& e) {
+        timing.error = fmt::format("board failed at batch {}: {}", i, e.what());
+      }
+    }
+    if (!timing.error.empty()) {
+      if (!zeros.defined()) zeros = at::zeros(output_shape, at::kFloat);
+      output = zeros;
+    }
     double t2 = now_s();
     double t3 = t2;
     if (!last) {

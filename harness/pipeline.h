@@ -28,15 +28,22 @@ struct StageTiming {
   int64_t bytes_sent = 0, bytes_received = 0;  ///< measured batches only
   std::vector<double> start_s;  ///< rank 0: when batch i entered the pipeline (rank 0's clock)
   std::vector<double> end_s;    ///< last rank: when batch i left it, on rank 0's clock
+  /// Empty, or why this rank's board failed (exception or non-finite output) and at which
+  /// batch. After a failure the rank keeps the protocol going with zero-filled outputs, so no
+  /// peer waits forever; the caller marks the run failed.
+  std::string error;
 };
 
 /// Runs warmup + measured batches through the pipeline. Every rank of `comm` calls it with its
-/// own loaded board; stage r's input shape is `input_shape` ([batch, ...], used by ranks > 0 to
-/// allocate receive buffers). Rank 0 feeds `input_pool` cyclically (batch i uses pool[i % n]);
-/// the last rank calls `on_output(i, output)` for every batch, warm-up included. Blocks until
-/// the rank's part is done. Throws MpiError on an MPI failure; exceptions from the board
-/// propagate (the caller must abort the communicator: peers would otherwise wait forever).
+/// own loaded board; stage r's input shape is `input_shape` and its output shape
+/// `output_shape` ([batch, ...]; ranks > 0 allocate receive buffers from the first, a failed
+/// board is replaced by zeros of the second). Rank 0 feeds `input_pool` cyclically (batch i
+/// uses pool[i % n]); the last rank calls `on_output(i, output)` for every batch, warm-up
+/// included. Blocks until the rank's part is done. A board that throws or returns non-finite
+/// values does not stop the protocol: see StageTiming::error. Throws MpiError on an MPI failure
+/// (then the caller must abort the job: peers would otherwise wait forever).
 StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& input_shape,
+                         const std::vector<int64_t>& output_shape,
                          const std::vector<at::Tensor>& input_pool,
                          const std::function<void(int64_t, const at::Tensor&)>& on_output,
                          const PipelineOptions& options, MPI_Comm comm);

@@ -8,9 +8,11 @@
 #include "harness/provenance.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
+#include "results/reader.h"
 #include "results/writer.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -140,13 +142,159 @@ void check_experiment(const Experiment& experiment, int ranks) {
         opts.num_classes = run.model.classes;
         bases.emplace(key, models::make_model(run.model.arch, opts));
       }
-      models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
-      models::QuiltModel qm(bases.at(key), run.partition.cuts, ae);
     } catch (const models::ModelError& e) {
-      throw where("partition.cuts", e.what());
+      throw where("model.input", e.what());
     }
+    const auto& base = bases.at(key);
+    for (const auto& name : run.partition.automatic ? run.partition.fixed : run.partition.cuts) {
+      bool known = false;
+      for (const auto& c : base->cuts()) known = known || c.name == name;
+      if (!known) {
+        std::string valid;
+        for (const auto& c : base->cuts()) valid += (valid.empty() ? "" : ", ") + c.name;
+        throw where(
+            run.partition.automatic ? "partition.fixed" : "partition.cuts",
+            fmt::format("unknown cut `{}` for {}; valid cuts: {}", name, run.model.arch, valid));
+      }
+    }
+    if (run.partition.automatic && static_cast<size_t>(run.boards.count) > base->cuts().size() + 1)
+      throw where(
+          "boards.count",
+          fmt::format("{} has {} cut point(s), so at most {} boards; got {}", run.model.arch,
+                      base->cuts().size(), base->cuts().size() + 1, run.boards.count));
+    if (!run.partition.automatic) {
+      try {
+        models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
+        models::QuiltModel qm(base, run.partition.cuts, ae);
+        for (const auto& t : qm->traffic()) {
+          const bool flat = t.shape.size() == 1;
+          if (run.autoencoder.rate > 1 && ((run.autoencoder.kind == "conv" && flat) ||
+                                           (run.autoencoder.kind == "linear" && !flat)))
+            throw where("autoencoder.kind",
+                        fmt::format("`{}` does not fit cut {} (a {} tensor of shape {}); use "
+                                    "`auto`, or `{}`",
+                                    run.autoencoder.kind, t.cut, flat ? "1-D" : "feature-map",
+                                    models::to_string(t.shape), flat ? "linear" : "conv"));
+        }
+      } catch (const models::ModelError& e) {
+        throw where("partition.cuts", e.what());
+      }
+    }
+    if (run.boards.profile != "cpu" && !std::filesystem::exists(run.boards.profile))
+      throw where("boards.profile",
+                  fmt::format("`{}` is neither a known profile (cpu) nor an existing file",
+                              run.boards.profile));
+    if (!run.data.path.empty() && !std::filesystem::exists(run.data.path))
+      throw where("data.path", fmt::format("`{}` does not exist", run.data.path));
   }
 }
+
+std::string unavailable_reason(const RunConfig& run) {
+  if (run.training.mode != "none")
+    return fmt::format(
+        "training.mode `{}`: the trainers are not in this build yet; this build runs pipeline "
+        "measurements (training.mode: none)",
+        run.training.mode);
+  if (run.data.kind != "synthetic")
+    return fmt::format("data.kind `{}` feeds training; pipeline runs use synthetic inputs",
+                       run.data.kind);
+  if (run.boards.backend == "xrt")
+    return "boards.backend `xrt`: the XRT backend is not in this build yet (valid: emulator, null)";
+  if (run.boards.time_model != "measured")
+    return fmt::format(
+        "boards.time_model `{}`: only `measured` is in this build yet (dilated and modeled time "
+        "come with the board profiles)",
+        run.boards.time_model);
+  if (run.links.h2d_gbps > 0 || run.links.d2h_gbps > 0 || run.links.latency_s > 0)
+    return "links: link overrides apply to the dilated and modeled time models, which are not "
+           "in this build yet";
+  if (run.partition.automatic)
+    return "partition.cuts `auto`: the cost-model search is not wired into runs yet; name the "
+           "cuts";
+  return "";
+}
+
+namespace {
+
+// Rank 0's decision about the output file, shared with every rank: the runs to skip, or an
+// error that stops the experiment before anything runs.
+struct OutputPlan {
+  std::string error;
+  std::vector<std::string> skip;       // ids of runs already complete (status ok) in the file
+  results::ExperimentRecord existing;  // rank 0 only
+};
+
+OutputPlan plan_output(const Experiment& experiment, const RunOptions& options,
+                       const std::string& output, MPI_Comm comm) {
+  OutputPlan plan;
+  if (mpi::rank(comm) == 0 && !output.empty() && std::filesystem::exists(output)) {
+    if (options.resume) {
+      try {
+        plan.existing = results::read_experiment(output);
+        if (plan.existing.experiment_hash != experiment.hash) {
+          plan.error = fmt::format(
+              "{}: --resume refused: the file holds experiment `{}` (hash {}), not this one "
+              "(`{}`, hash {}); the experiment file or its scale changed. Use another --output or "
+              "--overwrite",
+              output, plan.existing.name, plan.existing.experiment_hash, experiment.name,
+              experiment.hash);
+        }
+        for (const auto& run : plan.existing.runs)
+          if (run.status == "ok") plan.skip.push_back(run.id);
+      } catch (const std::exception& e) {
+        plan.error = fmt::format("--resume cannot read {}: {}", output, e.what());
+      }
+    } else if (!options.overwrite) {
+      plan.error = fmt::format(
+          "{} already exists; pass --resume to continue it (finished runs are kept and skipped) "
+          "or --overwrite to replace it",
+          output);
+    }
+  }
+  plan.error = mpi::broadcast_string(plan.error, 0, comm);
+  std::string skip;
+  for (const auto& id : plan.skip) skip += id + "\n";
+  skip = mpi::broadcast_string(skip, 0, comm);
+  plan.skip.clear();
+  for (size_t pos = 0; pos < skip.size();) {
+    size_t nl = skip.find('\n', pos);
+    plan.skip.push_back(skip.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  return plan;
+}
+
+// "rank 1: reason; rank 2: reason" from one string per rank; the first failing rank.
+std::string join_errors(const std::vector<std::string>& errors, int64_t* first_rank) {
+  std::string out;
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (errors[r].empty()) continue;
+    if (out.empty()) *first_rank = static_cast<int64_t>(r);
+    out += fmt::format("{}rank {}: {}", out.empty() ? "" : "; ", r, errors[r]);
+  }
+  return out;
+}
+
+double metric_value(const results::RunRecord& rec, const std::string& metric) {
+  if (metric == "throughput_sps") return rec.throughput_sps;
+  if (metric == "latency_p50_s") return rec.latency_p50_s;
+  if (metric == "latency_p90_s") return rec.latency_p90_s;
+  if (metric == "latency_p99_s") return rec.latency_p99_s;
+  if (metric == "duration_s") return rec.duration_s;
+  if (metric == "max_abs_error") return rec.max_abs_error;
+  TORCH_INTERNAL_ASSERT(false, "metric without a value: ", metric);
+}
+
+void replace_or_append(std::vector<results::RunRecord>& runs, results::RunRecord rec) {
+  for (auto& r : runs)
+    if (r.id == rec.id) {
+      r = std::move(rec);
+      return;
+    }
+  runs.push_back(std::move(rec));
+}
+
+}  // namespace
 
 results::ExperimentRecord run_experiment(const Experiment& experiment, const RunOptions& options,
                                          MPI_Comm comm) {
@@ -154,35 +302,62 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
   const bool root = me == 0;
   const std::string output = options.output.empty() ? experiment.output : options.output;
 
+  OutputPlan plan = plan_output(experiment, options, output, comm);
+  if (!plan.error.empty()) throw ConfigError(output, 0, 0, "", plan.error);
+
   results::ExperimentRecord record;
+  if (root && options.resume) record = plan.existing;
   record.name = experiment.name;
   record.experiment_hash = experiment.hash;
+  std::string created = record.provenance.created_utc;
   record.provenance = collect_provenance(options.command_line, comm);
+  if (!created.empty()) record.provenance.created_utc = created;
   record.provenance.experiment_path = experiment.path;
   record.provenance.experiment_text = experiment.text;
+  record.provenance.resolved_experiment = experiment.resolved;
+  record.provenance.scale = experiment.scale;
+  record.provenance.start_utc = utc_now_iso8601();
   if (root && !output.empty()) {
     auto dir = std::filesystem::path(output).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir);
   }
+  auto save = [&](results::RunRecord rec) {
+    record.provenance.end_utc = utc_now_iso8601();
+    replace_or_append(record.runs, std::move(rec));
+    if (!output.empty()) results::write_experiment(output, record);
+  };
 
   backends::BoardRegistry registry;
   backends::register_builtin_boards(registry);
 
   for (size_t r = 0; r < experiment.runs.size(); ++r) {
     const RunConfig& run = experiment.runs[r];
+    if (options.run_index >= 0 && static_cast<size_t>(options.run_index) != r) continue;
+    const bool skip = std::find(plan.skip.begin(), plan.skip.end(), run.id) != plan.skip.end();
+    if (root && options.print) {
+      std::string swept;
+      for (const auto& [k, v] : run.swept) swept += fmt::format(" {}={}", k, v);
+      fmt::print("[{}/{}] run {}{}{}\n", r + 1, experiment.runs.size(), run.id, swept,
+                 skip ? ": complete in the file, skipped" : "");
+      std::fflush(stdout);
+    }
+    if (skip) continue;
+
     results::RunRecord rec;
     rec.id = run.id;
     rec.params = run.params;
     rec.batch_size = run.measurement.batch;
     rec.warmup_batches = run.measurement.warmup_batches;
     rec.measured_batches = run.measurement.batches;
+    rec.repetitions = run.measurement.repetitions;
     rec.start_unix_s = unix_now_s();
-    if (root && options.print) {
-      std::string swept;
-      for (const auto& [k, v] : run.swept) swept += fmt::format(" {}={}", k, v);
-      fmt::print("[{}/{}] run {}{}\n", r + 1, experiment.runs.size(), run.id, swept);
-      std::fflush(stdout);
-    }
+    auto fail = [&](const std::vector<std::string>& errors) {
+      rec.status = "failed";
+      rec.failure = join_errors(errors, &rec.failed_rank);
+      rec.end_unix_s = unix_now_s();
+      if (options.print) fmt::print("  FAILED: {}\n", rec.failure);
+      save(rec);
+    };
 
     // Set-up on every rank; a failure anywhere fails the run everywhere, without a hang.
     at::set_num_threads(run.boards.threads);
@@ -197,49 +372,70 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       board = registry.make(run.boards.backend);
       board->load({qm.ptr(), static_cast<size_t>(me), run.measurement.batch});
     } catch (const std::exception& e) {
-      error = fmt::format("rank {}: {}", me, e.what());
+      error = e.what();
     }
     auto errors = mpi::gather_strings(error, 0, comm);
     if (!mpi::all_ok(error.empty(), comm)) {
-      if (root) {
-        rec.status = "failed";
-        for (const auto& e : errors)
-          if (!e.empty()) rec.failure += (rec.failure.empty() ? "" : "; ") + e;
-        rec.end_unix_s = unix_now_s();
-        record.runs.push_back(rec);
-        if (!output.empty()) results::write_experiment(output, record);
-        if (options.print) fmt::print("  failed: {}\n", rec.failure);
-      }
+      if (root) fail(errors);
+      if (options.fail_fast) break;
       continue;
     }
+    auto boards = mpi::gather_strings(board->description(), 0, comm);
+    if (root) record.provenance.boards = boards;
 
     const size_t k = static_cast<size_t>(me);
     const auto& spec = qm->stage(k);
-    std::vector<int64_t> in_shape = {run.measurement.batch};
+    std::vector<int64_t> in_shape = {run.measurement.batch}, out_shape = {run.measurement.batch};
     in_shape.insert(in_shape.end(), spec.in_shape.begin(), spec.in_shape.end());
+    out_shape.insert(out_shape.end(), spec.out_shape.begin(), spec.out_shape.end());
     const bool last = me == n - 1;
     const bool check = run.measurement.check_outputs && run.boards.backend != "null";
     std::vector<at::Tensor> pool;
     if (root || (last && check)) pool = make_inputs(run, qm->base()->input_shape(), kInputPool);
     std::vector<at::Tensor> checked;  // last rank: outputs of batches that used pool[0]
     auto on_output = [&](int64_t i, const at::Tensor& out) {
-      if (check && i % kInputPool == 0) checked.push_back(out.clone());
+      if (check && i % kInputPool == 0 && checked.size() < 4) checked.push_back(out.clone());
     };
 
     PipelineOptions popts;
     popts.warmup_batches = run.measurement.warmup_batches;
     popts.batches = run.measurement.batches;
-    StageTiming timing;
-    try {
-      timing = run_pipeline(*board, in_shape, root ? pool : std::vector<at::Tensor>{}, on_output,
-                            popts, comm);
-    } catch (const std::exception& e) {
-      // Peers are blocked in MPI calls waiting for this rank: the only way out is to abort the
-      // job. Every finished run is already safe in the result file.
-      std::fprintf(stderr, "quilt: rank %d: run %s failed inside the pipeline: %s\n", me,
-                   run.id.c_str(), e.what());
-      std::fflush(stderr);
-      MPI_Abort(comm, 3);
+    StageTiming all;  // repetitions one after another
+    std::vector<std::vector<double>> rep_start, rep_end;
+    bool failed = false;
+    for (int64_t rep = 0; rep < run.measurement.repetitions && !failed; ++rep) {
+      StageTiming t;
+      try {
+        t = run_pipeline(*board, in_shape, out_shape, root ? pool : std::vector<at::Tensor>{},
+                         on_output, popts, comm);
+      } catch (const std::exception& e) {
+        // An MPI failure: peers may be blocked in MPI calls waiting for this rank, so the only
+        // way out is to abort the job. Every finished run is already safe in the result file.
+        std::fprintf(stderr, "quilt: rank %d: run %s: MPI failure in the pipeline: %s\n", me,
+                     run.id.c_str(), e.what());
+        std::fflush(stderr);
+        MPI_Abort(comm, 3);
+      }
+      auto errs = mpi::gather_strings(t.error, 0, comm);
+      if (!mpi::all_ok(t.error.empty(), comm)) {
+        if (root) fail(errs);
+        failed = true;
+        break;
+      }
+      auto append = [](std::vector<double>& to, const std::vector<double>& from) {
+        to.insert(to.end(), from.begin(), from.end());
+      };
+      append(all.compute_s, t.compute_s);
+      append(all.recv_wait_s, t.recv_wait_s);
+      append(all.send_wait_s, t.send_wait_s);
+      all.bytes_sent += t.bytes_sent;
+      all.bytes_received += t.bytes_received;
+      rep_start.push_back(t.start_s);
+      rep_end.push_back(t.end_s);
+    }
+    if (failed) {
+      if (options.fail_fast) break;
+      continue;
     }
 
     double max_abs = -1, max_rel = -1;
@@ -261,58 +457,106 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     stage.units = stage_units(*qm, k);
     stage.in_shape = spec.in_shape;
     stage.out_shape = spec.out_shape;
-    stage.bytes_sent = timing.bytes_sent;
-    stage.bytes_received = timing.bytes_received;
-    stage.compute_s = timing.compute_s;
-    stage.recv_wait_s = timing.recv_wait_s;
-    stage.send_wait_s = timing.send_wait_s;
-    auto packed = mpi::gather_strings(pack_stage(stage, timing.end_s), 0, comm);
+    stage.bytes_sent = all.bytes_sent;
+    stage.bytes_received = all.bytes_received;
+    stage.compute_s = all.compute_s;
+    stage.recv_wait_s = all.recv_wait_s;
+    stage.send_wait_s = all.send_wait_s;
+    std::vector<double> ends;
+    for (const auto& e : rep_end) ends.insert(ends.end(), e.begin(), e.end());
+    auto packed = mpi::gather_strings(pack_stage(stage, ends), 0, comm);
     double errs[2] = {max_abs, max_rel};
     mpi::check(MPI_Bcast(errs, 2, MPI_DOUBLE, n - 1, comm), "MPI_Bcast");
-
-    if (root) {
-      std::vector<double> end_s;
-      for (const auto& bytes : packed) {
-        std::vector<double> ends;
-        rec.stages.push_back(unpack_stage(bytes, &ends));
-        if (!ends.empty()) end_s = ends;
-      }
-      const auto& start_s = timing.start_s;
-      const int64_t nb = run.measurement.batches;
-      rec.duration_s = end_s.back() - start_s.front();
-      rec.throughput_sps =
-          static_cast<double>((nb - 1) * run.measurement.batch) / (end_s.back() - end_s.front());
-      for (int64_t i = 0; i < nb; ++i) rec.latency_s.push_back(end_s[i] - start_s[i]);
-      rec.latency_p50_s = percentile(rec.latency_s, 50);
-      rec.latency_p90_s = percentile(rec.latency_s, 90);
-      rec.latency_p99_s = percentile(rec.latency_s, 99);
-      for (size_t c = 0; c < qm->traffic().size(); ++c) {
-        const auto& t = qm->traffic()[c];
-        rec.cut_names.push_back(t.cut);
-        rec.cut_bytes_per_sample.push_back(t.bytes_per_sample);
-        rec.cut_wire_bytes_per_sample.push_back(t.wire_bytes_per_sample);
-        rec.cut_requested_rate.push_back(t.requested_rate);
-        rec.cut_effective_rate.push_back(t.effective_rate);
-      }
-      rec.max_abs_error = errs[0];
-      rec.status = "ok";
-      if (errs[1] > run.measurement.tolerance) {
-        rec.status = "failed";
-        rec.failure = fmt::format(
-            "pipeline outputs differ from the single-process model: max relative error {:.3g} > "
-            "tolerance {:.3g}",
-            errs[1], run.measurement.tolerance);
-      }
-      rec.end_unix_s = unix_now_s();
-      record.runs.push_back(rec);
-      if (!output.empty()) results::write_experiment(output, record);
-      if (options.print) {
-        fmt::print("  {:.2f} samples/s, latency p50 {:.1f} ms{}\n", rec.throughput_sps,
-                   1e3 * rec.latency_p50_s,
-                   rec.status == "ok" ? "" : fmt::format("  FAILED: {}", rec.failure));
-        std::fflush(stdout);
-      }
+    const bool mismatch = errs[1] > run.measurement.tolerance;  // known on every rank
+    if (!root) {
+      if (options.fail_fast && mismatch) break;
+      continue;
     }
+
+    std::vector<double> end_s;
+    for (const auto& bytes : packed) {
+      std::vector<double> e;
+      rec.stages.push_back(unpack_stage(bytes, &e));
+      if (!e.empty()) end_s = e;
+    }
+    const int64_t nb = run.measurement.batches, batch = run.measurement.batch;
+    const auto& ms = run.measurement;
+    for (int64_t rep = 0; rep < ms.repetitions; ++rep) {
+      const double* st = rep_start[rep].data();
+      const double* en = end_s.data() + rep * nb;
+      double tput = static_cast<double>((nb - 1) * batch) / (en[nb - 1] - en[0]);
+      double duration = en[nb - 1] - st[0];
+      rec.repetition_throughput_sps.push_back(tput);
+      rec.repetition_duration_s.push_back(duration);
+      for (int64_t i = 0; i < nb; ++i) rec.latency_s.push_back(en[i] - st[i]);
+      if (ms.min_duration_s > 0 && duration < ms.min_duration_s)
+        rec.invalid_reasons.push_back(fmt::format(
+            "repetition {}: measured window {:.3f} s is shorter than min_duration_s {:g} s; "
+            "raise measurement.batches",
+            rep, duration, ms.min_duration_s));
+      if (ms.min_samples > 0 && nb * batch < ms.min_samples)
+        rec.invalid_reasons.push_back(
+            fmt::format("repetition {}: {} samples measured, fewer than min_samples {}", rep,
+                        nb * batch, ms.min_samples));
+    }
+    auto stats = summarize(rec.repetition_throughput_sps);
+    rec.throughput_sps = stats.median;
+    rec.throughput_median_sps = stats.median;
+    rec.throughput_mean_sps = stats.mean;
+    rec.throughput_std_sps = stats.stddev;
+    rec.throughput_ci95_low_sps = stats.ci95_low;
+    rec.throughput_ci95_high_sps = stats.ci95_high;
+    rec.duration_s = median(rec.repetition_duration_s);
+    rec.latency_p50_s = percentile(rec.latency_s, 50);
+    rec.latency_p90_s = percentile(rec.latency_s, 90);
+    rec.latency_p99_s = percentile(rec.latency_s, 99);
+    rec.validity = rec.invalid_reasons.empty() ? "valid" : "invalid";
+    for (const auto& t : qm->traffic()) {
+      rec.cut_names.push_back(t.cut);
+      rec.cut_bytes_per_sample.push_back(t.bytes_per_sample);
+      rec.cut_wire_bytes_per_sample.push_back(t.wire_bytes_per_sample);
+      rec.cut_requested_rate.push_back(t.requested_rate);
+      rec.cut_effective_rate.push_back(t.effective_rate);
+    }
+    rec.max_abs_error = errs[0];
+    rec.status = "ok";
+    if (mismatch) {
+      rec.status = "failed";
+      rec.failed_rank = n - 1;
+      rec.failure = fmt::format(
+          "pipeline outputs differ from the single-process model: max relative error {:.3g} > "
+          "measurement.tolerance {:.3g}",
+          errs[1], ms.tolerance);
+    }
+    for (const auto& ref : run.references) {
+      results::MetricCheck c;
+      c.metric = ref.metric;
+      c.value = metric_value(rec, ref.metric);
+      c.reference = ref.value;
+      c.tolerance = ref.tolerance;
+      c.better = ref.better;
+      c.passed = ref.better == "higher" ? c.value >= ref.value * (1 - ref.tolerance)
+                                        : c.value <= ref.value * (1 + ref.tolerance);
+      rec.checks.push_back(c);
+    }
+    rec.end_unix_s = unix_now_s();
+    save(rec);
+    if (options.print) {
+      fmt::print("  {:.2f} samples/s", rec.throughput_sps);
+      if (ms.repetitions > 1)
+        fmt::print(" (95% CI {:.2f}..{:.2f}, {} repetitions)", rec.throughput_ci95_low_sps,
+                   rec.throughput_ci95_high_sps, ms.repetitions);
+      fmt::print(", latency p50 {:.1f} ms", 1e3 * rec.latency_p50_s);
+      if (rec.validity != "valid")
+        fmt::print("  INVALID: {}", fmt::join(rec.invalid_reasons, "; "));
+      for (const auto& c : rec.checks)
+        fmt::print("  {} {} {:.4g} vs {:.4g}", c.passed ? "PASS" : "FAIL", c.metric, c.value,
+                   c.reference);
+      if (rec.status != "ok") fmt::print("  FAILED: {}", rec.failure);
+      fmt::print("\n");
+      std::fflush(stdout);
+    }
+    if (options.fail_fast && rec.status != "ok") break;
   }
   return record;
 }

@@ -16,6 +16,10 @@ struct RunOptions {
   std::string output;        ///< overrides the experiment's output path when not empty
   std::string command_line;  ///< recorded in provenance
   bool print = true;         ///< rank 0 prints progress and the summary table
+  bool resume = false;       ///< keep the runs the output file completed, run the rest
+  bool overwrite = false;    ///< replace an existing output file (default: refuse)
+  bool fail_fast = false;    ///< stop at the first failed run (default: keep going)
+  int64_t run_index = -1;    ///< run only this run of the sweep (0-based); -1 = all
 };
 
 /// Checks what parsing cannot: model names, cut names, weights files, rates, and that the
@@ -23,8 +27,16 @@ struct RunOptions {
 /// (no communication); ranks == 0 skips the rank-count check.
 void check_experiment(const Experiment& experiment, int ranks);
 
+/// Why this build cannot run `run` (a capability it does not have yet), or empty. `quilt
+/// validate` accepts such files; `quilt run` refuses them with this reason (exit 2).
+std::string unavailable_reason(const RunConfig& run);
+
 /// Runs every run of `experiment`. Collective over `comm`. Returns the record (complete on rank
-/// 0). Runs that fail in set-up on any rank are recorded as failed with the rank and reason.
+/// 0). A run that fails on any rank (set-up error, board exception, non-finite output, output
+/// mismatch) is recorded as failed with the rank and reason, and the sweep goes on unless
+/// fail_fast. The output file is rewritten atomically after every run. Throws ConfigError (on
+/// every rank) when the output file exists and neither resume nor overwrite allows it, or when
+/// resume finds a file from another experiment.
 results::ExperimentRecord run_experiment(const Experiment& experiment, const RunOptions& options,
                                          MPI_Comm comm);
 

@@ -52,7 +52,8 @@ struct RunRecord {
   // Pipeline-level metrics over the measured batches.
   double throughput_sps = 0;      ///< samples per second, steady state at the last stage
   double duration_s = 0;          ///< wall time of the measured window
-  std::vector<double> latency_s;  ///< per batch: first stage start -> last stage end
+  /// Per batch: first stage start -> last stage end; repetitions x measured_batches entries.
+  std::vector<double> latency_s;
   double latency_p50_s = 0, latency_p90_s = 0, latency_p99_s = 0;
   // Per cut (K-1 entries for K stages).
   std::vector<std::string> cut_names;

@@ -91,7 +91,7 @@ TEST(Experiment, WrongTypesAndValues) {
   EXPECT_NE(error_of(t2).find("valid values: emulator, null"), std::string::npos) << error_of(t2);
   std::string t3 = kBase;
   t3.replace(t3.find("cuts: [after_layer2]"), 20, "cuts: []");
-  EXPECT_NE(error_of(t3).find("2 boards need 1 cut(s)"), std::string::npos) << error_of(t3);
+  EXPECT_NE(error_of(t3).find("2 board(s) need 1 cut(s)"), std::string::npos) << error_of(t3);
   std::string t4 = std::string(kBase) + "  kernel: 2\n";
   t4.replace(t4.find("measurement:"), 0, "");
   // kernel under measurement is unknown; under autoencoder even kernels are rejected.
@@ -112,6 +112,73 @@ TEST(Experiment, MissingVersionAndBadSweepKey) {
   std::string text = std::string(kBase) + "sweep:\n  matrix:\n    autoencoder.rte: [1]\n";
   auto msg = error_of(text);
   EXPECT_NE(msg.find("did you mean `autoencoder.rate`"), std::string::npos) << msg;
+}
+
+TEST(Experiment, BareNullIsTheNullBackend) {
+  std::string text = kBase;
+  text.replace(text.find("backend: emulator"), 17, "backend: null");
+  EXPECT_EQ(parse_experiment(text, "exp.yaml").runs[0].boards.backend, "null");
+  std::string empty = kBase;
+  empty.replace(empty.find("backend: emulator"), 17, "backend:");
+  EXPECT_NE(error_of(empty).find("the value is empty"), std::string::npos) << error_of(empty);
+}
+
+TEST(Experiment, ZipExcludeScalesAndReferences) {
+  std::string text = std::string(kBase) +
+                     "sweep:\n  matrix:\n    autoencoder.rate: [1, 8, 64]\n"
+                     "  zip:\n    measurement.batch: [1, 2]\n    data.seed: [5, 6]\n"
+                     "  exclude:\n    - {autoencoder.rate: 64, measurement.batch: 1}\n"
+                     "references:\n  - {metric: throughput_sps, value: 3, better: higher, when: "
+                     "{autoencoder.rate: 8}}\n"
+                     "scales:\n  small: {measurement.batches: 2}\n  big: {measurement.batches: "
+                     "50}\ndefault_scale: small\n";
+  auto e = parse_experiment(text, "exp.yaml");
+  ASSERT_EQ(e.runs.size(), 5u);  // 3 x 2 - 1 excluded
+  for (const auto& r : e.runs) {
+    EXPECT_EQ(r.measurement.batches, 2);
+    EXPECT_EQ(r.data.seed, r.measurement.batch == 1 ? 5u : 6u);
+    EXPECT_FALSE(r.autoencoder.rate == 64 && r.measurement.batch == 1);
+    EXPECT_EQ(r.references.size(), r.autoencoder.rate == 8 ? 1u : 0u);
+  }
+  EXPECT_EQ(e.scale, "small");
+  auto big = parse_experiment(text, "exp.yaml", "big");
+  EXPECT_EQ(big.runs[0].measurement.batches, 50);
+  EXPECT_NE(big.hash, e.hash);
+  try {
+    parse_experiment(text, "exp.yaml", "huge");
+    FAIL() << "unknown scale accepted";
+  } catch (const ConfigError& err) {
+    EXPECT_NE(std::string(err.what()).find("its scales: small, big"), std::string::npos)
+        << err.what();
+  }
+}
+
+TEST(Experiment, ImpossibleSweepsAreErrors) {
+  auto with = [](const std::string& sweep) { return error_of(std::string(kBase) + sweep); };
+  EXPECT_NE(with("sweep:\n  zip:\n    measurement.batch: [1, 2]\n    data.seed: [1]\n")
+                .find("must have equal length"),
+            std::string::npos);
+  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n  exclude:\n    - "
+                 "{autoencoder.rate: 3}\n")
+                .find("matches no run"),
+            std::string::npos);
+  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n  exclude:\n    - "
+                 "{measurement.batch: 3}\n")
+                .find("is not swept"),
+            std::string::npos);
+  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 1]\n").find("same parameters"),
+            std::string::npos);
+  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1]\n  zip:\n    "
+                 "autoencoder.rate: [2]\n")
+                .find("swept twice"),
+            std::string::npos);
+  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 64]\n  exclude:\n    - "
+                 "{autoencoder.rate: 1}\n    - {autoencoder.rate: 64}\n")
+                .find("leaves no run"),
+            std::string::npos);
+  EXPECT_NE(
+      with("references:\n  - {metric: speed, value: 1}\n").find("valid values: throughput_sps"),
+      std::string::npos);
 }
 
 TEST(Experiment, MissingFile) {

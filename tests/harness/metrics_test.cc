@@ -17,5 +17,21 @@ TEST(Metrics, PercentilesInterpolate) {
   EXPECT_TRUE(std::isnan(median({})));
 }
 
+TEST(Metrics, SummaryHasStudentTConfidenceInterval) {
+  std::vector<double> v = {10, 12, 11, 13, 9};
+  auto s = summarize(v);
+  EXPECT_DOUBLE_EQ(s.mean, 11);
+  EXPECT_DOUBLE_EQ(s.median, 11);
+  EXPECT_NEAR(s.stddev, std::sqrt(2.5), 1e-12);
+  double half = 2.776 * std::sqrt(2.5) / std::sqrt(5.0);
+  EXPECT_NEAR(s.ci95_low, 11 - half, 1e-9);
+  EXPECT_NEAR(s.ci95_high, 11 + half, 1e-9);
+  auto one = summarize({5});
+  EXPECT_EQ(one.ci95_low, 5);
+  EXPECT_EQ(one.ci95_high, 5);
+  EXPECT_EQ(one.stddev, 0);
+  EXPECT_NEAR(t_quantile_975(1000), 1.96, 0.01);
+}
+
 }  // namespace
 }  // namespace quilt::harness

@@ -7,6 +7,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <stdexcept>
+
 namespace quilt::harness {
 namespace {
 
@@ -51,7 +54,9 @@ TEST(PipelineMpi, EveryBatchArrivesInOrderAndIntact) {
     EXPECT_EQ(i, seen);
     ++seen;
   };
-  auto timing = run_pipeline(board, {kBatch, width(me)}, pool, on_output, options, MPI_COMM_WORLD);
+  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, on_output,
+                             options, MPI_COMM_WORLD);
+  EXPECT_EQ(timing.error, "");
   EXPECT_EQ(timing.compute_s.size(), 10u);
   EXPECT_EQ(timing.recv_wait_s.size(), 10u);
   EXPECT_EQ(timing.send_wait_s.size(), 10u);
@@ -66,6 +71,50 @@ TEST(PipelineMpi, EveryBatchArrivesInOrderAndIntact) {
   else
     EXPECT_EQ(timing.bytes_sent, 0);
   if (me > 0) EXPECT_EQ(timing.bytes_received, 10 * kBatch * width(me) * 4);
+}
+
+// A board that throws at one batch, and one that returns NaN: the run must finish on every rank
+// (no hang), and only the failing rank reports the error.
+class FailingBoard : public FakeBoard {
+ public:
+  FailingBoard(int rank, bool fail, bool nan) : FakeBoard(rank), fail_(fail), nan_(nan) {}
+  at::Tensor run(const at::Tensor& input) override {
+    if (fail_ && ++calls_ == 4) {
+      if (!nan_) throw std::runtime_error("simulated board fault");
+      auto out = FakeBoard::run(input);
+      out[0][0] = std::numeric_limits<float>::quiet_NaN();
+      return out;
+    }
+    return FakeBoard::run(input);
+  }
+
+ private:
+  bool fail_, nan_;
+  int calls_ = 0;
+};
+
+TEST(PipelineMpi, AFailingBoardDoesNotHangThePipeline) {
+  const int me = mpi::rank(), n = mpi::size();
+  for (bool nan : {false, true}) {
+    const int culprit = n / 2;
+    FailingBoard board(me, me == culprit, nan);
+    std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
+    PipelineOptions options;
+    options.warmup_batches = 1;
+    options.batches = 8;
+    int64_t seen = 0;
+    auto timing = run_pipeline(
+        board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool,
+        [&](int64_t, const at::Tensor&) { ++seen; }, options, MPI_COMM_WORLD);
+    if (me == culprit) {
+      EXPECT_NE(timing.error.find(nan ? "non-finite" : "simulated board fault"), std::string::npos)
+          << timing.error;
+      EXPECT_NE(timing.error.find("batch 3"), std::string::npos) << timing.error;
+    } else {
+      EXPECT_EQ(timing.error, "");
+    }
+    if (me == n - 1) EXPECT_EQ(seen, 9);
+  }
 }
 
 TEST(PipelineMpi, ClockOffsetIsSmallOnOneHost) {

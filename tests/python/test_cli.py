@@ -95,7 +95,7 @@ def test_null_boards_measure_the_harness(tmp_path):
 BAD = {
     "unknown_model": (("arch: resnet18", "arch: resnet51"), ["unknown model `resnet51`", "resnet50"]),
     "unknown_cut": (("[after_layer2]", "[after_layer9]"), ["after_layer9", "after_layer3"]),
-    "rate_below_one": (("rate: 1\n", "rate: 0.5\n"), ["autoencoder.rate", "got 0.5"]),
+    "rate_below_one": (("[1, 8]", "[1, 0.5]"), ["autoencoder.rate", "got 0.5", "bad.yaml:22:"]),
 }
 
 

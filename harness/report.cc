@@ -1,0 +1,95 @@
+#include "harness/report.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <map>
+
+namespace quilt::harness {
+
+namespace {
+
+std::string swept_text(const results::RunRecord& run) {
+  // The parameters most users sweep, when present; the id names the rest.
+  std::string out;
+  for (const char* key : {"model.arch", "autoencoder.rate", "partition.cuts", "boards.count",
+                          "boards.backend", "measurement.batch"}) {
+    auto it = run.params.find(key);
+    if (it != run.params.end())
+      out += fmt::format("{}{}={}", out.empty() ? "" : " ", key, it->second);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string report_table(const results::ExperimentRecord& record, bool* all_good) {
+  *all_good = true;
+  std::string out = fmt::format(
+      "{}: {} run(s), experiment hash {}, git {}{}, created {}\n", record.name, record.runs.size(),
+      record.experiment_hash, record.provenance.git_commit.substr(0, 12),
+      record.provenance.git_dirty ? " (dirty)" : "", record.provenance.created_utc);
+  for (const auto& run : record.runs) {
+    out += fmt::format("\nrun {}  {}\n", run.id, swept_text(run));
+    if (run.status != "ok") {
+      *all_good = false;
+      out += fmt::format("  FAILED{}: {}\n",
+                         run.failed_rank >= 0 ? fmt::format(" on rank {}", run.failed_rank) : "",
+                         run.failure);
+      if (run.stages.empty()) continue;
+    }
+    out += fmt::format(
+        "  throughput {:.3f} samples/s (median of {}; mean {:.3f}, sd {:.3f}, 95% CI "
+        "{:.3f}..{:.3f})\n",
+        run.throughput_sps, run.repetitions, run.throughput_mean_sps, run.throughput_std_sps,
+        run.throughput_ci95_low_sps, run.throughput_ci95_high_sps);
+    out += fmt::format(
+        "  latency p50 {:.2f} ms, p90 {:.2f} ms, p99 {:.2f} ms; batch {}, {} x {} "
+        "measured batches\n",
+        1e3 * run.latency_p50_s, 1e3 * run.latency_p90_s, 1e3 * run.latency_p99_s, run.batch_size,
+        run.repetitions, run.measured_batches);
+    for (size_t c = 0; c < run.cut_names.size(); ++c)
+      out += fmt::format("  cut {}: {} -> {} B/sample (effective R {:.2f})\n", run.cut_names[c],
+                         run.cut_bytes_per_sample[c], run.cut_wire_bytes_per_sample[c],
+                         run.cut_effective_rate[c]);
+    if (run.validity != "valid") {
+      *all_good = false;
+      out += fmt::format("  INVALID: {}\n", fmt::join(run.invalid_reasons, "; "));
+    }
+    for (const auto& c : run.checks) {
+      if (!c.passed) *all_good = false;
+      out += fmt::format("  {} {} = {:.6g}, reference {:.6g} ({} is better, tolerance {:g}%)\n",
+                         c.passed ? "PASS" : "FAIL", c.metric, c.value, c.reference, c.better,
+                         100 * c.tolerance);
+    }
+  }
+  return out;
+}
+
+std::string compare_table(const results::ExperimentRecord& base,
+                          const results::ExperimentRecord& other) {
+  std::map<std::string, const results::RunRecord*> theirs;
+  for (const auto& r : other.runs) theirs[r.id] = &r;
+  std::string out =
+      fmt::format("{:<14} {:>14} {:>14} {:>8} {:>12} {:>12} {:>8}  {}\n", "run", "base samples/s",
+                  "other", "ratio", "base p50 ms", "other", "ratio", "parameters");
+  for (const auto& a : base.runs) {
+    auto it = theirs.find(a.id);
+    if (it == theirs.end()) {
+      out += fmt::format("{:<14} only in the base file  {}\n", a.id, swept_text(a));
+      continue;
+    }
+    const auto& b = *it->second;
+    auto ratio = [](double x, double y) { return x > 0 ? fmt::format("{:.3f}", y / x) : "-"; };
+    out += fmt::format(
+        "{:<14} {:>14.3f} {:>14.3f} {:>8} {:>12.2f} {:>12.2f} {:>8}  {}\n", a.id, a.throughput_sps,
+        b.throughput_sps, ratio(a.throughput_sps, b.throughput_sps), 1e3 * a.latency_p50_s,
+        1e3 * b.latency_p50_s, ratio(a.latency_p50_s, b.latency_p50_s), swept_text(a));
+    theirs.erase(it);
+  }
+  for (const auto& [id, r] : theirs)
+    out += fmt::format("{:<14} only in the other file  {}\n", id, swept_text(*r));
+  return out;
+}
+
+}  // namespace quilt::harness
