@@ -26,7 +26,7 @@ if [[ -z $counts ]]; then
   exit 2
 fi
 if [[ $(wc -l <<<"$counts") -gt 1 ]]; then
-  echo "$0: the runs of $experiment need $(echo $counts | tr ' ' ',') boards; one job has one" \
+  echo "$0: the runs of $experiment need $(paste -sd, - <<<"$counts") boards; one job has one" \
     "rank count. Use a job array per count: quilt plan --slurm (experiments/slurm/README.md)" >&2
   exit 2
 fi

@@ -21,10 +21,20 @@ die() {
 # SLURM or munged may be running on this machine.
 stop_cluster() {
   local dir=${1:?stop needs the cluster directory} pidfile pid i
-  [[ -f $dir/watchdog.pid ]] && [[ $(cat "$dir/watchdog.pid") != "${BASHPID}" ]] &&
+  if [[ -s $dir/watchdog.pid ]]; then
     kill "$(cat "$dir/watchdog.pid")" 2>/dev/null || true
-  rm -f "$dir/watchdog.pid"
-  # slurmd first (it kills its job steps), then the controller, then munged they both talk to.
+    rm -f "$dir/watchdog.pid"
+  fi
+  # Jobs first: slurmstepd and the job's processes outlive a stopped slurmd. Every job of this
+  # private cluster belongs to the test, so all are cancelled.
+  if [[ -s $dir/slurmctld.pid ]] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
+    SLURM_CONF=$dir/slurm.conf scancel --quiet --user="$(id -un)" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      [[ -z $(SLURM_CONF=$dir/slurm.conf squeue -h -o %i 2>/dev/null) ]] && break
+      sleep 0.1
+    done
+  fi
+  # slurmd, then the controller, then the munged both of them talk to.
   for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munged.pid"; do
     [[ -s $pidfile ]] || continue
     pid=$(cat "$pidfile")
@@ -62,9 +72,11 @@ start_cluster() {
   # not this double-forked orphan) so daemons are never left behind.
   if [[ -n $watch_pid ]]; then
     (
+      # shellcheck disable=SC2016  # the inner script expands its own positional arguments
       setsid bash -c '
         echo $$ > "$2/watchdog.pid"
         while kill -0 "$1" 2>/dev/null; do sleep 1; done
+        rm -f "$2/watchdog.pid"
         "$3" stop "$2"' watchdog "$watch_pid" "$dir" "$(realpath "$0")" \
         </dev/null >>"$dir/log/watchdog.log" 2>&1 &
     )
