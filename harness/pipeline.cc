@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <deque>
 
 namespace quilt::harness {
@@ -43,9 +45,12 @@ class Transfer {
  private:
   void post(const Payload& p, int peer, MPI_Comm comm, bool send) {
     TORCH_INTERNAL_ASSERT(n_ == 0);
-    constexpr int64_t kBlock = int64_t{1} << 20;
-    int64_t blocks = p.bytes / kBlock, tail = p.bytes % kBlock;
+    // One MPI_BYTE message up to INT_MAX bytes (derived datatypes would keep Open MPI off its
+    // single-copy path); larger tensors go as 1 GiB blocks plus a tail.
+    constexpr int64_t kBlock = int64_t{1} << 30;
     char* base = static_cast<char*>(p.data);
+    int64_t blocks = p.bytes > INT_MAX ? p.bytes / kBlock : 0;
+    int64_t tail = p.bytes - blocks * kBlock;
     if (blocks > 0) {
       MPI_Datatype block;
       mpi::check(MPI_Type_contiguous(static_cast<int>(kBlock), MPI_BYTE, &block),
@@ -155,9 +160,6 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
     if (timing.error.empty()) {
       try {
         output = board.run(input);
-        // Non-finite values would poison every later stage; name the stage that made them.
-        if (!output.isfinite().all().item<bool>())
-          timing.error = fmt::format("non-finite values (NaN or Inf) in the output of batch {}", i);
       } catch (const std::exception& e) {
         timing.error = fmt::format("board failed at batch {}: {}", i, e.what());
       }
@@ -176,7 +178,15 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       t3 = now_s();
       sends.emplace_back(output, Transfer{});
       sends.back().second.isend(payload_of(output), me + 1, comm);
-    } else {
+    }
+    // Non-finite values would poison every later stage: name the first stage that made them.
+    // Checked while the send is in flight; a sum is one pass without allocation, and only a
+    // non-finite sum (NaN/Inf somewhere, or an overflow of the sum itself) pays for the exact
+    // element-wise check.
+    if (timing.error.empty() && !std::isfinite(output.sum().item<double>()) &&
+        !output.isfinite().all().item<bool>())
+      timing.error = fmt::format("non-finite values (NaN or Inf) in the output of batch {}", i);
+    if (last) {
       if (on_output) on_output(i, output);
       if (n > 1 && i + window < total) {
         credit_reqs.emplace_back();
