@@ -1,0 +1,168 @@
+"""Runs that survive: resume, overwrite, failures recorded with rank and reason, fail-fast,
+validity rules, references and `quilt report`, run indices and scales. Small MLP pipelines
+under mpiexec; result files checked with h5py."""
+import os
+import subprocess
+from pathlib import Path
+
+import h5py
+import pytest
+
+BUILD = os.environ.get("QUILT_BUILD_DIR")
+MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+BASE = """quilt: 1
+name: runs
+model: {arch: mlp, input: [32], classes: 5, weights: WEIGHTS}
+boards: {count: 3}
+partition: {cuts: [after_hidden1, after_hidden2]}
+autoencoder: {rate: 8}
+measurement: {batch: 4, warmup_batches: 1, batches: 4, repetitions: 3}
+sweep:
+  matrix:
+    model.seed: [1, 2, 3]
+"""
+
+
+def quilt(*args, ranks=3, timeout=180):
+    cmd = [MPIEXEC, "-n", str(ranks), str(Path(BUILD) / "bin" / "quilt"), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def local(*args, timeout=120):
+    return subprocess.run([str(Path(BUILD) / "bin" / "quilt"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def experiment(tmp_path, text=BASE, weights="random", name="exp.yaml"):
+    p = tmp_path / name
+    p.write_text(text.replace("WEIGHTS", str(weights)))
+    return p
+
+
+def runs(path):
+    with h5py.File(path, "r") as f:
+        order = [x.decode() if isinstance(x, bytes) else x for x in f["run_order"][()]]
+        return [(i, dict(f["runs"][i].attrs)) for i in order]
+
+
+def test_repetitions_give_statistics(tmp_path):
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "95% CI" in r.stdout
+    with h5py.File(out, "r") as f:
+        for rid in f["runs"]:
+            g = f["runs"][rid]
+            assert g.attrs["repetitions"] == 3
+            reps = g["repetition_throughput_sps"][()]
+            assert len(reps) == 3 and all(reps > 0)
+            assert g.attrs["throughput_ci95_low_sps"] <= g.attrs["throughput_mean_sps"] \
+                <= g.attrs["throughput_ci95_high_sps"]
+            assert len(g["latency_s"]) == 12
+            assert len(g["stages"]["1"]["compute_s"]) == 12
+            assert g.attrs["validity"] == "valid"
+
+
+def test_existing_file_is_never_replaced_silently_and_resume_skips_done_runs(tmp_path):
+    exp = experiment(tmp_path)
+    out = tmp_path / "o.h5"
+    assert quilt("run", exp, "--output", out, "--run-index", 1).returncode == 0
+    assert [a["status"] for _, a in runs(out)] == ["ok"]
+    before = out.read_bytes()
+    r = quilt("run", exp, "--output", out)
+    assert r.returncode == 2 and "--resume" in r.stderr and "--overwrite" in r.stderr
+    assert out.read_bytes() == before  # nothing lost
+    r = quilt("run", exp, "--output", out, "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("complete in the file, skipped") == 1
+    ids = [i for i, _ in runs(out)]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    # A different experiment in the same file is refused, and the file is untouched.
+    other = experiment(tmp_path, BASE.replace("rate: 8", "rate: 4"), name="other.yaml")
+    before = out.read_bytes()
+    r = quilt("run", other, "--output", out, "--resume")
+    assert r.returncode == 2 and "different" not in r.stdout and "refused" in r.stderr
+    assert out.read_bytes() == before
+    assert quilt("run", other, "--output", out, "--overwrite").returncode == 0
+    assert len(runs(out)) == 3
+
+
+def test_nan_weights_fail_the_run_on_the_right_rank_and_the_sweep_goes_on(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    sd = {"fc1.weight": torch.randn(512, 32), "fc1.bias": torch.zeros(512),
+          "fc2.weight": torch.randn(512, 512), "fc2.bias": torch.zeros(512),
+          "fc3.weight": torch.randn(5, 512), "fc3.bias": torch.zeros(5)}
+    sd["fc2.weight"][3, 7] = float("nan")  # hidden2 runs on rank 1
+    weights = tmp_path / "nan.pt"
+    torch.save(sd, weights)
+    text = BASE.replace("autoencoder: {rate: 8}", "autoencoder: {rate: 1}")
+    text = text.replace("model.seed: [1, 2, 3]", "measurement.batch: [2, 4]")
+    exp = experiment(tmp_path, text, weights=weights)
+    out = tmp_path / "o.h5"
+    r = quilt("run", exp, "--output", out)
+    assert r.returncode == 1, r.stdout + r.stderr  # runs failed; not a crash, not bad input
+    got = runs(out)
+    assert len(got) == 2  # keep-going: the second run was attempted and recorded
+    for _, a in got:
+        assert a["status"] == "failed"
+        assert a["failed_rank"] == 1
+        assert "rank 1: non-finite" in a["failure"]
+    r = quilt("run", exp, "--output", out, "--overwrite", "--fail-fast")
+    assert r.returncode == 1
+    assert len(runs(out)) == 1  # stopped after the first failure
+
+
+def test_setup_failure_is_recorded_not_crashed(tmp_path):
+    torch = pytest.importorskip("torch")
+    weights = tmp_path / "wrong.pt"
+    torch.save({"fc1.weight": torch.zeros(3, 3)}, weights)
+    exp = experiment(tmp_path, BASE.replace("model.seed: [1, 2, 3]", "model.seed: [1]"),
+                     weights=weights)
+    out = tmp_path / "o.h5"
+    r = quilt("run", exp, "--output", out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    ((_, a),) = runs(out)
+    assert a["status"] == "failed" and a["failed_rank"] == 0
+    assert "rank 0:" in a["failure"] and "missing key \"fc1.bias\"" in a["failure"]
+
+
+def test_validity_references_report_and_compare(tmp_path):
+    text = BASE + """references:
+  - {metric: throughput_sps, value: 1.0, tolerance: 0.0, better: higher}
+  - {metric: latency_p50_s, value: 1.0e-9, tolerance: 0.0, better: lower, when: {model.seed: 2}}
+"""
+    text = text.replace("repetitions: 3}", "repetitions: 2, min_duration_s: 1000}")
+    exp = experiment(tmp_path, text)
+    out = tmp_path / "o.h5"
+    r = quilt("run", exp, "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "INVALID" in r.stdout
+    for _, a in runs(out):
+        assert a["validity"] == "invalid"
+    rep = local("report", out)
+    assert rep.returncode == 1  # invalid runs and a failed reference
+    assert rep.stdout.count("PASS throughput_sps") == 3
+    assert rep.stdout.count("FAIL latency_p50_s") == 1
+    assert "shorter than min_duration_s" in rep.stdout
+    cmp = local("report", out, "--compare", out)
+    assert cmp.returncode == 0
+    assert cmp.stdout.count("1.000") >= 6
+
+
+def test_scales_and_plan(tmp_path):
+    text = BASE + "scales:\n  small: {measurement.batches: 2}\n  big: {measurement.batches: 9}\n" \
+                  "default_scale: small\n"
+    exp = experiment(tmp_path, text)
+    p = local("plan", exp)
+    assert p.returncode == 0 and "scale small" in p.stdout and "(2 + 1 warm-up)" in p.stdout
+    p = local("plan", exp, "--scale", "big")
+    assert "(9 + 1 warm-up)" in p.stdout
+    p = local("plan", exp, "--scale", "huge")
+    assert p.returncode == 2 and "its scales: small, big" in p.stderr
+    r = quilt("run", exp, "--output", tmp_path / "o.h5", "--run-index", 7)
+    assert r.returncode == 2 and "runs 0..2" in r.stderr
