@@ -339,7 +339,14 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
       r.fail(n, "partition.fixed", "only applies with `cuts: auto` (explicit cuts are all fixed)");
     run.partition.fixed = name_list(r, n, "partition.fixed");
   }
-  if (!run.partition.automatic &&
+  // Training runs place autoencoders at the cuts in one model and use boards.count ranks for
+  // data parallelism; pipeline runs need one cut between every two boards.
+  const bool training = [&] {
+    Section t = section("training");
+    auto n = t["mode"];
+    return n && n.IsScalar() && n.Scalar() != "none";
+  }();
+  if (!training && !run.partition.automatic &&
       static_cast<int>(run.partition.cuts.size()) != run.boards.count - 1) {
     YAML::Node where = partition["cuts"] ? partition["cuts"] : root["boards"];
     r.fail(where, "partition.cuts",

@@ -6,6 +6,7 @@
 #include "harness/provenance.h"
 #include "harness/report.h"
 #include "harness/runner.h"
+#include "harness/slurm.h"
 #include "models/autoencoder.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"
@@ -18,6 +19,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,11 @@ commands:
   validate FILE... [--scale NAME]
                              check experiment files (syntax, keys, models, cuts) without MPI
   plan FILE [--scale NAME]   list the runs a file expands to, with cuts and bytes per cut
+      --slurm [PATH]         instead, write an sbatch job array (one task per run, each
+                             resuming its own result file) to PATH or stdout; options:
+                             --partition P --time-limit-s S --boards N --runs-per-task N
+                             --max-parallel N --build-dir DIR --output-dir DIR
+                             --launcher srun|mpirun
   report FILE.h5 [--compare OTHER.h5]
                              each run's metrics, validity and PASS/FAIL against references;
                              with --compare, two files side by side run by run
@@ -214,10 +221,73 @@ int cmd_report(int argc, char** argv) {
 int cmd_plan(int argc, char** argv) {
   std::string scale;
   auto args = take_scale(argc, argv, 2, &scale);
-  if (args.size() != 1)
+  // --slurm [PATH] and its options write a job array instead of the plan.
+  bool slurm = false;
+  std::string slurm_path;
+  quilt::harness::SlurmOptions so;
+  std::vector<std::string> files;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw ConfigError("<command line>", 0, 0, a, "needs a value");
+      return args[++i];
+    };
+    auto number = [&]() -> int64_t {
+      std::string v = value();
+      try {
+        size_t used = 0;
+        long long x = std::stoll(v, &used);
+        if (used == v.size() && x >= 0) return x;
+      } catch (const std::exception&) {
+      }
+      throw ConfigError("<command line>", 0, 0, a,
+                        fmt::format("needs a non-negative integer (got `{}`)", v));
+    };
+    if (a == "--slurm") {
+      slurm = true;
+      if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0 &&
+          args[i + 1].find(".yaml") == std::string::npos)
+        slurm_path = args[++i];
+    } else if (a == "--partition") {
+      so.partition = value();
+    } else if (a == "--time-limit-s") {
+      so.time_limit_s = number();
+    } else if (a == "--boards") {
+      so.boards_count = static_cast<int>(number());
+    } else if (a == "--runs-per-task") {
+      so.runs_per_task = static_cast<int>(number());
+    } else if (a == "--max-parallel") {
+      so.max_parallel_tasks = static_cast<int>(number());
+    } else if (a == "--build-dir") {
+      so.build_dir = value();
+    } else if (a == "--output-dir") {
+      so.output_dir = value();
+    } else if (a == "--launcher") {
+      so.launcher = value();
+    } else if (a.rfind("--", 0) == 0) {
+      throw ConfigError("<command line>", 0, 0, a, "unknown option for `quilt plan`");
+    } else {
+      files.push_back(a);
+    }
+  }
+  if (files.size() != 1)
     throw ConfigError("<command line>", 0, 0, "plan", "needs one experiment file");
-  auto e = quilt::harness::load_experiment(args[0], scale);
+  auto e = quilt::harness::load_experiment(files[0], scale);
   quilt::harness::check_experiment(e, 0);
+  if (slurm) {
+    std::string script = quilt::harness::slurm_job_array(e, so);
+    if (slurm_path.empty()) {
+      fmt::print("{}", script);
+    } else {
+      std::ofstream out(slurm_path);
+      out << script;
+      if (!out.flush())
+        throw ConfigError(slurm_path, 0, 0, "--slurm", "cannot write the job script there");
+      fmt::print(stderr, "wrote {} ({} run(s)); submit with: sbatch {}\n", slurm_path,
+                 e.runs.size(), slurm_path);
+    }
+    return kExitOk;
+  }
   fmt::print("{}: {} run(s), output {}, experiment hash {}{}\n", e.name, e.runs.size(), e.output,
              e.hash, e.scale.empty() ? "" : ", scale " + e.scale);
   torch::NoGradGuard no_grad;

@@ -169,7 +169,13 @@ std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
   line(R"(  echo "task $SLURM_ARRAY_TASK_ID (restart ${SLURM_RESTART_COUNT:-0}): run $run")");
   line(R"(  rc=0)");
   line(R"(  "${launch[@]}" "$quilt" run "$experiment" --run-index "$run" \)");
-  line(R"(    --output "$output_dir/$name.$run.h5" --resume || rc=$?)");
+  if (e.scale.empty()) {
+    line(R"(    --output "$output_dir/$name.$run.h5" --resume || rc=$?)");
+  } else {
+    // The run indices above belong to this scale's sweep.
+    line(R"(    --output "$output_dir/$name.$run.h5" --resume --scale )" +
+         shell_quote(e.scale) + " || rc=$?");
+  }
   line(R"(  if (( rc > status )); then status=$rc; fi)");
   line("done");
   line(R"(exit "$status")");
