@@ -57,8 +57,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
        {"mode", "epochs", "batch", "lr", "optimizer", "momentum", "weight_decay", "freeze_epochs",
         "settle_tolerance", "checkpoint"}},
       {"measurement",
-       {"batch", "warmup_batches", "batches", "repetitions", "min_duration_s", "min_samples",
-        "check_outputs", "tolerance"}},
+       {"batch", "warmup_batches", "batches", "samples", "repetitions", "min_duration_s",
+        "min_samples", "check_outputs", "tolerance"}},
   };
   return kSchema;
 }
@@ -415,6 +415,14 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (auto n = m["warmup_batches"])
     ms.warmup_batches = r.integer(n, "measurement.warmup_batches", 0, 1 << 20);
   if (auto n = m["batches"]) ms.batches = r.integer(n, "measurement.batches", 2, 1 << 24);
+  if (auto n = m["samples"]) {
+    if (m["batches"])
+      r.fail(n, "measurement.samples",
+             "give either `samples` or `batches` per repetition, not both");
+    int64_t samples = r.integer(n, "measurement.samples", 1, INT64_MAX / 2);
+    // At least two batches: throughput is measured between batch completions.
+    ms.batches = std::max<int64_t>(2, (samples + ms.batch - 1) / ms.batch);
+  }
   if (auto n = m["repetitions"]) ms.repetitions = r.integer(n, "measurement.repetitions", 1, 1000);
   if (auto n = m["min_duration_s"])
     ms.min_duration_s = r.real(n, "measurement.min_duration_s", 0, 1e6);

@@ -181,6 +181,16 @@ TEST(Experiment, ImpossibleSweepsAreErrors) {
       std::string::npos);
 }
 
+TEST(Experiment, SamplesRoundUpToWholeBatches) {
+  std::string text = kBase;
+  text.replace(text.find("  batches: 3\n"), 13, "  samples: 7\n");
+  EXPECT_EQ(parse_experiment(text, "exp.yaml").runs[0].measurement.batches, 4);  // batch 2
+  std::string both = std::string(kBase) + "";
+  both.replace(both.find("  batches: 3\n"), 13, "  batches: 3\n  samples: 7\n");
+  EXPECT_NE(error_of(both).find("either `samples` or `batches`"), std::string::npos)
+      << error_of(both);
+}
+
 TEST(Experiment, MissingFile) {
   EXPECT_THROW(load_experiment("/nonexistent/exp.yaml"), ConfigError);
 }
