@@ -1,0 +1,184 @@
+"""Malformed experiment files are refused cleanly.
+
+Every file in bad/ must make `quilt validate FILE` exit with exactly 2 (bad input), print each
+`# expect: TEXT` of its header on stderr (`{file}` stands for the path given to quilt), and not
+crash. Every file in ranks/ is valid but is started with the wrong number of MPI ranks (or
+options, `# args:`) and must make `mpiexec -n N quilt run FILE --output TMP` exit with 2 without
+creating the result file. The valid experiments in experiments/ must pass `quilt validate`.
+
+Run with /usr/bin/python3 -m pytest (CTest sets QUILT_BUILD_DIR and QUILT_SOURCE_DIR).
+"""
+
+import concurrent.futures
+import os
+import pathlib
+import resource
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+SOURCE = pathlib.Path(os.environ.get("QUILT_SOURCE_DIR", HERE.parents[1]))
+BUILD = os.environ.get("QUILT_BUILD_DIR")
+if not BUILD:
+    pytest.skip("QUILT_BUILD_DIR is not set (run through ctest)", allow_module_level=True)
+QUILT = pathlib.Path(BUILD) / "bin" / "quilt"
+
+BAD = sorted((HERE / "bad").glob("*.yaml"))
+RANKS = sorted((HERE / "ranks").glob("*.yaml"))
+VALID = sorted((SOURCE / "experiments").rglob("*.yaml"))
+
+VALIDATE_TIMEOUT_S = 30
+RUN_TIMEOUT_S = 60
+# Text that means the program failed in a way the user should never see.
+CRASH_MARKERS = ("internal error", "terminate called", "Segmentation fault", "Aborted",
+                 "AddressSanitizer", "runtime error:", "core dumped", "what():")
+
+
+def header(path):
+    """The `# key: value` lines at the top of a corpus file, as {key: [values]}."""
+    out = {}
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line.startswith("#"):
+                break
+            key, sep, value = line[1:].strip().partition(":")
+            if sep and key in ("expect", "ranks", "args", "bug"):
+                out.setdefault(key, []).append(value.strip())
+    return out
+
+
+def _sanitized():
+    # A sanitizer build reserves terabytes of address space: no address-space limit then.
+    try:
+        return b"__asan_init" in QUILT.read_bytes() or b"__ubsan_handle" in QUILT.read_bytes()
+    except OSError:
+        return False
+
+
+LIMIT_AS = None if _sanitized() else 6 << 30
+
+
+def _limits():
+    # A file that makes quilt allocate without bound fails fast instead of taking the machine.
+    if LIMIT_AS:
+        resource.setrlimit(resource.RLIMIT_AS, (LIMIT_AS, LIMIT_AS))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def run(args, timeout, **kw):
+    try:
+        p = subprocess.run(args, capture_output=True, timeout=timeout, preexec_fn=_limits, **kw)
+    except subprocess.TimeoutExpired as e:
+        return None, (e.stdout or b"").decode("utf-8", "replace"), \
+            (e.stderr or b"").decode("utf-8", "replace")
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def validate(path):
+    extra = shlex.split(" ".join(header(path).get("args", [])))
+    return run([str(QUILT), "validate", str(path)] + extra, VALIDATE_TIMEOUT_S)
+
+
+def check_refused(path, rc, out, err, command):
+    show = f"{command}\nexit code: {rc}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-4000:]}"
+    assert rc is not None, f"hung (killed after the timeout)\n{show}"
+    assert rc >= 0, f"killed by signal {-rc}\n{show}"
+    for marker in CRASH_MARKERS:
+        assert marker not in err, f"crash marker {marker!r} in stderr\n{show}"
+    assert rc == 2, f"exit code {rc}, expected 2 (bad input)\n{show}"
+    expects = header(path).get("expect", [])
+    assert expects, f"{path.name} has no `# expect:` line"
+    for e in expects:
+        want = e.replace("{file}", str(path))
+        assert want in err, f"expected {want!r} in stderr\n{show}"
+
+
+@pytest.fixture(scope="session")
+def quilt_binary():
+    if not QUILT.exists():
+        pytest.fail(f"{QUILT} does not exist; build the `quilt` target first")
+    return QUILT
+
+
+@pytest.fixture(scope="session")
+def validated(quilt_binary):
+    """`quilt validate` of every bad file, run a few at a time (each loads LibTorch)."""
+    workers = max(2, min(8, os.cpu_count() or 2))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return dict(zip(BAD, pool.map(validate, BAD)))
+
+
+def test_corpus_is_there():
+    assert len(BAD) >= 60, f"only {len(BAD)} files in {HERE / 'bad'}"
+    assert RANKS, f"no files in {HERE / 'ranks'}"
+    for path in BAD + RANKS:
+        h = header(path)
+        assert h.get("expect"), f"{path.name}: no `# expect:` line in its header"
+    for path in RANKS:
+        assert len(header(path).get("ranks", [])) == 1, f"{path.name}: needs one `# ranks: N`"
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_file_is_refused(path, validated):
+    rc, out, err = validated[path]
+    check_refused(path, rc, out, err, f"quilt validate {path}")
+
+
+@pytest.mark.parametrize("path", VALID, ids=[str(p.relative_to(SOURCE)) for p in VALID])
+def test_valid_file_validates(path, quilt_binary):
+    rc, out, err = run([str(QUILT), "validate", str(path)], VALIDATE_TIMEOUT_S)
+    assert rc == 0, f"quilt validate {path}: exit code {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    assert f"{path}: ok" in out
+
+
+def test_empty_file_is_refused(tmp_path, quilt_binary):
+    path = tmp_path / "empty.yaml"
+    path.write_bytes(b"")
+    rc, out, err = run([str(QUILT), "validate", str(path)], VALIDATE_TIMEOUT_S)
+    (tmp_path / "h").write_text(f"# expect: {path}: must be a YAML mapping\n")
+    check_refused(tmp_path / "h", rc, out, err, f"quilt validate {path}")
+
+
+def test_missing_file_is_refused(tmp_path, quilt_binary):
+    path = tmp_path / "nope.yaml"
+    rc, out, err = run([str(QUILT), "validate", str(path)], VALIDATE_TIMEOUT_S)
+    (tmp_path / "h").write_text(f"# expect: {path}: cannot open the experiment file\n")
+    check_refused(tmp_path / "h", rc, out, err, f"quilt validate {path}")
+
+
+def test_directory_is_refused(tmp_path, quilt_binary):
+    # Today: `DIR: must be a YAML mapping of sections` (the directory reads as an empty file).
+    rc, out, err = run([str(QUILT), "validate", str(tmp_path)], VALIDATE_TIMEOUT_S)
+    (tmp_path / "h").write_text(f"# expect: {tmp_path}: \n# expect: directory\n")
+    check_refused(tmp_path / "h", rc, out, err, f"quilt validate {tmp_path}")
+
+
+def test_one_bad_file_among_good_ones(quilt_binary):
+    good, bad = VALID[0], HERE / "bad" / "type-string-for-integer.yaml"
+    rc, out, err = run([str(QUILT), "validate", str(good), str(bad), str(good)],
+                       3 * VALIDATE_TIMEOUT_S)
+    assert rc == 2, f"exit code {rc}\n{out}\n{err}"
+    assert out.count(f"{good}: ok") == 2, out
+    assert str(bad) in err
+
+
+@pytest.mark.parametrize("path", RANKS, ids=[p.stem for p in RANKS])
+def test_run_with_wrong_ranks_is_refused(path, tmp_path, quilt_binary):
+    mpiexec = os.environ.get("MPIEXEC") or shutil.which("mpiexec") or shutil.which("mpirun")
+    if not mpiexec:
+        pytest.skip("no mpiexec")
+    h = header(path)
+    ranks = int(h["ranks"][0])
+    output = tmp_path / "result.h5"
+    extra = shlex.split(" ".join(h.get("args", [])))
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    command = [mpiexec, "-n", str(ranks), str(QUILT), "run", str(path), "--output", str(output)]
+    rc, out, err = run(command + extra, RUN_TIMEOUT_S, env=env, cwd=tmp_path)
+    check_refused(path, rc, out, err, " ".join(command + extra))
+    assert not output.exists(), f"{output} was created"
+    assert not (tmp_path / "results").exists(), "the experiment's default output was created"
