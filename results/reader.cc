@@ -44,6 +44,9 @@ StageRecord read_stage(const h5::Group& g) {
   s.units = g.read_string_attribute("units");
   s.bytes_sent = g.read_int64_attribute("bytes_sent");
   s.bytes_received = g.read_int64_attribute("bytes_received");
+  s.predicted_compute_s = g.read_double_attribute("predicted_compute_s");
+  s.predicted_comm_s = g.read_double_attribute("predicted_comm_s");
+  s.predicted_exec_s = g.read_double_attribute("predicted_exec_s");
   s.in_shape = g.read_int64_vector("in_shape");
   s.out_shape = g.read_int64_vector("out_shape");
   s.compute_s = g.read_double_vector("compute_s");

@@ -26,6 +26,9 @@ struct StageRecord {
   std::vector<double> compute_s;    ///< board busy time
   std::vector<double> recv_wait_s;  ///< time blocked waiting for the input to arrive
   std::vector<double> send_wait_s;  ///< time blocked waiting for the previous send to finish
+  /// The cost model's prediction for one batch of this stage (partitioners/cost_model.h), in
+  /// seconds; negative when no prediction was made (no board profile for the run).
+  double predicted_compute_s = -1, predicted_comm_s = -1, predicted_exec_s = -1;
 };
 
 /// A metric compared with a reference value from the experiment file.

@@ -94,6 +94,9 @@ void write_stage(const h5::Group& stages, size_t k, const StageRecord& s) {
   g.write_attribute("units", s.units);
   g.write_attribute("bytes_sent", s.bytes_sent);
   g.write_attribute("bytes_received", s.bytes_received);
+  g.write_attribute("predicted_compute_s", s.predicted_compute_s);
+  g.write_attribute("predicted_comm_s", s.predicted_comm_s);
+  g.write_attribute("predicted_exec_s", s.predicted_exec_s);
   g.write_dataset("in_shape", s.in_shape);
   g.write_dataset("out_shape", s.out_shape);
   g.write_dataset("compute_s", s.compute_s);

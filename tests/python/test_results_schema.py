@@ -43,6 +43,8 @@ CHECK_ATTRS = {"metric": str, "value": np.floating, "reference": np.floating,
 STAGE_ATTRS = {
     "rank": np.integer, "host": str, "board": str, "board_description": str, "units": str,
     "bytes_sent": np.integer, "bytes_received": np.integer,
+    "predicted_compute_s": np.floating, "predicted_comm_s": np.floating,
+    "predicted_exec_s": np.floating,
 }
 STAGE_DATASETS = {"in_shape": "i8", "out_shape": "i8", "compute_s": "f8", "recv_wait_s": "f8",
                   "send_wait_s": "f8"}

@@ -20,6 +20,9 @@ inline void expect_equal(const StageRecord& a, const StageRecord& b, const std::
   EXPECT_EQ(a.out_shape, b.out_shape);
   EXPECT_EQ(a.bytes_sent, b.bytes_sent);
   EXPECT_EQ(a.bytes_received, b.bytes_received);
+  EXPECT_EQ(a.predicted_compute_s, b.predicted_compute_s);
+  EXPECT_EQ(a.predicted_comm_s, b.predicted_comm_s);
+  EXPECT_EQ(a.predicted_exec_s, b.predicted_exec_s);
   EXPECT_EQ(a.compute_s, b.compute_s);
   EXPECT_EQ(a.recv_wait_s, b.recv_wait_s);
   EXPECT_EQ(a.send_wait_s, b.send_wait_s);

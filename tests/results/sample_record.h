@@ -21,6 +21,9 @@ inline StageRecord make_sample_stage(int run_index, int k) {
   s.out_shape = {128 + k, 28, 28};
   s.bytes_sent = 1000000 + 1000 * run_index + k;
   s.bytes_received = 2000000 + 1000 * run_index + k;
+  s.predicted_compute_s = 0.5 + k;
+  s.predicted_comm_s = 0.25 + k;
+  s.predicted_exec_s = 0.75 + 2 * k;
   for (int b = 0; b < 5; ++b) {
     s.compute_s.push_back(0.01 * (b + 1) + 0.001 * k + 1e-6 * run_index);
     s.recv_wait_s.push_back(0.002 * (b + 1) + 0.0001 * k);
