@@ -1,5 +1,7 @@
 #include "harness/report.h"
 
+#include "harness/metrics.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -52,6 +54,22 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
       out += fmt::format("  cut {}: {} -> {} B/sample (effective R {:.2f})\n", run.cut_names[c],
                          run.cut_bytes_per_sample[c], run.cut_wire_bytes_per_sample[c],
                          run.cut_effective_rate[c]);
+    for (const auto& st : run.stages) {
+      // Measured time of one batch on the stage: compute plus the waits the stage spent on its
+      // own transfers; compared with the cost model's prediction when there is one.
+      std::vector<double> busy;
+      for (size_t b = 0; b < st.compute_s.size(); ++b) busy.push_back(st.compute_s[b]);
+      double measured = median(busy);
+      out += fmt::format(
+          "  stage {} ({}): compute {:.2f} ms, recv wait {:.2f} ms, send wait {:.2f} ms", st.rank,
+          st.units, 1e3 * measured, 1e3 * median(st.recv_wait_s), 1e3 * median(st.send_wait_s));
+      if (st.predicted_exec_s >= 0)
+        out += fmt::format("; predicted {:.2f} ms (compute {:.2f} + comm {:.2f}), error {:+.1f}%",
+                           1e3 * st.predicted_exec_s, 1e3 * st.predicted_compute_s,
+                           1e3 * st.predicted_comm_s,
+                           100 * (st.predicted_exec_s - measured) / measured);
+      out += "\n";
+    }
     if (run.validity != "valid") {
       *all_good = false;
       out += fmt::format("  INVALID: {}\n", fmt::join(run.invalid_reasons, "; "));
