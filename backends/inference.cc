@@ -107,6 +107,7 @@ struct Reg {
   Layout layout = Layout::kDense;
   Shape shape;         // one sample, without the batch dimension
   bool owned = false;  // produced by the program into fresh memory: may be overwritten in place
+  int alias_of = -1;   // a view (flatten) or possibly the input itself (fallback) of this register
 };
 
 // Raised while compiling a module the fast path cannot express; the nearest enclosing module
@@ -242,6 +243,11 @@ class Compiler {
         if (r >= 0) last_use[r] = static_cast<int>(i);
     }
     last_use[out] = static_cast<int>(instrs_.size());  // the result outlives the program
+    // A register lives as long as any view of it (views come after their source).
+    for (size_t r = regs_.size(); r-- > 0;) {
+      if (regs_[r].alias_of >= 0)
+        last_use[regs_[r].alias_of] = std::max(last_use[regs_[r].alias_of], last_use[r]);
+    }
     for (size_t i = 0; i < instrs_.size(); ++i) {
       Instr& in = instrs_[i];
       if (in.code == Code::kAdd || in.code == Code::kRelu) {
@@ -459,7 +465,7 @@ class Compiler {
     in.a = x;
     in.start_dim = start;
     in.end_dim = end;
-    return emit(std::move(in), Reg{Layout::kDense, Shape{models::numel(s)}, false});
+    return emit(std::move(in), Reg{Layout::kDense, Shape{models::numel(s)}, false, x});
   }
 
   int linear(const nn::LinearImpl& l, int x, bool relu, const std::string& name) {
@@ -513,7 +519,7 @@ class Compiler {
     in.module = m;
     fallbacks_.push_back(note_.empty() ? fmt::format("{} ({})", name, type_name(*m.ptr())) : note_);
     note_.clear();
-    return emit(std::move(in), Reg{Layout::kDense, out, false});
+    return emit(std::move(in), Reg{Layout::kDense, out, false, x});
   }
 
   bool force_fallback_;
