@@ -30,7 +30,7 @@ int64_t numel(const Shape& shape);
 /// "3x224x224" for messages and tables ("scalar" for the empty shape).
 std::string to_string(const Shape& shape);
 
-/// One unit of a model: a named piece that runs as a whole (ResNet: "stem", "layer1", ...).
+/// One unit of a model: a named piece that runs as a whole (ResNet: "stem", "layer1.0", ...).
 /// `module` is a view: its parameters are registered in the owning model under the
 /// torchvision names, not under the unit's name.
 struct Unit {
@@ -76,7 +76,7 @@ class ModelImpl : public torch::nn::Module {
   const std::vector<CutPoint>& cuts() const { return cuts_; }
   /// The cut named `name`; throws quilt::models::ModelError listing the valid names otherwise.
   const CutPoint& cut(const std::string& name) const;
-  /// "after_stem, after_layer1, ..." for messages.
+  /// "after_stem, after_layer1.0, ..." for messages.
   std::string cut_names() const;
 
   /// Runs units [begin, end) on x (a batch: shape {N, ...input_shape}). begin <= end <= size.

@@ -5,9 +5,19 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 
 namespace quilt::models {
+
+std::string autoencoder_module_name(const std::string& cut) {
+  // Module names cannot hold dots (they separate the path of a parameter name), and block cuts
+  // have them ("after_layer3.2"); no cut name contains '_' where another has '.', so this is
+  // one-to-one.
+  std::string name = "ae_" + cut;
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
 
 QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
                                const AutoencoderOptions& options)
@@ -42,7 +52,8 @@ QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
   const bool with_ae = options.rate > 1.0;
   for (const CutPoint* p : points) {
     Autoencoder ae{nullptr};
-    if (with_ae) ae = register_module("ae_" + p->name, Autoencoder(p->shape, options));
+    if (with_ae)
+      ae = register_module(autoencoder_module_name(p->name), Autoencoder(p->shape, options));
     autoencoders_.push_back(ae);
 
     CutTraffic t;

@@ -38,11 +38,17 @@ struct CutTraffic {
   double effective_rate = 1.0;  ///< C / ceil(C/R); 1 without autoencoder
 };
 
+/// "ae_" + the cut name with '.' replaced by '_' ("after_layer3.2" -> "ae_after_layer3_2"): the
+/// name under which QuiltModel registers the autoencoder of that cut (module names cannot
+/// contain dots).
+std::string autoencoder_module_name(const std::string& cut);
+
 /// The base model plus one autoencoder per cut. Parameter names: the base model's own
 /// (torchvision names for ResNet, unchanged, no prefix) plus "ae_<cut>.encoder.weight",
 /// "ae_<cut>.encoder.bias", "ae_<cut>.decoder.weight", "ae_<cut>.decoder.bias" per cut when
-/// R > 1. So with R = 1 its state_dict is exactly the base model's, and pretrained weights load
-/// through load_state_dict(*quilt->base(), path).
+/// R > 1, where ae_<cut> is autoencoder_module_name(cut) ("ae_after_layer3",
+/// "ae_after_layer3_2"). So with R = 1 its state_dict is exactly the base model's, and pretrained
+/// weights load through load_state_dict(*quilt->base(), path).
 class QuiltModelImpl : public torch::nn::Module {
  public:
   /// Cuts `base` at the named cuts (in model order, no repeats; none = one stage) and

@@ -150,10 +150,18 @@ ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes)
 
   add_unit("stem", torch::nn::AnyModule(ResNetStem(conv1, bn1, maxpool)));
   add_cut("after_stem");
+  // One unit per residual block (the finest granularity at which a ResNet has a single tensor
+  // crossing): the cut after the last block of a stage keeps the stage's name (after_layerN),
+  // the others are named after their block (after_layerN.i). The AnyModule holds the block
+  // itself (a shared holder), so parameters stay registered under layerN.i.* in the model only.
   const std::array<torch::nn::Sequential, 4> layers = {layer1, layer2, layer3, layer4};
   for (size_t i = 0; i < layers.size(); ++i) {
-    add_unit(fmt::format("layer{}", i + 1), torch::nn::AnyModule(SequentialUnit(layers[i])));
-    add_cut(fmt::format("after_layer{}", i + 1));
+    const size_t num_blocks = layers[i]->size();
+    for (size_t b = 0; b < num_blocks; ++b) {
+      add_unit(fmt::format("layer{}.{}", i + 1, b), *(layers[i]->begin() + b));
+      add_cut(b + 1 == num_blocks ? fmt::format("after_layer{}", i + 1)
+                                  : fmt::format("after_layer{}.{}", i + 1, b));
+    }
   }
   add_unit("head", torch::nn::AnyModule(ResNetHead(fc)));
   finish();

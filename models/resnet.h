@@ -1,8 +1,12 @@
 #pragma once
 // ResNet-18 and ResNet-50, layer for layer as torchvision defines them (same module names, so a
-// torchvision state_dict loads). Units: stem (conv1, bn1, relu, maxpool), layer1..layer4, head
-// (avgpool, flatten, fc). Cuts: after_stem, after_layer1, ..., after_layer4 (the paper's
-// "between stage 3 and 4" of ResNet-50 is after_layer3).
+// torchvision state_dict loads). Units, one per residual block: stem (conv1, bn1, relu,
+// maxpool), layer1.0, layer1.1, ..., layer4.<last> (each one BasicBlock or Bottleneck, named as
+// torchvision names the block), head (avgpool, flatten, fc). A cut follows every unit but the
+// head: after_stem; after_layerN.i after block i of stage N when it is not the stage's last; and
+// after_layerN after the last block of stage N (the stage boundaries keep their names; the
+// paper's "between stage 3 and 4" of ResNet-50 is after_layer3). ResNet-50 has 18 units and 17
+// cuts, ResNet-18 10 units and 9 cuts.
 
 #include "models/model.h"
 

@@ -111,9 +111,9 @@ TEST(QuiltModel, StageSpecsAccountUnitsAndAutoencoders) {
   const StageSpec& s0 = quilt->stage(0);
   const StageSpec& s1 = quilt->stage(1);
   EXPECT_EQ(s0.first_unit, 0u);
-  EXPECT_EQ(s0.end_unit, 4u);
-  EXPECT_EQ(s1.first_unit, 4u);
-  EXPECT_EQ(s1.end_unit, 6u);
+  EXPECT_EQ(s0.end_unit, 14u);  // stem + 3 + 4 + 6 blocks
+  EXPECT_EQ(s1.first_unit, 14u);
+  EXPECT_EQ(s1.end_unit, 18u);
   EXPECT_EQ(s0.in_shape, (Shape{3, 224, 224}));
   EXPECT_EQ(s0.out_shape, (Shape{256, 14, 14}));
   EXPECT_EQ(s1.in_shape, (Shape{256, 14, 14}));
@@ -155,11 +155,31 @@ TEST(QuiltModel, TrainAndEvalReachEverything) {
   EXPECT_TRUE(base->as<ResNet>()->layer4->is_training());
 }
 
+TEST(QuiltModel, BlockCutsGetAutoencodersWithoutDots) {
+  Model base = make_model("resnet18", ModelOptions{{3, 32, 32}, 10});
+  QuiltModel quilt(base, {"after_layer1.0", "after_layer3"}, AutoencoderOptions{4, 1});
+  EXPECT_EQ(autoencoder_module_name("after_layer1.0"), "ae_after_layer1_0");
+  EXPECT_EQ(autoencoder_module_name("after_layer3"), "ae_after_layer3");
+  std::set<std::string> names;
+  for (const auto& p : quilt->named_parameters()) names.insert(p.key());
+  EXPECT_TRUE(names.count("ae_after_layer1_0.encoder.weight"));
+  EXPECT_TRUE(names.count("ae_after_layer3.decoder.bias"));
+  ASSERT_EQ(quilt->num_stages(), 3u);
+  EXPECT_EQ(quilt->stage(0).end_unit, 2u);  // stem, layer1.0
+  EXPECT_EQ(quilt->stage(1).end_unit, 7u);  // layer1.1 .. layer3.1
+  EXPECT_EQ(quilt->traffic()[0].shape, (Shape{64, 8, 8}));
+  quilt->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(quilt->forward(torch::randn({2, 3, 32, 32})).sizes(), torch::IntArrayRef({2, 10}));
+}
+
 TEST(QuiltModel, BadCutsNameTheCutAndTheValidOnes) {
   Model base = make_model("resnet50");
   EXPECT_EQ(error_of([&] { QuiltModel(base, {"layer9"}, AutoencoderOptions{}); }),
-            "unknown cut \"layer9\" for resnet50; valid cuts: after_stem, after_layer1, "
-            "after_layer2, after_layer3, after_layer4");
+            "unknown cut \"layer9\" for resnet50; valid cuts: after_stem, after_layer1.0, "
+            "after_layer1.1, after_layer1, after_layer2.0, after_layer2.1, after_layer2.2, "
+            "after_layer2, after_layer3.0, after_layer3.1, after_layer3.2, after_layer3.3, "
+            "after_layer3.4, after_layer3, after_layer4.0, after_layer4.1, after_layer4");
   const std::string twice = error_of([&] {
     QuiltModel(base, {"after_layer1", "after_layer1"}, AutoencoderOptions{});
   });

@@ -66,13 +66,21 @@ TEST(ResNet, UnitsAndCutShapes) {
   ResNet r50(50, Shape{3, 224, 224}, 1000);
   std::vector<std::string> units;
   for (const auto& u : r50->units()) units.push_back(u.name);
-  EXPECT_EQ(units,
-            (std::vector<std::string>{"stem", "layer1", "layer2", "layer3", "layer4", "head"}));
-  const std::vector<std::pair<std::string, Shape>> expected50 = {{"after_stem", {64, 56, 56}},
-                                                                 {"after_layer1", {256, 56, 56}},
-                                                                 {"after_layer2", {512, 28, 28}},
-                                                                 {"after_layer3", {1024, 14, 14}},
-                                                                 {"after_layer4", {2048, 7, 7}}};
+  EXPECT_EQ(units, (std::vector<std::string>{
+                       "stem", "layer1.0", "layer1.1", "layer1.2", "layer2.0", "layer2.1",
+                       "layer2.2", "layer2.3", "layer3.0", "layer3.1", "layer3.2", "layer3.3",
+                       "layer3.4", "layer3.5", "layer4.0", "layer4.1", "layer4.2", "head"}));
+  // A cut after every unit but the head; stage boundaries keep their stage names.
+  const std::vector<std::pair<std::string, Shape>> expected50 = {
+      {"after_stem", {64, 56, 56}},       {"after_layer1.0", {256, 56, 56}},
+      {"after_layer1.1", {256, 56, 56}},  {"after_layer1", {256, 56, 56}},
+      {"after_layer2.0", {512, 28, 28}},  {"after_layer2.1", {512, 28, 28}},
+      {"after_layer2.2", {512, 28, 28}},  {"after_layer2", {512, 28, 28}},
+      {"after_layer3.0", {1024, 14, 14}}, {"after_layer3.1", {1024, 14, 14}},
+      {"after_layer3.2", {1024, 14, 14}}, {"after_layer3.3", {1024, 14, 14}},
+      {"after_layer3.4", {1024, 14, 14}}, {"after_layer3", {1024, 14, 14}},
+      {"after_layer4.0", {2048, 7, 7}},   {"after_layer4.1", {2048, 7, 7}},
+      {"after_layer4", {2048, 7, 7}}};
   ASSERT_EQ(r50->cuts().size(), expected50.size());
   for (size_t i = 0; i < expected50.size(); ++i) {
     EXPECT_EQ(r50->cuts()[i].name, expected50[i].first);
@@ -80,8 +88,15 @@ TEST(ResNet, UnitsAndCutShapes) {
     EXPECT_EQ(r50->cuts()[i].shape, expected50[i].second) << expected50[i].first;
   }
   EXPECT_EQ(r50->cut("after_layer3").shape, (Shape{1024, 14, 14}));
+  EXPECT_EQ(r50->cut("after_layer3").after_unit, 13u);  // layer3.5, the last block of layer3
 
   ResNet r18(18, Shape{3, 224, 224}, 1000);
+  std::vector<std::string> cuts18;
+  for (const auto& c : r18->cuts()) cuts18.push_back(c.name);
+  EXPECT_EQ(cuts18, (std::vector<std::string>{"after_stem", "after_layer1.0", "after_layer1",
+                                              "after_layer2.0", "after_layer2", "after_layer3.0",
+                                              "after_layer3", "after_layer4.0", "after_layer4"}));
+  EXPECT_EQ(r18->units().size(), 10u);
   EXPECT_EQ(r18->cut("after_stem").shape, (Shape{64, 56, 56}));
   EXPECT_EQ(r18->cut("after_layer1").shape, (Shape{64, 56, 56}));
   EXPECT_EQ(r18->cut("after_layer3").shape, (Shape{256, 14, 14}));
@@ -95,8 +110,10 @@ TEST(ResNet, UnknownCutListsValidOnes) {
     FAIL() << "no error";
   } catch (const ModelError& e) {
     EXPECT_STREQ(e.what(),
-                 "unknown cut \"layer9\" for resnet50; valid cuts: after_stem, after_layer1, "
-                 "after_layer2, after_layer3, after_layer4");
+                 "unknown cut \"layer9\" for resnet50; valid cuts: after_stem, after_layer1.0, "
+                 "after_layer1.1, after_layer1, after_layer2.0, after_layer2.1, after_layer2.2, "
+                 "after_layer2, after_layer3.0, after_layer3.1, after_layer3.2, after_layer3.3, "
+                 "after_layer3.4, after_layer3, after_layer4.0, after_layer4.1, after_layer4");
   }
 }
 
@@ -138,9 +155,15 @@ TEST(ResNet, ForwardUnitsComposeAndViewsShareLayers) {
   const auto x = torch::randn({2, 3, 64, 64});
   const auto full = r18->forward(x);
   EXPECT_EQ(full.sizes(), torch::IntArrayRef({2, 7}));
-  const auto mid = r18->forward_units(x, 0, 3);
+  const auto mid = r18->forward_units(x, 0, 5);  // stem, layer1.0-1, layer2.0-1
   EXPECT_EQ(mid.sizes(), torch::IntArrayRef({2, 128, 8, 8}));
-  EXPECT_TRUE(torch::equal(r18->forward_units(mid, 3, 6), full));
+  EXPECT_TRUE(torch::equal(r18->forward_units(mid, 5, 10), full));
+  // Block units are the model's own blocks (torchvision names unchanged, nothing registered
+  // twice).
+  EXPECT_EQ(r18->units()[3].name, "layer2.0");
+  EXPECT_EQ(r18->units()[3].module.ptr().get(), r18->layer2->ptr(0).get());
+  EXPECT_EQ(r18->named_parameters().size(), r18->parameters().size());
+  EXPECT_TRUE(r18->named_parameters().contains("layer2.0.downsample.0.weight"));
   // The stem view holds the model's own layers.
   auto* stem = r18->units()[0].module.ptr()->as<ResNetStem>();
   ASSERT_NE(stem, nullptr);

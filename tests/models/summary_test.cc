@@ -26,7 +26,7 @@ TEST(Summary, ResNetMacsMatchTheReferenceCounts) {
 
 TEST(Summary, UnitsPartitionTheModel) {
   const ModelSummary s = summarize(make_model("resnet50"));
-  ASSERT_EQ(s.units.size(), 6u);
+  ASSERT_EQ(s.units.size(), 18u);
   int64_t macs = 0, params = 0;
   for (const auto& u : s.units) {
     macs += u.macs;
@@ -40,12 +40,18 @@ TEST(Summary, UnitsPartitionTheModel) {
   EXPECT_EQ(s.units[0].in_shape, (Shape{3, 224, 224}));
   EXPECT_EQ(s.units[0].out_shape, (Shape{64, 56, 56}));
   EXPECT_EQ(s.units[0].macs, 118013952);  // conv1: 64*112*112 * 3*7*7
-  EXPECT_EQ(s.units[3].out_shape, (Shape{1024, 14, 14}));
-  EXPECT_EQ(s.units[5].out_shape, (Shape{1000}));
-  EXPECT_EQ(s.units[5].macs, 2048 * 1000);
-  EXPECT_EQ(s.units[5].params, 2048 * 1000 + 1000);
-  EXPECT_EQ(s.cuts.size(), 5u);
-  EXPECT_NE(to_string(s).find("layer3"), std::string::npos);
+  EXPECT_EQ(s.units[1].name, "layer1.0");
+  EXPECT_EQ(s.units[1].out_shape, (Shape{256, 56, 56}));
+  // layer1.0: conv1 64->64 1x1, conv2 64->64 3x3, conv3 64->256 1x1, downsample 64->256 1x1.
+  EXPECT_EQ(s.units[1].macs, 56 * 56 * (64 * 64 + 64 * 64 * 9 + 64 * 256 + 64 * 256));
+  EXPECT_EQ(s.units[13].name, "layer3.5");
+  EXPECT_EQ(s.units[13].out_shape, (Shape{1024, 14, 14}));
+  EXPECT_EQ(s.units[17].name, "head");
+  EXPECT_EQ(s.units[17].out_shape, (Shape{1000}));
+  EXPECT_EQ(s.units[17].macs, 2048 * 1000);
+  EXPECT_EQ(s.units[17].params, 2048 * 1000 + 1000);
+  EXPECT_EQ(s.cuts.size(), 17u);
+  EXPECT_NE(to_string(s).find("layer3.5"), std::string::npos);
 }
 
 TEST(Summary, ShapeInferenceAgreesWithForward) {

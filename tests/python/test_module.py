@@ -25,7 +25,10 @@ def test_zoo_names(quilt):
 def test_resnet50_summary_matches_torchvision_counts(quilt):
     s = quilt.summary("resnet50")
     assert s["params"] == 25_557_032
-    assert [u["name"] for u in s["units"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    blocks = [f"layer{n}.{i}" for n, count in ((1, 3), (2, 4), (3, 6), (4, 3)) for i in range(count)]
+    assert [u["name"] for u in s["units"]] == ["stem", *blocks, "head"]
+    assert [c["name"] for c in s["cuts"]][:4] == ["after_stem", "after_layer1.0", "after_layer1.1", "after_layer1"]
+    assert len(s["cuts"]) == 17
     # About 4.1 GMACs per 224x224 image; FLOPs are 2 x MACs.
     assert 8.0e9 < s["flops"] < 8.4e9
     assert sum(u["flops"] for u in s["units"]) == s["flops"]
