@@ -1,0 +1,378 @@
+#include "harness/profile_cmd.h"
+
+#include "backends/board.h"
+#include "backends/emulator.h"
+#include "backends/profile.h"
+#include "models/summary.h"
+#include "models/zoo.h"
+#include "partitioners/cost_model.h"
+#include "partitioners/error.h"
+#include "partitioners/from_model.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace quilt::harness {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitUsage = 2;
+
+// A mistake on the command line; the message names the option.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::string command;
+  std::string model;
+  models::ModelOptions model_options;
+  bool measure = false;
+  backends::UnitTimingOptions timing;
+  std::string output;
+  std::string profile;
+};
+
+int64_t parse_count(const std::string& flag, const std::string& text, int64_t min) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used == text.size() && v >= min) return v;
+  } catch (const std::exception&) {
+  }
+  throw UsageError(fmt::format("{} needs an integer >= {} (got `{}`)", flag, min, text));
+}
+
+models::Shape parse_shape(const std::string& text) {
+  models::Shape shape;
+  size_t pos = 0;
+  while (true) {
+    const size_t sep = text.find_first_of(",x", pos);
+    const std::string part = text.substr(pos, sep == std::string::npos ? sep : sep - pos);
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(part, &used);
+      if (used != part.size() || v <= 0) throw std::invalid_argument(part);
+      shape.push_back(v);
+    } catch (const std::exception&) {
+      throw UsageError(fmt::format(
+          "--input: `{}` is not a shape; give positive sizes such as 3,224,224 or 64", text));
+    }
+    if (sep == std::string::npos) break;
+    pos = sep + 1;
+  }
+  return shape;
+}
+
+Args parse(int argc, char** argv, bool calibrate) {
+  Args a;
+  a.command = calibrate ? "calibrate" : "profile";
+  if (calibrate) a.measure = true;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(fmt::format("{} needs a value", arg));
+      return argv[++i];
+    };
+    if (arg == "--input") {
+      a.model_options.input_shape = parse_shape(value());
+    } else if (arg == "--classes") {
+      a.model_options.num_classes = parse_count(arg, value(), 1);
+    } else if (arg == "--batch") {
+      a.timing.batch = parse_count(arg, value(), 1);
+    } else if (arg == "--repeats") {
+      a.timing.repeats = parse_count(arg, value(), 1);
+    } else if (arg == "--warmup") {
+      a.timing.warmup = parse_count(arg, value(), 0);
+    } else if (arg == "--threads") {
+      a.timing.threads = parse_count(arg, value(), 1);
+    } else if (arg == "--output") {
+      a.output = value();
+    } else if (!calibrate && arg == "--measure") {
+      a.measure = true;
+    } else if (calibrate && arg == "--profile") {
+      a.profile = value();
+    } else if (arg.rfind("--", 0) == 0) {
+      throw UsageError(fmt::format("unknown option `{}` for `quilt {}`", arg, a.command));
+    } else if (a.model.empty()) {
+      a.model = arg;
+    } else {
+      throw UsageError(
+          fmt::format("`quilt {}` takes one model, got `{}` and `{}`", a.command, a.model, arg));
+    }
+  }
+  if (a.model.empty()) {
+    throw UsageError(fmt::format("`quilt {}` needs a model name; the zoo has: {}", a.command,
+                                 fmt::join(models::model_names(), ", ")));
+  }
+  if (calibrate && a.profile.empty()) {
+    throw UsageError(
+        fmt::format("`quilt calibrate` needs --profile NAME|FILE (built-in: {}) to start from",
+                    fmt::join(backends::builtin_board_profiles(), ", ")));
+  }
+  if (calibrate && a.output.empty()) {
+    throw UsageError("`quilt calibrate` needs --output FILE.yaml for the fitted profile");
+  }
+  return a;
+}
+
+// One row per unit; measured seconds per batch (a group timed as one is split by FLOPs).
+struct Row {
+  models::UnitSummary unit;
+  std::string cut_after;  // empty when no cut follows the unit
+  std::optional<double> measured_s;
+};
+
+std::vector<Row> make_rows(const models::Model& model, const models::ModelSummary& summary,
+                           const std::vector<backends::UnitTiming>* timings) {
+  std::vector<Row> rows;
+  for (size_t i = 0; i < summary.units.size(); ++i) {
+    Row r;
+    r.unit = summary.units[i];
+    for (const auto& c : model->cuts()) {
+      if (c.after_unit == i) r.cut_after = c.name;
+    }
+    rows.push_back(std::move(r));
+  }
+  if (timings) {
+    for (const auto& t : *timings) {
+      int64_t flops = 0;
+      for (size_t u = t.first_unit; u < t.end_unit; ++u) flops += rows[u].unit.flops;
+      const double n = static_cast<double>(t.end_unit - t.first_unit);
+      for (size_t u = t.first_unit; u < t.end_unit; ++u) {
+        rows[u].measured_s = flops > 0 ? t.median_s * static_cast<double>(rows[u].unit.flops) /
+                                             static_cast<double>(flops)
+                                       : t.median_s / n;
+      }
+    }
+  }
+  return rows;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<int>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_shape(const models::Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+void write_rows(const std::string& path, const Args& a, const models::ModelSummary& s,
+                const std::vector<Row>& rows) {
+  const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+  const bool csv = path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0;
+  if (!json && !csv) {
+    throw UsageError(fmt::format("--output {}: the file name must end in .csv or .json", path));
+  }
+  std::string text;
+  const double batch = static_cast<double>(a.timing.batch);
+  if (csv) {
+    text =
+        "unit,in_shape,out_shape,flops,params,out_bytes,cut_after,measured_s,measured_s_per_"
+        "sample\n";
+    for (const auto& r : rows) {
+      text += fmt::format("{},{},{},{},{},{},{},{},{}\n", r.unit.name,
+                          models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
+                          r.unit.flops, r.unit.params, r.unit.out_bytes, r.cut_after,
+                          r.measured_s ? fmt::format("{}", *r.measured_s) : "",
+                          r.measured_s ? fmt::format("{}", *r.measured_s / batch) : "");
+    }
+  } else {
+    text = fmt::format(
+        "{{\n  \"model\": {},\n  \"input_shape\": {},\n  \"num_classes\": {},\n  \"flops\": {},\n"
+        "  \"params\": {},\n  \"measured\": {},\n",
+        json_string(s.arch), json_shape(s.input_shape), s.num_classes, s.flops, s.params,
+        a.measure ? "true" : "false");
+    if (a.measure) {
+      text += fmt::format(
+          "  \"batch\": {},\n  \"threads\": {},\n  \"repeats\": {},\n  \"warmup\": {},\n"
+          "  \"method\": \"each unit compiled alone by backends::CompiledStage; median\",\n"
+          "  \"cpu\": {},\n",
+          a.timing.batch, a.timing.threads, a.timing.repeats, a.timing.warmup,
+          json_string(backends::cpu_model_name()));
+    }
+    text += "  \"units\": [\n";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      text += fmt::format(
+          "    {{\"name\": {}, \"in_shape\": {}, \"out_shape\": {}, \"flops\": {}, \"params\": {}, "
+          "\"out_bytes\": {}, \"cut_after\": {}",
+          json_string(r.unit.name), json_shape(r.unit.in_shape), json_shape(r.unit.out_shape),
+          r.unit.flops, r.unit.params, r.unit.out_bytes,
+          r.cut_after.empty() ? "null" : json_string(r.cut_after));
+      if (r.measured_s) {
+        text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}", *r.measured_s,
+                            *r.measured_s / batch);
+      }
+      text += i + 1 < rows.size() ? "},\n" : "}\n";
+    }
+    text += "  ]\n}\n";
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out.flush()) throw UsageError(fmt::format("--output {}: cannot write the file", path));
+}
+
+std::vector<backends::UnitTiming> measure(const models::Model& model, const Args& a) {
+  fmt::print(stderr,
+             "measuring {} unit(s) of {}: batch {}, {} warm-up + {} timed run(s) each, {} "
+             "thread(s)\n",
+             model->units().size(), model->arch(), a.timing.batch, a.timing.warmup,
+             a.timing.repeats, a.timing.threads);
+  return backends::measure_unit_times(model, a.timing);
+}
+
+int profile(const Args& a) {
+  torch::manual_seed(0);
+  const models::Model model = models::make_model(a.model, a.model_options);
+  const models::ModelSummary s = models::summarize(model);
+  std::optional<std::vector<backends::UnitTiming>> timings;
+  if (a.measure) timings = measure(model, a);
+  const std::vector<Row> rows = make_rows(model, s, timings ? &*timings : nullptr);
+
+  fmt::print("{} input {} classes {}: {} unit(s), {:.4f} GFLOPs/sample, {} parameters\n", s.arch,
+             models::to_string(s.input_shape), s.num_classes, rows.size(), s.flops * 1e-9,
+             s.params);
+  if (a.measure) {
+    fmt::print(
+        "measured: each unit compiled alone on the emulator fast path (backends::CompiledStage), "
+        "median of {} run(s) after {} warm-up, batch {}, {} thread(s), {}\n",
+        a.timing.repeats, a.timing.warmup, a.timing.batch, a.timing.threads,
+        backends::cpu_model_name());
+  }
+  std::string header = fmt::format("{:<10} {:>14} {:>14} {:>10} {:>10} {:>11}", "unit", "in", "out",
+                                   "GFLOPs", "params", "out bytes");
+  if (a.measure) header += fmt::format(" {:>11} {:>10}", "ms/batch", "GFLOP/s");
+  fmt::print("{}\n", header);
+  double total_s = 0;
+  for (const Row& r : rows) {
+    std::string line =
+        fmt::format("{:<10} {:>14} {:>14} {:>10.4f} {:>10} {:>11}", r.unit.name,
+                    models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
+                    r.unit.flops * 1e-9, r.unit.params, r.unit.out_bytes);
+    if (r.measured_s) {
+      total_s += *r.measured_s;
+      line += fmt::format(" {:>11.4f} {:>10.2f}", *r.measured_s * 1e3,
+                          *r.measured_s > 0 ? r.unit.flops * static_cast<double>(a.timing.batch) /
+                                                  *r.measured_s * 1e-9
+                                            : 0.0);
+    }
+    fmt::print("{}\n", line);
+  }
+  if (a.measure) {
+    fmt::print("sum of units: {:.4f} ms/batch ({:.2f} samples/s through one board)\n",
+               total_s * 1e3, total_s > 0 ? static_cast<double>(a.timing.batch) / total_s : 0.0);
+  }
+  if (!a.output.empty()) {
+    write_rows(a.output, a, s, rows);
+    fmt::print(stderr, "wrote {}\n", a.output);
+  }
+  return kExitOk;
+}
+
+int calibrate(const Args& a) {
+  backends::BoardProfileFile file = backends::load_board_profile(a.profile);
+  torch::manual_seed(0);
+  const models::Model model = models::make_model(a.model, a.model_options);
+  const models::ModelSummary s = models::summarize(model);
+  const std::vector<backends::UnitTiming> timings = measure(model, a);
+
+  std::vector<partitioners::CalibrationSample> samples;
+  std::vector<std::string> names;
+  for (const auto& t : timings) {
+    double flops = 0;
+    for (size_t u = t.first_unit; u < t.end_unit; ++u) {
+      flops += static_cast<double>(s.units[u].flops);
+    }
+    samples.push_back({flops * static_cast<double>(a.timing.batch), t.median_s});
+    names.push_back(t.name);
+  }
+  const partitioners::CalibrationResult fit = partitioners::calibrate(file.board, samples);
+
+  fmt::print("{} on {} (batch {}, {} thread(s), median of {}), board profile {} ({})\n", s.arch,
+             backends::cpu_model_name(), a.timing.batch, a.timing.threads, a.timing.repeats,
+             file.board.name, file.source);
+  fmt::print("{:<12} {:>12} {:>12} {:>12} {:>9}\n", "unit", "GFLOP/batch", "measured ms",
+             "fitted ms", "error");
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const double predicted = partitioners::compute_s(fit.board, samples[i].flops, 1);
+    fmt::print("{:<12} {:>12.4f} {:>12.4f} {:>12.4f} {:>8.1f}%\n", names[i],
+               samples[i].flops * 1e-9, samples[i].measured_s * 1e3, predicted * 1e3,
+               100 * (predicted - samples[i].measured_s) / samples[i].measured_s);
+  }
+  fmt::print(
+      "fit: time = flops / ({:.4g} FLOP/s x efficiency {:.4f}) + overhead {:.3g} s "
+      "(efficiency was {:.4f}, overhead {:.3g} s)\n",
+      fit.board.peak_flops, fit.board.efficiency, fit.board.overhead_s, file.board.efficiency,
+      file.board.overhead_s);
+  fmt::print("fit quality over {} unit(s): mean relative error {:.2f}%, R^2 {:.4f}\n", fit.samples,
+             100 * fit.mean_relative_error, fit.r_squared);
+
+  backends::BoardProfileFile out = file;
+  out.board = fit.board;
+  out.source.clear();
+  backends::CalibrationInfo info;
+  info.model = s.arch;
+  info.input = models::to_string(s.input_shape);
+  info.batch = a.timing.batch;
+  info.threads = a.timing.threads;
+  info.repeats = a.timing.repeats;
+  info.samples = fit.samples;
+  info.mean_relative_error = fit.mean_relative_error;
+  info.r_squared = fit.r_squared;
+  info.host = backends::cpu_model_name();
+  out.calibration = info;
+  // A profile calibrated again keeps its original description, not a growing chain of notes.
+  constexpr const char* kFitted = " -- efficiency and overhead_s fitted by quilt calibrate";
+  std::string base = file.description.empty() ? file.board.name : file.description;
+  if (const size_t at = base.find(kFitted); at != std::string::npos) base.resize(at);
+  out.description = fmt::format("{}{} ({} {}, batch {}, {} thread(s))", base, kFitted, s.arch,
+                                info.input, info.batch, info.threads);
+  backends::save_board_profile(a.output, out);
+  fmt::print("wrote {}\n", a.output);
+  return kExitOk;
+}
+
+int guarded(int argc, char** argv, bool is_calibrate) {
+  try {
+    const Args a = parse(argc, argv, is_calibrate);
+    return is_calibrate ? calibrate(a) : profile(a);
+  } catch (const UsageError& e) {
+    fmt::print(stderr, "quilt {}: error: {}\n", is_calibrate ? "calibrate" : "profile", e.what());
+  } catch (const backends::ProfileError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
+  } catch (const partitioners::PartitionError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
+  } catch (const models::ModelError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
+  } catch (const backends::BoardError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
+  }
+  return kExitUsage;
+}
+
+}  // namespace
+
+int cmd_profile(int argc, char** argv) { return guarded(argc, argv, false); }
+
+int cmd_calibrate(int argc, char** argv) { return guarded(argc, argv, true); }
+
+}  // namespace quilt::harness

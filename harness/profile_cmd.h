@@ -1,0 +1,26 @@
+#pragma once
+// The `quilt profile` and `quilt calibrate` commands: per-unit FLOPs, parameters and bytes of a
+// zoo model (shape inference), optionally its per-unit forward times on the emulator fast path,
+// and a board profile fitted to those times (partitioners::calibrate). Single process, no MPI.
+
+namespace quilt::harness {
+
+/// `quilt profile MODEL [--input C,H,W] [--classes N] [--measure] [--batch N] [--repeats N]
+/// [--warmup N] [--threads N] [--output FILE.csv|FILE.json]`: prints one row per unit (name,
+/// in/out shape, FLOPs, params, out bytes; with --measure the median forward time per batch and
+/// per sample, measured by backends::measure_unit_times: each unit compiled alone on the fast
+/// path, warm-up, median of --repeats runs at --threads threads) and writes the rows to --output.
+/// argv[0] is the program, argv[1] "profile". Returns 0, or 2 after printing the error to stderr
+/// for a user mistake (unknown model, bad shape or option, unwritable output). Blocks.
+int cmd_profile(int argc, char** argv);
+
+/// `quilt calibrate MODEL --profile NAME|FILE --output FILE.yaml [--input C,H,W] [--classes N]
+/// [--batch N] [--repeats N] [--warmup N] [--threads N]`: measures every unit (as `profile
+/// --measure`), fits time = flops / (peak_flops * efficiency) + overhead_s over the units with
+/// partitioners::calibrate (peak_flops kept from the profile), writes the profile with the
+/// fitted efficiency and overhead and a `calibration` record, and prints the fit's mean relative
+/// error and R^2. Returns 0, or 2 after printing the error for a user mistake (unknown model or
+/// profile, malformed profile, fewer than 2 units to fit, a fit that is not physical).
+int cmd_calibrate(int argc, char** argv);
+
+}  // namespace quilt::harness
