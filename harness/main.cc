@@ -3,6 +3,8 @@
 
 #include "harness/experiment.h"
 #include "harness/mpi.h"
+#include "harness/planning.h"
+#include "harness/profile_cmd.h"
 #include "harness/provenance.h"
 #include "harness/report.h"
 #include "harness/runner.h"
@@ -15,6 +17,7 @@
 #include "results/reader.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -59,6 +62,13 @@ commands:
   models                     list the model zoo and each model's cut points
   summary ARCH [--input C,H,W] [--classes N] [--rate R] [--cut NAME]
                              per-unit shapes, FLOPs, parameters and bytes per cut
+  profile MODEL [--input C,H,W] [--classes N] [--measure] [--batch N] [--repeats N]
+          [--threads N] [--output FILE.csv|FILE.json]
+                             per unit (block): shapes, FLOPs, params, bytes; --measure adds the
+                             forward time of each unit on the emulator's fast path
+  calibrate MODEL --profile NAME|FILE --output FILE.yaml [--batch N] [--repeats N]
+                             fit a board profile's efficiency and overhead to measured unit
+                             times; prints the fit's error
   version                    versions of Quilt and the libraries it was built with
 
 exit codes: 0 success, 1 a run failed, 2 bad input (the message says where), 3 internal error
@@ -295,9 +305,14 @@ int cmd_plan(int argc, char** argv) {
     quilt::models::ModelOptions opts;
     opts.input_shape = run.model.input;
     opts.num_classes = run.model.classes;
-    quilt::models::QuiltModel qm(quilt::models::make_model(run.model.arch, opts),
-                                 run.partition.cuts,
-                                 {run.autoencoder.rate, run.autoencoder.kernel});
+    auto base = quilt::models::make_model(run.model.arch, opts);
+    std::vector<std::string> cuts = run.partition.cuts;
+    quilt::harness::RunPlan plan;
+    if (run.training.mode == "none") {
+      plan = quilt::harness::plan_run(run, base, e.path);
+      cuts = plan.cuts;
+    }
+    quilt::models::QuiltModel qm(base, cuts, {run.autoencoder.rate, run.autoencoder.kernel});
     fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
                run.id, run.index, run.model.arch, run.boards.count, run.boards.backend,
                run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
@@ -308,6 +323,15 @@ int cmd_plan(int argc, char** argv) {
       fmt::print("    not runnable in this build: {}\n", why);
       continue;
     }
+    if (plan.searched)
+      fmt::print("    cuts chosen by the search ({}, {:.3f} ms): {}\n", plan.objective,
+                 1e3 * plan.objective_s, fmt::join(plan.cuts, ", "));
+    for (size_t k = 0; k < plan.stages.size(); ++k)
+      fmt::print(
+          "    stage {} {}: predicted {:.2f} ms per batch (compute {:.2f}, comm {:.2f}; "
+          "profile {})\n",
+          k, plan.stages[k].units, 1e3 * plan.stages[k].exec_s, 1e3 * plan.stages[k].compute_s,
+          1e3 * plan.stages[k].comm_s, plan.profile);
     for (const auto& t : qm->traffic())
       fmt::print("    cut {}: {} -> {} per sample ({} -> {} B, effective R {:.2f})\n", t.cut,
                  quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
@@ -446,6 +470,8 @@ int main(int argc, char** argv) {
     if (cmd == "summary") return cmd_summary(argc, argv);
     if (cmd == "version") return cmd_version();
     if (cmd == "report") return cmd_report(argc, argv);
+    if (cmd == "profile") return quilt::harness::cmd_profile(argc, argv);
+    if (cmd == "calibrate") return quilt::harness::cmd_calibrate(argc, argv);
     fmt::print(stderr, "quilt: unknown command `{}`\n{}", cmd, kUsage);
     return kExitUsage;
   } catch (const ConfigError& e) {

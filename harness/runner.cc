@@ -5,6 +5,7 @@
 #include "harness/mpi.h"
 #include "harness/pack.h"
 #include "harness/pipeline.h"
+#include "harness/planning.h"
 #include "harness/provenance.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
@@ -75,6 +76,9 @@ std::string pack_stage(const results::StageRecord& s, const std::vector<double>&
   p.put(s.compute_s);
   p.put(s.recv_wait_s);
   p.put(s.send_wait_s);
+  p.put(s.predicted_compute_s);
+  p.put(s.predicted_comm_s);
+  p.put(s.predicted_exec_s);
   p.put(end_s);
   return p.bytes();
 }
@@ -94,6 +98,9 @@ results::StageRecord unpack_stage(const std::string& bytes, std::vector<double>*
   u.get(s.compute_s);
   u.get(s.recv_wait_s);
   u.get(s.send_wait_s);
+  u.get(s.predicted_compute_s);
+  u.get(s.predicted_comm_s);
+  u.get(s.predicted_exec_s);
   u.get(*end_s);
   return s;
 }
@@ -180,10 +187,14 @@ void check_experiment(const Experiment& experiment, int ranks) {
         throw where("partition.cuts", e.what());
       }
     }
-    if (run.boards.profile != "cpu" && !std::filesystem::exists(run.boards.profile))
-      throw where("boards.profile",
-                  fmt::format("`{}` is neither a known profile (cpu) nor an existing file",
-                              run.boards.profile));
+    // Pipeline runs: the profile must load and the cuts must be plannable (`auto` searched).
+    if (run.training.mode == "none") {
+      try {
+        plan_run(run, base, experiment.path);
+      } catch (const ConfigError& e) {
+        throw where(e.key(), e.what());
+      }
+    }
     if (!run.data.path.empty() && !std::filesystem::exists(run.data.path))
       throw where("data.path", fmt::format("`{}` does not exist", run.data.path));
   }
@@ -208,9 +219,6 @@ std::string unavailable_reason(const RunConfig& run) {
   if (run.links.h2d_gbps > 0 || run.links.d2h_gbps > 0 || run.links.latency_s > 0)
     return "links: link overrides apply to the dilated and modeled time models, which are not "
            "in this build yet";
-  if (run.partition.automatic)
-    return "partition.cuts `auto`: the cost-model search is not wired into runs yet; name the "
-           "cuts";
   return "";
 }
 
@@ -362,12 +370,15 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     // Set-up on every rank; a failure anywhere fails the run everywhere, without a hang.
     at::set_num_threads(run.boards.threads);
     models::QuiltModel qm{nullptr};
+    RunPlan plan;
     std::unique_ptr<backends::Board> board;
     std::string error;
     try {
       torch::NoGradGuard no_grad;
       models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
-      qm = models::QuiltModel(build_base(run.model), run.partition.cuts, ae);
+      models::Model base = build_base(run.model);
+      plan = plan_run(run, base, experiment.path);
+      qm = models::QuiltModel(base, plan.cuts, ae);
       qm->eval();
       board = registry.make(run.boards.backend);
       board->load({qm.ptr(), static_cast<size_t>(me), run.measurement.batch});
@@ -462,6 +473,9 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     stage.compute_s = all.compute_s;
     stage.recv_wait_s = all.recv_wait_s;
     stage.send_wait_s = all.send_wait_s;
+    stage.predicted_compute_s = plan.stages.at(k).compute_s;
+    stage.predicted_comm_s = plan.stages.at(k).comm_s;
+    stage.predicted_exec_s = plan.stages.at(k).exec_s;
     std::vector<double> ends;
     for (const auto& e : rep_end) ends.insert(ends.end(), e.begin(), e.end());
     auto packed = mpi::gather_strings(pack_stage(stage, ends), 0, comm);
@@ -519,6 +533,11 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       rec.cut_effective_rate.push_back(t.effective_rate);
     }
     rec.max_abs_error = errs[0];
+    if (plan.searched) {
+      std::string chosen;
+      for (const auto& c : plan.cuts) chosen += (chosen.empty() ? "" : ", ") + c;
+      rec.params["partition.chosen_cuts"] = "[" + chosen + "]";
+    }
     rec.status = "ok";
     if (mismatch) {
       rec.status = "failed";

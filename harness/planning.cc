@@ -1,0 +1,68 @@
+#include "harness/planning.h"
+
+#include "backends/profile.h"
+#include "partitioners/error.h"
+#include "partitioners/from_model.h"
+#include "partitioners/search.h"
+
+#include <fmt/format.h>
+
+namespace quilt::harness {
+
+RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
+  RunPlan plan;
+  partitioners::BoardProfile board;
+  try {
+    auto loaded = backends::load_board_profile(run.boards.profile);
+    board = loaded.board;
+    plan.profile = loaded.source;
+  } catch (const std::exception& e) {
+    throw ConfigError(file, 0, 0, "boards.profile", e.what());
+  }
+  // The experiment's link overrides replace the profile's host<->board figures.
+  if (run.links.h2d_gbps > 0) board.h2d_gbps = run.links.h2d_gbps;
+  if (run.links.d2h_gbps > 0) board.d2h_gbps = run.links.d2h_gbps;
+  if (run.links.latency_s > 0) board.link_latency_s = run.links.latency_s;
+
+  partitioners::ModelProfile profile = partitioners::profile_model(base);
+  partitioners::SearchOptions options;
+  options.stages = run.boards.count;
+  options.objective = run.partition.objective == "minmax" ? partitioners::Objective::kMinMax
+                                                          : partitioners::Objective::kPaper;
+  options.cost.batch = run.measurement.batch;
+  options.cost.rate = run.autoencoder.rate;
+  options.cost.kernel = run.autoencoder.kernel;
+  const std::vector<partitioners::BoardProfile> boards = {board};
+
+  partitioners::SearchResult result;
+  try {
+    if (run.partition.automatic) {
+      for (int64_t layer : partitioners::layers_of_cuts(base, run.partition.fixed))
+        options.fixed_cuts.push_back(profile.layers.at(static_cast<size_t>(layer)).name);
+      result = partitioners::search(profile, boards, options);
+      plan.cuts = partitioners::model_cut_names(base, result);
+      plan.searched = true;
+    } else {
+      result = partitioners::evaluate(
+          profile, boards, partitioners::layers_of_cuts(base, run.partition.cuts), options);
+      plan.cuts = run.partition.cuts;
+    }
+  } catch (const std::exception& e) {
+    throw ConfigError(file, 0, 0, run.partition.automatic ? "partition.fixed" : "partition.cuts",
+                      e.what());
+  }
+  plan.objective = run.partition.objective;
+  plan.objective_s = result.objective_s;
+  for (const auto& st : result.stages) {
+    PredictedStage p;
+    p.units = profile.layers.at(static_cast<size_t>(st.first_layer)).name + ".." +
+              profile.layers.at(static_cast<size_t>(st.end_layer - 1)).name;
+    p.compute_s = st.compute_s;
+    p.comm_s = st.comm_s;
+    p.exec_s = st.exec_s;
+    plan.stages.push_back(p);
+  }
+  return plan;
+}
+
+}  // namespace quilt::harness

@@ -1,0 +1,35 @@
+#pragma once
+// Planning one run before it runs: the board profile, the cuts (named in the file, or chosen
+// by the exact cut search for `cuts: auto`), and the cost model's predicted time of every
+// stage, which the run stores beside what it measures.
+
+#include "harness/experiment.h"
+#include "models/model.h"
+
+#include <string>
+#include <vector>
+
+namespace quilt::harness {
+
+/// The cost model's prediction for one stage and one batch, in seconds.
+struct PredictedStage {
+  std::string units;  ///< first..last unit of the stage
+  double compute_s = 0, comm_s = 0, exec_s = 0;
+};
+
+struct RunPlan {
+  std::vector<std::string> cuts;       ///< model cut names, boards.count - 1 of them
+  bool searched = false;               ///< chosen by the search (cuts: auto)
+  std::string objective;               ///< what the search minimised ("balance" / "minmax")
+  double objective_s = 0;              ///< its value
+  std::string profile;                 ///< where the board profile came from
+  std::vector<PredictedStage> stages;  ///< boards.count entries
+};
+
+/// Plans `run` on `base` (a model built from run.model). Pure and deterministic: every rank
+/// computes the same plan. Throws ConfigError naming the key at fault (boards.profile for a
+/// missing or malformed profile, partition.fixed / partition.cuts / boards.count for a request
+/// the search cannot satisfy).
+RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file);
+
+}  // namespace quilt::harness
