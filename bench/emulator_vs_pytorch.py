@@ -6,8 +6,9 @@ after layer3 (stage 0 = stem..layer3 [+ encoder], stage 1 = [decoder +] layer4 +
 autoencoder for R = 64 is a 1x1 Conv2d 1024 -> 16 and back, with bias), applies
 torch.jit.optimize_for_inference(torch.jit.script(stage.eval())) at one thread, and measures
 images/s at batch 8 the way Google Benchmark does for the C++ side: warm-up, then 5 repetitions of
-at least 0.6 s each (3 s in all), median of the repetitions. Then it runs the C++ benchmark binary
-with --benchmark_format=json and prints one table.
+at least 0.6 s each (3 s in all), median of the repetitions. For each stage it then runs the C++
+benchmark binary for the same stage with --benchmark_format=json (PyTorch and Quilt alternate, so
+that a change of load affects both sides of a ratio alike), and prints one table.
 
 Run with Debian's Python (the one that sees python3-torch and python3-torchvision):
 
@@ -73,7 +74,8 @@ def images_per_s(fn, x, repetitions, min_time_s):
     return statistics.median(wall), statistics.median(cpu)
 
 
-def pytorch_rates(repetitions, min_time_s):
+def ofi_stages():
+    """(stage, R) -> (optimize_for_inference module, input), checked against eager."""
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval()
     out = {}
@@ -86,30 +88,28 @@ def pytorch_rates(repetitions, min_time_s):
             for k, stage, x in ((0, s0, x0), (1, s1, x1)):
                 ofi = torch.jit.optimize_for_inference(torch.jit.script(stage))
                 ref = stage(x)
-                got = ofi(x)
-                err = ((got - ref).abs().max() / ref.abs().max()).item()
+                err = ((ofi(x) - ref).abs().max() / ref.abs().max()).item()
                 if err > 1e-4:
                     sys.exit(f"optimize_for_inference changed the result of stage {k}: {err}")
-                out[(k, rate)] = images_per_s(ofi, x, repetitions, min_time_s)
-                print(f"  pytorch ofi stage {k} R={rate}: {out[(k, rate)][0]:.2f} img/s",
-                      file=sys.stderr, flush=True)
+                out[(k, rate)] = (ofi, x)
     return out
 
 
-def quilt_rates(binary):
-    cmd = [binary, "--benchmark_format=json", "--benchmark_filter=resnet50_after_layer3/emulator/"]
+def quilt_rate(binary, stage, rate):
+    """(wall, cpu) img/s of the C++ benchmark's median repetition for one stage."""
+    name = f"resnet50_after_layer3/emulator/stage:{stage}/R:{rate}/"
+    cmd = [binary, "--benchmark_format=json", "--benchmark_filter=" + name]
     res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
     data = json.loads(res.stdout)
-    out = {}
     for b in data["benchmarks"]:
         if b.get("aggregate_name") != "median":
             continue
         fields = dict(p.split(":", 1) for p in b["run_name"].split("/") if ":" in p)
+        if int(fields["stage"]) != stage or int(float(fields["R"])) != rate:
+            continue
         scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-        batch = int(fields["batch"])
-        out[(int(fields["stage"]), int(float(fields["R"])))] = (
-            b["items_per_second"], batch / (b["cpu_time"] * scale))
-    return out, data.get("context", {})
+        return b["items_per_second"], int(fields["batch"]) / (b["cpu_time"] * scale)
+    sys.exit(f"{binary} reported no median for {name}")
 
 
 def load_average():
@@ -128,11 +128,21 @@ def main():
 
     torch.set_num_threads(1)
     load_before = load_average()
-    print("measuring PyTorch optimize_for_inference ...", file=sys.stderr, flush=True)
-    py = pytorch_rates(args.repetitions, args.min_time)
-    print("running the Quilt benchmark ...", file=sys.stderr, flush=True)
-    qu, context = quilt_rates(args.binary)
+    print("preparing PyTorch optimize_for_inference stages ...", file=sys.stderr, flush=True)
+    ofi = ofi_stages()
+    # PyTorch and Quilt alternate stage by stage, so that a change of load on the machine
+    # affects both sides of a ratio alike.
+    py, qu = {}, {}
+    with torch.no_grad():
+        for rate in (1, 64):
+            for k in (0, 1):
+                fn, x = ofi[(k, rate)]
+                py[(k, rate)] = images_per_s(fn, x, args.repetitions, args.min_time)
+                qu[(k, rate)] = quilt_rate(args.binary, k, rate)
+                print(f"  stage {k} R={rate}: ofi {py[(k, rate)][0]:.2f}, "
+                      f"quilt {qu[(k, rate)][0]:.2f} img/s", file=sys.stderr, flush=True)
     load_after = load_average()
+    context = {"num_cpus": os.cpu_count()}
 
     print(f"ResNet-50 cut after layer3, batch {BATCH}, 224x224, 1 thread "
           f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
