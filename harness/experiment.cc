@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -104,8 +105,15 @@ class Reader {
   void check_keys(const YAML::Node& map, const std::string& section,
                   const std::vector<std::string>& valid) const {
     if (!map.IsMap()) fail(map, section, "must be a mapping of keys");
+    std::map<std::string, int> seen;  // key -> line
     for (const auto& kv : map) {
-      auto key = kv.first.as<std::string>();
+      if (!kv.first.IsScalar())
+        fail(kv.first, section, "keys must be plain names, not lists or mappings");
+      auto key = kv.first.Scalar();
+      auto [it, fresh] = seen.emplace(key, kv.first.Mark().line + 1);
+      if (!fresh)
+        fail(kv.first, section.empty() ? key : section + "." + key,
+             fmt::format("duplicate key (first given on line {}); give each key once", it->second));
       if (std::find(valid.begin(), valid.end(), key) == valid.end()) {
         std::string where = section.empty() ? "the top level" : fmt::format("`{}`", section);
         throw ConfigError(file_, kv.first.Mark().line + 1, kv.first.Mark().column + 1,
@@ -176,6 +184,63 @@ class Reader {
   std::string file_;
   std::string document_;  // for the spelling of null values
 };
+
+// YAML::Load reads the first document and ignores the rest; YAML::LoadAll can loop forever on
+// some junk. A document marker at column 0 after content starts another document (inside a
+// block scalar, content is indented, so the marker cannot be part of a value).
+void check_single_document(const std::string& path, const std::string& text) {
+  bool content = false;
+  int line = 0;
+  for (size_t pos = 0; pos < text.size(); ++line) {
+    size_t nl = text.find('\n', pos);
+    std::string l = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? text.size() : nl + 1;
+    auto marker = [&](const char* m) {
+      return l.rfind(m, 0) == 0 && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+    };
+    if (content && (marker("---") || marker("...")))
+      throw ConfigError(path, line + 1, 1, "",
+                        "a second YAML document starts here; an experiment file holds one "
+                        "document");
+    size_t first = l.find_first_not_of(" \t\r");
+    if (first != std::string::npos && l[first] != '#' && !marker("---")) content = true;
+  }
+}
+
+// yaml-cpp accepts a quoted scalar left open until the end of the file (the rest of the file
+// becomes its value); find such quotes in every scalar of the document.
+void check_quotes(const Reader& r, const std::string& text, const YAML::Node& node) {
+  if (!node.IsDefined()) return;
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      check_quotes(r, text, kv.first);
+      check_quotes(r, text, kv.second);
+    }
+  } else if (node.IsSequence()) {
+    for (const auto& item : node) check_quotes(r, text, item);
+  } else if (node.IsScalar() && node.Tag() == "!") {
+    size_t pos = 0;
+    for (int line = 0; line < node.Mark().line && pos < text.size(); ++line) {
+      size_t nl = text.find('\n', pos);
+      pos = nl == std::string::npos ? text.size() : nl + 1;
+    }
+    pos += static_cast<size_t>(std::max(node.Mark().column, 0));
+    if (pos >= text.size() || (text[pos] != '"' && text[pos] != '\'')) return;
+    const char quote = text[pos];
+    for (size_t i = pos + 1; i < text.size(); ++i) {
+      if (quote == '"' && text[i] == '\\') {
+        ++i;  // an escaped character
+      } else if (text[i] == quote) {
+        if (quote == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+          ++i;  // '' is a quote inside single quotes
+        } else {
+          return;
+        }
+      }
+    }
+    r.fail(node, "", "unterminated quoted string: the quote opened here is never closed");
+  }
+}
 
 std::string scalar_text(const YAML::Node& node) {
   if (node.IsScalar()) return node.Scalar();
@@ -491,6 +556,9 @@ bool param_matches(const std::map<std::string, std::string>& params, const std::
 
 using Point = std::vector<std::pair<std::string, YAML::Node>>;
 
+// More runs than this is a mistake, not an experiment (and would exhaust memory).
+constexpr size_t kMaxRuns = 100000;
+
 // Cross product of `points` with one key's list of values.
 std::vector<Point> cross(const std::vector<Point>& points, const std::string& key,
                          const YAML::Node& values) {
@@ -523,6 +591,11 @@ std::vector<Point> expand_sweep(const Reader& r, const YAML::Node& sweep) {
       auto path = take(kv.first, "sweep.matrix");
       if (!kv.second.IsSequence() || kv.second.size() == 0)
         r.fail(kv.second, "sweep.matrix." + path, "must be a non-empty list of values");
+      if (points.size() * kv.second.size() > kMaxRuns)
+        r.fail(kv.first, "sweep.matrix",
+               fmt::format("the sweep expands to more than {} runs: too many runs for one "
+                           "experiment (split it, or sweep fewer values)",
+                           kMaxRuns));
       points = cross(points, path, kv.second);
     }
   }
@@ -543,6 +616,11 @@ std::vector<Point> expand_sweep(const Reader& r, const YAML::Node& sweep) {
       length = kv.second.size();
       lists.emplace_back(path, kv.second);
     }
+    if (points.size() * length > kMaxRuns)
+      r.fail(zip, "sweep.zip",
+             fmt::format("the sweep expands to more than {} runs: too many runs for one "
+                         "experiment",
+                         kMaxRuns));
     std::vector<Point> next;
     for (const auto& p : points)
       for (size_t i = 0; i < length; ++i) {
@@ -595,7 +673,8 @@ ConfigError::ConfigError(std::string file, int line, int column, std::string key
       file_(std::move(file)),
       line_(line),
       column_(column),
-      key_(std::move(key)) {}
+      key_(std::move(key)),
+      message_(std::move(message)) {}
 
 const std::vector<std::string>& metric_names() {
   static const std::vector<std::string> kNames = {"throughput_sps", "latency_p50_s",
@@ -608,12 +687,23 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
                             const std::string& scale) {
   Reader r(path, text);
   YAML::Node root;
+  check_single_document(path, text);
   try {
     root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
+    // yaml-cpp's message for a tab in the indentation does not say so.
+    std::string hint;
+    size_t pos = 0;
+    for (int line = 0; line < e.mark.line && pos < text.size(); ++line) {
+      size_t nl = text.find('\n', pos);
+      pos = nl == std::string::npos ? text.size() : nl + 1;
+    }
+    for (size_t i = pos; i < text.size() && (text[i] == ' ' || text[i] == '\t'); ++i)
+      if (text[i] == '\t') hint = " (this line is indented with a tab; YAML indents with spaces)";
     throw ConfigError(path, e.mark.line + 1, e.mark.column + 1, "",
-                      fmt::format("YAML syntax error: {}", e.msg));
+                      fmt::format("YAML syntax error: {}{}", e.msg, hint));
   }
+  check_quotes(r, text, root);
   if (!root.IsMap()) throw ConfigError(path, 0, 0, "", "must be a YAML mapping of sections");
   r.check_keys(root, "", top_level_keys());
 
@@ -718,6 +808,9 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
 }
 
 Experiment load_experiment(const std::string& path, const std::string& scale) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError(path, 0, 0, "", "is a directory, not an experiment file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path, 0, 0, "", "cannot open the experiment file (does it exist?)");
   std::stringstream ss;

@@ -23,11 +23,14 @@ class ConfigError : public std::runtime_error {
   const std::string& file() const { return file_; }
   int line() const { return line_; }
   const std::string& key() const { return key_; }
+  /// The message without the place (what() has both).
+  const std::string& message() const { return message_; }
 
  private:
   std::string file_;
   int line_ = 0, column_ = 0;
   std::string key_;
+  std::string message_;
 };
 
 struct ModelConfig {

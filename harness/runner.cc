@@ -151,6 +151,12 @@ void check_experiment(const Experiment& experiment, int ranks) {
       }
     } catch (const models::ModelError& e) {
       throw where("model.input", e.what());
+    } catch (const std::exception& e) {
+      // LibTorch's allocation failures (c10::Error, std::bad_alloc) for absurd sizes.
+      std::string what = e.what();
+      throw where("model", fmt::format("cannot build {} with input {} and {} classes: {}",
+                                       run.model.arch, run.params.at("model.input"),
+                                       run.model.classes, what.substr(0, what.find('\n'))));
     }
     const auto& base = bases.at(key);
     for (const auto& name : run.partition.automatic ? run.partition.fixed : run.partition.cuts) {
@@ -192,7 +198,7 @@ void check_experiment(const Experiment& experiment, int ranks) {
       try {
         plan_run(run, base, experiment.path);
       } catch (const ConfigError& e) {
-        throw where(e.key(), e.what());
+        throw where(e.key(), e.message());
       }
     }
     if (!run.data.path.empty() && !std::filesystem::exists(run.data.path))
