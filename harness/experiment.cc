@@ -86,6 +86,17 @@ std::string suggestion(const std::string& key, const std::vector<std::string>& v
   return fmt::format("; valid keys: {}", join(valid));
 }
 
+// Byte offset of a 0-based (line, column) in `text` (yaml-cpp marks do not always carry it);
+// text.size() when past the end.
+size_t offset_of(const std::string& text, int line, int column) {
+  size_t pos = 0;
+  for (int l = 0; l < line && pos < text.size(); ++l) {
+    size_t nl = text.find('\n', pos);
+    pos = nl == std::string::npos ? text.size() : nl + 1;
+  }
+  return std::min(text.size(), pos + static_cast<size_t>(std::max(column, 0)));
+}
+
 // Reads one YAML document with the file name at hand for messages.
 class Reader {
  public:
@@ -149,13 +160,7 @@ class Reader {
   std::string text(const YAML::Node& n, const std::string& key) const {
     // YAML reads a bare `null` as the null value; as a string it is the word (`backend: null`).
     if (n.IsDefined() && n.IsNull()) {
-      // The mark's line and column locate the token in the document.
-      size_t pos = 0;
-      for (int line = 0; line < n.Mark().line && pos < document_.size(); ++line) {
-        size_t nl = document_.find('\n', pos);
-        pos = nl == std::string::npos ? document_.size() : nl + 1;
-      }
-      pos += static_cast<size_t>(std::max(n.Mark().column, 0));
+      size_t pos = offset_of(document_, n.Mark().line, n.Mark().column);
       std::string word;
       while (pos < document_.size() && std::isalpha(static_cast<unsigned char>(document_[pos])))
         word += document_[pos++];
@@ -219,12 +224,7 @@ void check_quotes(const Reader& r, const std::string& text, const YAML::Node& no
   } else if (node.IsSequence()) {
     for (const auto& item : node) check_quotes(r, text, item);
   } else if (node.IsScalar() && node.Tag() == "!") {
-    size_t pos = 0;
-    for (int line = 0; line < node.Mark().line && pos < text.size(); ++line) {
-      size_t nl = text.find('\n', pos);
-      pos = nl == std::string::npos ? text.size() : nl + 1;
-    }
-    pos += static_cast<size_t>(std::max(node.Mark().column, 0));
+    size_t pos = offset_of(text, node.Mark().line, node.Mark().column);
     if (pos >= text.size() || (text[pos] != '"' && text[pos] != '\'')) return;
     const char quote = text[pos];
     for (size_t i = pos + 1; i < text.size(); ++i) {
@@ -693,12 +693,8 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
   } catch (const YAML::ParserException& e) {
     // yaml-cpp's message for a tab in the indentation does not say so.
     std::string hint;
-    size_t pos = 0;
-    for (int line = 0; line < e.mark.line && pos < text.size(); ++line) {
-      size_t nl = text.find('\n', pos);
-      pos = nl == std::string::npos ? text.size() : nl + 1;
-    }
-    for (size_t i = pos; i < text.size() && (text[i] == ' ' || text[i] == '\t'); ++i)
+    for (size_t i = offset_of(text, e.mark.line, 0);
+         i < text.size() && (text[i] == ' ' || text[i] == '\t'); ++i)
       if (text[i] == '\t') hint = " (this line is indented with a tab; YAML indents with spaces)";
     throw ConfigError(path, e.mark.line + 1, e.mark.column + 1, "",
                       fmt::format("YAML syntax error: {}{}", e.msg, hint));
