@@ -194,7 +194,7 @@ class Reader {
 // some junk. A document marker at column 0 after content starts another document (inside a
 // block scalar, content is indented, so the marker cannot be part of a value).
 void check_single_document(const std::string& path, const std::string& text) {
-  bool content = false;
+  bool content = false, ended = false;
   int line = 0;
   for (size_t pos = 0; pos < text.size(); ++line) {
     size_t nl = text.find('\n', pos);
@@ -203,26 +203,41 @@ void check_single_document(const std::string& path, const std::string& text) {
     auto marker = [&](const char* m) {
       return l.rfind(m, 0) == 0 && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
     };
-    if (content && (marker("---") || marker("...")))
-      throw ConfigError(path, line + 1, 1, "",
-                        "a second YAML document starts here; an experiment file holds one "
-                        "document");
+    auto second = [&] {
+      return ConfigError(path, line + 1, 1, "",
+                         "a second YAML document starts here; an experiment file holds one "
+                         "document");
+    };
+    if (marker("---")) {
+      if (content || ended) throw second();
+      continue;
+    }
+    if (marker("...")) {
+      ended = true;  // only comments, blank lines and directives may follow
+      continue;
+    }
     size_t first = l.find_first_not_of(" \t\r");
-    if (first != std::string::npos && l[first] != '#' && !marker("---")) content = true;
+    if (first == std::string::npos || l[first] == '#' || l[0] == '%') continue;
+    if (ended) throw second();
+    content = true;
   }
 }
 
 // yaml-cpp accepts a quoted scalar left open until the end of the file (the rest of the file
 // becomes its value); find such quotes in every scalar of the document.
-void check_quotes(const Reader& r, const std::string& text, const YAML::Node& node) {
+void check_quotes(const Reader& r, const std::string& text, const YAML::Node& node,
+                  std::set<std::pair<int, int>>& seen) {
   if (!node.IsDefined()) return;
+  // Aliases share their anchor's node (and mark): visit each node once, or a "billion laughs"
+  // file would take forever.
+  if (!seen.emplace(node.Mark().line, node.Mark().column).second) return;
   if (node.IsMap()) {
     for (const auto& kv : node) {
-      check_quotes(r, text, kv.first);
-      check_quotes(r, text, kv.second);
+      check_quotes(r, text, kv.first, seen);
+      check_quotes(r, text, kv.second, seen);
     }
   } else if (node.IsSequence()) {
-    for (const auto& item : node) check_quotes(r, text, item);
+    for (const auto& item : node) check_quotes(r, text, item, seen);
   } else if (node.IsScalar() && node.Tag() == "!") {
     size_t pos = offset_of(text, node.Mark().line, node.Mark().column);
     if (pos >= text.size() || (text[pos] != '"' && text[pos] != '\'')) return;
@@ -699,7 +714,8 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
     throw ConfigError(path, e.mark.line + 1, e.mark.column + 1, "",
                       fmt::format("YAML syntax error: {}{}", e.msg, hint));
   }
-  check_quotes(r, text, root);
+  std::set<std::pair<int, int>> seen;
+  check_quotes(r, text, root, seen);
   if (!root.IsMap()) throw ConfigError(path, 0, 0, "", "must be a YAML mapping of sections");
   r.check_keys(root, "", top_level_keys());
 
@@ -729,7 +745,12 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
   if (auto scales = root["scales"]) {
     if (!scales.IsMap() || scales.size() == 0)
       r.fail(scales, "scales", "must map scale names to {key: value} overrides");
-    for (const auto& kv : scales) scale_names.push_back(r.text(kv.first, "scales"));
+    for (const auto& kv : scales) {
+      auto name = r.text(kv.first, "scales");
+      if (std::find(scale_names.begin(), scale_names.end(), name) != scale_names.end())
+        r.fail(kv.first, "scales." + name, "duplicate key: the scale is defined twice");
+      scale_names.push_back(name);
+    }
   }
   std::string chosen = scale;
   if (chosen.empty() && root["default_scale"]) {
@@ -749,7 +770,11 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
     if (!overrides.IsMap())
       r.fail(overrides, "scales." + chosen,
              "must map keys to values, e.g. {measurement.batches: 8}");
+    std::set<std::string> overridden;
     for (const auto& kv : overrides) {
+      if (kv.first.IsScalar() && !overridden.insert(kv.first.Scalar()).second)
+        r.fail(kv.first, "scales." + chosen + "." + kv.first.Scalar(),
+               "duplicate key: the scale sets it twice");
       if (kv.first.IsScalar() && kv.first.Scalar() == "sweep") {
         sweep = kv.second;
         continue;
