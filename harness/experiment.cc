@@ -86,22 +86,33 @@ std::string suggestion(const std::string& key, const std::vector<std::string>& v
   return fmt::format("; valid keys: {}", join(valid));
 }
 
-// Byte offset of a 0-based (line, column) in `text` (yaml-cpp marks do not always carry it);
-// text.size() when past the end.
-size_t offset_of(const std::string& text, int line, int column) {
-  size_t pos = 0;
-  for (int l = 0; l < line && pos < text.size(); ++l) {
-    size_t nl = text.find('\n', pos);
-    pos = nl == std::string::npos ? text.size() : nl + 1;
+// Byte offsets of a text's lines, to turn a 0-based (line, column) of a yaml-cpp mark into an
+// offset (marks do not always carry one, and it is off by the BOM when there is one).
+class LineIndex {
+ public:
+  explicit LineIndex(const std::string& text) : size_(text.size()) {
+    starts_.push_back(0);
+    for (size_t i = 0; i < text.size(); ++i)
+      if (text[i] == '\n') starts_.push_back(i + 1);
   }
-  return std::min(text.size(), pos + static_cast<size_t>(std::max(column, 0)));
-}
+  /// text.size() when past the end.
+  size_t offset(int line, int column) const {
+    if (line < 0) line = 0;
+    if (static_cast<size_t>(line) >= starts_.size()) return size_;
+    return std::min(size_,
+                    starts_[static_cast<size_t>(line)] + static_cast<size_t>(std::max(column, 0)));
+  }
+
+ private:
+  size_t size_;
+  std::vector<size_t> starts_;
+};
 
 // Reads one YAML document with the file name at hand for messages.
 class Reader {
  public:
   Reader(std::string file, std::string document = "")
-      : file_(std::move(file)), document_(std::move(document)) {}
+      : file_(std::move(file)), document_(std::move(document)), lines_(document_) {}
 
   [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
                          const std::string& message) const {
@@ -160,7 +171,7 @@ class Reader {
   std::string text(const YAML::Node& n, const std::string& key) const {
     // YAML reads a bare `null` as the null value; as a string it is the word (`backend: null`).
     if (n.IsDefined() && n.IsNull()) {
-      size_t pos = offset_of(document_, n.Mark().line, n.Mark().column);
+      size_t pos = lines_.offset(n.Mark().line, n.Mark().column);
       std::string word;
       while (pos < document_.size() && std::isalpha(static_cast<unsigned char>(document_[pos])))
         word += document_[pos++];
@@ -187,7 +198,12 @@ class Reader {
 
  private:
   std::string file_;
-  std::string document_;  // for the spelling of null values
+  std::string document_;  // for the spelling of null values and quotes
+  LineIndex lines_;
+
+ public:
+  const std::string& document() const { return document_; }
+  size_t offset(int line, int column) const { return lines_.offset(line, column); }
 };
 
 // YAML::Load reads the first document and ignores the rest; YAML::LoadAll can loop forever on
@@ -239,7 +255,7 @@ void check_quotes(const Reader& r, const std::string& text, const YAML::Node& no
   } else if (node.IsSequence()) {
     for (const auto& item : node) check_quotes(r, text, item, seen);
   } else if (node.IsScalar() && node.Tag() == "!") {
-    size_t pos = offset_of(text, node.Mark().line, node.Mark().column);
+    size_t pos = r.offset(node.Mark().line, node.Mark().column);
     if (pos >= text.size() || (text[pos] != '"' && text[pos] != '\'')) return;
     const char quote = text[pos];
     for (size_t i = pos + 1; i < text.size(); ++i) {
@@ -708,7 +724,7 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
   } catch (const YAML::ParserException& e) {
     // yaml-cpp's message for a tab in the indentation does not say so.
     std::string hint;
-    for (size_t i = offset_of(text, e.mark.line, 0);
+    for (size_t i = r.offset(e.mark.line, 0);
          i < text.size() && (text[i] == ' ' || text[i] == '\t'); ++i)
       if (text[i] == '\t') hint = " (this line is indented with a tab; YAML indents with spaces)";
     throw ConfigError(path, e.mark.line + 1, e.mark.column + 1, "",
