@@ -235,8 +235,7 @@ int main(int argc, char** argv) {
           "{{\"raw_8mib_gbps\": {}, \"pipeline_8mib_gbps\": {}, \"bandwidth_ratio\": {},"
           " \"raw_4kib_one_way_us\": {}, \"pipeline_4kib_hop_us\": {}, \"hop_overhead_us\": {},"
           " \"models\": [",
-          raw_bw / 1e9, pipe_bw / 1e9, bw_ratio, 1e6 * raw_small,
-          1e6 * pipe_small, hop_over_us);
+          raw_bw / 1e9, pipe_bw / 1e9, bw_ratio, 1e6 * raw_small, 1e6 * pipe_small, hop_over_us);
       for (size_t i = 0; i < models.size(); ++i)
         out << fmt::format(
             "{}{{\"rate\": {}, \"stage0_s\": {}, \"stage1_s\": {}, \"pipeline_sps\": {}, "

@@ -173,8 +173,8 @@ std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
     line(R"(    --output "$output_dir/$name.$run.h5" --resume || rc=$?)");
   } else {
     // The run indices above belong to this scale's sweep.
-    line(R"(    --output "$output_dir/$name.$run.h5" --resume --scale )" +
-         shell_quote(e.scale) + " || rc=$?");
+    line(R"(    --output "$output_dir/$name.$run.h5" --resume --scale )" + shell_quote(e.scale) +
+         " || rc=$?");
   }
   line(R"(  if (( rc > status )); then status=$rc; fi)");
   line("done");

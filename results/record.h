@@ -53,8 +53,8 @@ struct RunRecord {
   int64_t measured_batches = 0;
   double start_unix_s = 0, end_unix_s = 0;
   // Pipeline-level metrics over the measured batches.
-  double throughput_sps = 0;      ///< samples per second, steady state at the last stage
-  double duration_s = 0;          ///< wall time of the measured window
+  double throughput_sps = 0;  ///< samples per second, steady state at the last stage
+  double duration_s = 0;      ///< wall time of the measured window
   /// Per batch: first stage start -> last stage end; repetitions x measured_batches entries.
   std::vector<double> latency_s;
   double latency_p50_s = 0, latency_p90_s = 0, latency_p99_s = 0;

@@ -206,8 +206,7 @@ TEST(results_reader, MissingCheckNamesObjectPath) {
   const std::string path = dir.file("missing_check.h5");
   write_experiment(path, make_sample_record());
   RawFile(path).delete_attribute("/runs/r-aa02/checks/10", "passed");
-  EXPECT_THAT(read_error(path),
-              HasSubstr(path + ":/runs/r-aa02/checks/10 attribute 'passed'"));
+  EXPECT_THAT(read_error(path), HasSubstr(path + ":/runs/r-aa02/checks/10 attribute 'passed'"));
   RawFile(path).delete_link("/runs/r-aa02/checks/3");  // 0..11 with a gap: 11 is never reached
   EXPECT_THAT(read_error(path), HasSubstr(path + ":/runs/r-aa02/checks/3"));
 }
