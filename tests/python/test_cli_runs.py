@@ -166,3 +166,42 @@ def test_scales_and_plan(tmp_path):
     assert p.returncode == 2 and "its scales: small, big" in p.stderr
     r = quilt("run", exp, "--output", tmp_path / "o.h5", "--run-index", 7)
     assert r.returncode == 2 and "runs 0..2" in r.stderr
+
+
+def test_auto_cuts_are_searched_and_predictions_stored(tmp_path):
+    text = """quilt: 1
+name: auto
+model: {arch: resnet18, input: [3, 32, 32], classes: 10}
+boards: {count: 2, profile: cpu}
+partition: {cuts: auto, objective: minmax}
+autoencoder: {rate: 8}
+measurement: {batch: 2, warmup_batches: 1, batches: 3}
+"""
+    exp = experiment(tmp_path, text)
+    plan = local("plan", exp)
+    assert plan.returncode == 0, plan.stderr
+    assert "cuts chosen by the search (minmax" in plan.stdout
+    assert plan.stdout.count("predicted") == 2
+    out = tmp_path / "o.h5"
+    r = quilt("run", exp, "--output", out, ranks=2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with h5py.File(out, "r") as f:
+        (rid,) = list(f["runs"])
+        g = f["runs"][rid]
+        chosen = g["params"].attrs["partition.chosen_cuts"]
+        assert chosen.startswith("[after_") and len(g["cut_names"]) == 1
+        for k in ("0", "1"):
+            st = g["stages"][k].attrs
+            assert st["predicted_exec_s"] > 0
+            assert abs(st["predicted_exec_s"] - st["predicted_compute_s"]
+                       - st["predicted_comm_s"]) < 1e-12
+    rep = local("report", out)
+    assert "predicted" in rep.stdout and "error" in rep.stdout
+    # A fixed cut that does not exist, and more boards than cut points: exit 2 with the key.
+    bad = experiment(tmp_path, text.replace("objective: minmax}", "objective: minmax, fixed: [after_layer9]}"),
+                     name="bad.yaml")
+    v = local("validate", bad)
+    assert v.returncode == 2 and "partition.fixed" in v.stderr and "after_layer9" in v.stderr
+    many = experiment(tmp_path, text.replace("count: 2", "count: 12"), name="many.yaml")
+    v = local("validate", many)
+    assert v.returncode == 2 and "boards.count" in v.stderr
