@@ -3,6 +3,7 @@
 #include "partitioners/cost_model.h"
 #include "partitioners/error.h"
 #include "partitioners/profile.h"
+#include "tests/partitioners/expect_error.h"
 
 #include <gtest/gtest.h>
 
@@ -14,18 +15,6 @@
 
 namespace quilt::partitioners {
 namespace {
-
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no PartitionError thrown";
-  } catch (const PartitionError& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) {
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' missing in: " << msg;
-    }
-  }
-}
 
 #define EXPECT_REL(a, b) EXPECT_NEAR((a), (b), 1e-12 * std::abs(b))
 

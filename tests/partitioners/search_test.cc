@@ -3,6 +3,7 @@
 
 #include "partitioners/search.h"
 #include "partitioners/error.h"
+#include "tests/partitioners/expect_error.h"
 
 #include <gtest/gtest.h>
 
@@ -16,18 +17,6 @@
 
 namespace quilt::partitioners {
 namespace {
-
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no PartitionError thrown";
-  } catch (const PartitionError& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) {
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' missing in: " << msg;
-    }
-  }
-}
 
 struct Instance {
   ModelProfile model;
