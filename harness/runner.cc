@@ -389,6 +389,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
 
   backends::BoardRegistry registry;
   backends::register_builtin_boards(registry);
+  models::Model cached_base{nullptr};
+  std::string base_key;
 
   for (size_t r = 0; r < experiment.runs.size(); ++r) {
     const RunConfig& run = experiment.runs[r];
@@ -428,7 +430,18 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     try {
       torch::NoGradGuard no_grad;
       models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
-      models::Model base = build_base(run.model);
+      // Consecutive runs of a sweep often share the base model (only R, cuts or boards
+      // change): build it once. Pipeline runs never change its weights.
+      const std::string key = fmt::format("{}|{}|{}|{}|{}", run.model.arch,
+                                          fmt::join(run.model.input, "x"), run.model.classes,
+                                          run.model.weights, run.model.seed);
+      if (base_key != key) {
+        cached_base = build_base(run.model);
+        base_key = key;
+      }
+      models::Model base = cached_base;
+      // The autoencoders' initial weights depend on the seed only, not on the sweep's order.
+      torch::manual_seed(run.model.seed + 0x9e3779b97f4a7c15ULL);
       plan = plan_run(run, base, experiment.path);
       qm = models::QuiltModel(base, plan.cuts, ae);
       qm->eval();
