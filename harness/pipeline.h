@@ -36,8 +36,12 @@ struct PipelineOptions {
 /// What one rank measured. Times in seconds; vectors have one entry per measured batch.
 struct StageTiming {
   std::vector<double> compute_s, recv_wait_s, send_wait_s;
-  /// Paced runs only (empty otherwise): the host->board and board->host phases per batch.
+  /// The host->board and board->host phases per batch: paced runs, and boards that time their
+  /// own transfers (Board::last_phase_times, e.g. XRT); empty otherwise.
   std::vector<double> h2d_s, d2h_s;
+  /// Joules the board measured itself over the measured batches (Board::stop_energy_window);
+  /// negative when the board gives no power reading.
+  double board_energy_j = -1;
   /// Paced runs: measured batches whose real compute took longer than its paced time (the CPU
   /// did not keep up: the dilation factor is too small), or whose pacing ended more than
   /// 2% + 0.5 ms late (the process was not scheduled in time: a loaded machine).

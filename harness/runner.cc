@@ -82,6 +82,7 @@ std::string pack_stage(const results::StageRecord& s, const std::vector<double>&
   p.put(s.predicted_exec_s);
   p.put(s.h2d_s);
   p.put(s.d2h_s);
+  p.put(s.energy_j);
   p.put(end_s);
   return p.bytes();
 }
@@ -106,6 +107,7 @@ results::StageRecord unpack_stage(const std::string& bytes, std::vector<double>*
   u.get(s.predicted_exec_s);
   u.get(s.h2d_s);
   u.get(s.d2h_s);
+  u.get(s.energy_j);
   u.get(*end_s);
   return s;
 }
@@ -223,10 +225,13 @@ void check_experiment(const Experiment& experiment, int ranks) {
 
 namespace {
 
-// Energy from the board profile's power: per board, busy power while busy (h2d + compute + d2h
-// in board time), idle power for the rest of the measured windows, plus link energy for the
-// bytes moved between host and board.
+// Energy: measured by the boards themselves when every board gave a reading (stage energy_j
+// already set), else from the board profile's power: per board, busy power while busy (h2d +
+// compute + d2h in board time), idle power for the rest of the measured windows, plus link
+// energy for the bytes moved between host and board.
 void fill_energy(results::RunRecord& rec, const RunPlan& plan) {
+  bool from_boards = !rec.stages.empty();
+  for (const auto& st : rec.stages) from_boards = from_boards && st.energy_j >= 0;
   double window = 0;
   for (double d : rec.repetition_duration_s) window += d;
   const int64_t batches = rec.repetitions * rec.measured_batches;
@@ -238,6 +243,10 @@ void fill_energy(results::RunRecord& rec, const RunPlan& plan) {
     for (double x : st.h2d_s) busy += x;
     for (double x : st.d2h_s) busy += x;
     st.busy_s = busy;
+    if (from_boards) {
+      total += st.energy_j;
+      continue;
+    }
     const double link_bytes = static_cast<double>(sizeof(float)) * rec.batch_size * batches *
                               static_cast<double>(numel(st.in_shape) + numel(st.out_shape));
     st.energy_j = board_energy_j(busy, window, plan.power_busy_w, plan.power_idle_w, link_bytes,
@@ -246,10 +255,10 @@ void fill_energy(results::RunRecord& rec, const RunPlan& plan) {
     total += st.energy_j;
   }
   const double samples = static_cast<double>(batches * rec.batch_size);
-  if (available && samples > 0) {
+  if ((from_boards || available) && samples > 0) {
     rec.energy_j = total;
     rec.energy_per_sample_j = total / samples;
-    rec.energy_source = "profile";
+    rec.energy_source = from_boards ? "board" : "profile";
   }
 }
 
@@ -564,6 +573,11 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       append(all.h2d_s, t.h2d_s);
       append(all.d2h_s, t.d2h_s);
       all.overruns += t.overruns;
+      // Board-measured energy: summed over repetitions, unavailable if any lacks it.
+      all.board_energy_j = rep == 0 ? t.board_energy_j
+                           : (all.board_energy_j < 0 || t.board_energy_j < 0)
+                               ? -1
+                               : all.board_energy_j + t.board_energy_j;
       all.bytes_sent += t.bytes_sent;
       all.bytes_received += t.bytes_received;
       rep_start.push_back(t.start_s);
@@ -600,6 +614,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     stage.send_wait_s = all.send_wait_s;
     stage.h2d_s = all.h2d_s;
     stage.d2h_s = all.d2h_s;
+    stage.energy_j = time_model == "measured" ? all.board_energy_j : -1;
     stage.predicted_compute_s = plan.stages.at(k).compute_s;
     stage.predicted_comm_s = plan.stages.at(k).comm_s;
     stage.predicted_exec_s = plan.stages.at(k).exec_s;
