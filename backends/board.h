@@ -18,6 +18,11 @@ struct StageAssignment {
   std::shared_ptr<models::QuiltModelImpl> model;
   size_t stage = 0;
   int64_t batch_size = 1;
+  // Backend-specific settings from the experiment (boards.*); backends that do not need them
+  // ignore them.
+  std::string xclbin;  ///< xrt: the user's kernel binary (boards.xclbin)
+  std::string device;  ///< xrt: device index or PCIe BDF; empty = the rank's node-local index
+  std::string kernel;  ///< xrt: kernel name; empty = the convention, quilt_stage<stage>
 };
 
 /// An accelerator that runs one pipeline stage. Methods are called by the rank that owns the

@@ -2,6 +2,7 @@
 
 #include "backends/emulator.h"
 #include "backends/null_board.h"
+#include "backends/xrt_board.h"
 
 #include <fmt/format.h>
 
@@ -33,6 +34,7 @@ std::vector<std::string> BoardRegistry::names() const {
 void register_builtin_boards(BoardRegistry& registry) {
   registry.add("emulator", [] { return std::make_unique<EmulatorBoard>(); });
   registry.add("null", [] { return std::make_unique<NullBoard>(); });
+  if (xrt_built()) registry.add("xrt", [] { return std::make_unique<XrtBoard>(); });
 }
 
 }  // namespace quilt::backends
