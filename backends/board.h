@@ -15,6 +15,9 @@ namespace quilt::backends {
 /// What a board is asked to run: stage `stage` of `model` (whose weights it may copy or fold),
 /// with batches of `batch_size` samples.
 struct StageAssignment {
+  StageAssignment(std::shared_ptr<models::QuiltModelImpl> model = nullptr, size_t stage = 0,
+                  int64_t batch_size = 1)
+      : model(std::move(model)), stage(stage), batch_size(batch_size) {}
   std::shared_ptr<models::QuiltModelImpl> model;
   size_t stage = 0;
   int64_t batch_size = 1;
