@@ -429,6 +429,14 @@ void XrtBoard::load(const StageAssignment& a) {
       xrt_call(fmt::format("allocating the {}-byte output buffer of `{}`", impl->out_bytes, kname),
                "is the batch too large for the bank the xclbin connects argument 1 to?",
                [&] { return xrt::bo(impl->device, impl->out_bytes, impl->kernel.group_id(1)); });
+  // Defined contents from the start: a kernel that writes only part of its output (or the noop
+  // shim, which writes nothing) must not hand the pipeline uninitialised memory.
+  xrt_call("clearing the buffers", "", [&] {
+    std::memset(impl->in.map(), 0, impl->in_bytes);
+    std::memset(impl->out.map(), 0, impl->out_bytes);
+    impl->in.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+    impl->out.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  });
   xrt_call(fmt::format("setting the arguments of `{}`", kname), "", [&] {
     impl->run = xrt::run(impl->kernel);
     impl->run.set_arg(0, impl->in);

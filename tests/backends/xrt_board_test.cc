@@ -23,9 +23,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#define SKIP_WITHOUT_XRT()                                                               \
-  if (!xrt_built()) GTEST_SKIP() << "the XRT backend is not built (QUILT_XRT=OFF or no " \
-                                    "libxrt-dev)"
+#define SKIP_WITHOUT_XRT()                                             \
+  if (!xrt_built())                                                    \
+  GTEST_SKIP() << "the XRT backend is not built (QUILT_XRT=OFF or no " \
+                  "libxrt-dev)"
 
 #ifdef QUILT_TEST_HAVE_XRT
 class XrtBoardTest : public ::testing::Test {
@@ -275,6 +276,28 @@ TEST_F(XrtBoardTest, SyntheticXclbinIsRefusedOutsideEmulation) {
   std::string msg = load_error(board, two_stage_mlp(0, 2));
   setenv("XCL_EMULATION_MODE", "noop", 1);
   EXPECT_NE(msg.find("has no bitstream section"), std::string::npos) << msg;
+}
+
+TEST_F(XrtBoardTest, FallsBackToTheEmulatorWithAWarning) {
+  SKIP_WITHOUT_XRT();
+  BoardRegistry registry;
+  register_builtin_boards(registry);
+  StageAssignment a = two_stage_mlp(1, 2);
+  a.device = "42";
+  EXPECT_THROW(make_loaded_board(registry, "xrt", a), BoardError);
+  auto board = make_loaded_board(registry, "xrt", a, "emulator");
+  EXPECT_EQ(board->backend(), "emulator");
+  EXPECT_EQ(board->description().rfind("WARNING: xrt board unavailable (no XRT device with index "
+                                       "42",
+                                       0),
+            0u)
+      << board->description();
+  EXPECT_NE(board->description().find("fell back to emulator: CPU emulator"), std::string::npos)
+      << board->description();
+  EXPECT_EQ(board->run(torch::randn({2, 512})).sizes().vec(), (std::vector<int64_t>{2, 10}));
+  // A board that opens is returned as it is.
+  a.device = "0";
+  EXPECT_EQ(make_loaded_board(registry, "xrt", a, "emulator")->backend(), "xrt");
 }
 
 TEST_F(XrtBoardTest, PowerIsUnavailableOnTheNoopShim) {
