@@ -100,6 +100,17 @@ def test_boards_without_a_board_says_so():
     assert "alveo-u200" in p.stdout
 
 
+def test_boards_one_device_after_loading_an_xclbin(xclbin):
+    p = run([str(QUILT), "boards", "--device", "1", "--xclbin", str(xclbin), "--size", "1",
+             "--repeats", "2"], QUILT_XRT_NOOP_DEVICES="2")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [l.split() for l in p.stdout.splitlines() if len(l.split()) == 4]
+    assert [r[:2] for r in rows if r[0] in ("0", "1")] == [["1", "1"]], p.stdout
+    p = run([str(QUILT), "boards", "--device", "5"], QUILT_XRT_NOOP_DEVICES="2")
+    assert p.returncode == 2
+    assert "no device 5; this host has 2 (0..1)" in p.stderr
+
+
 def test_boards_bad_option():
     p = run([str(QUILT), "boards", "--repeats", "0"])
     assert p.returncode == 2
