@@ -16,9 +16,17 @@ namespace quilt::backends {
 /// What a board is asked to run: stage `stage` of `model` (whose weights it may copy or fold),
 /// with batches of `batch_size` samples.
 struct StageAssignment {
+  StageAssignment(std::shared_ptr<models::QuiltModelImpl> model = nullptr, size_t stage = 0,
+                  int64_t batch_size = 1)
+      : model(std::move(model)), stage(stage), batch_size(batch_size) {}
   std::shared_ptr<models::QuiltModelImpl> model;
   size_t stage = 0;
   int64_t batch_size = 1;
+  // Backend-specific settings from the experiment (boards.*); backends that do not need them
+  // ignore them.
+  std::string xclbin;  ///< xrt: the user's kernel binary (boards.xclbin)
+  std::string device;  ///< xrt: device index or PCIe BDF; empty = the rank's node-local index
+  std::string kernel;  ///< xrt: kernel name; empty = the convention, quilt_stage<stage>
 };
 
 /// An accelerator that runs one pipeline stage. Methods are called by the rank that owns the

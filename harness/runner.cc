@@ -1,6 +1,7 @@
 #include "harness/runner.h"
 
 #include "backends/registry.h"
+#include "backends/xrt_board.h"
 #include "harness/metrics.h"
 #include "harness/mpi.h"
 #include "harness/pack.h"
@@ -273,8 +274,9 @@ std::string unavailable_reason(const RunConfig& run) {
   if (run.data.kind != "synthetic")
     return fmt::format("data.kind `{}` feeds training; pipeline runs use synthetic inputs",
                        run.data.kind);
-  if (run.boards.backend == "xrt")
-    return "boards.backend `xrt`: the XRT backend is not in this build yet (valid: emulator, null)";
+  if (run.boards.backend == "xrt" && !backends::xrt_built())
+    return "boards.backend `xrt`: this build has no XRT backend (install libxrt-dev and uuid-dev "
+           "and reconfigure; -DQUILT_XRT=ON makes it required); valid here: emulator, null";
   if (run.boards.time_model == "measured" &&
       (run.links.h2d_gbps > 0 || run.links.d2h_gbps > 0 || run.links.latency_s > 0))
     return "links: link overrides model the host<->board link, which only the dilated and "
@@ -454,8 +456,12 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       plan = plan_run(run, base, experiment.path);
       qm = models::QuiltModel(base, plan.cuts, ae);
       qm->eval();
-      board = registry.make(run.boards.backend);
-      board->load({qm.ptr(), static_cast<size_t>(me), run.measurement.batch});
+      backends::StageAssignment assignment{qm.ptr(), static_cast<size_t>(me),
+                                           run.measurement.batch};
+      assignment.xclbin = run.boards.xclbin;
+      if (!run.boards.devices.empty()) assignment.device = run.boards.devices.at(me);
+      board = backends::make_loaded_board(registry, run.boards.backend, assignment,
+                                          run.boards.fallback == "emulator" ? "emulator" : "");
     } catch (const std::exception& e) {
       error = e.what();
     }
