@@ -637,14 +637,16 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
 
   Compiler c(spec.in_shape, options.force_fallback);
   int x = c.input();
+  // A cut where several tensors cross has a CutCodec (unpack, one autoencoder per tensor,
+  // pack), which runs through the fallback.
   if (stage > 0) {
-    if (auto ae = model.autoencoder(stage - 1)) x = c.any(ae->decoder(), x, "decoder");
+    if (auto m = model.decoder_module(stage - 1); !m.is_empty()) x = c.any(m, x, "decoder");
   }
   const auto& units = model.base()->units();
   for (size_t u = spec.first_unit; u < spec.end_unit; ++u)
     x = c.any(units[u].module, x, units[u].name);
   if (stage + 1 < model.num_stages()) {
-    if (auto ae = model.autoencoder(stage)) x = c.any(ae->encoder(), x, "encoder");
+    if (auto m = model.encoder_module(stage); !m.is_empty()) x = c.any(m, x, "encoder");
   }
   TORCH_INTERNAL_ASSERT(c.regs()[x].shape == spec.out_shape, "stage ", stage,
                         " compiles to output ", models::to_string(c.regs()[x].shape),
