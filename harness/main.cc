@@ -153,11 +153,11 @@ int cmd_summary(int argc, char** argv) {
   for (const auto& c : s.cuts) {
     bool selected = cuts.empty() || std::find(cuts.begin(), cuts.end(), c.name) != cuts.end();
     if (!selected) continue;
-    auto enc = rate > 1 ? quilt::models::encoded_shape(c.shape, rate) : c.shape;
+    // Several crossing tensors (UNet): packed shapes, bytes summed over the tensors.
+    const auto t = quilt::models::cut_traffic(c, {rate, 1});
     fmt::print("{:<14} {:>16} {:>14} {:>16} {:>14} {:>8.2f}\n", c.name,
-               quilt::models::to_string(c.shape), 4 * quilt::models::numel(c.shape),
-               quilt::models::to_string(enc), 4 * quilt::models::numel(enc),
-               rate > 1 ? quilt::models::effective_rate(c.shape[0], rate) : 1.0);
+               quilt::models::to_string(t.shape), t.bytes_per_sample,
+               quilt::models::to_string(t.wire_shape), t.wire_bytes_per_sample, t.effective_rate);
   }
   return kExitOk;
 }
