@@ -304,6 +304,18 @@ TEST(InferenceTest, UNetStagesAcrossSkipsMatchReference) {
     torch::manual_seed(10);
     models::QuiltModel qm(base, {"after_down2", "after_up3"}, models::AutoencoderOptions{rate, 1});
     expect_stages_match_with_fallback(qm, 2, fmt::format("unet R={}", rate));
+    // All on the fast path: unpack views, packs, one transposed conv per up unit.
+    std::map<std::string, int> kinds;
+    for (size_t k = 0; k < qm->num_stages(); ++k) {
+      CompiledStage stage(*qm, k, 2);
+      EXPECT_TRUE(stage.fallbacks().empty()) << stage.summary();
+      for (const auto& op : stage.ops()) ++kinds[op.kind];
+    }
+    EXPECT_EQ(kinds["conv_transpose"], 4);
+    EXPECT_EQ(kinds["cat"], 4);
+    EXPECT_GT(kinds["unpack"], 0);
+    EXPECT_GT(kinds["pack"], 0);
+    EXPECT_EQ(kinds["fallback"], 0);
   }
 }
 
