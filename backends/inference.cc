@@ -3,6 +3,7 @@
 #include "backends/allocation_cache.h"
 #include "backends/board.h"
 #include "models/autoencoder.h"
+#include "models/efficientnet.h"
 #include "models/mlp.h"
 #include "models/model.h"
 #include "models/quilt_model.h"
@@ -55,6 +56,8 @@ enum class Code {
   kPack,       // dense [N, total] from several registers, flattened and concatenated
   kCat,        // channel concatenation of dense registers (UNet's skip + upsampled)
   kConvTranspose,  // dense at::conv_transpose2d
+  kSilu,           // x * sigmoid(x), on blocked or dense tensors
+  kSqueezeExcite,  // dense: x * sigmoid(fc2(silu(fc1(mean_hw(x))))), the 1x1 convs as GEMMs
 };
 
 const char* kind_of(Code c) {
@@ -89,6 +92,10 @@ const char* kind_of(Code c) {
       return "cat";
     case Code::kConvTranspose:
       return "conv_transpose";
+    case Code::kSilu:
+      return "silu";
+    case Code::kSqueezeExcite:
+      return "squeeze_excite";
   }
   return "?";
 }
@@ -100,6 +107,7 @@ struct Instr {
   bool relu = false;      // fused ReLU on the op's own output
   bool in_place = false;  // kAdd / kRelu write into register a (decided by finalize())
   at::Tensor weight, bias;
+  at::Tensor weight2, bias2;  // kSqueezeExcite: fc2 (weight/bias hold fc1)
   std::vector<int64_t> kernel, stride, padding, dilation, output_size;
   std::vector<int> srcs;          // kPack / kCat: the registers, in order
   int64_t offset = 0;             // kUnpack: first element of the tensor within a sample
@@ -355,6 +363,18 @@ class Compiler {
     }
     if (auto* l = as<models::LinearReluImpl>(m)) return linear(*l->fc, x, true, name);
     if (auto* u = as<models::UNetUnitImpl>(m)) return unet_unit(*u, x, name);
+    if (as<nn::SiLUImpl>(m) != nullptr) return silu(x, name);
+    if (auto* se = as<models::SqueezeExcitationImpl>(m)) return squeeze_excite(*se, x, name);
+    if (auto* b = as<models::MBConvImpl>(m)) {
+      const int y = seq(*b->block, x, name + ".block");
+      // Stochastic depth is the identity in eval.
+      return b->use_res_connect ? add(y, x, false, name + ".add") : y;
+    }
+    if (auto* h = as<models::EfficientNetHeadImpl>(m)) {
+      x = adaptive_avg_pool(std::vector<int64_t>{1, 1}, x, "avgpool");
+      x = flatten(1, -1, x, "flatten");
+      return seq(*h->classifier, x, "classifier");
+    }
     if (auto* d = as<models::DoubleConvImpl>(m)) return seq(*d->double_conv, x, name + ".double_conv");
     if (auto* d = as<models::DownImpl>(m)) return seq(*d->maxpool_conv, x, name + ".maxpool_conv");
     if (auto* o = as<models::OutConvImpl>(m)) return conv2d(fold(*o->conv, nullptr), x, false, name);
@@ -442,6 +462,34 @@ class Compiler {
       xs[i] = module(layer.ptr(), xs[i], fmt::format("{}.{}", name, i));
     }
     return pack(xs, name);
+  }
+
+  int silu(int x, const std::string& name) {
+    Instr in = op(Code::kSilu, name);
+    in.a = x;
+    return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, true});
+  }
+
+  int squeeze_excite(const models::SqueezeExcitationImpl& se, int x, const std::string& name) {
+    x = dense(x);
+    const Shape& s = regs_[x].shape;
+    const auto& o1 = se.fc1->options;
+    const auto& o2 = se.fc2->options;
+    auto one_by_one = [](const auto& o) {
+      return (*o.kernel_size())[0] == 1 && (*o.kernel_size())[1] == 1 && o.groups() == 1 &&
+             (*o.stride())[0] == 1 && (*o.stride())[1] == 1;
+    };
+    if (s.size() != 3 || s[0] != o1.in_channels() || !one_by_one(o1) || !one_by_one(o2) ||
+        !se.fc1->bias.defined() || !se.fc2->bias.defined())
+      throw Unsupported{"squeeze-excitation other than 1x1 convs with bias on NCHW"};
+    Instr in = op(Code::kSqueezeExcite, name);
+    in.a = x;
+    // [in, out] matrices for addmm, as linear() stores them.
+    in.weight = se.fc1->weight.detach().flatten(1).t().contiguous();
+    in.bias = se.fc1->bias.detach().clone();
+    in.weight2 = se.fc2->weight.detach().flatten(1).t().contiguous();
+    in.bias2 = se.fc2->bias.detach().clone();
+    return emit(std::move(in), Reg{Layout::kDense, s, true});
   }
 
   int conv_transpose(const nn::ConvTranspose2dImpl& c, int x, const std::string& name) {
@@ -738,6 +786,17 @@ struct CompiledStage::Impl {
         std::vector<at::Tensor> parts;
         for (int r : in.srcs) parts.push_back(regs[r]);
         dst = at::cat(parts, 1);
+        break;
+      }
+      case Code::kSilu:
+        // oneDNN tensors have sigmoid and same-shape mul but no silu.
+        dst = at::mul(a, at::sigmoid(a));
+        break;
+      case Code::kSqueezeExcite: {
+        at::Tensor scale = at::addmm(in.bias, a.mean({2, 3}), in.weight);
+        at::silu_(scale);
+        scale = at::addmm(in.bias2, scale, in.weight2).sigmoid_();
+        dst = a * scale.view({scale.size(0), scale.size(1), 1, 1});
         break;
       }
       case Code::kConvTranspose:

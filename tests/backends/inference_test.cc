@@ -340,6 +340,19 @@ TEST(InferenceTest, EfficientNetStagesMatchReference) {
     models::QuiltModel qm(base, {"after_features.4"}, models::AutoencoderOptions{rate, 1});
     expect_stages_match_with_fallback(qm, 2, fmt::format("efficientnet_b0 R={}", rate));
   }
+  // On the fast path: every MBConv's squeeze-excitation, SiLU after the stem, expand and
+  // depthwise convs (not after the project convs), BN folded everywhere.
+  models::QuiltModel qm(base, {"after_features.4"}, models::AutoencoderOptions{8, 1});
+  std::map<std::string, int> kinds;
+  for (size_t k = 0; k < qm->num_stages(); ++k) {
+    CompiledStage stage(*qm, k, 2);
+    EXPECT_TRUE(stage.fallbacks().empty()) << stage.summary();
+    for (const auto& op : stage.ops()) ++kinds[op.kind];
+  }
+  EXPECT_EQ(kinds["squeeze_excite"], 16);
+  EXPECT_EQ(kinds["silu"], 1 + 15 * 2 + 1 + 1);  // stem, 15 blocks x 2 + features.1.0, last
+  EXPECT_EQ(kinds["batch_norm"], 0);
+  EXPECT_EQ(kinds["linear"], 1);
 }
 
 }  // namespace
