@@ -46,15 +46,15 @@ enum class Code {
   kConv,  // oneDNN conv on blocked tensors, BN folded, optional fused ReLU (in place)
   kAdd,   // residual add of b into a, optional ReLU
   kRelu,
-  kMaxPool,    // on blocked tensors
-  kAvgPool,    // adaptive average pool on blocked tensors
-  kFlatten,    // dense view
-  kLinear,     // dense GEMM (OpenBLAS), optional ReLU
-  kBatchNorm,  // standalone eval BatchNorm2d on dense tensors
-  kFallback,   // the module's own forward, dense in and out
-  kUnpack,     // one tensor of a packed batch: a dense view (narrow + view), no copy
-  kPack,       // dense [N, total] from several registers, flattened and concatenated
-  kCat,        // channel concatenation of dense registers (UNet's skip + upsampled)
+  kMaxPool,        // on blocked tensors
+  kAvgPool,        // adaptive average pool on blocked tensors
+  kFlatten,        // dense view
+  kLinear,         // dense GEMM (OpenBLAS), optional ReLU
+  kBatchNorm,      // standalone eval BatchNorm2d on dense tensors
+  kFallback,       // the module's own forward, dense in and out
+  kUnpack,         // one tensor of a packed batch: a dense view (narrow + view), no copy
+  kPack,           // dense [N, total] from several registers, flattened and concatenated
+  kCat,            // channel concatenation of dense registers (UNet's skip + upsampled)
   kConvTranspose,  // dense at::conv_transpose2d
   kSilu,           // x * sigmoid(x), on blocked or dense tensors
   kSqueezeExcite,  // dense: x * sigmoid(fc2(silu(fc1(mean_hw(x))))), the 1x1 convs as GEMMs
@@ -109,9 +109,9 @@ struct Instr {
   at::Tensor weight, bias;
   at::Tensor weight2, bias2;  // kSqueezeExcite: fc2 (weight/bias hold fc1)
   std::vector<int64_t> kernel, stride, padding, dilation, output_size;
-  std::vector<int> srcs;          // kPack / kCat: the registers, in order
-  int64_t offset = 0;             // kUnpack: first element of the tensor within a sample
-  std::vector<int64_t> view;      // kUnpack: per-sample shape of the tensor
+  std::vector<int> srcs;      // kPack / kCat: the registers, in order
+  int64_t offset = 0;         // kUnpack: first element of the tensor within a sample
+  std::vector<int64_t> view;  // kUnpack: per-sample shape of the tensor
   int64_t groups = 1;
   bool ceil_mode = false;
   int64_t start_dim = 1, end_dim = -1;
@@ -375,9 +375,11 @@ class Compiler {
       x = flatten(1, -1, x, "flatten");
       return seq(*h->classifier, x, "classifier");
     }
-    if (auto* d = as<models::DoubleConvImpl>(m)) return seq(*d->double_conv, x, name + ".double_conv");
+    if (auto* d = as<models::DoubleConvImpl>(m))
+      return seq(*d->double_conv, x, name + ".double_conv");
     if (auto* d = as<models::DownImpl>(m)) return seq(*d->maxpool_conv, x, name + ".maxpool_conv");
-    if (auto* o = as<models::OutConvImpl>(m)) return conv2d(fold(*o->conv, nullptr), x, false, name);
+    if (auto* o = as<models::OutConvImpl>(m))
+      return conv2d(fold(*o->conv, nullptr), x, false, name);
     if (auto* c = as<models::CutCodecImpl>(m)) return cut_codec(*c, x, name);
     if (auto* c = as<nn::Conv2dImpl>(m)) return conv2d(fold(*c, nullptr), x, false, name);
     if (auto* l = as<nn::LinearImpl>(m)) return linear(*l, x, false, name);

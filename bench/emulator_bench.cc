@@ -119,27 +119,30 @@ void register_zoo() {
       for (bool eager : {false, true}) {
         const std::string name = fmt::format("{}_{}/{}/stage:{}/R:{}/batch:{}", c.arch, c.cut,
                                              eager ? "eager" : "emulator", stage, c.rate, c.batch);
-        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) {
-          torch::manual_seed(0);
-          auto base = quilt::models::make_model(c.arch, {c.input, c.classes});
-          quilt::models::QuiltModel qm(base, {c.cut}, quilt::models::AutoencoderOptions{c.rate, 1});
-          qm->eval();
-          CompileOptions o;
-          o.force_fallback = eager;
-          EmulatorBoard board(o);
-          std::vector<int64_t> shape = {c.batch};
-          const auto& in = qm->stage(stage).in_shape;
-          shape.insert(shape.end(), in.begin(), in.end());
-          at::Tensor input = torch::randn(shape);
-          board.load({qm.ptr(), stage, c.batch});
-          board.run(input);
-          for (auto _ : s) {
-            at::Tensor out = board.run(input);
-            benchmark::DoNotOptimize(out.data_ptr());
-          }
-          s.SetItemsProcessed(s.iterations() * c.batch);
-          s.SetLabel(board.description());
-        })
+        benchmark::RegisterBenchmark(
+            name.c_str(),
+            [=](benchmark::State& s) {
+              torch::manual_seed(0);
+              auto base = quilt::models::make_model(c.arch, {c.input, c.classes});
+              quilt::models::QuiltModel qm(base, {c.cut},
+                                           quilt::models::AutoencoderOptions{c.rate, 1});
+              qm->eval();
+              CompileOptions o;
+              o.force_fallback = eager;
+              EmulatorBoard board(o);
+              std::vector<int64_t> shape = {c.batch};
+              const auto& in = qm->stage(stage).in_shape;
+              shape.insert(shape.end(), in.begin(), in.end());
+              at::Tensor input = torch::randn(shape);
+              board.load({qm.ptr(), stage, c.batch});
+              board.run(input);
+              for (auto _ : s) {
+                at::Tensor out = board.run(input);
+                benchmark::DoNotOptimize(out.data_ptr());
+              }
+              s.SetItemsProcessed(s.iterations() * c.batch);
+              s.SetLabel(board.description());
+            })
             ->Unit(benchmark::kMillisecond)
             ->MinTime(0.5)
             ->UseRealTime();

@@ -270,11 +270,10 @@ void write_rows(const std::string& path, const Args& a, const models::ModelSumma
                           r.unit.flops, r.unit.params, r.unit.out_bytes, r.cut_after,
                           time(r.measured_s, 1), time(r.measured_s, batch));
       for (const auto& l : r.layers) {
-        text += fmt::format("{},{},{},{},{},{},,{},{},{},{}\n", r.unit.name,
-                            models::to_string(l.layer.in_shape),
-                            models::to_string(l.layer.out_shape), l.layer.flops, l.layer.params,
-                            l.layer.out_bytes, time(l.measured_s, 1), time(l.measured_s, batch),
-                            l.layer.name, l.layer.type);
+        text += fmt::format(
+            "{},{},{},{},{},{},,{},{},{},{}\n", r.unit.name, models::to_string(l.layer.in_shape),
+            models::to_string(l.layer.out_shape), l.layer.flops, l.layer.params, l.layer.out_bytes,
+            time(l.measured_s, 1), time(l.measured_s, batch), l.layer.name, l.layer.type);
       }
     }
   } else {
@@ -379,8 +378,8 @@ int profile(const Args& a) {
     width = std::max(width, r.unit.name.size());
     for (const LayerRow& l : r.layers) width = std::max(width, l.layer.name.size() + 2);
   }
-  std::string header = fmt::format("{:<{}} {:>14} {:>14} {:>10} {:>10} {:>11}", "unit", width,
-                                   "in", "out", "GFLOPs", "params", "out bytes");
+  std::string header = fmt::format("{:<{}} {:>14} {:>14} {:>10} {:>10} {:>11}", "unit", width, "in",
+                                   "out", "GFLOPs", "params", "out bytes");
   if (a.measure) header += fmt::format(" {:>11} {:>10}", "ms/batch", "GFLOP/s");
   if (!a.units_only) header += "  type";
   fmt::print("{}\n", header);
@@ -398,8 +397,8 @@ int profile(const Args& a) {
                r.unit.flops * 1e-9, r.unit.params, r.unit.out_bytes,
                measured(r.measured_s, r.unit.flops), a.units_only ? "" : "  unit");
     for (const LayerRow& l : r.layers) {
-      fmt::print("{:<{}} {:>14} {:>14} {:>10.4f} {:>10} {:>11}{}  {}\n", "  " + l.layer.name,
-                 width, models::to_string(l.layer.in_shape), models::to_string(l.layer.out_shape),
+      fmt::print("{:<{}} {:>14} {:>14} {:>10.4f} {:>10} {:>11}{}  {}\n", "  " + l.layer.name, width,
+                 models::to_string(l.layer.in_shape), models::to_string(l.layer.out_shape),
                  l.layer.flops * 1e-9, l.layer.params, l.layer.out_bytes,
                  measured(l.measured_s, l.layer.flops), l.layer.type);
     }

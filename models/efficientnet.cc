@@ -22,9 +22,11 @@ using torch::nn::Conv2dOptions;
 NestedSequential conv_norm_activation(int64_t in, int64_t out, int64_t kernel, int64_t stride,
                                       int64_t groups, bool silu) {
   NestedSequential seq;
-  seq->push_back(Conv2d(
-      Conv2dOptions(in, out, kernel).stride(stride).padding((kernel - 1) / 2).groups(groups).bias(
-          false)));
+  seq->push_back(Conv2d(Conv2dOptions(in, out, kernel)
+                            .stride(stride)
+                            .padding((kernel - 1) / 2)
+                            .groups(groups)
+                            .bias(false)));
   seq->push_back(BatchNorm2d(out));
   if (silu) seq->push_back(torch::nn::SiLU());
   return seq;
@@ -32,8 +34,8 @@ NestedSequential conv_norm_activation(int64_t in, int64_t out, int64_t kernel, i
 
 // torchvision's _make_divisible(v, 8) as MBConvConfig.adjust_channels uses it.
 int64_t make_divisible(double v, int64_t divisor = 8) {
-  int64_t out = std::max<int64_t>(
-      divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
+  int64_t out =
+      std::max<int64_t>(divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
   if (static_cast<double>(out) < 0.9 * v) out += divisor;
   return out;
 }
@@ -78,7 +80,9 @@ MBConvImpl::MBConvImpl(int64_t expand_ratio, int64_t kernel, int64_t stride, int
   layers->push_back(conv_norm_activation(expanded, expanded, kernel, stride, expanded, true));
   layers->push_back(SqueezeExcitation(expanded, std::max<int64_t>(1, in_channels / 4)));
   layers->push_back(conv_norm_activation(expanded, out_channels, 1, 1, 1, false));
-  block = register_module("block", torch::nn::Sequential(std::static_pointer_cast<torch::nn::SequentialImpl>(layers.ptr())));
+  block = register_module(
+      "block",
+      torch::nn::Sequential(std::static_pointer_cast<torch::nn::SequentialImpl>(layers.ptr())));
 }
 
 torch::Tensor MBConvImpl::forward(torch::Tensor x) {
@@ -127,17 +131,19 @@ EfficientNetImpl::EfficientNetImpl(const Shape& input_shape, int64_t num_classes
   for (const auto& c : kB0) {
     NestedSequential stage;
     for (int64_t b = 0; b < c.layers; ++b) {
-      const double p = kStochasticDepth * static_cast<double>(block_id) /
-                       static_cast<double>(total_blocks);
-      stage->push_back(MBConv(c.expand, c.kernel, b == 0 ? c.stride : 1, b == 0 ? c.in : c.out,
-                              c.out, p));
+      const double p =
+          kStochasticDepth * static_cast<double>(block_id) / static_cast<double>(total_blocks);
+      stage->push_back(
+          MBConv(c.expand, c.kernel, b == 0 ? c.stride : 1, b == 0 ? c.in : c.out, c.out, p));
       ++block_id;
     }
     f->push_back(stage);
   }
   const int64_t last_in = kB0.back().out, last_out = 4 * last_in;
   f->push_back(conv_norm_activation(last_in, last_out, 1, 1, 1, true));
-  features = register_module("features", torch::nn::Sequential(std::static_pointer_cast<torch::nn::SequentialImpl>(f.ptr())));
+  features = register_module(
+      "features",
+      torch::nn::Sequential(std::static_pointer_cast<torch::nn::SequentialImpl>(f.ptr())));
   classifier = register_module(
       "classifier", torch::nn::Sequential(torch::nn::Dropout(torch::nn::DropoutOptions(kDropout)),
                                           torch::nn::Linear(last_out, num_classes)));

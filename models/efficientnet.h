@@ -29,8 +29,8 @@ class NestedSequentialImpl : public torch::nn::SequentialImpl {
 };
 TORCH_MODULE(NestedSequential);
 
-/// torchvision.ops.SqueezeExcitation with SiLU and Sigmoid: x * sigmoid(fc2(silu(fc1(avgpool(x))))),
-/// fc1/fc2 are 1x1 convs with bias.
+/// torchvision.ops.SqueezeExcitation with SiLU and Sigmoid: x *
+/// sigmoid(fc2(silu(fc1(avgpool(x))))), fc1/fc2 are 1x1 convs with bias.
 class SqueezeExcitationImpl : public torch::nn::Module {
  public:
   /// fc1: channels -> squeeze, fc2: squeeze -> channels.

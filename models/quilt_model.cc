@@ -42,8 +42,8 @@ CutTraffic cut_traffic(const CutPoint& cut, const AutoencoderOptions& options) {
   } else if (t.tensors.size() == 1) {
     t.effective_rate = effective_rate(t.tensors[0].shape[0], options.rate);
   } else {
-    t.effective_rate = static_cast<double>(t.bytes_per_sample) /
-                       static_cast<double>(t.wire_bytes_per_sample);
+    t.effective_rate =
+        static_cast<double>(t.bytes_per_sample) / static_cast<double>(t.wire_bytes_per_sample);
   }
   return t;
 }

@@ -39,7 +39,7 @@ struct CutTraffic {
   /// bytes_per_sample / wire_bytes_per_sample: C / ceil(C/R) for one tensor; 1 without
   /// autoencoder.
   double effective_rate = 1.0;
-  std::vector<CutTensor> tensors;  ///< the crossing tensors, in packed order (one or more)
+  std::vector<CutTensor> tensors;         ///< the crossing tensors, in packed order (one or more)
   std::vector<Shape> wire_tensor_shapes;  ///< each tensor as it crosses (encoded when R > 1)
 };
 
@@ -79,8 +79,8 @@ std::string autoencoder_module_name(const std::string& cut);
 /// R > 1, where ae_<cut> is autoencoder_module_name(cut) ("ae_after_layer3",
 /// "ae_after_layer3_2"). A cut where several tensors cross gets one autoencoder per tensor,
 /// "ae_<cut>.<i>.encoder.weight" etc. with i the tensor's index in packed order
-/// ("ae_after_down2.1.decoder.bias" is down1's). So with R = 1 its state_dict is exactly the base model's, and pretrained
-/// weights load through load_state_dict(*quilt->base(), path).
+/// ("ae_after_down2.1.decoder.bias" is down1's). So with R = 1 its state_dict is exactly the base
+/// model's, and pretrained weights load through load_state_dict(*quilt->base(), path).
 class QuiltModelImpl : public torch::nn::Module {
  public:
   /// Cuts `base` at the named cuts (in model order, no repeats; none = one stage) and
@@ -134,7 +134,7 @@ class QuiltModelImpl : public torch::nn::Module {
   AutoencoderOptions options_;
   std::vector<StageSpec> stages_;
   std::vector<CutTraffic> traffic_;
-  std::vector<std::vector<Autoencoder>> autoencoders_;  // per cut; empty where R == 1
+  std::vector<std::vector<Autoencoder>> autoencoders_;     // per cut; empty where R == 1
   std::vector<torch::nn::AnyModule> encoders_, decoders_;  // per cut; empty where R == 1
 };
 

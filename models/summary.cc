@@ -276,15 +276,16 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
     expect_rank(m, in, 3, "{C, H, W}");
     Shape scale;
     const int64_t macs = chain({se->fc1.get(), se->fc2.get()}, {in[0], 1, 1}, &scale);
-    if (scale[0] != in[0]) fail(m, fmt::format("scales {} channels of {}", scale[0], to_string(in)));
+    if (scale[0] != in[0])
+      fail(m, fmt::format("scales {} channels of {}", scale[0], to_string(in)));
     out = in;
     return macs;
   }
   if (const auto* b = dynamic_cast<const MBConvImpl*>(&m)) {
     const int64_t macs = module_macs(*b->block, in, &out);
     if (b->use_res_connect && in != out) {
-      fail(m, fmt::format("residual needs equal shapes, got {} -> {}", to_string(in),
-                          to_string(out)));
+      fail(m,
+           fmt::format("residual needs equal shapes, got {} -> {}", to_string(in), to_string(out)));
     }
     return macs;
   }
@@ -350,8 +351,8 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
     for (size_t i = 0; i < ins.size(); ++i) {
       const auto& ae = codec->autoencoders()[i];
       Shape o;
-      macs += module_macs(codec->encodes() ? *ae->encoder().ptr() : *ae->decoder().ptr(), ins[i],
-                          &o);
+      macs +=
+          module_macs(codec->encodes() ? *ae->encoder().ptr() : *ae->decoder().ptr(), ins[i], &o);
       outs.push_back(std::move(o));
     }
     out = packed_shape(outs);

@@ -26,17 +26,16 @@ torch::Tensor DoubleConvImpl::forward(torch::Tensor x) { return double_conv->for
 
 DownImpl::DownImpl(int64_t in_channels, int64_t out_channels) {
   maxpool_conv = register_module(
-      "maxpool_conv",
-      torch::nn::Sequential(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)),
-                            DoubleConv(in_channels, out_channels)));
+      "maxpool_conv", torch::nn::Sequential(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)),
+                                            DoubleConv(in_channels, out_channels)));
 }
 
 torch::Tensor DownImpl::forward(torch::Tensor x) { return maxpool_conv->forward(x); }
 
 UpImpl::UpImpl(int64_t in_channels, int64_t out_channels) {
-  up = register_module("up", torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(
-                                                             in_channels, in_channels / 2, 2)
-                                                             .stride(2)));
+  up = register_module(
+      "up", torch::nn::ConvTranspose2d(
+                torch::nn::ConvTranspose2dOptions(in_channels, in_channels / 2, 2).stride(2)));
   conv = register_module("conv", DoubleConv(in_channels, out_channels));
 }
 
@@ -88,8 +87,8 @@ torch::Tensor UNetUnitImpl::forward(torch::Tensor x) {
 }
 
 UNetImpl::UNetImpl(const Shape& input_shape, int64_t num_classes) : ModelImpl("unet") {
-  if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 16 ||
-      input_shape[2] < 16 || input_shape[1] % 16 != 0 || input_shape[2] % 16 != 0) {
+  if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 16 || input_shape[2] < 16 ||
+      input_shape[1] % 16 != 0 || input_shape[2] % 16 != 0) {
     throw ModelError(fmt::format(
         "{}: input shape {} must be {{channels, height, width}} with height and width positive "
         "multiples of 16 (four 2x2 poolings), e.g. 3x256x256 or 3x32x32",
@@ -131,8 +130,8 @@ UNetImpl::UNetImpl(const Shape& input_shape, int64_t num_classes) : ModelImpl("u
       next.resize(next.size() - 2);
       next.push_back({name, out});
     }
-    add_unit(name, torch::nn::AnyModule(UNetUnit(kind, std::move(layer), shapes(live),
-                                                 shapes(next))));
+    add_unit(name,
+             torch::nn::AnyModule(UNetUnit(kind, std::move(layer), shapes(live), shapes(next))));
     live = std::move(next);
   };
   using Kind = UNetUnitImpl::Kind;

@@ -176,8 +176,8 @@ TEST(Summary, LayerRowsAddUpToUnits) {
   EXPECT_EQ(se->macs, 32 * 8);
   EXPECT_EQ(layers.back().name, "classifier.1");
   const auto up = summarize_layers(make_model("unet", {{3, 32, 32}, 2}));
-  const auto t = std::find_if(up.begin(), up.end(),
-                              [](const LayerSummary& l) { return l.name == "up1.up"; });
+  const auto t =
+      std::find_if(up.begin(), up.end(), [](const LayerSummary& l) { return l.name == "up1.up"; });
   ASSERT_NE(t, up.end());
   EXPECT_EQ(t->type, "ConvTranspose2d");
   EXPECT_EQ(t->in_shape, (Shape{1024, 2, 2}));
@@ -191,8 +191,7 @@ TEST(QuiltModelUNet, OneAutoencoderPerCrossingTensor) {
   ASSERT_EQ(q->traffic().size(), 2u);
   const CutTraffic& t = q->traffic()[0];
   ASSERT_EQ(t.tensors.size(), 3u);
-  EXPECT_EQ(t.wire_tensor_shapes,
-            (std::vector<Shape>{{16, 32, 32}, {32, 16, 16}, {64, 8, 8}}));
+  EXPECT_EQ(t.wire_tensor_shapes, (std::vector<Shape>{{16, 32, 32}, {32, 16, 16}, {64, 8, 8}}));
   EXPECT_EQ(t.bytes_per_sample, 4 * (64 * 32 * 32 + 128 * 16 * 16 + 256 * 8 * 8));
   EXPECT_EQ(t.wire_bytes_per_sample, 4 * (16 * 32 * 32 + 32 * 16 * 16 + 64 * 8 * 8));
   EXPECT_EQ(t.wire_shape, (Shape{16 * 32 * 32 + 32 * 16 * 16 + 64 * 8 * 8}));

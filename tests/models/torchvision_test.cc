@@ -119,8 +119,8 @@ TEST(Torchvision, UNetMatchesPytorchUNet) {
   const torch::Tensor expected = read_f32("unet_logits.f32", {2, 2, 32, 32});
   const torch::Tensor got = model->forward(x);
   EXPECT_LE(relative_error(got, expected), 1e-4);
-  std::cout << "unet vs PyTorch: max |logit diff| "
-            << (got - expected).abs().max().item<double>() << "\n";
+  std::cout << "unet vs PyTorch: max |logit diff| " << (got - expected).abs().max().item<double>()
+            << "\n";
 
   // Through a QuiltModel cut across the skips at R = 1: the same outputs.
   QuiltModel quilt(make_model("unet", {{3, 32, 32}, 2}), {"after_down3", "after_up2"},
