@@ -108,8 +108,14 @@ int cmd_models() {
     auto model = quilt::models::make_model(name);
     fmt::print("{:<10} input {:<10} classes {:<5} cuts:", name,
                quilt::models::to_string(model->input_shape()), model->num_classes());
-    for (const auto& c : model->cuts())
-      fmt::print(" {} ({})", c.name, quilt::models::to_string(c.shape));
+    for (const auto& c : model->cuts()) {
+      // Several crossing tensors (UNet's skips): each, in packed order.
+      std::vector<std::string> parts;
+      for (const auto& t : c.tensors)
+        parts.push_back(c.tensors.size() > 1 ? t.name + " " + quilt::models::to_string(t.shape)
+                                             : quilt::models::to_string(t.shape));
+      fmt::print(" {} ({})", c.name, fmt::join(parts, " + "));
+    }
     fmt::print("\n");
   }
   return kExitOk;
