@@ -275,7 +275,7 @@ class Compiler {
     }
     for (size_t i = 0; i < instrs_.size(); ++i) {
       Instr& in = instrs_[i];
-      if (in.code == Code::kAdd || in.code == Code::kRelu) {
+      if (in.code == Code::kAdd || in.code == Code::kRelu || in.code == Code::kSilu) {
         // Overwrite a only if nothing reads it later (its aliases included) and we made it.
         in.in_place = regs_[in.a].owned && last_use[in.a] == static_cast<int>(i) &&
                       (in.b < 0 || in.b != in.a);
@@ -469,7 +469,7 @@ class Compiler {
   int silu(int x, const std::string& name) {
     Instr in = op(Code::kSilu, name);
     in.a = x;
-    return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, true});
+    return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, false});
   }
 
   int squeeze_excite(const models::SqueezeExcitationImpl& se, int x, const std::string& name) {
@@ -791,8 +791,14 @@ struct CompiledStage::Impl {
         break;
       }
       case Code::kSilu:
-        // oneDNN tensors have sigmoid and same-shape mul but no silu.
-        dst = at::mul(a, at::sigmoid(a));
+        // oneDNN tensors have sigmoid and same-shape mul but no silu; in place when the
+        // input dies here (the conv before it), which saves one fresh buffer per SiLU.
+        if (in.in_place) {
+          a.mul_(at::sigmoid(a));
+          dst = a;
+        } else {
+          dst = at::mul(a, at::sigmoid(a));
+        }
         break;
       case Code::kSqueezeExcite: {
         at::Tensor scale = at::addmm(in.bias, a.mean({2, 3}), in.weight);
