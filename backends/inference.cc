@@ -3,10 +3,12 @@
 #include "backends/allocation_cache.h"
 #include "backends/board.h"
 #include "models/autoencoder.h"
+#include "models/efficientnet.h"
 #include "models/mlp.h"
 #include "models/model.h"
 #include "models/quilt_model.h"
 #include "models/resnet.h"
+#include "models/unet.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/InferenceMode.h>
@@ -44,12 +46,18 @@ enum class Code {
   kConv,  // oneDNN conv on blocked tensors, BN folded, optional fused ReLU (in place)
   kAdd,   // residual add of b into a, optional ReLU
   kRelu,
-  kMaxPool,    // on blocked tensors
-  kAvgPool,    // adaptive average pool on blocked tensors
-  kFlatten,    // dense view
-  kLinear,     // dense GEMM (OpenBLAS), optional ReLU
-  kBatchNorm,  // standalone eval BatchNorm2d on dense tensors
-  kFallback,   // the module's own forward, dense in and out
+  kMaxPool,        // on blocked tensors
+  kAvgPool,        // adaptive average pool on blocked tensors
+  kFlatten,        // dense view
+  kLinear,         // dense GEMM (OpenBLAS), optional ReLU
+  kBatchNorm,      // standalone eval BatchNorm2d on dense tensors
+  kFallback,       // the module's own forward, dense in and out
+  kUnpack,         // one tensor of a packed batch: a dense view (narrow + view), no copy
+  kPack,           // dense [N, total] from several registers, flattened and concatenated
+  kCat,            // channel concatenation of dense registers (UNet's skip + upsampled)
+  kConvTranspose,  // dense at::conv_transpose2d
+  kSilu,           // x * sigmoid(x), on blocked or dense tensors
+  kSqueezeExcite,  // dense: x * sigmoid(fc2(silu(fc1(mean_hw(x))))), the 1x1 convs as GEMMs
 };
 
 const char* kind_of(Code c) {
@@ -76,6 +84,18 @@ const char* kind_of(Code c) {
       return "batch_norm";
     case Code::kFallback:
       return "fallback";
+    case Code::kUnpack:
+      return "unpack";
+    case Code::kPack:
+      return "pack";
+    case Code::kCat:
+      return "cat";
+    case Code::kConvTranspose:
+      return "conv_transpose";
+    case Code::kSilu:
+      return "silu";
+    case Code::kSqueezeExcite:
+      return "squeeze_excite";
   }
   return "?";
 }
@@ -87,7 +107,11 @@ struct Instr {
   bool relu = false;      // fused ReLU on the op's own output
   bool in_place = false;  // kAdd / kRelu write into register a (decided by finalize())
   at::Tensor weight, bias;
+  at::Tensor weight2, bias2;  // kSqueezeExcite: fc2 (weight/bias hold fc1)
   std::vector<int64_t> kernel, stride, padding, dilation, output_size;
+  std::vector<int> srcs;      // kPack / kCat: the registers, in order
+  int64_t offset = 0;         // kUnpack: first element of the tensor within a sample
+  std::vector<int64_t> view;  // kUnpack: per-sample shape of the tensor
   int64_t groups = 1;
   bool ceil_mode = false;
   int64_t start_dim = 1, end_dim = -1;
@@ -241,6 +265,7 @@ class Compiler {
     for (size_t i = 0; i < instrs_.size(); ++i) {
       for (int r : {instrs_[i].a, instrs_[i].b})
         if (r >= 0) last_use[r] = static_cast<int>(i);
+      for (int r : instrs_[i].srcs) last_use[r] = static_cast<int>(i);
     }
     last_use[out] = static_cast<int>(instrs_.size());  // the result outlives the program
     // A register lives as long as any view of it (views come after their source).
@@ -250,7 +275,7 @@ class Compiler {
     }
     for (size_t i = 0; i < instrs_.size(); ++i) {
       Instr& in = instrs_[i];
-      if (in.code == Code::kAdd || in.code == Code::kRelu) {
+      if (in.code == Code::kAdd || in.code == Code::kRelu || in.code == Code::kSilu) {
         // Overwrite a only if nothing reads it later (its aliases included) and we made it.
         in.in_place = regs_[in.a].owned && last_use[in.a] == static_cast<int>(i) &&
                       (in.b < 0 || in.b != in.a);
@@ -337,6 +362,25 @@ class Compiler {
       return linear(*h->fc, x, false, "fc");
     }
     if (auto* l = as<models::LinearReluImpl>(m)) return linear(*l->fc, x, true, name);
+    if (auto* u = as<models::UNetUnitImpl>(m)) return unet_unit(*u, x, name);
+    if (as<nn::SiLUImpl>(m) != nullptr) return silu(x, name);
+    if (auto* se = as<models::SqueezeExcitationImpl>(m)) return squeeze_excite(*se, x, name);
+    if (auto* b = as<models::MBConvImpl>(m)) {
+      const int y = seq(*b->block, x, name + ".block");
+      // Stochastic depth is the identity in eval.
+      return b->use_res_connect ? add(y, x, false, name + ".add") : y;
+    }
+    if (auto* h = as<models::EfficientNetHeadImpl>(m)) {
+      x = adaptive_avg_pool(std::vector<int64_t>{1, 1}, x, "avgpool");
+      x = flatten(1, -1, x, "flatten");
+      return seq(*h->classifier, x, "classifier");
+    }
+    if (auto* d = as<models::DoubleConvImpl>(m))
+      return seq(*d->double_conv, x, name + ".double_conv");
+    if (auto* d = as<models::DownImpl>(m)) return seq(*d->maxpool_conv, x, name + ".maxpool_conv");
+    if (auto* o = as<models::OutConvImpl>(m))
+      return conv2d(fold(*o->conv, nullptr), x, false, name);
+    if (auto* c = as<models::CutCodecImpl>(m)) return cut_codec(*c, x, name);
     if (auto* c = as<nn::Conv2dImpl>(m)) return conv2d(fold(*c, nullptr), x, false, name);
     if (auto* l = as<nn::LinearImpl>(m)) return linear(*l, x, false, name);
     if (is_relu(m)) return relu(x, name);
@@ -354,6 +398,145 @@ class Compiler {
     if (auto* bn = as<nn::BatchNorm2dImpl>(m)) return batch_norm(*bn, x, name);
     if (as<nn::DropoutImpl>(m) != nullptr || as<nn::IdentityImpl>(m) != nullptr) return x;
     throw Unsupported{"no fast path for " + type_name(*m)};
+  }
+
+  // Views of the tensors of a packed register (the register itself for one shape).
+  std::vector<int> unpack(int x, const std::vector<Shape>& shapes, const std::string& name) {
+    if (shapes.size() == 1) {
+      if (regs_[x].shape != shapes[0]) throw Unsupported{"unpacked shape mismatch"};
+      return {x};
+    }
+    x = dense(x);
+    if (regs_[x].shape != models::packed_shape(shapes)) throw Unsupported{"packed shape mismatch"};
+    std::vector<int> out;
+    int64_t offset = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Instr in = op(Code::kUnpack, fmt::format("{}.unpack{}", name, i));
+      in.a = x;
+      in.offset = offset;
+      in.view = shapes[i];
+      offset += models::numel(shapes[i]);
+      out.push_back(emit(std::move(in), Reg{Layout::kDense, shapes[i], false, x}));
+    }
+    return out;
+  }
+
+  // The packed register of `xs` (xs[0] itself for one).
+  int pack(const std::vector<int>& xs, const std::string& name) {
+    if (xs.size() == 1) return xs[0];
+    Instr in = op(Code::kPack, name + ".pack");
+    std::vector<Shape> shapes;
+    for (int x : xs) {
+      in.srcs.push_back(dense(x));
+      shapes.push_back(regs_[x].shape);
+    }
+    return emit(std::move(in), Reg{Layout::kDense, models::packed_shape(shapes), true});
+  }
+
+  int unet_unit(const models::UNetUnitImpl& u, int x, const std::string& name) {
+    std::vector<int> xs = unpack(x, u.in_shapes(), name);
+    using Kind = models::UNetUnitImpl::Kind;
+    if (u.kind() == Kind::kMerge) {
+      auto* up = u.layer()->as<models::UpImpl>();
+      if (up == nullptr || xs.size() < 2) throw Unsupported{"UNet merge unit without Up"};
+      const int skip = xs[xs.size() - 2];
+      int y = conv_transpose(*up->up, xs.back(), name + ".up");
+      y = concat({skip, y}, name + ".cat");
+      y = seq(*up->conv->double_conv, y, name + ".conv.double_conv");
+      xs.resize(xs.size() - 2);
+      xs.push_back(y);
+    } else {
+      const int y = module(u.layer(), xs.back(), name);
+      if (u.kind() == Kind::kReplace) {
+        xs.back() = y;
+      } else {
+        xs.push_back(y);
+      }
+    }
+    return pack(xs, name);
+  }
+
+  int cut_codec(const models::CutCodecImpl& c, int x, const std::string& name) {
+    std::vector<int> xs = unpack(x, c.in_shapes(), name);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      auto ae = c.autoencoders()[i];
+      const auto& layer = c.encodes() ? ae->encoder() : ae->decoder();
+      xs[i] = module(layer.ptr(), xs[i], fmt::format("{}.{}", name, i));
+    }
+    return pack(xs, name);
+  }
+
+  int silu(int x, const std::string& name) {
+    Instr in = op(Code::kSilu, name);
+    in.a = x;
+    return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, false});
+  }
+
+  int squeeze_excite(const models::SqueezeExcitationImpl& se, int x, const std::string& name) {
+    x = dense(x);
+    const Shape& s = regs_[x].shape;
+    const auto& o1 = se.fc1->options;
+    const auto& o2 = se.fc2->options;
+    auto one_by_one = [](const auto& o) {
+      return (*o.kernel_size())[0] == 1 && (*o.kernel_size())[1] == 1 && o.groups() == 1 &&
+             (*o.stride())[0] == 1 && (*o.stride())[1] == 1;
+    };
+    if (s.size() != 3 || s[0] != o1.in_channels() || !one_by_one(o1) || !one_by_one(o2) ||
+        !se.fc1->bias.defined() || !se.fc2->bias.defined())
+      throw Unsupported{"squeeze-excitation other than 1x1 convs with bias on NCHW"};
+    Instr in = op(Code::kSqueezeExcite, name);
+    in.a = x;
+    // [in, out] matrices for addmm, as linear() stores them.
+    in.weight = se.fc1->weight.detach().flatten(1).t().contiguous();
+    in.bias = se.fc1->bias.detach().clone();
+    in.weight2 = se.fc2->weight.detach().flatten(1).t().contiguous();
+    in.bias2 = se.fc2->bias.detach().clone();
+    return emit(std::move(in), Reg{Layout::kDense, s, true});
+  }
+
+  int conv_transpose(const nn::ConvTranspose2dImpl& c, int x, const std::string& name) {
+    const auto& o = c.options;
+    if (!c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
+      throw Unsupported{"transposed conv padding mode other than zeros"};
+    x = dense(x);
+    const Shape& s = regs_[x].shape;
+    if (s.size() != 3 || s[0] != o.in_channels())
+      throw Unsupported{"transposed conv input " + models::to_string(s)};
+    Instr in = op(Code::kConvTranspose, name);
+    in.a = x;
+    in.kernel = vec2(o.kernel_size());
+    in.stride = vec2(o.stride());
+    const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+    if (pad == nullptr) throw Unsupported{"transposed conv with 'valid'/'same' padding"};
+    in.padding = vec2(*pad);
+    in.output_size = vec2(o.output_padding());
+    in.dilation = vec2(o.dilation());
+    in.groups = o.groups();
+    in.weight = c.weight.detach().clone();
+    if (c.bias.defined()) in.bias = c.bias.detach().clone();
+    Shape out = {o.out_channels()};
+    for (int i = 0; i < 2; ++i)
+      out.push_back((s[1 + i] - 1) * in.stride[i] - 2 * in.padding[i] +
+                    in.dilation[i] * (in.kernel[i] - 1) + in.output_size[i] + 1);
+    return emit(std::move(in), Reg{Layout::kDense, out, true});
+  }
+
+  int concat(const std::vector<int>& xs, const std::string& name) {
+    Instr in = op(Code::kCat, name);
+    Shape out;
+    for (int x : xs) {
+      const int d = dense(x);
+      const Shape& s = regs_[d].shape;
+      if (out.empty()) {
+        out = s;
+      } else {
+        if (s.size() != 3 || s[1] != out[1] || s[2] != out[2])
+          throw Unsupported{"concatenation of " + models::to_string(s)};
+        out[0] += s[0];
+      }
+      in.srcs.push_back(d);
+    }
+    return emit(std::move(in), Reg{Layout::kDense, out, true});
   }
 
   int seq(const nn::SequentialImpl& s, int x, const std::string& name) {
@@ -543,7 +726,8 @@ struct CompiledStage::Impl {
   std::vector<at::Tensor> regs;  // used during run() only
 
   void exec(const Instr& in) {
-    at::Tensor& a = regs[in.a];
+    static at::Tensor no_input;  // kPack and kCat read srcs only
+    at::Tensor& a = in.a >= 0 ? regs[in.a] : no_input;
     at::Tensor& dst = regs[in.dst];
     switch (in.code) {
       case Code::kToMkldnn:
@@ -587,6 +771,45 @@ struct CompiledStage::Impl {
         break;
       case Code::kFallback:
         dst = in.module.forward<at::Tensor>(a);
+        break;
+      case Code::kUnpack: {
+        std::vector<int64_t> view = {a.size(0)};
+        view.insert(view.end(), in.view.begin(), in.view.end());
+        dst = a.narrow(1, in.offset, models::numel(in.view)).view(view);
+        break;
+      }
+      case Code::kPack: {
+        std::vector<at::Tensor> parts;
+        for (int r : in.srcs) parts.push_back(regs[r].reshape({regs[r].size(0), -1}));
+        dst = at::cat(parts, 1);
+        break;
+      }
+      case Code::kCat: {
+        std::vector<at::Tensor> parts;
+        for (int r : in.srcs) parts.push_back(regs[r]);
+        dst = at::cat(parts, 1);
+        break;
+      }
+      case Code::kSilu:
+        // oneDNN tensors have sigmoid and same-shape mul but no silu; in place when the
+        // input dies here (the conv before it), which saves one fresh buffer per SiLU.
+        if (in.in_place) {
+          a.mul_(at::sigmoid(a));
+          dst = a;
+        } else {
+          dst = at::mul(a, at::sigmoid(a));
+        }
+        break;
+      case Code::kSqueezeExcite: {
+        at::Tensor scale = at::addmm(in.bias, a.mean({2, 3}), in.weight);
+        at::silu_(scale);
+        scale = at::addmm(in.bias2, scale, in.weight2).sigmoid_();
+        dst = a * scale.view({scale.size(0), scale.size(1), 1, 1});
+        break;
+      }
+      case Code::kConvTranspose:
+        dst = at::conv_transpose2d(a, in.weight, in.bias, in.stride, in.padding, in.output_size,
+                                   in.groups, in.dilation);
         break;
     }
     for (int r : in.release) regs[r].reset();
@@ -637,14 +860,16 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
 
   Compiler c(spec.in_shape, options.force_fallback);
   int x = c.input();
+  // A cut where several tensors cross has a CutCodec (unpack, one autoencoder per tensor,
+  // pack), which runs through the fallback.
   if (stage > 0) {
-    if (auto ae = model.autoencoder(stage - 1)) x = c.any(ae->decoder(), x, "decoder");
+    if (auto m = model.decoder_module(stage - 1); !m.is_empty()) x = c.any(m, x, "decoder");
   }
   const auto& units = model.base()->units();
   for (size_t u = spec.first_unit; u < spec.end_unit; ++u)
     x = c.any(units[u].module, x, units[u].name);
   if (stage + 1 < model.num_stages()) {
-    if (auto ae = model.autoencoder(stage)) x = c.any(ae->encoder(), x, "encoder");
+    if (auto m = model.encoder_module(stage); !m.is_empty()) x = c.any(m, x, "encoder");
   }
   TORCH_INTERNAL_ASSERT(c.regs()[x].shape == spec.out_shape, "stage ", stage,
                         " compiles to output ", models::to_string(c.regs()[x].shape),

@@ -31,7 +31,8 @@ struct CompileOptions {
 /// One op of a compiled stage, for descriptions and per-op profiles.
 struct OpInfo {
   std::string kind;  ///< "conv", "add", "relu", "max_pool", "avg_pool", "linear", "to_mkldnn",
-                     ///< "to_dense", "flatten", "batch_norm", "fallback"
+                     ///< "to_dense", "flatten", "batch_norm", "fallback", "unpack", "pack",
+                     ///< "cat", "conv_transpose", "silu", "squeeze_excite"
   std::string name;  ///< where it comes from ("layer3.2.conv2+bn2+relu", "decoder")
 };
 
@@ -42,7 +43,11 @@ struct OpInfo {
 /// once into oneDNN's blocked layout, activations stay in that layout from the stage input to the
 /// stage output, ReLU and residual adds run in place. A module the compiler does not know runs
 /// through its own forward() in eval mode under c10::InferenceMode (correct, slower); fallbacks()
-/// names them.
+/// names them. UNet's units and the codecs of cuts with several tensors compile too: packed
+/// inputs are unpacked into views, the skip concatenation and transposed convs run dense, and
+/// the live tensors are packed again (one copy). EfficientNet's MBConv blocks compile to folded
+/// convs (depthwise ones too) on blocked tensors, SiLU as x * sigmoid(x) on them, and
+/// squeeze-excitation on dense tensors (a reorder to NCHW and back per block).
 ///
 /// The weights are copied at construction: later changes to the model are not seen. Not
 /// thread-safe: one thread calls run() at a time (ops may use at::get_num_threads() threads).

@@ -103,12 +103,61 @@ void register_all() {
       ->Unit(benchmark::kMicrosecond);
 }
 
+// UNet cut across its skips (after_down2: three tensors cross, R = 4, batch 2 at 3x128x128) and
+// EfficientNet-B0 at the paper's cut (after_features.4, R = 8, batch 8 at 224x224): each stage on
+// the fast path and eagerly (force_fallback), one repetition each.
+void register_zoo() {
+  struct Case {
+    std::string arch, cut;
+    quilt::models::Shape input;
+    int64_t classes, batch;
+    double rate;
+  };
+  for (const Case& c : {Case{"unet", "after_down2", {3, 128, 128}, 2, 2, 4.0},
+                        Case{"efficientnet_b0", "after_features.4", {3, 224, 224}, 1000, 8, 8.0}}) {
+    for (size_t stage : {0, 1}) {
+      for (bool eager : {false, true}) {
+        const std::string name = fmt::format("{}_{}/{}/stage:{}/R:{}/batch:{}", c.arch, c.cut,
+                                             eager ? "eager" : "emulator", stage, c.rate, c.batch);
+        benchmark::RegisterBenchmark(
+            name.c_str(),
+            [=](benchmark::State& s) {
+              torch::manual_seed(0);
+              auto base = quilt::models::make_model(c.arch, {c.input, c.classes});
+              quilt::models::QuiltModel qm(base, {c.cut},
+                                           quilt::models::AutoencoderOptions{c.rate, 1});
+              qm->eval();
+              CompileOptions o;
+              o.force_fallback = eager;
+              EmulatorBoard board(o);
+              std::vector<int64_t> shape = {c.batch};
+              const auto& in = qm->stage(stage).in_shape;
+              shape.insert(shape.end(), in.begin(), in.end());
+              at::Tensor input = torch::randn(shape);
+              board.load({qm.ptr(), stage, c.batch});
+              board.run(input);
+              for (auto _ : s) {
+                at::Tensor out = board.run(input);
+                benchmark::DoNotOptimize(out.data_ptr());
+              }
+              s.SetItemsProcessed(s.iterations() * c.batch);
+              s.SetLabel(board.description());
+            })
+            ->Unit(benchmark::kMillisecond)
+            ->MinTime(0.5)
+            ->UseRealTime();
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   // One thread per process, as under mpirun with one rank per board.
   at::set_num_threads(1);
   register_all();
+  register_zoo();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("torch_threads", std::to_string(at::get_num_threads()));

@@ -116,8 +116,14 @@ int cmd_models() {
     auto model = quilt::models::make_model(name);
     fmt::print("{:<10} input {:<10} classes {:<5} cuts:", name,
                quilt::models::to_string(model->input_shape()), model->num_classes());
-    for (const auto& c : model->cuts())
-      fmt::print(" {} ({})", c.name, quilt::models::to_string(c.shape));
+    for (const auto& c : model->cuts()) {
+      // Several crossing tensors (UNet's skips): each, in packed order.
+      std::vector<std::string> parts;
+      for (const auto& t : c.tensors)
+        parts.push_back(c.tensors.size() > 1 ? t.name + " " + quilt::models::to_string(t.shape)
+                                             : quilt::models::to_string(t.shape));
+      fmt::print(" {} ({})", c.name, fmt::join(parts, " + "));
+    }
     fmt::print("\n");
   }
   return kExitOk;
@@ -161,11 +167,11 @@ int cmd_summary(int argc, char** argv) {
   for (const auto& c : s.cuts) {
     bool selected = cuts.empty() || std::find(cuts.begin(), cuts.end(), c.name) != cuts.end();
     if (!selected) continue;
-    auto enc = rate > 1 ? quilt::models::encoded_shape(c.shape, rate) : c.shape;
+    // Several crossing tensors (UNet): packed shapes, bytes summed over the tensors.
+    const auto t = quilt::models::cut_traffic(c, {rate, 1});
     fmt::print("{:<14} {:>16} {:>14} {:>16} {:>14} {:>8.2f}\n", c.name,
-               quilt::models::to_string(c.shape), 4 * quilt::models::numel(c.shape),
-               quilt::models::to_string(enc), 4 * quilt::models::numel(enc),
-               rate > 1 ? quilt::models::effective_rate(c.shape[0], rate) : 1.0);
+               quilt::models::to_string(t.shape), t.bytes_per_sample,
+               quilt::models::to_string(t.wire_shape), t.wire_bytes_per_sample, t.effective_rate);
   }
   return kExitOk;
 }

@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -37,6 +39,7 @@ struct Args {
   std::string model;
   models::ModelOptions model_options;
   bool measure = false;
+  bool units_only = false;
   backends::UnitTimingOptions timing;
   std::string output;
   std::string profile;
@@ -99,6 +102,8 @@ Args parse(int argc, char** argv, bool calibrate) {
       a.output = value();
     } else if (!calibrate && arg == "--measure") {
       a.measure = true;
+    } else if (!calibrate && arg == "--units-only") {
+      a.units_only = true;
     } else if (calibrate && arg == "--profile") {
       a.profile = value();
     } else if (arg.rfind("--", 0) == 0) {
@@ -125,11 +130,18 @@ Args parse(int argc, char** argv, bool calibrate) {
   return a;
 }
 
+// One leaf layer under its unit; measured seconds per batch, eagerly.
+struct LayerRow {
+  models::LayerSummary layer;
+  std::optional<double> measured_s;
+};
+
 // One row per unit; measured seconds per batch (a group timed as one is split by FLOPs).
 struct Row {
   models::UnitSummary unit;
   std::string cut_after;  // empty when no cut follows the unit
   std::optional<double> measured_s;
+  std::vector<LayerRow> layers;
 };
 
 std::vector<Row> make_rows(const models::Model& model, const models::ModelSummary& summary,
@@ -156,6 +168,66 @@ std::vector<Row> make_rows(const models::Model& model, const models::ModelSummar
     }
   }
   return rows;
+}
+
+// Runs one leaf layer's own forward; nullopt for a type this does not know how to call.
+std::optional<torch::Tensor> run_layer(torch::nn::Module& m, const torch::Tensor& x) {
+  namespace nn = torch::nn;
+  if (auto* l = m.as<nn::Conv2d>()) return l->forward(x);
+  if (auto* l = m.as<nn::ConvTranspose2d>()) return l->forward(x);
+  if (auto* l = m.as<nn::BatchNorm2d>()) return l->forward(x);
+  if (auto* l = m.as<nn::ReLU>()) return l->forward(x);
+  if (auto* l = m.as<nn::SiLU>()) return l->forward(x);
+  if (auto* l = m.as<nn::Sigmoid>()) return l->forward(x);
+  if (auto* l = m.as<nn::MaxPool2d>()) return l->forward(x);
+  if (auto* l = m.as<nn::AvgPool2d>()) return l->forward(x);
+  if (auto* l = m.as<nn::AdaptiveAvgPool2d>()) return l->forward(x);
+  if (auto* l = m.as<nn::Flatten>()) return l->forward(x);
+  if (auto* l = m.as<nn::Linear>()) return l->forward(x);
+  if (auto* l = m.as<nn::Dropout>()) return l->forward(x);
+  if (auto* l = m.as<nn::Identity>()) return l->forward(x);
+  return std::nullopt;
+}
+
+// Times every leaf layer's forward on a random input of its own shape: eval mode,
+// InferenceMode, --threads threads, --warmup untimed runs, median of --repeats (the CPU runs
+// synchronously, so the wall clock around the call is the layer's time).
+void measure_layers(const models::Model& model, const backends::UnitTimingOptions& o,
+                    std::vector<Row>& rows) {
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(static_cast<int>(o.threads));
+  model.ptr()->eval();
+  torch::manual_seed(o.seed);
+  c10::InferenceMode guard;
+  for (Row& row : rows) {
+    for (LayerRow& l : row.layers) {
+      std::vector<int64_t> size = {o.batch};
+      size.insert(size.end(), l.layer.in_shape.begin(), l.layer.in_shape.end());
+      const torch::Tensor x = torch::randn(size);
+      if (!run_layer(*l.layer.module, x)) continue;
+      for (int64_t i = 0; i < o.warmup; ++i) run_layer(*l.layer.module, x);
+      std::vector<double> times;
+      for (int64_t i = 0; i < o.repeats; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        torch::Tensor y = *run_layer(*l.layer.module, x);
+        times.push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(times.begin(), times.end());
+      const size_t n = times.size();
+      l.measured_s = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    }
+  }
+  at::set_num_threads(threads_before);
+}
+
+void add_layers(const models::Model& model, std::vector<Row>& rows) {
+  size_t r = 0;
+  for (models::LayerSummary& l : models::summarize_layers(model)) {
+    while (r < rows.size() && rows[r].unit.name != l.unit) ++r;
+    TORCH_INTERNAL_ASSERT(r < rows.size(), "layer ", l.name, " of an unknown unit ", l.unit);
+    rows[r].layers.push_back(LayerRow{std::move(l), std::nullopt});
+  }
 }
 
 std::string json_string(const std::string& s) {
@@ -185,15 +257,24 @@ void write_rows(const std::string& path, const Args& a, const models::ModelSumma
   std::string text;
   const double batch = static_cast<double>(a.timing.batch);
   if (csv) {
+    // Unit rows have an empty `layer`; each is followed by its layer rows (same `unit`).
     text =
         "unit,in_shape,out_shape,flops,params,out_bytes,cut_after,measured_s,measured_s_per_"
-        "sample\n";
+        "sample,layer,type\n";
+    auto time = [&](const std::optional<double>& t, double per) {
+      return t ? fmt::format("{}", *t / per) : std::string();
+    };
     for (const auto& r : rows) {
-      text += fmt::format("{},{},{},{},{},{},{},{},{}\n", r.unit.name,
+      text += fmt::format("{},{},{},{},{},{},{},{},{},,\n", r.unit.name,
                           models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
                           r.unit.flops, r.unit.params, r.unit.out_bytes, r.cut_after,
-                          r.measured_s ? fmt::format("{}", *r.measured_s) : "",
-                          r.measured_s ? fmt::format("{}", *r.measured_s / batch) : "");
+                          time(r.measured_s, 1), time(r.measured_s, batch));
+      for (const auto& l : r.layers) {
+        text += fmt::format(
+            "{},{},{},{},{},{},,{},{},{},{}\n", r.unit.name, models::to_string(l.layer.in_shape),
+            models::to_string(l.layer.out_shape), l.layer.flops, l.layer.params, l.layer.out_bytes,
+            time(l.measured_s, 1), time(l.measured_s, batch), l.layer.name, l.layer.type);
+      }
     }
   } else {
     text = fmt::format(
@@ -205,6 +286,8 @@ void write_rows(const std::string& path, const Args& a, const models::ModelSumma
       text += fmt::format(
           "  \"batch\": {},\n  \"threads\": {},\n  \"repeats\": {},\n  \"warmup\": {},\n"
           "  \"method\": \"each unit compiled alone by backends::CompiledStage; median\",\n"
+          "  \"layer_method\": \"each leaf layer's own forward, eager LibTorch in "
+          "InferenceMode; median\",\n"
           "  \"cpu\": {},\n",
           a.timing.batch, a.timing.threads, a.timing.repeats, a.timing.warmup,
           json_string(backends::cpu_model_name()));
@@ -221,6 +304,23 @@ void write_rows(const std::string& path, const Args& a, const models::ModelSumma
       if (r.measured_s) {
         text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}", *r.measured_s,
                             *r.measured_s / batch);
+      }
+      if (!r.layers.empty()) {
+        text += ", \"layers\": [\n";
+        for (size_t j = 0; j < r.layers.size(); ++j) {
+          const LayerRow& l = r.layers[j];
+          text += fmt::format(
+              "      {{\"name\": {}, \"type\": {}, \"in_shape\": {}, \"out_shape\": {}, "
+              "\"flops\": {}, \"params\": {}, \"out_bytes\": {}",
+              json_string(l.layer.name), json_string(l.layer.type), json_shape(l.layer.in_shape),
+              json_shape(l.layer.out_shape), l.layer.flops, l.layer.params, l.layer.out_bytes);
+          if (l.measured_s) {
+            text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}",
+                                *l.measured_s, *l.measured_s / batch);
+          }
+          text += j + 1 < r.layers.size() ? "},\n" : "}\n";
+        }
+        text += "    ]";
       }
       text += i + 1 < rows.size() ? "},\n" : "}\n";
     }
@@ -246,7 +346,17 @@ int profile(const Args& a) {
   const models::ModelSummary s = models::summarize(model);
   std::optional<std::vector<backends::UnitTiming>> timings;
   if (a.measure) timings = measure(model, a);
-  const std::vector<Row> rows = make_rows(model, s, timings ? &*timings : nullptr);
+  std::vector<Row> rows = make_rows(model, s, timings ? &*timings : nullptr);
+  size_t num_layers = 0;
+  if (!a.units_only) {
+    add_layers(model, rows);
+    for (const Row& r : rows) num_layers += r.layers.size();
+    if (a.measure) {
+      fmt::print(stderr, "measuring {} layer(s) of {} eagerly: batch {}, {} warm-up + {} timed\n",
+                 num_layers, model->arch(), a.timing.batch, a.timing.warmup, a.timing.repeats);
+      measure_layers(model, a.timing, rows);
+    }
+  }
 
   fmt::print("{} input {} classes {}: {} unit(s), {:.4f} GFLOPs/sample, {} parameters\n", s.arch,
              models::to_string(s.input_shape), s.num_classes, rows.size(), s.flops * 1e-9,
@@ -257,25 +367,41 @@ int profile(const Args& a) {
         "median of {} run(s) after {} warm-up, batch {}, {} thread(s), {}\n",
         a.timing.repeats, a.timing.warmup, a.timing.batch, a.timing.threads,
         backends::cpu_model_name());
+    if (!a.units_only) {
+      fmt::print(
+          "layers (indented): each leaf layer's own forward run eagerly (LibTorch module, "
+          "InferenceMode, no BN folding), same repeats; their sum is not the unit's time\n");
+    }
   }
-  std::string header = fmt::format("{:<10} {:>14} {:>14} {:>10} {:>10} {:>11}", "unit", "in", "out",
-                                   "GFLOPs", "params", "out bytes");
+  size_t width = 10;
+  for (const Row& r : rows) {
+    width = std::max(width, r.unit.name.size());
+    for (const LayerRow& l : r.layers) width = std::max(width, l.layer.name.size() + 2);
+  }
+  std::string header = fmt::format("{:<{}} {:>14} {:>14} {:>10} {:>10} {:>11}", "unit", width, "in",
+                                   "out", "GFLOPs", "params", "out bytes");
   if (a.measure) header += fmt::format(" {:>11} {:>10}", "ms/batch", "GFLOP/s");
+  if (!a.units_only) header += "  type";
   fmt::print("{}\n", header);
+  auto measured = [&](const std::optional<double>& t, int64_t flops) {
+    if (!a.measure) return std::string();
+    if (!t) return fmt::format(" {:>11} {:>10}", "-", "-");
+    return fmt::format(" {:>11.4f} {:>10.2f}", *t * 1e3,
+                       *t > 0 ? flops * static_cast<double>(a.timing.batch) / *t * 1e-9 : 0.0);
+  };
   double total_s = 0;
   for (const Row& r : rows) {
-    std::string line =
-        fmt::format("{:<10} {:>14} {:>14} {:>10.4f} {:>10} {:>11}", r.unit.name,
-                    models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
-                    r.unit.flops * 1e-9, r.unit.params, r.unit.out_bytes);
-    if (r.measured_s) {
-      total_s += *r.measured_s;
-      line += fmt::format(" {:>11.4f} {:>10.2f}", *r.measured_s * 1e3,
-                          *r.measured_s > 0 ? r.unit.flops * static_cast<double>(a.timing.batch) /
-                                                  *r.measured_s * 1e-9
-                                            : 0.0);
+    if (r.measured_s) total_s += *r.measured_s;
+    fmt::print("{:<{}} {:>14} {:>14} {:>10.4f} {:>10} {:>11}{}{}\n", r.unit.name, width,
+               models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
+               r.unit.flops * 1e-9, r.unit.params, r.unit.out_bytes,
+               measured(r.measured_s, r.unit.flops), a.units_only ? "" : "  unit");
+    for (const LayerRow& l : r.layers) {
+      fmt::print("{:<{}} {:>14} {:>14} {:>10.4f} {:>10} {:>11}{}  {}\n", "  " + l.layer.name, width,
+                 models::to_string(l.layer.in_shape), models::to_string(l.layer.out_shape),
+                 l.layer.flops * 1e-9, l.layer.params, l.layer.out_bytes,
+                 measured(l.measured_s, l.layer.flops), l.layer.type);
     }
-    fmt::print("{}\n", line);
   }
   if (a.measure) {
     fmt::print("sum of units: {:.4f} ms/batch ({:.2f} samples/s through one board)\n",

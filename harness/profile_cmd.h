@@ -5,11 +5,18 @@
 
 namespace quilt::harness {
 
-/// `quilt profile MODEL [--input C,H,W] [--classes N] [--measure] [--batch N] [--repeats N]
-/// [--warmup N] [--threads N] [--output FILE.csv|FILE.json]`: prints one row per unit (name,
-/// in/out shape, FLOPs, params, out bytes; with --measure the median forward time per batch and
-/// per sample, measured by backends::measure_unit_times: each unit compiled alone on the fast
-/// path, warm-up, median of --repeats runs at --threads threads) and writes the rows to --output.
+/// `quilt profile MODEL [--input C,H,W] [--classes N] [--measure] [--units-only] [--batch N]
+/// [--repeats N] [--warmup N] [--threads N] [--output FILE.csv|FILE.json]`: prints one row per
+/// unit (name, in/out shape, FLOPs, params, out bytes; with --measure the median forward time per
+/// batch and per sample, measured by backends::measure_unit_times: each unit compiled alone on
+/// the fast path, warm-up, median of --repeats runs at --threads threads), and under each unit
+/// one indented row per leaf layer (qualified state_dict name, type, shapes, FLOPs, params,
+/// bytes from models::summarize_layers; with --measure the median time of the layer's own
+/// forward on a random input of its shape, run eagerly in InferenceMode, same warm-up, repeats
+/// and threads). --units-only leaves the layer rows out. Writes the rows to --output: CSV with
+/// columns unit,in_shape,out_shape,flops,params,out_bytes,cut_after,measured_s,
+/// measured_s_per_sample,layer,type (unit rows have an empty layer), or JSON with a "layers"
+/// array per unit.
 /// argv[0] is the program, argv[1] "profile". Returns 0, or 2 after printing the error to stderr
 /// for a user mistake (unknown model, bad shape or option, unwritable output). Blocks.
 int cmd_profile(int argc, char** argv);

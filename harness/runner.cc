@@ -49,8 +49,8 @@ std::string stage_units(const models::QuiltModelImpl& qm, size_t k) {
   const auto& units = qm.base()->units();
   std::string s = units.at(spec.first_unit).name;
   if (spec.end_unit - spec.first_unit > 1) s += ".." + units.at(spec.end_unit - 1).name;
-  if (k > 0 && qm.autoencoder(k - 1)) s = "decoder+" + s;
-  if (k + 1 < qm.num_stages() && qm.autoencoder(k)) s += "+encoder";
+  if (k > 0 && qm.has_autoencoder(k - 1)) s = "decoder+" + s;
+  if (k + 1 < qm.num_stages() && qm.has_autoencoder(k)) s += "+encoder";
   return s;
 }
 
@@ -198,7 +198,7 @@ void check_experiment(const Experiment& experiment, int ranks) {
         models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
         models::QuiltModel qm(base, run.partition.cuts, ae);
         for (const auto& t : qm->traffic()) {
-          const bool flat = t.shape.size() == 1;
+          const bool flat = t.tensors.front().shape.size() == 1;  // UNet's skips: all 3-D
           if (run.autoencoder.rate > 1 && ((run.autoencoder.kind == "conv" && flat) ||
                                            (run.autoencoder.kind == "linear" && !flat)))
             throw where("autoencoder.kind",

@@ -18,6 +18,45 @@ std::string to_string(const Shape& shape) {
   return fmt::format("{}", fmt::join(shape, "x"));
 }
 
+torch::Tensor pack(const std::vector<torch::Tensor>& tensors) {
+  TORCH_CHECK(!tensors.empty(), "pack: no tensors");
+  if (tensors.size() == 1) return tensors[0];
+  std::vector<torch::Tensor> flat;
+  flat.reserve(tensors.size());
+  for (const auto& t : tensors) flat.push_back(t.reshape({t.size(0), -1}));
+  return torch::cat(flat, 1);
+}
+
+std::vector<torch::Tensor> unpack(const torch::Tensor& x, const std::vector<Shape>& shapes) {
+  TORCH_CHECK(!shapes.empty(), "unpack: no shapes");
+  if (shapes.size() == 1) {
+    TORCH_CHECK(x.dim() >= 1 && x.sizes().slice(1).vec() == shapes[0], "unpack: expected [N, ",
+                to_string(shapes[0]), "], got ", x.sizes());
+    return {x};
+  }
+  const Shape total = packed_shape(shapes);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == total[0], "unpack: expected a packed batch [N, ",
+              total[0], "], got ", x.sizes());
+  std::vector<torch::Tensor> out;
+  out.reserve(shapes.size());
+  int64_t offset = 0;
+  for (const auto& s : shapes) {
+    std::vector<int64_t> view = {x.size(0)};
+    view.insert(view.end(), s.begin(), s.end());
+    out.push_back(x.narrow(1, offset, numel(s)).view(view));
+    offset += numel(s);
+  }
+  return out;
+}
+
+Shape packed_shape(const std::vector<Shape>& shapes) {
+  TORCH_INTERNAL_ASSERT(!shapes.empty(), "packed_shape of no shapes");
+  if (shapes.size() == 1) return shapes[0];
+  int64_t total = 0;
+  for (const auto& s : shapes) total += numel(s);
+  return {total};
+}
+
 SequentialUnitImpl::SequentialUnitImpl(torch::nn::Sequential seq) : seq(std::move(seq)) {
   TORCH_INTERNAL_ASSERT(!this->seq.is_empty(), "SequentialUnit needs a Sequential");
   // Registered inside the view only, so unit.module.ptr()->parameters() counts the unit's
@@ -56,7 +95,13 @@ void ModelImpl::add_unit(std::string name, torch::nn::AnyModule module) {
 void ModelImpl::add_cut(std::string name) {
   TORCH_INTERNAL_ASSERT(!units_.empty(), "add_cut before any unit");
   for (const auto& c : cuts_) TORCH_INTERNAL_ASSERT(c.name != name, "duplicate cut ", name);
-  cuts_.push_back(CutPoint{std::move(name), units_.size() - 1, {}});
+  cuts_.push_back(CutPoint{std::move(name), units_.size() - 1, {}, {}});
+}
+
+void ModelImpl::add_cut(std::string name, std::vector<CutTensor> tensors) {
+  TORCH_INTERNAL_ASSERT(!tensors.empty(), "add_cut ", name, " without tensors");
+  add_cut(std::move(name));
+  cuts_.back().tensors = std::move(tensors);
 }
 
 void ModelImpl::finish() {
@@ -71,7 +116,17 @@ void ModelImpl::finish() {
                                    units_[i].name, e.what()));
     }
     for (auto& c : cuts_) {
-      if (c.after_unit == i) c.shape = out;
+      if (c.after_unit != i) continue;
+      if (c.tensors.empty()) {
+        c.tensors = {CutTensor{"out", out}};
+      } else {
+        std::vector<Shape> shapes;
+        for (const auto& t : c.tensors) shapes.push_back(t.shape);
+        TORCH_INTERNAL_ASSERT(packed_shape(shapes) == out, arch_, " cut ", c.name, " declares ",
+                              to_string(packed_shape(shapes)), " but unit ", units_[i].name,
+                              " outputs ", to_string(out));
+      }
+      c.shape = out;
     }
     shape = std::move(out);
   }

@@ -38,13 +38,44 @@ struct Unit {
   torch::nn::AnyModule module;
 };
 
+/// One tensor that crosses a cut: a label ("down1", the unit that produced it, for UNet's
+/// skips; "out" where a single tensor crosses) and the shape of one sample.
+struct CutTensor {
+  std::string name;
+  Shape shape;
+};
+
 /// A place between two consecutive units where the model may be cut. `after_unit` is the index
-/// of the last unit before the cut; `shape` is the shape of one sample of the tensor that crosses.
+/// of the last unit before the cut. `tensors` lists what crosses, one entry per tensor still
+/// live after the unit (ResNet, MLP, EfficientNet: one; UNet inside its U: the current tensor
+/// and the skips the expansive path still needs). `shape` is the shape of one sample of what the
+/// pipeline moves: the tensor's own shape when one tensor crosses, else the packed shape
+/// {total} (see pack()).
+///
+/// Packed form: when several tensors cross, one sample is the tensors flattened (C-order) and
+/// concatenated in the order of `tensors`, which is the order in which the model produced them
+/// (oldest first: UNet's after_down2 is inc, down1, down2). A batch is [N, total]. Units that
+/// consume or produce several tensors take and return this form, so that the pipeline and the
+/// Board interface move one contiguous tensor per batch.
 struct CutPoint {
   std::string name;
   size_t after_unit = 0;
   Shape shape;
+  std::vector<CutTensor> tensors;
 };
+
+/// Packs tensors [N, ...shape_i] into [N, sum numel(shape_i)] (one copy). A single tensor is
+/// returned as is (no copy, no reshape).
+torch::Tensor pack(const std::vector<torch::Tensor>& tensors);
+
+/// Views into a packed batch [N, total]: one tensor [N, ...shapes[i]] per shape (no copy; the
+/// views share x's memory). A single shape returns x itself, which must then have that shape.
+/// Checks (TORCH_CHECK) that the sizes add up.
+std::vector<torch::Tensor> unpack(const torch::Tensor& x, const std::vector<Shape>& shapes);
+
+/// The per-sample shape that the pipeline moves for `shapes`: shapes[0] for one, {sum numel}
+/// for several.
+Shape packed_shape(const std::vector<Shape>& shapes);
 
 /// A Sequential as a unit (a view). AnyModule cannot hold a Sequential itself because
 /// Sequential::forward is a template; this wrapper has a plain Tensor -> Tensor forward.
@@ -89,8 +120,12 @@ class ModelImpl : public torch::nn::Module {
   explicit ModelImpl(std::string arch) : arch_(std::move(arch)) {}
   /// Appends a unit; called by subclasses in order.
   void add_unit(std::string name, torch::nn::AnyModule module);
-  /// Declares a cut after the most recently added unit; its shape is filled by finish().
+  /// Declares a cut after the most recently added unit where one tensor crosses (the unit's
+  /// output, named "out"); its shape is filled by finish().
   void add_cut(std::string name);
+  /// Declares a cut after the most recently added unit where `tensors` cross (in packed
+  /// order); finish() checks that the unit's output is their packed shape.
+  void add_cut(std::string name, std::vector<CutTensor> tensors);
   /// Computes cut shapes by shape inference (no forward pass); subclasses call it at the end of
   /// their constructor, after setting input_shape_ and num_classes_. Throws ModelError when the
   /// input shape does not fit the layers (e.g. too small an image).

@@ -19,6 +19,56 @@ std::string autoencoder_module_name(const std::string& cut) {
   return name;
 }
 
+CutTraffic cut_traffic(const CutPoint& cut, const AutoencoderOptions& options) {
+  validate(options);
+  const bool with_ae = options.rate > 1.0;
+  CutTraffic t;
+  t.cut = cut.name;
+  t.tensors = cut.tensors;
+  if (t.tensors.empty()) t.tensors = {CutTensor{"out", cut.shape}};
+  std::vector<Shape> shapes;
+  for (const auto& tensor : t.tensors) {
+    shapes.push_back(tensor.shape);
+    t.wire_tensor_shapes.push_back(with_ae ? encoded_shape(tensor.shape, options.rate)
+                                           : tensor.shape);
+  }
+  t.shape = packed_shape(shapes);
+  t.wire_shape = packed_shape(t.wire_tensor_shapes);
+  t.bytes_per_sample = numel(t.shape) * static_cast<int64_t>(sizeof(float));
+  t.wire_bytes_per_sample = numel(t.wire_shape) * static_cast<int64_t>(sizeof(float));
+  t.requested_rate = options.rate;
+  if (!with_ae) {
+    t.effective_rate = 1.0;
+  } else if (t.tensors.size() == 1) {
+    t.effective_rate = effective_rate(t.tensors[0].shape[0], options.rate);
+  } else {
+    t.effective_rate =
+        static_cast<double>(t.bytes_per_sample) / static_cast<double>(t.wire_bytes_per_sample);
+  }
+  return t;
+}
+
+CutCodecImpl::CutCodecImpl(std::vector<Autoencoder> autoencoders, bool encode)
+    : autoencoders_(std::move(autoencoders)), encode_(encode) {
+  TORCH_INTERNAL_ASSERT(!autoencoders_.empty(), "CutCodec without autoencoders");
+  // Registered in the view only, so that the codec's parameters() are its layers'.
+  for (size_t i = 0; i < autoencoders_.size(); ++i)
+    register_module(std::to_string(i), autoencoders_[i]);
+}
+
+std::vector<Shape> CutCodecImpl::in_shapes() const {
+  std::vector<Shape> shapes;
+  for (const auto& ae : autoencoders_) shapes.push_back(encode_ ? ae->shape() : ae->code_shape());
+  return shapes;
+}
+
+torch::Tensor CutCodecImpl::forward(torch::Tensor x) {
+  std::vector<torch::Tensor> parts = unpack(x, in_shapes());
+  for (size_t i = 0; i < parts.size(); ++i)
+    parts[i] = encode_ ? autoencoders_[i]->encode(parts[i]) : autoencoders_[i]->decode(parts[i]);
+  return pack(parts);
+}
+
 QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
                                const AutoencoderOptions& options)
     : base_(std::move(base)), options_(options) {
@@ -51,19 +101,27 @@ QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
 
   const bool with_ae = options.rate > 1.0;
   for (const CutPoint* p : points) {
-    Autoencoder ae{nullptr};
-    if (with_ae)
-      ae = register_module(autoencoder_module_name(p->name), Autoencoder(p->shape, options));
-    autoencoders_.push_back(ae);
-
-    CutTraffic t;
-    t.cut = p->name;
-    t.shape = p->shape;
-    t.wire_shape = with_ae ? ae->code_shape() : p->shape;
-    t.bytes_per_sample = numel(t.shape) * static_cast<int64_t>(sizeof(float));
-    t.wire_bytes_per_sample = numel(t.wire_shape) * static_cast<int64_t>(sizeof(float));
-    t.requested_rate = options.rate;
-    t.effective_rate = with_ae ? effective_rate(p->shape[0], options.rate) : 1.0;
+    CutTraffic t = cut_traffic(*p, options);
+    std::vector<Autoencoder> aes;
+    torch::nn::AnyModule encoder, decoder;
+    if (with_ae && t.tensors.size() == 1) {
+      aes.push_back(register_module(autoencoder_module_name(p->name),
+                                    Autoencoder(t.tensors[0].shape, options)));
+      encoder = aes[0]->encoder();
+      decoder = aes[0]->decoder();
+    } else if (with_ae) {
+      torch::nn::ModuleList list;
+      for (const auto& tensor : t.tensors) {
+        aes.emplace_back(tensor.shape, options);
+        list->push_back(aes.back());
+      }
+      register_module(autoencoder_module_name(p->name), list);
+      encoder = torch::nn::AnyModule(CutCodec(aes, true));
+      decoder = torch::nn::AnyModule(CutCodec(aes, false));
+    }
+    autoencoders_.push_back(std::move(aes));
+    encoders_.push_back(std::move(encoder));
+    decoders_.push_back(std::move(decoder));
     traffic_.push_back(std::move(t));
   }
 
@@ -79,17 +137,19 @@ QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
       s.macs += summary.units[u].macs;
       s.params += summary.units[u].params;
     }
-    if (k > 0 && !autoencoders_[k - 1].is_empty()) {
-      const auto& ae = autoencoders_[k - 1];
-      s.in_shape = ae->code_shape();
-      s.macs += module_macs(*ae->decoder().ptr(), ae->code_shape(), nullptr);
-      s.params += count_params(*ae->decoder().ptr());
+    if (k > 0 && !autoencoders_[k - 1].empty()) {
+      s.in_shape = traffic_[k - 1].wire_shape;
+      for (const auto& ae : autoencoders_[k - 1]) {
+        s.macs += module_macs(*ae->decoder().ptr(), ae->code_shape(), nullptr);
+        s.params += count_params(*ae->decoder().ptr());
+      }
     }
-    if (k < points.size() && !autoencoders_[k].is_empty()) {
-      const auto& ae = autoencoders_[k];
-      s.out_shape = ae->code_shape();
-      s.macs += module_macs(*ae->encoder().ptr(), ae->shape(), nullptr);
-      s.params += count_params(*ae->encoder().ptr());
+    if (k < points.size() && !autoencoders_[k].empty()) {
+      s.out_shape = traffic_[k].wire_shape;
+      for (const auto& ae : autoencoders_[k]) {
+        s.macs += module_macs(*ae->encoder().ptr(), ae->shape(), nullptr);
+        s.params += count_params(*ae->encoder().ptr());
+      }
     }
     s.flops = 2 * s.macs;
     // Two cuts at the same place cannot happen (names are unique, one cut per unit boundary).
@@ -99,15 +159,40 @@ QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
   }
 }
 
-Autoencoder QuiltModelImpl::autoencoder(size_t k) const { return autoencoders_.at(k); }
+Autoencoder QuiltModelImpl::autoencoder(size_t k) const {
+  const auto& aes = autoencoders_.at(k);
+  if (aes.empty()) return Autoencoder{nullptr};
+  if (aes.size() > 1) {
+    throw ModelError(fmt::format(
+        "cut {} of {} carries {} tensors with one autoencoder each; use autoencoders({})",
+        traffic_.at(k).cut, base_->arch(), aes.size(), k));
+  }
+  return aes[0];
+}
+
+const std::vector<Autoencoder>& QuiltModelImpl::autoencoders(size_t k) const {
+  return autoencoders_.at(k);
+}
+
+torch::Tensor QuiltModelImpl::encode(size_t k, torch::Tensor x) {
+  TORCH_CHECK(k < traffic_.size(), "cut ", k, " out of range: ", traffic_.size(), " cuts");
+  return encoders_[k].is_empty() ? x : encoders_[k].forward<torch::Tensor>(std::move(x));
+}
+
+torch::Tensor QuiltModelImpl::decode(size_t k, torch::Tensor x) {
+  TORCH_CHECK(k < traffic_.size(), "cut ", k, " out of range: ", traffic_.size(), " cuts");
+  return decoders_[k].is_empty() ? x : decoders_[k].forward<torch::Tensor>(std::move(x));
+}
+
+torch::nn::AnyModule QuiltModelImpl::encoder_module(size_t k) const { return encoders_.at(k); }
+
+torch::nn::AnyModule QuiltModelImpl::decoder_module(size_t k) const { return decoders_.at(k); }
 
 torch::Tensor QuiltModelImpl::forward_stage(size_t k, torch::Tensor x) {
   TORCH_CHECK(k < stages_.size(), "stage ", k, " out of range: ", stages_.size(), " stages");
-  if (k > 0 && !autoencoders_[k - 1].is_empty()) x = autoencoders_[k - 1]->decode(std::move(x));
+  if (k > 0) x = decode(k - 1, std::move(x));
   x = base_->forward_units(std::move(x), stages_[k].first_unit, stages_[k].end_unit);
-  if (k + 1 < stages_.size() && !autoencoders_[k].is_empty()) {
-    x = autoencoders_[k]->encode(std::move(x));
-  }
+  if (k + 1 < stages_.size()) x = encode(k, std::move(x));
   return x;
 }
 
@@ -118,9 +203,10 @@ torch::Tensor QuiltModelImpl::forward(torch::Tensor x) {
 
 std::vector<torch::Tensor> QuiltModelImpl::autoencoder_parameters() const {
   std::vector<torch::Tensor> params;
-  for (const auto& ae : autoencoders_) {
-    if (ae.is_empty()) continue;
-    for (const auto& p : ae->parameters()) params.push_back(p);
+  for (const auto& aes : autoencoders_) {
+    for (const auto& ae : aes) {
+      for (const auto& p : ae->parameters()) params.push_back(p);
+    }
   }
   return params;
 }

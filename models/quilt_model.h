@@ -27,28 +27,60 @@ struct StageSpec {
   int64_t params = 0;  ///< parameters of the units plus the stage's decoder/encoder
 };
 
-/// Per cut of a partition: what crosses between stage k and k+1.
+/// Per cut of a partition: what crosses between stage k and k+1. Where several tensors cross
+/// (UNet's skips) the shapes are the packed ones (model.h) and bytes are summed over them.
 struct CutTraffic {
   std::string cut;
-  Shape shape;                        ///< without autoencoder
+  Shape shape;                        ///< without autoencoder (packed {total} for several)
   Shape wire_shape;                   ///< what actually crosses (encoded when R > 1)
   int64_t bytes_per_sample = 0;       ///< float32 bytes without autoencoder
   int64_t wire_bytes_per_sample = 0;  ///< float32 bytes that cross
   double requested_rate = 1.0;
-  double effective_rate = 1.0;  ///< C / ceil(C/R); 1 without autoencoder
+  /// bytes_per_sample / wire_bytes_per_sample: C / ceil(C/R) for one tensor; 1 without
+  /// autoencoder.
+  double effective_rate = 1.0;
+  std::vector<CutTensor> tensors;         ///< the crossing tensors, in packed order (one or more)
+  std::vector<Shape> wire_tensor_shapes;  ///< each tensor as it crosses (encoded when R > 1)
 };
+
+/// What crosses `cut` with autoencoders built from `options` (one per crossing tensor when
+/// options.rate > 1), without building them. Throws ModelError for invalid options or a tensor
+/// an autoencoder cannot take.
+CutTraffic cut_traffic(const CutPoint& cut, const AutoencoderOptions& options);
+
+/// A view that applies the encoders (or decoders) of a cut with several crossing tensors to the
+/// packed batch: unpack, encode (decode) each tensor with its own autoencoder, pack.
+class CutCodecImpl : public torch::nn::Module {
+ public:
+  /// `autoencoders` in packed order (shared); `encode` picks encoders (else decoders).
+  CutCodecImpl(std::vector<Autoencoder> autoencoders, bool encode);
+  /// [N, packed input] -> [N, packed output].
+  torch::Tensor forward(torch::Tensor x);
+  const std::vector<Autoencoder>& autoencoders() const { return autoencoders_; }
+  bool encodes() const { return encode_; }
+  /// Per-tensor shapes this codec takes (original shapes when encoding, code shapes otherwise).
+  std::vector<Shape> in_shapes() const;
+
+ private:
+  std::vector<Autoencoder> autoencoders_;
+  bool encode_;
+};
+TORCH_MODULE(CutCodec);
 
 /// "ae_" + the cut name with '.' replaced by '_' ("after_layer3.2" -> "ae_after_layer3_2"): the
 /// name under which QuiltModel registers the autoencoder of that cut (module names cannot
-/// contain dots).
+/// contain dots). Where several tensors cross, this names a ModuleList of autoencoders, one per
+/// tensor in packed order: "ae_after_down2.0", "ae_after_down2.1", ...
 std::string autoencoder_module_name(const std::string& cut);
 
 /// The base model plus one autoencoder per cut. Parameter names: the base model's own
 /// (torchvision names for ResNet, unchanged, no prefix) plus "ae_<cut>.encoder.weight",
 /// "ae_<cut>.encoder.bias", "ae_<cut>.decoder.weight", "ae_<cut>.decoder.bias" per cut when
 /// R > 1, where ae_<cut> is autoencoder_module_name(cut) ("ae_after_layer3",
-/// "ae_after_layer3_2"). So with R = 1 its state_dict is exactly the base model's, and pretrained
-/// weights load through load_state_dict(*quilt->base(), path).
+/// "ae_after_layer3_2"). A cut where several tensors cross gets one autoencoder per tensor,
+/// "ae_<cut>.<i>.encoder.weight" etc. with i the tensor's index in packed order
+/// ("ae_after_down2.1.decoder.bias" is down1's). So with R = 1 its state_dict is exactly the base
+/// model's, and pretrained weights load through load_state_dict(*quilt->base(), path).
 class QuiltModelImpl : public torch::nn::Module {
  public:
   /// Cuts `base` at the named cuts (in model order, no repeats; none = one stage) and
@@ -70,7 +102,22 @@ class QuiltModelImpl : public torch::nn::Module {
   /// One entry per cut (num_stages() - 1).
   const std::vector<CutTraffic>& traffic() const { return traffic_; }
   /// The autoencoder at cut k (between stage k and k+1), or an empty holder (nullptr) for R = 1.
+  /// Throws ModelError when several tensors cross cut k and R > 1 (use autoencoders(k)).
   Autoencoder autoencoder(size_t k) const;
+  /// The autoencoders at cut k, one per crossing tensor in packed order; empty for R = 1.
+  const std::vector<Autoencoder>& autoencoders(size_t k) const;
+  /// Whether cut k has autoencoders (R > 1).
+  bool has_autoencoder(size_t k) const { return !autoencoders(k).empty(); }
+  /// Encodes what crosses cut k: [N, ...traffic()[k].shape] -> [N, ...wire_shape] (identity
+  /// for R = 1).
+  torch::Tensor encode(size_t k, torch::Tensor x);
+  /// The inverse direction: [N, ...wire_shape] -> [N, ...shape] (identity for R = 1).
+  torch::Tensor decode(size_t k, torch::Tensor x);
+  /// The module that encode(k, .) runs, for compilers: the autoencoder's encoder layer
+  /// (Conv2d / Linear) for one tensor, a CutCodec for several, empty for R = 1.
+  torch::nn::AnyModule encoder_module(size_t k) const;
+  /// Likewise for decode(k, .).
+  torch::nn::AnyModule decoder_module(size_t k) const;
 
   /// Runs stage k on x (decoder, units, encoder). x: {N, ...stage(k).in_shape}.
   torch::Tensor forward_stage(size_t k, torch::Tensor x);
@@ -87,7 +134,8 @@ class QuiltModelImpl : public torch::nn::Module {
   AutoencoderOptions options_;
   std::vector<StageSpec> stages_;
   std::vector<CutTraffic> traffic_;
-  std::vector<Autoencoder> autoencoders_;  // empty Autoencoder{nullptr} where R == 1
+  std::vector<std::vector<Autoencoder>> autoencoders_;     // per cut; empty where R == 1
+  std::vector<torch::nn::AnyModule> encoders_, decoders_;  // per cut; empty where R == 1
 };
 
 /// Holder of QuiltModelImpl (as TORCH_MODULE(QuiltModel) would declare it), plus a constructor

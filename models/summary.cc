@@ -1,9 +1,11 @@
 #include "models/summary.h"
 
 #include "models/autoencoder.h"
+#include "models/efficientnet.h"
 #include "models/mlp.h"
 #include "models/quilt_model.h"
 #include "models/resnet.h"
+#include "models/unet.h"
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
@@ -12,11 +14,25 @@
 #include <torch/nn/modules/linear.h>
 
 #include <sstream>
+#include <unordered_map>
 
 namespace quilt::models {
 namespace {
 
 using torch::nn::Module;
+
+// Leaf layers visited by module_macs while summarize_layers() traces a unit (null otherwise).
+struct TraceRecord {
+  const Module* module;
+  Shape in, out;
+  int64_t macs;
+};
+thread_local std::vector<TraceRecord>* g_trace = nullptr;
+
+int64_t leaf(const Module& m, const Shape& in, const Shape& out, int64_t macs) {
+  if (g_trace) g_trace->push_back(TraceRecord{&m, in, out, macs});
+  return macs;
+}
 
 // "torch::nn::Conv2d(3, 64, kernel_size=[7, 7], ...)" names the layer in messages.
 std::string describe(const Module& m) {
@@ -71,6 +87,33 @@ int64_t conv2d(const torch::nn::Conv2dImpl& conv, const Shape& in, Shape* out) {
   }
   *out = result;
   return numel(result) * (o.in_channels() / o.groups()) * k[0] * k[1];
+}
+
+int64_t conv_transpose2d(const torch::nn::ConvTranspose2dImpl& conv, const Shape& in, Shape* out) {
+  const auto& o = conv.options;
+  expect_rank(conv, in, 3, "{C, H, W}");
+  if (in[0] != o.in_channels()) {
+    fail(conv,
+         fmt::format("expects {} input channels, got shape {}", o.in_channels(), to_string(in)));
+  }
+  const auto& k = *o.kernel_size();
+  const auto& s = *o.stride();
+  const auto& d = *o.dilation();
+  const auto& op = *o.output_padding();
+  int64_t pad[2] = {0, 0};
+  if (const auto* p = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
+    pad[0] = (**p)[0];
+    pad[1] = (**p)[1];
+  }
+  Shape result = {o.out_channels(), 0, 0};
+  for (int i = 0; i < 2; ++i)
+    result[i + 1] = (in[i + 1] - 1) * s[i] - 2 * pad[i] + d[i] * (k[i] - 1) + op[i] + 1;
+  if (result[1] < 1 || result[2] < 1) {
+    fail(conv, fmt::format("input {} gives an empty output", to_string(in)));
+  }
+  *out = result;
+  // Every input pixel scatters a k x k window to out_channels / groups channels.
+  return in[1] * in[2] * o.in_channels() * (o.out_channels() / o.groups()) * k[0] * k[1];
 }
 
 int64_t max_pool2d(const torch::nn::MaxPool2dImpl& pool, const Shape& in, Shape* out) {
@@ -162,7 +205,11 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
   Shape scratch;
   Shape& out = out_ptr ? *out_ptr : scratch;
   if (const auto* conv = dynamic_cast<const torch::nn::Conv2dImpl*>(&m)) {
-    return conv2d(*conv, in, &out);
+    // Grouped and depthwise convs: conv2d counts in_channels / groups inputs per output.
+    return leaf(m, in, out, conv2d(*conv, in, &out));
+  }
+  if (const auto* conv = dynamic_cast<const torch::nn::ConvTranspose2dImpl*>(&m)) {
+    return leaf(m, in, out, conv_transpose2d(*conv, in, &out));
   }
   if (const auto* bn = dynamic_cast<const torch::nn::BatchNorm2dImpl*>(&m)) {
     expect_rank(m, in, 3, "{C, H, W}");
@@ -171,32 +218,34 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
                           to_string(in)));
     }
     out = in;
-    return 0;
+    return leaf(m, in, out, 0);
   }
   if (dynamic_cast<const torch::nn::ReLUImpl*>(&m) ||
+      dynamic_cast<const torch::nn::SiLUImpl*>(&m) ||
+      dynamic_cast<const torch::nn::SigmoidImpl*>(&m) ||
       dynamic_cast<const torch::nn::DropoutImpl*>(&m) ||
       dynamic_cast<const torch::nn::IdentityImpl*>(&m)) {
     out = in;
-    return 0;
+    return leaf(m, in, out, 0);
   }
   if (const auto* pool = dynamic_cast<const torch::nn::MaxPool2dImpl*>(&m)) {
-    return max_pool2d(*pool, in, &out);
+    return leaf(m, in, out, max_pool2d(*pool, in, &out));
   }
   if (const auto* pool = dynamic_cast<const torch::nn::AvgPool2dImpl*>(&m)) {
-    return avg_pool2d(*pool, in, &out);
+    return leaf(m, in, out, avg_pool2d(*pool, in, &out));
   }
   if (const auto* pool = dynamic_cast<const torch::nn::AdaptiveAvgPool2dImpl*>(&m)) {
     expect_rank(m, in, 3, "{C, H, W}");
     const auto& size = *pool->options.output_size();
     out = {in[0], size[0].value_or(in[1]), size[1].value_or(in[2])};
-    return 0;
+    return leaf(m, in, out, 0);
   }
   if (const auto* f = dynamic_cast<const torch::nn::FlattenImpl*>(&m)) {
     out = flatten(*f, in);
-    return 0;
+    return leaf(m, in, out, 0);
   }
   if (const auto* fc = dynamic_cast<const torch::nn::LinearImpl*>(&m)) {
-    return linear(*fc, in, &out);
+    return leaf(m, in, out, linear(*fc, in, &out));
   }
   if (const auto* seq = dynamic_cast<const torch::nn::SequentialImpl*>(&m)) {
     std::vector<const Module*> children;
@@ -218,10 +267,70 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
   }
   if (const auto* head = dynamic_cast<const ResNetHeadImpl*>(&m)) {
     expect_rank(m, in, 3, "{C, H, W}");
-    return linear(*head->fc, {in[0]}, &out);
+    return module_macs(*head->fc, {in[0]}, &out);
   }
   if (const auto* unit = dynamic_cast<const LinearReluImpl*>(&m)) {
-    return linear(*unit->fc, in, &out);
+    return module_macs(*unit->fc, in, &out);
+  }
+  if (const auto* se = dynamic_cast<const SqueezeExcitationImpl*>(&m)) {
+    expect_rank(m, in, 3, "{C, H, W}");
+    Shape scale;
+    const int64_t macs = chain({se->fc1.get(), se->fc2.get()}, {in[0], 1, 1}, &scale);
+    if (scale[0] != in[0])
+      fail(m, fmt::format("scales {} channels of {}", scale[0], to_string(in)));
+    out = in;
+    return macs;
+  }
+  if (const auto* b = dynamic_cast<const MBConvImpl*>(&m)) {
+    const int64_t macs = module_macs(*b->block, in, &out);
+    if (b->use_res_connect && in != out) {
+      fail(m,
+           fmt::format("residual needs equal shapes, got {} -> {}", to_string(in), to_string(out)));
+    }
+    return macs;
+  }
+  if (const auto* head = dynamic_cast<const EfficientNetHeadImpl*>(&m)) {
+    expect_rank(m, in, 3, "{C, H, W}");
+    return module_macs(*head->classifier, {in[0]}, &out);
+  }
+  if (const auto* d = dynamic_cast<const DoubleConvImpl*>(&m)) {
+    return module_macs(*d->double_conv, in, &out);
+  }
+  if (const auto* d = dynamic_cast<const DownImpl*>(&m)) {
+    return module_macs(*d->maxpool_conv, in, &out);
+  }
+  if (const auto* o = dynamic_cast<const OutConvImpl*>(&m)) {
+    return module_macs(*o->conv, in, &out);
+  }
+  if (const auto* unit = dynamic_cast<const UNetUnitImpl*>(&m)) {
+    if (in != packed_shape(unit->in_shapes())) {
+      fail(m, fmt::format("expects {}, got {}", to_string(packed_shape(unit->in_shapes())),
+                          to_string(in)));
+    }
+    const auto& ins = unit->in_shapes();
+    Shape y;
+    int64_t macs = 0;
+    if (unit->kind() == UNetUnitImpl::Kind::kMerge) {
+      const auto* up = unit->layer()->as<UpImpl>();
+      TORCH_INTERNAL_ASSERT(up != nullptr && ins.size() >= 2, "UNet merge unit without Up");
+      Shape upsampled;
+      macs += module_macs(*up->up, ins.back(), &upsampled);
+      const Shape& skip = ins[ins.size() - 2];
+      if (upsampled.size() != 3 || skip.size() != 3 || upsampled[1] != skip[1] ||
+          upsampled[2] != skip[2]) {
+        fail(m, fmt::format("upsampled {} does not match skip {}", to_string(upsampled),
+                            to_string(skip)));
+      }
+      macs += module_macs(*up->conv, {skip[0] + upsampled[0], skip[1], skip[2]}, &y);
+    } else {
+      macs += module_macs(*unit->layer(), ins.back(), &y);
+    }
+    if (y != unit->out_shapes().back()) {
+      fail(m, fmt::format("produces {}, declared {}", to_string(y),
+                          to_string(unit->out_shapes().back())));
+    }
+    out = packed_shape(unit->out_shapes());
+    return macs;
   }
   if (const auto* unit = dynamic_cast<const SequentialUnitImpl*>(&m)) {
     return module_macs(*unit->seq, in, &out);
@@ -231,6 +340,23 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
       fail(m, fmt::format("built for {}, got {}", to_string(ae->shape()), to_string(in)));
     }
     return chain({ae->encoder().ptr().get(), ae->decoder().ptr().get()}, in, &out);
+  }
+  if (const auto* codec = dynamic_cast<const CutCodecImpl*>(&m)) {
+    const std::vector<Shape> ins = codec->in_shapes();
+    if (in != packed_shape(ins)) {
+      fail(m, fmt::format("expects {}, got {}", to_string(packed_shape(ins)), to_string(in)));
+    }
+    int64_t macs = 0;
+    std::vector<Shape> outs;
+    for (size_t i = 0; i < ins.size(); ++i) {
+      const auto& ae = codec->autoencoders()[i];
+      Shape o;
+      macs +=
+          module_macs(codec->encodes() ? *ae->encoder().ptr() : *ae->decoder().ptr(), ins[i], &o);
+      outs.push_back(std::move(o));
+    }
+    out = packed_shape(outs);
+    return macs;
   }
   if (const auto* model = dynamic_cast<const ModelImpl*>(&m)) {
     std::vector<const Module*> units;
@@ -252,8 +378,9 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
     return macs;
   }
   throw ModelError(fmt::format(
-      "shape inference does not know the layer type {}; supported: Conv2d, BatchNorm2d, ReLU, "
-      "MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Linear, Dropout, Identity, "
+      "shape inference does not know the layer type {}; supported: Conv2d, ConvTranspose2d, "
+      "BatchNorm2d, ReLU, SiLU, Sigmoid, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, "
+      "Linear, Dropout, Identity, "
       "Sequential and the zoo's blocks, units and autoencoders",
       describe(m)));
 }
@@ -295,6 +422,50 @@ ModelSummary summarize(Model model) {
   }
   s.flops = 2 * s.macs;
   return s;
+}
+
+std::vector<LayerSummary> summarize_layers(Model model) {
+  TORCH_INTERNAL_ASSERT(!model.is_empty(), "summarize_layers(nullptr)");
+  std::unordered_map<const Module*, std::pair<std::string, std::shared_ptr<Module>>> names;
+  for (const auto& item : model->named_modules("", /*include_self=*/false))
+    names.emplace(item.value().get(), std::make_pair(item.key(), item.value()));
+  std::vector<LayerSummary> rows;
+  Shape shape = model->input_shape();
+  for (const auto& unit : model->units()) {
+    std::vector<TraceRecord> trace;
+    g_trace = &trace;
+    Shape out;
+    try {
+      module_macs(*unit.module.ptr(), shape, &out);
+    } catch (const ModelError& e) {
+      g_trace = nullptr;
+      throw ModelError(fmt::format("{}: unit {}: {}", model->arch(), unit.name, e.what()));
+    }
+    g_trace = nullptr;
+    for (const auto& t : trace) {
+      LayerSummary l;
+      l.unit = unit.name;
+      auto it = names.find(t.module);
+      TORCH_INTERNAL_ASSERT(it != names.end(), "a layer of unit ", unit.name,
+                            " is not registered in ", model->arch());
+      l.name = it->second.first;
+      l.module = it->second.second;
+      l.type = t.module->name();
+      if (const size_t colon = l.type.rfind("::"); colon != std::string::npos)
+        l.type = l.type.substr(colon + 2);
+      if (l.type.size() > 4 && l.type.compare(l.type.size() - 4, 4, "Impl") == 0)
+        l.type.resize(l.type.size() - 4);
+      l.in_shape = t.in;
+      l.out_shape = t.out;
+      l.macs = t.macs;
+      l.flops = 2 * t.macs;
+      l.params = count_params(*t.module);
+      l.out_bytes = numel(t.out) * static_cast<int64_t>(sizeof(float));
+      rows.push_back(std::move(l));
+    }
+    shape = std::move(out);
+  }
+  return rows;
 }
 
 std::string to_string(const ModelSummary& s) {

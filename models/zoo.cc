@@ -1,19 +1,33 @@
 #include "models/zoo.h"
 
+#include "models/efficientnet.h"
 #include "models/mlp.h"
 #include "models/resnet.h"
+#include "models/unet.h"
 
 #include <fmt/format.h>
 
 namespace quilt::models {
 
-std::vector<std::string> model_names() { return {"resnet18", "resnet50", "mlp"}; }
+std::vector<std::string> model_names() {
+  return {"resnet18", "resnet50", "efficientnet_b0", "unet", "mlp"};
+}
 
 Model make_model(const std::string& arch, const ModelOptions& options) {
   if (arch == "resnet18" || arch == "resnet50") {
     const Shape input = options.input_shape.empty() ? Shape{3, 224, 224} : options.input_shape;
     const int64_t classes = options.num_classes == 0 ? 1000 : options.num_classes;
     return to_model(ResNet(arch == "resnet18" ? 18 : 50, input, classes));
+  }
+  if (arch == "efficientnet_b0") {
+    const Shape input = options.input_shape.empty() ? Shape{3, 224, 224} : options.input_shape;
+    const int64_t classes = options.num_classes == 0 ? 1000 : options.num_classes;
+    return to_model(EfficientNet(input, classes));
+  }
+  if (arch == "unet") {
+    const Shape input = options.input_shape.empty() ? Shape{3, 256, 256} : options.input_shape;
+    const int64_t classes = options.num_classes == 0 ? 2 : options.num_classes;
+    return to_model(UNet(input, classes));
   }
   if (arch == "mlp") {
     const Shape input = options.input_shape.empty() ? Shape{64} : options.input_shape;

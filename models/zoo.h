@@ -12,13 +12,14 @@
 namespace quilt::models {
 
 /// Options shared by the zoo's constructors. Empty input_shape / zero classes mean the model's
-/// default (ResNet: 3x224x224, 1000 classes; MLP: 64 features, 10 classes).
+/// default (ResNet, EfficientNet-B0: 3x224x224, 1000 classes; UNet: 3x256x256, 2 classes =
+/// output channels; MLP: 64 features, 10 classes).
 struct ModelOptions {
   Shape input_shape;
   int64_t num_classes = 0;
 };
 
-/// Names the zoo knows ("resnet18", "resnet50", "mlp").
+/// Names the zoo knows ("resnet18", "resnet50", "efficientnet_b0", "unet", "mlp").
 std::vector<std::string> model_names();
 
 /// Builds the named model with freshly initialised weights (torchvision's init for ResNet,

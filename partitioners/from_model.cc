@@ -29,7 +29,14 @@ ModelProfile profile_model(const models::Model& model, const FromModelOptions& o
     for (const models::CutPoint& c : summary.cuts) {
       if (c.after_unit != i) continue;
       layer.cut_allowed = true;
-      layer.crossing.push_back(CrossingTensor{"out", c.shape});
+      // One entry per crossing tensor (UNet's skips each cost an autoencoder and their own
+      // bytes); a single tensor keeps the label "out".
+      if (c.tensors.size() <= 1) {
+        layer.crossing.push_back(CrossingTensor{"out", c.shape});
+      } else {
+        for (const models::CutTensor& t : c.tensors)
+          layer.crossing.push_back(CrossingTensor{t.name, t.shape});
+      }
     }
     profile.layers.push_back(std::move(layer));
   }

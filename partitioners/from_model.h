@@ -24,8 +24,10 @@ struct FromModelOptions {
 /// The model's units as partitioners see them, in model order: name = unit name, flops and params
 /// per sample from models::summarize, out_bytes = float32 bytes of the unit's output per sample,
 /// cut_allowed = whether the model declares a cut after the unit, and then `crossing` = the
-/// tensors that cross that cut (today the unit's output, named "out"; a model with skip
-/// connections would list one per tensor). input_bytes = float32 bytes of one input sample.
+/// tensors that cross that cut: the unit's output, named "out", where one tensor crosses; one
+/// entry per tensor, named and ordered as models::CutPoint::tensors, where several do (UNet:
+/// after_down2 crosses inc, down1, down2), so the cost model charges each its bytes and its
+/// autoencoder. out_bytes stays the unit's (packed) output. input_bytes = float32 bytes of one input sample.
 /// measured_s is left empty (see add_measured_s). Throws models::ModelError when the model's
 /// input shape does not fit its layers. Never runs the model; pure apart from reading it.
 ModelProfile profile_model(const models::Model& model, const FromModelOptions& options = {});

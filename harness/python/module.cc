@@ -2,6 +2,7 @@
 // (dicts, lists, numbers, strings), for analysis scripts and notebooks.
 
 #include "models/autoencoder.h"
+#include "models/quilt_model.h"
 #include "models/summary.h"
 #include "models/zoo.h"
 #include "partitioners/python_bindings.h"
@@ -51,15 +52,19 @@ py::dict summary(const std::string& arch, std::optional<std::vector<int64_t>> in
   d["units"] = units;
   py::list cuts;
   for (const auto& c : s.cuts) {
-    auto enc = rate > 1 ? models::encoded_shape(c.shape, rate) : c.shape;
+    // Several crossing tensors (UNet): packed shapes, bytes summed over the tensors.
+    const auto t = models::cut_traffic(c, {rate, 1});
     py::dict x;
     x["name"] = c.name;
     x["after_unit"] = s.units.at(c.after_unit).name;
-    x["shape"] = shape_list(c.shape);
-    x["bytes_per_sample"] = 4 * models::numel(c.shape);
-    x["wire_shape"] = shape_list(enc);
-    x["wire_bytes_per_sample"] = 4 * models::numel(enc);
-    x["effective_rate"] = rate > 1 ? models::effective_rate(c.shape[0], rate) : 1.0;
+    x["shape"] = shape_list(t.shape);
+    x["bytes_per_sample"] = t.bytes_per_sample;
+    x["wire_shape"] = shape_list(t.wire_shape);
+    x["wire_bytes_per_sample"] = t.wire_bytes_per_sample;
+    x["effective_rate"] = t.effective_rate;
+    py::list tensors;
+    for (const auto& tensor : t.tensors) tensors.append(tensor.name);
+    x["tensors"] = tensors;
     cuts.append(x);
   }
   d["cuts"] = cuts;

@@ -265,3 +265,95 @@ TEST(InferenceTest, ProfiledRunTimesEveryOp) {
 
 }  // namespace
 }  // namespace quilt::backends
+
+namespace quilt::backends {
+namespace {
+
+// Stages of models whose blocks the compiler does not know (UNet's packed units, MBConv): the
+// fallback must keep them exact.
+void expect_stages_match_with_fallback(models::QuiltModel qm, int64_t batch,
+                                       const std::string& what) {
+  qm->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = random_input(qm->stage(0).in_shape, batch, 7);
+  torch::Tensor chained = x;
+  for (size_t k = 0; k < qm->num_stages(); ++k) {
+    SCOPED_TRACE(fmt::format("{} stage {}", what, k));
+    torch::Tensor in = random_input(qm->stage(k).in_shape, batch, 11 + k);
+    torch::Tensor ref = qm->forward_stage(k, in);
+    CompiledStage stage(*qm, k, batch);
+    EXPECT_EQ(stage.in_shape(), qm->stage(k).in_shape);
+    EXPECT_EQ(stage.out_shape(), qm->stage(k).out_shape);
+    torch::Tensor in_copy = in.clone();
+    torch::Tensor out = stage.run(in);
+    EXPECT_TRUE(torch::equal(in, in_copy)) << "the input was modified";
+    ASSERT_EQ(out.sizes(), ref.sizes());
+    EXPECT_TRUE(out.is_contiguous());
+    EXPECT_LE(relative_error(out, ref), kTolerance) << stage.summary();
+    EXPECT_TRUE(torch::equal(stage.run(in), out));
+    chained = stage.run(chained);
+  }
+  EXPECT_LE(relative_error(chained, qm->forward(x)), kTolerance);
+}
+
+// A UNet cut across the skips (after_down2: inc, down1, down2 cross, packed) and after up3
+// (inc, up3), with one autoencoder per crossing tensor.
+TEST(InferenceTest, UNetStagesAcrossSkipsMatchReference) {
+  models::Model base = base_model("unet", {3, 32, 32}, 2);
+  for (double rate : {1.0, 4.0}) {
+    torch::manual_seed(10);
+    models::QuiltModel qm(base, {"after_down2", "after_up3"}, models::AutoencoderOptions{rate, 1});
+    expect_stages_match_with_fallback(qm, 2, fmt::format("unet R={}", rate));
+    // All on the fast path: unpack views, packs, one transposed conv per up unit.
+    std::map<std::string, int> kinds;
+    for (size_t k = 0; k < qm->num_stages(); ++k) {
+      CompiledStage stage(*qm, k, 2);
+      EXPECT_TRUE(stage.fallbacks().empty()) << stage.summary();
+      for (const auto& op : stage.ops()) ++kinds[op.kind];
+    }
+    EXPECT_EQ(kinds["conv_transpose"], 4);
+    EXPECT_EQ(kinds["cat"], 4);
+    EXPECT_GT(kinds["unpack"], 0);
+    EXPECT_GT(kinds["pack"], 0);
+    EXPECT_EQ(kinds["fallback"], 0);
+  }
+}
+
+// Without autoencoders the stages chained on the fast path equal the base model.
+TEST(InferenceTest, UNetEveryCutWithoutAutoencoderEqualsBaseModel) {
+  models::Model base = base_model("unet", {3, 32, 32}, 2);
+  std::vector<std::string> cuts;
+  for (const auto& c : base->cuts()) cuts.push_back(c.name);
+  models::QuiltModel qm(base, cuts, models::AutoencoderOptions{});
+  qm->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = random_input({3, 32, 32}, 2, 12);
+  torch::Tensor y = x;
+  for (size_t k = 0; k < qm->num_stages(); ++k) y = CompiledStage(*qm, k, 2).run(y);
+  EXPECT_LE(relative_error(y, base->forward(x)), kTolerance);
+}
+
+TEST(InferenceTest, EfficientNetStagesMatchReference) {
+  models::Model base = base_model("efficientnet_b0", {3, 64, 64}, 10);
+  for (double rate : {1.0, 8.0}) {
+    torch::manual_seed(13);
+    models::QuiltModel qm(base, {"after_features.4"}, models::AutoencoderOptions{rate, 1});
+    expect_stages_match_with_fallback(qm, 2, fmt::format("efficientnet_b0 R={}", rate));
+  }
+  // On the fast path: every MBConv's squeeze-excitation, SiLU after the stem, expand and
+  // depthwise convs (not after the project convs), BN folded everywhere.
+  models::QuiltModel qm(base, {"after_features.4"}, models::AutoencoderOptions{8, 1});
+  std::map<std::string, int> kinds;
+  for (size_t k = 0; k < qm->num_stages(); ++k) {
+    CompiledStage stage(*qm, k, 2);
+    EXPECT_TRUE(stage.fallbacks().empty()) << stage.summary();
+    for (const auto& op : stage.ops()) ++kinds[op.kind];
+  }
+  EXPECT_EQ(kinds["squeeze_excite"], 16);
+  EXPECT_EQ(kinds["silu"], 1 + 15 * 2 + 1 + 1);  // stem, 15 blocks x 2 + features.1.0, last
+  EXPECT_EQ(kinds["batch_norm"], 0);
+  EXPECT_EQ(kinds["linear"], 1);
+}
+
+}  // namespace
+}  // namespace quilt::backends

@@ -68,10 +68,24 @@ TEST(ProfileCmd, MeasureWritesCsvAndJson) {
   std::getline(lines, line);
   EXPECT_EQ(line,
             "unit,in_shape,out_shape,flops,params,out_bytes,cut_after,measured_s,"
-            "measured_s_per_sample");
-  std::vector<std::string> rows;
-  while (std::getline(lines, line)) rows.push_back(line);
+            "measured_s_per_sample,layer,type");
+  // Unit rows end in ",," (no layer); layer rows follow their unit.
+  std::vector<std::string> rows, layers;
+  while (std::getline(lines, line)) {
+    if (line.size() >= 2 && line.compare(line.size() - 2, 2, ",,") == 0) {
+      rows.push_back(line.substr(0, line.size() - 2));
+    } else {
+      layers.push_back(line);
+    }
+  }
   ASSERT_EQ(rows.size(), 10u) << text;
+  // ResNet-18: stem conv1, bn1, maxpool; 8 blocks of conv/bn x 2 (+ 3 downsamples of 2); fc.
+  EXPECT_EQ(layers.size(), 3u + 8 * 4 + 3 * 2 + 1) << text;
+  EXPECT_EQ(layers[0].rfind("stem,3x32x32,64x16x16,", 0), 0u) << layers[0];
+  EXPECT_NE(layers[0].find(",conv1,Conv2d"), std::string::npos) << layers[0];
+  // Measured eagerly: a time in the measured_s column.
+  EXPECT_EQ(layers[0].find(",,,conv1"), std::string::npos) << layers[0];
+  EXPECT_NE(text.find(",layer2.0.downsample.0,Conv2d"), std::string::npos) << text;
   EXPECT_EQ(rows[0].rfind("stem,3x32x32,64x8x8,", 0), 0u) << rows[0];
   EXPECT_NE(rows[2].find(",after_layer1,"), std::string::npos) << rows[2];
   EXPECT_EQ(rows[9].rfind("head,512x1x1,10,", 0), 0u) << rows[9];
@@ -88,8 +102,44 @@ TEST(ProfileCmd, MeasureWritesCsvAndJson) {
             std::string::npos)
       << j;
   EXPECT_NE(j.find("\"cut_after\": null"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"layers\": [\n      {\"name\": \"fc1\", \"type\": \"Linear\""),
+            std::string::npos)
+      << j;
   EXPECT_EQ(j.find("measured_s"), std::string::npos) << j;
   std::remove(json.c_str());
+}
+
+// Per-layer rows of the new models: qualified names, depthwise convs, transposed convs, and
+// measured times of each leaf; --units-only gives the unit table alone.
+TEST(ProfileCmd, LayerRowsOfEfficientNetAndUNet) {
+  Result r = run(cmd_profile, {"quilt", "profile", "efficientnet_b0"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("19 unit(s)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("5288548 parameters"), std::string::npos) << r.out;
+  for (const char* layer : {"  features.0.0 ", "  features.1.0.block.0.0 ",
+                            "  features.1.0.block.1.fc1 ", "  classifier.1 "}) {
+    EXPECT_NE(r.out.find(layer), std::string::npos) << layer << "\n" << r.out;
+  }
+  EXPECT_NE(r.out.find("SiLU"), std::string::npos) << r.out;
+
+  const std::string json = temp_path("unet.json");
+  r = run(cmd_profile, {"quilt", "profile", "unet", "--input", "3,32,32", "--measure", "--batch",
+                        "1", "--repeats", "1", "--warmup", "0", "--output", json});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("run eagerly"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  up1.up "), std::string::npos) << r.out;
+  const std::string j = read(json);
+  EXPECT_NE(j.find("{\"name\": \"up1.up\", \"type\": \"ConvTranspose2d\", \"in_shape\": "
+                   "[1024, 2, 2], \"out_shape\": [512, 4, 4]"),
+            std::string::npos)
+      << j;
+  EXPECT_NE(j.find("\"layer_method\""), std::string::npos) << j;
+  std::remove(json.c_str());
+
+  r = run(cmd_profile, {"quilt", "profile", "resnet18", "--units-only"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.find("conv1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layer4.1"), std::string::npos) << r.out;
 }
 
 TEST(ProfileCmd, UserMistakesExitTwo) {

@@ -14,6 +14,11 @@ For resnet18 and resnet50 (torchvision, random weights with a fixed seed, no dow
 BatchNorm running statistics are calibrated on random data, then perturbed, and weight/bias are
 randomised, so eval-mode BatchNorm is exercised with non-trivial values.
 
+For efficientnet_b0 (torchvision, batch 1 at 3x224x224) and unet (the milesial/Pytorch-UNet
+layout defined below, bilinear=False, 3 -> 2 classes, batch 2 at 3x32x32): the same
+<arch>_od.pt, _input.f32, _logits.f32 (unet: per-pixel logits 2x2x32x32), _params.txt,
+_buffers.txt.
+
 For an MLP 4 -> 8 -> 8 -> 3 with layers fc1/fc2/fc3, files to test load_state_dict's errors:
   mlp_od.pt, mlp_protocol4.pt, mlp_missing.pt (no fc3.bias), mlp_unexpected.pt (extra key),
   mlp_shape.pt (fc2.weight 8x9), mlp_checkpoint.pt ({'model': state_dict, 'epoch': 3}),
@@ -42,7 +47,7 @@ def shape_text(t):
     return "x".join(str(d) for d in t.shape) if t.dim() else "scalar"
 
 
-def randomise_batchnorm(model, generator):
+def randomise_batchnorm(model, generator, input_shape=(3, 224, 224)):
     # Calibrate running stats on random data (momentum None = cumulative average), then
     # perturb them and the affine parameters so that eval-mode BN is far from identity.
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -51,7 +56,7 @@ def randomise_batchnorm(model, generator):
         bn.momentum = None
     model.train()
     with torch.no_grad():
-        model(torch.randn(2, 3, 224, 224, generator=generator))
+        model(torch.randn(2, *input_shape, generator=generator))
     with torch.no_grad():
         for bn in bns:
             c = bn.num_features
@@ -87,6 +92,105 @@ def make_resnet(arch, out, generator):
     logits.numpy().astype("<f4").tofile(os.path.join(out, f"{arch}_logits.f32"))
     write_names(os.path.join(out, f"{arch}_params.txt"), model.named_parameters())
     write_names(os.path.join(out, f"{arch}_buffers.txt"), model.named_buffers())
+
+
+def save_reference(model, arch, x, out):
+    with torch.no_grad():
+        logits = model(x)
+    torch.save(model.state_dict(), os.path.join(out, f"{arch}_od.pt"))
+    x.numpy().astype("<f4").tofile(os.path.join(out, f"{arch}_input.f32"))
+    logits.numpy().astype("<f4").tofile(os.path.join(out, f"{arch}_logits.f32"))
+    write_names(os.path.join(out, f"{arch}_params.txt"), model.named_parameters())
+    write_names(os.path.join(out, f"{arch}_buffers.txt"), model.named_buffers())
+
+
+def make_efficientnet(out, generator):
+    torch.manual_seed(0)
+    model = torchvision.models.efficientnet_b0(weights=None)
+    assert sum(p.numel() for p in model.parameters()) == 5288548
+    randomise_batchnorm(model, generator)
+    save_reference(model, "efficientnet_b0", torch.randn(1, 3, 224, 224, generator=generator), out)
+
+
+# milesial/Pytorch-UNet (unet/unet_parts.py, unet/unet_model.py) with bilinear=False.
+class DoubleConv(torch.nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.double_conv = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(out_channels),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(out_channels),
+            torch.nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.double_conv(x)
+
+
+class Down(torch.nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.maxpool_conv = torch.nn.Sequential(torch.nn.MaxPool2d(2),
+                                                DoubleConv(in_channels, out_channels))
+
+    def forward(self, x):
+        return self.maxpool_conv(x)
+
+
+class Up(torch.nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
+        self.conv = DoubleConv(in_channels, out_channels)
+
+    def forward(self, x1, x2):
+        x1 = self.up(x1)
+        return self.conv(torch.cat([x2, x1], dim=1))
+
+
+class OutConv(torch.nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class UNet(torch.nn.Module):
+    def __init__(self, n_channels, n_classes):
+        super().__init__()
+        self.inc = DoubleConv(n_channels, 64)
+        self.down1 = Down(64, 128)
+        self.down2 = Down(128, 256)
+        self.down3 = Down(256, 512)
+        self.down4 = Down(512, 1024)
+        self.up1 = Up(1024, 512)
+        self.up2 = Up(512, 256)
+        self.up3 = Up(256, 128)
+        self.up4 = Up(128, 64)
+        self.outc = OutConv(64, n_classes)
+
+    def forward(self, x):
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        x4 = self.down3(x3)
+        x5 = self.down4(x4)
+        x = self.up1(x5, x4)
+        x = self.up2(x, x3)
+        x = self.up3(x, x2)
+        x = self.up4(x, x1)
+        return self.outc(x)
+
+
+def make_unet(out, generator):
+    torch.manual_seed(0)
+    model = UNet(3, 2)
+    assert sum(p.numel() for p in model.parameters()) == 31037698
+    randomise_batchnorm(model, generator, (3, 32, 32))
+    save_reference(model, "unet", torch.randn(2, 3, 32, 32, generator=generator), out)
 
 
 class Mlp(torch.nn.Module):
@@ -164,6 +268,8 @@ def main():
     make_batchnorm(out)
     for arch in ("resnet18", "resnet50"):
         make_resnet(arch, out, generator)
+    make_efficientnet(out, generator)
+    make_unet(out, generator)
     with open(stamp_path, "w") as f:
         f.write(stamp)
     print(f"wrote fixture to {out}")

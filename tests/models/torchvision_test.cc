@@ -1,14 +1,17 @@
 // Cross-check against torchvision: names, shapes and eval-mode logits of ResNet-18/50 with a
 // state_dict saved from Python (fixture: make_torchvision_fixture.py).
 
+#include "models/efficientnet.h"
 #include "models/quilt_model.h"
 #include "models/resnet.h"
+#include "models/unet.h"
 #include "models/zoo.h"
 #include "tests/models/fixture.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <iostream>
 #include <sstream>
 
 namespace quilt::models {
@@ -84,6 +87,49 @@ TEST(Torchvision, QuiltModelTakesTorchvisionWeights) {
   QuiltModel with_ae(make_model("resnet18"), {"after_layer2"}, AutoencoderOptions{4, 1});
   EXPECT_THROW(load_state_dict(*with_ae, fixture("resnet18_od.pt")), ModelError);
   load_state_dict(*with_ae->base(), fixture("resnet18_od.pt"));
+}
+
+TEST(Torchvision, EfficientNetB0NamesAndShapes) {
+  EfficientNet model(Shape{3, 224, 224}, 1000);
+  EXPECT_EQ(describe(model->named_parameters()), read_lines("efficientnet_b0_params.txt"));
+  EXPECT_EQ(describe(model->named_buffers()), read_lines("efficientnet_b0_buffers.txt"));
+}
+
+TEST(Torchvision, EfficientNetB0Logits) {
+  Model model = make_model("efficientnet_b0");
+  load_state_dict(*model, fixture("efficientnet_b0_od.pt"));
+  const torch::Tensor expected = read_f32("efficientnet_b0_logits.f32", {1, 1000});
+  const torch::Tensor got = logits(model, "efficientnet_b0", 1);
+  const double err = relative_error(got, expected);
+  EXPECT_LE(err, 1e-4);
+  std::cout << "efficientnet_b0 vs torchvision: max |logit diff| "
+            << (got - expected).abs().max().item<double>() << ", relative " << err << "\n";
+}
+
+// milesial/Pytorch-UNet's layout (defined in the fixture script): names, shapes and outputs.
+TEST(Torchvision, UNetMatchesPytorchUNet) {
+  UNet unet(Shape{3, 32, 32}, 2);
+  EXPECT_EQ(describe(unet->named_parameters()), read_lines("unet_params.txt"));
+  EXPECT_EQ(describe(unet->named_buffers()), read_lines("unet_buffers.txt"));
+  Model model = make_model("unet", {{3, 32, 32}, 2});
+  load_state_dict(*model, fixture("unet_od.pt"));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = read_f32("unet_input.f32", {2, 3, 32, 32});
+  const torch::Tensor expected = read_f32("unet_logits.f32", {2, 2, 32, 32});
+  const torch::Tensor got = model->forward(x);
+  EXPECT_LE(relative_error(got, expected), 1e-4);
+  std::cout << "unet vs PyTorch: max |logit diff| " << (got - expected).abs().max().item<double>()
+            << "\n";
+
+  // Through a QuiltModel cut across the skips at R = 1: the same outputs.
+  QuiltModel quilt(make_model("unet", {{3, 32, 32}, 2}), {"after_down3", "after_up2"},
+                   AutoencoderOptions{});
+  load_state_dict(*quilt, fixture("unet_od.pt"));
+  quilt->eval();
+  torch::Tensor y = x;
+  for (size_t k = 0; k < quilt->num_stages(); ++k) y = quilt->forward_stage(k, y);
+  EXPECT_LE(relative_error(y, expected), 1e-4);
 }
 
 }  // namespace

@@ -113,3 +113,36 @@ TEST(FromModel, BadInputShapeIsAModelError) {
 
 }  // namespace
 }  // namespace quilt::partitioners
+
+namespace quilt::partitioners {
+namespace {
+
+// A cut inside UNet's U crosses the skips too: one crossing tensor each, so the cost model
+// charges the bytes and the autoencoder of every one; the wire bytes agree with QuiltModel's.
+TEST(FromModel, UNetCutsListEveryCrossingTensor) {
+  const models::Model m = models::make_model("unet", {{3, 64, 64}, 2});
+  const ModelProfile p = profile_model(m);
+  ASSERT_EQ(p.layers.size(), 10u);
+  EXPECT_EQ(p.layers[0].name, "inc");
+  ASSERT_EQ(p.layers[0].crossing.size(), 1u);
+  EXPECT_EQ(p.layers[0].crossing[0].name, "out");
+  const LayerProfile& down2 = p.layers[2];
+  ASSERT_EQ(down2.crossing.size(), 3u);
+  EXPECT_EQ(down2.crossing[0].name, "inc");
+  EXPECT_EQ(down2.crossing[0].shape, (Shape{64, 64, 64}));
+  EXPECT_EQ(down2.crossing[1].name, "down1");
+  EXPECT_EQ(down2.crossing[2].shape, (Shape{256, 16, 16}));
+  EXPECT_EQ(p.layers[5].crossing.size(), 4u);  // after up1: inc, down1, down2, up1
+  EXPECT_EQ(p.layers[8].crossing.size(), 1u);  // after up4
+  EXPECT_FALSE(p.layers[9].cut_allowed);
+  for (double rate : {1.0, 4.0, 7.5}) {
+    models::QuiltModel q(m, {"after_down2"}, models::AutoencoderOptions{rate, 1});
+    EXPECT_EQ(wire_bytes(down2.crossing, rate), q->traffic()[0].wire_bytes_per_sample) << rate;
+  }
+  int64_t ae = 0;
+  for (const auto& t : down2.crossing) ae += autoencoder_flops(t.shape, 4, 1);
+  EXPECT_EQ(ae, 2 * 64 * 16 * 64 * 64 + 2 * 128 * 32 * 32 * 32 + 2 * 256 * 64 * 16 * 16);
+}
+
+}  // namespace
+}  // namespace quilt::partitioners
