@@ -96,6 +96,7 @@ struct TrainingConfig {
   /// epochs on the full training split (the "pretrained model" of transfer learning); 0 = none
   /// (model.weights is the pretrained model, or the model is random).
   int64_t pretrain_epochs = 0;
+  int64_t pretrain_samples = 0;  ///< pretraining uses at most this many training samples (0 = all)
 };
 
 struct MeasurementConfig {

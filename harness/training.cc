@@ -146,7 +146,8 @@ std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& con
   for (const char* k : {"model.arch", "model.input", "model.classes", "model.weights", "model.seed",
                         "data.kind", "data.path", "data.seed", "data.augment", "training.batch",
                         "training.lr", "training.optimizer", "training.momentum",
-                        "training.weight_decay", "training.pretrain_epochs"}) {
+                        "training.weight_decay", "training.pretrain_epochs",
+                        "training.pretrain_samples", "training.test_samples"}) {
     auto it = run.params.find(k);
     key += fmt::format(";{}={}", k, it == run.params.end() ? "" : it->second);
   }
@@ -310,6 +311,9 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
   // cached beside the result file.
   if (run.training.pretrain_epochs > 0) {
     const std::string cache = pretrain_cache_path(run, context, n);
+    const int64_t pre_n = run.training.pretrain_samples > 0
+                              ? std::min(run.training.pretrain_samples, data.train.size())
+                              : data.train.size();
     int cached = root && std::filesystem::exists(cache) ? 1 : 0;
     mpi::check(MPI_Bcast(&cached, 1, MPI_INT, 0, comm), "MPI_Bcast");
     try {
@@ -317,18 +321,22 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
       if (cached) {
         if (root) models::load_state_dict(*base, cache);
         tr.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {}, loaded from {}",
-                                    run.training.pretrain_epochs, data.train.size(),
+                                    run.training.pretrain_epochs, pre_n,
                                     run.data.kind, cache);
         if (print) fmt::print("  pretrained weights from {}\n", cache);
       } else {
         if (print)
           fmt::print("  pretraining {} without autoencoder: {} epoch(s) on {} samples\n",
-                     run.model.arch, run.training.pretrain_epochs, data.train.size());
+                     run.model.arch, run.training.pretrain_epochs, pre_n);
         trainers::TrainOptions o = train_options(run, base->input_shape(), root && context.print);
         o.mode = trainers::Mode::kScratch;
         o.epochs = run.training.pretrain_epochs;
         o.eval_every_epoch = false;
-        auto result = trainers::train(plain, data, o, parallel);
+        trainers::Dataset source = data;
+        if (run.training.pretrain_samples > 0)
+          source.train = trainers::stratified_subset(data.train, run.training.pretrain_samples,
+                                                     run.data.seed + 1);
+        auto result = trainers::train(plain, source, o, parallel);
         if (!result.ok) throw trainers::TrainerError("pretraining failed: " + result.failure);
         if (root) {
           std::filesystem::create_directories(std::filesystem::path(cache).parent_path());
@@ -336,7 +344,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
         }
         tr.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {} in this run "
                                     "(cached in {})",
-                                    run.training.pretrain_epochs, data.train.size(),
+                                    run.training.pretrain_epochs, pre_n,
                                     run.data.kind, cache);
       }
     } catch (const std::exception& e) {
