@@ -119,17 +119,18 @@ Dataset load_cifar10(const DataOptions& options);
 /// An ImageNet-style folder of preprocessed samples:
 ///   root/train/<class>/<any name>.qt    root/val/<class>/<any name>.qt
 /// Classes are the sub-directory names of root/train in sorted order (val must use the same
-/// names; a class may be empty in val). Each .qt file holds one sample (or a batch of samples
-/// of one class) as written by write_tensor_file(): raw float32 with a shape header (see
-/// there); other files are ignored. Every sample must have the same shape. Samples are used as
-/// stored (already preprocessed): standardize is not applied to them.
+/// names; a class may be empty in val). Each file written by write_tensor_file() (raw float32
+/// with a shape header, see there) holds one sample when its name ends in ".qt", or several
+/// samples of that class along a leading batch dimension when it ends in ".batch.qt"; other
+/// files are ignored. Every sample must have the same shape. Files are read in sorted order.
+/// Samples are used as stored (already preprocessed): standardize is not applied to them.
+/// Throws DataError naming the directory or file for a missing split, no classes, a class of
+/// val unknown in train, a damaged file or a sample shape that differs from the first one.
 Dataset load_tensor_folder(const DataOptions& options);
 
 /// Writes `t` (float32, contiguous, any shape with 1..8 dimensions) to `path` in the
 /// tensor-folder format: the 8 bytes "QUILTT01", int64 ndim, ndim int64 sizes, then the
-/// elements as little-endian float32. A leading dimension is a batch when the file holds several
-/// samples: read_tensor_file() returns it as stored. Throws DataError when the file cannot be
-/// written.
+/// elements as little-endian float32. Throws DataError when the file cannot be written.
 void write_tensor_file(const std::string& path, const torch::Tensor& t);
 
 /// Reads a file written by write_tensor_file(). Throws DataError naming the file when it is

@@ -95,6 +95,9 @@ struct TrainOptions {
   std::string resume_from;
   /// Evaluate on the test split after every epoch (otherwise only at the end).
   bool eval_every_epoch = true;
+  /// Stop after this many epochs of this call (0 = no limit), as if interrupted, with the
+  /// checkpoint written: for batch jobs with a time limit that resume in the next job.
+  int64_t stop_after_epochs = 0;
 };
 
 /// Throws TrainerError naming the option and the valid range for options that cannot work
@@ -102,9 +105,8 @@ struct TrainOptions {
 /// momentum outside [0, 1), weight_decay < 0, mode kProxy, invalid augmentation).
 void validate(const TrainOptions& options);
 
-/// Loss and accuracy of a model on a split. top5 equals top1 when there are fewer than 5
-/// classes (the true class is always among the top k when k >= classes, so top-5 would be
-/// meaningless); in general top-k with k = min(5, classes - 1), at least 1.
+/// Loss and accuracy of a model on a split. top5 equals top1 when there are 5 classes or fewer
+/// (the true class is always among the top 5 of 5 classes, so top-5 would say nothing).
 struct Evaluation {
   double loss = 0.0;     ///< mean cross-entropy
   double top1 = 0.0;     ///< fraction in [0, 1]
@@ -147,6 +149,10 @@ struct TrainResult {
   double seconds = 0.0;      ///< total training wall time (without evaluations)
   int64_t samples = 0;       ///< global training samples seen
   int64_t resumed_epochs = 0;  ///< epochs restored from resume_from (0 when not resumed)
+  bool stopped = false;  ///< ended by stop_after_epochs before the schedule was complete
+  /// Estimated training FLOPs: 3 x forward FLOPs per sample (forward + backward) x samples, for
+  /// comparison with ProxyResult (approximate: frozen weights need no weight gradients).
+  double train_flops = 0.0;
 };
 
 /// Trains `model` in place on `data` (data.sample_shape must equal the base model's input
