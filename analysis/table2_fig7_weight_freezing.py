@@ -47,7 +47,7 @@ def main(argv=None):
         return 2
 
     lines = ["Table 2: retraining a pretrained model with an autoencoder, limited data",
-             f"{'model':<28} {'wo/ freezing':>12} {'w/ freezing':>12} {'gain':>10} "
+             f"{'model':<36} {'wo/ freezing':>12} {'w/ freezing':>12} {'gain':>10} "
              f"{'pretrained':>11} {'ep.1 wo/':>9} {'ep.1 w/':>9}"]
     rows = []
     for (arch, rate, n), v in sorted(pairs.items()):
@@ -56,13 +56,13 @@ def main(argv=None):
         name = f"{arch}-Quilt {rate:g}x ({n} samples)"
         rows.append((name, u["final_top1"], f["final_top1"], gain, f.get("pretrain_top1"),
                      u["test_top1"][0], f["test_top1"][0], v))
-        lines.append(f"{name:<28} {tr.fmt_pct(u['final_top1']):>12} "
+        lines.append(f"{name:<36} {tr.fmt_pct(u['final_top1']):>12} "
                      f"{tr.fmt_pct(f['final_top1']):>12} {tr.fmt_pt(gain):>10} "
                      f"{tr.fmt_pct(f.get('pretrain_top1')):>11} "
                      f"{tr.fmt_pct(u['test_top1'][0]):>9} {tr.fmt_pct(f['test_top1'][0]):>9}")
     lines.append("Paper (top-1 after retraining on CIFAR-10, pretrained on ImageNet):")
     for name, (wo, w) in PAPER.items():
-        lines.append(f"{name:<28} {wo:>11.2f}% {w:>11.2f}% {w - wo:>+7.2f} pt")
+        lines.append(f"{name:<36} {wo:>11.2f}% {w:>11.2f}% {w - wo:>+7.2f} pt")
     for name, wo, w, gain, *_ in rows:
         if gain > 0:
             verdict = (f"SHOWS for {name}: {gain:+.2f} pt"

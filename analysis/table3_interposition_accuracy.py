@@ -43,7 +43,7 @@ def main(argv=None):
         print(f"table3_interposition_accuracy: {e}", file=sys.stderr)
         return 2
     lines = ["Table 3 (accuracy): R=64 autoencoder placement",
-             f"{'placement':<24} {'Quilt top-1':>11} {'loss':>10} | {'paper':>7} {'loss':>8}"]
+             f"{'placement':<24} {'Quilt top-1':>11} {'vs base':>10} | {'paper':>7} {'vs base':>8}"]
     rows = []
     for name, key in ROWS:
         acc = found.get(key)

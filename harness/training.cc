@@ -221,6 +221,14 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
           t.mode, phase1, t.epochs, phase1);
     }
   }
+  if (!t.checkpoint.empty() && !run.swept.empty() &&
+      t.checkpoint.find("{id}") == std::string::npos) {
+    *key = "training.checkpoint";
+    return fmt::format(
+        "every run of the sweep would write and resume `{}`, each continuing another's training; "
+        "put `{{id}}` in the path (replaced by the run id), e.g. `results/ck-{{id}}.pt`",
+        t.checkpoint);
+  }
   if (t.mode != "none" && run.partition.automatic) {
     *key = "partition.cuts";
     return "training runs place autoencoders at named cuts; `cuts: auto` applies to pipeline runs";

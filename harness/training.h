@@ -23,7 +23,8 @@ struct TrainingContext {
 
 /// Why `run` (a training run) cannot work, naming the key and what would be valid, or empty.
 /// Checks what the parser cannot see alone: proxy runs need exactly one cut and R > 1,
-/// freeze/finetune need training.epochs above training.freeze_epochs. No I/O; any rank.
+/// freeze/finetune need training.epochs above training.freeze_epochs, a swept run's checkpoint
+/// path needs `{id}`. No I/O; any rank.
 /// `key` receives the dotted key the message is about.
 std::string training_config_error(const RunConfig& run, std::string* key);
 

@@ -149,7 +149,7 @@ def test_missing_data_is_refused_or_recorded(tmp_path):
 def test_checkpoint_of_another_model_fails_clearly(tmp_path):
     ck = tmp_path / "ck.pt"
     first = BASE.replace("lr: 0.01,", f"lr: 0.01, checkpoint: {ck},").replace(
-        "autoencoder.rate: [1, 8]", "model.seed: [1]")
+        "sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n", "")
     r = quilt("run", experiment(tmp_path, first, name="a.yaml"), "--output", tmp_path / "a.h5")
     assert r.returncode == 0, r.stdout + r.stderr
     assert ck.exists()
@@ -159,6 +159,19 @@ def test_checkpoint_of_another_model_fails_clearly(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     (_, a, _, _, _), = runs(out)
     assert s(a["status"]) == "failed" and str(ck) in s(a["failure"]), s(a["failure"])
+
+
+def test_swept_runs_need_their_own_checkpoint(tmp_path):
+    text = BASE.replace("lr: 0.01,", f"lr: 0.01, checkpoint: {tmp_path / 'ck.pt'},")
+    r = local("validate", experiment(tmp_path, text))
+    assert r.returncode == 2 and "training.checkpoint" in r.stderr and "{id}" in r.stderr
+    # Quoted: braces are YAML flow syntax.
+    text = BASE.replace("lr: 0.01,", f"lr: 0.01, checkpoint: '{tmp_path / 'ck-{id}.pt'}',")
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rid, _, _, t, _ in runs(out):
+        assert t["checkpoint"] == str(tmp_path / f"ck-{rid}.pt") and Path(t["checkpoint"]).exists()
 
 
 def test_freeze_without_autoencoder_is_refused(tmp_path):
