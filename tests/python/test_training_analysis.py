@@ -150,7 +150,7 @@ def test_fig4_tradeoff_with_efficiency(tmp_path):
     write_file(eff, [], pipeline=[(1, 100.0), (16, 120.0), (64, 125.0)])
     r = script("fig4_tradeoff.py", out, "--efficiency", eff)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("SHOWS") == 3 and "DOES NOT" not in r.stdout, r.stdout
+    assert r.stdout.count("SHOWS") == 4 and "DOES NOT" not in r.stdout, r.stdout
     assert "20.0x" in r.stdout and "76.9" in r.stdout
     rows = {float(x["rate"]): x for x in csv_rows(tmp_path / "fig4_tradeoff.csv")}
     assert abs(float(rows[64]["normalized_performance"]) - 1.25) < 1e-9
