@@ -123,9 +123,10 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
   }
   c10::IValue version;
   if (!archive.try_read("quilt_checkpoint_version", version) || !version.isInt()) {
-    throw TrainerError(fmt::format(
-        "\"{}\" is a LibTorch archive but not a Quilt training checkpoint (no quilt_checkpoint_version)",
-        path));
+    throw TrainerError(
+        fmt::format("\"{}\" is a LibTorch archive but not a Quilt training checkpoint (no "
+                    "quilt_checkpoint_version)",
+                    path));
   }
   if (version.toInt() != kCheckpointVersion) {
     throw TrainerError(fmt::format("checkpoint \"{}\" has version {}; this build reads version {}",
@@ -161,11 +162,13 @@ CheckpointInfo read_info(torch::serialize::InputArchive& archive, const std::str
   return info;
 }
 
-void check_same_model(const CheckpointInfo& info, models::QuiltModel& model, const std::string& path) {
+void check_same_model(const CheckpointInfo& info, models::QuiltModel& model,
+                      const std::string& path) {
   const std::string mine = describe(model);
   if (info.model != mine) {
-    throw TrainerError(fmt::format("checkpoint \"{}\" was written for \"{}\" but the model is \"{}\"",
-                                   path, info.model, mine));
+    throw TrainerError(
+        fmt::format("checkpoint \"{}\" was written for \"{}\" but the model is \"{}\"", path,
+                    info.model, mine));
   }
 }
 
@@ -179,18 +182,20 @@ void load_weights(torch::serialize::InputArchive& archive, models::QuiltModel& m
   for (auto& p : model->named_parameters()) {
     torch::Tensor t;
     if (!weights.try_read(p.key(), t) || !t.sizes().equals(p.value().sizes())) {
-      throw TrainerError(fmt::format("checkpoint \"{}\": parameter \"{}\" is missing or of another shape "
-                                     "(damaged?)",
-                                     path, p.key()));
+      throw TrainerError(
+          fmt::format("checkpoint \"{}\": parameter \"{}\" is missing or of another shape "
+                      "(damaged?)",
+                      path, p.key()));
     }
     p.value().copy_(t);
   }
   for (auto& b : model->named_buffers()) {
     torch::Tensor t;
     if (!weights.try_read(b.key(), t) || !t.sizes().equals(b.value().sizes())) {
-      throw TrainerError(fmt::format("checkpoint \"{}\": buffer \"{}\" is missing or of another shape "
-                                     "(damaged?)",
-                                     path, b.key()));
+      throw TrainerError(
+          fmt::format("checkpoint \"{}\": buffer \"{}\" is missing or of another shape "
+                      "(damaged?)",
+                      path, b.key()));
     }
     b.value().copy_(t);
   }
@@ -223,8 +228,9 @@ void export_state_dict(const torch::nn::Module& module, const std::string& path)
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& p : module.named_parameters()) dict.insert(p.key(), p.value().detach().cpu());
   for (const auto& b : module.named_buffers()) dict.insert(b.key(), b.value().detach().cpu());
-  // torch::pickle_save tags the dict with its TorchScript type (torch.jit._pickle.restore_type_tag),
-  // which a plain state_dict reader refuses: pickle it untagged, as Python's torch.save does.
+  // torch::pickle_save tags the dict with its TorchScript type
+  // (torch.jit._pickle.restore_type_tag), which a plain state_dict reader refuses: pickle it
+  // untagged, as Python's torch.save does.
   std::vector<char> pickle;
   torch::jit::Pickler pickler(
       [&](const char* bytes, size_t n) { pickle.insert(pickle.end(), bytes, bytes + n); }, nullptr,
@@ -243,7 +249,8 @@ void export_state_dict(const torch::nn::Module& module, const std::string& path)
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) throw TrainerError(fmt::format("cannot write state_dict file \"{}\": {}", path, ec.message()));
+  if (ec)
+    throw TrainerError(fmt::format("cannot write state_dict file \"{}\": {}", path, ec.message()));
 }
 
 namespace detail {
@@ -287,9 +294,10 @@ void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mo
   const CheckpointInfo info = read_info(archive, path);
   check_same_model(info, model, path);
   if (info.mode != to_string(mode)) {
-    throw TrainerError(fmt::format("checkpoint \"{}\" was written by a \"{}\" training; this training "
-                                   "is \"{}\" (resume with the same mode)",
-                                   path, info.mode, to_string(mode)));
+    throw TrainerError(
+        fmt::format("checkpoint \"{}\" was written by a \"{}\" training; this training "
+                    "is \"{}\" (resume with the same mode)",
+                    path, info.mode, to_string(mode)));
   }
   load_weights(archive, model, path);
   state->phase = read_value<int>(archive, "phase", path);

@@ -19,10 +19,10 @@ namespace quilt::trainers::detail {
 /// All randomness of a run derives from (seed, epoch, batch), so the epoch count is the RNG's
 /// progress.
 struct RunState {
-  int phase = 1;              ///< phase of the next epoch
-  int last_phase = 1;         ///< phase of the last completed epoch
-  int64_t epochs_done = 0;    ///< over all phases
-  int64_t phase_epochs = 0;   ///< epochs done in `phase`
+  int phase = 1;             ///< phase of the next epoch
+  int last_phase = 1;        ///< phase of the last completed epoch
+  int64_t epochs_done = 0;   ///< over all phases
+  int64_t phase_epochs = 0;  ///< epochs done in `phase`
   double prev_loss = std::numeric_limits<double>::quiet_NaN();  ///< for the settle rule
   std::vector<EpochRecord> epochs;
   std::vector<PhaseRecord> phases;
