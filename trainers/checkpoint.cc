@@ -21,7 +21,7 @@ namespace {
 
 constexpr int64_t kCheckpointVersion = 1;
 constexpr int64_t kEpochFields = 11;
-constexpr int64_t kPhaseFields = 11;
+constexpr int64_t kPhaseFields = 13;
 
 torch::Tensor epochs_to_tensor(const std::vector<EpochRecord>& v) {
   auto t = torch::zeros({static_cast<int64_t>(v.size()), kEpochFields}, torch::kFloat64);
@@ -80,7 +80,9 @@ torch::Tensor phases_to_tensor(const std::vector<PhaseRecord>& v) {
                                       p.test.top1,
                                       p.test.top5,
                                       static_cast<double>(p.test.samples),
-                                      p.test.seconds};
+                                      p.test.seconds,
+                                      p.train_loss,
+                                      p.train_top1};
     for (int64_t j = 0; j < kPhaseFields; ++j) a[static_cast<int64_t>(i)][j] = row[j];
   }
   return t;
@@ -103,6 +105,8 @@ std::vector<PhaseRecord> phases_from_tensor(const torch::Tensor& t, Mode mode) {
     p.test.top5 = a[i][8];
     p.test.samples = static_cast<int64_t>(a[i][9]);
     p.test.seconds = a[i][10];
+    p.train_loss = a[i][11];
+    p.train_top1 = a[i][12];
     v.push_back(p);
   }
   return v;
@@ -288,8 +292,8 @@ void write_checkpoint(const std::string& path, models::QuiltModel& model,
   if (ec) throw TrainerError(fmt::format("cannot write checkpoint \"{}\": {}", path, ec.message()));
 }
 
-void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, RunState* state,
-                     torch::serialize::InputArchive* optimizer_archive) {
+void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, uint64_t seed,
+                     RunState* state, torch::serialize::InputArchive* optimizer_archive) {
   auto archive = open_checkpoint(path);
   const CheckpointInfo info = read_info(archive, path);
   check_same_model(info, model, path);
@@ -298,6 +302,12 @@ void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mo
         fmt::format("checkpoint \"{}\" was written by a \"{}\" training; this training "
                     "is \"{}\" (resume with the same mode)",
                     path, info.mode, to_string(mode)));
+  }
+  if (info.seed != seed) {
+    throw TrainerError(
+        fmt::format("checkpoint \"{}\" was written by a training with seed {}; this "
+                    "training has seed {} (resume with the same seed)",
+                    path, info.seed, seed));
   }
   load_weights(archive, model, path);
   state->phase = read_value<int>(archive, "phase", path);

@@ -35,8 +35,8 @@ void write_checkpoint(const std::string& path, models::QuiltModel& model,
 
 /// Loads model weights and the run state; returns the optimizer's archive in *optimizer_archive
 /// (the caller builds the optimizer of state.phase and loads it). Checks that the checkpoint
-/// was written for the same model (describe()) and mode. Throws TrainerError naming both.
-void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, RunState* state,
-                     torch::serialize::InputArchive* optimizer_archive);
+/// was written for the same model (describe()), mode and seed. Throws TrainerError naming both.
+void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, uint64_t seed,
+                     RunState* state, torch::serialize::InputArchive* optimizer_archive);
 
 }  // namespace quilt::trainers::detail

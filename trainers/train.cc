@@ -191,7 +191,8 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
   torch::serialize::InputArchive optimizer_archive;
   bool resumed = false;
   if (!options.resume_from.empty()) {
-    detail::read_checkpoint(options.resume_from, model, options.mode, &state, &optimizer_archive);
+    detail::read_checkpoint(options.resume_from, model, options.mode, options.seed, &state,
+                            &optimizer_archive);
     resumed = true;
   } else if (!options.pretrained.empty()) {
     models::load_state_dict(*model->base(), options.pretrained);
@@ -374,6 +375,8 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     phase_rec.seconds += rec.seconds;
     phase_rec.samples += rec.samples;
     phase_rec.test = rec.test;
+    phase_rec.train_loss = rec.train_loss;
+    phase_rec.train_top1 = rec.train_top1;
     phase_rec.settled = settled;
     if (phase_over && !last) {
       if (settled)

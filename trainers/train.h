@@ -91,7 +91,8 @@ struct TrainOptions {
   /// Resume from this checkpoint when not empty: weights, optimizer state, phase, epoch, the
   /// history and the loss the settle rule compares with are restored, and training continues
   /// with the next epoch as if it had not stopped. The checkpoint must come from the same
-  /// architecture, cuts and rate (TrainerError naming both otherwise) and the same mode.
+  /// architecture, cuts and rate (TrainerError naming both otherwise), the same mode and the
+  /// same seed. Every rank reads it (a shared file system for data-parallel runs).
   std::string resume_from;
   /// Evaluate on the test split after every epoch (otherwise only at the end).
   bool eval_every_epoch = true;
@@ -136,6 +137,8 @@ struct PhaseRecord {
   double seconds = 0.0;          ///< training wall time of the phase (without evaluation)
   int64_t samples = 0;           ///< global training samples seen in the phase
   Evaluation test;               ///< at the end of the phase
+  double train_loss = 0.0;       ///< of the phase's last epoch (see EpochRecord)
+  double train_top1 = 0.0;       ///< of the phase's last epoch
 };
 
 /// What train() returns. A run that fails (NaN/Inf loss) returns ok = false with the reason and

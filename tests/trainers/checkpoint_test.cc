@@ -83,7 +83,13 @@ void check_resume(Mode mode, OptimizerKind optimizer, int64_t stop_after) {
     EXPECT_NEAR(resumed.epochs[i].train_loss, full.epochs[i].train_loss, 1e-6) << "epoch " << i + 1;
     EXPECT_EQ(resumed.epochs[i].phase, full.epochs[i].phase);
   }
-  EXPECT_EQ(resumed.phases.size(), full.phases.size());
+  ASSERT_EQ(resumed.phases.size(), full.phases.size());
+  for (size_t i = 0; i < full.phases.size(); ++i) {
+    EXPECT_EQ(resumed.phases[i].epochs, full.phases[i].epochs);
+    EXPECT_EQ(resumed.phases[i].trains, full.phases[i].trains);
+    EXPECT_NEAR(resumed.phases[i].train_loss, full.phases[i].train_loss, 1e-6);
+    EXPECT_NEAR(resumed.phases[i].test.top1, full.phases[i].test.top1, 1e-9);
+  }
   expect_same_weights(resumed_model, whole);
 }
 
@@ -124,6 +130,10 @@ TEST(Checkpoint, AnotherModelOrFileIsRefusedNamingBoth) {
   auto fo = quiet(Mode::kFinetune);
   fo.resume_from = dir.file("run.ckpt");
   expect_error<TrainerError>([&] { train(model, data, fo); }, {"\"scratch\"", "\"finetune\""});
+  auto so = quiet(Mode::kScratch);
+  so.resume_from = dir.file("run.ckpt");
+  so.seed = 22;
+  expect_error<TrainerError>([&] { train(model, data, so); }, {"seed 21", "seed 22"});
   expect_error<TrainerError>([&] { read_checkpoint_info(dir.file("none.ckpt")); },
                              {"none.ckpt", "does not exist"});
   testing::write_raw(dir.file("junk.ckpt"), "junk");
