@@ -187,6 +187,16 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
         describe(model)));
   }
 
+  // Whatever way train() leaves (done, NaN, an exception such as a failed checkpoint write), the
+  // model is left usable: every parameter trainable again, eval mode.
+  struct Restore {
+    models::QuiltModel& model;
+    ~Restore() {
+      set_base_trainable(model, true);
+      model->eval();
+    }
+  } restore{model};
+
   detail::RunState state;
   torch::serialize::InputArchive optimizer_archive;
   bool resumed = false;
@@ -241,10 +251,6 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
   const int64_t n_train = train.size();
   const int64_t batches = (n_train + options.batch_size - 1) / options.batch_size;
   const int num_phases = two_phase ? 2 : 1;
-  const auto cleanup = [&]() {
-    set_base_trainable(model, true);
-    model->eval();
-  };
   double forward_flops = 0.0;
   try {
     forward_flops = static_cast<double>(models::module_flops(*model, data.sample_shape, nullptr));
@@ -328,7 +334,6 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
             fmt::format("loss became {} at epoch {} batch {} ({})",
                         std::isnan(batch_loss) ? "NaN" : "Inf", epoch, b + 1, lr_hint(options.lr));
         progress.message(result.failure);
-        cleanup();
         return result;
       }
       optimizer->step();
@@ -408,7 +413,6 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
         evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
   }
   result.train_flops = 3.0 * forward_flops * static_cast<double>(result.samples);
-  cleanup();
   return result;
 }
 
