@@ -12,11 +12,12 @@ namespace quilt::trainers {
 
 void validate(const AugmentOptions& options) {
   if (options.crop_padding < 0) {
-    throw TrainerError(fmt::format("augmentation crop_padding {} must be >= 0 (0 = off)",
-                                   options.crop_padding));
+    throw TrainerError(
+        fmt::format("augmentation crop_padding {} must be >= 0 (0 = off)", options.crop_padding));
   }
   if (!(options.skew >= 0.0 && options.skew <= 1.0)) {
-    throw TrainerError(fmt::format("augmentation skew {} must be in [0, 1] (0 = off)", options.skew));
+    throw TrainerError(
+        fmt::format("augmentation skew {} must be in [0, 1] (0 = off)", options.skew));
   }
 }
 
@@ -48,7 +49,9 @@ torch::Tensor augment(const torch::Tensor& batch, const AugmentOptions& options,
     namespace F = torch::nn::functional;
     auto grid = F::affine_grid(theta, {n, batch.size(1), h, w}, /*align_corners=*/false);
     x = F::grid_sample(x, grid,
-                       F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros)
+                       F::GridSampleFuncOptions()
+                           .mode(torch::kBilinear)
+                           .padding_mode(torch::kZeros)
                            .align_corners(false));
   }
   if (options.crop_padding > 0) {

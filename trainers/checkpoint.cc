@@ -21,7 +21,7 @@ namespace {
 
 constexpr int64_t kCheckpointVersion = 1;
 constexpr int64_t kEpochFields = 11;
-constexpr int64_t kPhaseFields = 11;
+constexpr int64_t kPhaseFields = 13;
 
 torch::Tensor epochs_to_tensor(const std::vector<EpochRecord>& v) {
   auto t = torch::zeros({static_cast<int64_t>(v.size()), kEpochFields}, torch::kFloat64);
@@ -80,7 +80,9 @@ torch::Tensor phases_to_tensor(const std::vector<PhaseRecord>& v) {
                                       p.test.top1,
                                       p.test.top5,
                                       static_cast<double>(p.test.samples),
-                                      p.test.seconds};
+                                      p.test.seconds,
+                                      p.train_loss,
+                                      p.train_top1};
     for (int64_t j = 0; j < kPhaseFields; ++j) a[static_cast<int64_t>(i)][j] = row[j];
   }
   return t;
@@ -103,6 +105,8 @@ std::vector<PhaseRecord> phases_from_tensor(const torch::Tensor& t, Mode mode) {
     p.test.top5 = a[i][8];
     p.test.samples = static_cast<int64_t>(a[i][9]);
     p.test.seconds = a[i][10];
+    p.train_loss = a[i][11];
+    p.train_top1 = a[i][12];
     v.push_back(p);
   }
   return v;
@@ -123,9 +127,10 @@ torch::serialize::InputArchive open_checkpoint(const std::string& path) {
   }
   c10::IValue version;
   if (!archive.try_read("quilt_checkpoint_version", version) || !version.isInt()) {
-    throw TrainerError(fmt::format(
-        "\"{}\" is a LibTorch archive but not a Quilt training checkpoint (no quilt_checkpoint_version)",
-        path));
+    throw TrainerError(
+        fmt::format("\"{}\" is a LibTorch archive but not a Quilt training checkpoint (no "
+                    "quilt_checkpoint_version)",
+                    path));
   }
   if (version.toInt() != kCheckpointVersion) {
     throw TrainerError(fmt::format("checkpoint \"{}\" has version {}; this build reads version {}",
@@ -161,11 +166,13 @@ CheckpointInfo read_info(torch::serialize::InputArchive& archive, const std::str
   return info;
 }
 
-void check_same_model(const CheckpointInfo& info, models::QuiltModel& model, const std::string& path) {
+void check_same_model(const CheckpointInfo& info, models::QuiltModel& model,
+                      const std::string& path) {
   const std::string mine = describe(model);
   if (info.model != mine) {
-    throw TrainerError(fmt::format("checkpoint \"{}\" was written for \"{}\" but the model is \"{}\"",
-                                   path, info.model, mine));
+    throw TrainerError(
+        fmt::format("checkpoint \"{}\" was written for \"{}\" but the model is \"{}\"", path,
+                    info.model, mine));
   }
 }
 
@@ -179,18 +186,20 @@ void load_weights(torch::serialize::InputArchive& archive, models::QuiltModel& m
   for (auto& p : model->named_parameters()) {
     torch::Tensor t;
     if (!weights.try_read(p.key(), t) || !t.sizes().equals(p.value().sizes())) {
-      throw TrainerError(fmt::format("checkpoint \"{}\": parameter \"{}\" is missing or of another shape "
-                                     "(damaged?)",
-                                     path, p.key()));
+      throw TrainerError(
+          fmt::format("checkpoint \"{}\": parameter \"{}\" is missing or of another shape "
+                      "(damaged?)",
+                      path, p.key()));
     }
     p.value().copy_(t);
   }
   for (auto& b : model->named_buffers()) {
     torch::Tensor t;
     if (!weights.try_read(b.key(), t) || !t.sizes().equals(b.value().sizes())) {
-      throw TrainerError(fmt::format("checkpoint \"{}\": buffer \"{}\" is missing or of another shape "
-                                     "(damaged?)",
-                                     path, b.key()));
+      throw TrainerError(
+          fmt::format("checkpoint \"{}\": buffer \"{}\" is missing or of another shape "
+                      "(damaged?)",
+                      path, b.key()));
     }
     b.value().copy_(t);
   }
@@ -223,8 +232,9 @@ void export_state_dict(const torch::nn::Module& module, const std::string& path)
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& p : module.named_parameters()) dict.insert(p.key(), p.value().detach().cpu());
   for (const auto& b : module.named_buffers()) dict.insert(b.key(), b.value().detach().cpu());
-  // torch::pickle_save tags the dict with its TorchScript type (torch.jit._pickle.restore_type_tag),
-  // which a plain state_dict reader refuses: pickle it untagged, as Python's torch.save does.
+  // torch::pickle_save tags the dict with its TorchScript type
+  // (torch.jit._pickle.restore_type_tag), which a plain state_dict reader refuses: pickle it
+  // untagged, as Python's torch.save does.
   std::vector<char> pickle;
   torch::jit::Pickler pickler(
       [&](const char* bytes, size_t n) { pickle.insert(pickle.end(), bytes, bytes + n); }, nullptr,
@@ -243,7 +253,8 @@ void export_state_dict(const torch::nn::Module& module, const std::string& path)
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) throw TrainerError(fmt::format("cannot write state_dict file \"{}\": {}", path, ec.message()));
+  if (ec)
+    throw TrainerError(fmt::format("cannot write state_dict file \"{}\": {}", path, ec.message()));
 }
 
 namespace detail {
@@ -281,15 +292,22 @@ void write_checkpoint(const std::string& path, models::QuiltModel& model,
   if (ec) throw TrainerError(fmt::format("cannot write checkpoint \"{}\": {}", path, ec.message()));
 }
 
-void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, RunState* state,
-                     torch::serialize::InputArchive* optimizer_archive) {
+void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, uint64_t seed,
+                     RunState* state, torch::serialize::InputArchive* optimizer_archive) {
   auto archive = open_checkpoint(path);
   const CheckpointInfo info = read_info(archive, path);
   check_same_model(info, model, path);
   if (info.mode != to_string(mode)) {
-    throw TrainerError(fmt::format("checkpoint \"{}\" was written by a \"{}\" training; this training "
-                                   "is \"{}\" (resume with the same mode)",
-                                   path, info.mode, to_string(mode)));
+    throw TrainerError(
+        fmt::format("checkpoint \"{}\" was written by a \"{}\" training; this training "
+                    "is \"{}\" (resume with the same mode)",
+                    path, info.mode, to_string(mode)));
+  }
+  if (info.seed != seed) {
+    throw TrainerError(
+        fmt::format("checkpoint \"{}\" was written by a training with seed {}; this "
+                    "training has seed {} (resume with the same seed)",
+                    path, info.seed, seed));
   }
   load_weights(archive, model, path);
   state->phase = read_value<int>(archive, "phase", path);

@@ -14,9 +14,9 @@ namespace quilt::trainers {
 /// What a checkpoint file says about itself (read without loading the weights).
 struct CheckpointInfo {
   int64_t version = 0;
-  std::string model;      ///< describe(model) of the model that wrote it
-  std::string mode;       ///< training mode name
-  int phase = 1;          ///< phase of the last completed epoch
+  std::string model;        ///< describe(model) of the model that wrote it
+  std::string mode;         ///< training mode name
+  int phase = 1;            ///< phase of the last completed epoch
   int64_t epochs_done = 0;  ///< epochs completed (over all phases)
   uint64_t seed = 0;
 };

@@ -19,10 +19,10 @@ namespace quilt::trainers::detail {
 /// All randomness of a run derives from (seed, epoch, batch), so the epoch count is the RNG's
 /// progress.
 struct RunState {
-  int phase = 1;              ///< phase of the next epoch
-  int last_phase = 1;         ///< phase of the last completed epoch
-  int64_t epochs_done = 0;    ///< over all phases
-  int64_t phase_epochs = 0;   ///< epochs done in `phase`
+  int phase = 1;             ///< phase of the next epoch
+  int last_phase = 1;        ///< phase of the last completed epoch
+  int64_t epochs_done = 0;   ///< over all phases
+  int64_t phase_epochs = 0;  ///< epochs done in `phase`
   double prev_loss = std::numeric_limits<double>::quiet_NaN();  ///< for the settle rule
   std::vector<EpochRecord> epochs;
   std::vector<PhaseRecord> phases;
@@ -35,8 +35,8 @@ void write_checkpoint(const std::string& path, models::QuiltModel& model,
 
 /// Loads model weights and the run state; returns the optimizer's archive in *optimizer_archive
 /// (the caller builds the optimizer of state.phase and loads it). Checks that the checkpoint
-/// was written for the same model (describe()) and mode. Throws TrainerError naming both.
-void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, RunState* state,
-                     torch::serialize::InputArchive* optimizer_archive);
+/// was written for the same model (describe()), mode and seed. Throws TrainerError naming both.
+void read_checkpoint(const std::string& path, models::QuiltModel& model, Mode mode, uint64_t seed,
+                     RunState* state, torch::serialize::InputArchive* optimizer_archive);
 
 }  // namespace quilt::trainers::detail

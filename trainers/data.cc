@@ -24,7 +24,8 @@ constexpr const char* kSklearnDataRoot = "/usr/lib/python3/dist-packages/sklearn
 at::Generator make_generator(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 void require_file(const std::string& path, const std::string& what) {
@@ -33,7 +34,8 @@ void require_file(const std::string& path, const std::string& what) {
     throw DataError(fmt::format("data file \"{}\" does not exist (expected {})", path, what));
   }
   if (!fs::is_regular_file(path, ec)) {
-    throw DataError(fmt::format("data file \"{}\" is not a regular file (expected {})", path, what));
+    throw DataError(
+        fmt::format("data file \"{}\" is not a regular file (expected {})", path, what));
   }
 }
 
@@ -50,7 +52,8 @@ std::string read_maybe_gzip(const std::string& path, const std::string& what) {
       int code = 0;
       std::string msg = gzerror(f, &code);
       gzclose(f);
-      throw DataError(fmt::format("data file \"{}\" is damaged ({}; expected {})", path, msg, what));
+      throw DataError(
+          fmt::format("data file \"{}\" is damaged ({}; expected {})", path, msg, what));
     }
     if (n == 0) break;
     out.append(buf.data(), static_cast<size_t>(n));
@@ -61,8 +64,8 @@ std::string read_maybe_gzip(const std::string& path, const std::string& what) {
   if (code != Z_OK && code != Z_STREAM_END) {
     std::string m = msg;
     gzclose(f);
-    throw DataError(fmt::format("data file \"{}\" is truncated or damaged ({}; expected {})", path,
-                                m, what));
+    throw DataError(
+        fmt::format("data file \"{}\" is truncated or damaged ({}; expected {})", path, m, what));
   }
   gzclose(f);
   return out;
@@ -82,7 +85,9 @@ std::string dims_string(const std::vector<int64_t>& dims) {
 }
 
 // Labels to int64, images (uint8) to float in [0, 1].
-torch::Tensor to_float_images(const torch::Tensor& u8) { return u8.to(torch::kFloat32).div_(255.0); }
+torch::Tensor to_float_images(const torch::Tensor& u8) {
+  return u8.to(torch::kFloat32).div_(255.0);
+}
 
 std::vector<std::string> numbered_classes(int64_t n) {
   std::vector<std::string> names;
@@ -215,8 +220,8 @@ double parse_number(const std::string& text, const std::string& path, int64_t li
 }  // namespace
 
 std::vector<std::string> dataset_names() {
-  return {"fashion-mnist", "iris", "wine", "breast_cancer", "digits", "synthetic", "cifar10",
-          "tensor-folder"};
+  return {"fashion-mnist", "iris",      "wine",    "breast_cancer",
+          "digits",        "synthetic", "cifar10", "tensor-folder"};
 }
 
 Dataset load_dataset(const DataOptions& options) {
@@ -232,23 +237,24 @@ Dataset load_dataset(const DataOptions& options) {
 }
 
 torch::Tensor read_idx(const std::string& path, const std::vector<int64_t>& expected_dims) {
-  const std::string what =
-      expected_dims.empty() ? std::string("an IDX file")
-                            : fmt::format("an IDX file of {} unsigned bytes", dims_string(expected_dims));
+  const std::string what = expected_dims.empty() ? std::string("an IDX file")
+                                                 : fmt::format("an IDX file of {} unsigned bytes",
+                                                               dims_string(expected_dims));
   std::string bytes = read_maybe_gzip(path, what);
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   if (bytes.size() < 4 || p[0] != 0 || p[1] != 0) {
-    throw DataError(fmt::format("data file \"{}\" is not an IDX file (bad magic number; expected {})",
-                                path, what));
+    throw DataError(fmt::format(
+        "data file \"{}\" is not an IDX file (bad magic number; expected {})", path, what));
   }
   if (p[2] != 0x08) {
     throw DataError(fmt::format(
-        "data file \"{}\" holds IDX element type 0x{:02x}; expected 0x08 (unsigned byte)", path, p[2]));
+        "data file \"{}\" holds IDX element type 0x{:02x}; expected 0x08 (unsigned byte)", path,
+        p[2]));
   }
   const int ndim = p[3];
   if (ndim < 1 || bytes.size() < 4 + 4 * static_cast<size_t>(ndim)) {
-    throw DataError(fmt::format("data file \"{}\" is truncated in its IDX header (expected {})", path,
-                                what));
+    throw DataError(
+        fmt::format("data file \"{}\" is truncated in its IDX header (expected {})", path, what));
   }
   std::vector<int64_t> dims;
   int64_t count = 1;
@@ -269,10 +275,11 @@ torch::Tensor read_idx(const std::string& path, const std::vector<int64_t>& expe
   const size_t header = 4 + 4 * static_cast<size_t>(ndim);
   const size_t have = bytes.size() - header;
   if (have != static_cast<size_t>(count)) {
-    throw DataError(fmt::format("data file \"{}\" is {}: its header says {} ({} bytes of data) but it "
-                                "holds {} bytes",
-                                path, have < static_cast<size_t>(count) ? "truncated" : "too long",
-                                dims_string(dims), count, have));
+    throw DataError(
+        fmt::format("data file \"{}\" is {}: its header says {} ({} bytes of data) but it "
+                    "holds {} bytes",
+                    path, have < static_cast<size_t>(count) ? "truncated" : "too long",
+                    dims_string(dims), count, have));
   }
   auto t = torch::empty(dims, torch::kUInt8);
   std::memcpy(t.data_ptr<uint8_t>(), p + header, have);
@@ -289,7 +296,8 @@ Dataset load_fashion_mnist(const DataOptions& options) {
   for (auto [y, name] : {std::pair{train_y, "train-labels-idx1-ubyte.gz"},
                          std::pair{test_y, "t10k-labels-idx1-ubyte.gz"}}) {
     if (y.max().item<int64_t>() > 9) {
-      throw DataError(fmt::format("data file \"{}\" holds a label > 9 (expected 0..9)", file(name)));
+      throw DataError(
+          fmt::format("data file \"{}\" holds a label > 9 (expected 0..9)", file(name)));
     }
   }
   Dataset d;
@@ -321,13 +329,15 @@ Dataset load_uci(const DataOptions& options) {
   std::vector<std::string> class_names;
   if (spec.header) {
     ++line_no;
-    if (!std::getline(in, line)) throw DataError(fmt::format("{}: empty file, expected a header", path));
+    if (!std::getline(in, line))
+      throw DataError(fmt::format("{}: empty file, expected a header", path));
     auto cells = split_commas(line);
     if (cells.size() < 2 ||
         parse_number(cells[0], path, 1, 0) != static_cast<double>(spec.samples) ||
         parse_number(cells[1], path, 1, 1) != static_cast<double>(spec.features)) {
-      throw DataError(fmt::format("{}:1: header \"{}\" does not start with \"{},{}\" (samples, features)",
-                                  path, line, spec.samples, spec.features));
+      throw DataError(
+          fmt::format("{}:1: header \"{}\" does not start with \"{},{}\" (samples, features)", path,
+                      line, spec.samples, spec.features));
     }
     for (size_t i = 2; i < cells.size(); ++i) {
       std::string c = cells[i];
@@ -342,9 +352,10 @@ Dataset load_uci(const DataOptions& options) {
     if (line.empty() || line == "\r") continue;
     auto cells = split_commas(line);
     if (static_cast<int64_t>(cells.size()) != spec.features + 1) {
-      throw DataError(fmt::format("{}:{}: {} comma-separated values, expected {} ({} features and the "
-                                  "label)",
-                                  path, line_no, cells.size(), spec.features + 1, spec.features));
+      throw DataError(
+          fmt::format("{}:{}: {} comma-separated values, expected {} ({} features and the "
+                      "label)",
+                      path, line_no, cells.size(), spec.features + 1, spec.features));
     }
     for (int64_t j = 0; j < spec.features; ++j) {
       xs.push_back(static_cast<float>(parse_number(cells[j], path, line_no, j)));
@@ -361,7 +372,8 @@ Dataset load_uci(const DataOptions& options) {
     throw DataError(fmt::format("{}: {} samples, expected {} (truncated or not scikit-learn's {}?)",
                                 path, n, spec.samples, spec.file));
   }
-  if (class_names.size() != static_cast<size_t>(spec.classes)) class_names = numbered_classes(spec.classes);
+  if (class_names.size() != static_cast<size_t>(spec.classes))
+    class_names = numbered_classes(spec.classes);
   Split all{torch::from_blob(xs.data(), {n, spec.features}, torch::kFloat32).clone(),
             torch::tensor(ys, torch::kLong)};
   auto [train, test] = stratified_split(all, options.test_fraction, options.seed);
@@ -383,7 +395,8 @@ Dataset make_synthetic(const DataOptions& options) {
       std::any_of(shape.begin(), shape.end(), [](int64_t s) { return s < 1; }) ||
       !(options.synthetic_separation >= 0.0) || !std::isfinite(options.synthetic_separation)) {
     throw DataError(fmt::format(
-        "synthetic data needs synthetic_classes >= 2 (got {}), synthetic_samples >= 2 per class (got "
+        "synthetic data needs synthetic_classes >= 2 (got {}), synthetic_samples >= 2 per class "
+        "(got "
         "{}), a non-empty positive synthetic_shape (got {}) and a finite separation >= 0 (got {})",
         options.synthetic_classes, options.synthetic_samples, models::to_string(shape),
         options.synthetic_separation));
@@ -393,8 +406,8 @@ Dataset make_synthetic(const DataOptions& options) {
   auto gen = make_generator(options.seed);
   // Means of norm about 2 * separation: neighbouring classes overlap a little at separation 1
   // (pairwise Bayes error about 8%), so accuracy is meaningful and far above chance.
-  auto means = torch::randn({k, f}, gen, torch::kFloat32) * (2.0 * options.synthetic_separation /
-                                                             std::sqrt(static_cast<double>(f)));
+  auto means = torch::randn({k, f}, gen, torch::kFloat32) *
+               (2.0 * options.synthetic_separation / std::sqrt(static_cast<double>(f)));
   auto y = torch::arange(n, torch::kLong).remainder(k);
   auto x = means.index_select(0, y) + torch::randn({n, f}, gen, torch::kFloat32);
   std::vector<int64_t> full{n};
@@ -423,17 +436,18 @@ Split read_cifar_file(const std::string& path) {
   if (!in.good() && !in.eof()) throw DataError(fmt::format("cannot read data file \"{}\"", path));
   const auto size = static_cast<int64_t>(bytes.size());
   if (size == 0 || size % kRecord != 0) {
-    throw DataError(fmt::format("data file \"{}\" has {} bytes, not a whole number of 3073-byte "
-                                "CIFAR-10 records (label byte + 3x32x32 pixels); truncated?",
-                                path, size));
+    throw DataError(
+        fmt::format("data file \"{}\" has {} bytes, not a whole number of 3073-byte "
+                    "CIFAR-10 records (label byte + 3x32x32 pixels); truncated?",
+                    path, size));
   }
   const int64_t n = size / kRecord;
   auto raw = torch::from_blob(bytes.data(), {n, kRecord}, torch::kUInt8);
   auto y = raw.select(1, 0).to(torch::kLong);
   if (y.max().item<int64_t>() > 9) {
     int64_t bad = (y > 9).nonzero()[0][0].item<int64_t>();
-    throw DataError(fmt::format("data file \"{}\": record {} has label {}, expected 0..9", path, bad,
-                                y[bad].item<int64_t>()));
+    throw DataError(fmt::format("data file \"{}\": record {} has label {}, expected 0..9", path,
+                                bad, y[bad].item<int64_t>()));
   }
   auto x = to_float_images(raw.narrow(1, 1, 3072).reshape({n, 3, 32, 32}));
   return {x.contiguous(), y.contiguous()};
@@ -452,8 +466,9 @@ Split concat(const std::vector<Split>& parts) {
 
 Dataset load_cifar10(const DataOptions& options) {
   if (options.root.empty()) {
-    throw DataError("cifar10 needs root: the directory of data_batch_1.bin ... and test_batch.bin "
-                    "(the CIFAR-10 binary version)");
+    throw DataError(
+        "cifar10 needs root: the directory of data_batch_1.bin ... and test_batch.bin "
+        "(the CIFAR-10 binary version)");
   }
   std::vector<Split> train;
   for (int i = 1; i <= 5; ++i) {
@@ -461,9 +476,10 @@ Dataset load_cifar10(const DataOptions& options) {
     if (fs::exists(path)) train.push_back(read_cifar_file(path));
   }
   if (train.empty()) {
-    throw DataError(fmt::format("no CIFAR-10 training batch in \"{}\" (expected data_batch_1.bin ... "
-                                "data_batch_5.bin, 3073-byte records)",
-                                options.root));
+    throw DataError(
+        fmt::format("no CIFAR-10 training batch in \"{}\" (expected data_batch_1.bin ... "
+                    "data_batch_5.bin, 3073-byte records)",
+                    options.root));
   }
   Dataset d;
   d.name = "cifar10";
@@ -471,7 +487,7 @@ Dataset load_cifar10(const DataOptions& options) {
   d.test = read_cifar_file((fs::path(options.root) / "test_batch.bin").string());
   d.sample_shape = {3, 32, 32};
   d.num_classes = 10;
-  d.class_names = {"airplane", "automobile", "bird", "cat", "deer",
+  d.class_names = {"airplane", "automobile", "bird",  "cat",  "deer",
                    "dog",      "frog",       "horse", "ship", "truck"};
   return finish(std::move(d), options);
 }
@@ -483,8 +499,8 @@ constexpr int64_t kMaxTensorDims = 8;
 
 void write_tensor_file(const std::string& path, const torch::Tensor& t) {
   if (t.dim() < 1 || t.dim() > kMaxTensorDims) {
-    throw DataError(fmt::format("write_tensor_file(\"{}\"): a tensor of {} dimensions; 1..8 are valid",
-                                path, t.dim()));
+    throw DataError(fmt::format(
+        "write_tensor_file(\"{}\"): a tensor of {} dimensions; 1..8 are valid", path, t.dim()));
   }
   auto c = t.to(torch::kFloat32).contiguous();
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -505,32 +521,35 @@ torch::Tensor read_tensor_file(const std::string& path) {
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const size_t size = bytes.size();
   if (size < 16 || std::memcmp(bytes.data(), kTensorMagic, 8) != 0) {
-    throw DataError(fmt::format("\"{}\" is not a Quilt tensor file (expected it to start with "
-                                "\"QUILTT01\"; write it with write_tensor_file)",
-                                path));
+    throw DataError(
+        fmt::format("\"{}\" is not a Quilt tensor file (expected it to start with "
+                    "\"QUILTT01\"; write it with write_tensor_file)",
+                    path));
   }
   int64_t ndim = 0;
   std::memcpy(&ndim, bytes.data() + 8, 8);
   if (ndim < 1 || ndim > kMaxTensorDims || size < 16 + 8 * static_cast<size_t>(ndim)) {
-    throw DataError(fmt::format("tensor file \"{}\" has an impossible header ({} dimensions, {} bytes)",
-                                path, ndim, size));
+    throw DataError(fmt::format(
+        "tensor file \"{}\" has an impossible header ({} dimensions, {} bytes)", path, ndim, size));
   }
   std::vector<int64_t> dims(static_cast<size_t>(ndim));
   std::memcpy(dims.data(), bytes.data() + 16, 8 * dims.size());
   int64_t count = 1;
   for (auto d : dims) {
     if (d < 0 || d > (int64_t{1} << 40) || (count > 0 && d > (int64_t{1} << 40) / count)) {
-      throw DataError(fmt::format("tensor file \"{}\" has an impossible shape {}", path, dims_string(dims)));
+      throw DataError(
+          fmt::format("tensor file \"{}\" has an impossible shape {}", path, dims_string(dims)));
     }
     count *= d;
   }
   const size_t header = 16 + 8 * dims.size();
   const size_t expected = static_cast<size_t>(count) * sizeof(float);
   if (size - header != expected) {
-    throw DataError(fmt::format("tensor file \"{}\" is {}: shape {} needs {} bytes of float32 data, "
-                                "it holds {}",
-                                path, size - header < expected ? "truncated" : "too long",
-                                dims_string(dims), expected, size - header));
+    throw DataError(
+        fmt::format("tensor file \"{}\" is {}: shape {} needs {} bytes of float32 data, "
+                    "it holds {}",
+                    path, size - header < expected ? "truncated" : "too long", dims_string(dims),
+                    expected, size - header));
   }
   auto t = torch::empty(dims, torch::kFloat32);
   std::memcpy(t.data_ptr<float>(), bytes.data() + header, expected);
@@ -539,14 +558,16 @@ torch::Tensor read_tensor_file(const std::string& path) {
 
 Dataset load_tensor_folder(const DataOptions& options) {
   if (options.root.empty()) {
-    throw DataError("tensor-folder needs root: a directory with train/<class>/*.qt and val/<class>/*.qt");
+    throw DataError(
+        "tensor-folder needs root: a directory with train/<class>/*.qt and val/<class>/*.qt");
   }
   const fs::path root(options.root);
   for (const char* split : {"train", "val"}) {
     if (!fs::is_directory(root / split)) {
-      throw DataError(fmt::format("tensor folder \"{}\" has no {}/ directory (expected "
-                                  "train/<class>/*.qt and val/<class>/*.qt)",
-                                  options.root, split));
+      throw DataError(
+          fmt::format("tensor folder \"{}\" has no {}/ directory (expected "
+                      "train/<class>/*.qt and val/<class>/*.qt)",
+                      options.root, split));
     }
   }
   std::vector<std::string> classes;
@@ -555,7 +576,8 @@ Dataset load_tensor_folder(const DataOptions& options) {
   }
   std::sort(classes.begin(), classes.end());
   if (classes.empty()) {
-    throw DataError(fmt::format("tensor folder \"{}\": train/ has no class directories", options.root));
+    throw DataError(
+        fmt::format("tensor folder \"{}\": train/ has no class directories", options.root));
   }
   models::Shape sample_shape;
   std::string first_file;
@@ -563,11 +585,12 @@ Dataset load_tensor_folder(const DataOptions& options) {
     std::vector<torch::Tensor> xs;
     std::vector<int64_t> ys;
     for (const auto& e : fs::directory_iterator(root / split)) {
-      if (e.is_directory() &&
-          std::find(classes.begin(), classes.end(), e.path().filename().string()) == classes.end()) {
-        throw DataError(fmt::format("tensor folder \"{}\": class \"{}\" of {}/ is not in train/ "
-                                    "(train has {})",
-                                    options.root, e.path().filename().string(), split, classes.size()));
+      if (e.is_directory() && std::find(classes.begin(), classes.end(),
+                                        e.path().filename().string()) == classes.end()) {
+        throw DataError(
+            fmt::format("tensor folder \"{}\": class \"{}\" of {}/ is not in train/ "
+                        "(train has {})",
+                        options.root, e.path().filename().string(), split, classes.size()));
       }
     }
     for (size_t c = 0; c < classes.size(); ++c) {
@@ -583,9 +606,10 @@ Dataset load_tensor_folder(const DataOptions& options) {
         auto t = read_tensor_file(file);
         const bool batch = ends_with(file, ".batch.qt");
         if (batch && t.dim() < 2) {
-          throw DataError(fmt::format("tensor file \"{}\" is a .batch.qt of shape {}: expected a "
-                                      "leading batch dimension and a sample shape",
-                                      file, dims_string(t.sizes().vec())));
+          throw DataError(
+              fmt::format("tensor file \"{}\" is a .batch.qt of shape {}: expected a "
+                          "leading batch dimension and a sample shape",
+                          file, dims_string(t.sizes().vec())));
         }
         auto samples = batch ? t : t.unsqueeze(0);
         models::Shape shape(samples.sizes().begin() + 1, samples.sizes().end());
@@ -593,10 +617,10 @@ Dataset load_tensor_folder(const DataOptions& options) {
           sample_shape = shape;
           first_file = file;
         } else if (shape != sample_shape) {
-          throw DataError(fmt::format("tensor file \"{}\" holds samples of shape {}, but \"{}\" holds "
-                                      "{}: every sample must have the same shape",
-                                      file, models::to_string(shape), first_file,
-                                      models::to_string(sample_shape)));
+          throw DataError(fmt::format(
+              "tensor file \"{}\" holds samples of shape {}, but \"{}\" holds "
+              "{}: every sample must have the same shape",
+              file, models::to_string(shape), first_file, models::to_string(sample_shape)));
         }
         xs.push_back(samples);
         ys.insert(ys.end(), static_cast<size_t>(samples.size(0)), static_cast<int64_t>(c));
@@ -611,7 +635,8 @@ Dataset load_tensor_folder(const DataOptions& options) {
   d.train = read_split("train");
   d.test = read_split("val");
   if (d.train.size() == 0) {
-    throw DataError(fmt::format("tensor folder \"{}\": no .qt files under train/<class>/", options.root));
+    throw DataError(
+        fmt::format("tensor folder \"{}\": no .qt files under train/<class>/", options.root));
   }
   if (d.test.size() == 0) d.test = {d.train.x.narrow(0, 0, 0), d.train.y.narrow(0, 0, 0)};
   d.sample_shape = sample_shape;
@@ -638,10 +663,11 @@ torch::Tensor fit_split(const torch::Tensor& x, const models::Shape& from, const
                         const std::string& name) {
   const int64_t n = x.size(0);
   auto fail = [&]() -> DataError {
-    return DataError(fmt::format("dataset \"{}\" has samples of shape {} that a model with input shape "
-                                 "{} cannot take (valid: the same element count, or images resized "
-                                 "to HxW with 1 <-> 3 channels)",
-                                 name, models::to_string(from), models::to_string(to)));
+    return DataError(
+        fmt::format("dataset \"{}\" has samples of shape {} that a model with input shape "
+                    "{} cannot take (valid: the same element count, or images resized "
+                    "to HxW with 1 <-> 3 channels)",
+                    name, models::to_string(from), models::to_string(to)));
   };
   if (from == to) return x;
   if (to.size() == 1) {

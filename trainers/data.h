@@ -72,10 +72,10 @@ struct DataOptions {
   bool standardize = true;
 
   // Synthetic data only.
-  int64_t synthetic_samples = 1200;           ///< train + test samples
-  int64_t synthetic_classes = 4;              ///< classes (>= 2)
-  models::Shape synthetic_shape = {16};       ///< shape of one sample ({F} or {C, H, W})
-  double synthetic_separation = 1.0;          ///< distance scale between class means (noise sd 1)
+  int64_t synthetic_samples = 1200;      ///< train + test samples
+  int64_t synthetic_classes = 4;         ///< classes (>= 2)
+  models::Shape synthetic_shape = {16};  ///< shape of one sample ({F} or {C, H, W})
+  double synthetic_separation = 1.0;     ///< distance scale between class means (noise sd 1)
 };
 
 /// Names load_dataset() accepts.

@@ -29,7 +29,8 @@ ProgressStyle parse_progress_style(const std::string& text) {
   if (text == "bar") return ProgressStyle::kBar;
   if (text == "lines") return ProgressStyle::kLines;
   if (text == "silent") return ProgressStyle::kSilent;
-  throw TrainerError(fmt::format("unknown progress style \"{}\"; valid: auto, bar, lines, silent", text));
+  throw TrainerError(
+      fmt::format("unknown progress style \"{}\"; valid: auto, bar, lines, silent", text));
 }
 
 Progress::Progress(const ProgressOptions& options, int rank)
@@ -49,7 +50,8 @@ void Progress::start_epoch(const std::string& label, int64_t total_samples) {
   loss_ = 0.0;
   start_s_ = last_draw_s_ = now_s();
   if (style_ == ProgressStyle::kLines) {
-    std::fprintf(options_.out, "%s: %lld samples\n", label_.c_str(), static_cast<long long>(total_));
+    std::fprintf(options_.out, "%s: %lld samples\n", label_.c_str(),
+                 static_cast<long long>(total_));
     std::fflush(options_.out);
   }
 }
@@ -81,8 +83,8 @@ void Progress::draw(bool force) {
   } else if (style_ == ProgressStyle::kLines) {
     if (!force && t - last_draw_s_ < options_.line_interval_s) return;
     std::fprintf(options_.out, "%s: %lld/%lld samples, loss %.4f, %.0f samples/s, ETA %s\n",
-                 label_.c_str(), static_cast<long long>(done_), static_cast<long long>(total_), loss_,
-                 rate, hms(eta).c_str());
+                 label_.c_str(), static_cast<long long>(done_), static_cast<long long>(total_),
+                 loss_, rate, hms(eta).c_str());
     std::fflush(options_.out);
     last_draw_s_ = t;
   }

@@ -57,8 +57,9 @@ void check_fits(models::QuiltModel& model, const Dataset& data) {
   const auto base = model->base();
   if (data.sample_shape != base->input_shape()) {
     throw TrainerError(fmt::format(
-        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)", data.name,
-        models::to_string(data.sample_shape), base->arch(), models::to_string(base->input_shape())));
+        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)",
+        data.name, models::to_string(data.sample_shape), base->arch(),
+        models::to_string(base->input_shape())));
   }
   if (data.num_classes > base->num_classes()) {
     throw TrainerError(fmt::format("dataset \"{}\" has {} classes but model {} has {} outputs",
@@ -75,10 +76,14 @@ int64_t topk_for(int64_t num_classes) { return num_classes > 5 ? 5 : 1; }
 
 std::string to_string(Mode mode) {
   switch (mode) {
-    case Mode::kScratch: return "scratch";
-    case Mode::kFreeze: return "freeze";
-    case Mode::kFinetune: return "finetune";
-    case Mode::kProxy: return "proxy";
+    case Mode::kScratch:
+      return "scratch";
+    case Mode::kFreeze:
+      return "freeze";
+    case Mode::kFinetune:
+      return "finetune";
+    case Mode::kProxy:
+      return "proxy";
   }
   return "?";
 }
@@ -103,7 +108,8 @@ void validate(const TrainOptions& o) {
   auto bad = [](const std::string& what) { throw TrainerError("training option " + what); };
   if (o.mode == Mode::kProxy) bad("mode proxy is trained by train_proxy(), not train()");
   if (!(o.lr > 0.0) || !std::isfinite(o.lr)) bad(fmt::format("lr {} must be finite and > 0", o.lr));
-  if (!(o.momentum >= 0.0 && o.momentum < 1.0)) bad(fmt::format("momentum {} must be in [0, 1)", o.momentum));
+  if (!(o.momentum >= 0.0 && o.momentum < 1.0))
+    bad(fmt::format("momentum {} must be in [0, 1)", o.momentum));
   if (!(o.weight_decay >= 0.0) || !std::isfinite(o.weight_decay)) {
     bad(fmt::format("weight_decay {} must be finite and >= 0", o.weight_decay));
   }
@@ -181,11 +187,22 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
         describe(model)));
   }
 
+  // Whatever way train() leaves (done, NaN, an exception such as a failed checkpoint write), the
+  // model is left usable: every parameter trainable again, eval mode.
+  struct Restore {
+    models::QuiltModel& model;
+    ~Restore() {
+      set_base_trainable(model, true);
+      model->eval();
+    }
+  } restore{model};
+
   detail::RunState state;
   torch::serialize::InputArchive optimizer_archive;
   bool resumed = false;
   if (!options.resume_from.empty()) {
-    detail::read_checkpoint(options.resume_from, model, options.mode, &state, &optimizer_archive);
+    detail::read_checkpoint(options.resume_from, model, options.mode, options.seed, &state,
+                            &optimizer_archive);
     resumed = true;
   } else if (!options.pretrained.empty()) {
     models::load_state_dict(*model->base(), options.pretrained);
@@ -221,8 +238,8 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
       result.phases.push_back(rec);
       const std::string what =
           rec.trains == "all" ? "all weights" : "the autoencoders only (base frozen)";
-      progress.message(fmt::format("phase {}: training {} ({} parameters)", phase, what,
-                                   rec.trainable_params));
+      progress.message(
+          fmt::format("phase {}: training {} ({} parameters)", phase, what, rec.trainable_params));
     }
     return opt;
   };
@@ -234,10 +251,6 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
   const int64_t n_train = train.size();
   const int64_t batches = (n_train + options.batch_size - 1) / options.batch_size;
   const int num_phases = two_phase ? 2 : 1;
-  const auto cleanup = [&]() {
-    set_base_trainable(model, true);
-    model->eval();
-  };
   double forward_flops = 0.0;
   try {
     forward_flops = static_cast<double>(models::module_flops(*model, data.sample_shape, nullptr));
@@ -263,11 +276,11 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     // All randomness of the epoch comes from (seed, epoch, batch): a resumed run replays it.
     at::Generator gen = at::detail::createCPUGenerator(batch_seed(options.seed, epoch, -1));
     const auto perm = torch::randperm(n_train, gen, torch::kLong);
-    progress.start_epoch(
-        two_phase ? fmt::format("phase {} epoch {} ({}/{})", state.phase, epoch,
-                                state.phase_epochs + 1, phase_epochs_max(state.phase))
-                  : fmt::format("epoch {}/{}", epoch, options.epochs),
-        n_train);
+    progress.start_epoch(two_phase
+                             ? fmt::format("phase {} epoch {} ({}/{})", state.phase, epoch,
+                                           state.phase_epochs + 1, phase_epochs_max(state.phase))
+                             : fmt::format("epoch {}/{}", epoch, options.epochs),
+                         n_train);
     const double t0 = now_s();
     double loss_sum = 0.0, correct = 0.0;
     int64_t seen = 0;
@@ -280,7 +293,8 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
       if (options.augment.enabled()) {
         // Augment the global batch so each sample's draw does not depend on the rank count.
         auto idx = perm.narrow(0, first, count);
-        x = augment(train.x.index_select(0, idx), options.augment, batch_seed(options.seed, epoch, b))
+        x = augment(train.x.index_select(0, idx), options.augment,
+                    batch_seed(options.seed, epoch, b))
                 .narrow(0, lo, hi - lo);
         y = train.y.index_select(0, idx).narrow(0, lo, hi - lo);
       } else {
@@ -292,10 +306,10 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
       double batch_loss = 0.0, batch_correct = 0.0;
       if (hi > lo) {
         auto out = model->forward(x);
-        auto loss = torch::nn::functional::cross_entropy(
-                        out, y,
-                        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
-                    static_cast<double>(count);
+        auto loss =
+            torch::nn::functional::cross_entropy(
+                out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+            static_cast<double>(count);
         loss.backward();
         batch_loss = loss.item<double>() * static_cast<double>(count);
         batch_correct = out.detach().argmax(1).eq(y).sum().item<double>();
@@ -316,11 +330,10 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
       }
       if (!std::isfinite(batch_loss)) {
         result.ok = false;
-        result.failure = fmt::format("loss became {} at epoch {} batch {} ({})",
-                                     std::isnan(batch_loss) ? "NaN" : "Inf", epoch, b + 1,
-                                     lr_hint(options.lr));
+        result.failure =
+            fmt::format("loss became {} at epoch {} batch {} ({})",
+                        std::isnan(batch_loss) ? "NaN" : "Inf", epoch, b + 1, lr_hint(options.lr));
         progress.message(result.failure);
-        cleanup();
         return result;
       }
       optimizer->step();
@@ -351,14 +364,15 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     state.prev_loss = rec.train_loss;
     // The run ends with this epoch when no later phase has epochs (freeze with epochs = 0 is
     // phase 1 alone).
-    const bool last = phase_over && (state.phase == num_phases || phase_epochs_max(state.phase + 1) == 0);
+    const bool last =
+        phase_over && (state.phase == num_phases || phase_epochs_max(state.phase + 1) == 0);
     if (options.eval_every_epoch || phase_over) {
       rec.test = evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
     }
-    progress.end_epoch(fmt::format("train loss {:.4f} acc {:.4f} | test loss {:.4f} top1 {:.4f} top5 "
-                                   "{:.4f}",
-                                   rec.train_loss, rec.train_top1, rec.test.loss, rec.test.top1,
-                                   rec.test.top5));
+    progress.end_epoch(
+        fmt::format("train loss {:.4f} acc {:.4f} | test loss {:.4f} top1 {:.4f} top5 "
+                    "{:.4f}",
+                    rec.train_loss, rec.train_top1, rec.test.loss, rec.test.top1, rec.test.top5));
     result.epochs.push_back(rec);
     result.seconds += rec.seconds;
     result.samples += rec.samples;
@@ -366,9 +380,12 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     phase_rec.seconds += rec.seconds;
     phase_rec.samples += rec.samples;
     phase_rec.test = rec.test;
+    phase_rec.train_loss = rec.train_loss;
+    phase_rec.train_top1 = rec.train_top1;
     phase_rec.settled = settled;
     if (phase_over && !last) {
-      if (settled) progress.message(fmt::format("phase 1 settled after {} epochs", phase_rec.epochs));
+      if (settled)
+        progress.message(fmt::format("phase 1 settled after {} epochs", phase_rec.epochs));
       ++state.phase;
       state.phase_epochs = 0;
       state.prev_loss = std::numeric_limits<double>::quiet_NaN();
@@ -392,28 +409,31 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
   if (!result.epochs.empty() && result.epochs.back().test.samples > 0) {
     result.final_test = result.epochs.back().test;
   } else {
-    result.final_test = evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
+    result.final_test =
+        evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
   }
   result.train_flops = 3.0 * forward_flops * static_cast<double>(result.samples);
-  cleanup();
   return result;
 }
 
 ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOptions& options) {
   if (data.sample_shape != base->input_shape()) {
     throw TrainerError(fmt::format(
-        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)", data.name,
-        models::to_string(data.sample_shape), base->arch(), models::to_string(base->input_shape())));
+        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)",
+        data.name, models::to_string(data.sample_shape), base->arch(),
+        models::to_string(base->input_shape())));
   }
   if (options.rates.empty()) throw TrainerError("proxy training needs at least one rate (rates)");
   for (double r : options.rates) {
     if (!(r > 1.0) || !std::isfinite(r)) {
-      throw TrainerError(fmt::format("proxy rate {} must be finite and > 1 (R = 1 has no autoencoder)", r));
+      throw TrainerError(
+          fmt::format("proxy rate {} must be finite and > 1 (R = 1 has no autoencoder)", r));
     }
   }
   if (!(options.lr > 0.0) || options.batch_size < 1 || options.epochs < 1) {
-    throw TrainerError(fmt::format("proxy options: lr {} must be > 0, batch_size {} >= 1, epochs {} >= 1",
-                                   options.lr, options.batch_size, options.epochs));
+    throw TrainerError(
+        fmt::format("proxy options: lr {} must be > 0, batch_size {} >= 1, epochs {} >= 1",
+                    options.lr, options.batch_size, options.epochs));
   }
   const models::CutPoint cut = [&] {
     try {
@@ -449,7 +469,8 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
   result.feature_seconds = now_s() - t_feat;
   const auto summary = models::summarize(base);
   double per_sample = 0.0;
-  for (size_t u = 0; u <= cut.after_unit; ++u) per_sample += static_cast<double>(summary.units[u].flops);
+  for (size_t u = 0; u <= cut.after_unit; ++u)
+    per_sample += static_cast<double>(summary.units[u].flops);
   result.feature_flops = per_sample * static_cast<double>(data.train.size() + data.test.size());
 
   const int64_t n = train_f.size(0);
@@ -478,9 +499,9 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
         const double value = loss.item<double>();
         if (!std::isfinite(value)) {
           result.ok = false;
-          result.failure = fmt::format("reconstruction loss became {} for R {:g} at epoch {} batch {} ({})",
-                                       std::isnan(value) ? "NaN" : "Inf", rate, epoch, b + 1,
-                                       lr_hint(options.lr));
+          result.failure = fmt::format(
+              "reconstruction loss became {} for R {:g} at epoch {} batch {} ({})",
+              std::isnan(value) ? "NaN" : "Inf", rate, epoch, b + 1, lr_hint(options.lr));
           progress.message(result.failure);
           result.rates.push_back(rec);
           return result;
@@ -500,7 +521,8 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
         auto t = test_f.narrow(0, i, std::min<int64_t>(256, test_f.size(0) - i));
         test_sum += torch::mse_loss(ae->forward(t), t, torch::Reduction::Sum).item<double>();
       }
-      rec.test_mse.push_back(test_f.numel() > 0 ? test_sum / static_cast<double>(test_f.numel()) : 0.0);
+      rec.test_mse.push_back(test_f.numel() > 0 ? test_sum / static_cast<double>(test_f.numel())
+                                                : 0.0);
       progress.end_epoch(fmt::format("train mse {:.5f} test mse {:.5f}", rec.train_mse.back(),
                                      rec.test_mse.back()));
     }

@@ -71,17 +71,17 @@ struct Parallel {
 struct TrainOptions {
   Mode mode = Mode::kScratch;
   OptimizerKind optimizer = OptimizerKind::kSgd;
-  double lr = 0.01;            ///< learning rate (constant)
-  double momentum = 0.9;       ///< SGD only
-  double weight_decay = 0.0;   ///< L2, both optimizers
-  int64_t batch_size = 64;     ///< global batch (split over ranks)
-  int64_t epochs = 5;          ///< kScratch: all epochs; kFreeze/kFinetune: phase 2 epochs
-  int64_t freeze_epochs = 5;   ///< kFreeze/kFinetune: at most this many phase 1 epochs (>= 1)
+  double lr = 0.01;                ///< learning rate (constant)
+  double momentum = 0.9;           ///< SGD only
+  double weight_decay = 0.0;       ///< L2, both optimizers
+  int64_t batch_size = 64;         ///< global batch (split over ranks)
+  int64_t epochs = 5;              ///< kScratch: all epochs; kFreeze/kFinetune: phase 2 epochs
+  int64_t freeze_epochs = 5;       ///< kFreeze/kFinetune: at most this many phase 1 epochs (>= 1)
   double settle_tolerance = 0.01;  ///< phase 1 ends when the relative loss change is below it
   int64_t eval_batch_size = 256;   ///< evaluation batch (per rank)
   uint64_t seed = 0;  ///< seeds shuffling and augmentation (weights: seed torch before building)
-  AugmentOptions augment;   ///< off by default
-  ProgressOptions progress; ///< how progress is shown on rank 0
+  AugmentOptions augment;    ///< off by default
+  ProgressOptions progress;  ///< how progress is shown on rank 0
   /// Base weights to load before training (a state_dict file models::load_state_dict reads, for
   /// the base model only: autoencoders keep their fresh init). Empty = none.
   std::string pretrained;
@@ -91,7 +91,8 @@ struct TrainOptions {
   /// Resume from this checkpoint when not empty: weights, optimizer state, phase, epoch, the
   /// history and the loss the settle rule compares with are restored, and training continues
   /// with the next epoch as if it had not stopped. The checkpoint must come from the same
-  /// architecture, cuts and rate (TrainerError naming both otherwise) and the same mode.
+  /// architecture, cuts and rate (TrainerError naming both otherwise), the same mode and the
+  /// same seed. Every rank reads it (a shared file system for data-parallel runs).
   std::string resume_from;
   /// Evaluate on the test split after every epoch (otherwise only at the end).
   bool eval_every_epoch = true;
@@ -117,13 +118,13 @@ struct Evaluation {
 
 /// One epoch of training.
 struct EpochRecord {
-  int phase = 1;             ///< 1 for kScratch; 1 or 2 for kFreeze/kFinetune
-  int64_t epoch = 0;         ///< 1-based, counted over the whole run (not per phase)
-  double train_loss = 0.0;   ///< mean loss over the epoch's batches, weighted by samples
-  double train_top1 = 0.0;   ///< accuracy on the training batches as they were trained
-  Evaluation test;           ///< after the epoch (zeros when eval_every_epoch is false)
-  double seconds = 0.0;      ///< training wall time of the epoch (without evaluation)
-  int64_t samples = 0;       ///< global training samples seen in the epoch
+  int phase = 1;            ///< 1 for kScratch; 1 or 2 for kFreeze/kFinetune
+  int64_t epoch = 0;        ///< 1-based, counted over the whole run (not per phase)
+  double train_loss = 0.0;  ///< mean loss over the epoch's batches, weighted by samples
+  double train_top1 = 0.0;  ///< accuracy on the training batches as they were trained
+  Evaluation test;          ///< after the epoch (zeros when eval_every_epoch is false)
+  double seconds = 0.0;     ///< training wall time of the epoch (without evaluation)
+  int64_t samples = 0;      ///< global training samples seen in the epoch
 };
 
 /// One phase of a run.
@@ -136,6 +137,8 @@ struct PhaseRecord {
   double seconds = 0.0;          ///< training wall time of the phase (without evaluation)
   int64_t samples = 0;           ///< global training samples seen in the phase
   Evaluation test;               ///< at the end of the phase
+  double train_loss = 0.0;       ///< of the phase's last epoch (see EpochRecord)
+  double train_top1 = 0.0;       ///< of the phase's last epoch
 };
 
 /// What train() returns. A run that fails (NaN/Inf loss) returns ok = false with the reason and
@@ -145,11 +148,11 @@ struct TrainResult {
   std::string failure;  ///< e.g. "loss became NaN at epoch 2 batch 17 (lr 10 too large?)"
   std::vector<EpochRecord> epochs;
   std::vector<PhaseRecord> phases;
-  Evaluation final_test;     ///< after the last epoch
-  double seconds = 0.0;      ///< total training wall time (without evaluations)
-  int64_t samples = 0;       ///< global training samples seen
+  Evaluation final_test;       ///< after the last epoch
+  double seconds = 0.0;        ///< total training wall time (without evaluations)
+  int64_t samples = 0;         ///< global training samples seen
   int64_t resumed_epochs = 0;  ///< epochs restored from resume_from (0 when not resumed)
-  bool stopped = false;  ///< ended by stop_after_epochs before the schedule was complete
+  bool stopped = false;        ///< ended by stop_after_epochs before the schedule was complete
   /// Estimated training FLOPs: 3 x forward FLOPs per sample (forward + backward) x samples, for
   /// comparison with ProxyResult (approximate: frozen weights need no weight gradients).
   double train_flops = 0.0;
@@ -171,8 +174,8 @@ Evaluation evaluate(models::QuiltModel& model, const Split& split, int64_t num_c
 /// Autoencoder-only proxy settings (the paper's cheap stand-in for accuracy loss).
 struct ProxyOptions {
   std::vector<double> rates = {2, 4, 8, 16};  ///< one autoencoder trained per rate (each > 1)
-  std::string cut;        ///< where: a cut of the base model (its name)
-  int64_t kernel = 1;     ///< autoencoder kernel (models::AutoencoderOptions::kernel)
+  std::string cut;                            ///< where: a cut of the base model (its name)
+  int64_t kernel = 1;  ///< autoencoder kernel (models::AutoencoderOptions::kernel)
   OptimizerKind optimizer = OptimizerKind::kAdam;
   double lr = 1e-3;
   double momentum = 0.9;
@@ -185,13 +188,13 @@ struct ProxyOptions {
 
 /// The proxy result for one rate.
 struct ProxyRecord {
-  double rate = 1.0;            ///< requested
-  double effective_rate = 1.0;  ///< C / ceil(C / R)
+  double rate = 1.0;              ///< requested
+  double effective_rate = 1.0;    ///< C / ceil(C / R)
   std::vector<double> train_mse;  ///< per epoch: mean reconstruction MSE of f_L(x) on train
   std::vector<double> test_mse;   ///< per epoch: on the test split
-  double seconds = 0.0;       ///< wall time of this rate's training (without the features)
-  double train_flops = 0.0;   ///< estimated FLOPs of training the autoencoder (3x forward)
-  int64_t samples = 0;        ///< training samples seen
+  double seconds = 0.0;           ///< wall time of this rate's training (without the features)
+  double train_flops = 0.0;       ///< estimated FLOPs of training the autoencoder (3x forward)
+  int64_t samples = 0;            ///< training samples seen
 };
 
 /// What train_proxy() returns.

@@ -1,4 +1,5 @@
 #include "trainers/augment.h"
+#include "trainers/progress.h"
 
 #include "tests/trainers/test_util.h"
 
@@ -69,6 +70,37 @@ TEST(Augment, SkewIsSmallAndRefusesBadOptions) {
                                       {"skew 2", "[0, 1]"});
   testing::expect_error<TrainerError>([&] { augment(x, AugmentOptions().set_crop_padding(-1), 1); },
                                       {"crop_padding -1"});
+}
+
+std::string progress_output(ProgressStyle style, int rank) {
+  testing::ScratchDir dir;
+  std::FILE* f = std::fopen(dir.file("out.txt").c_str(), "w+");
+  ProgressOptions o;
+  o.style = style;
+  o.out = f;
+  o.line_interval_s = 0.0;
+  Progress p(o, rank);
+  p.start_epoch("epoch 1/2", 128);
+  p.advance(64, 2.5);
+  p.advance(64, 2.0);
+  p.end_epoch("train loss 2.0");
+  p.message("phase 2");
+  std::fclose(f);
+  return testing::read_raw(dir.file("out.txt"));
+}
+
+TEST(Progress, LinesForBatchJobsNothingWhenSilentOrNotRank0) {
+  // A file is not a terminal: auto means plain lines.
+  const std::string lines = progress_output(ProgressStyle::kAuto, 0);
+  EXPECT_NE(lines.find("epoch 1/2: 64/128 samples, loss 2.5000"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("samples/s, ETA"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("train loss 2.0"), std::string::npos) << lines;
+  EXPECT_EQ(lines.find('\r'), std::string::npos);
+  const std::string bar = progress_output(ProgressStyle::kBar, 0);
+  EXPECT_NE(bar.find("\repoch 1/2 [=============================="), std::string::npos) << bar;
+  EXPECT_NE(bar.find("100%"), std::string::npos) << bar;
+  EXPECT_EQ(progress_output(ProgressStyle::kSilent, 0), "");
+  EXPECT_EQ(progress_output(ProgressStyle::kLines, 1), "");
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
+
 namespace quilt::trainers {
 namespace {
 
@@ -81,17 +83,27 @@ void check_resume(Mode mode, OptimizerKind optimizer, int64_t stop_after) {
     EXPECT_NEAR(resumed.epochs[i].train_loss, full.epochs[i].train_loss, 1e-6) << "epoch " << i + 1;
     EXPECT_EQ(resumed.epochs[i].phase, full.epochs[i].phase);
   }
-  EXPECT_EQ(resumed.phases.size(), full.phases.size());
+  ASSERT_EQ(resumed.phases.size(), full.phases.size());
+  for (size_t i = 0; i < full.phases.size(); ++i) {
+    EXPECT_EQ(resumed.phases[i].epochs, full.phases[i].epochs);
+    EXPECT_EQ(resumed.phases[i].trains, full.phases[i].trains);
+    EXPECT_NEAR(resumed.phases[i].train_loss, full.phases[i].train_loss, 1e-6);
+    EXPECT_NEAR(resumed.phases[i].test.top1, full.phases[i].test.top1, 1e-9);
+  }
   expect_same_weights(resumed_model, whole);
 }
 
-TEST(Checkpoint, ScratchSgdResumesWhereItStopped) { check_resume(Mode::kScratch, OptimizerKind::kSgd, 1); }
+TEST(Checkpoint, ScratchSgdResumesWhereItStopped) {
+  check_resume(Mode::kScratch, OptimizerKind::kSgd, 1);
+}
 
 TEST(Checkpoint, FreezeAdamResumesAcrossThePhaseBoundary) {
   check_resume(Mode::kFreeze, OptimizerKind::kAdam, 2);
 }
 
-TEST(Checkpoint, FinetuneResumesInsidePhase1) { check_resume(Mode::kFinetune, OptimizerKind::kSgd, 1); }
+TEST(Checkpoint, FinetuneResumesInsidePhase1) {
+  check_resume(Mode::kFinetune, OptimizerKind::kSgd, 1);
+}
 
 TEST(Checkpoint, AnotherModelOrFileIsRefusedNamingBoth) {
   ScratchDir dir;
@@ -106,7 +118,8 @@ TEST(Checkpoint, AnotherModelOrFileIsRefusedNamingBoth) {
   expect_error<TrainerError>([&] { load_checkpoint_weights(other_rate, dir.file("run.ckpt")); },
                              {"run.ckpt", "mlp input 16 classes 4", "R 4", "R 8"});
   torch::manual_seed(0);
-  models::QuiltModel resnet(models::make_model("resnet18", {{3, 32, 32}, 10}), {"after_layer3"}, {4.0, 1});
+  models::QuiltModel resnet(models::make_model("resnet18", {{3, 32, 32}, 10}), {"after_layer3"},
+                            {4.0, 1});
   auto ro = quiet(Mode::kScratch);
   ro.resume_from = dir.file("run.ckpt");
   DataOptions images;
@@ -117,7 +130,12 @@ TEST(Checkpoint, AnotherModelOrFileIsRefusedNamingBoth) {
   auto fo = quiet(Mode::kFinetune);
   fo.resume_from = dir.file("run.ckpt");
   expect_error<TrainerError>([&] { train(model, data, fo); }, {"\"scratch\"", "\"finetune\""});
-  expect_error<TrainerError>([&] { read_checkpoint_info(dir.file("none.ckpt")); }, {"none.ckpt", "does not exist"});
+  auto so = quiet(Mode::kScratch);
+  so.resume_from = dir.file("run.ckpt");
+  so.seed = 22;
+  expect_error<TrainerError>([&] { train(model, data, so); }, {"seed 21", "seed 22"});
+  expect_error<TrainerError>([&] { read_checkpoint_info(dir.file("none.ckpt")); },
+                             {"none.ckpt", "does not exist"});
   testing::write_raw(dir.file("junk.ckpt"), "junk");
   expect_error<TrainerError>([&] { read_checkpoint_info(dir.file("junk.ckpt")); },
                              {"junk.ckpt", "not a Quilt training checkpoint"});
@@ -141,6 +159,19 @@ TEST(Checkpoint, ExportedWeightsLoadThroughModelsLoadStateDict) {
   expect_same_weights(fresh, model);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal(fresh->forward(data.test.x), model->forward(data.test.x)));
+
+  // Python's torch.load reads it as the plain dict of tensors torch.save would have written.
+  if (std::system("/usr/bin/python3 -c 'import torch' 2>/dev/null") != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch";
+  }
+  const std::string check =
+      "/usr/bin/python3 -c \"import torch, sys; sd = torch.load(sys.argv[1]); "
+      "assert type(sd) is dict, type(sd); "
+      "assert sd['ae_after_hidden1.encoder.weight'].shape == (128, 512); "
+      "assert abs(sd['fc1.weight'].sum().item() - " +
+      std::to_string(model->base()->named_parameters()["fc1.weight"].sum().item<double>()) +
+      ") < 1e-3\" " + dir.file("quilt.pt");
+  EXPECT_EQ(std::system(check.c_str()), 0) << check;
 }
 
 }  // namespace

@@ -80,7 +80,8 @@ TEST(FashionMnist, MissingOrWrongFilesNameTheFile) {
   DataOptions o;
   o.name = "fashion-mnist";
   o.root = dir.path().string();
-  expect_error([&] { load_dataset(o); }, {"train-images-idx3-ubyte.gz", "does not exist", "60000x28x28"});
+  expect_error([&] { load_dataset(o); },
+               {"train-images-idx3-ubyte.gz", "does not exist", "60000x28x28"});
   testing::write_gz(dir.file("train-images-idx3-ubyte.gz"),
                     testing::idx_bytes({3, 28, 28}, std::vector<uint8_t>(3 * 28 * 28, 0)));
   expect_error([&] { load_dataset(o); }, {"3x28x28", "expected 60000x28x28"});
@@ -91,8 +92,8 @@ TEST(Uci, SklearnSetsLoadStratifiedAndStandardised) {
     const char* name;
     int64_t samples, features, classes;
   };
-  for (auto c : {Case{"iris", 150, 4, 3}, Case{"wine", 178, 13, 3}, Case{"breast_cancer", 569, 30, 2},
-                 Case{"digits", 1797, 64, 10}}) {
+  for (auto c : {Case{"iris", 150, 4, 3}, Case{"wine", 178, 13, 3},
+                 Case{"breast_cancer", 569, 30, 2}, Case{"digits", 1797, 64, 10}}) {
     SCOPED_TRACE(c.name);
     DataOptions o;
     o.name = c.name;
@@ -114,7 +115,8 @@ TEST(Uci, SklearnSetsLoadStratifiedAndStandardised) {
   }
   DataOptions iris;
   iris.name = "iris";
-  EXPECT_EQ(load_dataset(iris).class_names, (std::vector<std::string>{"setosa", "versicolor", "virginica"}));
+  EXPECT_EQ(load_dataset(iris).class_names,
+            (std::vector<std::string>{"setosa", "versicolor", "virginica"}));
 }
 
 TEST(Uci, MalformedCsvNamesFileAndLine) {
@@ -191,7 +193,8 @@ TEST(Cifar10, BinaryBatchesLoadAndTruncationIsRefused) {
 TEST(TensorFolder, ReadsSamplesAndBatchesAndRefusesDamage) {
   ScratchDir dir;
   namespace fs = std::filesystem;
-  for (const char* sub : {"train/cat", "train/dog", "val/cat", "val/dog"}) fs::create_directories(dir.path() / sub);
+  for (const char* sub : {"train/cat", "train/dog", "val/cat", "val/dog"})
+    fs::create_directories(dir.path() / sub);
   write_tensor_file(dir.file("train/cat/0.qt"), torch::full({3, 4, 4}, 1.0));
   write_tensor_file(dir.file("train/cat/1.qt"), torch::full({3, 4, 4}, 2.0));
   write_tensor_file(dir.file("train/dog/all.batch.qt"), torch::full({5, 3, 4, 4}, -1.0));
@@ -208,7 +211,8 @@ TEST(TensorFolder, ReadsSamplesAndBatchesAndRefusesDamage) {
   EXPECT_EQ(d.sample_shape, (models::Shape{3, 4, 4}));
   EXPECT_EQ(d.train.y.sum().item<int64_t>(), 5);
   EXPECT_FLOAT_EQ(d.test.x[1][0][0][0].item<float>(), -3.0f);  // stored values: no standardisation
-  EXPECT_TRUE(torch::equal(read_tensor_file(dir.file("train/cat/1.qt")), torch::full({3, 4, 4}, 2.0)));
+  EXPECT_TRUE(
+      torch::equal(read_tensor_file(dir.file("train/cat/1.qt")), torch::full({3, 4, 4}, 2.0)));
 
   write_tensor_file(dir.file("val/dog/1.qt"), torch::full({3, 5, 4}, 0.0));
   expect_error([&] { load_dataset(o); }, {"1.qt", "3x5x4", "3x4x4", "same shape"});

@@ -46,10 +46,11 @@ models::QuiltModel make(double rate) {
   return models::QuiltModel(models::make_model("mlp", {{16}, 4}), {"after_hidden1"}, {rate, 1});
 }
 
-void compare(const std::string& name, trainers::TrainOptions options, double rate) {
+void compare(const std::string& name, trainers::TrainOptions options, double rate,
+             int64_t samples = 700) {
   trainers::DataOptions d;
   d.synthetic_shape = {16};
-  d.synthetic_samples = 700;
+  d.synthetic_samples = samples;
   d.seed = 2;
   const auto data = trainers::make_synthetic(d);
   options.progress.style = trainers::ProgressStyle::kSilent;
@@ -117,13 +118,21 @@ int main(int argc, char** argv) {
     freeze.epochs = 1;
     freeze.batch_size = 64;
     compare("freeze adam R8", freeze, 8.0);
+
+    // A global batch smaller than the ranks: some shards are empty, the collective still runs.
+    trainers::TrainOptions tiny;
+    tiny.epochs = 1;
+    tiny.batch_size = 1;
+    tiny.lr = 0.01;
+    compare("batch 1 sgd R4", tiny, 4.0, 40);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank %d: %s\n", rank, e.what());
     MPI_Abort(MPI_COMM_WORLD, 2);
   }
   int total = 0;
   MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0) std::printf("%s: %d failed checks over %d ranks\n", total == 0 ? "PASS" : "FAIL", total, size);
+  if (rank == 0)
+    std::printf("%s: %d failed checks over %d ranks\n", total == 0 ? "PASS" : "FAIL", total, size);
   MPI_Finalize();
   return total == 0 ? 0 : 1;
 }

@@ -80,7 +80,7 @@ TEST(Train, ScratchWithThePapers512xAutoencoderLearnsIris) {
   o.eval_every_epoch = false;
   auto r = train(model, data, o);
   ASSERT_TRUE(r.ok) << r.failure;
-  EXPECT_GT(r.final_test.top1, 0.8);  // chance 0.33
+  EXPECT_GT(r.final_test.top1, 0.8);                // chance 0.33
   EXPECT_EQ(r.final_test.top5, r.final_test.top1);  // 3 classes: top-5 is top-1
   std::printf("[ iris mlp R512 ] test top1 %.3f after 25 epochs\n", r.final_test.top1);
 }
@@ -163,8 +163,9 @@ TEST(Train, Phase1EndsWhenTheLossSettles) {
 TEST(Train, FreezeWithoutAutoencoderIsRefused) {
   auto data = synthetic({16});
   auto model = mlp(16, 4, {"after_hidden1"}, 1.0);
-  expect_error<TrainerError>([&] { train(model, data, quiet(Mode::kFreeze)); },
-                             {"weight freezing needs an autoencoder", "R > 1", "mlp", "after_hidden1"});
+  expect_error<TrainerError>(
+      [&] { train(model, data, quiet(Mode::kFreeze)); },
+      {"weight freezing needs an autoencoder", "R > 1", "mlp", "after_hidden1"});
 }
 
 TEST(Train, FinetuneStartsFromPretrainedBaseWeights) {
@@ -232,7 +233,8 @@ TEST(Train, ProxyReconstructionLossDecreasesAndGrowsWithRate) {
   EXPECT_LT(r.rates[0].train_mse.back(), 0.5 * r.rates[0].train_mse.front());
   EXPECT_LT(r.rates[0].test_mse.back(), r.rates[1].test_mse.back());
   EXPECT_EQ(r.rates[1].effective_rate, 64.0);
-  for (const auto& [name, t] : snapshot(*base)) EXPECT_TRUE(torch::equal(t, before.at(name))) << name;
+  for (const auto& [name, t] : snapshot(*base))
+    EXPECT_TRUE(torch::equal(t, before.at(name))) << name;
   std::printf("[ proxy mlp after_hidden1 ] test mse R2 %.4f R64 %.4f\n", r.rates[0].test_mse.back(),
               r.rates[1].test_mse.back());
   o.cut = "nowhere";
@@ -265,7 +267,8 @@ TEST(Train, OptionsAndNamesAreValidated) {
   EXPECT_EQ(parse_mode("freeze"), Mode::kFreeze);
   EXPECT_EQ(to_string(Mode::kFinetune), "finetune");
   EXPECT_EQ(parse_optimizer("adam"), OptimizerKind::kAdam);
-  expect_error<TrainerError>([] { parse_mode("frozen"); }, {"\"frozen\"", "scratch, freeze, finetune, proxy"});
+  expect_error<TrainerError>([] { parse_mode("frozen"); },
+                             {"\"frozen\"", "scratch, freeze, finetune, proxy"});
   expect_error<TrainerError>([] { parse_optimizer("rmsprop"); }, {"sgd, adam"});
   expect_error<TrainerError>([] { parse_progress_style("fancy"); }, {"auto, bar, lines, silent"});
   auto o = quiet();
@@ -278,7 +281,8 @@ TEST(Train, OptionsAndNamesAreValidated) {
   expect_error<TrainerError>([&] { validate(o); }, {"train_proxy"});
   auto data = synthetic({8});
   auto model = mlp(16, 4);
-  expect_error<TrainerError>([&] { train(model, data, quiet()); }, {"shape 8", "takes 16", "fit_to_model"});
+  expect_error<TrainerError>([&] { train(model, data, quiet()); },
+                             {"shape 8", "takes 16", "fit_to_model"});
 }
 
 }  // namespace
