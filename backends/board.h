@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace quilt::models {
@@ -15,9 +16,17 @@ namespace quilt::backends {
 /// What a board is asked to run: stage `stage` of `model` (whose weights it may copy or fold),
 /// with batches of `batch_size` samples.
 struct StageAssignment {
+  StageAssignment(std::shared_ptr<models::QuiltModelImpl> model = nullptr, size_t stage = 0,
+                  int64_t batch_size = 1)
+      : model(std::move(model)), stage(stage), batch_size(batch_size) {}
   std::shared_ptr<models::QuiltModelImpl> model;
   size_t stage = 0;
   int64_t batch_size = 1;
+  // Backend-specific settings from the experiment (boards.*); backends that do not need them
+  // ignore them.
+  std::string xclbin;  ///< xrt: the user's kernel binary (boards.xclbin)
+  std::string device;  ///< xrt: device index or PCIe BDF; empty = the rank's node-local index
+  std::string kernel;  ///< xrt: kernel name; empty = the convention, quilt_stage<stage>
 };
 
 /// An accelerator that runs one pipeline stage. Methods are called by the rank that owns the
@@ -38,6 +47,21 @@ class Board {
   /// run() returns, except where a board says its output is garbage (NullBoard). Blocks until
   /// the result is on the host.
   virtual at::Tensor run(const at::Tensor& input) = 0;
+
+  /// How long the last run() spent moving the input to the board, computing, and moving the
+  /// output back, when the board times these phases itself (a real board with its own memory);
+  /// std::nullopt for boards that have no separate transfers (the emulator, the null board).
+  struct PhaseTimes {
+    double h2d_s = 0, compute_s = 0, d2h_s = 0;
+  };
+  virtual std::optional<PhaseTimes> last_phase_times() const { return std::nullopt; }
+
+  /// Starts measuring the board's own energy (power read from the board's sensors) over a
+  /// measured window. Boards without power sensors do nothing.
+  virtual void start_energy_window() {}
+  /// Ends the window started last: the joules the board consumed in it, or std::nullopt when the
+  /// board gives no power reading (never 0 for "unknown").
+  virtual std::optional<double> stop_energy_window() { return std::nullopt; }
 };
 
 /// A user-visible board problem (no device, wrong configuration).

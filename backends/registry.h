@@ -30,7 +30,17 @@ class BoardRegistry {
   std::map<std::string, BoardFactory> factories_;
 };
 
-/// Adds the built-in boards: "emulator" (EmulatorBoard) and "null" (NullBoard).
+/// Adds the built-in boards: "emulator" (EmulatorBoard), "null" (NullBoard) and, when this build
+/// has XRT (xrt_built()), "xrt" (XrtBoard).
 void register_builtin_boards(BoardRegistry& registry);
+
+/// Makes a board of `backend` and loads `assignment` on it. When that throws BoardError and
+/// `fallback` names another backend, makes and loads that one instead: the returned board is the
+/// fallback's, and its description() starts with "WARNING: <backend> board unavailable
+/// (<reason>); fell back to <fallback>: ". With an empty `fallback` the BoardError propagates;
+/// when the fallback fails too, its error does, naming both. Blocks like Board::load.
+std::unique_ptr<Board> make_loaded_board(const BoardRegistry& registry, const std::string& backend,
+                                         const StageAssignment& assignment,
+                                         const std::string& fallback = "");
 
 }  // namespace quilt::backends

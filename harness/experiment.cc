@@ -50,7 +50,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
   static const std::vector<std::pair<std::string, std::vector<std::string>>> kSchema = {
       {"model", {"arch", "input", "classes", "weights", "seed"}},
       {"data", {"kind", "path", "seed", "augment", "train_samples"}},
-      {"boards", {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices"}},
+      {"boards",
+       {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices", "fallback"}},
       {"links", {"h2d_gbps", "d2h_gbps", "latency_s"}},
       {"partition", {"cuts", "objective", "fixed"}},
       {"autoencoder", {"kind", "rate", "kernel"}},
@@ -404,6 +405,14 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (run.boards.backend == "xrt" && run.boards.xclbin.empty())
     r.fail(boards["backend"], "boards.xclbin",
            "is required with `backend: xrt` (the kernel binary)");
+  if (auto n = boards["fallback"])
+    run.boards.fallback = r.choice(n, "boards.fallback", {"none", "emulator"});
+  // A real board runs in real time: it cannot stretch or model its own clock.
+  if (run.boards.backend == "xrt" && run.boards.time_model != "measured")
+    r.fail(boards["time_model"], "boards.time_model",
+           fmt::format("`{}` cannot be honoured by `backend: xrt` (a real board's time is "
+                       "measured); use `measured`, or the emulator for dilated/modeled time",
+                       run.boards.time_model));
   P["boards.count"] = std::to_string(run.boards.count);
   P["boards.backend"] = run.boards.backend;
   P["boards.profile"] = run.boards.profile;
@@ -411,6 +420,8 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["boards.threads"] = std::to_string(run.boards.threads);
   P["boards.xclbin"] = run.boards.xclbin;
   P["boards.devices"] = list_text(run.boards.devices);
+  // Only xrt runs can fall back; recording it for them alone keeps other runs' ids unchanged.
+  if (run.boards.backend == "xrt") P["boards.fallback"] = run.boards.fallback;
 
   Section links = section("links");
   if (auto n = links["h2d_gbps"]) run.links.h2d_gbps = r.real(n, "links.h2d_gbps", 1e-6, 1e6);

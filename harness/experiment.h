@@ -59,6 +59,7 @@ struct BoardsConfig {
   int threads = 1;                      ///< intra-op threads per rank
   std::string xclbin;                   ///< xrt: the user's kernel binary
   std::vector<std::string> devices;     ///< xrt: device index or PCIe BDF per rank; empty = local
+  std::string fallback = "none";        ///< xrt: none | emulator (when the board cannot open)
 };
 
 struct LinksConfig {

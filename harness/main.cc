@@ -1,6 +1,8 @@
 // quilt: the command-line entry point. `quilt run` is launched under mpirun (one rank per
 // board); the other commands run in a single process without MPI.
 
+#include "backends/xrt_board.h"
+#include "harness/boards_cmd.h"
 #include "harness/experiment.h"
 #include "harness/mpi.h"
 #include "harness/planning.h"
@@ -69,6 +71,12 @@ commands:
   calibrate MODEL --profile NAME|FILE --output FILE.yaml [--batch N] [--repeats N]
                              fit a board profile's efficiency and overhead to measured unit
                              times; prints the fit's error
+  boards [--size MIB[,MIB...]] [--repeats N] [--device N] [--xclbin FILE] [--no-bandwidth]
+                             the XRT devices (Alveo boards) here: name, BDF, loaded xclbin,
+                             power; host<->board DMA bandwidth of each (default sizes 4,16,64
+                             MiB, median of 5); the built-in board profiles. Exit 1 when XRT is
+                             not built or no device is found. XCL_EMULATION_MODE=noop: XRT's
+                             noop shim (no board; numbers meaningless)
   version                    versions of Quilt and the libraries it was built with
 
 exit codes: 0 success, 1 a run failed, 2 bad input (the message says where), 3 internal error
@@ -344,6 +352,7 @@ int cmd_version() {
   fmt::print("quilt {} (git {}{})\nLibTorch {}\nHDF5 {}\n", "0.1.0",
              quilt::harness::build_git_commit(), quilt::harness::build_git_dirty() ? ", dirty" : "",
              quilt::harness::torch_version(), quilt::harness::hdf5_version());
+  fmt::print("XRT {}\n", quilt::backends::xrt_version());
   return kExitOk;
 }
 
@@ -472,6 +481,7 @@ int main(int argc, char** argv) {
     if (cmd == "report") return cmd_report(argc, argv);
     if (cmd == "profile") return quilt::harness::cmd_profile(argc, argv);
     if (cmd == "calibrate") return quilt::harness::cmd_calibrate(argc, argv);
+    if (cmd == "boards") return quilt::harness::cmd_boards(argc, argv);
     fmt::print(stderr, "quilt: unknown command `{}`\n{}", cmd, kUsage);
     return kExitUsage;
   } catch (const ConfigError& e) {

@@ -9,6 +9,8 @@
 #include <climits>
 #include <cmath>
 #include <deque>
+#include <optional>
+#include <thread>
 
 namespace quilt::harness {
 
@@ -83,6 +85,17 @@ double now_s() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
+// Waits until now_s() >= t: sleeps most of the way, then spins the last 5 ms (a sleep may wake
+// up a scheduler tick late: up to 4 ms at HZ=250). Returns now_s().
+static double pace_until(double t) {
+  constexpr double kSpin = 5e-3;
+  double now = now_s();
+  if (t - now > kSpin) std::this_thread::sleep_for(std::chrono::duration<double>(t - now - kSpin));
+  while ((now = now_s()) < t) {
+  }
+  return now;
+}
+
 double clock_offset_to_rank0(MPI_Comm comm, int rounds) {
   int me = mpi::rank(comm), n = mpi::size(comm);
   double offset = 0;
@@ -140,6 +153,7 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
   std::deque<int64_t> credit_values;  // send buffers must stay untouched until completion
 
   for (int64_t i = 0; i < total; ++i) {
+    if (i == warm) board.start_energy_window();
     at::Tensor input;
     double t0 = now_s();
     if (first) {
@@ -156,6 +170,8 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       if (i + 1 < total) recv[(i + 1) % 2].irecv(payload_of(recv_buf[(i + 1) % 2]), me - 1, comm);
     }
     double t1 = now_s();
+    const Pacing& pace = options.pacing;
+    const bool paced = pace.active();
     at::Tensor output;
     if (timing.error.empty()) {
       try {
@@ -169,6 +185,27 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       output = zeros;
     }
     double t2 = now_s();
+    double h2d = 0, d2h = 0;
+    std::optional<backends::Board::PhaseTimes> phases;
+    if (!paced && timing.error.empty()) phases = board.last_phase_times();
+    if (phases) {
+      // A real board timed its own transfers: the rest of the call is compute (and the board's
+      // own overheads).
+      h2d = phases->h2d_s;
+      d2h = phases->d2h_s;
+    }
+    if (paced) {
+      // One wait per batch (each sleep may wake up late by a scheduler tick): the board is busy
+      // h2d + compute + d2h; the real compute must fit in the h2d + compute part.
+      const double busy = pace.h2d_s + pace.compute_s + pace.d2h_s;
+      bool overrun = t2 - t1 > pace.h2d_s + pace.compute_s;
+      t2 = pace_until(t1 + busy);
+      // Ended late (the process was not scheduled in time): not board time either.
+      overrun = overrun || t2 - t1 > 1.02 * busy + 0.5e-3;
+      if (measured(i) && overrun) ++timing.overruns;
+      h2d = pace.h2d_s;
+      d2h = pace.d2h_s;
+    }
     double t3 = t2;
     if (!last) {
       while (sends.size() >= 2) {
@@ -203,7 +240,11 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       }
     }
     if (measured(i)) {
-      timing.compute_s.push_back(t2 - t1);
+      timing.compute_s.push_back(t2 - t1 - h2d - d2h);
+      if (paced || phases) {
+        timing.h2d_s.push_back(h2d);
+        timing.d2h_s.push_back(d2h);
+      }
       timing.recv_wait_s.push_back(first ? 0.0 : t1 - t0);
       timing.send_wait_s.push_back(t3 - t2);
       if (!first) timing.bytes_received += input.nbytes();
@@ -216,6 +257,7 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
   double t = now_s();
   for (auto& s : sends) s.second.wait();
   if (!timing.send_wait_s.empty()) timing.send_wait_s.back() += now_s() - t;
+  if (auto e = board.stop_energy_window()) timing.board_energy_j = *e;
   if (!credit_reqs.empty())
     mpi::check(
         MPI_Waitall(static_cast<int>(credit_reqs.size()), credit_reqs.data(), MPI_STATUSES_IGNORE),

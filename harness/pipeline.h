@@ -16,15 +16,36 @@
 
 namespace quilt::harness {
 
+/// Pacing of a `dilated` run (harness/time_model.h): the wall time this rank's board must spend
+/// per batch on each phase, already stretched by the dilation factor. The board runs at once;
+/// the batch is then padded to h2d + compute + d2h from its start (one wait: the phases have no
+/// real work of their own on the emulator, and each wait can wake up a scheduler tick late).
+/// The recorded h2d/d2h are the paced ones; compute_s is the rest. All zero = unpaced.
+struct Pacing {
+  double h2d_s = 0, compute_s = 0, d2h_s = 0;
+  bool active() const { return h2d_s > 0 || compute_s > 0 || d2h_s > 0; }
+};
+
 struct PipelineOptions {
   int64_t warmup_batches = 2;  ///< run first, not measured
   int64_t batches = 10;        ///< measured batches (>= 2)
   int window_batches = 0;      ///< batches in flight; 0 = 2 x number of ranks
+  Pacing pacing;               ///< dilated runs only
 };
 
 /// What one rank measured. Times in seconds; vectors have one entry per measured batch.
 struct StageTiming {
   std::vector<double> compute_s, recv_wait_s, send_wait_s;
+  /// The host->board and board->host phases per batch: paced runs, and boards that time their
+  /// own transfers (Board::last_phase_times, e.g. XRT); empty otherwise.
+  std::vector<double> h2d_s, d2h_s;
+  /// Joules the board measured itself over the measured batches (Board::stop_energy_window);
+  /// negative when the board gives no power reading.
+  double board_energy_j = -1;
+  /// Paced runs: measured batches whose real compute took longer than its paced time (the CPU
+  /// did not keep up: the dilation factor is too small), or whose pacing ended more than
+  /// 2% + 0.5 ms late (the process was not scheduled in time: a loaded machine).
+  int64_t overruns = 0;
   int64_t bytes_sent = 0, bytes_received = 0;  ///< measured batches only
   std::vector<double> start_s;  ///< rank 0: when batch i entered the pipeline (rank 0's clock)
   std::vector<double> end_s;    ///< last rank: when batch i left it, on rank 0's clock

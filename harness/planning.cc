@@ -16,6 +16,9 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
     auto loaded = backends::load_board_profile(run.boards.profile);
     board = loaded.board;
     plan.profile = loaded.source;
+    plan.power_idle_w = loaded.power_idle_w.value_or(-1);
+    plan.power_busy_w = loaded.power_busy_w.value_or(-1);
+    plan.link_energy_j_per_byte = loaded.link_energy_j_per_byte.value_or(0);
   } catch (const std::exception& e) {
     throw ConfigError(file, 0, 0, "boards.profile", e.what());
   }
@@ -55,11 +58,15 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   plan.objective_s = result.objective_s;
   for (const auto& st : result.stages) {
     PredictedStage p;
-    p.units = profile.layers.at(static_cast<size_t>(st.first_layer)).name + ".." +
-              profile.layers.at(static_cast<size_t>(st.end_layer - 1)).name;
+    p.units = profile.layers.at(static_cast<size_t>(st.first_layer)).name;
+    if (st.end_layer - st.first_layer > 1)
+      p.units += ".." + profile.layers.at(static_cast<size_t>(st.end_layer - 1)).name;
     p.compute_s = st.compute_s;
     p.comm_s = st.comm_s;
     p.exec_s = st.exec_s;
+    p.h2d_s = st.h2d_s;
+    p.d2h_s = st.d2h_s;
+    p.mpi_s = st.mpi_s;
     plan.stages.push_back(p);
   }
   return plan;

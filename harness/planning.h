@@ -15,6 +15,8 @@ namespace quilt::harness {
 struct PredictedStage {
   std::string units;  ///< first..last unit of the stage
   double compute_s = 0, comm_s = 0, exec_s = 0;
+  /// The parts of comm_s: host->board, board->host, and the MPI hop to the next rank.
+  double h2d_s = 0, d2h_s = 0, mpi_s = 0;
 };
 
 struct RunPlan {
@@ -24,6 +26,8 @@ struct RunPlan {
   double objective_s = 0;              ///< its value
   std::string profile;                 ///< where the board profile came from
   std::vector<PredictedStage> stages;  ///< boards.count entries
+  /// The board profile's power figures (negative when the profile has none), for energy.
+  double power_idle_w = -1, power_busy_w = -1, link_energy_j_per_byte = 0;
 };
 
 /// Plans `run` on `base` (a model built from run.model). Pure and deterministic: every rank

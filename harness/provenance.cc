@@ -1,5 +1,6 @@
 #include "harness/provenance.h"
 
+#include "backends/xrt_board.h"
 #include "harness/build_info.h"
 #include "harness/mpi.h"
 
@@ -39,7 +40,7 @@ results::Provenance collect_provenance(const std::string& command_line, MPI_Comm
   p.torch_version = torch_version();
   p.mpi_version = mpi::library_version();
   p.hdf5_version = hdf5_version();
-  p.xrt_version = "not built";
+  p.xrt_version = backends::xrt_version();  // "not built" without the XRT backend
   p.compiler = kCompiler;
   p.command_line = command_line;
   p.hosts = mpi::gather_strings(mpi::processor_name(), 0, comm);

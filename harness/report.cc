@@ -116,6 +116,17 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
         "measured batches\n",
         1e3 * run.latency_p50_s, 1e3 * run.latency_p90_s, 1e3 * run.latency_p99_s, run.batch_size,
         run.repetitions, run.measured_batches);
+    if (run.time_model != "measured")
+      out += fmt::format("  times are board time ({} time model{})\n", run.time_model,
+                         run.time_model == "dilated"
+                             ? fmt::format(", dilation {:.4g}, {} overrun(s)", run.dilation,
+                                           run.overruns)
+                             : std::string());
+    if (run.energy_per_sample_j >= 0)
+      out += fmt::format("  energy {:.6g} J/sample ({:.4g} J over the measured windows, from the {})\n",
+                         run.energy_per_sample_j, run.energy_j, run.energy_source);
+    else
+      out += "  energy unavailable (no power figures in the board profile or from the board)\n";
     for (size_t c = 0; c < run.cut_names.size(); ++c)
       out += fmt::format("  cut {}: {} -> {} B/sample (effective R {:.2f})\n", run.cut_names[c],
                          run.cut_bytes_per_sample[c], run.cut_wire_bytes_per_sample[c],
@@ -124,11 +135,17 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
       // Measured time of one batch on the stage: compute plus the waits the stage spent on its
       // own transfers; compared with the cost model's prediction when there is one.
       std::vector<double> busy;
-      for (size_t b = 0; b < st.compute_s.size(); ++b) busy.push_back(st.compute_s[b]);
+      for (size_t b = 0; b < st.compute_s.size(); ++b)
+        busy.push_back(st.compute_s[b] + (b < st.h2d_s.size() ? st.h2d_s[b] : 0) +
+                       (b < st.d2h_s.size() ? st.d2h_s[b] : 0));
       double measured = median(busy);
       out += fmt::format(
           "  stage {} ({}): compute {:.2f} ms, recv wait {:.2f} ms, send wait {:.2f} ms", st.rank,
-          st.units, 1e3 * measured, 1e3 * median(st.recv_wait_s), 1e3 * median(st.send_wait_s));
+          st.units, 1e3 * median(st.compute_s), 1e3 * median(st.recv_wait_s),
+          1e3 * median(st.send_wait_s));
+      if (!st.h2d_s.empty())
+        out += fmt::format(", h2d {:.3f} ms, d2h {:.3f} ms", 1e3 * median(st.h2d_s),
+                           1e3 * median(st.d2h_s));
       if (st.predicted_exec_s >= 0)
         out += fmt::format("; predicted {:.2f} ms (compute {:.2f} + comm {:.2f}), error {:+.1f}%",
                            1e3 * st.predicted_exec_s, 1e3 * st.predicted_compute_s,

@@ -1,6 +1,7 @@
 #include "harness/runner.h"
 
 #include "backends/registry.h"
+#include "backends/xrt_board.h"
 #include "harness/metrics.h"
 #include "harness/mpi.h"
 #include "harness/pack.h"
@@ -8,6 +9,7 @@
 #include "harness/planning.h"
 #include "harness/provenance.h"
 #include "harness/report.h"
+#include "harness/time_model.h"
 #include "harness/training.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
@@ -81,6 +83,9 @@ std::string pack_stage(const results::StageRecord& s, const std::vector<double>&
   p.put(s.predicted_compute_s);
   p.put(s.predicted_comm_s);
   p.put(s.predicted_exec_s);
+  p.put(s.h2d_s);
+  p.put(s.d2h_s);
+  p.put(s.energy_j);
   p.put(end_s);
   return p.bytes();
 }
@@ -103,12 +108,25 @@ results::StageRecord unpack_stage(const std::string& bytes, std::vector<double>*
   u.get(s.predicted_compute_s);
   u.get(s.predicted_comm_s);
   u.get(s.predicted_exec_s);
+  u.get(s.h2d_s);
+  u.get(s.d2h_s);
+  u.get(s.energy_j);
   u.get(*end_s);
   return s;
 }
 
 // Input pool size: two distinct batches, so a stage cannot get away with caching its result.
 constexpr int64_t kInputPool = 2;
+// dilated: the stretch factor is the slowest stage's real/modeled compute ratio times this.
+constexpr double kDilationMargin = 1.3;
+// dilated: ... and at least so much that every board's paced batch lasts this long (wall).
+constexpr double kMinPacedBatchS = 0.05;
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
 
 }  // namespace
 
@@ -211,20 +229,59 @@ void check_experiment(const Experiment& experiment, int ranks) {
   }
 }
 
+namespace {
+
+// Energy: measured by the boards themselves when every board gave a reading (stage energy_j
+// already set), else from the board profile's power: per board, busy power while busy (h2d +
+// compute + d2h in board time), idle power for the rest of the measured windows, plus link
+// energy for the bytes moved between host and board.
+void fill_energy(results::RunRecord& rec, const RunPlan& plan) {
+  bool from_boards = !rec.stages.empty();
+  for (const auto& st : rec.stages) from_boards = from_boards && st.energy_j >= 0;
+  double window = 0;
+  for (double d : rec.repetition_duration_s) window += d;
+  const int64_t batches = rec.repetitions * rec.measured_batches;
+  double total = 0;
+  bool available = plan.power_busy_w >= 0 && plan.power_idle_w >= 0;
+  for (auto& st : rec.stages) {
+    double busy = 0;
+    for (double x : st.compute_s) busy += x;
+    for (double x : st.h2d_s) busy += x;
+    for (double x : st.d2h_s) busy += x;
+    st.busy_s = busy;
+    if (from_boards) {
+      total += st.energy_j;
+      continue;
+    }
+    const double link_bytes = static_cast<double>(sizeof(float)) * rec.batch_size * batches *
+                              static_cast<double>(numel(st.in_shape) + numel(st.out_shape));
+    st.energy_j = board_energy_j(busy, window, plan.power_busy_w, plan.power_idle_w, link_bytes,
+                                 plan.link_energy_j_per_byte);
+    if (st.energy_j < 0) available = false;
+    total += st.energy_j;
+  }
+  const double samples = static_cast<double>(batches * rec.batch_size);
+  if ((from_boards || available) && samples > 0) {
+    rec.energy_j = total;
+    rec.energy_per_sample_j = total / samples;
+    rec.energy_source = from_boards ? "board" : "profile";
+  }
+}
+
+}  // namespace
+
 std::string unavailable_reason(const RunConfig& run) {
   if (run.training.mode == "none" && run.data.kind != "synthetic")
     return fmt::format("data.kind `{}` feeds training; pipeline runs use synthetic inputs",
                        run.data.kind);
-  if (run.boards.backend == "xrt")
-    return "boards.backend `xrt`: the XRT backend is not in this build yet (valid: emulator, null)";
-  if (run.boards.time_model != "measured")
-    return fmt::format(
-        "boards.time_model `{}`: only `measured` is in this build yet (dilated and modeled time "
-        "come with the board profiles)",
-        run.boards.time_model);
-  if (run.links.h2d_gbps > 0 || run.links.d2h_gbps > 0 || run.links.latency_s > 0)
-    return "links: link overrides apply to the dilated and modeled time models, which are not "
-           "in this build yet";
+  if (run.boards.backend == "xrt" && !backends::xrt_built())
+    return "boards.backend `xrt`: this build has no XRT backend (install libxrt-dev and uuid-dev "
+           "and reconfigure; -DQUILT_XRT=ON makes it required); valid here: emulator, null";
+  if (run.boards.time_model == "measured" &&
+      (run.links.h2d_gbps > 0 || run.links.d2h_gbps > 0 || run.links.latency_s > 0))
+    return "links: link overrides model the host<->board link, which only the dilated and "
+           "modeled time models have; under `measured` the link is this machine's (use "
+           "boards.time_model: dilated or modeled)";
   return "";
 }
 
@@ -343,6 +400,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
 
   backends::BoardRegistry registry;
   backends::register_builtin_boards(registry);
+  models::Model cached_base{nullptr};
+  std::string base_key;
 
   for (size_t r = 0; r < experiment.runs.size(); ++r) {
     const RunConfig& run = experiment.runs[r];
@@ -388,12 +447,27 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     try {
       torch::NoGradGuard no_grad;
       models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
-      models::Model base = build_base(run.model);
+      // Consecutive runs of a sweep often share the base model (only R, cuts or boards
+      // change): build it once. Pipeline runs never change its weights.
+      const std::string key = fmt::format("{}|{}|{}|{}|{}", run.model.arch,
+                                          fmt::join(run.model.input, "x"), run.model.classes,
+                                          run.model.weights, run.model.seed);
+      if (base_key != key) {
+        cached_base = build_base(run.model);
+        base_key = key;
+      }
+      models::Model base = cached_base;
+      // The autoencoders' initial weights depend on the seed only, not on the sweep's order.
+      torch::manual_seed(run.model.seed + 0x9e3779b97f4a7c15ULL);
       plan = plan_run(run, base, experiment.path);
       qm = models::QuiltModel(base, plan.cuts, ae);
       qm->eval();
-      board = registry.make(run.boards.backend);
-      board->load({qm.ptr(), static_cast<size_t>(me), run.measurement.batch});
+      backends::StageAssignment assignment{qm.ptr(), static_cast<size_t>(me),
+                                           run.measurement.batch};
+      assignment.xclbin = run.boards.xclbin;
+      if (!run.boards.devices.empty()) assignment.device = run.boards.devices.at(me);
+      board = backends::make_loaded_board(registry, run.boards.backend, assignment,
+                                          run.boards.fallback == "emulator" ? "emulator" : "");
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -423,14 +497,15 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     PipelineOptions popts;
     popts.warmup_batches = run.measurement.warmup_batches;
     popts.batches = run.measurement.batches;
-    StageTiming all;  // repetitions one after another
-    std::vector<std::vector<double>> rep_start, rep_end;
-    bool failed = false;
-    for (int64_t rep = 0; rep < run.measurement.repetitions && !failed; ++rep) {
-      StageTiming t;
+    const std::string& time_model = run.boards.time_model;
+    // The board's modeled times for one batch (dilated, modeled): the cost model's prediction.
+    std::vector<BoardTimes> board_times;
+    for (const auto& p : plan.stages)
+      board_times.push_back({p.h2d_s, p.compute_s, p.d2h_s, p.mpi_s});
+    auto run_once = [&](const PipelineOptions& o) {
       try {
-        t = run_pipeline(*board, in_shape, out_shape, root ? pool : std::vector<at::Tensor>{},
-                         on_output, popts, comm);
+        return run_pipeline(*board, in_shape, out_shape, root ? pool : std::vector<at::Tensor>{},
+                            on_output, o, comm);
       } catch (const std::exception& e) {
         // An MPI failure: peers may be blocked in MPI calls waiting for this rank, so the only
         // way out is to abort the job. Every finished run is already safe in the result file.
@@ -439,6 +514,43 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         std::fflush(stderr);
         MPI_Abort(comm, 3);
       }
+      return StageTiming{};
+    };
+    double dilation = 1;
+    std::vector<SimulatedStage> simulated;
+    bool failed = false;
+    if (time_model == "dilated") {
+      // A short unpaced pilot measures how long this CPU takes per batch; one factor for all
+      // ranks stretches every modeled time so that the slowest stage still keeps up.
+      PipelineOptions pilot = popts;
+      pilot.warmup_batches = 1;
+      pilot.batches = 2;
+      StageTiming t = run_once(pilot);
+      double ratio = 0, real = t.compute_s.empty() ? 0 : median(t.compute_s);
+      if (board_times[k].compute_s > 0) ratio = real / board_times[k].compute_s;
+      double busy = board_times[k].busy_s() > 0 ? board_times[k].busy_s() : 1e300;
+      mpi::check(MPI_Allreduce(MPI_IN_PLACE, &ratio, 1, MPI_DOUBLE, MPI_MAX, comm),
+                 "MPI_Allreduce(dilation)");
+      mpi::check(MPI_Allreduce(MPI_IN_PLACE, &busy, 1, MPI_DOUBLE, MPI_MIN, comm),
+                 "MPI_Allreduce(dilation)");
+      dilation = ratio > 0 ? ratio * kDilationMargin : 1.0;
+      // Paced batches shorter than a few scheduler time slices would measure wake-up jitter.
+      if (busy < 1e300) dilation = std::max(dilation, kMinPacedBatchS / busy);
+      popts.pacing = {dilation * board_times[k].h2d_s, dilation * board_times[k].compute_s,
+                      dilation * board_times[k].d2h_s};
+    } else if (time_model == "modeled") {
+      // Virtual time: a few real batches carry real tensors through the pipeline for the output
+      // check; the times come from simulating the schedule on the profile's numbers.
+      simulated = simulate_pipeline(board_times, popts.warmup_batches, popts.batches,
+                                    popts.window_batches);
+      popts.warmup_batches = 0;
+      popts.batches = kInputPool;
+    }
+    StageTiming all;  // repetitions one after another
+    std::vector<std::vector<double>> rep_start, rep_end;
+    for (int64_t rep = 0; rep < run.measurement.repetitions && !failed; ++rep) {
+      StageTiming t;
+      if (time_model != "modeled" || rep == 0) t = run_once(popts);
       auto errs = mpi::gather_strings(t.error, 0, comm);
       if (!mpi::all_ok(t.error.empty(), comm)) {
         if (root) fail(errs);
@@ -448,9 +560,36 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       auto append = [](std::vector<double>& to, const std::vector<double>& from) {
         to.insert(to.end(), from.begin(), from.end());
       };
+      if (time_model == "modeled") {
+        // Board time from the simulation; the real batches above only checked the outputs.
+        const SimulatedStage& sim = simulated[k];
+        t.compute_s = sim.compute_s;
+        t.h2d_s = sim.h2d_s;
+        t.d2h_s = sim.d2h_s;
+        t.recv_wait_s = sim.recv_wait_s;
+        t.send_wait_s = sim.send_wait_s;
+        t.start_s = me == 0 ? sim.start_s : std::vector<double>{};
+        t.end_s = last ? sim.end_s : std::vector<double>{};
+        const int64_t nb = run.measurement.batches;
+        t.bytes_sent = last ? 0 : nb * static_cast<int64_t>(sizeof(float)) * numel(out_shape);
+        t.bytes_received = me == 0 ? 0 : nb * static_cast<int64_t>(sizeof(float)) * numel(in_shape);
+      } else if (dilation != 1) {
+        // Everything back to board time.
+        for (auto* v : {&t.compute_s, &t.recv_wait_s, &t.send_wait_s, &t.h2d_s, &t.d2h_s,
+                        &t.start_s, &t.end_s})
+          for (double& x : *v) x /= dilation;
+      }
       append(all.compute_s, t.compute_s);
       append(all.recv_wait_s, t.recv_wait_s);
       append(all.send_wait_s, t.send_wait_s);
+      append(all.h2d_s, t.h2d_s);
+      append(all.d2h_s, t.d2h_s);
+      all.overruns += t.overruns;
+      // Board-measured energy: summed over repetitions, unavailable if any lacks it.
+      all.board_energy_j = rep == 0 ? t.board_energy_j
+                           : (all.board_energy_j < 0 || t.board_energy_j < 0)
+                               ? -1
+                               : all.board_energy_j + t.board_energy_j;
       all.bytes_sent += t.bytes_sent;
       all.bytes_received += t.bytes_received;
       rep_start.push_back(t.start_s);
@@ -485,12 +624,18 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     stage.compute_s = all.compute_s;
     stage.recv_wait_s = all.recv_wait_s;
     stage.send_wait_s = all.send_wait_s;
+    stage.h2d_s = all.h2d_s;
+    stage.d2h_s = all.d2h_s;
+    stage.energy_j = time_model == "measured" ? all.board_energy_j : -1;
     stage.predicted_compute_s = plan.stages.at(k).compute_s;
     stage.predicted_comm_s = plan.stages.at(k).comm_s;
     stage.predicted_exec_s = plan.stages.at(k).exec_s;
     std::vector<double> ends;
     for (const auto& e : rep_end) ends.insert(ends.end(), e.begin(), e.end());
     auto packed = mpi::gather_strings(pack_stage(stage, ends), 0, comm);
+    int64_t overruns = all.overruns;
+    mpi::check(MPI_Allreduce(MPI_IN_PLACE, &overruns, 1, MPI_INT64_T, MPI_SUM, comm),
+               "MPI_Allreduce(overruns)");
     double errs[2] = {max_abs, max_rel};
     mpi::check(MPI_Bcast(errs, 2, MPI_DOUBLE, n - 1, comm), "MPI_Bcast");
     const bool mismatch = errs[1] > run.measurement.tolerance;  // known on every rank
@@ -536,6 +681,16 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     rec.latency_p50_s = percentile(rec.latency_s, 50);
     rec.latency_p90_s = percentile(rec.latency_s, 90);
     rec.latency_p99_s = percentile(rec.latency_s, 99);
+    rec.time_model = time_model;
+    rec.dilation = dilation;
+    rec.overruns = overruns;
+    if (overruns > 0)
+      rec.invalid_reasons.push_back(fmt::format(
+          "dilated: in {} measured batch(es) the CPU took longer than the paced board time x {:.3g}"
+          " (dilation too small for this machine's load); the times of those batches are not "
+          "board times",
+          overruns, dilation));
+    fill_energy(rec, plan);
     rec.validity = rec.invalid_reasons.empty() ? "valid" : "invalid";
     for (const auto& t : qm->traffic()) {
       rec.cut_names.push_back(t.cut);
@@ -578,6 +733,12 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         fmt::print(" (95% CI {:.2f}..{:.2f}, {} repetitions)", rec.throughput_ci95_low_sps,
                    rec.throughput_ci95_high_sps, ms.repetitions);
       fmt::print(", latency p50 {:.1f} ms", 1e3 * rec.latency_p50_s);
+      if (rec.energy_per_sample_j >= 0)
+        fmt::print(", {:.4g} J/sample", rec.energy_per_sample_j);
+      if (rec.time_model != "measured")
+        fmt::print(" ({} board time{})", rec.time_model,
+                   rec.time_model == "dilated" ? fmt::format(", dilation {:.3g}", rec.dilation)
+                                               : std::string());
       if (rec.validity != "valid")
         fmt::print("  INVALID: {}", fmt::join(rec.invalid_reasons, "; "));
       for (const auto& c : rec.checks)

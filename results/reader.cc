@@ -52,6 +52,11 @@ StageRecord read_stage(const h5::Group& g) {
   s.compute_s = g.read_double_vector("compute_s");
   s.recv_wait_s = g.read_double_vector("recv_wait_s");
   s.send_wait_s = g.read_double_vector("send_wait_s");
+  // Added after the first files were written: absent there, defaults kept.
+  if (g.has("h2d_s")) s.h2d_s = g.read_double_vector("h2d_s");
+  if (g.has("d2h_s")) s.d2h_s = g.read_double_vector("d2h_s");
+  if (g.has_attribute("busy_s")) s.busy_s = g.read_double_attribute("busy_s");
+  if (g.has_attribute("energy_j")) s.energy_j = g.read_double_attribute("energy_j");
   return s;
 }
 
@@ -150,6 +155,15 @@ RunRecord read_run(const h5::Group& runs, const std::string& id) {
   r.throughput_ci95_low_sps = g.read_double_attribute("throughput_ci95_low_sps");
   r.throughput_ci95_high_sps = g.read_double_attribute("throughput_ci95_high_sps");
   r.validity = g.read_string_attribute("validity");
+  // Added after the first files were written: absent there, defaults kept.
+  if (g.has_attribute("time_model")) {
+    r.time_model = g.read_string_attribute("time_model");
+    r.dilation = g.read_double_attribute("dilation");
+    r.overruns = g.read_int64_attribute("overruns");
+    r.energy_j = g.read_double_attribute("energy_j");
+    r.energy_per_sample_j = g.read_double_attribute("energy_per_sample_j");
+    r.energy_source = g.read_string_attribute("energy_source");
+  }
   {
     const h5::Group params = g.open_group("params");
     for (const std::string& key : params.attribute_names()) {

@@ -26,6 +26,14 @@ struct StageRecord {
   std::vector<double> compute_s;    ///< board busy time
   std::vector<double> recv_wait_s;  ///< time blocked waiting for the input to arrive
   std::vector<double> send_wait_s;  ///< time blocked waiting for the previous send to finish
+  /// Host->board and board->host transfer per measured batch, in board time: modeled by the
+  /// `dilated` and `modeled` time models, timed on an XRT board; empty under `measured` on the
+  /// emulator (there is no separate board memory to move to).
+  std::vector<double> h2d_s, d2h_s;
+  double busy_s = 0;  ///< total board busy time over the measured batches (h2d + compute + d2h)
+  /// Energy of this board over the measured windows (busy + idle power, link energy), joules;
+  /// negative when unavailable (no power figures in the board profile, no power from the board).
+  double energy_j = -1;
   /// The cost model's prediction for one batch of this stage (partitioners/cost_model.h), in
   /// seconds; negative when no prediction was made (no board profile for the run).
   double predicted_compute_s = -1, predicted_comm_s = -1, predicted_exec_s = -1;
@@ -123,6 +131,16 @@ struct RunRecord {
   std::string validity = "valid";
   std::vector<std::string> invalid_reasons;  ///< one sentence per broken rule
   std::vector<MetricCheck> checks;           ///< references from the experiment file
+  /// How times were obtained (boards.time_model): "measured", "dilated" or "modeled". Under
+  /// dilated and modeled every time of this run is board time (see harness/time_model.h).
+  std::string time_model = "measured";
+  double dilation = 1;    ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
+  int64_t overruns = 0;   ///< dilated: batches where the CPU did not keep up with the pacing
+  /// Energy over the measured windows, summed over boards, and per inference (sample); negative
+  /// when unavailable. energy_source: "profile" (board profile power x busy/idle time + link
+  /// energy), "board" (power sampled from the board) or "unavailable".
+  double energy_j = -1, energy_per_sample_j = -1;
+  std::string energy_source = "unavailable";
   std::vector<StageRecord> stages;
   /// Training runs only (training.mode is empty for pipeline runs, which have no such group).
   TrainingRecord training;

@@ -102,6 +102,10 @@ void write_stage(const h5::Group& stages, size_t k, const StageRecord& s) {
   g.write_dataset("compute_s", s.compute_s);
   g.write_dataset("recv_wait_s", s.recv_wait_s);
   g.write_dataset("send_wait_s", s.send_wait_s);
+  g.write_dataset("h2d_s", s.h2d_s);
+  g.write_dataset("d2h_s", s.d2h_s);
+  g.write_attribute("busy_s", s.busy_s);
+  g.write_attribute("energy_j", s.energy_j);
 }
 
 void write_check(const h5::Group& checks, size_t k, const MetricCheck& c) {
@@ -170,6 +174,12 @@ void write_run(const h5::Group& runs, const RunRecord& r) {
   g.write_attribute("throughput_ci95_low_sps", r.throughput_ci95_low_sps);
   g.write_attribute("throughput_ci95_high_sps", r.throughput_ci95_high_sps);
   g.write_attribute("validity", r.validity);
+  g.write_attribute("time_model", r.time_model);
+  g.write_attribute("dilation", r.dilation);
+  g.write_attribute("overruns", r.overruns);
+  g.write_attribute("energy_j", r.energy_j);
+  g.write_attribute("energy_per_sample_j", r.energy_per_sample_j);
+  g.write_attribute("energy_source", r.energy_source);
   {
     h5::Group params = g.create_group("params");
     for (const auto& [key, value] : r.params) params.write_attribute(key, value);

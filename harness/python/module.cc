@@ -81,6 +81,13 @@ py::dict stage_dict(const results::StageRecord& s) {
   d["compute_s"] = s.compute_s;
   d["recv_wait_s"] = s.recv_wait_s;
   d["send_wait_s"] = s.send_wait_s;
+  d["h2d_s"] = s.h2d_s;
+  d["d2h_s"] = s.d2h_s;
+  d["busy_s"] = s.busy_s;
+  d["energy_j"] = s.energy_j;
+  d["predicted_compute_s"] = s.predicted_compute_s;
+  d["predicted_comm_s"] = s.predicted_comm_s;
+  d["predicted_exec_s"] = s.predicted_exec_s;
   return d;
 }
 
@@ -107,6 +114,13 @@ py::dict run_dict(const results::RunRecord& r) {
   d["cut_requested_rate"] = r.cut_requested_rate;
   d["cut_effective_rate"] = r.cut_effective_rate;
   d["max_abs_error"] = r.max_abs_error;
+  d["time_model"] = r.time_model;
+  d["dilation"] = r.dilation;
+  d["overruns"] = r.overruns;
+  d["energy_j"] = r.energy_j;
+  d["energy_per_sample_j"] = r.energy_per_sample_j;
+  d["energy_source"] = r.energy_source;
+  d["validity"] = r.validity;
   py::list stages;
   for (const auto& s : r.stages) stages.append(stage_dict(s));
   d["stages"] = stages;

@@ -49,7 +49,9 @@ TEST(BoardProfile, BuiltinsLoadByName) {
   EXPECT_DOUBLE_EQ(u200.board.d2h_gbps, 11.7);  // the paper's measurement
   ASSERT_TRUE(u200.power_busy_w.has_value());
   EXPECT_DOUBLE_EQ(*u200.power_busy_w, 225);
-  EXPECT_FALSE(u200.power_idle_w.has_value());
+  ASSERT_TRUE(u200.power_idle_w.has_value());
+  EXPECT_LT(*u200.power_idle_w, *u200.power_busy_w);
+  ASSERT_TRUE(u200.link_energy_j_per_byte.has_value());
   EXPECT_FALSE(u200.description.empty());
 }
 

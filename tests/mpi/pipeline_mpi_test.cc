@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <optional>
 #include <stdexcept>
 
 namespace quilt::harness {
@@ -119,6 +120,59 @@ TEST(PipelineMpi, AFailingBoardDoesNotHangThePipeline) {
     }
     if (me == n - 1) EXPECT_EQ(seen, 9);
   }
+}
+
+// A board with its own memory and power sensor: times its transfers, counts energy per batch.
+class SensingBoard : public FakeBoard {
+ public:
+  using FakeBoard::FakeBoard;
+  at::Tensor run(const at::Tensor& input) override {
+    if (window_) energy_ += 0.5;
+    return FakeBoard::run(input);
+  }
+  std::optional<PhaseTimes> last_phase_times() const override { return PhaseTimes{1e-6, 0, 2e-6}; }
+  void start_energy_window() override { window_ = true, energy_ = 0; }
+  std::optional<double> stop_energy_window() override {
+    window_ = false;
+    return energy_;
+  }
+
+ private:
+  bool window_ = false;
+  double energy_ = 0;
+};
+
+TEST(PipelineMpi, BoardTimedTransfersAndEnergyCoverTheMeasuredBatchesOnly) {
+  const int me = mpi::rank();
+  SensingBoard board(me);
+  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
+  PipelineOptions options;
+  options.warmup_batches = 3;
+  options.batches = 4;
+  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
+                             options, MPI_COMM_WORLD);
+  EXPECT_EQ(timing.error, "");
+  EXPECT_EQ(timing.h2d_s, std::vector<double>(4, 1e-6));
+  EXPECT_EQ(timing.d2h_s, std::vector<double>(4, 2e-6));
+  EXPECT_DOUBLE_EQ(timing.board_energy_j, 4 * 0.5);  // warm-up batches left out
+}
+
+TEST(PipelineMpi, PacingStretchesEveryBatchToItsBoardTime) {
+  const int me = mpi::rank();
+  FakeBoard board(me);
+  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
+  PipelineOptions options;
+  options.warmup_batches = 1;
+  options.batches = 3;
+  options.pacing = {0.01, 0.06, 0.02};  // 90 ms per batch, far above the fake board's compute
+  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
+                             options, MPI_COMM_WORLD);
+  EXPECT_EQ(timing.error, "");
+  ASSERT_EQ(timing.compute_s.size(), 3u);
+  EXPECT_EQ(timing.h2d_s, std::vector<double>(3, 0.01));
+  EXPECT_EQ(timing.d2h_s, std::vector<double>(3, 0.02));
+  for (double c : timing.compute_s) EXPECT_GE(c, 0.06 - 1e-9);
+  EXPECT_LT(timing.board_energy_j, 0);  // a board without a power sensor
 }
 
 TEST(PipelineMpi, ClockOffsetIsSmallOnOneHost) {
