@@ -57,7 +57,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"autoencoder", {"kind", "rate", "kernel"}},
       {"training",
        {"mode", "epochs", "batch", "lr", "optimizer", "momentum", "weight_decay", "freeze_epochs",
-        "settle_tolerance", "checkpoint"}},
+        "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs", "pretrain_samples"}},
       {"measurement",
        {"batch", "warmup_batches", "batches", "samples", "repetitions", "min_duration_s",
         "min_samples", "check_outputs", "tolerance"}},
@@ -499,6 +499,12 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (auto n = t["settle_tolerance"])
     tr.settle_tolerance = r.real(n, "training.settle_tolerance", 0, 1e6);
   if (auto n = t["checkpoint"]) tr.checkpoint = r.text(n, "training.checkpoint");
+  if (auto n = t["test_samples"])
+    tr.test_samples = r.integer(n, "training.test_samples", 0, INT64_MAX);
+  if (auto n = t["pretrain_epochs"])
+    tr.pretrain_epochs = r.integer(n, "training.pretrain_epochs", 0, 1 << 20);
+  if (auto n = t["pretrain_samples"])
+    tr.pretrain_samples = r.integer(n, "training.pretrain_samples", 0, INT64_MAX);
   if (tr.mode == "freeze" && run.autoencoder.rate == 1)
     r.fail(t["mode"], "training.mode",
            "`freeze` trains the autoencoders first, but `autoencoder.rate` is 1 (no autoencoder); "
@@ -514,6 +520,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     P["training.freeze_epochs"] = std::to_string(tr.freeze_epochs);
     P["training.settle_tolerance"] = fmt::format("{}", tr.settle_tolerance);
     P["training.checkpoint"] = tr.checkpoint;
+    // Only when set, so that the ids of runs written before these keys existed do not change.
+    if (tr.test_samples > 0) P["training.test_samples"] = std::to_string(tr.test_samples);
+    if (tr.pretrain_epochs > 0) P["training.pretrain_epochs"] = std::to_string(tr.pretrain_epochs);
+    if (tr.pretrain_samples > 0)
+      P["training.pretrain_samples"] = std::to_string(tr.pretrain_samples);
   }
 
   Section m = section("measurement");

@@ -92,6 +92,12 @@ struct TrainingConfig {
   int64_t freeze_epochs = 0;    ///< freeze: at most this many phase-1 epochs (0 = epochs)
   double settle_tolerance = 0;  ///< freeze: phase 1 ends when the loss changes < this
   std::string checkpoint;       ///< file to save/resume from; empty = none
+  int64_t test_samples = 0;     ///< evaluate on at most this many test samples (0 = all)
+  /// Before the mode runs: train the base model without autoencoder from scratch for this many
+  /// epochs on the full training split (the "pretrained model" of transfer learning); 0 = none
+  /// (model.weights is the pretrained model, or the model is random).
+  int64_t pretrain_epochs = 0;
+  int64_t pretrain_samples = 0;  ///< pretraining uses at most this many training samples (0 = all)
 };
 
 struct MeasurementConfig {

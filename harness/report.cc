@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
 #include <map>
 
 namespace quilt::harness {
@@ -23,7 +24,68 @@ std::string swept_text(const results::RunRecord& run) {
   return out;
 }
 
+std::string pct(double x) { return std::isnan(x) ? "-" : fmt::format("{:.2f}%", 100 * x); }
+
+// Training runs: per epoch and phase, then the final numbers (results/SCHEMA.md, training/).
+std::string training_report(const results::RunRecord& run) {
+  const auto& t = run.training;
+  std::string out = fmt::format("  training {}: {} ({} train / {} test samples, {} classes), {} "
+                                "rank(s), batch {}\n",
+                                t.mode, t.dataset, t.train_samples, t.test_samples, t.classes,
+                                t.ranks, t.global_batch);
+  if (!t.stand_in.empty()) out += fmt::format("  small-scale stand-in: {}\n", t.stand_in);
+  if (!t.pretrained.empty())
+    out += fmt::format("  pretrained: {}{}\n", t.pretrained,
+                       std::isnan(t.pretrain_top1) ? ""
+                                                   : fmt::format(" (top-1 {} before the "
+                                                                 "autoencoder)",
+                                                                 pct(t.pretrain_top1)));
+  if (!t.epoch.empty())
+    out += fmt::format("  {:>5} {:<9} {:>11} {:>9} {:>11} {:>9} {:>9} {:>8} {:>11}\n", "epoch",
+                       "phase", "train loss", "train", "test loss", "top-1", "top-5", "s",
+                       "samples/s");
+  for (size_t e = 0; e < t.epoch.size(); ++e)
+    out += fmt::format("  {:>5} {:<9} {:>11.4f} {:>9} {:>11.4f} {:>9} {:>9} {:>8.1f} {:>11.1f}\n",
+                       t.epoch[e], t.phase[e], t.train_loss[e], pct(t.train_top1[e]),
+                       t.test_loss[e], pct(t.test_top1[e]), pct(t.test_top5[e]), t.epoch_s[e],
+                       t.samples_per_s[e]);
+  if (t.mode == "proxy") {
+    out += fmt::format("  final reconstruction loss {:.5g}; proxy {:.1f} s", t.final_test_loss,
+                       t.train_s);
+    if (t.proxy_speedup > 0)
+      out += fmt::format(", full training {:.1f} s per epoch: proxy {:.1f}x cheaper (paper: 76.9x "
+                         "for ResNet-50)",
+                         t.full_epoch_s, t.proxy_speedup);
+    out += "\n";
+  } else if (run.status == "ok") {
+    out += fmt::format("  final top-1 {}, top-5 {}, test loss {:.4f}; {:.1f} s of training{}\n",
+                       pct(t.final_top1), pct(t.final_top5), t.final_test_loss, t.train_s,
+                       t.phase1_epochs > 0 ? fmt::format(", {} phase-1 epoch(s)", t.phase1_epochs)
+                                           : "");
+  }
+  if (!t.checkpoint.empty()) out += fmt::format("  checkpoint {}\n", t.checkpoint);
+  return out;
+}
+
 }  // namespace
+
+std::string training_summary_line(const results::RunRecord& run) {
+  const auto& t = run.training;
+  auto param = [&](const char* key) {
+    auto it = run.params.find(key);
+    return it == run.params.end() ? std::string("-") : it->second;
+  };
+  std::string head = fmt::format("{:<12} {:<8} R {:>5} {:<18}", run.id, t.mode,
+                                 param("autoencoder.rate"), t.dataset);
+  if (run.status != "ok") return fmt::format("{} FAILED: {}\n", head, run.failure);
+  if (t.mode == "proxy")
+    return fmt::format("{} reconstruction loss {:.5g}, proxy {:.1f} s ({:.1f}x cheaper than full "
+                       "training)\n",
+                       head, t.final_test_loss, t.train_s, t.proxy_speedup);
+  return fmt::format("{} top-1 {:>7} top-5 {:>7} test loss {:.4f}, {} epoch(s), {:.1f} s\n", head,
+                     pct(t.final_top1), pct(t.final_top5), t.final_test_loss, t.epoch.size(),
+                     t.train_s);
+}
 
 std::string report_table(const results::ExperimentRecord& record, bool* all_good) {
   *all_good = true;
@@ -38,7 +100,11 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
       out += fmt::format("  FAILED{}: {}\n",
                          run.failed_rank >= 0 ? fmt::format(" on rank {}", run.failed_rank) : "",
                          run.failure);
-      if (run.stages.empty()) continue;
+      if (run.stages.empty() && run.training.mode.empty()) continue;
+    }
+    if (!run.training.mode.empty()) {
+      out += training_report(run);
+      continue;
     }
     out += fmt::format(
         "  throughput {:.3f} samples/s (median of {}; mean {:.3f}, sd {:.3f}, 95% CI "

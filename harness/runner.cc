@@ -8,7 +8,9 @@
 #include "harness/pipeline.h"
 #include "harness/planning.h"
 #include "harness/provenance.h"
+#include "harness/report.h"
 #include "harness/time_model.h"
+#include "harness/training.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
 #include "results/reader.h"
@@ -221,6 +223,9 @@ void check_experiment(const Experiment& experiment, int ranks) {
     }
     if (!run.data.path.empty() && !std::filesystem::exists(run.data.path))
       throw where("data.path", fmt::format("`{}` does not exist", run.data.path));
+    std::string training_key;
+    if (auto why = training_config_error(run, &training_key); !why.empty())
+      throw where(training_key, why);
   }
 }
 
@@ -266,12 +271,7 @@ void fill_energy(results::RunRecord& rec, const RunPlan& plan) {
 }  // namespace
 
 std::string unavailable_reason(const RunConfig& run) {
-  if (run.training.mode != "none")
-    return fmt::format(
-        "training.mode `{}`: the trainers are not in this build yet; this build runs pipeline "
-        "measurements (training.mode: none)",
-        run.training.mode);
-  if (run.data.kind != "synthetic")
+  if (run.training.mode == "none" && run.data.kind != "synthetic")
     return fmt::format("data.kind `{}` feeds training; pipeline runs use synthetic inputs",
                        run.data.kind);
   if (run.boards.backend == "xrt" && !backends::xrt_built())
@@ -415,6 +415,12 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       std::fflush(stdout);
     }
     if (skip) continue;
+    if (run.training.mode != "none") {  // accuracy runs: harness/training.h
+      results::RunRecord rec = run_training(run, {experiment.path, output, options.print}, comm);
+      if (root) save(rec);
+      if (options.fail_fast && rec.status != "ok") break;
+      continue;
+    }
 
     results::RunRecord rec;
     rec.id = run.id;
@@ -763,6 +769,10 @@ std::string summary_table(const results::ExperimentRecord& record) {
     std::string wire = run.cut_wire_bytes_per_sample.empty()
                            ? "-"
                            : std::to_string(run.cut_wire_bytes_per_sample[0]);
+    if (!run.training.mode.empty()) {
+      out += training_summary_line(run);
+      continue;
+    }
     if (run.status != "ok" && run.stages.empty()) {
       out += fmt::format("{:<12} {:>7} FAILED: {}\n", run.id, rate, run.failure);
       continue;

@@ -82,6 +82,48 @@ auto read_numbered(const h5::Group& g, Read read) {
   return out;
 }
 
+TrainingRecord read_training(const h5::Group& g) {
+  TrainingRecord t;
+  t.mode = g.read_string_attribute("mode");
+  t.dataset = g.read_string_attribute("dataset");
+  t.data_source = g.read_string_attribute("data_source");
+  t.stand_in = g.read_string_attribute("stand_in");
+  t.train_samples = g.read_int64_attribute("train_samples");
+  t.test_samples = g.read_int64_attribute("test_samples");
+  t.classes = g.read_int64_attribute("classes");
+  t.ranks = g.read_int64_attribute("ranks");
+  t.global_batch = g.read_int64_attribute("global_batch");
+  t.phase1_epochs = g.read_int64_attribute("phase1_epochs");
+  t.final_test_loss = g.read_double_attribute("final_test_loss");
+  t.final_top1 = g.read_double_attribute("final_top1");
+  t.final_top5 = g.read_double_attribute("final_top5");
+  t.train_s = g.read_double_attribute("train_s");
+  t.full_epoch_s = g.read_double_attribute("full_epoch_s");
+  t.proxy_speedup = g.read_double_attribute("proxy_speedup");
+  t.checkpoint = g.read_string_attribute("checkpoint");
+  t.pretrained = g.read_string_attribute("pretrained");
+  t.pretrain_top1 = g.read_double_attribute("pretrain_top1");
+  t.epoch = g.read_int64_vector("epoch");
+  t.phase = g.read_string_vector("phase");
+  t.train_loss = g.read_double_vector("train_loss");
+  t.train_top1 = g.read_double_vector("train_top1");
+  t.test_loss = g.read_double_vector("test_loss");
+  t.test_top1 = g.read_double_vector("test_top1");
+  t.test_top5 = g.read_double_vector("test_top5");
+  t.epoch_s = g.read_double_vector("epoch_s");
+  t.samples_per_s = g.read_double_vector("samples_per_s");
+  const size_t n = t.epoch.size();
+  for (size_t size : {t.phase.size(), t.train_loss.size(), t.train_top1.size(), t.test_loss.size(),
+                      t.test_top1.size(), t.test_top5.size(), t.epoch_s.size(),
+                      t.samples_per_s.size()}) {
+    if (size != n)
+      throw ResultsError(g.location().describe() +
+                         ": per-epoch datasets differ in length (expected " + std::to_string(n) +
+                         " like 'epoch', found " + std::to_string(size) + ")");
+  }
+  return t;
+}
+
 RunRecord read_run(const h5::Group& runs, const std::string& id) {
   const h5::Group g = runs.open_group(id);
   // The writer sets 'complete' last; without it the run's data cannot be trusted.
@@ -139,6 +181,8 @@ RunRecord read_run(const h5::Group& runs, const std::string& id) {
   r.invalid_reasons = g.read_string_vector("invalid_reasons");
   r.checks = read_numbered(g.open_group("checks"), read_check);
   r.stages = read_numbered(g.open_group("stages"), read_stage);
+  // Optional: only training runs have it (files of pipeline-only experiments do not).
+  if (g.has("training")) r.training = read_training(g.open_group("training"));
   return r;
 }
 

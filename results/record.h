@@ -49,6 +49,48 @@ struct MetricCheck {
   bool passed = false;   ///< higher: value >= reference*(1-tol); lower: value <= reference*(1+tol)
 };
 
+/// What a training run (training.mode != none) produced: per epoch and phase, one entry in each
+/// per-epoch vector (all of equal length). Accuracies are fractions in [0, 1]; a value that does
+/// not apply (accuracies of an autoencoder-only proxy epoch) is NaN.
+struct TrainingRecord {
+  std::string mode;  ///< scratch | freeze | finetune | proxy; empty for a pipeline run
+  std::string dataset;      ///< data.kind actually loaded, e.g. "fashion-mnist"
+  std::string data_source;  ///< where it came from (directory, file or "generated")
+  /// Set when the data is a small-scale stand-in for the paper's, e.g. "Fashion-MNIST instead of
+  /// ImageNet"; empty when the run used the paper's data.
+  std::string stand_in;
+  int64_t train_samples = 0;  ///< samples trained on (after data.train_samples), all ranks
+  int64_t test_samples = 0;   ///< samples evaluated on
+  int64_t classes = 0;
+  int64_t ranks = 1;          ///< data-parallel MPI ranks (each trains on 1/ranks of every epoch)
+  int64_t global_batch = 0;   ///< samples per optimizer step over all ranks
+  int64_t phase1_epochs = 0;  ///< freeze: epochs spent in phase 1 (autoencoders only)
+  // Per epoch, over all phases in order.
+  std::vector<int64_t> epoch;       ///< 1-based, counted over all phases
+  std::vector<std::string> phase;   ///< "train", "freeze" (phase 1), "unfreeze" (phase 2), "proxy"
+  std::vector<double> train_loss;   ///< mean training loss (proxy: reconstruction MSE)
+  std::vector<double> train_top1;   ///< training accuracy over the epoch (NaN for proxy)
+  std::vector<double> test_loss;    ///< loss on the test set (proxy: reconstruction MSE)
+  std::vector<double> test_top1, test_top5;  ///< test accuracy (NaN for proxy)
+  std::vector<double> epoch_s;      ///< wall time of the epoch's training (no evaluation), s
+  std::vector<double> samples_per_s;  ///< training samples per second over all ranks
+  double final_test_loss = 0;  ///< after the last epoch
+  double final_top1 = 0, final_top5 = 0;
+  double train_s = 0;          ///< wall time of all training epochs, s
+  /// proxy: measured wall time of one full-model training epoch on the same data (from a few
+  /// timed batches, scaled), and full training (training.epochs such epochs) over the proxy's
+  /// own training time: how much cheaper the proxy is. -1 when not a proxy run.
+  double full_epoch_s = -1;
+  double proxy_speedup = -1;
+  std::string checkpoint;  ///< checkpoint written at the end of the run, empty when none
+  /// Where the starting weights came from: pretraining in this run or from the cache
+  /// (training.pretrain_epochs), model.weights, or empty (random initialisation).
+  std::string pretrained;
+  /// Test accuracy of the pretrained model without autoencoder, before the mode ran; NaN when
+  /// the run did not pretrain.
+  double pretrain_top1 = 0;
+};
+
 /// One run: one point of a sweep.
 struct RunRecord {
   std::string id;       ///< stable id of the run (hash of its resolved parameters)
@@ -100,6 +142,8 @@ struct RunRecord {
   double energy_j = -1, energy_per_sample_j = -1;
   std::string energy_source = "unavailable";
   std::vector<StageRecord> stages;
+  /// Training runs only (training.mode is empty for pipeline runs, which have no such group).
+  TrainingRecord training;
 };
 
 /// Where and how the file was made.

@@ -118,6 +118,39 @@ void write_check(const h5::Group& checks, size_t k, const MetricCheck& c) {
   g.write_attribute("passed", static_cast<int64_t>(c.passed ? 1 : 0));
 }
 
+// Training runs only: a "training" group beside the pipeline fields (SCHEMA.md).
+void write_training(const h5::Group& run, const TrainingRecord& t) {
+  h5::Group g = run.create_group("training");
+  g.write_attribute("mode", t.mode);
+  g.write_attribute("dataset", t.dataset);
+  g.write_attribute("data_source", t.data_source);
+  g.write_attribute("stand_in", t.stand_in);
+  g.write_attribute("train_samples", t.train_samples);
+  g.write_attribute("test_samples", t.test_samples);
+  g.write_attribute("classes", t.classes);
+  g.write_attribute("ranks", t.ranks);
+  g.write_attribute("global_batch", t.global_batch);
+  g.write_attribute("phase1_epochs", t.phase1_epochs);
+  g.write_attribute("final_test_loss", t.final_test_loss);
+  g.write_attribute("final_top1", t.final_top1);
+  g.write_attribute("final_top5", t.final_top5);
+  g.write_attribute("train_s", t.train_s);
+  g.write_attribute("full_epoch_s", t.full_epoch_s);
+  g.write_attribute("proxy_speedup", t.proxy_speedup);
+  g.write_attribute("checkpoint", t.checkpoint);
+  g.write_attribute("pretrained", t.pretrained);
+  g.write_attribute("pretrain_top1", t.pretrain_top1);
+  g.write_dataset("epoch", t.epoch);
+  g.write_dataset("phase", t.phase);
+  g.write_dataset("train_loss", t.train_loss);
+  g.write_dataset("train_top1", t.train_top1);
+  g.write_dataset("test_loss", t.test_loss);
+  g.write_dataset("test_top1", t.test_top1);
+  g.write_dataset("test_top5", t.test_top5);
+  g.write_dataset("epoch_s", t.epoch_s);
+  g.write_dataset("samples_per_s", t.samples_per_s);
+}
+
 void write_run(const h5::Group& runs, const RunRecord& r) {
   h5::Group g = runs.create_group(r.id);
   g.write_attribute("status", r.status);
@@ -168,6 +201,7 @@ void write_run(const h5::Group& runs, const RunRecord& r) {
     h5::Group stages = g.create_group("stages", /*track_order=*/true);
     for (size_t k = 0; k < r.stages.size(); ++k) write_stage(stages, k, r.stages[k]);
   }
+  if (!r.training.mode.empty()) write_training(g, r.training);
   // Last, so that a reader of a file produced by some other, non-atomic path can tell a run that
   // was cut short from a finished one.
   g.write_attribute("complete", static_cast<int64_t>(1));

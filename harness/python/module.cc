@@ -129,6 +129,42 @@ py::dict run_dict(const results::RunRecord& r) {
   py::list stages;
   for (const auto& s : r.stages) stages.append(stage_dict(s));
   d["stages"] = stages;
+  // Training runs only (results/SCHEMA.md, /runs/<id>/training); None for pipeline runs.
+  if (!r.training.mode.empty()) {
+    const auto& t = r.training;
+    py::dict tr;
+    tr["mode"] = t.mode;
+    tr["dataset"] = t.dataset;
+    tr["data_source"] = t.data_source;
+    tr["stand_in"] = t.stand_in;
+    tr["train_samples"] = t.train_samples;
+    tr["test_samples"] = t.test_samples;
+    tr["classes"] = t.classes;
+    tr["ranks"] = t.ranks;
+    tr["global_batch"] = t.global_batch;
+    tr["phase1_epochs"] = t.phase1_epochs;
+    tr["epoch"] = t.epoch;
+    tr["phase"] = t.phase;
+    tr["train_loss"] = t.train_loss;
+    tr["train_top1"] = t.train_top1;
+    tr["test_loss"] = t.test_loss;
+    tr["test_top1"] = t.test_top1;
+    tr["test_top5"] = t.test_top5;
+    tr["epoch_s"] = t.epoch_s;
+    tr["samples_per_s"] = t.samples_per_s;
+    tr["final_test_loss"] = t.final_test_loss;
+    tr["final_top1"] = t.final_top1;
+    tr["final_top5"] = t.final_top5;
+    tr["train_s"] = t.train_s;
+    tr["full_epoch_s"] = t.full_epoch_s;
+    tr["proxy_speedup"] = t.proxy_speedup;
+    tr["checkpoint"] = t.checkpoint;
+    tr["pretrained"] = t.pretrained;
+    tr["pretrain_top1"] = t.pretrain_top1;
+    d["training"] = tr;
+  } else {
+    d["training"] = py::none();
+  }
   return d;
 }
 

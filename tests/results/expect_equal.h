@@ -76,6 +76,9 @@ inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::stri
   for (size_t k = 0; k < a.checks.size(); ++k) {
     expect_equal(a.checks[k], b.checks[k], where + " check " + std::to_string(k));
   }
+  // Training runs: every field is compared in tests/results/training_record_test.cc.
+  EXPECT_EQ(a.training.mode, b.training.mode);
+  EXPECT_EQ(a.training.epoch, b.training.epoch);
   ASSERT_EQ(a.stages.size(), b.stages.size());
   for (size_t k = 0; k < a.stages.size(); ++k) {
     expect_equal(a.stages[k], b.stages[k], where + " stage " + std::to_string(k));

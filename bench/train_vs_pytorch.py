@@ -1,0 +1,137 @@
+#!/usr/bin/python3
+"""Training throughput of Quilt's trainers against the same loop in Python (python3-torch).
+
+One epoch of SGD (lr 0.01, momentum 0.9) over synthetic data, batch 64, one thread, for the
+same two models as bench/train_bench.cc: torchvision's ResNet-18 with 10 classes on 3x32x32
+(512 samples per epoch) and the paper's MLP 784-512-512-10 (8192 samples per epoch). The Python
+loop does what trainers::train() does per batch: a seeded permutation per epoch, index_select
+of the batch, forward, cross-entropy (sum / batch), backward, loss.item(), accuracy count,
+step. Each side: one warm-up epoch, then 3 repetitions of at least 1 s each, median; PyTorch
+and Quilt alternate model by model so that a change of load affects both sides of a ratio alike.
+
+Run with Debian's Python (the one that sees python3-torch and python3-torchvision):
+
+    /usr/bin/python3 bench/train_vs_pytorch.py build/release/bench/quilt_bench_train
+"""
+
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+
+BATCH = 64
+CASES = [  # (name as the C++ benchmark names it, input shape, samples per epoch)
+    ("resnet18", (3, 32, 32), 512),
+    ("mlp", (784,), 8192),
+]
+CASES_BY_NAME = [(arch, samples) for arch, _, samples in CASES]
+
+
+def build(arch):
+    torch.manual_seed(0)
+    if arch == "resnet18":
+        return torchvision.models.resnet18(num_classes=10)
+    return torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
+                               torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                               torch.nn.Linear(512, 10))
+
+
+def epoch(model, opt, x, y, gen):
+    model.train()
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=gen)
+    loss_sum, correct = 0.0, 0
+    for first in range(0, n, BATCH):
+        idx = perm[first:first + BATCH]
+        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        opt.zero_grad()
+        out = model(xb)
+        loss = F.cross_entropy(out, yb, reduction="sum") / idx.shape[0]
+        loss.backward()
+        loss_sum += loss.item() * idx.shape[0]
+        correct += out.detach().argmax(1).eq(yb).sum().item()
+        opt.step()
+    return loss_sum / n, correct
+
+
+def pytorch_rate(arch, shape, samples, repetitions, min_time_s):
+    model = build(arch)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(samples, *shape)
+    y = torch.randint(0, 10, (samples,))
+    epoch(model, opt, x, y, gen)  # warm-up
+    wall, cpu = [], []
+    for _ in range(repetitions):
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while True:
+            epoch(model, opt, x, y, gen)
+            n += samples
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_time_s:
+                break
+        wall.append(n / elapsed)
+        cpu.append(n / (time.process_time() - c0))
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def quilt_rate(binary, arch):
+    cmd = [binary, "--benchmark_format=json", f"--benchmark_filter=train/{arch}/"]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
+    for b in json.loads(res.stdout)["benchmarks"]:
+        if b.get("aggregate_name") == "median" and b["run_name"].startswith(f"train/{arch}/"):
+            scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
+            samples = dict(CASES_BY_NAME)[arch]
+            return b["items_per_second"], samples / (b["cpu_time"] * scale)
+    sys.exit(f"{binary} reported no median for train/{arch}/")
+
+
+def load_average():
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("binary", help="path to quilt_bench_train")
+    ap.add_argument("--repetitions", type=int, default=3)
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds per repetition")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    load_before = load_average()
+    rows = []
+    for arch, shape, samples in CASES:
+        py = pytorch_rate(arch, shape, samples, args.repetitions, args.min_time)
+        qu = quilt_rate(args.binary, arch)
+        print(f"  {arch}: PyTorch {py[0]:.1f}, Quilt {qu[0]:.1f} samples/s", file=sys.stderr,
+              flush=True)
+        rows.append((arch, shape, py, qu))
+    print(f"training throughput, SGD momentum, batch {BATCH}, 1 thread "
+          f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs)")
+    print(f"load average before: {load_before}; after: {load_average()}")
+    print("samples/s by wall clock; in brackets by process CPU time (less sensitive to other load)")
+    print(f"{'model':>9} {'input':>8} {'PyTorch samples/s':>20} {'Quilt samples/s':>20} {'ratio':>12}")
+    for arch, shape, py, qu in rows:
+        dims = "x".join(map(str, shape))
+        print(f"{arch:>9} {dims:>8} {py[0]:>9.1f} ({py[1]:>8.1f}) {qu[0]:>9.1f} ({qu[1]:>8.1f})"
+              f" {qu[0] / py[0]:>5.2f} ({qu[1] / py[1]:.2f})")
+
+
+if __name__ == "__main__":
+    main()

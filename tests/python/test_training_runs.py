@@ -1,0 +1,246 @@
+"""Training runs end to end: `quilt run` under mpiexec with training.mode set, on one and two
+ranks (data parallel), the records of results/SCHEMA.md (/runs/<id>/training) checked with
+h5py; failures (NaN loss, missing data, a checkpoint of another model) recorded with their reason
+while the sweep goes on; --resume; the proxy and weight freezing with pretraining. Tiny MLPs on
+synthetic and UCI data, a few epochs, so the whole file takes well under a minute of CPU."""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+BUILD = os.environ.get("QUILT_BUILD_DIR")
+MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+BASE = """quilt: 1
+name: train
+model: {arch: mlp, input: [16], classes: 4}
+data: {kind: synthetic, seed: 3}
+boards: {count: RANKS}
+partition: {cuts: [after_hidden1]}
+autoencoder: {rate: 8}
+training: {mode: scratch, epochs: 3, batch: 32, lr: 0.01, optimizer: adam}
+sweep:
+  matrix:
+    autoencoder.rate: [1, 8]
+"""
+
+
+def quilt(*args, ranks=1, timeout=300):
+    cmd = [MPIEXEC, "-n", str(ranks), str(Path(BUILD) / "bin" / "quilt"), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def local(*args, timeout=120):
+    return subprocess.run([str(Path(BUILD) / "bin" / "quilt"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def experiment(tmp_path, text=BASE, ranks=1, name="exp.yaml", **subs):
+    text = text.replace("RANKS", str(ranks))
+    for k, v in subs.items():
+        text = text.replace(k, str(v))
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def s(x):
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def runs(path):
+    """[(id, attrs, params, training attrs or None, training datasets or None)] in run order."""
+    out = []
+    with h5py.File(path, "r") as f:
+        for rid in (s(x) for x in f["run_order"][()]):
+            g = f["runs"][rid]
+            params = {k: s(v) for k, v in g["params"].attrs.items()}
+            t = g.get("training")
+            tattrs = {k: (s(v) if isinstance(v, (str, bytes)) else v) for k, v in t.attrs.items()} \
+                if t is not None else None
+            tdata = {k: ([s(x) for x in t[k][()]] if k == "phase" else t[k][()]) for k in t} \
+                if t is not None else None
+            out.append((rid, dict(g.attrs), params, tattrs, tdata))
+    return out
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_scratch_runs_write_the_documented_records(tmp_path, ranks):
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, ranks=ranks), "--output", out, ranks=ranks)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "top-1" in r.stdout
+    rs = runs(out)
+    assert len(rs) == 2
+    for rid, attrs, params, t, d in rs:
+        assert s(attrs["status"]) == "ok" and attrs["complete"] == 1
+        assert t["mode"] == "scratch" and t["dataset"] == "synthetic"
+        assert t["ranks"] == ranks and t["global_batch"] == 32 and t["classes"] == 4
+        assert "synthetic" in t["stand_in"]
+        assert t["train_samples"] > 0 and t["test_samples"] > 0
+        for name in ("epoch", "phase", "train_loss", "train_top1", "test_loss", "test_top1",
+                     "test_top5", "epoch_s", "samples_per_s"):
+            assert len(d[name]) == 3, name
+        assert list(d["epoch"]) == [1, 2, 3] and d["phase"] == ["train"] * 3
+        assert all(x > 0 for x in d["samples_per_s"]) and all(x > 0 for x in d["epoch_s"])
+        assert 0 <= t["final_top1"] <= t["final_top5"] <= 1
+        assert t["final_top1"] == d["test_top1"][-1]
+        assert d["train_loss"][-1] < d["train_loss"][0]  # it learns
+        assert t["final_top1"] > 0.4  # 4 classes: well above chance (0.25)
+        assert t["proxy_speedup"] == -1 and math.isnan(t["pretrain_top1"])
+    rep = local("report", out)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "training scratch: synthetic" in rep.stdout and "final top-1" in rep.stdout
+
+
+def test_two_ranks_match_one_rank(tmp_path):
+    """Data parallel: the global batch is split over the ranks and gradients averaged, so an MLP
+    (no BatchNorm) follows the single-process run up to rounding."""
+    finals = []
+    for ranks in (1, 2):
+        out = tmp_path / f"o{ranks}.h5"
+        r = quilt("run", experiment(tmp_path, ranks=ranks, name=f"e{ranks}.yaml"), "--output",
+                  out, "--run-index", 1, ranks=ranks)
+        assert r.returncode == 0, r.stdout + r.stderr
+        finals.append(runs(out)[0][4]["train_loss"])
+    assert finals[0] == pytest.approx(finals[1], rel=1e-3)
+
+
+def test_nan_loss_fails_its_run_and_the_sweep_goes_on(tmp_path):
+    text = BASE.replace("autoencoder.rate: [1, 8]", "training.lr: [100, 0.01]").replace(
+        "optimizer: adam", "optimizer: sgd, momentum: 0.9")
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 1, r.stdout + r.stderr  # a run failed: exit code 1, as pipeline runs
+    (_, a0, p0, t0, _), (_, a1, p1, t1, _) = runs(out)
+    assert p0["training.lr"] == "100" and s(a0["status"]) == "failed"
+    assert "nan" in s(a0["failure"]).lower() or "inf" in s(a0["failure"]).lower()
+    assert t0 is not None and t0["mode"] == "scratch"
+    assert s(a1["status"]) == "ok" and t1["final_top1"] > 0.4
+    assert "FAILED" in r.stdout
+
+
+def test_missing_data_is_refused_or_recorded(tmp_path):
+    # A path that does not exist: refused before anything runs (exit 2, names the key).
+    text = BASE.replace("data: {kind: synthetic, seed: 3}",
+                        f"data: {{kind: fashion-mnist, path: {tmp_path / 'nowhere'}}}")
+    r = quilt("run", experiment(tmp_path, text), "--output", tmp_path / "a.h5")
+    assert r.returncode == 2 and "data.path" in r.stderr and "nowhere" in r.stderr
+    # A directory without the files: each run fails with the loader's reason naming the file.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = BASE.replace("data: {kind: synthetic, seed: 3}",
+                        f"data: {{kind: fashion-mnist, path: {empty}}}")
+    out = tmp_path / "b.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    for _, a, _, t, _ in runs(out):
+        assert s(a["status"]) == "failed"
+        assert str(empty) in s(a["failure"]) and "fashion-mnist" in s(a["failure"])
+
+
+def test_checkpoint_of_another_model_fails_clearly(tmp_path):
+    ck = tmp_path / "ck.pt"
+    first = BASE.replace("lr: 0.01,", f"lr: 0.01, checkpoint: {ck},").replace(
+        "sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n", "")
+    r = quilt("run", experiment(tmp_path, first, name="a.yaml"), "--output", tmp_path / "a.h5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ck.exists()
+    other = first.replace("input: [16]", "input: [12]")
+    out = tmp_path / "b.h5"
+    r = quilt("run", experiment(tmp_path, other, name="b.yaml"), "--output", out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    (_, a, _, _, _), = runs(out)
+    assert s(a["status"]) == "failed" and str(ck) in s(a["failure"]), s(a["failure"])
+
+
+def test_swept_runs_need_their_own_checkpoint(tmp_path):
+    text = BASE.replace("lr: 0.01,", f"lr: 0.01, checkpoint: {tmp_path / 'ck.pt'},")
+    r = local("validate", experiment(tmp_path, text))
+    assert r.returncode == 2 and "training.checkpoint" in r.stderr and "{id}" in r.stderr
+    # Quoted: braces are YAML flow syntax.
+    text = BASE.replace("lr: 0.01,", f"lr: 0.01, checkpoint: '{tmp_path / 'ck-{id}.pt'}',")
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rid, _, _, t, _ in runs(out):
+        assert t["checkpoint"] == str(tmp_path / f"ck-{rid}.pt") and Path(t["checkpoint"]).exists()
+
+
+def test_freeze_without_autoencoder_is_refused(tmp_path):
+    text = BASE.replace("mode: scratch", "mode: freeze").replace(
+        "autoencoder.rate: [1, 8]", "model.seed: [1]").replace("rate: 8", "rate: 1")
+    r = local("validate", experiment(tmp_path, text))
+    assert r.returncode == 2 and "freeze" in r.stderr and "autoencoder.rate" in r.stderr
+
+
+def test_resume_skips_finished_training_runs(tmp_path):
+    exp = experiment(tmp_path)
+    out = tmp_path / "o.h5"
+    assert quilt("run", exp, "--output", out, "--run-index", 0).returncode == 0
+    first = runs(out)[0]
+    r = quilt("run", exp, "--output", out, "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "complete in the file, skipped" in r.stdout
+    rs = runs(out)
+    assert len(rs) == 2 and rs[0][0] == first[0]
+    assert rs[0][1]["start_unix_s"] == first[1]["start_unix_s"]  # kept, not rerun
+
+
+def test_proxy_records_reconstruction_loss_and_cost(tmp_path):
+    text = BASE.replace("mode: scratch", "mode: proxy").replace(
+        "autoencoder.rate: [1, 8]", "autoencoder.rate: [2, 16]")
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rs = runs(out)
+    losses = []
+    for _, a, _, t, d in rs:
+        assert t["mode"] == "proxy" and d["phase"] == ["proxy"] * 3
+        assert all(math.isnan(x) for x in d["test_top1"])
+        assert t["final_test_loss"] == d["test_loss"][-1] > 0
+        assert t["full_epoch_s"] > 0 and t["proxy_speedup"] > 0
+        losses.append(t["final_test_loss"])
+    assert losses[0] < losses[1]  # R=2 reconstructs better than R=16
+
+
+def test_weight_freezing_with_pretraining(tmp_path):
+    text = BASE.replace(
+        "training: {mode: scratch, epochs: 3, batch: 32, lr: 0.01, optimizer: adam}",
+        "training: {mode: freeze, epochs: 3, freeze_epochs: 1, pretrain_epochs: 2, batch: 32, "
+        "lr: 0.01, optimizer: adam}").replace(
+        "autoencoder.rate: [1, 8]", "training.mode: [freeze, finetune]").replace(
+        "data: {kind: synthetic, seed: 3}", "data: {kind: synthetic, seed: 3, train_samples: 200}")
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (_, _, _, f, fd), (_, _, _, u, ud) = runs(out)
+    assert fd["phase"] == ["freeze", "unfreeze", "unfreeze"] and f["phase1_epochs"] == 1
+    assert ud["phase"] == ["train"] * 3 and u["phase1_epochs"] == 1
+    assert f["train_samples"] == 200
+    assert "in this run" in f["pretrained"] and "loaded from" in u["pretrained"]
+    assert f["pretrain_top1"] == u["pretrain_top1"] > 0.4
+    assert list((tmp_path / ".quilt-cache").glob("pretrained-*.pt"))
+
+
+def test_python_module_reads_training_records(tmp_path):
+    mod = Path(BUILD) / "python"
+    if not list(mod.glob("quilt*.so")):
+        pytest.skip("the Python module is not built")
+    out = tmp_path / "o.h5"
+    assert quilt("run", experiment(tmp_path), "--output", out, "--run-index", 1).returncode == 0
+    code = ("import sys, quilt; d = quilt.read_results(sys.argv[1]); t = d['runs'][0]['training'];"
+            "print(t['mode'], len(t['epoch']), t['phase'][0], round(t['final_top1'], 6))")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
+                       env=dict(ENV, PYTHONPATH=str(mod)))
+    assert r.returncode == 0, r.stderr
+    mode, n, phase, top1 = r.stdout.split()
+    assert (mode, n, phase) == ("scratch", "3", "train")
+    assert float(top1) == pytest.approx(runs(out)[0][3]["final_top1"], abs=1e-6)

@@ -1,0 +1,536 @@
+#include "trainers/train.h"
+
+#include "models/summary.h"
+#include "models/zoo.h"
+#include "trainers/checkpoint.h"
+#include "trainers/checkpoint_io.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+namespace quilt::trainers {
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(OptimizerKind kind,
+                                                        const std::vector<torch::Tensor>& params,
+                                                        double lr, double momentum,
+                                                        double weight_decay) {
+  if (kind == OptimizerKind::kAdam) {
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(lr).weight_decay(weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(weight_decay));
+}
+
+int64_t count_elements(const std::vector<torch::Tensor>& params) {
+  int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  return n;
+}
+
+// Rank `rank`'s contiguous share [begin, end) of `count` items split over `size` ranks.
+std::pair<int64_t, int64_t> shard(int64_t count, int rank, int size) {
+  return {count * rank / size, count * (rank + 1) / size};
+}
+
+// Element-wise sum over ranks through the averaging collective (mean x size).
+void sum_over_ranks(std::vector<torch::Tensor>& tensors, const Parallel& parallel) {
+  if (parallel.size <= 1) return;
+  parallel.average(tensors);
+  for (auto& t : tensors) t.mul_(parallel.size);
+}
+
+std::string lr_hint(double lr) { return fmt::format("lr {:g} too large?", lr); }
+
+void check_fits(models::QuiltModel& model, const Dataset& data) {
+  const auto base = model->base();
+  if (data.sample_shape != base->input_shape()) {
+    throw TrainerError(fmt::format(
+        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)",
+        data.name, models::to_string(data.sample_shape), base->arch(),
+        models::to_string(base->input_shape())));
+  }
+  if (data.num_classes > base->num_classes()) {
+    throw TrainerError(fmt::format("dataset \"{}\" has {} classes but model {} has {} outputs",
+                                   data.name, data.num_classes, base->arch(), base->num_classes()));
+  }
+  if (data.train.size() == 0) {
+    throw TrainerError(fmt::format("dataset \"{}\" has no training samples", data.name));
+  }
+}
+
+int64_t topk_for(int64_t num_classes) { return num_classes > 5 ? 5 : 1; }
+
+}  // namespace
+
+std::string to_string(Mode mode) {
+  switch (mode) {
+    case Mode::kScratch:
+      return "scratch";
+    case Mode::kFreeze:
+      return "freeze";
+    case Mode::kFinetune:
+      return "finetune";
+    case Mode::kProxy:
+      return "proxy";
+  }
+  return "?";
+}
+
+Mode parse_mode(const std::string& text) {
+  for (Mode m : {Mode::kScratch, Mode::kFreeze, Mode::kFinetune, Mode::kProxy}) {
+    if (text == to_string(m)) return m;
+  }
+  throw TrainerError(
+      fmt::format("unknown training mode \"{}\"; valid: scratch, freeze, finetune, proxy", text));
+}
+
+std::string to_string(OptimizerKind kind) { return kind == OptimizerKind::kAdam ? "adam" : "sgd"; }
+
+OptimizerKind parse_optimizer(const std::string& text) {
+  if (text == "sgd") return OptimizerKind::kSgd;
+  if (text == "adam") return OptimizerKind::kAdam;
+  throw TrainerError(fmt::format("unknown optimizer \"{}\"; valid: sgd, adam", text));
+}
+
+void validate(const TrainOptions& o) {
+  auto bad = [](const std::string& what) { throw TrainerError("training option " + what); };
+  if (o.mode == Mode::kProxy) bad("mode proxy is trained by train_proxy(), not train()");
+  if (!(o.lr > 0.0) || !std::isfinite(o.lr)) bad(fmt::format("lr {} must be finite and > 0", o.lr));
+  if (!(o.momentum >= 0.0 && o.momentum < 1.0))
+    bad(fmt::format("momentum {} must be in [0, 1)", o.momentum));
+  if (!(o.weight_decay >= 0.0) || !std::isfinite(o.weight_decay)) {
+    bad(fmt::format("weight_decay {} must be finite and >= 0", o.weight_decay));
+  }
+  if (o.batch_size < 1) bad(fmt::format("batch_size {} must be >= 1", o.batch_size));
+  if (o.eval_batch_size < 1) bad(fmt::format("eval_batch_size {} must be >= 1", o.eval_batch_size));
+  if (o.epochs < 0) bad(fmt::format("epochs {} must be >= 0", o.epochs));
+  if (o.stop_after_epochs < 0) {
+    bad(fmt::format("stop_after_epochs {} must be >= 0 (0 = no limit)", o.stop_after_epochs));
+  }
+  if (o.freeze_epochs < 1 && o.mode != Mode::kScratch) {
+    bad(fmt::format("freeze_epochs {} must be >= 1", o.freeze_epochs));
+  }
+  if (!(o.settle_tolerance >= 0.0)) {
+    bad(fmt::format("settle_tolerance {} must be >= 0", o.settle_tolerance));
+  }
+  validate(o.augment);
+}
+
+void set_base_trainable(models::QuiltModel& model, bool trainable) {
+  for (auto& p : model->base()->parameters()) p.set_requires_grad(trainable);
+}
+
+Evaluation evaluate(models::QuiltModel& model, const Split& split, int64_t num_classes,
+                    int64_t batch_size, const Parallel& parallel) {
+  const double t0 = now_s();
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const int64_t k = std::min<int64_t>(topk_for(num_classes), model->base()->num_classes());
+  auto [begin, end] = shard(split.size(), parallel.rank, parallel.size);
+  double loss_sum = 0.0, top1 = 0.0, topk = 0.0;
+  for (int64_t i = begin; i < end; i += batch_size) {
+    const int64_t n = std::min(batch_size, end - i);
+    auto x = split.x.narrow(0, i, n);
+    auto y = split.y.narrow(0, i, n);
+    auto out = model->forward(x);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    auto pred = std::get<1>(out.topk(k, 1));
+    auto hit = pred.eq(y.unsqueeze(1));
+    top1 += hit.select(1, 0).sum().item<double>();
+    topk += hit.any(1).sum().item<double>();
+  }
+  std::vector<torch::Tensor> sums{
+      torch::tensor({loss_sum, top1, topk, static_cast<double>(end - begin)}, torch::kFloat64)};
+  sum_over_ranks(sums, parallel);
+  auto s = sums[0];
+  Evaluation e;
+  e.samples = static_cast<int64_t>(std::llround(s[3].item<double>()));
+  if (e.samples > 0) {
+    e.loss = s[0].item<double>() / e.samples;
+    e.top1 = s[1].item<double>() / e.samples;
+    e.top5 = s[2].item<double>() / e.samples;
+  }
+  e.seconds = now_s() - t0;
+  return e;
+}
+
+TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOptions& options,
+                  const Parallel& parallel) {
+  validate(options);
+  check_fits(model, data);
+  if (parallel.size < 1 || parallel.rank < 0 || parallel.rank >= parallel.size) {
+    throw TrainerError(fmt::format("data-parallel rank {} of size {} is not a valid place",
+                                   parallel.rank, parallel.size));
+  }
+  if (parallel.size > 1 && !parallel.average) {
+    throw TrainerError("data-parallel training over several ranks needs Parallel::average");
+  }
+  const bool two_phase = options.mode == Mode::kFreeze || options.mode == Mode::kFinetune;
+  if (options.mode == Mode::kFreeze && model->autoencoder_parameters().empty()) {
+    throw TrainerError(fmt::format(
+        "weight freezing needs an autoencoder at a cut (R > 1), but the model is \"{}\"; use mode "
+        "finetune or scratch for R = 1",
+        describe(model)));
+  }
+
+  // Whatever way train() leaves (done, NaN, an exception such as a failed checkpoint write), the
+  // model is left usable: every parameter trainable again, eval mode.
+  struct Restore {
+    models::QuiltModel& model;
+    ~Restore() {
+      set_base_trainable(model, true);
+      model->eval();
+    }
+  } restore{model};
+
+  detail::RunState state;
+  torch::serialize::InputArchive optimizer_archive;
+  bool resumed = false;
+  if (!options.resume_from.empty()) {
+    detail::read_checkpoint(options.resume_from, model, options.mode, options.seed, &state,
+                            &optimizer_archive);
+    resumed = true;
+  } else if (!options.pretrained.empty()) {
+    models::load_state_dict(*model->base(), options.pretrained);
+  }
+
+  Progress progress(options.progress, parallel.rank);
+  TrainResult result;
+  result.resumed_epochs = state.epochs_done;
+  result.epochs = state.epochs;
+  result.phases = state.phases;
+  for (const auto& e : result.epochs) {
+    result.seconds += e.seconds;
+    result.samples += e.samples;
+  }
+
+  const bool frozen_phase1 = options.mode == Mode::kFreeze;
+  auto trainable = [&](int phase) {
+    return frozen_phase1 && phase == 1 ? model->autoencoder_parameters() : model->parameters();
+  };
+  auto phase_epochs_max = [&](int phase) {
+    return two_phase && phase == 1 ? options.freeze_epochs : options.epochs;
+  };
+  auto start_phase = [&](int phase) {
+    set_base_trainable(model, !(frozen_phase1 && phase == 1));
+    auto params = trainable(phase);
+    auto opt = make_optimizer(options.optimizer, params, options.lr, options.momentum,
+                              options.weight_decay);
+    if (static_cast<int>(result.phases.size()) < phase) {
+      PhaseRecord rec;
+      rec.phase = phase;
+      rec.trains = frozen_phase1 && phase == 1 ? "autoencoders" : "all";
+      rec.trainable_params = count_elements(params);
+      result.phases.push_back(rec);
+      const std::string what =
+          rec.trains == "all" ? "all weights" : "the autoencoders only (base frozen)";
+      progress.message(
+          fmt::format("phase {}: training {} ({} parameters)", phase, what, rec.trainable_params));
+    }
+    return opt;
+  };
+
+  std::unique_ptr<torch::optim::Optimizer> optimizer = start_phase(state.phase);
+  if (resumed) optimizer->load(optimizer_archive);
+
+  const auto& train = data.train;
+  const int64_t n_train = train.size();
+  const int64_t batches = (n_train + options.batch_size - 1) / options.batch_size;
+  const int num_phases = two_phase ? 2 : 1;
+  double forward_flops = 0.0;
+  try {
+    forward_flops = static_cast<double>(models::module_flops(*model, data.sample_shape, nullptr));
+  } catch (const std::exception&) {
+    forward_flops = 0.0;  // a layer the summary does not know: the FLOP estimate stays 0
+  }
+
+  while (state.phase <= num_phases) {
+    if (state.phase_epochs >= phase_epochs_max(state.phase)) {
+      // A phase with no epochs left (epochs = 0, or a resumed run that was already at its end).
+      if (state.phase == num_phases) break;
+      ++state.phase;
+      state.phase_epochs = 0;
+      state.prev_loss = std::numeric_limits<double>::quiet_NaN();
+      optimizer = start_phase(state.phase);
+      continue;
+    }
+    const int64_t epoch = state.epochs_done + 1;
+    PhaseRecord& phase_rec = result.phases[static_cast<size_t>(state.phase - 1)];
+    model->train(true);
+    if (frozen_phase1 && state.phase == 1) model->base()->train(false);
+
+    // All randomness of the epoch comes from (seed, epoch, batch): a resumed run replays it.
+    at::Generator gen = at::detail::createCPUGenerator(batch_seed(options.seed, epoch, -1));
+    const auto perm = torch::randperm(n_train, gen, torch::kLong);
+    progress.start_epoch(two_phase
+                             ? fmt::format("phase {} epoch {} ({}/{})", state.phase, epoch,
+                                           state.phase_epochs + 1, phase_epochs_max(state.phase))
+                             : fmt::format("epoch {}/{}", epoch, options.epochs),
+                         n_train);
+    const double t0 = now_s();
+    double loss_sum = 0.0, correct = 0.0;
+    int64_t seen = 0;
+    const auto params = trainable(state.phase);
+    for (int64_t b = 0; b < batches; ++b) {
+      const int64_t first = b * options.batch_size;
+      const int64_t count = std::min(options.batch_size, n_train - first);
+      auto [lo, hi] = shard(count, parallel.rank, parallel.size);
+      torch::Tensor x, y;
+      if (options.augment.enabled()) {
+        // Augment the global batch so each sample's draw does not depend on the rank count.
+        auto idx = perm.narrow(0, first, count);
+        x = augment(train.x.index_select(0, idx), options.augment,
+                    batch_seed(options.seed, epoch, b))
+                .narrow(0, lo, hi - lo);
+        y = train.y.index_select(0, idx).narrow(0, lo, hi - lo);
+      } else {
+        auto idx = perm.narrow(0, first + lo, hi - lo);
+        x = train.x.index_select(0, idx);
+        y = train.y.index_select(0, idx);
+      }
+      optimizer->zero_grad();
+      double batch_loss = 0.0, batch_correct = 0.0;
+      if (hi > lo) {
+        auto out = model->forward(x);
+        auto loss =
+            torch::nn::functional::cross_entropy(
+                out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+            static_cast<double>(count);
+        loss.backward();
+        batch_loss = loss.item<double>() * static_cast<double>(count);
+        batch_correct = out.detach().argmax(1).eq(y).sum().item<double>();
+      }
+      if (parallel.size > 1) {
+        std::vector<torch::Tensor> grads;
+        grads.reserve(params.size() + 1);
+        for (const auto& p : params) {
+          if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+          grads.push_back(p.grad());
+        }
+        grads.push_back(torch::tensor({batch_loss, batch_correct}, torch::kFloat64));
+        // Each rank's loss is its shard's sum over the global count: the sum over ranks is the
+        // global batch's mean loss and its gradient.
+        sum_over_ranks(grads, parallel);
+        batch_loss = grads.back()[0].item<double>();
+        batch_correct = grads.back()[1].item<double>();
+      }
+      if (!std::isfinite(batch_loss)) {
+        result.ok = false;
+        result.failure =
+            fmt::format("loss became {} at epoch {} batch {} ({})",
+                        std::isnan(batch_loss) ? "NaN" : "Inf", epoch, b + 1, lr_hint(options.lr));
+        progress.message(result.failure);
+        return result;
+      }
+      optimizer->step();
+      loss_sum += batch_loss;
+      correct += batch_correct;
+      seen += count;
+      progress.advance(count, loss_sum / static_cast<double>(seen));
+    }
+    EpochRecord rec;
+    rec.phase = state.phase;
+    rec.epoch = epoch;
+    rec.seconds = now_s() - t0;
+    rec.samples = seen;
+    rec.train_loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0.0;
+    rec.train_top1 = seen > 0 ? correct / static_cast<double>(seen) : 0.0;
+    ++state.epochs_done;
+    ++state.phase_epochs;
+    state.last_phase = state.phase;
+
+    // Does the phase end here?
+    bool phase_over = state.phase_epochs >= phase_epochs_max(state.phase);
+    bool settled = false;
+    if (two_phase && state.phase == 1 && !phase_over && std::isfinite(state.prev_loss) &&
+        state.prev_loss > 0.0 &&
+        std::abs(rec.train_loss - state.prev_loss) / state.prev_loss < options.settle_tolerance) {
+      settled = phase_over = true;
+    }
+    state.prev_loss = rec.train_loss;
+    // The run ends with this epoch when no later phase has epochs (freeze with epochs = 0 is
+    // phase 1 alone).
+    const bool last =
+        phase_over && (state.phase == num_phases || phase_epochs_max(state.phase + 1) == 0);
+    if (options.eval_every_epoch || phase_over) {
+      rec.test = evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
+    }
+    progress.end_epoch(
+        fmt::format("train loss {:.4f} acc {:.4f} | test loss {:.4f} top1 {:.4f} top5 "
+                    "{:.4f}",
+                    rec.train_loss, rec.train_top1, rec.test.loss, rec.test.top1, rec.test.top5));
+    result.epochs.push_back(rec);
+    result.seconds += rec.seconds;
+    result.samples += rec.samples;
+    phase_rec.epochs += 1;
+    phase_rec.seconds += rec.seconds;
+    phase_rec.samples += rec.samples;
+    phase_rec.test = rec.test;
+    phase_rec.train_loss = rec.train_loss;
+    phase_rec.train_top1 = rec.train_top1;
+    phase_rec.settled = settled;
+    if (phase_over && !last) {
+      if (settled)
+        progress.message(fmt::format("phase 1 settled after {} epochs", phase_rec.epochs));
+      ++state.phase;
+      state.phase_epochs = 0;
+      state.prev_loss = std::numeric_limits<double>::quiet_NaN();
+      optimizer = start_phase(state.phase);
+      model->train(true);
+    }
+    if (!options.checkpoint_path.empty() && parallel.rank == 0) {
+      state.epochs = result.epochs;
+      state.phases = result.phases;
+      detail::write_checkpoint(options.checkpoint_path, model, *optimizer, options.mode,
+                               options.seed, state);
+    }
+    if (last) break;
+    if (options.stop_after_epochs > 0 &&
+        state.epochs_done - result.resumed_epochs >= options.stop_after_epochs) {
+      result.stopped = true;
+      break;
+    }
+  }
+
+  if (!result.epochs.empty() && result.epochs.back().test.samples > 0) {
+    result.final_test = result.epochs.back().test;
+  } else {
+    result.final_test =
+        evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
+  }
+  result.train_flops = 3.0 * forward_flops * static_cast<double>(result.samples);
+  return result;
+}
+
+ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOptions& options) {
+  if (data.sample_shape != base->input_shape()) {
+    throw TrainerError(fmt::format(
+        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)",
+        data.name, models::to_string(data.sample_shape), base->arch(),
+        models::to_string(base->input_shape())));
+  }
+  if (options.rates.empty()) throw TrainerError("proxy training needs at least one rate (rates)");
+  for (double r : options.rates) {
+    if (!(r > 1.0) || !std::isfinite(r)) {
+      throw TrainerError(
+          fmt::format("proxy rate {} must be finite and > 1 (R = 1 has no autoencoder)", r));
+    }
+  }
+  if (!(options.lr > 0.0) || options.batch_size < 1 || options.epochs < 1) {
+    throw TrainerError(
+        fmt::format("proxy options: lr {} must be > 0, batch_size {} >= 1, epochs {} >= 1",
+                    options.lr, options.batch_size, options.epochs));
+  }
+  const models::CutPoint cut = [&] {
+    try {
+      return base->cut(options.cut);
+    } catch (const models::ModelError& e) {
+      throw TrainerError(e.what());
+    }
+  }();
+  ProxyResult result;
+  result.cut = cut.name;
+  result.cut_shape = cut.shape;
+  Progress progress(options.progress, 0);
+
+  // f_L(x) once for both splits: the base is frozen, so the features never change.
+  const double t_feat = now_s();
+  base->eval();
+  auto features = [&](const Split& s) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> parts;
+    for (int64_t i = 0; i < s.size(); i += 256) {
+      parts.push_back(base->forward_units(s.x.narrow(0, i, std::min<int64_t>(256, s.size() - i)), 0,
+                                          cut.after_unit + 1));
+    }
+    if (parts.empty()) {
+      std::vector<int64_t> shape{0};
+      shape.insert(shape.end(), cut.shape.begin(), cut.shape.end());
+      return torch::empty(shape);
+    }
+    return torch::cat(parts).contiguous();
+  };
+  const auto train_f = features(data.train);
+  const auto test_f = features(data.test);
+  result.feature_seconds = now_s() - t_feat;
+  const auto summary = models::summarize(base);
+  double per_sample = 0.0;
+  for (size_t u = 0; u <= cut.after_unit; ++u)
+    per_sample += static_cast<double>(summary.units[u].flops);
+  result.feature_flops = per_sample * static_cast<double>(data.train.size() + data.test.size());
+
+  const int64_t n = train_f.size(0);
+  for (size_t ri = 0; ri < options.rates.size(); ++ri) {
+    const double rate = options.rates[ri];
+    torch::manual_seed(options.seed + ri);
+    models::Autoencoder ae(cut.shape, models::AutoencoderOptions{rate, options.kernel});
+    auto optimizer = make_optimizer(options.optimizer, ae->parameters(), options.lr,
+                                    options.momentum, options.weight_decay);
+    ProxyRecord rec;
+    rec.rate = rate;
+    rec.effective_rate = models::effective_rate(cut.shape[0], rate);
+    const double ae_flops = static_cast<double>(models::module_flops(*ae, cut.shape, nullptr));
+    const double t0 = now_s();
+    for (int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
+      ae->train(true);
+      at::Generator gen = at::detail::createCPUGenerator(batch_seed(options.seed, epoch, -1));
+      auto perm = torch::randperm(n, gen, torch::kLong);
+      progress.start_epoch(fmt::format("proxy R {:g} epoch {}/{}", rate, epoch, options.epochs), n);
+      double sum = 0.0;
+      for (int64_t first = 0, b = 0; first < n; first += options.batch_size, ++b) {
+        const int64_t count = std::min(options.batch_size, n - first);
+        auto target = train_f.index_select(0, perm.narrow(0, first, count));
+        optimizer->zero_grad();
+        auto loss = torch::mse_loss(ae->forward(target), target);
+        const double value = loss.item<double>();
+        if (!std::isfinite(value)) {
+          result.ok = false;
+          result.failure = fmt::format(
+              "reconstruction loss became {} for R {:g} at epoch {} batch {} ({})",
+              std::isnan(value) ? "NaN" : "Inf", rate, epoch, b + 1, lr_hint(options.lr));
+          progress.message(result.failure);
+          result.rates.push_back(rec);
+          return result;
+        }
+        loss.backward();
+        optimizer->step();
+        sum += value * static_cast<double>(count);
+        rec.samples += count;
+        progress.advance(count, sum / static_cast<double>(first + count));
+      }
+      rec.train_mse.push_back(n > 0 ? sum / static_cast<double>(n) : 0.0);
+      // Test reconstruction error, per element as the training loss.
+      ae->eval();
+      torch::NoGradGuard no_grad;
+      double test_sum = 0.0;
+      for (int64_t i = 0; i < test_f.size(0); i += 256) {
+        auto t = test_f.narrow(0, i, std::min<int64_t>(256, test_f.size(0) - i));
+        test_sum += torch::mse_loss(ae->forward(t), t, torch::Reduction::Sum).item<double>();
+      }
+      rec.test_mse.push_back(test_f.numel() > 0 ? test_sum / static_cast<double>(test_f.numel())
+                                                : 0.0);
+      progress.end_epoch(fmt::format("train mse {:.5f} test mse {:.5f}", rec.train_mse.back(),
+                                     rec.test_mse.back()));
+    }
+    rec.seconds = now_s() - t0;
+    rec.train_flops = 3.0 * ae_flops * static_cast<double>(rec.samples);
+    result.rates.push_back(rec);
+  }
+  return result;
+}
+
+}  // namespace quilt::trainers
