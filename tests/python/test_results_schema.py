@@ -31,7 +31,9 @@ RUN_ATTRS = {
     "failed_rank": np.integer, "repetitions": np.integer, "throughput_median_sps": np.floating,
     "throughput_mean_sps": np.floating, "throughput_std_sps": np.floating,
     "throughput_ci95_low_sps": np.floating, "throughput_ci95_high_sps": np.floating,
-    "validity": str, "complete": np.integer,
+    "validity": str, "time_model": str, "dilation": np.floating, "overruns": np.integer,
+    "energy_j": np.floating, "energy_per_sample_j": np.floating, "energy_source": str,
+    "complete": np.integer,
 }
 RUN_DATASETS = {
     "latency_s": "f8", "cut_names": "str", "cut_bytes_per_sample": "i8",
@@ -44,10 +46,10 @@ STAGE_ATTRS = {
     "rank": np.integer, "host": str, "board": str, "board_description": str, "units": str,
     "bytes_sent": np.integer, "bytes_received": np.integer,
     "predicted_compute_s": np.floating, "predicted_comm_s": np.floating,
-    "predicted_exec_s": np.floating,
+    "predicted_exec_s": np.floating, "busy_s": np.floating, "energy_j": np.floating,
 }
 STAGE_DATASETS = {"in_shape": "i8", "out_shape": "i8", "compute_s": "f8", "recv_wait_s": "f8",
-                  "send_wait_s": "f8"}
+                  "send_wait_s": "f8", "h2d_s": "f8", "d2h_s": "f8"}
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,10 @@ inline void expect_equal(const StageRecord& a, const StageRecord& b, const std::
   EXPECT_EQ(a.compute_s, b.compute_s);
   EXPECT_EQ(a.recv_wait_s, b.recv_wait_s);
   EXPECT_EQ(a.send_wait_s, b.send_wait_s);
+  EXPECT_EQ(a.h2d_s, b.h2d_s);
+  EXPECT_EQ(a.d2h_s, b.d2h_s);
+  EXPECT_EQ(a.busy_s, b.busy_s);
+  EXPECT_EQ(a.energy_j, b.energy_j);
 }
 
 inline void expect_equal(const MetricCheck& a, const MetricCheck& b, const std::string& where) {
@@ -72,6 +76,12 @@ inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::stri
   EXPECT_EQ(a.throughput_ci95_high_sps, b.throughput_ci95_high_sps);
   EXPECT_EQ(a.validity, b.validity);
   EXPECT_EQ(a.invalid_reasons, b.invalid_reasons);
+  EXPECT_EQ(a.time_model, b.time_model);
+  EXPECT_EQ(a.dilation, b.dilation);
+  EXPECT_EQ(a.overruns, b.overruns);
+  EXPECT_EQ(a.energy_j, b.energy_j);
+  EXPECT_EQ(a.energy_per_sample_j, b.energy_per_sample_j);
+  EXPECT_EQ(a.energy_source, b.energy_source);
   ASSERT_EQ(a.checks.size(), b.checks.size());
   for (size_t k = 0; k < a.checks.size(); ++k) {
     expect_equal(a.checks[k], b.checks[k], where + " check " + std::to_string(k));

@@ -28,7 +28,13 @@ inline StageRecord make_sample_stage(int run_index, int k) {
     s.compute_s.push_back(0.01 * (b + 1) + 0.001 * k + 1e-6 * run_index);
     s.recv_wait_s.push_back(0.002 * (b + 1) + 0.0001 * k);
     s.send_wait_s.push_back(0.003 * (b + 1) + 0.0002 * k);
+    if (k % 2 == 0) {  // a board with transfers; the other stages have none (empty datasets)
+      s.h2d_s.push_back(0.0005 * (b + 1));
+      s.d2h_s.push_back(0.0007 * (b + 1));
+    }
   }
+  s.busy_s = 0.125 + k;
+  s.energy_j = k == 1 ? -1 : 12.5 + k;
   return s;
 }
 
@@ -74,6 +80,12 @@ inline RunRecord make_sample_run(const std::string& id, int index, int stage_cou
   r.throughput_ci95_low_sps = 119.5 + index;
   r.throughput_ci95_high_sps = 123.75 + index;
   r.validity = index == 1 ? "invalid" : "valid";
+  r.time_model = index == 1 ? "dilated" : "modeled";
+  r.dilation = index == 1 ? 412.5 : 1;
+  r.overruns = index;
+  r.energy_j = 25.5 + index;
+  r.energy_per_sample_j = 0.125 + index;
+  r.energy_source = index == 1 ? "board" : "profile";
   if (index == 1) {
     r.invalid_reasons = {"measured window 1.25 s is shorter than measurement.min_duration_s = 2 s",
                          "4 samples, fewer than measurement.min_samples = \"64\""};
