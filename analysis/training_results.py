@@ -44,6 +44,7 @@ def read_runs(path):
                 "failure": text(g.attrs.get("failure", "")),
                 "params": {k: text(v) for k, v in g["params"].attrs.items()},
                 "throughput_sps": float(g.attrs.get("throughput_sps", 0.0)),
+                "time_model": text(g.attrs.get("time_model", "measured")),
                 "training": None,
             }
             if "training" in g:

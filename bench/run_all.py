@@ -5,6 +5,7 @@ Usage (as `make bench` does): /usr/bin/python3 bench/run_all.py --build build/re
   1. emulator stage compute vs PyTorch optimize_for_inference (emulator_vs_pytorch.py)
   2. transport and pipeline efficiency under mpirun -n 2 (quilt_bench_mpi)
   3. the cut search (quilt_bench_partition)
+  4. training throughput vs the same model trained by python3-torch (train_vs_pytorch.py)
 """
 import argparse
 import os
@@ -26,7 +27,8 @@ def main():
     ap.add_argument("--build", default="build/release", help="CMake build directory")
     args = ap.parse_args()
     bench = Path(args.build) / "bench"
-    missing = [b for b in ("quilt_bench_emulator", "quilt_bench_mpi", "quilt_bench_partition")
+    missing = [b for b in ("quilt_bench_emulator", "quilt_bench_mpi", "quilt_bench_partition",
+                         "quilt_bench_train")
                if not (bench / b).exists()]
     if missing:
         sys.exit(f"run_all.py: {', '.join(missing)} not built in {bench} "
@@ -41,6 +43,8 @@ def main():
         run("transport and pipeline efficiency (2 ranks)",
             ["mpirun", "-n", "2", bench / "quilt_bench_mpi"], env),
         run("cut search", [bench / "quilt_bench_partition", "--benchmark_min_time=0.2"], env),
+        run("training throughput vs python3-torch (1 thread, batch 64)",
+            ["/usr/bin/python3", here / "train_vs_pytorch.py", bench / "quilt_bench_train"], env),
     ]
     sys.exit(max(rcs))
 
