@@ -56,6 +56,10 @@ def _text(value):
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# Time models of the runs read (results/SCHEMA.md `time_model`), for the table's header.
+TIME_MODELS = set()
+
+
 def read_runs(path):
     """(cuts, rate) -> list of throughput_sps of the runs that completed with status ok, and the
     number of runs skipped (failed or incomplete). Cuts come from params `partition.cuts`, or the
@@ -84,6 +88,7 @@ def read_runs(path):
                 raise InputError(f"{path}: run {run_id} has no params attribute autoencoder.rate")
             rate = float(_text(params["autoencoder.rate"]))
             table.setdefault((cuts, rate), []).append(float(g.attrs["throughput_sps"]))
+            TIME_MODELS.add(_text(g.attrs.get("time_model", "measured")))
     return table, skipped
 
 
@@ -123,6 +128,11 @@ def render_text(rows, inputs):
     out.write("= throughput(R=64) / throughput(R=1) at the same cut(s); paper: ResNet-50, Alveo U200\n")
     for label, path in inputs:
         out.write(f"{label}: {path}\n")
+    if TIME_MODELS:
+        board = TIME_MODELS - {"measured"}
+        out.write("time model: " + ", ".join(sorted(TIME_MODELS))
+                  + ("  (board time from the board profile)\n" if board else
+                     "  (the CPU emulators' wall clock; the link is shared memory)\n"))
     out.write(f"{'position':<22}{'boards':>7}{'R=1 samples/s':>16}{'R=64 samples/s':>16}"
               f"{'normalized':>12}{'paper':>8}{'runs':>7}\n")
     for r in rows:
