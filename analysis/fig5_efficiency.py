@@ -169,32 +169,48 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="?", default="results/efficiency.h5")
+def main_for(name, default_input, make, argv=None):
+    """The command line shared by the pipeline figures: `name [RESULTS] [--out-dir DIR]`.
+    make(table, skipped, time_models, path) returns (text, write) or an error message (str);
+    write(base) writes base.csv and base.png. Prints the text, writes base.txt. Exit code 0, or 2
+    for unusable input."""
+    ap = argparse.ArgumentParser(description=f"{name}: see the module docstring")
+    ap.add_argument("results", nargs="?", default=default_input)
     ap.add_argument("--out-dir", help="where to write the figure and tables (default: next to "
                     "the input)")
     args = ap.parse_args(argv)
     try:
-        table, skipped, time_models = read_runs(args.results)
+        made = make(*read_runs(args.results), args.results)
     except InputError as e:
-        print(f"fig5_efficiency: {e}", file=sys.stderr)
+        made = str(e)
+    if isinstance(made, str):
+        print(f"{name}: {made}", file=sys.stderr)
         return 2
-    rows = gains(table)
-    if not rows:
-        print(f"fig5_efficiency: {args.results}: no model has an R=1 baseline run", file=sys.stderr)
-        return 2
-    text = render(rows, skipped, time_models, args.results)
+    text, write = made
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
     os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, "fig5_efficiency")
+    base = os.path.join(out_dir, name)
     with open(base + ".txt", "w") as f:
         f.write(text)
-    write_csv(rows, base + ".csv")
-    plot(rows, base + ".png")
+    write(base)
     print(text, end="")
     print(f"wrote {base}.png, {base}.txt, {base}.csv")
     return 0
+
+
+def make_outputs(table, skipped, time_models, path):
+    rows = gains(table)
+    if not rows:
+        return f"{path}: no model has an R=1 baseline run"
+
+    def write(base):
+        write_csv(rows, base + ".csv")
+        plot(rows, base + ".png")
+    return render(rows, skipped, time_models, path), write
+
+
+def main(argv=None):
+    return main_for("fig5_efficiency", "results/efficiency.h5", make_outputs, argv)
 
 
 if __name__ == "__main__":

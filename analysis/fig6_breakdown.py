@@ -13,7 +13,6 @@ time model on CPU emulators there are no host<->board transfers (h2d/d2h are emp
 shows the MPI waits instead and says so.
 Run with /usr/bin/python3 (h5py, numpy, matplotlib). Exit codes: 0 ok, 2 missing or unusable input.
 """
-import argparse
 import csv
 import io
 import os
@@ -22,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fig5_efficiency import LABELS, InputError, read_runs  # noqa: E402
+from fig5_efficiency import LABELS, main_for  # noqa: E402
 
 # Paper §4.3: the rates Quilt chose, and the autoencoder's share of compute ("< 0.4%").
 PAPER_RATE = {"resnet50": 64.0, "unet": 7.5, "efficientnet_b0": 8.0}
@@ -99,36 +98,22 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="?", default="results/breakdown.h5")
-    ap.add_argument("--out-dir", help="where to write the figure and tables (default: next to "
-                    "the input)")
-    args = ap.parse_args(argv)
-    try:
-        table, skipped, time_models = read_runs(args.results)
-    except InputError as e:
-        print(f"fig6_breakdown: {e}", file=sys.stderr)
-        return 2
+def make_outputs(table, skipped, time_models, path):
     rows, overhead = breakdown(table)
     if not rows:
-        print(f"fig6_breakdown: {args.results}: needs an R=1 run and an R>1 run of a model",
-              file=sys.stderr)
-        return 2
-    text = render(rows, overhead, skipped, time_models, args.results)
-    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
-    os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, "fig6_breakdown")
-    with open(base + ".txt", "w") as f:
-        f.write(text)
-    with open(base + ".csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "rate", "stage", "units", "compute_s", "comm_s", "mpi_wait_s"])
-        w.writerows(rows)
-    plot(rows, base + ".png")
-    print(text, end="")
-    print(f"wrote {base}.png, {base}.txt, {base}.csv")
-    return 0
+        return f"{path}: needs an R=1 run and an R>1 run of a model"
+
+    def write(base):
+        with open(base + ".csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "rate", "stage", "units", "compute_s", "comm_s", "mpi_wait_s"])
+            w.writerows(rows)
+        plot(rows, base + ".png")
+    return render(rows, overhead, skipped, time_models, path), write
+
+
+def main(argv=None):
+    return main_for("fig6_breakdown", "results/breakdown.h5", make_outputs, argv)
 
 
 if __name__ == "__main__":
