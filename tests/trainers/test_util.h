@@ -1,6 +1,7 @@
 #pragma once
 // Helpers shared by the trainers tests: a scratch directory per test, IDX and raw file writers.
 
+#include "tests/results/scratch_dir.h"
 #include "trainers/data.h"
 
 #include <gtest/gtest.h>
@@ -16,30 +17,8 @@
 
 namespace quilt::trainers::testing {
 
-/// A fresh <tmp>/quilt_trainers_<pid>_<suite>_<test>/ removed on destruction.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = "quilt_trainers_" + std::to_string(::getpid());
-    if (info != nullptr) name += std::string("_") + info->test_suite_name() + "_" + info->name();
-    path_ = std::filesystem::temp_directory_path() / name;
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  /// Path of `name` inside the directory.
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+/// A fresh directory per test, removed on destruction (the results tests' helper).
+using ScratchDir = quilt::results::testing::ScratchDir;
 
 /// IDX bytes: magic 0 0 8 ndim, big-endian sizes, then `data`.
 inline std::string idx_bytes(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& data) {
