@@ -95,6 +95,15 @@ std::vector<XrtBandwidth> measure_xrt_bandwidth(unsigned index, const std::vecto
                                                 int repeats, const std::string& xclbin = "",
                                                 int bank = 0);
 
+/// Checks, without loading anything onto the board, what an XrtBoard for stage `stage` would
+/// need: the device `device` (index, BDF, or empty: the rank's node-local index) exists, the
+/// xclbin file exists and holds the stage's kernel (`kernel`, or quilt_stage<stage> when empty).
+/// The harness calls it on every rank before the first run, so such mistakes are bad input
+/// (exit 2) rather than failed runs. Blocks (opens the device). Throws BoardError saying what is
+/// missing and what exists.
+void check_xrt_stage(const std::string& device, const std::string& xclbin,
+                     const std::string& kernel, size_t stage);
+
 /// Settings of an XrtBoard.
 struct XrtBoardOptions {
   double power_sample_hz = 10;        ///< electrical sampling rate inside a power window

@@ -20,6 +20,9 @@ struct XrtBoard::Impl {};
 bool xrt_built() { return false; }
 std::string xrt_version() { return "not built"; }
 unsigned xrt_device_count() { not_built(); }
+void check_xrt_stage(const std::string&, const std::string&, const std::string&, size_t) {
+  not_built();
+}
 std::vector<XrtDeviceInfo> list_xrt_devices() { not_built(); }
 std::vector<XrtBandwidth> measure_xrt_bandwidth(unsigned, const std::vector<size_t>&, int,
                                                 const std::string&, int) {

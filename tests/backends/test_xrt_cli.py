@@ -131,11 +131,27 @@ def test_mpirun_xrt_experiment_completes(tmp_path, xclbin):
     assert "xrt" in blob and "quilt_stage1" in blob, blob[:2000]
 
 
-def test_mpirun_bad_device_index_fails_every_rank(tmp_path, xclbin):
+def test_mpirun_bad_device_index_is_bad_input_on_every_rank(tmp_path, xclbin):
     path = experiment(tmp_path, xclbin, "  devices: [0, 9]\n")
     p = run([MPIEXEC, "-n", "2", str(QUILT), "run", str(path)])
-    assert p.returncode == 1, p.stdout + p.stderr
-    assert "rank 1: no XRT device with index 9 (boards.devices)" in p.stdout, p.stdout
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "rank 1: no XRT device with index 9 (boards.devices)" in p.stderr, p.stderr
+    assert not (tmp_path / "xrt.h5").exists()  # checked before any run: nothing written
+
+
+def test_mpirun_missing_xclbin_or_kernel_is_bad_input(tmp_path, xclbin):
+    path = experiment(tmp_path, tmp_path / "nope.xclbin")
+    p = run([MPIEXEC, "-n", "2", str(QUILT), "run", str(path)])
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "nope.xclbin` does not exist" in p.stderr, p.stderr
+    # Two boards, but this xclbin has the kernel of stage 0 only.
+    stage0 = tmp_path / "stage0.xclbin"
+    subprocess.run([str(MAKE_XCLBIN), str(stage0), "quilt_stage0"], check=True, timeout=30)
+    path = experiment(tmp_path, stage0)
+    p = run([MPIEXEC, "-n", "2", str(QUILT), "run", str(path)])
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "kernel `quilt_stage1` (stage 1) is not in xclbin" in p.stderr, p.stderr
+    assert not (tmp_path / "xrt.h5").exists()
 
 
 def test_mpirun_fallback_to_emulator(tmp_path, xclbin):
