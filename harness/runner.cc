@@ -37,13 +37,22 @@ double unix_now_s() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// Whether a weights file holds autoencoders too (a QuiltModel's state_dict, as training runs
+// save it: keys "ae_<cut>..."): then it loads into the QuiltModel, not into the base model.
+bool has_autoencoder_weights(const std::string& path) {
+  for (const auto& [key, tensor] : models::read_state_dict(path))
+    if (key.rfind("ae_", 0) == 0) return true;
+  return false;
+}
+
 models::Model build_base(const ModelConfig& m) {
   torch::manual_seed(m.seed);
   models::ModelOptions opts;
   opts.input_shape = m.input;
   opts.num_classes = m.classes;
   models::Model model = models::make_model(m.arch, opts);
-  if (m.weights != "random") models::load_state_dict(*model, m.weights);
+  if (m.weights != "random" && !has_autoencoder_weights(m.weights))
+    models::load_state_dict(*model, m.weights);
   return model;
 }
 
@@ -491,6 +500,10 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       torch::manual_seed(run.model.seed + 0x9e3779b97f4a7c15ULL);
       plan = plan_run(run, base, experiment.path);
       qm = models::QuiltModel(base, plan.cuts, ae);
+      // Weights saved by a training run (base and autoencoders): the same cuts and rate must
+      // have made them, or loading names the key that does not fit.
+      if (run.model.weights != "random" && has_autoencoder_weights(run.model.weights))
+        models::load_state_dict(*qm, run.model.weights);
       qm->eval();
       backends::StageAssignment assignment{qm.ptr(), static_cast<size_t>(me),
                                            run.measurement.batch};

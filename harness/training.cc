@@ -496,6 +496,21 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
   mpi::check(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm), "MPI_Allreduce");
   failed = bad != 0;
   if (failed && root && rec.failure.empty()) rec.failure = "training failed on another rank";
+  // The trained weights (base model and autoencoders), for pipeline runs: `model.weights` takes
+  // this file with the same model, cuts and rate.
+  if (!failed && root && !context.output.empty()) {
+    try {
+      auto dir = std::filesystem::path(context.output);
+      dir = dir.parent_path() / (dir.stem().string() + ".weights");
+      std::filesystem::create_directories(dir);
+      const std::string path = (dir / (run.id + ".pt")).string();
+      trainers::export_state_dict(*qm, path);
+      rec.params["training.saved_weights"] = path;
+      if (print) fmt::print("  trained weights: {}\n", path);
+    } catch (const std::exception& e) {
+      if (print) fmt::print("  (trained weights not saved: {})\n", e.what());
+    }
+  }
   return finish();
 }
 

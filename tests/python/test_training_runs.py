@@ -244,3 +244,35 @@ def test_python_module_reads_training_records(tmp_path):
     mode, n, phase, top1 = r.stdout.split()
     assert (mode, n, phase) == ("scratch", "3", "train")
     assert float(top1) == pytest.approx(runs(out)[0][3]["final_top1"], abs=1e-6)
+
+
+def test_trained_weights_feed_pipeline_runs(tmp_path):
+    """A training run saves its weights (base and autoencoders); a pipeline run of the same model,
+    cuts and rate loads them through model.weights; another rate is refused with the key."""
+    exp = experiment(tmp_path, BASE.replace("""sweep:
+  matrix:
+    autoencoder.rate: [1, 8]
+""", ""))
+    out = tmp_path / "t.h5"
+    r = quilt("run", exp, "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ((_, attrs, params, _, _),) = runs(out)
+    weights = Path(params["training.saved_weights"])
+    assert weights.exists() and weights.parent.name == "t.weights"
+    pipeline = f"""quilt: 1
+name: serve
+model: {{arch: mlp, input: [16], classes: 4, weights: {weights}}}
+boards: {{count: 2}}
+partition: {{cuts: [after_hidden1]}}
+measurement: {{batch: 4, warmup_batches: 1, batches: 3}}
+sweep:
+  matrix:
+    autoencoder.rate: [8, 4]
+"""
+    exp2 = experiment(tmp_path, pipeline, name="serve.yaml")
+    r = quilt("run", exp2, "--output", tmp_path / "s.h5", ranks=2)
+    assert r.returncode == 1, r.stdout + r.stderr  # the R=4 run cannot take R=8 weights
+    (ok_run, bad_run) = runs(tmp_path / "s.h5")
+    assert ok_run[2]["autoencoder.rate"] == "8" and s(ok_run[1]["status"]) == "ok"
+    assert ok_run[1]["max_abs_error"] >= 0  # outputs checked against the single-process model
+    assert s(bad_run[1]["status"]) == "failed" and "ae_after_hidden1" in s(bad_run[1]["failure"])
