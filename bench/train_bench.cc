@@ -1,7 +1,8 @@
 // Training throughput of trainers::train() at one thread: one epoch of SGD (momentum 0.9) over
 // synthetic data per iteration, as a user's training run spends it (shuffle, batch gather,
 // forward, cross-entropy, backward, step, running loss and accuracy). items/s = samples/s.
-// bench/train_vs_pytorch.py runs the same loop in Python with python3-torch and compares.
+// bench/train_vs_pytorch.py runs the same loop in Python with python3-torch and compares, one
+// repetition of each side at a time, alternating (pass --benchmark_repetitions=N for a median).
 
 #include "models/quilt_model.h"
 #include "models/zoo.h"
@@ -58,8 +59,6 @@ void register_all() {
         [=](benchmark::State& s) { train_epochs(s, c, batch); })
         ->Unit(benchmark::kMillisecond)
         ->MinTime(1.0)
-        ->Repetitions(3)
-        ->ReportAggregatesOnly(true)
         ->UseRealTime();
   }
 }

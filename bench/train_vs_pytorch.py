@@ -6,8 +6,9 @@ same two models as bench/train_bench.cc: torchvision's ResNet-18 with 10 classes
 (512 samples per epoch) and the paper's MLP 784-512-512-10 (8192 samples per epoch). The Python
 loop does what trainers::train() does per batch: a seeded permutation per epoch, index_select
 of the batch, forward, cross-entropy (sum / batch), backward, loss.item(), accuracy count,
-step. Each side: one warm-up epoch, then 3 repetitions of at least 1 s each, median; PyTorch
-and Quilt alternate model by model so that a change of load affects both sides of a ratio alike.
+step. Each side: one warm-up epoch, then 5 repetitions of at least 1 s each (whole epochs),
+median; PyTorch and Quilt alternate repetition by repetition so that a change of load affects
+both sides of a ratio alike. Samples/s by wall clock and by process CPU time.
 
 Run with Debian's Python (the one that sees python3-torch and python3-torchvision):
 
@@ -37,7 +38,6 @@ CASES = [  # (name as the C++ benchmark names it, input shape, samples per epoch
     ("resnet18", (3, 32, 32), 512),
     ("mlp", (784,), 8192),
 ]
-CASES_BY_NAME = [(arch, samples) for arch, _, samples in CASES]
 
 
 def build(arch):
@@ -67,36 +67,40 @@ def epoch(model, opt, x, y, gen):
     return loss_sum / n, correct
 
 
-def pytorch_rate(arch, shape, samples, repetitions, min_time_s):
-    model = build(arch)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(samples, *shape)
-    y = torch.randint(0, 10, (samples,))
-    epoch(model, opt, x, y, gen)  # warm-up
-    wall, cpu = [], []
-    for _ in range(repetitions):
+class PyTorchSide:
+    """The model, optimizer and data of one case, warmed up once; rate() measures one repetition."""
+
+    def __init__(self, arch, shape, samples):
+        self.model = build(arch)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.gen = torch.Generator().manual_seed(1)
+        self.x = torch.randn(samples, *shape)
+        self.y = torch.randint(0, 10, (samples,))
+        self.samples = samples
+        epoch(self.model, self.opt, self.x, self.y, self.gen)  # warm-up
+
+    def rate(self, min_time_s):
+        """(wall, cpu) samples/s over whole epochs lasting >= min_time_s."""
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
-            epoch(model, opt, x, y, gen)
-            n += samples
+            epoch(self.model, self.opt, self.x, self.y, self.gen)
+            n += self.samples
             elapsed = time.perf_counter() - t0
             if elapsed >= min_time_s:
                 break
-        wall.append(n / elapsed)
-        cpu.append(n / (time.process_time() - c0))
-    return statistics.median(wall), statistics.median(cpu)
+        return n / elapsed, n / (time.process_time() - c0)
 
 
-def quilt_rate(binary, arch):
-    cmd = [binary, "--benchmark_format=json", f"--benchmark_filter=train/{arch}/"]
+def quilt_rate(binary, arch, samples, min_time_s):
+    """(wall, cpu) samples/s of one repetition of the C++ benchmark."""
+    cmd = [binary, "--benchmark_format=json", f"--benchmark_filter=train/{arch}/",
+           f"--benchmark_min_time={min_time_s}", "--benchmark_repetitions=1"]
     res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
     for b in json.loads(res.stdout)["benchmarks"]:
-        if b.get("aggregate_name") == "median" and b["run_name"].startswith(f"train/{arch}/"):
+        if b["run_name"].startswith(f"train/{arch}/") and b.get("run_type") == "iteration":
             scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-            samples = dict(CASES_BY_NAME)[arch]
             return b["items_per_second"], samples / (b["cpu_time"] * scale)
-    sys.exit(f"{binary} reported no median for train/{arch}/")
+    sys.exit(f"{binary} reported nothing for train/{arch}/")
 
 
 def load_average():
@@ -109,15 +113,22 @@ def load_average():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("binary", help="path to quilt_bench_train")
-    ap.add_argument("--repetitions", type=int, default=3)
+    ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per repetition")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_before = load_average()
     rows = []
     for arch, shape, samples in CASES:
-        py = pytorch_rate(arch, shape, samples, args.repetitions, args.min_time)
-        qu = quilt_rate(args.binary, arch)
+        side = PyTorchSide(arch, shape, samples)
+        py, qu = [], []
+        # One repetition of each side at a time, alternating, so that a change of load on the
+        # machine affects both sides alike; the median of the repetitions counts.
+        for _ in range(args.repetitions):
+            py.append(side.rate(args.min_time))
+            qu.append(quilt_rate(args.binary, arch, samples, args.min_time))
+        py = tuple(statistics.median(v[i] for v in py) for i in (0, 1))
+        qu = tuple(statistics.median(v[i] for v in qu) for i in (0, 1))
         print(f"  {arch}: PyTorch {py[0]:.1f}, Quilt {qu[0]:.1f} samples/s", file=sys.stderr,
               flush=True)
         rows.append((arch, shape, py, qu))

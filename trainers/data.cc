@@ -258,9 +258,14 @@ torch::Tensor read_idx(const std::string& path, const std::vector<int64_t>& expe
   }
   std::vector<int64_t> dims;
   int64_t count = 1;
+  bool overflow = false;
   for (int i = 0; i < ndim; ++i) {
     dims.push_back(big_endian_u32(p + 4 + 4 * i));
-    count *= dims.back();
+    // A header whose sizes multiply past the file's length cannot match it; stop before int64
+    // overflows.
+    if (dims.back() != 0 && count > static_cast<int64_t>(bytes.size()) / dims.back())
+      overflow = true;
+    if (!overflow) count *= dims.back();
   }
   if (!expected_dims.empty()) {
     bool ok = expected_dims.size() == dims.size();
@@ -274,6 +279,12 @@ torch::Tensor read_idx(const std::string& path, const std::vector<int64_t>& expe
   }
   const size_t header = 4 + 4 * static_cast<size_t>(ndim);
   const size_t have = bytes.size() - header;
+  if (overflow) {
+    throw DataError(
+        fmt::format("data file \"{}\" is truncated: its header says {} but it holds {} "
+                    "bytes of data",
+                    path, dims_string(dims), have));
+  }
   if (have != static_cast<size_t>(count)) {
     throw DataError(
         fmt::format("data file \"{}\" is {}: its header says {} ({} bytes of data) but it "

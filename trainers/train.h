@@ -122,9 +122,9 @@ struct EpochRecord {
   int64_t epoch = 0;        ///< 1-based, counted over the whole run (not per phase)
   double train_loss = 0.0;  ///< mean loss over the epoch's batches, weighted by samples
   double train_top1 = 0.0;  ///< accuracy on the training batches as they were trained
-  Evaluation test;          ///< after the epoch (zeros when eval_every_epoch is false)
-  double seconds = 0.0;     ///< training wall time of the epoch (without evaluation)
-  int64_t samples = 0;      ///< global training samples seen in the epoch
+  Evaluation test;  ///< after the epoch (zeros when eval_every_epoch is false, but at a phase end)
+  double seconds = 0.0;  ///< training wall time of the epoch (without evaluation)
+  int64_t samples = 0;   ///< global training samples seen in the epoch
 };
 
 /// One phase of a run.

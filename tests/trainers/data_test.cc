@@ -45,6 +45,10 @@ TEST(ReadIdx, RefusesMissingTruncatedAndForeignFiles) {
   auto bytes = testing::read_raw(dir.file("cut.gz"));
   testing::write_raw(dir.file("cut.gz"), bytes.substr(0, bytes.size() / 2));
   expect_error([&] { read_idx(dir.file("cut.gz")); }, {dir.file("cut.gz"), "truncated"});
+  // Sizes whose product overflows 64 bits.
+  testing::write_gz(dir.file("huge.gz"),
+                    testing::idx_bytes({0xffffffffu, 0xffffffffu, 0xffffffffu}, data));
+  expect_error([&] { read_idx(dir.file("huge.gz")); }, {"huge.gz", "truncated", "4294967295x"});
   // Not IDX at all; the wrong element type; the wrong dimensions.
   testing::write_gz(dir.file("text.gz"), "hello, world");
   expect_error([&] { read_idx(dir.file("text.gz")); }, {"not an IDX file"});
