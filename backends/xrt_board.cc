@@ -230,9 +230,10 @@ void check_xrt_stage(const std::string& device, const std::string& xclbin,
                      const std::string& kernel, size_t stage) {
   open_device(device);
   if (!std::filesystem::is_regular_file(xclbin))
-    throw BoardError(fmt::format("boards.xclbin: `{}` does not exist (a path relative to the "
-                                 "directory quilt run starts in)",
-                                 xclbin));
+    throw BoardError(
+        fmt::format("boards.xclbin: `{}` does not exist (a path relative to the "
+                    "directory quilt run starts in)",
+                    xclbin));
   const std::string name = kernel.empty() ? xrt_stage_kernel_name(stage) : kernel;
   xrt::xclbin file = xrt_call(fmt::format("reading xclbin `{}`", xclbin),
                               "is it an xclbin built by v++ --link for this board?",
@@ -245,7 +246,8 @@ void check_xrt_stage(const std::string& device, const std::string& xclbin,
     throw BoardError(fmt::format(
         "kernel `{}` (stage {}) is not in xclbin `{}`; it has: {}. By Quilt's convention stage k "
         "runs kernel quilt_stage<k>(float* in, float* out, uint batch)",
-        name, stage, xclbin, names.empty() ? "no kernels" : fmt::format("{}", fmt::join(names, ", "))));
+        name, stage, xclbin,
+        names.empty() ? "no kernels" : fmt::format("{}", fmt::join(names, ", "))));
 }
 
 std::vector<XrtDeviceInfo> list_xrt_devices() {

@@ -29,10 +29,10 @@ std::string pct(double x) { return std::isnan(x) ? "-" : fmt::format("{:.2f}%", 
 // Training runs: per epoch and phase, then the final numbers (results/SCHEMA.md, training/).
 std::string training_report(const results::RunRecord& run) {
   const auto& t = run.training;
-  std::string out = fmt::format("  training {}: {} ({} train / {} test samples, {} classes), {} "
-                                "rank(s), batch {}\n",
-                                t.mode, t.dataset, t.train_samples, t.test_samples, t.classes,
-                                t.ranks, t.global_batch);
+  std::string out = fmt::format(
+      "  training {}: {} ({} train / {} test samples, {} classes), {} "
+      "rank(s), batch {}\n",
+      t.mode, t.dataset, t.train_samples, t.test_samples, t.classes, t.ranks, t.global_batch);
   if (!t.stand_in.empty()) out += fmt::format("  small-scale stand-in: {}\n", t.stand_in);
   if (!t.pretrained.empty())
     out += fmt::format("  pretrained: {}{}\n", t.pretrained,
@@ -45,23 +45,24 @@ std::string training_report(const results::RunRecord& run) {
                        "phase", "train loss", "train", "test loss", "top-1", "top-5", "s",
                        "samples/s");
   for (size_t e = 0; e < t.epoch.size(); ++e)
-    out += fmt::format("  {:>5} {:<9} {:>11.4f} {:>9} {:>11.4f} {:>9} {:>9} {:>8.1f} {:>11.1f}\n",
-                       t.epoch[e], t.phase[e], t.train_loss[e], pct(t.train_top1[e]),
-                       t.test_loss[e], pct(t.test_top1[e]), pct(t.test_top5[e]), t.epoch_s[e],
-                       t.samples_per_s[e]);
+    out +=
+        fmt::format("  {:>5} {:<9} {:>11.4f} {:>9} {:>11.4f} {:>9} {:>9} {:>8.1f} {:>11.1f}\n",
+                    t.epoch[e], t.phase[e], t.train_loss[e], pct(t.train_top1[e]), t.test_loss[e],
+                    pct(t.test_top1[e]), pct(t.test_top5[e]), t.epoch_s[e], t.samples_per_s[e]);
   if (t.mode == "proxy") {
     out += fmt::format("  final reconstruction loss {:.5g}; proxy {:.1f} s", t.final_test_loss,
                        t.train_s);
     if (t.proxy_speedup > 0)
-      out += fmt::format(", full training {:.1f} s per epoch: proxy {:.1f}x cheaper (paper: 76.9x "
-                         "for ResNet-50)",
-                         t.full_epoch_s, t.proxy_speedup);
+      out += fmt::format(
+          ", full training {:.1f} s per epoch: proxy {:.1f}x cheaper (paper: 76.9x "
+          "for ResNet-50)",
+          t.full_epoch_s, t.proxy_speedup);
     out += "\n";
   } else if (run.status == "ok") {
-    out += fmt::format("  final top-1 {}, top-5 {}, test loss {:.4f}; {:.1f} s of training{}\n",
-                       pct(t.final_top1), pct(t.final_top5), t.final_test_loss, t.train_s,
-                       t.phase1_epochs > 0 ? fmt::format(", {} phase-1 epoch(s)", t.phase1_epochs)
-                                           : "");
+    out += fmt::format(
+        "  final top-1 {}, top-5 {}, test loss {:.4f}; {:.1f} s of training{}\n", pct(t.final_top1),
+        pct(t.final_top5), t.final_test_loss, t.train_s,
+        t.phase1_epochs > 0 ? fmt::format(", {} phase-1 epoch(s)", t.phase1_epochs) : "");
   }
   if (!t.checkpoint.empty()) out += fmt::format("  checkpoint {}\n", t.checkpoint);
   return out;
@@ -79,9 +80,10 @@ std::string training_summary_line(const results::RunRecord& run) {
                                  param("autoencoder.rate"), t.dataset);
   if (run.status != "ok") return fmt::format("{} FAILED: {}\n", head, run.failure);
   if (t.mode == "proxy")
-    return fmt::format("{} reconstruction loss {:.5g}, proxy {:.1f} s ({:.1f}x cheaper than full "
-                       "training)\n",
-                       head, t.final_test_loss, t.train_s, t.proxy_speedup);
+    return fmt::format(
+        "{} reconstruction loss {:.5g}, proxy {:.1f} s ({:.1f}x cheaper than full "
+        "training)\n",
+        head, t.final_test_loss, t.train_s, t.proxy_speedup);
   return fmt::format("{} top-1 {:>7} top-5 {:>7} test loss {:.4f}, {} epoch(s), {:.1f} s\n", head,
                      pct(t.final_top1), pct(t.final_top5), t.final_test_loss, t.epoch.size(),
                      t.train_s);
@@ -117,14 +119,15 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
         1e3 * run.latency_p50_s, 1e3 * run.latency_p90_s, 1e3 * run.latency_p99_s, run.batch_size,
         run.repetitions, run.measured_batches);
     if (run.time_model != "measured")
-      out += fmt::format("  times are board time ({} time model{})\n", run.time_model,
-                         run.time_model == "dilated"
-                             ? fmt::format(", dilation {:.4g}, {} overrun(s)", run.dilation,
-                                           run.overruns)
-                             : std::string());
+      out += fmt::format(
+          "  times are board time ({} time model{})\n", run.time_model,
+          run.time_model == "dilated"
+              ? fmt::format(", dilation {:.4g}, {} overrun(s)", run.dilation, run.overruns)
+              : std::string());
     if (run.energy_per_sample_j >= 0)
-      out += fmt::format("  energy {:.6g} J/sample ({:.4g} J over the measured windows, from the {})\n",
-                         run.energy_per_sample_j, run.energy_j, run.energy_source);
+      out += fmt::format(
+          "  energy {:.6g} J/sample ({:.4g} J over the measured windows, from the {})\n",
+          run.energy_per_sample_j, run.energy_j, run.energy_source);
     else
       out += "  energy unavailable (no power figures in the board profile or from the board)\n";
     for (size_t c = 0; c < run.cut_names.size(); ++c)

@@ -433,7 +433,10 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       for (const auto& e : errors)
         if (!e.empty()) all += (all.empty() ? "" : "; ") + e;
       // Every rank throws the same error (rank 0 knows all of them; the others their own).
-      throw ConfigError(experiment.path, 0, 0, "boards", root ? all : error.empty() ? "see rank 0" : error);
+      throw ConfigError(experiment.path, 0, 0, "boards",
+                        root            ? all
+                        : error.empty() ? "see rank 0"
+                                        : error);
     }
   }
 
@@ -488,9 +491,9 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
       // Consecutive runs of a sweep often share the base model (only R, cuts or boards
       // change): build it once. Pipeline runs never change its weights.
-      const std::string key = fmt::format("{}|{}|{}|{}|{}", run.model.arch,
-                                          fmt::join(run.model.input, "x"), run.model.classes,
-                                          run.model.weights, run.model.seed);
+      const std::string key =
+          fmt::format("{}|{}|{}|{}|{}", run.model.arch, fmt::join(run.model.input, "x"),
+                      run.model.classes, run.model.weights, run.model.seed);
       if (base_key != key) {
         cached_base = build_base(run.model);
         base_key = key;
@@ -584,8 +587,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     } else if (time_model == "modeled") {
       // Virtual time: a few real batches carry real tensors through the pipeline for the output
       // check; the times come from simulating the schedule on the profile's numbers.
-      simulated = simulate_pipeline(board_times, popts.warmup_batches, popts.batches,
-                                    popts.window_batches);
+      simulated =
+          simulate_pipeline(board_times, popts.warmup_batches, popts.batches, popts.window_batches);
       popts.warmup_batches = 0;
       popts.batches = kInputPool;
     }
@@ -776,8 +779,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         fmt::print(" (95% CI {:.2f}..{:.2f}, {} repetitions)", rec.throughput_ci95_low_sps,
                    rec.throughput_ci95_high_sps, ms.repetitions);
       fmt::print(", latency p50 {:.1f} ms", 1e3 * rec.latency_p50_s);
-      if (rec.energy_per_sample_j >= 0)
-        fmt::print(", {:.4g} J/sample", rec.energy_per_sample_j);
+      if (rec.energy_per_sample_j >= 0) fmt::print(", {:.4g} J/sample", rec.energy_per_sample_j);
       if (rec.time_model != "measured")
         fmt::print(" ({} board time{})", rec.time_model,
                    rec.time_model == "dilated" ? fmt::format(", dilation {:.3g}", rec.dilation)

@@ -6,8 +6,8 @@
 
 namespace quilt::harness {
 
-std::vector<SimulatedStage> simulate_pipeline(const std::vector<BoardTimes>& stages,
-                                              int64_t warmup, int64_t batches, int64_t window) {
+std::vector<SimulatedStage> simulate_pipeline(const std::vector<BoardTimes>& stages, int64_t warmup,
+                                              int64_t batches, int64_t window) {
   if (stages.empty() || batches < 1 || warmup < 0)
     throw std::invalid_argument("simulate_pipeline: needs stages >= 1, batches >= 1, warmup >= 0");
   for (const auto& s : stages)

@@ -40,9 +40,8 @@ struct SimulatedStage {
 /// has arrived: double buffering), one transfer at a time per link; rank 0 starts batch i only
 /// after batch i - window has left the last stage (credits; window 0 = 2 x stages). Returns
 /// one entry per stage. Requires stages >= 1, batches >= 1, warmup >= 0, finite times >= 0.
-std::vector<SimulatedStage> simulate_pipeline(const std::vector<BoardTimes>& stages,
-                                              int64_t warmup, int64_t batches,
-                                              int64_t window = 0);
+std::vector<SimulatedStage> simulate_pipeline(const std::vector<BoardTimes>& stages, int64_t warmup,
+                                              int64_t batches, int64_t window = 0);
 
 /// Energy of one board over a measured window, in joules: busy power while busy, idle power
 /// for the rest of the window, plus link energy for the bytes moved between host and board.

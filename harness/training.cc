@@ -62,9 +62,9 @@ trainers::Dataset load_data(const RunConfig& run, const models::Model& base) {
   }
   trainers::Dataset data = trainers::fit_to_model(trainers::load_dataset(o), base->input_shape());
   if (data.num_classes > base->num_classes())
-    throw trainers::DataError(fmt::format(
-        "{} has {} classes but the model has {} outputs; set model.classes: {}", run.data.kind,
-        data.num_classes, base->num_classes(), data.num_classes));
+    throw trainers::DataError(
+        fmt::format("{} has {} classes but the model has {} outputs; set model.classes: {}",
+                    run.data.kind, data.num_classes, base->num_classes(), data.num_classes));
   return data;
 }
 
@@ -115,8 +115,9 @@ trainers::Parallel make_parallel(MPI_Comm comm) {
       }
     }
     for (const auto& t : tensors)
-      TORCH_INTERNAL_ASSERT(t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat64,
-                            "gradient averaging of a ", t.scalar_type(), " tensor");
+      TORCH_INTERNAL_ASSERT(
+          t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat64,
+          "gradient averaging of a ", t.scalar_type(), " tensor");
   };
   return p;
 }
@@ -143,11 +144,11 @@ std::string substitute_id(std::string path, const std::string& id) {
 // them, so the freeze and finetune runs of one sweep pretrain once.
 std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& context, int ranks) {
   std::string key = fmt::format("ranks={}", ranks);
-  for (const char* k : {"model.arch", "model.input", "model.classes", "model.weights", "model.seed",
-                        "data.kind", "data.path", "data.seed", "data.augment", "training.batch",
-                        "training.lr", "training.optimizer", "training.momentum",
-                        "training.weight_decay", "training.pretrain_epochs",
-                        "training.pretrain_samples", "training.test_samples"}) {
+  for (const char* k :
+       {"model.arch", "model.input", "model.classes", "model.weights", "model.seed", "data.kind",
+        "data.path", "data.seed", "data.augment", "training.batch", "training.lr",
+        "training.optimizer", "training.momentum", "training.weight_decay",
+        "training.pretrain_epochs", "training.pretrain_samples", "training.test_samples"}) {
     auto it = run.params.find(k);
     key += fmt::format(";{}={}", k, it == run.params.end() ? "" : it->second);
   }
@@ -156,8 +157,7 @@ std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& con
   return (dir / ".quilt-cache" / ("pretrained-" + hex_digest(key).substr(0, 16) + ".pt")).string();
 }
 
-trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& input,
-                                     bool print) {
+trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& input, bool print) {
   const auto& t = run.training;
   trainers::TrainOptions o;
   o.optimizer = trainers::parse_optimizer(t.optimizer);
@@ -171,7 +171,8 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
   o.progress.line_interval_s = 30;
   o.settle_tolerance = t.settle_tolerance;
   if (t.mode == "freeze" || t.mode == "finetune") {
-    const int64_t phase1 = t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
+    const int64_t phase1 =
+        t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
     o.freeze_epochs = phase1;
     o.epochs = t.epochs - phase1;
   } else {
@@ -212,7 +213,8 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
     }
   }
   if (t.mode == "freeze" || t.mode == "finetune") {
-    const int64_t phase1 = t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
+    const int64_t phase1 =
+        t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
     if (t.epochs <= phase1) {
       *key = "training.epochs";
       return fmt::format(
@@ -279,9 +281,10 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
       if (failed) {
         fmt::print("  FAILED: {}\n", rec.failure);
       } else if (tr.mode == "proxy") {
-        fmt::print("  reconstruction MSE {:.4g} (test), proxy {:.1f} s, {:.1f}x cheaper than full "
-                   "training\n",
-                   tr.final_test_loss, tr.train_s, tr.proxy_speedup);
+        fmt::print(
+            "  reconstruction MSE {:.4g} (test), proxy {:.1f} s, {:.1f}x cheaper than full "
+            "training\n",
+            tr.final_test_loss, tr.train_s, tr.proxy_speedup);
       } else {
         fmt::print("  top-1 {} top-5 {} test loss {:.4f} after {} epoch(s), {:.1f} s\n",
                    fmt_pct(tr.final_top1), fmt_pct(tr.final_top5), tr.final_test_loss,
@@ -329,8 +332,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
       if (cached) {
         if (root) models::load_state_dict(*base, cache);
         tr.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {}, loaded from {}",
-                                    run.training.pretrain_epochs, pre_n,
-                                    run.data.kind, cache);
+                                    run.training.pretrain_epochs, pre_n, run.data.kind, cache);
         if (print) fmt::print("  pretrained weights from {}\n", cache);
       } else {
         if (print)
@@ -350,10 +352,10 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
           std::filesystem::create_directories(std::filesystem::path(cache).parent_path());
           trainers::export_state_dict(*base, cache);
         }
-        tr.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {} in this run "
-                                    "(cached in {})",
-                                    run.training.pretrain_epochs, pre_n,
-                                    run.data.kind, cache);
+        tr.pretrained = fmt::format(
+            "{} epoch(s) from scratch on {} samples of {} in this run "
+            "(cached in {})",
+            run.training.pretrain_epochs, pre_n, run.data.kind, cache);
       }
     } catch (const std::exception& e) {
       error = fmt::format("training.pretrain_epochs: {}", e.what());

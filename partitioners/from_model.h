@@ -27,9 +27,9 @@ struct FromModelOptions {
 /// tensors that cross that cut: the unit's output, named "out", where one tensor crosses; one
 /// entry per tensor, named and ordered as models::CutPoint::tensors, where several do (UNet:
 /// after_down2 crosses inc, down1, down2), so the cost model charges each its bytes and its
-/// autoencoder. out_bytes stays the unit's (packed) output. input_bytes = float32 bytes of one input sample.
-/// measured_s is left empty (see add_measured_s). Throws models::ModelError when the model's
-/// input shape does not fit its layers. Never runs the model; pure apart from reading it.
+/// autoencoder. out_bytes stays the unit's (packed) output. input_bytes = float32 bytes of one
+/// input sample. measured_s is left empty (see add_measured_s). Throws models::ModelError when the
+/// model's input shape does not fit its layers. Never runs the model; pure apart from reading it.
 ModelProfile profile_model(const models::Model& model, const FromModelOptions& options = {});
 
 /// Sets layers[i].measured_s[board] = seconds_per_sample[i] for every layer. Throws

@@ -113,9 +113,9 @@ TrainingRecord read_training(const h5::Group& g) {
   t.epoch_s = g.read_double_vector("epoch_s");
   t.samples_per_s = g.read_double_vector("samples_per_s");
   const size_t n = t.epoch.size();
-  for (size_t size : {t.phase.size(), t.train_loss.size(), t.train_top1.size(), t.test_loss.size(),
-                      t.test_top1.size(), t.test_top5.size(), t.epoch_s.size(),
-                      t.samples_per_s.size()}) {
+  for (size_t size :
+       {t.phase.size(), t.train_loss.size(), t.train_top1.size(), t.test_loss.size(),
+        t.test_top1.size(), t.test_top5.size(), t.epoch_s.size(), t.samples_per_s.size()}) {
     if (size != n)
       throw ResultsError(g.location().describe() +
                          ": per-epoch datasets differ in length (expected " + std::to_string(n) +

@@ -53,7 +53,7 @@ struct MetricCheck {
 /// per-epoch vector (all of equal length). Accuracies are fractions in [0, 1]; a value that does
 /// not apply (accuracies of an autoencoder-only proxy epoch) is NaN.
 struct TrainingRecord {
-  std::string mode;  ///< scratch | freeze | finetune | proxy; empty for a pipeline run
+  std::string mode;         ///< scratch | freeze | finetune | proxy; empty for a pipeline run
   std::string dataset;      ///< data.kind actually loaded, e.g. "fashion-mnist"
   std::string data_source;  ///< where it came from (directory, file or "generated")
   /// Set when the data is a small-scale stand-in for the paper's, e.g. "Fashion-MNIST instead of
@@ -66,17 +66,17 @@ struct TrainingRecord {
   int64_t global_batch = 0;   ///< samples per optimizer step over all ranks
   int64_t phase1_epochs = 0;  ///< freeze: epochs spent in phase 1 (autoencoders only)
   // Per epoch, over all phases in order.
-  std::vector<int64_t> epoch;       ///< 1-based, counted over all phases
-  std::vector<std::string> phase;   ///< "train", "freeze" (phase 1), "unfreeze" (phase 2), "proxy"
-  std::vector<double> train_loss;   ///< mean training loss (proxy: reconstruction MSE)
-  std::vector<double> train_top1;   ///< training accuracy over the epoch (NaN for proxy)
-  std::vector<double> test_loss;    ///< loss on the test set (proxy: reconstruction MSE)
+  std::vector<int64_t> epoch;      ///< 1-based, counted over all phases
+  std::vector<std::string> phase;  ///< "train", "freeze" (phase 1), "unfreeze" (phase 2), "proxy"
+  std::vector<double> train_loss;  ///< mean training loss (proxy: reconstruction MSE)
+  std::vector<double> train_top1;  ///< training accuracy over the epoch (NaN for proxy)
+  std::vector<double> test_loss;   ///< loss on the test set (proxy: reconstruction MSE)
   std::vector<double> test_top1, test_top5;  ///< test accuracy (NaN for proxy)
-  std::vector<double> epoch_s;      ///< wall time of the epoch's training (no evaluation), s
+  std::vector<double> epoch_s;        ///< wall time of the epoch's training (no evaluation), s
   std::vector<double> samples_per_s;  ///< training samples per second over all ranks
-  double final_test_loss = 0;  ///< after the last epoch
+  double final_test_loss = 0;         ///< after the last epoch
   double final_top1 = 0, final_top5 = 0;
-  double train_s = 0;          ///< wall time of all training epochs, s
+  double train_s = 0;  ///< wall time of all training epochs, s
   /// proxy: measured wall time of one full-model training epoch on the same data (from a few
   /// timed batches, scaled), and full training (training.epochs such epochs) over the proxy's
   /// own training time: how much cheaper the proxy is. -1 when not a proxy run.
@@ -134,8 +134,8 @@ struct RunRecord {
   /// How times were obtained (boards.time_model): "measured", "dilated" or "modeled". Under
   /// dilated and modeled every time of this run is board time (see harness/time_model.h).
   std::string time_model = "measured";
-  double dilation = 1;    ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
-  int64_t overruns = 0;   ///< dilated: batches where the CPU did not keep up with the pacing
+  double dilation = 1;   ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
+  int64_t overruns = 0;  ///< dilated: batches where the CPU did not keep up with the pacing
   /// Energy over the measured windows, summed over boards, and per inference (sample); negative
   /// when unavailable. energy_source: "profile" (board profile power x busy/idle time + link
   /// energy), "board" (power sampled from the board) or "unavailable".

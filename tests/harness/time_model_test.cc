@@ -67,7 +67,8 @@ TEST(SimulatePipeline, RejectsBadInput) {
   EXPECT_THROW(simulate_pipeline({}, 0, 3), std::invalid_argument);
   EXPECT_THROW(simulate_pipeline({{0, 1, 0, 0}}, 0, 0), std::invalid_argument);
   EXPECT_THROW(simulate_pipeline({{0, -1, 0, 0}}, 0, 3), std::invalid_argument);
-  EXPECT_THROW(simulate_pipeline({{0, 1, 0, std::numeric_limits<double>::infinity()}}, 0, 3), std::invalid_argument);
+  EXPECT_THROW(simulate_pipeline({{0, 1, 0, std::numeric_limits<double>::infinity()}}, 0, 3),
+               std::invalid_argument);
 }
 
 TEST(BoardEnergy, BusyIdleAndLink) {

@@ -6,8 +6,8 @@ namespace quilt::models {
 namespace {
 
 TEST(Zoo, BuildsEveryModelWithDefaults) {
-  EXPECT_EQ(model_names(), (std::vector<std::string>{"resnet18", "resnet50", "efficientnet_b0",
-                                                     "unet", "mlp"}));
+  EXPECT_EQ(model_names(),
+            (std::vector<std::string>{"resnet18", "resnet50", "efficientnet_b0", "unet", "mlp"}));
   for (const auto& name : {"resnet18", "mlp"}) {
     Model m = make_model(name);
     EXPECT_EQ(m->arch(), name);
@@ -34,7 +34,9 @@ TEST(Zoo, UnknownArchListsValidNames) {
     make_model("vgg16");
     FAIL() << "no error";
   } catch (const ModelError& e) {
-    EXPECT_STREQ(e.what(), "unknown model \"vgg16\"; valid models: resnet18, resnet50, efficientnet_b0, unet, mlp");
+    EXPECT_STREQ(
+        e.what(),
+        "unknown model \"vgg16\"; valid models: resnet18, resnet50, efficientnet_b0, unet, mlp");
   }
 }
 
