@@ -45,14 +45,15 @@ bool has_autoencoder_weights(const std::string& path) {
   return false;
 }
 
-models::Model build_base(const ModelConfig& m) {
+// The base model of `m`; its weights are loaded unless `load_weights` is false (a file with
+// autoencoders, which loads into the QuiltModel instead).
+models::Model build_base(const ModelConfig& m, bool load_weights) {
   torch::manual_seed(m.seed);
   models::ModelOptions opts;
   opts.input_shape = m.input;
   opts.num_classes = m.classes;
   models::Model model = models::make_model(m.arch, opts);
-  if (m.weights != "random" && !has_autoencoder_weights(m.weights))
-    models::load_state_dict(*model, m.weights);
+  if (m.weights != "random" && load_weights) models::load_state_dict(*model, m.weights);
   return model;
 }
 
@@ -444,6 +445,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
   backends::register_builtin_boards(registry);
   models::Model cached_base{nullptr};
   std::string base_key;
+  bool cached_quilt_weights = false;  // cached_base's weights file holds autoencoders too
 
   for (size_t r = 0; r < experiment.runs.size(); ++r) {
     const RunConfig& run = experiment.runs[r];
@@ -495,7 +497,10 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
           fmt::format("{}|{}|{}|{}|{}", run.model.arch, fmt::join(run.model.input, "x"),
                       run.model.classes, run.model.weights, run.model.seed);
       if (base_key != key) {
-        cached_base = build_base(run.model);
+        // The weights file is read once here to see what it holds, not once per run.
+        cached_quilt_weights =
+            run.model.weights != "random" && has_autoencoder_weights(run.model.weights);
+        cached_base = build_base(run.model, !cached_quilt_weights);
         base_key = key;
       }
       models::Model base = cached_base;
@@ -505,8 +510,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       qm = models::QuiltModel(base, plan.cuts, ae);
       // Weights saved by a training run (base and autoencoders): the same cuts and rate must
       // have made them, or loading names the key that does not fit.
-      if (run.model.weights != "random" && has_autoencoder_weights(run.model.weights))
-        models::load_state_dict(*qm, run.model.weights);
+      if (cached_quilt_weights) models::load_state_dict(*qm, run.model.weights);
       qm->eval();
       backends::StageAssignment assignment{qm.ptr(), static_cast<size_t>(me),
                                            run.measurement.batch};
