@@ -60,7 +60,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
         "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs", "pretrain_samples"}},
       {"measurement",
        {"batch", "warmup_batches", "batches", "samples", "repetitions", "min_duration_s",
-        "min_samples", "check_outputs", "tolerance"}},
+        "min_samples", "check_outputs", "tolerance", "trace"}},
   };
   return kSchema;
 }
@@ -548,6 +548,24 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     ms.min_samples = r.integer(n, "measurement.min_samples", 0, INT64_MAX);
   if (auto n = m["check_outputs"]) ms.check_outputs = r.boolean(n, "measurement.check_outputs");
   if (auto n = m["tolerance"]) ms.tolerance = r.real(n, "measurement.tolerance", 0, 1);
+  if (auto n = m["trace"]) {
+    bool on = false;
+    const std::string valid =
+        fmt::format("must be true, false or the number of batches to keep per rank (1..{})",
+                    MeasurementConfig::kMaxTraceBatches);
+    if (!n.IsScalar()) r.fail(n, "measurement.trace", valid);
+    if (YAML::convert<bool>::decode(n, on)) {
+      ms.trace = on ? MeasurementConfig::kTraceOn : 0;
+      P["measurement.trace"] = on ? "true" : "false";
+    } else {
+      int64_t v = 0;
+      if (!YAML::convert<int64_t>::decode(n, v) || v < 1 || v > MeasurementConfig::kMaxTraceBatches)
+        r.fail(n, "measurement.trace", fmt::format("{} (got `{}`)", valid, n.Scalar()));
+      ms.trace = v;
+      // Only when given: run ids (hashes of params) of files without the key stay the same.
+      P["measurement.trace"] = std::to_string(v);
+    }
+  }
   P["measurement.batch"] = std::to_string(ms.batch);
   P["measurement.warmup_batches"] = std::to_string(ms.warmup_batches);
   P["measurement.batches"] = std::to_string(ms.batches);

@@ -109,6 +109,21 @@ struct MeasurementConfig {
   int64_t min_samples = 0;     ///< validity: each window must measure at least this many
   bool check_outputs = true;   ///< compare with the single-process model
   double tolerance = 1e-3;     ///< max relative error of the check
+  /// measurement.trace: kTraceAuto (not given), 0 (false), kTraceOn (true) or N (batches to keep
+  /// per rank). See trace_batches().
+  int64_t trace = kTraceAuto;
+  static constexpr int64_t kTraceAuto = -1, kTraceOn = -2;
+  static constexpr int64_t kShortRunBatches = 1000;    ///< "short": traced when not given
+  static constexpr int64_t kTraceOnBatches = 10000;    ///< what `trace: true` keeps per rank
+  static constexpr int64_t kMaxTraceBatches = 100000;  ///< the largest N
+  /// Batches (training: optimizer steps) whose events each rank keeps, 0 = no trace, for a run
+  /// that goes through `batches_per_rank` of them (all repetitions, warm-up included; training:
+  /// all steps). Not given: on (keeping kShortRunBatches) for a short run, off otherwise.
+  int64_t trace_batches(int64_t batches_per_rank) const {
+    if (trace == kTraceOn) return kTraceOnBatches;
+    if (trace >= 0) return trace;
+    return batches_per_rank <= kShortRunBatches ? kShortRunBatches : 0;
+  }
 };
 
 /// An expected value of a metric, with how far off it may be and which way is better.

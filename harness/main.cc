@@ -11,6 +11,7 @@
 #include "harness/report.h"
 #include "harness/runner.h"
 #include "harness/slurm.h"
+#include "harness/trace_cmd.h"
 #include "models/autoencoder.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"
@@ -61,6 +62,9 @@ commands:
   report FILE.h5 [--compare OTHER.h5]
                              each run's metrics, validity and PASS/FAIL against references;
                              with --compare, two files side by side run by run
+  trace FILE.h5 [--run ID] -o trace.json
+                             a run's merged multi-rank timeline (measurement.trace) as a
+                             Chrome trace-event file for ui.perfetto.dev or chrome://tracing
   models                     list the model zoo and each model's cut points
   summary ARCH [--input C,H,W] [--classes N] [--rate R] [--cut NAME]
                              per-unit shapes, FLOPs, parameters and bytes per cut
@@ -488,6 +492,7 @@ int main(int argc, char** argv) {
     if (cmd == "profile") return quilt::harness::cmd_profile(argc, argv);
     if (cmd == "calibrate") return quilt::harness::cmd_calibrate(argc, argv);
     if (cmd == "boards") return quilt::harness::cmd_boards(argc, argv);
+    if (cmd == "trace") return quilt::harness::cmd_trace(argc, argv);
     fmt::print(stderr, "quilt: unknown command `{}`\n{}", cmd, kUsage);
     return kExitUsage;
   } catch (const ConfigError& e) {

@@ -38,6 +38,14 @@ class Transfer {
   void isend(const Payload& p, int peer, MPI_Comm comm) { post(p, peer, comm, true); }
   void irecv(const Payload& p, int peer, MPI_Comm comm) { post(p, peer, comm, false); }
   bool active() const { return n_ > 0; }
+  // Whether the transfer has completed (then it is no longer active). Never blocks.
+  bool test() {
+    if (n_ == 0) return true;
+    int done = 0;
+    mpi::check(MPI_Testall(n_, reqs_, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+    if (done) n_ = 0;
+    return done != 0;
+  }
   void wait() {
     if (n_ == 0) return;
     mpi::check(MPI_Waitall(n_, reqs_, MPI_STATUSES_IGNORE), "MPI_Waitall");
@@ -146,14 +154,30 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
     recv[0].irecv(payload_of(recv_buf[0]), me - 1, comm);
   }
   // Outputs stay alive until their sends complete; at most two sends in flight.
-  std::deque<std::pair<at::Tensor, Transfer>> sends;
+  struct Send {
+    at::Tensor output;
+    Transfer transfer;
+    int64_t event = -1;  // its trace event, to end when the send is seen complete
+  };
+  std::deque<Send> sends;
+  TraceRecorder* trace = options.trace && options.trace->enabled() ? options.trace : nullptr;
+  const size_t first_event = trace ? trace->size() : 0;
+  // The end of a send is when this rank sees it complete: polled around each compute.
+  auto poll_sends = [&](double now) {
+    for (auto& s : sends)
+      if (s.event >= 0 && s.transfer.test()) trace->set_end(s.event, now), s.event = -1;
+  };
   at::Tensor zeros;  // stands in for the output of a failed board
   // Credits: the last rank tells rank 0 when a batch is done.
   std::vector<MPI_Request> credit_reqs;
   std::deque<int64_t> credit_values;  // send buffers must stay untouched until completion
 
+  timing.origin_s = now_s() + offset;
   for (int64_t i = 0; i < total; ++i) {
     if (i == warm) board.start_energy_window();
+    if (trace)
+      trace->begin_batch(measured(i) ? options.trace_batch_offset + i - warm : i - warm,
+                         options.trace_repetition);
     at::Tensor input;
     double t0 = now_s();
     if (first) {
@@ -170,6 +194,7 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       if (i + 1 < total) recv[(i + 1) % 2].irecv(payload_of(recv_buf[(i + 1) % 2]), me - 1, comm);
     }
     double t1 = now_s();
+    if (trace) poll_sends(t1);
     const Pacing& pace = options.pacing;
     const bool paced = pace.active();
     at::Tensor output;
@@ -206,15 +231,28 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       h2d = pace.h2d_s;
       d2h = pace.d2h_s;
     }
+    if (trace) {
+      poll_sends(t2);
+      if (first ? i >= window && n > 1 : true)
+        trace->add(first ? Phase::kCreditWait : Phase::kRecvWait, t0, t1);
+      if (h2d > 0) trace->add(Phase::kH2d, t1, t1 + h2d);
+      trace->add(Phase::kCompute, t1 + h2d, t2 - d2h);
+      if (d2h > 0) trace->add(Phase::kD2h, t2 - d2h, t2);
+    }
     double t3 = t2;
     if (!last) {
       while (sends.size() >= 2) {
-        sends.front().second.wait();
+        sends.front().transfer.wait();
+        if (trace) trace->set_end(sends.front().event, now_s());
         sends.pop_front();
       }
       t3 = now_s();
-      sends.emplace_back(output, Transfer{});
-      sends.back().second.isend(payload_of(output), me + 1, comm);
+      sends.push_back({output, Transfer{}, -1});
+      sends.back().transfer.isend(payload_of(output), me + 1, comm);
+      if (trace) {
+        trace->add(Phase::kSendWait, t2, t3);
+        sends.back().event = trace->add(Phase::kSend, t3, t3);
+      }
     }
     // Non-finite values would poison every later stage: name the first stage that made them.
     // Checked while the send is in flight; a sum is one pass without allocation, and only a
@@ -255,8 +293,12 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
   }
   // Send waits after the last batch belong to the last measured batch.
   double t = now_s();
-  for (auto& s : sends) s.second.wait();
+  for (auto& s : sends) {
+    s.transfer.wait();
+    if (trace) trace->set_end(s.event, now_s());
+  }
   if (!timing.send_wait_s.empty()) timing.send_wait_s.back() += now_s() - t;
+  if (trace) trace->shift(first_event, offset);
   if (auto e = board.stop_energy_window()) timing.board_energy_j = *e;
   if (!credit_reqs.empty())
     mpi::check(

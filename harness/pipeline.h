@@ -6,6 +6,7 @@
 // rank 0 bounds the batches in flight, so latency is not inflated by unbounded queueing.
 
 #include "backends/board.h"
+#include "harness/trace.h"
 
 #include <ATen/core/Tensor.h>
 #include <mpi.h>
@@ -31,6 +32,13 @@ struct PipelineOptions {
   int64_t batches = 10;        ///< measured batches (>= 2)
   int window_batches = 0;      ///< batches in flight; 0 = 2 x number of ranks
   Pacing pacing;               ///< dilated runs only
+  /// When set and enabled, every batch's phases are recorded into it (harness/trace.h), on
+  /// rank 0's clock: measured batch i as batch `trace_batch_offset + i`, warm-up batches as
+  /// -warmup_batches .. -1, all with repetition `trace_repetition`. Sends are then also tested
+  /// for completion before and after each compute, so that their end is seen.
+  TraceRecorder* trace = nullptr;
+  int64_t trace_batch_offset = 0;
+  int32_t trace_repetition = 0;
 };
 
 /// What one rank measured. Times in seconds; vectors have one entry per measured batch.
@@ -49,6 +57,7 @@ struct StageTiming {
   int64_t bytes_sent = 0, bytes_received = 0;  ///< measured batches only
   std::vector<double> start_s;  ///< rank 0: when batch i entered the pipeline (rank 0's clock)
   std::vector<double> end_s;    ///< last rank: when batch i left it, on rank 0's clock
+  double origin_s = 0;          ///< when the first batch began, on rank 0's clock
   /// Empty, or why this rank's board failed (exception or non-finite output) and at which
   /// batch. After a failure the rank keeps the protocol going with zero-filled outputs, so no
   /// peer waits forever; the caller marks the run failed.

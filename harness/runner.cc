@@ -10,6 +10,7 @@
 #include "harness/provenance.h"
 #include "harness/report.h"
 #include "harness/time_model.h"
+#include "harness/trace.h"
 #include "harness/training.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
@@ -596,11 +597,24 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       popts.warmup_batches = 0;
       popts.batches = kInputPool;
     }
+    // The timeline (measurement.trace): the measured pipeline, or the modeled schedule.
+    const auto& ms0 = run.measurement;
+    TraceRecorder trace(ms0.trace_batches((time_model == "modeled" ? 1 : ms0.repetitions) *
+                                          (ms0.warmup_batches + ms0.batches)),
+                        7);
+    double trace_origin = 0;
+    if (time_model == "modeled" && trace.enabled())
+      record_simulated(trace, simulated[k], board_times[k], ms0.warmup_batches, me, n);
+    else if (time_model != "modeled")
+      popts.trace = &trace;
     StageTiming all;  // repetitions one after another
     std::vector<std::vector<double>> rep_start, rep_end;
     for (int64_t rep = 0; rep < run.measurement.repetitions && !failed; ++rep) {
       StageTiming t;
+      popts.trace_repetition = static_cast<int32_t>(rep);
+      popts.trace_batch_offset = rep * run.measurement.batches;
       if (time_model != "modeled" || rep == 0) t = run_once(popts);
+      if (rep == 0 && time_model != "modeled") trace_origin = t.origin_s;
       auto errs = mpi::gather_strings(t.error, 0, comm);
       if (!mpi::all_ok(t.error.empty(), comm)) {
         if (root) fail(errs);
@@ -683,6 +697,9 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     std::vector<double> ends;
     for (const auto& e : rep_end) ends.insert(ends.end(), e.begin(), e.end());
     auto packed = mpi::gather_strings(pack_stage(stage, ends), 0, comm);
+    if (trace.enabled())
+      rec.trace = gather_trace(trace, trace_origin, dilation,
+                               time_model == "measured" ? "wall" : "board", comm);
     int64_t overruns = all.overruns;
     mpi::check(MPI_Allreduce(MPI_IN_PLACE, &overruns, 1, MPI_INT64_T, MPI_SUM, comm),
                "MPI_Allreduce(overruns)");

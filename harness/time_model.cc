@@ -48,6 +48,7 @@ std::vector<SimulatedStage> simulate_pipeline(const std::vector<BoardTimes>& sta
         end[i] = t2;
       }
       free[r] = t3;
+      out[r].schedule.push_back({t0, t1, t2, t3, r < n - 1 ? sent[r][i] : t2});
       if (i >= warmup) {
         SimulatedStage& s = out[r];
         s.h2d_s.push_back(b.h2d_s);

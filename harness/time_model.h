@@ -28,6 +28,14 @@ struct BoardTimes {
 /// same meaning as the real pipeline's StageTiming (harness/pipeline.h).
 struct SimulatedStage {
   std::vector<double> h2d_s, compute_s, d2h_s, recv_wait_s, send_wait_s;
+  /// Every batch's schedule on this stage, warm-up included (warmup + batches entries), for the
+  /// timeline: when the stage began waiting for the input, when it had it (the board starts),
+  /// when the board finished, when the send was posted (after waiting for an earlier send) and
+  /// when it arrived (last stage: sent_s = done_s).
+  struct Batch {
+    double wait_s = 0, ready_s = 0, done_s = 0, send_posted_s = 0, sent_s = 0;
+  };
+  std::vector<Batch> schedule;
   std::vector<double> start_s;  ///< stage 0: when batch i entered the pipeline
   std::vector<double> end_s;    ///< last stage: when batch i left it
 };

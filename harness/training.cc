@@ -2,6 +2,8 @@
 
 #include "harness/hash.h"
 #include "harness/mpi.h"
+#include "harness/pipeline.h"
+#include "harness/trace.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
 #include "trainers/checkpoint.h"
@@ -453,6 +455,13 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
   // scratch | freeze | finetune, data parallel over the ranks.
   trainers::TrainResult result;
   models::QuiltModel qm{nullptr};
+  // The timeline (measurement.trace): the phases of every step, on rank 0's clock.
+  const int64_t global_batch = std::max<int64_t>(1, run.training.batch);
+  const int64_t steps =
+      run.training.epochs * ((tr.train_samples + global_batch - 1) / global_batch);
+  TraceRecorder trace(run.measurement.trace_batches(steps), 5);
+  const double clock_offset = trace.enabled() ? clock_offset_to_rank0(comm) : 0.0;
+  const double trace_origin = now_s() + clock_offset;
   try {
     qm = models::QuiltModel(base, run.partition.cuts,
                             {run.autoencoder.rate, run.autoencoder.kernel});
@@ -467,11 +476,24 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
       tr.checkpoint = path;
       if (print && resume) fmt::print("  resuming from checkpoint {}\n", path);
     }
+    if (trace.enabled()) {
+      o.on_step_phase = [&trace, current = int64_t{-1}](trainers::StepPhase phase, int64_t step,
+                                                        int64_t epoch, double start_s,
+                                                        double end_s) mutable {
+        if (step != current) trace.begin_batch(step, static_cast<int32_t>(epoch)), current = step;
+        trace.add(static_cast<Phase>(static_cast<int>(Phase::kData) + static_cast<int>(phase)),
+                  start_s, end_s);
+      };
+    }
     result = trainers::train(qm, data, o, parallel);
   } catch (const std::exception& e) {
     error = e.what();
   }
   if (!agree(error)) return finish();
+  if (trace.enabled()) {
+    trace.shift(0, clock_offset);
+    rec.trace = gather_trace(trace, trace_origin, 1.0, "wall", comm);
+  }
   for (const auto& e : result.epochs) {
     tr.epoch.push_back(e.epoch);
     tr.phase.push_back(tr.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");

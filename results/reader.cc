@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "results/h5.h"
+#include "results/trace_io.h"
 
 namespace quilt::results {
 namespace {
@@ -183,6 +184,7 @@ RunRecord read_run(const h5::Group& runs, const std::string& id) {
   r.stages = read_numbered(g.open_group("stages"), read_stage);
   // Optional: only training runs have it (files of pipeline-only experiments do not).
   if (g.has("training")) r.training = read_training(g.open_group("training"));
+  r.trace = read_trace(g);  // optional: runs without measurement.trace have none
   return r;
 }
 

@@ -2,6 +2,8 @@
 // Plain value types for what an experiment produces. No HDF5, no MPI, no LibTorch here: the
 // harness fills these, results/writer.h stores them, results/reader.h reads them back.
 
+#include "results/trace.h"
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -144,6 +146,8 @@ struct RunRecord {
   std::vector<StageRecord> stages;
   /// Training runs only (training.mode is empty for pipeline runs, which have no such group).
   TrainingRecord training;
+  /// The merged timeline of every rank (measurement.trace); empty when not traced.
+  TraceRecord trace;
 };
 
 /// Where and how the file was made.

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "results/h5.h"
+#include "results/trace_io.h"
 
 namespace quilt::results {
 namespace {
@@ -202,6 +203,7 @@ void write_run(const h5::Group& runs, const RunRecord& r) {
     for (size_t k = 0; k < r.stages.size(); ++k) write_stage(stages, k, r.stages[k]);
   }
   if (!r.training.mode.empty()) write_training(g, r.training);
+  write_trace(g, r.trace);
   // Last, so that a reader of a file produced by some other, non-atomic path can tell a run that
   // was cut short from a finished one.
   g.write_attribute("complete", static_cast<int64_t>(1));

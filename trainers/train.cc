@@ -258,6 +258,7 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     forward_flops = 0.0;  // a layer the summary does not know: the FLOP estimate stays 0
   }
 
+  int64_t step = 0;  // over all epochs of this call, for on_step_phase
   while (state.phase <= num_phases) {
     if (state.phase_epochs >= phase_epochs_max(state.phase)) {
       // A phase with no epochs left (epochs = 0, or a resumed run that was already at its end).
@@ -285,7 +286,15 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     double loss_sum = 0.0, correct = 0.0;
     int64_t seen = 0;
     const auto params = trainable(state.phase);
-    for (int64_t b = 0; b < batches; ++b) {
+    const auto& trace = options.on_step_phase;
+    for (int64_t b = 0; b < batches; ++b, ++step) {
+      double ts = trace ? now_s() : 0.0;
+      // Ends the phase begun at `ts` and begins the next one.
+      auto mark = [&](StepPhase phase) {
+        const double t = now_s();
+        trace(phase, step, epoch, ts, t);
+        ts = t;
+      };
       const int64_t first = b * options.batch_size;
       const int64_t count = std::min(options.batch_size, n_train - first);
       auto [lo, hi] = shard(count, parallel.rank, parallel.size);
@@ -303,6 +312,7 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
         y = train.y.index_select(0, idx);
       }
       optimizer->zero_grad();
+      if (trace) mark(StepPhase::kData);
       double batch_loss = 0.0, batch_correct = 0.0;
       if (hi > lo) {
         auto out = model->forward(x);
@@ -310,9 +320,11 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
             torch::nn::functional::cross_entropy(
                 out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
             static_cast<double>(count);
+        if (trace) mark(StepPhase::kForward);
         loss.backward();
         batch_loss = loss.item<double>() * static_cast<double>(count);
         batch_correct = out.detach().argmax(1).eq(y).sum().item<double>();
+        if (trace) mark(StepPhase::kBackward);
       }
       if (parallel.size > 1) {
         std::vector<torch::Tensor> grads;
@@ -327,6 +339,7 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
         sum_over_ranks(grads, parallel);
         batch_loss = grads.back()[0].item<double>();
         batch_correct = grads.back()[1].item<double>();
+        if (trace) mark(StepPhase::kAllreduce);
       }
       if (!std::isfinite(batch_loss)) {
         result.ok = false;
@@ -337,6 +350,7 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
         return result;
       }
       optimizer->step();
+      if (trace) mark(StepPhase::kOptimizer);
       loss_sum += batch_loss;
       correct += batch_correct;
       seen += count;

@@ -67,6 +67,9 @@ struct Parallel {
   std::function<void(std::vector<torch::Tensor>&)> average;
 };
 
+/// Phases of one optimizer step, for timelines (harness/trace.h).
+enum class StepPhase { kData, kForward, kBackward, kAllreduce, kOptimizer };
+
 /// Training settings. Units in names; epochs count passes over the (sharded) training split.
 struct TrainOptions {
   Mode mode = Mode::kScratch;
@@ -99,6 +102,11 @@ struct TrainOptions {
   /// Stop after this many epochs of this call (0 = no limit), as if interrupted, with the
   /// checkpoint written: for batch jobs with a time limit that resume in the next job.
   int64_t stop_after_epochs = 0;
+  /// When set, called after each phase of each training step with the step (from 0, over all
+  /// epochs of this call), the epoch (1-based) and the phase's start and end on the steady
+  /// clock, in seconds. Called in the timed loop: must be cheap and must not throw.
+  std::function<void(StepPhase, int64_t step, int64_t epoch, double start_s, double end_s)>
+      on_step_phase;
 };
 
 /// Throws TrainerError naming the option and the valid range for options that cannot work

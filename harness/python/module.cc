@@ -8,7 +8,9 @@
 #include "partitioners/python_bindings.h"
 #include "results/error.h"
 #include "results/reader.h"
+#include "results/trace_io.h"
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/torch.h>
@@ -196,6 +198,32 @@ py::dict read_results(const std::string& path) {
   return d;
 }
 
+py::dict read_events(const std::string& path, const std::string& run_id) {
+  auto e = results::read_experiment(path);
+  const results::RunRecord& r = results::traced_run(e, path, run_id);
+  const results::TraceRecord& t = r.trace;
+  auto array = [](const auto& v) {
+    using T = typename std::decay_t<decltype(v)>::value_type;
+    return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
+  };
+  py::dict d;
+  d["run_id"] = r.id;
+  d["time_model"] = r.time_model;
+  d["clock"] = t.clock;
+  d["dropped_events"] = t.dropped_events;
+  d["max_batches"] = t.max_batches;
+  d["phases"] = t.phases;
+  d["rank"] = array(t.rank);
+  d["batch"] = array(t.batch);
+  d["repetition"] = array(t.repetition);
+  py::list names;
+  for (int64_t p : t.phase) names.append(py::str(t.phases.at(static_cast<size_t>(p))));
+  d["phase"] = names;
+  d["start_s"] = array(t.start_s);
+  d["end_s"] = array(t.end_s);
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(quilt, m) {
@@ -213,5 +241,11 @@ PYBIND11_MODULE(quilt, m) {
         "channels / ceil(channels / rate): the reduction the autoencoder achieves.");
   m.def("read_results", &read_results, py::arg("path"),
         "Reads a Quilt HDF5 result file into dicts and lists (layout: results/SCHEMA.md).");
+  m.def("read_events", &read_events, py::arg("path"), py::arg("run_id") = "",
+        "The merged timeline of one run (/runs/<id>/trace, results/SCHEMA.md) as a dict: per "
+        "event `rank`, `batch`, `repetition` (numpy int64), `phase` (list of names), `start_s`, "
+        "`end_s` (numpy float64, seconds from the run's start on rank 0's clock), and `clock` "
+        "('wall' or 'board'), `time_model`, `dropped_events`, `max_batches`, `phases`, `run_id`. "
+        "run_id: an id or a unique prefix; empty = the first run with a trace.");
   quilt::partitioners::bind_partitioners(m);
 }

@@ -3,13 +3,18 @@
 
 #include "harness/mpi.h"
 #include "harness/pipeline.h"
+#include "harness/trace.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <limits>
+#include <map>
 #include <optional>
 #include <stdexcept>
+#include <thread>
+#include <tuple>
 
 namespace quilt::harness {
 namespace {
@@ -173,6 +178,102 @@ TEST(PipelineMpi, PacingStretchesEveryBatchToItsBoardTime) {
   EXPECT_EQ(timing.d2h_s, std::vector<double>(3, 0.02));
   for (double c : timing.compute_s) EXPECT_GE(c, 0.06 - 1e-9);
   EXPECT_LT(timing.board_energy_j, 0);  // a board without a power sensor
+}
+
+// A board that takes a few milliseconds per batch, so that transfers have compute to overlap.
+class SlowBoard : public FakeBoard {
+ public:
+  using FakeBoard::FakeBoard;
+  at::Tensor run(const at::Tensor& input) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(4));
+    return FakeBoard::run(input);
+  }
+};
+
+// The merged timeline (harness/trace.h): every rank's events on rank 0's clock nest as the
+// protocol says, across ranks: a batch's compute on rank k starts after its receive on rank k
+// ended, which ends after rank k-1 began sending it; sends overlap the next batch's compute.
+TEST(PipelineMpi, TraceEventsNestAcrossRanks) {
+  const int me = mpi::rank(), n = mpi::size();
+  SlowBoard board(me);
+  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
+  constexpr int64_t kWarm = 2, kMeasured = 8;
+  TraceRecorder trace(100, 7);
+  PipelineOptions options;
+  options.warmup_batches = kWarm;
+  options.batches = kMeasured;
+  options.trace = &trace;
+  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
+                             options, MPI_COMM_WORLD);
+  ASSERT_EQ(timing.error, "");
+  auto rec = gather_trace(trace, timing.origin_s, 1.0, "wall", MPI_COMM_WORLD);
+  if (me != 0) {
+    EXPECT_TRUE(rec.empty());
+    return;
+  }
+  EXPECT_EQ(rec.clock, "wall");
+  EXPECT_EQ(rec.dropped_events, 0);
+  ASSERT_EQ(rec.phases, phase_names());
+  // (rank, batch, phase) -> [start, end]
+  std::map<std::tuple<int64_t, int64_t, std::string>, std::pair<double, double>> ev;
+  for (size_t i = 0; i < rec.size(); ++i) {
+    EXPECT_LE(rec.start_s[i], rec.end_s[i]);
+    EXPECT_GE(rec.start_s[i], -1e-3);
+    auto key = std::make_tuple(rec.rank[i], rec.batch[i], rec.phases[rec.phase[i]]);
+    EXPECT_TRUE(ev.emplace(key, std::make_pair(rec.start_s[i], rec.end_s[i])).second)
+        << "duplicate event";
+  }
+  auto at = [&](int64_t r, int64_t b, const std::string& p) {
+    auto it = ev.find({r, b, p});
+    EXPECT_NE(it, ev.end()) << "rank " << r << " batch " << b << " has no " << p;
+    return it == ev.end() ? std::make_pair(0.0, 0.0) : it->second;
+  };
+  // Clock offsets are estimated by ping-pong: allow a little slack across ranks.
+  constexpr double kSlack = 5e-4;
+  for (int r = 0; r < n; ++r) {
+    int overlapping_sends = 0;
+    for (int64_t b = -kWarm; b < kMeasured; ++b) {
+      auto compute = at(r, b, "compute");
+      EXPECT_GE(compute.second - compute.first, 0.003);
+      if (r > 0) {
+        auto recv = at(r, b, "recv_wait");
+        EXPECT_LE(recv.second, compute.first + 1e-9);
+        EXPECT_GE(recv.second, at(r - 1, b, "send").first - kSlack)
+            << "rank " << r << " batch " << b << " arrived before it was sent";
+        EXPECT_GE(compute.first, at(r - 1, b, "compute").second - kSlack);
+      }
+      if (r < n - 1) {
+        auto send = at(r, b, "send");
+        auto wait = at(r, b, "send_wait");
+        EXPECT_GE(wait.first, compute.second - 1e-9);
+        EXPECT_LE(wait.second, send.first + 1e-9);
+        if (b + 1 < kMeasured) {
+          auto next = at(r, b + 1, "compute");
+          if (send.first < next.second && send.second > next.first) ++overlapping_sends;
+        }
+      } else {
+        EXPECT_EQ(ev.count({r, b, "send"}), 0u);
+      }
+    }
+    // Sends are non-blocking: the output of batch b travels while batch b + 1 computes.
+    if (r < n - 1) EXPECT_GT(overlapping_sends, 0) << "rank " << r;
+  }
+}
+
+TEST(PipelineMpi, TraceKeepsTheFirstBatchesAndCountsTheRest) {
+  const int me = mpi::rank();
+  FakeBoard board(me);
+  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
+  TraceRecorder trace(3, 7);
+  PipelineOptions options;
+  options.warmup_batches = 1;
+  options.batches = 4;
+  options.trace = &trace;
+  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
+                             options, MPI_COMM_WORLD);
+  ASSERT_EQ(timing.error, "");
+  EXPECT_GT(trace.dropped(), 0);
+  for (const auto& e : trace.events()) EXPECT_LT(e.batch, 2);  // batches -1, 0, 1 kept
 }
 
 TEST(PipelineMpi, ClockOffsetIsSmallOnOneHost) {

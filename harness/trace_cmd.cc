@@ -1,0 +1,132 @@
+#include "harness/trace_cmd.h"
+
+#include "harness/experiment.h"
+#include "results/reader.h"
+#include "results/trace_io.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <fstream>
+#include <set>
+
+namespace quilt::harness {
+namespace {
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
+    else
+      out += c;
+  }
+  return out + "\"";
+}
+
+constexpr int64_t kSendThread = 1000;
+
+}  // namespace
+
+std::string chrome_trace_json(const results::RunRecord& run, const std::string& experiment) {
+  const results::TraceRecord& t = run.trace;
+  const std::string clock = t.clock == "board" ? "board time" : "wall time";
+  std::string out = "{\"traceEvents\":[\n";
+  std::set<int64_t> ranks(t.rank.begin(), t.rank.end());
+  bool first = true;
+  auto line = [&](const std::string& s) {
+    out += first ? "" : ",\n";
+    out += s;
+    first = false;
+  };
+  size_t send_code = t.phases.size();
+  for (size_t i = 0; i < t.phases.size(); ++i)
+    if (t.phases[i] == "send") send_code = i;
+  for (int64_t r : ranks) {
+    line(fmt::format(
+        R"({{"name":"process_name","ph":"M","pid":{0},"tid":{0},"args":{{"name":"rank {0} ({1})"
+  }
+}
+}
+})",
+        r, clock));
+line(fmt::format(
+    R"({{"name":"process_sort_index","ph":"M","pid":{0},"tid":{0},"args":{{"sort_index":{0}}}}})",
+    r));
+line(fmt::format(
+    R"({{"name":"thread_name","ph":"M","pid":{0},"tid":{0},"args":{{"name":"rank {0}"}}}})", r));
+line(fmt::format(
+    R"({{"name":"thread_name","ph":"M","pid":{0},"tid":{1},"args":{{"name":"rank {0} sends"}}}})",
+    r, kSendThread + r));
+}
+for (size_t i = 0; i < t.size(); ++i) {
+  const auto code = static_cast<size_t>(t.phase[i]);
+  const int64_t tid = code == send_code ? kSendThread + t.rank[i] : t.rank[i];
+  line(fmt::format(
+      R"({{"name":{},"cat":"{}","ph":"X","ts":{:.3f},"dur":{:.3f},"pid":{},"tid":{},"args":{{"batch":{},"repetition":{}}}}})",
+      json_string(t.phases.at(code)), run.training.mode.empty() ? "pipeline" : "training",
+      1e6 * t.start_s[i], std::max(0.0, 1e6 * (t.end_s[i] - t.start_s[i])), t.rank[i], tid,
+      t.batch[i], t.repetition[i]));
+}
+out += "\n],\n\"displayTimeUnit\":\"ms\",\n";
+out += fmt::format(
+    "\"otherData\":{{\"title\":{},\"experiment\":{},\"run\":{},\"time_model\":{},\"clock\":{},"
+    "\"dropped_events\":{},\"max_batches_per_rank\":{}}}\n}}\n",
+    json_string(fmt::format("{} run {}: {} ({} model)", experiment, run.id, clock, run.time_model)),
+    json_string(experiment), json_string(run.id), json_string(run.time_model), json_string(t.clock),
+    t.dropped_events, t.max_batches);
+return out;
+}
+
+int cmd_trace(int argc, char** argv) {
+  std::string file, run_id, output;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--run" || a == "-o" || a == "--output") {
+      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, a, "needs a value");
+      (a == "--run" ? run_id : output) = argv[++i];
+    } else if (!a.empty() && a[0] == '-') {
+      throw ConfigError("<command line>", 0, 0, a,
+                        "unknown option for `quilt trace`; valid: --run ID, -o/--output FILE");
+    } else if (file.empty()) {
+      file = a;
+    } else {
+      throw ConfigError("<command line>", 0, 0, "trace",
+                        "takes one result file: quilt trace FILE.h5 [--run ID] -o trace.json");
+    }
+  }
+  if (file.empty() || output.empty())
+    throw ConfigError("<command line>", 0, 0, "trace",
+                      "usage: quilt trace FILE.h5 [--run ID] -o trace.json");
+  const results::ExperimentRecord record = results::read_experiment(file);
+  const results::RunRecord& run = results::traced_run(record, file, run_id);
+  const std::string json = chrome_trace_json(run, record.name);
+  // Written beside the target and renamed, so a failed write never leaves half a file.
+  const std::string tmp = output + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << json;
+    out.close();
+    if (!out) {
+      std::remove(tmp.c_str());
+      throw ConfigError("<command line>", 0, 0, "--output",
+                        fmt::format("cannot write `{}`", output));
+    }
+  }
+  if (std::rename(tmp.c_str(), output.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw ConfigError("<command line>", 0, 0, "--output", fmt::format("cannot write `{}`", output));
+  }
+  fmt::print(
+      "{}: run {}, {} events from {} rank(s) ({} time{}) -> {}\n", file, run.id, run.trace.size(),
+      std::set<int64_t>(run.trace.rank.begin(), run.trace.rank.end()).size(), run.trace.clock,
+      run.trace.dropped_events > 0 ? fmt::format(", {} events dropped by measurement.trace's bound",
+                                                 run.trace.dropped_events)
+                                   : "",
+      output);
+  return 0;
+}
+
+}  // namespace quilt::harness
