@@ -46,38 +46,36 @@ std::string chrome_trace_json(const results::RunRecord& run, const std::string& 
     if (t.phases[i] == "send") send_code = i;
   for (int64_t r : ranks) {
     line(fmt::format(
-        R"({{"name":"process_name","ph":"M","pid":{0},"tid":{0},"args":{{"name":"rank {0} ({1})"
-  }
-}
-}
-})",
+        R"j({{"name":"process_name","ph":"M","pid":{0},"tid":{0},"args":{{"name":"rank {0} ({1})"}}}})j",
         r, clock));
-line(fmt::format(
-    R"({{"name":"process_sort_index","ph":"M","pid":{0},"tid":{0},"args":{{"sort_index":{0}}}}})",
-    r));
-line(fmt::format(
-    R"({{"name":"thread_name","ph":"M","pid":{0},"tid":{0},"args":{{"name":"rank {0}"}}}})", r));
-line(fmt::format(
-    R"({{"name":"thread_name","ph":"M","pid":{0},"tid":{1},"args":{{"name":"rank {0} sends"}}}})",
-    r, kSendThread + r));
-}
-for (size_t i = 0; i < t.size(); ++i) {
-  const auto code = static_cast<size_t>(t.phase[i]);
-  const int64_t tid = code == send_code ? kSendThread + t.rank[i] : t.rank[i];
-  line(fmt::format(
-      R"({{"name":{},"cat":"{}","ph":"X","ts":{:.3f},"dur":{:.3f},"pid":{},"tid":{},"args":{{"batch":{},"repetition":{}}}}})",
-      json_string(t.phases.at(code)), run.training.mode.empty() ? "pipeline" : "training",
-      1e6 * t.start_s[i], std::max(0.0, 1e6 * (t.end_s[i] - t.start_s[i])), t.rank[i], tid,
-      t.batch[i], t.repetition[i]));
-}
-out += "\n],\n\"displayTimeUnit\":\"ms\",\n";
-out += fmt::format(
-    "\"otherData\":{{\"title\":{},\"experiment\":{},\"run\":{},\"time_model\":{},\"clock\":{},"
-    "\"dropped_events\":{},\"max_batches_per_rank\":{}}}\n}}\n",
-    json_string(fmt::format("{} run {}: {} ({} model)", experiment, run.id, clock, run.time_model)),
-    json_string(experiment), json_string(run.id), json_string(run.time_model), json_string(t.clock),
-    t.dropped_events, t.max_batches);
-return out;
+    line(fmt::format(
+        R"j({{"name":"process_sort_index","ph":"M","pid":{0},"tid":{0},"args":{{"sort_index":{0}}}}})j",
+        r));
+    line(fmt::format(
+        R"j({{"name":"thread_name","ph":"M","pid":{0},"tid":{0},"args":{{"name":"rank {0}"}}}})j",
+        r));
+    line(fmt::format(
+        R"j({{"name":"thread_name","ph":"M","pid":{0},"tid":{1},"args":{{"name":"rank {0} sends"}}}})j",
+        r, kSendThread + r));
+  }
+  for (size_t i = 0; i < t.size(); ++i) {
+    const auto code = static_cast<size_t>(t.phase[i]);
+    const int64_t tid = code == send_code ? kSendThread + t.rank[i] : t.rank[i];
+    line(fmt::format(
+        R"j({{"name":{},"cat":"{}","ph":"X","ts":{:.3f},"dur":{:.3f},"pid":{},"tid":{},"args":{{"batch":{},"repetition":{}}}}})j",
+        json_string(t.phases.at(code)), run.training.mode.empty() ? "pipeline" : "training",
+        1e6 * t.start_s[i], std::max(0.0, 1e6 * (t.end_s[i] - t.start_s[i])), t.rank[i], tid,
+        t.batch[i], t.repetition[i]));
+  }
+  out += "\n],\n\"displayTimeUnit\":\"ms\",\n";
+  out += fmt::format(
+      "\"otherData\":{{\"title\":{},\"experiment\":{},\"run\":{},\"time_model\":{},\"clock\":{},"
+      "\"dropped_events\":{},\"max_batches_per_rank\":{}}}\n}}\n",
+      json_string(
+          fmt::format("{} run {}: {} ({} model)", experiment, run.id, clock, run.time_model)),
+      json_string(experiment), json_string(run.id), json_string(run.time_model),
+      json_string(t.clock), t.dropped_events, t.max_batches);
+  return out;
 }
 
 int cmd_trace(int argc, char** argv) {
