@@ -62,6 +62,14 @@ results::TraceRecord gather_trace(const TraceRecorder& mine, double origin_s, do
   t.clock = clock;
   t.max_batches = mine.max_batches();
   t.phases = phase_names();
+  // The run starts at the earliest event of any rank: a rank that finished the clock
+  // synchronisation first may begin waiting for its input before rank 0 begins its first batch.
+  for (const std::string& b : all)
+    for (size_t i = 0; sizeof(int64_t) + (i + 1) * sizeof(TraceEvent) <= b.size(); ++i) {
+      TraceEvent e;
+      std::memcpy(&e, b.data() + sizeof(int64_t) + i * sizeof(TraceEvent), sizeof e);
+      origin_s = std::min(origin_s, e.start_s);
+    }
   for (size_t r = 0; r < all.size(); ++r) {
     const std::string& b = all[r];
     int64_t d = 0;

@@ -93,9 +93,10 @@ void record_simulated(TraceRecorder& trace, const SimulatedStage& sim, const Boa
                       int64_t warmup, int stage, int stages);
 
 /// Gathers every rank's events (already on rank 0's clock) to rank 0 and returns them there as
-/// one record: times become (t - origin_s) / time_scale (origin_s: the run's start on rank 0's
-/// clock; time_scale: the dilation factor, 1 otherwise), `clock` "wall" or "board". Other ranks
-/// get an empty record. Collective over `comm`; blocks. Throws MpiError.
+/// one record: times become (t - origin) / time_scale, origin being the earlier of origin_s
+/// (rank 0's first batch, on its clock) and the earliest event of any rank; time_scale: the
+/// dilation factor, 1 otherwise), `clock` "wall" or "board". Other ranks get an empty record.
+/// Collective over `comm`; blocks. Throws MpiError.
 results::TraceRecord gather_trace(const TraceRecorder& mine, double origin_s, double time_scale,
                                   const std::string& clock, MPI_Comm comm);
 

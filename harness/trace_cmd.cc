@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -54,13 +55,16 @@ std::string chrome_trace_json(const results::RunRecord& run, const std::string& 
     line(fmt::format(
         R"j({{"name":"thread_name","ph":"M","pid":{0},"tid":{0},"args":{{"name":"rank {0}"}}}})j",
         r));
-    line(fmt::format(
-        R"j({{"name":"thread_name","ph":"M","pid":{0},"tid":{1},"args":{{"name":"rank {0} sends"}}}})j",
-        r, kSendThread + r));
+    for (int lane = 0; lane < 2; ++lane)
+      line(fmt::format(
+          R"j({{"name":"thread_name","ph":"M","pid":{0},"tid":{1},"args":{{"name":"rank {0} sends ({2} batches)"}}}})j",
+          r, kSendThread * (1 + lane) + r, lane == 0 ? "even" : "odd"));
   }
   for (size_t i = 0; i < t.size(); ++i) {
     const auto code = static_cast<size_t>(t.phase[i]);
-    const int64_t tid = code == send_code ? kSendThread + t.rank[i] : t.rank[i];
+    // Two sends may be in flight: alternate batches on two lanes, so each lane's events nest.
+    const int64_t lane = (t.batch[i] % 2 + 2) % 2;
+    const int64_t tid = code == send_code ? kSendThread * (1 + lane) + t.rank[i] : t.rank[i];
     line(fmt::format(
         R"j({{"name":{},"cat":"{}","ph":"X","ts":{:.3f},"dur":{:.3f},"pid":{},"tid":{},"args":{{"batch":{},"repetition":{}}}}})j",
         json_string(t.phases.at(code)), run.training.mode.empty() ? "pipeline" : "training",

@@ -11,8 +11,9 @@ namespace quilt::harness {
 /// The trace of `run` in the Chrome trace-event JSON format: one process per rank (pid = rank,
 /// "process_name" metadata "rank R (<clock> time)"), its phases as "X" complete events on
 /// thread tid = rank, ts/dur in microseconds from the run's start; sends, which overlap the
-/// next batch's compute by design, on a second thread of the rank's process (tid = 1000 + R,
-/// "sends") so that every thread's events nest. args carry batch and repetition; otherData
+/// next batch's compute by design and each other (two in flight), on two more threads of the
+/// rank's process (tid 1000 + R for even batches, 2000 + R for odd) so that every thread's
+/// events nest. args carry batch and repetition; otherData
 /// the run id, time model, clock and dropped events. Requires !run.trace.empty().
 std::string chrome_trace_json(const results::RunRecord& run, const std::string& experiment);
 

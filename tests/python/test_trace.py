@@ -95,7 +95,8 @@ def test_quilt_trace_writes_valid_trace_event_json(measured, tmp_path):
     assert all("wall time" in n for n in names.values())
     assert {e["pid"] for e in complete} == {0, 1, 2}
     for e in complete:
-        assert e["tid"] == (1000 + e["pid"] if e["name"] == "send" else e["pid"])
+        lane = 1000 * (1 + e["args"]["batch"] % 2)
+        assert e["tid"] == (lane + e["pid"] if e["name"] == "send" else e["pid"])
     # Within one thread, events nest (Perfetto rejects partial overlaps): sorted, none overlaps.
     for tid in {e["tid"] for e in complete}:
         xs = sorted((e["ts"], e["ts"] + e["dur"]) for e in complete if e["tid"] == tid)
