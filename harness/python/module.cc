@@ -64,9 +64,13 @@ py::dict summary(const std::string& arch, std::optional<std::vector<int64_t>> in
     x["wire_shape"] = shape_list(t.wire_shape);
     x["wire_bytes_per_sample"] = t.wire_bytes_per_sample;
     x["effective_rate"] = t.effective_rate;
-    py::list tensors;
-    for (const auto& tensor : t.tensors) tensors.append(tensor.name);
+    py::list tensors, tensor_shapes;
+    for (const auto& tensor : t.tensors) {
+      tensors.append(tensor.name);
+      tensor_shapes.append(shape_list(tensor.shape));
+    }
     x["tensors"] = tensors;
+    x["tensor_shapes"] = tensor_shapes;  // each crossing tensor's own shape, packed order
     cuts.append(x);
   }
   d["cuts"] = cuts;
