@@ -344,7 +344,7 @@ def test_bad_stall_timeout_is_bad_input(tmp_path):
 # ---- append: flat per-run cost ------------------------------------------------------------------
 
 def test_per_run_write_cost_stays_flat(tmp_path):
-    runs = 2000
+    runs = 600  # bench/append_bench.py measures 10,000
     exp = sweep(tmp_path, runs=runs, batches=2, backend="null")
     out = tmp_path / "o.h5"
     r = quilt("run", exp, "--output", out, timeout=600)
@@ -354,8 +354,8 @@ def test_per_run_write_cost_stays_flat(tmp_path):
         ends = [f["runs"][i].attrs["end_unix_s"] for i in ids]
     assert len(ends) == runs
     gaps = [b - a for a, b in zip(ends, ends[1:])]
-    early = sorted(gaps[:300])[150]
-    late = sorted(gaps[-300:])[150]
+    early = sorted(gaps[:150])[75]
+    late = sorted(gaps[-150:])[75]
     # The whole-file rewrite made the late gaps 30x the early ones at 400 runs; appending keeps
     # them alike (a generous bound: the machine is shared).
     assert late < 3 * early + 0.002, (early, late)
@@ -364,15 +364,20 @@ def test_per_run_write_cost_stays_flat(tmp_path):
 # ---- absurd input -------------------------------------------------------------------------------
 
 def test_huge_sweep_list_is_refused_cheaply(tmp_path):
-    import resource
+    import json
+    import sys
     values = ", ".join(str(i) for i in range(2_000_000))
     exp = tmp_path / "huge.yaml"
     exp.write_text(sweep(tmp_path, runs=1).read_text().replace("[1]", f"[{values}]"))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    r = local("validate", exp, timeout=120)
-    assert r.returncode == 2 and "more than 100000 values" in r.stderr, r.stderr[-2000:]
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    assert max(before, peak_kib) < 2_000_000  # well under 2 GB (loading it all took 5.5 GB)
+    # Peak memory of quilt alone: measured from a fresh process, whose only child it is.
+    probe = ("import json, resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
+             "capture_output=True, text=True); print(json.dumps([r.returncode, r.stderr, "
+             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    out = subprocess.run([sys.executable, "-c", probe, QUILT, "validate", str(exp)],
+                         capture_output=True, text=True, timeout=120, env=ENV)
+    rc, stderr, peak_kib = json.loads(out.stdout)
+    assert rc == 2 and "more than 100000 values" in stderr, stderr[-2000:]
+    assert peak_kib < 1_000_000  # well under 1 GB (loading the list whole took gigabytes)
 
 
 def test_huge_unknown_arch_is_echoed_clipped(tmp_path):
