@@ -3,6 +3,8 @@
 #include "harness/hash.h"
 
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -16,14 +18,24 @@
 
 namespace quilt::harness {
 
+std::string clip(std::string_view value, size_t max_chars) {
+  if (value.size() <= max_chars) return std::string(value);
+  size_t cut = max_chars;
+  // Not inside a UTF-8 sequence: back up over continuation bytes (10xxxxxx).
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return fmt::format("{}... ({} bytes)", value.substr(0, cut), value.size());
+}
+
 namespace {
 
+// The place and the key come from the user too (a path, an unknown key): clipped like values. A
+// message longer than any this code writes holds an echoed value that escaped clip().
 std::string format_error(const std::string& file, int line, int column, const std::string& key,
                          const std::string& message) {
-  std::string where = file;
+  std::string where = clip(file);
   if (line > 0) where += fmt::format(":{}:{}", line, column);
-  if (key.empty()) return fmt::format("{}: {}", where, message);
-  return fmt::format("{}: `{}`: {}", where, key, message);
+  if (key.empty()) return fmt::format("{}: {}", where, clip(message, 4000));
+  return fmt::format("{}: `{}`: {}", where, clip(key), clip(message, 4000));
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {
@@ -152,7 +164,7 @@ class Reader {
     try {
       return node.as<T>();
     } catch (const YAML::Exception&) {
-      fail(node, key, fmt::format("must be {} (got `{}`)", type_name, node.Scalar()));
+      fail(node, key, fmt::format("must be {} (got `{}`)", type_name, clip(node.Scalar())));
     }
   }
 
@@ -191,7 +203,7 @@ class Reader {
                      const std::vector<std::string>& valid) const {
     auto v = text(n, key);
     if (std::find(valid.begin(), valid.end(), v) == valid.end())
-      fail(n, key, fmt::format("`{}` is not valid; valid values: {}", v, join(valid)));
+      fail(n, key, fmt::format("`{}` is not valid; valid values: {}", clip(v), join(valid)));
     return v;
   }
 
@@ -206,6 +218,65 @@ class Reader {
   const std::string& document() const { return document_; }
   size_t offset(int line, int column) const { return lines_.offset(line, column); }
 };
+
+// No list in an experiment file is longer than the most runs a sweep may have; a longer one is
+// refused while yaml-cpp streams through the text, before a node tree of millions of values
+// exists (a 10^7-value list would take tens of seconds and gigabytes to load, then be refused).
+constexpr size_t kMaxListValues = 100000;
+
+class ListLengthGuard : public YAML::EventHandler {
+ public:
+  explicit ListLengthGuard(const std::string& path) : path_(path) {}
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override { item(); }
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { item(); }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    item();
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    item();
+    open_.push_back({true, 0, mark});
+  }
+  void OnSequenceEnd() override { open_.pop_back(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    item();
+    open_.push_back({false, 0, mark});
+  }
+  void OnMapEnd() override { open_.pop_back(); }
+
+ private:
+  struct Open {
+    bool sequence;
+    size_t items;
+    YAML::Mark mark;
+  };
+  void item() {
+    if (open_.empty() || !open_.back().sequence) return;
+    if (++open_.back().items > kMaxListValues)
+      throw ConfigError(path_, open_.back().mark.line + 1, open_.back().mark.column + 1, "",
+                        fmt::format("this list has more than {} values; a sweep may have at most "
+                                    "{} runs, and no other list comes close",
+                                    kMaxListValues, kMaxListValues));
+  }
+  const std::string& path_;
+  std::vector<Open> open_;
+};
+
+void check_list_lengths(const std::string& path, const std::string& text) {
+  std::istringstream in(text);
+  ListLengthGuard guard(path);
+  try {
+    YAML::Parser parser(in);
+    while (parser.HandleNextDocument(guard)) {
+    }
+  } catch (const YAML::Exception&) {
+    // Syntax errors are YAML::Load's to report, with its messages.
+  }
+}
 
 // YAML::Load reads the first document and ignores the rest; YAML::LoadAll can loop forever on
 // some junk. A document marker at column 0 after content starts another document (inside a
@@ -294,7 +365,7 @@ std::string checked_path(const Reader& r, const YAML::Node& key_node, const std:
   auto valid = all_key_paths();
   if (std::find(valid.begin(), valid.end(), path) == valid.end())
     r.fail(key_node, where,
-           fmt::format("`{}` is not a key an experiment can set here{}", path,
+           fmt::format("`{}` is not a key an experiment can set here{}", clip(path),
                        suggestion(path, valid)));
   return path;
 }
@@ -628,7 +699,7 @@ bool param_matches(const std::map<std::string, std::string>& params, const std::
 using Point = std::vector<std::pair<std::string, YAML::Node>>;
 
 // More runs than this is a mistake, not an experiment (and would exhaust memory).
-constexpr size_t kMaxRuns = 100000;
+constexpr size_t kMaxRuns = kMaxListValues;
 
 // Cross product of `points` with one key's list of values.
 std::vector<Point> cross(const std::vector<Point>& points, const std::string& key,
@@ -759,6 +830,7 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
   Reader r(path, text);
   YAML::Node root;
   check_single_document(path, text);
+  check_list_lengths(path, text);
   try {
     root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
@@ -813,13 +885,13 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
     chosen = r.text(root["default_scale"], "default_scale");
     if (std::find(scale_names.begin(), scale_names.end(), chosen) == scale_names.end())
       r.fail(root["default_scale"], "default_scale",
-             fmt::format("`{}` is not one of the file's scales ({})", chosen,
+             fmt::format("`{}` is not one of the file's scales ({})", clip(chosen),
                          scale_names.empty() ? "none defined" : join(scale_names)));
   }
   if (!chosen.empty()) {
     if (std::find(scale_names.begin(), scale_names.end(), chosen) == scale_names.end())
       throw ConfigError(path, 0, 0, "scales",
-                        fmt::format("no scale `{}` in this file; its scales: {}", chosen,
+                        fmt::format("no scale `{}` in this file; its scales: {}", clip(chosen),
                                     scale_names.empty() ? "none" : join(scale_names)));
     const YAML::Node& scales = root["scales"];
     YAML::Node overrides = scales[chosen];

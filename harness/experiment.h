@@ -8,6 +8,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace quilt::harness {
@@ -32,6 +33,10 @@ class ConfigError : public std::runtime_error {
   std::string key_;
   std::string message_;
 };
+
+/// `value` as error messages echo it: at most `max_chars` bytes (cut at a UTF-8 character
+/// boundary), followed by "... (N bytes)" when cut, so that a 5 MB value never floods a terminal.
+std::string clip(std::string_view value, size_t max_chars = 200);
 
 struct ModelConfig {
   std::string arch;                ///< a name of models::model_names()

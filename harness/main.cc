@@ -37,6 +37,9 @@ constexpr int kExitOk = 0;
 constexpr int kExitRunsFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitInternal = 3;
+constexpr int kExitInterrupted = quilt::harness::mpi::kExitInterrupted;    // 4
+constexpr int kExitOutputFailed = quilt::harness::mpi::kExitOutputFailed;  // 5
+constexpr double kDefaultStallTimeoutS = 60;
 
 const char* kUsage = R"(usage: quilt <command> [args]
 
@@ -51,6 +54,8 @@ commands:
       --fail-fast            stop at the first failed run
       --run-index N          run only the N-th run of the sweep (0-based; for job arrays)
       --scale NAME           pick one of the file's `scales:` (e.g. here, paper)
+      --stall-timeout S      end the job (exit 6) when a rank waits on its peers S seconds
+                             without progress: a dead rank, host or link (default 60; 0 = never)
   validate FILE... [--scale NAME]
                              check experiment files (syntax, keys, models, cuts) without MPI
   plan FILE [--scale NAME]   list the runs a file expands to, with cuts and bytes per cut
@@ -83,7 +88,9 @@ commands:
                              noop shim (no board; numbers meaningless)
   version                    versions of Quilt and the libraries it was built with
 
-exit codes: 0 success, 1 a run failed, 2 bad input (the message says where), 3 internal error
+exit codes: 0 success, 1 a run failed, 2 bad input (the message says where), 3 internal error,
+  4 interrupted (SIGTERM/SIGINT; finished runs kept, --resume continues), 5 the result file could
+  not be written mid-sweep (disk full, I/O error; earlier runs kept), 6 a rank stalled
 )";
 
 std::string join_args(int argc, char** argv) {
@@ -370,10 +377,12 @@ int cmd_version() {
 int cmd_run(int argc, char** argv) {
   namespace mpi = quilt::harness::mpi;
   mpi::Environment env(&argc, &argv);
+  mpi::install_interrupt_handlers();
   const int me = mpi::rank(), n = mpi::size();
   quilt::harness::RunOptions options;
   options.command_line = join_args(argc, argv);
   std::string file, scale, error;
+  double stall_timeout_s = kDefaultStallTimeoutS;
   for (int i = 2; i < argc && error.empty(); ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -395,7 +404,19 @@ int cmd_run(int argc, char** argv) {
       options.fail_fast = false;
     else if (a == "--scale")
       scale = value();
-    else if (a == "--run-index") {
+    else if (a == "--stall-timeout") {
+      std::string v = value();
+      try {
+        size_t used = 0;
+        stall_timeout_s = std::stod(v, &used);
+        if (used != v.size() || !(stall_timeout_s >= 0) || stall_timeout_s > 1e7)
+          throw std::invalid_argument(v);
+      } catch (const std::exception&) {
+        error =
+            fmt::format("quilt run: --stall-timeout needs seconds, 0 (never) or more (got `{}`)",
+                        quilt::harness::clip(v));
+      }
+    } else if (a == "--run-index") {
       std::string v = value();
       try {
         size_t used = 0;
@@ -405,7 +426,7 @@ int cmd_run(int argc, char** argv) {
         error = fmt::format("quilt run: --run-index needs a run number from 0 (got `{}`)", v);
       }
     } else if (a.rfind("--", 0) == 0) {
-      error = fmt::format("quilt run: unknown option `{}`\n{}", a, kUsage);
+      error = fmt::format("quilt run: unknown option `{}`\n{}", quilt::harness::clip(a), kUsage);
     } else if (file.empty()) {
       file = a;
     } else {
@@ -435,6 +456,9 @@ int cmd_run(int argc, char** argv) {
       error = e.what();
     }
   }
+  // The option can differ between ranks only by a broken launcher; rank 0's value wins.
+  mpi::check(MPI_Bcast(&stall_timeout_s, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+  mpi::start_watchdog(n > 1 ? stall_timeout_s : 0, me);
   auto errors = mpi::gather_strings(error);
   if (!mpi::all_ok(error.empty())) {
     if (me == 0) {
@@ -456,18 +480,39 @@ int cmd_run(int argc, char** argv) {
     std::fflush(stdout);
   }
   quilt::results::ExperimentRecord record;
+  quilt::harness::RunOutcome outcome;
   try {
-    record = quilt::harness::run_experiment(experiment, options, MPI_COMM_WORLD);
+    record = quilt::harness::run_experiment(experiment, options, MPI_COMM_WORLD, &outcome);
   } catch (const ConfigError& e) {
     // Thrown on every rank alike (the output-file decision is shared).
     if (me == 0) fmt::print(stderr, "quilt: error: {}\n", e.what());
     return kExitUsage;
+  } catch (const std::exception& e) {
+    // Thrown on this rank alone: the others may be waiting for it in MPI, and returning would
+    // leave them there (MPI_Finalize waits for everyone). The message first, then the abort.
+    fmt::print(stderr, "quilt: rank {}: internal error: {}; aborting the job (exit {})\n", me,
+               e.what(), kExitInternal);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, kExitInternal);
+    return kExitInternal;
   }
   int rc = kExitOk;
   if (me == 0) {
     fmt::print("{}", quilt::harness::summary_table(record));
     for (const auto& r : record.runs)
       if (r.status != "ok") rc = kExitRunsFailed;
+    const std::string& out = options.output.empty() ? experiment.output : options.output;
+    if (outcome.interrupt_signal) {
+      fmt::print(stderr,
+                 "quilt: interrupted by signal {} ({}); {} keeps every finished run; continue "
+                 "with --resume\n",
+                 outcome.interrupt_signal, strsignal(outcome.interrupt_signal), out);
+      rc = kExitInterrupted;
+    }
+    if (!outcome.output_error.empty()) {
+      fmt::print(stderr, "quilt: error: the sweep stopped: {}\n", outcome.output_error);
+      rc = kExitOutputFailed;
+    }
   }
   mpi::check(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD), "MPI_Bcast");
   return rc;

@@ -43,4 +43,54 @@ std::vector<std::string> gather_strings(const std::string& mine, int root = 0,
 /// Broadcasts a string from root. Blocks.
 std::string broadcast_string(std::string text, int root = 0, MPI_Comm comm = MPI_COMM_WORLD);
 
+// ---- Faults: a rank that waits forever, and interruption by a signal ----------------------------
+
+/// Exit codes `quilt run` shares with the watchdog (README.md, "Exit codes").
+constexpr int kExitInterrupted = 4;   ///< SIGTERM/SIGINT: finished runs kept, --resume continues
+constexpr int kExitOutputFailed = 5;  ///< the result file could not be written mid-sweep
+constexpr int kExitStalled = 6;       ///< a rank made no progress for the stall timeout
+
+/// Starts this process's stall watchdog: a thread that, while a StallScope is open on the main
+/// thread and neither the scope nor progress() has been touched for `stall_timeout_s`, prints
+/// on stderr which rank waited for what and calls MPI_Abort(MPI_COMM_WORLD, kExitStalled).
+/// 0 disables the stall check. The same thread ends an interrupted job (a SIGTERM/SIGINT that
+/// no agreement point handled within `interrupt_grace_s`) with kExitInterrupted, but never while
+/// a result file is being written (WriteScope). Call once, after MPI_Init; `rank` names the
+/// process in messages. Environment's destructor stops it.
+void start_watchdog(double stall_timeout_s, int rank, double interrupt_grace_s = 20);
+/// Stops and joins the watchdog thread (idempotent).
+void stop_watchdog();
+
+/// While alive, this rank is waiting on its peers for `what` ("the pipeline (stage 1 ...)"): the
+/// watchdog counts the time since the scope opened or progress() was last called. Main thread
+/// only; scopes nest (the innermost names the wait).
+class StallScope {
+ public:
+  explicit StallScope(std::string what);
+  ~StallScope();
+  StallScope(const StallScope&) = delete;
+  StallScope& operator=(const StallScope&) = delete;
+};
+/// This rank moved forward (a batch went through): restarts the stall clock. Cheap (an atomic
+/// store); call from the main thread.
+void progress();
+
+/// While alive, this process is writing the result file: the interrupt grace abort waits.
+class WriteScope {
+ public:
+  WriteScope();
+  ~WriteScope();
+  WriteScope(const WriteScope&) = delete;
+  WriteScope& operator=(const WriteScope&) = delete;
+};
+
+/// Installs handlers for SIGTERM and SIGINT that only record the signal (async-signal-safe);
+/// the harness polls interrupt_signal() at agreement points and ends cleanly.
+void install_interrupt_handlers();
+/// The first SIGTERM/SIGINT this process received, or 0.
+int interrupt_signal();
+/// Logical OR over all ranks of "this rank was interrupted" (blocks; every rank calls it). Returns
+/// the signal number of the lowest interrupted rank, or 0.
+int any_interrupted(MPI_Comm comm = MPI_COMM_WORLD);
+
 }  // namespace quilt::harness::mpi

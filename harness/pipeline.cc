@@ -141,6 +141,13 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
   const int64_t warm = options.warmup_batches, total = warm + options.batches;
   const int64_t window = options.window_batches > 0 ? options.window_batches : 2 * n;
   TORCH_INTERNAL_ASSERT(!first || !input_pool.empty(), "rank 0 needs inputs");
+  // A dead peer or link leaves this rank waiting in MPI forever: the watchdog ends the job when no
+  // batch goes through for the stall timeout.
+  std::string peers;
+  if (!first) peers += fmt::format("batches from rank {}", me - 1);
+  if (!last) peers += fmt::format("{}rank {} to take batches", peers.empty() ? "" : ", ", me + 1);
+  if (first && n > 1) peers += fmt::format(", credits from rank {}", n - 1);
+  mpi::StallScope stall(fmt::format("the pipeline (stage {}: {})", me, peers));
 
   const double offset = clock_offset_to_rank0(comm);
   StageTiming timing;
@@ -174,6 +181,7 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
 
   timing.origin_s = now_s() + offset;
   for (int64_t i = 0; i < total; ++i) {
+    mpi::progress();
     if (i == warm) board.start_energy_window();
     if (trace)
       trace->begin_batch(measured(i) ? options.trace_batch_offset + i - warm : i - warm,

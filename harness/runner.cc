@@ -4,6 +4,7 @@
 #include "backends/xrt_board.h"
 #include "harness/metrics.h"
 #include "harness/mpi.h"
+#include "harness/output.h"
 #include "harness/pack.h"
 #include "harness/pipeline.h"
 #include "harness/planning.h"
@@ -23,9 +24,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 namespace quilt::harness {
@@ -148,7 +152,7 @@ void check_experiment(const Experiment& experiment, int ranks) {
     auto where = [&](const std::string& key, const std::string& message) {
       std::string swept;
       for (const auto& [k, v] : run.swept)
-        swept += fmt::format("{}{}={}", swept.empty() ? "" : ", ", k, v);
+        swept += fmt::format("{}{}={}", swept.empty() ? "" : ", ", k, clip(v));
       return ConfigError(
           experiment.path, 0, 0, key,
           swept.empty() ? message : fmt::format("{} (in the run with {})", message, swept));
@@ -164,13 +168,13 @@ void check_experiment(const Experiment& experiment, int ranks) {
       std::string valid;
       for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
       throw where("model.arch",
-                  fmt::format("unknown model `{}`; valid models: {}", run.model.arch, valid));
+                  fmt::format("unknown model `{}`; valid models: {}", clip(run.model.arch), valid));
     }
     if (run.model.weights != "random" && !std::filesystem::exists(run.model.weights))
       throw where("model.weights",
                   fmt::format("weights file `{}` does not exist (give a state_dict saved with "
                               "torch.save, or `random`)",
-                              run.model.weights));
+                              clip(run.model.weights)));
     std::string key =
         run.params.at("model.arch") + run.params.at("model.input") + run.params.at("model.classes");
     try {
@@ -197,9 +201,9 @@ void check_experiment(const Experiment& experiment, int ranks) {
       if (!known) {
         std::string valid;
         for (const auto& c : base->cuts()) valid += (valid.empty() ? "" : ", ") + c.name;
-        throw where(
-            run.partition.automatic ? "partition.fixed" : "partition.cuts",
-            fmt::format("unknown cut `{}` for {}; valid cuts: {}", name, run.model.arch, valid));
+        throw where(run.partition.automatic ? "partition.fixed" : "partition.cuts",
+                    fmt::format("unknown cut `{}` for {}; valid cuts: {}", clip(name),
+                                run.model.arch, valid));
       }
     }
     if (run.partition.automatic && static_cast<size_t>(run.boards.count) > base->cuts().size() + 1)
@@ -300,39 +304,54 @@ std::string unavailable_reason(const RunConfig& run) {
 namespace {
 
 // Rank 0's decision about the output file, shared with every rank: the runs to skip, or an
-// error that stops the experiment before anything runs.
+// error that stops the experiment before anything runs. Rank 0 holds the output's lock from here
+// to the end of the job.
 struct OutputPlan {
   std::string error;
   std::vector<std::string> skip;       // ids of runs already complete (status ok) in the file
+  bool exists = false;                 // rank 0: a regular file is at the output path
   results::ExperimentRecord existing;  // rank 0 only
+  OutputLock lock;                     // rank 0 only
 };
 
 OutputPlan plan_output(const Experiment& experiment, const RunOptions& options,
                        const std::string& output, MPI_Comm comm) {
   OutputPlan plan;
-  if (mpi::rank(comm) == 0 && !output.empty() && std::filesystem::exists(output)) {
-    if (options.resume) {
-      try {
-        plan.existing = results::read_experiment(output);
+  // Everything rank 0 does alone is caught here and shared: a rank that throws alone would leave
+  // the others waiting in the broadcast below.
+  if (mpi::rank(comm) == 0 && !output.empty()) {
+    try {
+      plan.exists = check_output_path(output);
+      plan.lock = OutputLock::acquire(output, "experiment " + experiment.name);
+      if (plan.exists && options.resume) {
+        try {
+          plan.existing = results::read_experiment(output);
+        } catch (const std::exception& e) {
+          throw ConfigError(output, 0, 0, "--resume",
+                            fmt::format("cannot read the file to continue it: {}", e.what()));
+        }
         if (plan.existing.experiment_hash != experiment.hash) {
           plan.error = fmt::format(
-              "{}: --resume refused: the file holds experiment `{}` (hash {}), not this one "
+              "--resume refused: the file holds experiment `{}` (hash {}), not this one "
               "(`{}`, hash {}); the experiment file or its scale changed. Use another --output or "
               "--overwrite",
-              output, plan.existing.name, plan.existing.experiment_hash, experiment.name,
+              clip(plan.existing.name), plan.existing.experiment_hash, experiment.name,
               experiment.hash);
         }
         for (const auto& run : plan.existing.runs)
           if (run.status == "ok") plan.skip.push_back(run.id);
-      } catch (const std::exception& e) {
-        plan.error = fmt::format("--resume cannot read {}: {}", output, e.what());
+      } else if (plan.exists && !options.overwrite) {
+        plan.error =
+            "already exists; pass --resume to continue it (finished runs are kept and skipped) "
+            "or --overwrite to replace it";
       }
-    } else if (!options.overwrite) {
-      plan.error = fmt::format(
-          "{} already exists; pass --resume to continue it (finished runs are kept and skipped) "
-          "or --overwrite to replace it",
-          output);
+    } catch (const ConfigError& e) {
+      // Thrown again below with the output as the place.
+      plan.error = e.key().empty() ? e.message() : fmt::format("`{}`: {}", e.key(), e.message());
+    } catch (const std::exception& e) {
+      plan.error = e.what();
     }
+    if (!plan.error.empty()) plan.lock = OutputLock();
   }
   plan.error = mpi::broadcast_string(plan.error, 0, comm);
   std::string skip;
@@ -380,7 +399,7 @@ void replace_or_append(std::vector<results::RunRecord>& runs, results::RunRecord
 }  // namespace
 
 results::ExperimentRecord run_experiment(const Experiment& experiment, const RunOptions& options,
-                                         MPI_Comm comm) {
+                                         MPI_Comm comm, RunOutcome* outcome) {
   const int me = mpi::rank(comm), n = mpi::size(comm);
   const bool root = me == 0;
   const std::string output = options.output.empty() ? experiment.output : options.output;
@@ -400,14 +419,54 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
   record.provenance.resolved_experiment = experiment.resolved;
   record.provenance.scale = experiment.scale;
   record.provenance.start_utc = utc_now_iso8601();
-  if (root && !output.empty()) {
-    auto dir = std::filesystem::path(output).parent_path();
-    if (!dir.empty()) std::filesystem::create_directories(dir);
+
+  // The file exists from the start (with provenance and no runs), so that an output that cannot
+  // be written is found before anything runs: bad input, exit 2. --overwrite keeps the old file
+  // until the first run replaces it.
+  std::optional<results::Appender> appender;
+  {
+    std::string error;
+    if (root && !output.empty()) {
+      try {
+        mpi::WriteScope writing;
+        appender = plan.exists && options.resume
+                       ? results::Appender::resume(output, record)
+                       : results::Appender::create(output, record, plan.exists);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    error = mpi::broadcast_string(error, 0, comm);
+    if (!error.empty()) throw ConfigError(output, 0, 0, "", error);
   }
+  // Rank 0 only: the first failure to write the file. Every rank learns of it at the next
+  // agreement (stop_now) and the job ends with RunOutcome::output_error.
+  std::string write_error;
   auto save = [&](results::RunRecord rec) {
     record.provenance.end_utc = utc_now_iso8601();
+    if (appender && write_error.empty()) {
+      try {
+        mpi::WriteScope writing;
+        appender->commit(rec, record.provenance);
+      } catch (const std::exception& e) {
+        write_error = e.what();
+      }
+    }
     replace_or_append(record.runs, std::move(rec));
-    if (!output.empty()) results::write_experiment(output, record);
+  };
+  // The agreement between runs: whether rank 0 could write the last run, and whether any rank
+  // was interrupted. Collective; true when the sweep must stop.
+  RunOutcome local_outcome;
+  RunOutcome& result = outcome ? *outcome : local_outcome;
+  result = RunOutcome{};
+  auto stop_now = [&]() {
+    mpi::StallScope stall("the other ranks (between runs)");
+    int flags[2] = {root && !write_error.empty() ? 1 : 0, mpi::interrupt_signal()};
+    mpi::check(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, comm),
+               "MPI_Allreduce(stop)");
+    if (flags[0]) result.output_error = mpi::broadcast_string(write_error, 0, comm);
+    if (flags[1]) result.interrupt_signal = flags[1];
+    return flags[0] != 0 || flags[1] != 0;
   };
 
   // XRT boards: the device, the xclbin and the stage's kernel are checked on every rank before
@@ -452,6 +511,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     const RunConfig& run = experiment.runs[r];
     if (options.run_index >= 0 && static_cast<size_t>(options.run_index) != r) continue;
     const bool skip = std::find(plan.skip.begin(), plan.skip.end(), run.id) != plan.skip.end();
+    if (!skip && stop_now()) break;
     if (root && options.print) {
       std::string swept;
       for (const auto& [k, v] : run.swept) swept += fmt::format(" {}={}", k, v);
@@ -569,7 +629,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     };
     double dilation = 1;
     std::vector<SimulatedStage> simulated;
-    bool failed = false;
+    bool failed = false, interrupted = false;
     if (time_model == "dilated") {
       // A short unpaced pilot measures how long this CPU takes per batch; one factor for all
       // ranks stretches every modeled time so that the slowest stage still keeps up.
@@ -621,6 +681,22 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         failed = true;
         break;
       }
+      // SIGTERM (a batch system's time limit): the run in flight is recorded as interrupted and
+      // the sweep stops; --resume runs it again.
+      if (const int sig = mpi::any_interrupted(comm)) {
+        if (root) {
+          rec.status = "interrupted";
+          rec.failure = fmt::format("interrupted by signal {} ({}) after {} of {} repetition(s)",
+                                    sig, strsignal(sig), rep, run.measurement.repetitions);
+          rec.end_unix_s = unix_now_s();
+          if (options.print) fmt::print("  INTERRUPTED: {}\n", rec.failure);
+          save(rec);
+        }
+        result.interrupt_signal = sig;
+        interrupted = true;
+        failed = true;
+        break;
+      }
       auto append = [](std::vector<double>& to, const std::vector<double>& from) {
         to.insert(to.end(), from.begin(), from.end());
       };
@@ -659,6 +735,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       rep_start.push_back(t.start_s);
       rep_end.push_back(t.end_s);
     }
+    if (interrupted) break;
     if (failed) {
       if (options.fail_fast) break;
       continue;
@@ -668,10 +745,18 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     if (last && check) {
       torch::NoGradGuard no_grad;
       at::Tensor ref = qm->forward(pool[0]);
-      double scale = std::max(ref.abs().max().item<double>(), 1e-12);
+      const double ref_max = ref.abs().max().item<double>();
+      const double scale = std::max(ref_max, 1e-12);
       max_abs = 0;
-      for (const auto& out : checked)
-        max_abs = std::max(max_abs, (out - ref).abs().max().item<double>());
+      // std::max(x, NaN) is x: a NaN difference must not vanish into an error of 0.
+      for (const auto& out : checked) {
+        const double d = (out - ref).abs().max().item<double>();
+        if (!std::isfinite(d) || !std::isfinite(ref_max)) {
+          max_abs = std::numeric_limits<double>::quiet_NaN();
+          break;
+        }
+        max_abs = std::max(max_abs, d);
+      }
       max_rel = max_abs / scale;
     }
 
@@ -705,7 +790,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
                "MPI_Allreduce(overruns)");
     double errs[2] = {max_abs, max_rel};
     mpi::check(MPI_Bcast(errs, 2, MPI_DOUBLE, n - 1, comm), "MPI_Bcast");
-    const bool mismatch = errs[1] > run.measurement.tolerance;  // known on every rank
+    // Known on every rank. -1: no check; NaN (non-finite outputs) fails like a mismatch.
+    const bool mismatch = !(errs[1] < 0) && !(errs[1] <= run.measurement.tolerance);
     if (!root) {
       if (options.fail_fast && mismatch) break;
       continue;
@@ -776,10 +862,14 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     if (mismatch) {
       rec.status = "failed";
       rec.failed_rank = n - 1;
-      rec.failure = fmt::format(
-          "pipeline outputs differ from the single-process model: max relative error {:.3g} > "
-          "measurement.tolerance {:.3g}",
-          errs[1], ms.tolerance);
+      rec.failure =
+          std::isfinite(errs[1])
+              ? fmt::format(
+                    "pipeline outputs differ from the single-process model: max relative error "
+                    "{:.3g} > measurement.tolerance {:.3g}",
+                    errs[1], ms.tolerance)
+              : "the outputs are not finite (NaN or Inf in the pipeline's or the single-process "
+                "model's outputs; are the weights finite?), so they cannot be checked";
     }
     for (const auto& ref : run.references) {
       results::MetricCheck c;
@@ -816,6 +906,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     }
     if (options.fail_fast && rec.status != "ok") break;
   }
+  // The last run's write (and a signal during it) reaches every rank too.
+  stop_now();
   return record;
 }
 

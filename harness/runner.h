@@ -1,7 +1,7 @@
 #pragma once
 // Runs an experiment under MPI: validates it against the zoo and the rank count, runs every
-// run of the sweep through the pipeline, gathers measurements on rank 0, and writes the result
-// file after each run (atomically, so a killed job keeps every finished run).
+// run of the sweep through the pipeline, gathers measurements on rank 0, and appends each
+// finished run to the result file (committed, so a killed job keeps every finished run).
 
 #include "harness/experiment.h"
 #include "results/record.h"
@@ -22,6 +22,16 @@ struct RunOptions {
   int64_t run_index = -1;    ///< run only this run of the sweep (0-based); -1 = all
 };
 
+/// How a sweep ended, known alike on every rank (run_experiment's agreements).
+struct RunOutcome {
+  /// Non-empty: rank 0 could not write a run to the result file (a full disk, an I/O error); the
+  /// sweep stopped there and the file holds every run committed before. The OS's reason included.
+  std::string output_error;
+  /// Non-zero: the signal (SIGTERM, SIGINT) that stopped the sweep; the run in flight, if any, is
+  /// recorded with status "interrupted".
+  int interrupt_signal = 0;
+};
+
 /// Checks what parsing cannot: model names, cut names, weights files, rates, and that the
 /// number of ranks equals boards.count for every run. Throws ConfigError. Every rank calls it
 /// (no communication); ranks == 0 skips the rank-count check.
@@ -34,11 +44,15 @@ std::string unavailable_reason(const RunConfig& run);
 /// Runs every run of `experiment`. Collective over `comm`. Returns the record (complete on rank
 /// 0). A run that fails on any rank (set-up error, board exception, non-finite output, output
 /// mismatch) is recorded as failed with the rank and reason, and the sweep goes on unless
-/// fail_fast. The output file is rewritten atomically after every run. Throws ConfigError (on
-/// every rank) when the output file exists and neither resume nor overwrite allows it, or when
-/// resume finds a file from another experiment.
+/// fail_fast. Rank 0 holds an exclusive lock on the output file for the whole call and appends
+/// each finished run to it (results::Appender). Throws ConfigError (on every rank, before any
+/// run) when the output path is not usable (not a regular file, a directory that cannot be made,
+/// a file that cannot be created, locked by another job), when the file exists and neither
+/// resume nor overwrite allows it, or when resume finds a file from another experiment. A write
+/// that fails mid-sweep, or a SIGTERM/SIGINT on any rank, stops the sweep at the next run (or
+/// repetition) on every rank; `outcome` (optional) says which.
 results::ExperimentRecord run_experiment(const Experiment& experiment, const RunOptions& options,
-                                         MPI_Comm comm);
+                                         MPI_Comm comm, RunOutcome* outcome = nullptr);
 
 /// The human summary table of a finished experiment (rank 0 prints it).
 std::string summary_table(const results::ExperimentRecord& record);

@@ -105,6 +105,7 @@ trainers::Parallel make_parallel(MPI_Comm comm) {
         if (t.scalar_type() == type) flat.push_back(t.reshape({-1}));
       if (flat.empty()) continue;
       torch::Tensor buffer = torch::cat(flat);
+      mpi::StallScope stall("the other ranks (gradient averaging)");
       mpi::check(MPI_Allreduce(MPI_IN_PLACE, buffer.data_ptr(), static_cast<int>(buffer.numel()),
                                type == torch::kFloat32 ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM, comm),
                  "MPI_Allreduce (gradient averaging)");

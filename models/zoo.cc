@@ -34,8 +34,11 @@ Model make_model(const std::string& arch, const ModelOptions& options) {
     const int64_t classes = options.num_classes == 0 ? 10 : options.num_classes;
     return to_model(Mlp(input, classes));
   }
+  // Echoed at most 200 bytes: the name comes from the user's file.
+  const std::string shown =
+      arch.size() > 200 ? fmt::format("{}... ({} bytes)", arch.substr(0, 200), arch.size()) : arch;
   throw ModelError(
-      fmt::format("unknown model \"{}\"; valid models: {}", arch, fmt::join(model_names(), ", ")));
+      fmt::format("unknown model \"{}\"; valid models: {}", shown, fmt::join(model_names(), ", ")));
 }
 
 }  // namespace quilt::models

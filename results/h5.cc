@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -19,6 +21,54 @@ herr_t collect_error(unsigned /*n*/, const H5E_error2_t* err, void* data) {
   return 0;
 }
 
+// Set when an HDF5 call failed or a file id could not be closed: HDF5 may then report "infinite
+// loop closing library" at exit unless its error printing is off, so ScopedErrorSilence leaves it
+// off from then on.
+std::atomic<bool> g_unclosed_file{false};
+
+const char* errno_name(int err) {
+  switch (err) {
+    case ENOSPC:
+      return "ENOSPC";
+    case EROFS:
+      return "EROFS";
+    case EACCES:
+      return "EACCES";
+    case EPERM:
+      return "EPERM";
+    case EIO:
+      return "EIO";
+    case EDQUOT:
+      return "EDQUOT";
+    case ENAMETOOLONG:
+      return "ENAMETOOLONG";
+    case ENOTDIR:
+      return "ENOTDIR";
+    case ENOENT:
+      return "ENOENT";
+    case EFBIG:
+      return "EFBIG";
+    default:
+      return nullptr;
+  }
+}
+
+// HDF5's file driver reports an OS failure as one long line ("file write failed: time = ...,
+// filename = ..., errno = 28, error message = '...', buf = 0x..., ..."); keep what it was doing and
+// the OS's reason with its errno name.
+std::string condense_os_error(const std::string& line) {
+  const size_t at = line.find("errno = ");
+  if (at == std::string::npos) return line;
+  const int err = std::atoi(line.c_str() + at + 8);
+  if (err <= 0) return line;
+  size_t cut = line.find(": time = ");
+  if (cut == std::string::npos) cut = line.find(", filename");
+  std::string out = line.substr(0, cut == std::string::npos ? at : cut);
+  out += std::string(": ") + std::strerror(err);
+  if (const char* name = errno_name(err)) out += std::string(" (") + name + ")";
+  return out;
+}
+
 // The outermost and the innermost entries say the most: what the API call was doing and the
 // root cause (often with errno text). The middle of the stack is library plumbing.
 std::string take_error_stack() {
@@ -26,8 +76,8 @@ std::string take_error_stack() {
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &lines);
   H5Eclear2(H5E_DEFAULT);
   if (lines.empty()) return "no HDF5 error details";
-  if (lines.size() == 1) return lines.front();
-  return lines.front() + " <- " + lines.back();
+  if (lines.size() == 1) return condense_os_error(lines.front());
+  return lines.front() + " <- " + condense_os_error(lines.back());
 }
 
 [[noreturn]] void fail(const std::string& where, const std::string& what) {
@@ -258,7 +308,7 @@ ScopedErrorSilence::ScopedErrorSilence(ScopedErrorSilence&& other) noexcept
     : func_(other.func_), data_(other.data_), saved_(std::exchange(other.saved_, false)) {}
 
 ScopedErrorSilence::~ScopedErrorSilence() {
-  if (saved_) H5Eset_auto2(H5E_DEFAULT, func_, data_);
+  if (saved_ && !g_unclosed_file.load()) H5Eset_auto2(H5E_DEFAULT, func_, data_);
 }
 
 Handle& Handle::operator=(Handle&& other) noexcept {
@@ -278,6 +328,12 @@ bool Handle::reset() {
   switch (H5Iget_type(id)) {
     case H5I_FILE:
       status = H5Fclose(id);
+      // A damaged file (a metadata checksum error) may refuse to close; the library would then
+      // print "infinite loop closing library" at exit. Its printing stays off from here on.
+      if (status < 0) {
+        g_unclosed_file = true;
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+      }
       break;
     case H5I_GROUP:
       status = H5Gclose(id);
@@ -316,7 +372,13 @@ std::string Location::describe(const std::string& name) const {
 }
 
 int64_t check(int64_t status, const std::string& where, const std::string& what) {
-  if (status < 0) fail(where, what + " failed: " + take_error_stack());
+  if (status < 0) {
+    // After a failure (a damaged file: a metadata checksum error) HDF5 may hold objects it cannot
+    // release, and would print "infinite loop closing library" and a line of junk at exit unless
+    // its error printing is off then: it stays off (Quilt reports every failure itself).
+    g_unclosed_file = true;
+    fail(where, what + " failed: " + take_error_stack());
+  }
   return status;
 }
 
@@ -483,6 +545,76 @@ void Group::write_dataset(const std::string& name, const std::vector<std::string
   check(H5Dclose(dataset.release()), where, "H5Dclose");
 }
 
+void Group::append_to_string_dataset(const std::string& name, const std::string& value) const {
+  const std::string where = location_.describe(name);
+  check_no_nul(where, value);
+  std::vector<std::string> before;
+  if (has(name)) {
+    Handle dataset(check(H5Dopen2(id(), name.c_str(), H5P_DEFAULT), where, "H5Dopen2"));
+    Handle space(check(H5Dget_space(dataset.get()), where, "H5Dget_space"));
+    hsize_t dims[1] = {0}, max_dims[1] = {0};
+    if (check(H5Sget_simple_extent_ndims(space.get()), where, "H5Sget_simple_extent_ndims") != 1)
+      fail(where, "expected a 1-D dataset");
+    check(H5Sget_simple_extent_dims(space.get(), dims, max_dims), where,
+          "H5Sget_simple_extent_dims");
+    Handle type = make_vlen_string_type(where);
+    if (max_dims[0] == H5S_UNLIMITED) {
+      const hsize_t extent[1] = {dims[0] + 1};
+      check(H5Dset_extent(dataset.get(), extent), where, "H5Dset_extent");
+      Handle file_space(check(H5Dget_space(dataset.get()), where, "H5Dget_space"));
+      const hsize_t start[1] = {dims[0]}, count[1] = {1};
+      check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+            where, "H5Sselect_hyperslab");
+      Handle mem_space = make_1d_space(where, 1);
+      const char* data = value.c_str();
+      check(H5Dwrite(dataset.get(), type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT,
+                     &data),
+            where, "H5Dwrite");
+      check(H5Dclose(dataset.release()), where, "H5Dclose");
+      return;
+    }
+    dataset.reset();
+    before = read_string_vector(name);
+    remove(name);
+  }
+  before.push_back(value);
+  write_extendable_dataset(name, before);
+}
+
+void Group::write_extendable_dataset(const std::string& name,
+                                     const std::vector<std::string>& values) const {
+  check_name(location_, name, "dataset");
+  const std::string where = location_.describe(name);
+  std::vector<const char*> data;
+  for (const std::string& v : values) {
+    check_no_nul(where, v);
+    data.push_back(v.c_str());
+  }
+  Handle type = make_vlen_string_type(where);
+  const hsize_t dims[1] = {data.size()}, max_dims[1] = {H5S_UNLIMITED}, chunk[1] = {256};
+  Handle space(check(H5Screate_simple(1, dims, max_dims), where, "H5Screate_simple"));
+  Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), where, "H5Pcreate(H5P_DATASET_CREATE)"));
+  check(H5Pset_chunk(dcpl.get(), 1, chunk), where, "H5Pset_chunk");
+  Handle dataset(check(
+      H5Dcreate2(id(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+      where, "H5Dcreate2"));
+  if (!data.empty())
+    check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), where,
+          "H5Dwrite");
+  check(H5Dclose(dataset.release()), where, "H5Dclose");
+}
+
+void Group::remove(const std::string& name) const {
+  if (!has(name)) return;
+  check(H5Ldelete(id(), name.c_str(), H5P_DEFAULT), location_.describe(name), "H5Ldelete");
+}
+
+void Group::remove_attribute(const std::string& name) const {
+  if (!has_attribute(name)) return;
+  check(H5Adelete(id(), name.c_str()), location_.describe() + " attribute '" + name + "'",
+        "H5Adelete");
+}
+
 std::string Group::read_string_dataset(const std::string& name) const {
   const std::string where = location_.describe(name);
   OpenDataset d = open_dataset(*this, name, 0);
@@ -537,6 +669,20 @@ File File::create(const std::string& path) {
   return File(std::move(silence), std::move(file), path);
 }
 
+File File::open_read_write(const std::string& path) {
+  ScopedErrorSilence silence;
+  const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+  if (is_hdf5 == 0) throw ResultsError(path + ": not an HDF5 file (no HDF5 signature found)");
+  if (is_hdf5 < 0) H5Eclear2(H5E_DEFAULT);
+  Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), path, "H5Pcreate(H5P_FILE_ACCESS)"));
+  check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), path,
+        "H5Pset_libver_bounds");
+  check(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_SEMI), path, "H5Pset_fclose_degree");
+  set_best_effort_locking(fapl.get(), path);
+  Handle file(check(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get()), path, "H5Fopen"));
+  return File(std::move(silence), std::move(file), path);
+}
+
 File File::open_read_only(const std::string& path) {
   ScopedErrorSilence silence;
   struct stat st;
@@ -546,6 +692,11 @@ File File::open_read_only(const std::string& path) {
     throw ResultsError(path + ": cannot access results file: " + std::strerror(err));
   }
   if (S_ISDIR(st.st_mode)) throw ResultsError(path + ": is a directory, not a results file");
+  // Opening a FIFO would block until someone writes to it; a device is never a results file.
+  if (!S_ISREG(st.st_mode))
+    throw ResultsError(path +
+                       ": is not a regular file (a FIFO, socket or device), not a results "
+                       "file");
   const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
   if (is_hdf5 == 0) throw ResultsError(path + ": not an HDF5 file (no HDF5 signature found)");
   // A negative answer (the probe itself failed) is left to H5Fopen, whose error says more.
@@ -561,7 +712,12 @@ File File::open_read_only(const std::string& path) {
 void File::close() {
   root_.close();
   if (!file_.valid()) return;
-  check(H5Fclose(file_.release()), path_, "H5Fclose");
+  const herr_t status = H5Fclose(file_.release());
+  if (status < 0) {
+    g_unclosed_file = true;  // see Handle::reset
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  check(status, path_, "H5Fclose");
 }
 
 }  // namespace quilt::results::h5

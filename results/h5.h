@@ -125,6 +125,20 @@ class Group {
   void write_dataset(const std::string& name, const std::vector<double>& values) const;
   void write_dataset(const std::string& name, const std::vector<int64_t>& values) const;
   void write_dataset(const std::string& name, const std::vector<std::string>& values) const;
+  /// Appends one string to the 1-D string dataset `name`, creating it (chunked, extendable) when
+  /// it is missing. A dataset of fixed size (written by write_dataset or an older Quilt) is
+  /// rewritten once as an extendable one with the same values first.
+  void append_to_string_dataset(const std::string& name, const std::string& value) const;
+  /// Writes a new 1-D string dataset that append_to_string_dataset can extend (chunked,
+  /// unlimited maximum size).
+  void write_extendable_dataset(const std::string& name,
+                                const std::vector<std::string>& values) const;
+  /// Deletes the link `name` (a group or dataset) if it exists. The space it used is not
+  /// reclaimed in the file.
+  void remove(const std::string& name) const;
+  /// Deletes the attribute `name` if it exists.
+  void remove_attribute(const std::string& name) const;
+
   /// Reads a scalar string dataset or a 1-D dataset. Throws ResultsError naming the dataset when it
   /// is missing or has another rank or type class.
   std::string read_string_dataset(const std::string& name) const;
@@ -145,6 +159,9 @@ class File {
   /// link creation order). close() fails if any object of the file is still open, so that a
   /// successful close() means every byte has been handed to the operating system.
   static File create(const std::string& path);
+  /// Opens an existing HDF5 file for reading and writing (appending runs). Throws ResultsError
+  /// naming the file and the reason (missing, not HDF5, read-only file system, locked).
+  static File open_read_write(const std::string& path);
   /// Opens an existing HDF5 file read-only. Throws ResultsError when it is missing or not HDF5.
   static File open_read_only(const std::string& path);
 

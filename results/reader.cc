@@ -220,18 +220,23 @@ ExperimentRecord read_experiment(const std::string& path) {
   record.experiment_hash = root.read_string_attribute("experiment_hash");
   record.provenance = read_provenance(root);
 
+  // Runs are appended one at a time (SCHEMA.md, "Atomicity"): a run is there when /run_order
+  // lists it and its group is complete. A job killed while writing a run leaves its group
+  // incomplete, or complete but not yet listed, or listed while the group of a replaced run is
+  // being rewritten: such runs are skipped (--resume runs them again).
   const std::vector<std::string> order = root.read_string_vector("run_order");
   const h5::Group runs = root.open_group("runs");
-  const std::vector<std::string> names = runs.child_names();
-  const std::set<std::string> in_order(order.begin(), order.end());
-  const std::set<std::string> in_group(names.begin(), names.end());
-  if (in_order.size() != order.size() || in_order != in_group) {
-    throw ResultsError(path + ":/run_order does not list each group of /runs exactly once (" +
-                       std::to_string(order.size()) + " entries, " + std::to_string(names.size()) +
-                       " groups)");
-  }
+  std::set<std::string> seen;
   record.runs.reserve(order.size());
-  for (const std::string& id : order) record.runs.push_back(read_run(runs, id));
+  for (const std::string& id : order) {
+    if (!seen.insert(id).second) {
+      throw ResultsError(path + ":/run_order lists run '" + id + "' twice");
+    }
+    if (!runs.has(id)) continue;
+    const h5::Group g = runs.open_group(id);
+    if (!g.has_attribute("complete") || g.read_int64_attribute("complete") != 1) continue;
+    record.runs.push_back(read_run(runs, id));
+  }
   file.close();
   return record;
 }

@@ -12,7 +12,7 @@
 namespace quilt::results {
 
 /// Version of the file layout documented in results/SCHEMA.md.
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 /// What one pipeline stage (one rank, one board) measured in one run.
 struct StageRecord {
@@ -96,7 +96,7 @@ struct TrainingRecord {
 /// One run: one point of a sweep.
 struct RunRecord {
   std::string id;       ///< stable id of the run (hash of its resolved parameters)
-  std::string status;   ///< "ok" or "failed"
+  std::string status;   ///< "ok", "failed" or "interrupted"
   std::string failure;  ///< reason when failed, empty otherwise
   /// Resolved parameters as flat key -> value text ("autoencoder.rate" -> "64").
   std::map<std::string, std::string> params;

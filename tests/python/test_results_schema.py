@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_ORDER = ["r-zz01", "r-aa02", "r-mm03"]  # as in tests/results/sample_record.h
 
 ROOT_ATTRS = {"quilt_format": str, "schema_version": np.integer, "name": str,

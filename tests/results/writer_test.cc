@@ -178,7 +178,9 @@ TEST(results_writer, KilledAtAnyMomentLeavesACompleteFile) {
   }
   // Besides the file, only the killed writers' temporaries may remain.
   for (const std::string& name : list_dir(dir.path())) {
-    EXPECT_TRUE(name == "exp.h5" || name.rfind("exp.h5.tmp.", 0) == 0) << name;
+    EXPECT_TRUE(name == "exp.h5" || (name.rfind(".quilt-", 0) == 0 && name.size() > 4 &&
+                                     name.substr(name.size() - 4) == ".tmp"))
+        << name;
   }
 }
 
@@ -215,6 +217,70 @@ TEST(results_writer, ErrorPrintingSettingRestored) {
   ASSERT_GE(H5Eget_auto2(H5E_DEFAULT, &after_func, &after_data), 0);
   EXPECT_EQ(before_func, after_func);
   EXPECT_EQ(before_data, after_data);
+}
+
+}  // namespace
+}  // namespace quilt::results
+
+namespace quilt::results {
+namespace {
+
+using testing::list_dir;
+using testing::make_sample_record;
+using testing::ScratchDir;
+
+TEST(results_appender, CommitsRunsOneByOneAndReadsBackLikeAWholeWrite) {
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  const ExperimentRecord all = make_sample_record();
+  {
+    Appender a = Appender::create(path, all, /*replace_at_first_commit=*/false);
+    EXPECT_TRUE(read_experiment(path).runs.empty());  // there from the start, with no runs
+    for (const RunRecord& r : all.runs) a.commit(r, all.provenance);
+  }
+  const ExperimentRecord back = read_experiment(path);
+  ASSERT_EQ(back.runs.size(), all.runs.size());
+  for (size_t i = 0; i < all.runs.size(); ++i) EXPECT_EQ(back.runs[i].id, all.runs[i].id);
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
+}
+
+TEST(results_appender, ResumeReplacesARunInPlaceWithoutDuplicates) {
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  ExperimentRecord all = make_sample_record();
+  write_experiment(path, all);  // a file of an older job (fixed-size run_order)
+  RunRecord again = all.runs.front();
+  again.status = "failed";
+  again.failure = "second try";
+  {
+    Appender a = Appender::resume(path, all);
+    a.commit(again, all.provenance);
+  }
+  const ExperimentRecord back = read_experiment(path);
+  ASSERT_EQ(back.runs.size(), all.runs.size());
+  EXPECT_EQ(back.runs.front().id, again.id);
+  EXPECT_EQ(back.runs.front().failure, "second try");
+}
+
+TEST(results_appender, ReplaceAtFirstCommitKeepsTheOldFileUntilThen) {
+  ScratchDir dir;
+  const std::string path = dir.file("exp.h5");
+  const ExperimentRecord all = make_sample_record();
+  write_experiment(path, all);
+  {
+    Appender a = Appender::create(path, all, /*replace_at_first_commit=*/true);
+    EXPECT_EQ(read_experiment(path).runs.size(), all.runs.size());  // old file still there
+  }
+  // No commit: the old file stays, the temporary is gone.
+  EXPECT_EQ(read_experiment(path).runs.size(), all.runs.size());
+  EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"exp.h5"});
+  {
+    Appender a = Appender::create(path, all, /*replace_at_first_commit=*/true);
+    a.commit(all.runs.back(), all.provenance);
+  }
+  const ExperimentRecord back = read_experiment(path);
+  ASSERT_EQ(back.runs.size(), 1u);
+  EXPECT_EQ(back.runs.front().id, all.runs.back().id);
 }
 
 }  // namespace
