@@ -477,9 +477,11 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     tr.phase.push_back(tr.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");
     tr.train_loss.push_back(e.train_loss);
     tr.train_top1.push_back(e.train_top1);
-    tr.test_loss.push_back(e.test.loss);
-    tr.test_top1.push_back(e.test.top1);
-    tr.test_top5.push_back(e.test.top5);
+    // An epoch that was not evaluated has no test numbers: NaN, not 0.
+    const bool tested = e.test.samples > 0;
+    tr.test_loss.push_back(tested ? e.test.loss : kNaN);
+    tr.test_top1.push_back(tested ? e.test.top1 : kNaN);
+    tr.test_top5.push_back(tested ? e.test.top5 : kNaN);
     tr.epoch_s.push_back(e.seconds);
     tr.samples_per_s.push_back(e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0);
     if (e.phase == 1 && (tr.mode == "freeze" || tr.mode == "finetune")) ++tr.phase1_epochs;
