@@ -38,10 +38,10 @@ def load(path):
     runs = qr.runs(path)
     runs = runs[runs["training_mode"] == ""]
     ok, left = common.ok_runs(runs, path)
-    cuts = ok["partition.cuts"] if "partition.cuts" in ok else ok["cut_names"].str.replace(";", ",")
-    if "partition.cuts" in ok:  # a run without the parameter: its cut_names
-        cuts = [c if isinstance(c, str) and c else n.replace(";", ",")
-                for c, n in zip(ok["partition.cuts"], ok["cut_names"])]
+    # Cuts from the parameter `partition.cuts`, else (a run without it) the run's cut_names.
+    given = ok["partition.cuts"] if "partition.cuts" in ok else [None] * len(ok)
+    cuts = [c if isinstance(c, str) and c else n.replace(";", ",")
+            for c, n in zip(given, ok["cut_names"])]
     return ok.assign(rate=common.rate_of(ok), cuts=[common.parse_cuts(c) for c in cuts]), left
 
 
@@ -74,6 +74,9 @@ def body(argv):
         if d is None:
             rows.append({"position": position, "cuts": ",".join(cuts), "boards": len(cuts) + 1,
                          "paper_normalized_perf": p, "_g": None})
+            lines_v.append(verdicts.not_testable(
+                f"an R=64 autoencoder {position.lower()} raises throughput",
+                f"{paths[k]} is missing", f"{p:.2f}x").line())
             continue
         base, q = d[(d["cuts"] == cuts) & (d["rate"] == 1)], d[(d["cuts"] == cuts)
                                                                 & (d["rate"] == AE_RATE)]
