@@ -95,7 +95,7 @@ def body(argv):
     table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
     common.write_outputs(base, table, "\n".join(lines) + "\n")
 
-    fig, axes = plotting.figure(2)
+    fig, axes = plotting.figure(2, 5.0, 4.5)
     for ax, col, pcol, title in ((axes[0], "throughput_gain_pct", 0, "throughput gain (%)"),
                                  (axes[1], "energy_gain_pct", 1, "energy-efficiency gain (%)")):
         for i, arch in enumerate(sorted({r["model"] for r in rows})):
@@ -105,20 +105,33 @@ def body(argv):
             if not pts:
                 continue
             label = paper.LABELS.get(arch, arch)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color,
-                    label=f"Quilt {label} (at effective R)")
-            for eff, y, req in pts:
-                if abs(eff - req) > 1e-6 * req:
-                    ax.annotate(f"R={req:g}→{eff:.3g}", (eff, y), fontsize=6, color=color,
-                                textcoords="offset points", xytext=(3, 4))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=color,
+                    label=f"Quilt {label}")
+            same = [p for p in pts if abs(p[0] - p[2]) <= 1e-6 * p[2]]
+            moved = [p for p in pts if abs(p[0] - p[2]) > 1e-6 * p[2]]
+            ax.plot([p[0] for p in same], [p[1] for p in same], "o", color=color)
+            ax.plot([p[0] for p in moved], [p[1] for p in moved], "o", mfc="white", color=color)
+            # One note per plotted point whose requested R differs (several R can land on one).
+            notes = {}
+            for eff, y, req in moved:
+                notes.setdefault((round(eff, 3), y), []).append(req)
+            for (eff, y), reqs in notes.items():
+                ax.annotate("R=" + ",".join(f"{q:g}" for q in reqs) + f"→{eff:.3g}", (eff, y),
+                            fontsize=6, color=color, textcoords="offset points", xytext=(2, -9))
             pp = [(r, v[pcol]) for (a, r), v in paper.FIG5.items() if a == arch]
             if pp:
                 ax.scatter([p[0] for p in pp], [p[1] for p in pp], marker="*", s=110, color=color,
-                           label=f"paper {label} (requested R)")
+                           label=f"paper {label}")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("effective reduction rate (requested R where they differ: annotated)")
+        ax.set_xlabel("effective reduction rate")
         ax.set_title(title)
-        plotting.legend_outside(ax)
+    marks = [plotting.plt.Line2D([], [], marker="o", ls="", color="0.3", label="R as requested"),
+             plotting.plt.Line2D([], [], marker="o", ls="", mfc="white", color="0.3",
+                                 label="effective R ≠ requested\n(annotated R=req→eff)"),
+             plotting.plt.Line2D([], [], marker="*", ls="", ms=10, color="0.3",
+                                 label="paper (at requested R)")]
+    h, l = axes[1].get_legend_handles_labels()
+    plotting.legend_outside(axes[1], h + marks, l + [m.get_label() for m in marks])
     plotting.save(fig, base + ".png", context)
     print(f"wrote {base}.png, {base}.txt, {base}.csv")
     return 0

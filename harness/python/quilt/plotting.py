@@ -1,6 +1,6 @@
-"""Figure styling shared by the analysis scripts: one look, integer epoch axes, legends that do
-not cover data, and a caption on every figure saying what its numbers are (time model, stand-in
-data, which runs) — the same words the script's text output prints."""
+"""Figure styling shared by the analysis scripts: one look, integer epoch axes, legends beside the
+axes (never over bars or points), and a caption on every figure saying what its numbers are (time
+model, stand-in data, which runs): the same words the script's text output prints."""
 import textwrap
 
 import matplotlib
@@ -26,23 +26,28 @@ def epoch_axis(ax):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def legend_outside(ax, **kw):
-    """The legend below the axes, where it cannot cover bars or points."""
-    handles, labels = ax.get_legend_handles_labels()
+def legend_outside(ax, handles=None, labels=None):
+    """The legend of `ax` (or the given handles) to the right of the axes, where it cannot cover
+    bars or points; save() makes room for it."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(3, len(handles)),
-                  frameon=False, **kw)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                  borderaxespad=0.0)
 
 
 def save(fig, path, caption_lines=()):
     """Writes `path` (PNG) with `caption_lines` (time model, stand-in data, ...) as a caption
     under the axes, then closes the figure."""
-    text = "\n".join(textwrap.fill(line, 150) for line in caption_lines if line)
+    lines = [textwrap.fill(line, 160) for line in caption_lines if line]
+    text = "\n".join(lines)
     n = text.count("\n") + 1 if text else 0
-    fig.tight_layout()
+    height = fig.get_size_inches()[1]
+    # Room at the bottom for the caption (about 0.14 inch per line), the rest laid out tightly
+    # (legends beside the axes included).
+    bottom = min(0.45, (0.14 * n + 0.1) / height) if n else 0
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     if text:
-        # Room under the axes (and their outside legends) for the caption.
-        fig.subplots_adjust(bottom=min(0.5, 0.2 + 0.045 * n))
         fig.text(0.01, 0.01, text, fontsize=7, va="bottom", ha="left", color="0.25")
     fig.savefig(path, dpi=120)
     plt.close(fig)

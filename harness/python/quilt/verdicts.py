@@ -164,11 +164,7 @@ def difference(claim, est, paper_value, unit="pt", paper_text=None, converged="u
             v = DOES_NOT_SHOW
         else:
             v = INCONCLUSIVE
-        if est.kind == "deterministic":
-            notes.append("Deterministic modeled runs: no run-to-run variance, the interval is "
-                         "degenerate and the verdict rests on the point value.")
-    rule = ("SHOWS if the 95% CI excludes 0 on the paper's side, DOES NOT SHOW if it excludes "
-            "the paper's direction")
+    rule = "difference, 95% CI against 0"
     return Verdict(claim, v, est, paper, unit, rule, converged, notes, digits)
 
 
@@ -191,12 +187,9 @@ def negligible(claim, est, margin, paper_text, unit="pt", converged="unknown", d
             v = DOES_NOT_SHOW
         else:
             v = INCONCLUSIVE
-        if est.kind == "deterministic":
-            notes.append("Deterministic modeled runs: no run-to-run variance, the interval is "
-                         "degenerate and the verdict rests on the point value.")
     bounds = " and ".join(b for b in ((f"≥ {lo_m:g}" if lo_m > -math.inf else ""),
                                       (f"≤ {hi_m:g}" if hi_m < math.inf else "")) if b)
-    rule = f"equivalence: SHOWS if the whole 95% CI is {bounds} {unit}".rstrip()
+    rule = f"equivalence, 95% CI {bounds} {unit}".rstrip()
     return Verdict(claim, v, est, paper_text, unit, rule, converged, notes, digits)
 
 
