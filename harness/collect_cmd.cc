@@ -91,7 +91,13 @@ std::string headline(const results::RunRecord& r) {
   return fmt::format("{:.3f} samples/s", r.throughput_sps);
 }
 
-// Parameters whose (normalized) values are not the same in every run of `record`.
+// Parameters that name where a run wrote its outputs: they differ in every run and never
+// identify what was compared.
+bool is_output_key(const std::string& key) {
+  return key == "training.saved_weights" || key == "training.checkpoint";
+}
+
+// Parameters whose (normalized) values are not the same in every run of `record`, outputs aside.
 std::set<std::string> varying_keys(const results::ExperimentRecord& record) {
   std::map<std::string, std::set<std::string>> values;
   std::set<std::string> keys;
@@ -101,7 +107,7 @@ std::set<std::string> varying_keys(const results::ExperimentRecord& record) {
     for (const auto& k : keys) values[k].insert(normalized(param_or(r, k, "")));
   std::set<std::string> out;
   for (const auto& [k, v] : values)
-    if (v.size() > 1) out.insert(k);
+    if (v.size() > 1 && !is_output_key(k)) out.insert(k);
   return out;
 }
 
@@ -382,6 +388,7 @@ std::string compare_by_params(const NamedRecord& base, const NamedRecord& other,
     for (const auto& [k, v] : b.params) names.insert(k);
     std::vector<std::string> diffs;
     for (const auto& k : names) {
+      if (is_output_key(k)) continue;
       const std::string va = param_or(a, k, "(absent)"), vb = param_or(b, k, "(absent)");
       if (normalized(va) != normalized(vb)) diffs.push_back(fmt::format("{}: {} -> {}", k, va, vb));
     }

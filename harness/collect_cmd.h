@@ -41,10 +41,11 @@ std::string multi_report_table(const std::vector<NamedRecord>& files, bool* all_
 
 /// Runs of `other` paired with runs of `base` by parameters: by `by` when not empty (each key
 /// must be a parameter of every run, else ConfigError naming the key and the valid ones), else
-/// by the parameters whose values vary within either file (seed keys included; a file with one
-/// run pairs with one run). Values compare as numbers when both are numbers ("64" = "64.0").
-/// Prints throughput/latency (pipeline) or top-1 (training) side by side with the ratio, and
-/// per pair the parameters that differ; unmatched runs are listed.
+/// by the parameters whose values vary within either file (seed keys included, output paths such
+/// as training.saved_weights left out; a file with one run pairs with one run). Values compare
+/// as numbers when both are numbers ("64" = "64.0").  Prints throughput/latency (pipeline) or
+/// top-1 (training) side by side with the ratio, and per pair the parameters that differ;
+/// unmatched runs are listed.
 std::string compare_by_params(const NamedRecord& base, const NamedRecord& other,
                               const std::vector<std::string>& by);
 

@@ -199,6 +199,21 @@ def test_report_many_files_and_compare_by_params(files, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "runs paired by model.arch" in r.stdout
     assert "differs: verdict: FAILED -> OK" in r.stdout
+    # The case: a copy of a file with R changed pairs by what the sweep varies (the
+    # model), and says that R differs.
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    qf.write(a, [qf.pipeline(arch=m, rate=64, sps=100.0,
+                             params={"training.saved_weights": f"/x/{m}.pt"})
+                 for m in ("resnet50", "unet")])
+    qf.write(b, [qf.pipeline(arch=m, rate=32, sps=80.0,
+                             params={"training.saved_weights": f"/y/{m}.pt"})
+                 for m in ("resnet50", "unet")])
+    r = subprocess.run([str(QUILT), "report", str(b), "--compare", str(a)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert "runs paired by model.arch" in r.stdout and "only in" not in r.stdout
+    assert r.stdout.count("differs: autoencoder.rate: 64 -> 32") == 2, r.stdout
+    assert "0.800" in r.stdout and "saved_weights" not in r.stdout
     r = subprocess.run([str(QUILT), "report", str(other), "--compare", str(eff), "--by", "nope"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "'nope' is not a parameter" in r.stderr and "valid:" in r.stderr
