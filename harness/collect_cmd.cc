@@ -460,11 +460,34 @@ int collect_command(const std::vector<std::string>& files, const std::string& ou
   return 0;
 }
 
+constexpr const char* kReportHelp =
+    R"(usage: quilt report FILE.h5... [--compare BASE.h5 [--by KEY,KEY]]
+
+One file: each run's metrics, validity and PASS/FAIL against its references.
+Several files: one table across them, a verdict per run (OK, FAILED, INVALID, FAIL <metric>).
+  --compare BASE.h5   each file against BASE, runs paired by the parameters that vary within
+                      either file (output paths aside); what else differs is listed per pair
+  --by KEY,KEY        pair by these parameters instead
+Exit code: 0 all runs OK, 1 a run failed / is invalid / missed a reference, 2 bad input.
+Example: quilt report results/efficiency.h5 --compare old/efficiency.h5 --by model.arch
+)";
+
+constexpr const char* kCollectHelp = R"(usage: quilt collect FILE.h5... -o TABLE.csv
+
+Every run of the files as one CSV row: the table quilt.results.runs() returns in Python
+(columns: analysis/README.md). -o - writes to stdout.
+Example: quilt collect results/*.h5 -o table.csv
+)";
+
 int cmd_report(int argc, char** argv) {
   std::vector<std::string> files, by;
   std::string compare;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      fmt::print("{}", kReportHelp);
+      return 0;
+    }
     if ((a == "--compare" || a == "--by") && i + 1 >= argc)
       throw ConfigError("<command line>", 0, 0, a, "needs a value");
     if (a == "--compare") {
@@ -492,6 +515,10 @@ int cmd_collect(int argc, char** argv) {
   std::string output;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      fmt::print("{}", kCollectHelp);
+      return 0;
+    }
     if (a == "-o" || a == "--output") {
       if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, a, "needs a value");
       output = argv[++i];
