@@ -137,35 +137,27 @@ class Verdict:
         return out
 
 
-def _low_n(est):
-    if est.n == 0:
-        return "no runs to compare"
-    if est.kind != "deterministic" and est.n < 2:
-        return "1 seed"
-    return None
+def _decide(est, shows, does_not_show):
+    """(verdict, notes): INCONCLUSIVE without enough runs ("1 seed"), else SHOWS or DOES NOT SHOW
+    when the predicate on (low, high) of the 95% CI holds, INCONCLUSIVE otherwise."""
+    if est.n == 0 or (est.kind != "deterministic" and est.n < 2):
+        why = "no runs to compare" if est.n == 0 else "1 seed"
+        return INCONCLUSIVE, [f"INCONCLUSIVE: {why}."]
+    if shows(est.low, est.high):
+        return SHOWS, []
+    return (DOES_NOT_SHOW if does_not_show(est.low, est.high) else INCONCLUSIVE), []
 
 
 def difference(claim, est, paper_value, unit="pt", paper_text=None, converged="unknown",
                digits=2):
     """Difference claim: the paper says the effect is `paper_value` (its sign is the claimed
     direction). `est` is Quilt's estimate of the same difference."""
-    direction = 1 if paper_value > 0 else -1
+    d = 1 if paper_value > 0 else -1
+    v, notes = _decide(est, lambda lo, hi: min(lo * d, hi * d) > 0,
+                       lambda lo, hi: max(lo * d, hi * d) <= 0)
     paper = paper_text or f"{paper_value:+g} {unit}".strip()
-    notes = []
-    low_n = _low_n(est)
-    if low_n:
-        v = INCONCLUSIVE
-        notes.append(f"INCONCLUSIVE: {low_n}.")
-    else:
-        lo, hi = est.low * direction, est.high * direction
-        if lo > 0:
-            v = SHOWS
-        elif hi <= 0:
-            v = DOES_NOT_SHOW
-        else:
-            v = INCONCLUSIVE
-    rule = "difference, 95% CI against 0"
-    return Verdict(claim, v, est, paper, unit, rule, converged, notes, digits)
+    return Verdict(claim, v, est, paper, unit, "difference, 95% CI against 0", converged, notes,
+                   digits)
 
 
 def negligible(claim, est, margin, paper_text, unit="pt", converged="unknown", digits=2):
@@ -175,18 +167,8 @@ def negligible(claim, est, margin, paper_text, unit="pt", converged="unknown", d
     lo_m, hi_m = (-margin, margin) if isinstance(margin, (int, float)) else margin
     lo_m = -math.inf if lo_m is None else lo_m
     hi_m = math.inf if hi_m is None else hi_m
-    notes = []
-    low_n = _low_n(est)
-    if low_n:
-        v = INCONCLUSIVE
-        notes.append(f"INCONCLUSIVE: {low_n}.")
-    else:
-        if lo_m <= est.low and est.high <= hi_m:
-            v = SHOWS
-        elif est.low > hi_m or est.high < lo_m:
-            v = DOES_NOT_SHOW
-        else:
-            v = INCONCLUSIVE
+    v, notes = _decide(est, lambda lo, hi: lo_m <= lo and hi <= hi_m,
+                       lambda lo, hi: lo > hi_m or hi < lo_m)
     bounds = " and ".join(b for b in ((f"≥ {lo_m:g}" if lo_m > -math.inf else ""),
                                       (f"≤ {hi_m:g}" if hi_m < math.inf else "")) if b)
     rule = f"equivalence, 95% CI {bounds} {unit}".rstrip()
