@@ -39,7 +39,13 @@ InputError = qr.InputError
 def parser(doc, inputs, extra=None):
     """An ArgumentParser whose --help shows the script's docstring. `inputs`: list of
     (name, default, help) positional/optional input files; names starting with -- are options."""
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    script = os.path.basename(sys.argv[0]) or "SCRIPT.py"
+    example = " ".join(f"{n} {d}" if n.startswith("--") else str(d)
+                       for n, d, _ in inputs if d is not None)
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"example: PYTHONPATH=build/release/python /usr/bin/python3 analysis/{script} "
+               f"{example} --out-dir out/")
     for name, default, text in inputs:
         if name.startswith("--"):
             ap.add_argument(name, default=default, help=f"{text} (default: %(default)s)")

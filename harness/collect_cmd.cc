@@ -436,7 +436,8 @@ int collect_command(const std::vector<std::string>& files, const std::string& ou
   if (files.empty()) throw ConfigError("<command line>", 0, 0, "collect", "needs result files");
   if (output.empty())
     throw ConfigError("<command line>", 0, 0, "collect", "needs -o TABLE.csv (or -o - for stdout)");
-  const std::string csv = to_csv(runs_table(read_files(files)));
+  const RunsTable table = runs_table(read_files(files));
+  const std::string csv = to_csv(table);
   if (output == "-") {
     fmt::print("{}", csv);
     return 0;
@@ -456,7 +457,7 @@ int collect_command(const std::vector<std::string>& files, const std::string& ou
     throw ConfigError("<command line>", 0, 0, "-o", fmt::format("cannot write '{}'", output));
   }
   fmt::print(stderr, "wrote {} ({} run(s) from {} file(s))\n", output,
-             std::count(csv.begin(), csv.end(), '\n') - 1, files.size());
+             table.rows.size(), files.size());
   return 0;
 }
 

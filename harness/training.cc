@@ -286,9 +286,11 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
             "training\n",
             tr.final_test_loss, tr.train_s, tr.proxy_speedup);
       } else {
-        fmt::print("  top-1 {} top-5 {} test loss {:.4f} after {} epoch(s), {:.1f} s\n",
-                   fmt_pct(tr.final_top1), fmt_pct(tr.final_top5), tr.final_test_loss,
-                   tr.epoch.size(), tr.train_s);
+        // Top-5 of 5 classes or fewer is 100% (or top-1): not shown.
+        fmt::print("  top-1 {}{} test loss {:.4f} after {} epoch(s), {:.1f} s\n",
+                   fmt_pct(tr.final_top1),
+                   tr.classes > 5 ? " top-5 " + fmt_pct(tr.final_top5) : std::string(),
+                   tr.final_test_loss, tr.epoch.size(), tr.train_s);
       }
       std::fflush(stdout);
     }
