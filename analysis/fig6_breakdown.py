@@ -96,7 +96,7 @@ def body(argv):
         ax.set_xticklabels([f"s{r['stage']}\nR={r['rate']:g}" for r in mine], fontsize=8)
         ax.set_ylabel("ms per batch")
         ax.set_title(paper.LABELS.get(arch, arch))
-        plotting.legend_outside(ax)
+    plotting.legend_outside(axes[-1])
     plotting.save(fig, base + ".png", context)
     print(f"wrote {base}.png, {base}.txt, {base}.csv")
     return 0

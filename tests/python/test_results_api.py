@@ -217,3 +217,39 @@ def test_report_many_files_and_compare_by_params(files, tmp_path):
     r = subprocess.run([str(QUILT), "report", str(other), "--compare", str(eff), "--by", "nope"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "'nope' is not a parameter" in r.stderr and "valid:" in r.stderr
+
+
+@pytest.mark.skipif(not QUILT.exists(), reason="quilt binary not built")
+def test_real_run_through_the_api(tmp_path):
+    """A real 2-rank MLP pipeline (`quilt run` under mpiexec), read back as DataFrames, and the
+    CSV of `quilt collect` equal to runs()."""
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text("""quilt: 1
+name: tiny
+model: {arch: mlp, input: [16], classes: 4}
+boards: {count: 2}
+partition: {cuts: [after_hidden1]}
+measurement: {batch: 4, warmup_batches: 1, batches: 3}
+sweep:
+  matrix:
+    autoencoder.rate: [1, 8]
+""")
+    out = tmp_path / "tiny.h5"
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([os.environ.get("MPIEXEC", "mpiexec"), "-n", "2", str(QUILT), "run",
+                        str(exp), "--output", str(out)], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    df = qr.runs(out)
+    assert df["autoencoder.rate"].tolist() == [1, 8] and (df["status"] == "ok").all()
+    assert (df["throughput_sps"] > 0).all() and df["effective_rate"].tolist() == [1, 8]
+    assert df["model.arch"].tolist() == ["mlp", "mlp"] and df["stages"].tolist() == [2, 2]
+    st = qr.stages(out)
+    assert len(st) == 4 and (st["compute_s"] > 0).all()
+    b = qr.batches(out)
+    assert len(b) == 2 * 2 * 3 and (b["latency_s"] > 0).all()
+    csv_path = tmp_path / "t.csv"
+    assert subprocess.run([str(QUILT), "collect", str(out), "-o", str(csv_path)],
+                          capture_output=True).returncode == 0
+    pd.testing.assert_frame_equal(df, qr.frame_from_csv(csv_path))
