@@ -6,7 +6,6 @@
 #include <fmt/ranges.h>
 
 #include <cmath>
-#include <map>
 
 namespace quilt::harness {
 
@@ -175,32 +174,6 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
                          100 * c.tolerance);
     }
   }
-  return out;
-}
-
-std::string compare_table(const results::ExperimentRecord& base,
-                          const results::ExperimentRecord& other) {
-  std::map<std::string, const results::RunRecord*> theirs;
-  for (const auto& r : other.runs) theirs[r.id] = &r;
-  std::string out =
-      fmt::format("{:<14} {:>14} {:>14} {:>8} {:>12} {:>12} {:>8}  {}\n", "run", "base samples/s",
-                  "other", "ratio", "base p50 ms", "other", "ratio", "parameters");
-  for (const auto& a : base.runs) {
-    auto it = theirs.find(a.id);
-    if (it == theirs.end()) {
-      out += fmt::format("{:<14} only in the base file  {}\n", a.id, swept_text(a));
-      continue;
-    }
-    const auto& b = *it->second;
-    auto ratio = [](double x, double y) { return x > 0 ? fmt::format("{:.3f}", y / x) : "-"; };
-    out += fmt::format(
-        "{:<14} {:>14.3f} {:>14.3f} {:>8} {:>12.2f} {:>12.2f} {:>8}  {}\n", a.id, a.throughput_sps,
-        b.throughput_sps, ratio(a.throughput_sps, b.throughput_sps), 1e3 * a.latency_p50_s,
-        1e3 * b.latency_p50_s, ratio(a.latency_p50_s, b.latency_p50_s), swept_text(a));
-    theirs.erase(it);
-  }
-  for (const auto& [id, r] : theirs)
-    out += fmt::format("{:<14} only in the other file  {}\n", id, swept_text(*r));
   return out;
 }
 
