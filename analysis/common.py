@@ -185,3 +185,9 @@ def gain_estimate(base, other, column="throughput_sps"):
     deterministic = bool(len(other)) and set(other["time_model"]) | set(base["time_model"]) == {
         "modeled"}
     return verdicts.estimate(values, deterministic)
+
+
+def placement_text(position):
+    """'Between stage 1 & 2' -> 'between stage 1 & 2'; 'Multi-AE ...' -> 'after every stage
+    (Multi-AE)', for verdict lines."""
+    return position.lower() if position.startswith("Between") else "after every stage (Multi-AE)"

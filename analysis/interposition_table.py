@@ -75,7 +75,7 @@ def body(argv):
             rows.append({"position": position, "cuts": ",".join(cuts), "boards": len(cuts) + 1,
                          "paper_normalized_perf": p, "_g": None})
             lines_v.append(verdicts.not_testable(
-                f"an R=64 autoencoder {position.lower()} raises throughput",
+                f"an R=64 autoencoder {common.placement_text(position)} raises throughput",
                 f"{paths[k]} is missing", f"{p:.2f}x").line())
             continue
         base, q = d[(d["cuts"] == cuts) & (d["rate"] == 1)], d[(d["cuts"] == cuts)
@@ -91,11 +91,11 @@ def body(argv):
                      "paper_normalized_perf": p, "runs_r1": len(base), "runs_r64": len(q), "_g": g})
         if g:
             lines_v.append(verdicts.difference(
-                f"an R=64 autoencoder {position.lower()} raises throughput", g, 100 * (p - 1), "%",
+                f"an R=64 autoencoder {common.placement_text(position)} raises throughput", g, 100 * (p - 1), "%",
                 f"{p:.2f}x", "n/a (inference)", 1).line())
         else:
             lines_v.append(verdicts.not_testable(
-                f"an R=64 autoencoder {position.lower()} raises throughput",
+                f"an R=64 autoencoder {common.placement_text(position)} raises throughput",
                 "no completed run at R=1 and R=64 for that cut", f"{p:.2f}x").line())
     lines = ["Table 3 (QuiltNet, DAC 2022), interposition exploration: normalized performance",
              "= throughput(R=64) / throughput(R=1) at the same cut(s); paper: ResNet-50, Alveo U200"]

@@ -63,7 +63,7 @@ def body(argv):
         lines.append(f"{name:<22} {100 * g['final_top1'].mean():>10.2f}% {d.text('pt'):>36} "
                      f"{d.n:>5} {conv:>10} | {p:>6.2f}% {ploss:>5.2f}")
         lines_v.append(verdicts.negligible(
-            f"low accuracy loss with the autoencoder {name.lower()}", d, (None, LOW_LOSS_PT),
+            f"low accuracy loss with the autoencoder {common.placement_text(name)}", d, (None, LOW_LOSS_PT),
             f"{ploss:.2f} pt loss", "pt", conv).line())
     lines += lines_v + common.context_lines(ok) + left_out
     stem = common.output_base(args.results, args.out_dir, "table3_interposition_accuracy")

@@ -235,4 +235,4 @@ def test_interposition_table(tmp_path):
     r = script("interposition_table.py", "--single", single, "--multi", tmp_path / "nada.h5",
                "--allow-missing")
     assert r.returncode == 0, r.stderr
-    assert "INCONCLUSIVE" in [l for l in r.stdout.splitlines() if "multi-ae" in l][0]
+    assert "INCONCLUSIVE" in [l for l in r.stdout.splitlines() if "(Multi-AE)" in l][0]
