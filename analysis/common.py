@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _import_quilt():
     try:
-        import quilt  # noqa: F401
+        import quilt  # noqa: F401 (only whether it imports)
         return
     except ImportError:
         pass

@@ -456,8 +456,8 @@ int collect_command(const std::vector<std::string>& files, const std::string& ou
     std::remove(tmp.c_str());
     throw ConfigError("<command line>", 0, 0, "-o", fmt::format("cannot write '{}'", output));
   }
-  fmt::print(stderr, "wrote {} ({} run(s) from {} file(s))\n", output,
-             table.rows.size(), files.size());
+  fmt::print(stderr, "wrote {} ({} run(s) from {} file(s))\n", output, table.rows.size(),
+             files.size());
   return 0;
 }
 
