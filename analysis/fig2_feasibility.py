@@ -100,9 +100,9 @@ def body(argv):
     first = e.groupby("rate")["id"].first()
     for rate, rid in first.items():
         t = e[e["id"] == rid]
-        label = "baseline" if rate == 1 else "Quilt"
-        b.plot(t["epoch"], t["train_loss"], label=f"{label} train")
-        b.plot(t["epoch"], t["test_loss"], "--", label=f"{label} test")
+        label, color = ("baseline", "C0") if rate == 1 else ("Quilt", "C1")
+        b.plot(t["epoch"], t["train_loss"], color=color, label=f"{label} train")
+        b.plot(t["epoch"], t["test_loss"], "--", color=color, label=f"{label} test")
     plotting.epoch_axis(b)
     b.set_ylabel("cross-entropy loss")
     b.set_title(f"(b) loss over epochs, {pick['data_set']} (first seed)")
