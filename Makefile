@@ -15,6 +15,7 @@ PACKAGES := build-essential cmake git pkg-config ccache clang-format \
   libhdf5-dev libfmt-dev libyaml-cpp-dev libbenchmark-dev libgtest-dev uuid-dev \
   libxrt-dev libxrt1 \
   pybind11-dev python3-dev python3-pytest python3-numpy python3-h5py python3-matplotlib \
+  python3-pandas python3-scipy \
   python3-torch python3-torchvision python3-sklearn dataset-fashion-mnist zlib1g-dev \
   slurmctld slurmd slurm-client munge
 

@@ -1,155 +1,199 @@
 #!/usr/bin/python3
 """Fig. 4 of QuiltNet (DAC 2022): (a) accuracy loss and normalized performance against the
 reduction rate R, (b) the autoencoder-only reconstruction loss of f_L(x) against R, the cheap
-proxy for the accuracy loss. The paper: accuracy loss 0.4% at R=64 for ResNet-50, rising beyond;
-the proxy's loss follows the accuracy loss; the proxy trains 76.9x faster than the whole model.
+proxy for the accuracy loss. The paper: accuracy loss 0.4 pt at R=64 for ResNet-50, rising
+beyond; normalized performance 1.2x and up at R=64; the proxy's loss follows the accuracy loss;
+the proxy trains 76.9x faster than the whole model.
 
 Reads results/tradeoff.h5 (experiments/tradeoff.yaml: proxy runs per R, and scratch runs per R
 with the R=1 baseline) and optionally --efficiency results/efficiency.h5 (pipeline runs per R:
-normalized performance = throughput(R) / throughput(R=1); these are the `measured` time model's
-results of this machine unless the file says otherwise). Writes fig4_tradeoff.png, .txt and .csv
-beside the first file (or in --out-dir). Exit codes: 0 ok, 2 missing or unusable input.
+normalized performance = throughput(R) / throughput(R=1) of ResNet-50, in the time model of
+that file). At the small scale the two panels' curves come from different models (the training
+runs' model and data vs the pipeline runs' ResNet-50): the figure says so.
+
+Verdicts (quilt.verdicts): every effect is a difference claim across seeds (runs), SHOWS only when
+its 95% CI excludes 0 on the paper's side; trends use the per-seed Spearman correlation.
+Writes fig4_tradeoff.png, .txt and .csv beside the first file (or in --out-dir).
+Exit codes: 0 ok, 2 missing or unusable input.
 """
-import argparse
 import math
 import sys
 
-import matplotlib
+import common
+import pandas as pd
+from quilt import paper, plotting, verdicts
+from quilt import results as qr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import training_results as tr  # noqa: E402
-
-PAPER_SPEEDUP = 76.9      # autoencoder-only training vs entire model training, ResNet-50
-PAPER_LOSS_AT_64 = 0.4    # accuracy loss in points at R=64, ResNet-50
 RUN = "mpirun -n 1 quilt run experiments/tradeoff.yaml"
+PAPER_R = 64.0
 
 
-def normalized_performance(path, arch="resnet50"):
-    """R -> throughput(R) / throughput(R=1) from the pipeline runs of `arch` in `path` (median
-    per R; files without model.arch in the parameters count as that model), and the time models
-    of those runs."""
-    runs = [r for r in tr.read_runs(path) if r["training"] is None and r["status"] == "ok"
-            and r["params"].get("model.arch", arch) == arch]
-    normalized_performance.time_models = {r["time_model"] for r in runs}
-    by_rate = {}
-    for r in runs:
-        by_rate.setdefault(tr.rate(r), []).append(r["throughput_sps"])
-    if 1.0 not in by_rate:
-        raise tr.InputError(f"{path}: no finished R=1 pipeline run to normalize by")
-    base = float(np.median(by_rate[1.0]))
-    return {k: float(np.median(v)) / base for k, v in sorted(by_rate.items())}
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("results", nargs="?", default="results/tradeoff.h5")
-    ap.add_argument("--efficiency", default=None,
-                    help="pipeline result file with an R sweep (e.g. results/efficiency.h5)")
-    ap.add_argument("--out-dir", default=None)
-    args = ap.parse_args(argv)
-    try:
-        proxy, bad_p = tr.training_runs(args.results, mode="proxy")
-        scratch, bad_s = tr.training_runs(args.results, mode="scratch")
-        if not proxy:
-            raise tr.InputError(f"{args.results}: no finished proxy runs (run: {RUN})")
-        perf = normalized_performance(args.efficiency) if args.efficiency else {}
-    except tr.InputError as e:
-        print(f"fig4_tradeoff: {e}", file=sys.stderr)
-        return 2
-
-    proxy_loss = {tr.rate(r): r["training"]["final_test_loss"] for r in proxy}
-    speedup = {tr.rate(r): r["training"].get("proxy_speedup", -1) for r in proxy}
-    proxy_s = {tr.rate(r): r["training"].get("train_s", float("nan")) for r in proxy}
-    base = [r for r in scratch if tr.rate(r) == 1]
-    acc_loss = {}
-    if base:
-        b = base[0]["training"]["final_top1"]
-        acc_loss = {tr.rate(r): 100 * (b - r["training"]["final_top1"]) for r in scratch
-                    if tr.rate(r) > 1}
-    rates = sorted(set(proxy_loss) | set(acc_loss) | {k for k in perf if k > 1})
-    nan = float("nan")
-    rows = [(r, acc_loss.get(r, nan), perf.get(r, nan), proxy_loss.get(r, nan),
-             proxy_s.get(r, nan), speedup.get(r, nan)) for r in rates]
+def body(argv):
+    args = common.parser(__doc__, [
+        ("results", "results/tradeoff.h5", "result file of experiments/tradeoff.yaml"),
+        ("--efficiency", None, "pipeline result file with an R sweep of ResNet-50 "
+         "(results/efficiency.h5)")]).parse_args(argv)
+    runs = qr.runs(args.results)
+    runs = runs[runs["training_mode"].isin(["proxy", "scratch"])]
+    ok, left_out = common.ok_runs(runs, f"{args.results} (run: {RUN})")
+    ok = ok.assign(rate=common.rate_of(ok), seed=common.seeds(ok))
+    proxy, scratch = ok[ok["training_mode"] == "proxy"], ok[ok["training_mode"] == "scratch"]
+    if proxy.empty:
+        raise qr.InputError(f"{args.results}: no finished proxy runs (run: {RUN})")
+    perf = pd.DataFrame()
+    if args.efficiency:
+        e = qr.runs(args.efficiency)
+        e = e[(e["training_mode"] == "") & (e["status"] == "ok")]
+        if "model.arch" in e:
+            e = e[e["model.arch"] == "resnet50"]
+        e = e.assign(rate=common.rate_of(e))
+        if not (e["rate"] == 1).any():
+            raise qr.InputError(f"{args.efficiency}: no finished R=1 ResNet-50 pipeline run to "
+                                "normalize by")
+        perf = e
+    base = scratch[scratch["rate"] == 1]
+    ep = qr.epochs(args.results)
+    conv = common.converged(ep, scratch["id"])
+    rates = sorted(set(proxy["rate"]) | set(scratch["rate"][scratch["rate"] > 1])
+                   | (set(perf["rate"][perf["rate"] > 1]) if len(perf) else set()))
+    rows = []
+    for r in rates:
+        q = scratch[scratch["rate"] == r]
+        loss = common.diff_estimate(q, base, "final_top1", 100) if len(q) and len(base) else None
+        pr = proxy[proxy["rate"] == r]
+        g = common.gain_estimate(perf[perf["rate"] == 1], perf[perf["rate"] == r]) \
+            if len(perf) and (perf["rate"] == r).any() else None
+        rows.append({"rate": r,
+                     "accuracy_loss_pt": loss.mean if loss else math.nan,
+                     "accuracy_loss_ci_low": loss.low if loss else math.nan,
+                     "accuracy_loss_ci_high": loss.high if loss else math.nan,
+                     "normalized_performance": 1 + g.mean / 100 if g else math.nan,
+                     "proxy_reconstruction_loss": pr["final_test_loss"].mean() if len(pr)
+                     else math.nan,
+                     "proxy_s": pr["train_s"].mean() if len(pr) else math.nan,
+                     "proxy_speedup": pr["proxy_speedup"].mean() if len(pr) else math.nan,
+                     "seeds": len(q), "_loss": loss, "_gain": g})
+    arch = scratch["model.arch"].iloc[0] if len(scratch) and "model.arch" in scratch else "?"
+    data = scratch["dataset"].iloc[0] if len(scratch) else proxy["dataset"].iloc[0]
     lines = ["Fig. 4: trade-off against the reduction rate R",
-             f"{'R':>6} {'acc. loss':>10} {'norm. perf':>10} {'proxy loss':>11} {'proxy s':>8} "
-             f"{'proxy vs full':>13}"]
-    for r, a, p, l, s, sp in rows:
-        lines.append(f"{r:>6g} {tr.fmt_pt(a):>10} {('-' if math.isnan(p) else f'{p:.3f}'):>10} "
-                     f"{('-' if math.isnan(l) else f'{l:.4g}'):>11} "
-                     f"{('-' if math.isnan(s) else f'{s:.1f}'):>8} "
-                     f"{('-' if math.isnan(sp) or sp <= 0 else f'{sp:.1f}x'):>13}")
-    lines.append(f"Paper (ResNet-50, ImageNet): accuracy loss {PAPER_LOSS_AT_64} pt at R=64, "
-                 f"rising beyond; autoencoder-only training {PAPER_SPEEDUP}x faster than the "
-                 "entire model.")
-    if perf:
-        best = max((k for k in perf if k > 1), key=lambda k: perf[k], default=None)
-        if best is not None:
-            models = getattr(normalized_performance, "time_models", set())
-            why = ("board time of the alveo-u200 profile (" + ", ".join(sorted(models)) + ")"
-                   if models - {"measured"} else
-                   "on a CPU emulator with the measured time model, tensors cross in shared "
-                   "memory, so there is little communication to save")
-            lines.append("Effect 'the autoencoder raises pipeline performance' (paper: 1.2x and up "
-                         "at R=64 on Alveo boards over PCIe): "
-                         + ("SHOWS" if perf[best] > 1 else "DOES NOT SHOW")
-                         + f" in the efficiency file for ResNet-50 (best {perf[best]:.3f}x at "
-                         f"R={best:g}; {why}).")
-    if not perf:
+             f"accuracy loss: {paper.LABELS.get(arch, arch)} on {data} (training runs of "
+             f"{args.results}); normalized performance: "
+             + (f"ResNet-50 pipeline runs of {args.efficiency}" if len(perf) else "not given"),
+             f"{'R':>6} {'acc. loss (mean ± 95% CI)':>36} {'norm. perf':>10} {'proxy loss':>11} "
+             f"{'proxy s':>8} {'proxy vs full':>13}"]
+    for r in rows:
+        sp = r["proxy_speedup"]
+        lines.append(f"{r['rate']:>6g} {(r['_loss'].text('pt') if r['_loss'] else '—'):>36} "
+                     f"{common.fmt(r['normalized_performance'], '.3f'):>10} "
+                     f"{common.fmt(r['proxy_reconstruction_loss'], '.4g'):>11} "
+                     f"{common.fmt(r['proxy_s'], '.1f'):>8} "
+                     f"{(common.fmt(sp, '.1f') + 'x' if sp == sp else '—'):>13}")
+    at = next((r for r in rows if r["rate"] == PAPER_R), None)
+    if at and at["_loss"]:
+        lines.append(verdicts.difference(
+            f"the autoencoder costs top-1 accuracy at R={PAPER_R:g}", at["_loss"],
+            paper.FIG4_LOSS_AT_64_PT, "pt", f"{paper.FIG4_LOSS_AT_64_PT} pt loss (ResNet-50, "
+            "ImageNet)", conv).line())
+    else:
+        lines.append(verdicts.not_testable("the autoencoder costs top-1 accuracy at R=64",
+                                           "no scratch runs at R=1 and R=64",
+                                           f"{paper.FIG4_LOSS_AT_64_PT} pt").line())
+    if len(perf):
+        tm = ", ".join(sorted(set(perf["time_model"])))
+        if at and at["_gain"]:
+            lines.append(verdicts.difference(
+                f"the autoencoder raises pipeline throughput at R={PAPER_R:g} (ResNet-50, {tm} "
+                "time model)", at["_gain"], 100 * (paper.FIG4_NORM_PERF_AT_64 - 1), "%",
+                f"{paper.FIG4_NORM_PERF_AT_64}x and up on Alveo boards", "n/a (inference)",
+                digits=1).line())
+        else:
+            lines.append(verdicts.not_testable("the autoencoder raises pipeline throughput",
+                                               f"no ResNet-50 run at R={PAPER_R:g} in "
+                                               f"{args.efficiency}", "1.2x and up").line())
+    else:
         lines.append("Normalized performance: not given (pass --efficiency results/efficiency.h5,"
                      " the pipeline runs of experiments/efficiency.yaml).")
-    pr = sorted(proxy_loss)
-    rho = tr.spearman(pr, [proxy_loss[r] for r in pr])
-    lines.append("Effect 'the proxy's reconstruction loss rises with R': "
-                 + (f"SHOWS (Spearman {rho:+.2f} over {len(pr)} rates)." if rho > 0.8 else
-                    f"DOES NOT SHOW (Spearman {rho:+.2f} over {len(pr)} rates)."))
-    common = [r for r in pr if r in acc_loss]
-    if len(common) >= 3:
-        rho2 = tr.spearman([proxy_loss[r] for r in common], [acc_loss[r] for r in common])
-        lines.append("Effect 'the proxy's loss follows the accuracy loss': "
-                     + ("SHOWS" if rho2 > 0.5 else "DOES NOT SHOW")
-                     + f" (Spearman {rho2:+.2f} over R = {', '.join(f'{r:g}' for r in common)}).")
+    # Trends: one Spearman correlation per seed, then the difference rule on them.
+    rho = [verdicts.spearman(g["rate"], g["final_test_loss"]) for _, g in proxy.groupby("seed")]
+    lines.append(verdicts.difference(
+        "the proxy's reconstruction loss rises with R (Spearman ρ per seed)",
+        verdicts.estimate(rho), 1.0, "", "rises with R", "n/a (proxy)").line())
+    follow = []
+    for s, g in scratch.groupby("seed"):
+        b = g[g["rate"] == 1]
+        p = proxy[proxy["seed"] == s]
+        common_r = sorted(set(g["rate"][g["rate"] > 1]) & set(p["rate"]))
+        if len(b) and len(common_r) >= 3:
+            acc = [100 * (b["final_top1"].iloc[0] - g[g["rate"] == r]["final_top1"].iloc[0])
+                   for r in common_r]
+            follow.append(verdicts.spearman(
+                [p[p["rate"] == r]["final_test_loss"].iloc[0] for r in common_r], acc))
+    if follow:
+        lines.append(verdicts.difference(
+            "the proxy's loss follows the accuracy loss (Spearman ρ per seed)",
+            verdicts.estimate(follow), 1.0, "", "follows", conv).line())
     else:
-        lines.append("Effect 'the proxy's loss follows the accuracy loss': not testable (needs "
-                     "scratch runs at three or more rates above 1 and an R=1 baseline).")
-    sps = [s for s in speedup.values() if s > 0]
-    if sps:
-        med = float(np.median(sps))
-        lines.append(f"Effect 'the proxy is much cheaper than full training': "
-                     f"{'SHOWS' if med > 1 else 'DOES NOT SHOW'} (median {med:.1f}x here, paper "
-                     f"{PAPER_SPEEDUP}x; the ratio grows with the share of the model after the "
-                     "cut and with the data size).")
-    lines += tr.stand_in_lines(proxy + scratch) + tr.failed_lines(bad_p + bad_s)
-    out = "\n".join(lines) + "\n"
-    print(out, end="")
-    stem = tr.output_base(args.results, args.out_dir, "fig4_tradeoff")
-    tr.write_table(stem, ["rate", "accuracy_loss_pt", "normalized_performance",
-                          "proxy_reconstruction_loss", "proxy_s", "proxy_speedup"], rows, out)
+        lines.append(verdicts.not_testable(
+            "the proxy's loss follows the accuracy loss", "needs scratch runs at three or more "
+            "rates above 1 with an R=1 baseline, and proxy runs at those rates", "follows").line())
+    sp = [g["proxy_speedup"].median() for _, g in proxy.groupby("seed")
+          if g["proxy_speedup"].notna().any()]
+    if sp:
+        lines.append(verdicts.difference(
+            "the proxy is cheaper than full training (speed-up - 1, median over R per seed)",
+            verdicts.estimate([x - 1 for x in sp]), paper.FIG4_PROXY_SPEEDUP - 1, "x",
+            f"{paper.FIG4_PROXY_SPEEDUP}x", "n/a (proxy)", digits=1).line())
+    context = common.context_lines(ok)
+    if len(perf):
+        context += ["Normalized performance (pipeline runs): "
+                    + common.context_lines(perf)[0][0].lower() + common.context_lines(perf)[0][1:]]
+        context += [f"Two models on panel (a): accuracy loss of {paper.LABELS.get(arch, arch)} on "
+                    f"{data}, normalized performance of ResNet-50 (pipeline runs)."]
+    lines += context + left_out
+    stem = common.output_base(args.results, args.out_dir, "fig4_tradeoff")
+    table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    common.write_outputs(stem, table, "\n".join(lines) + "\n")
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    if acc_loss:
-        ks = sorted(acc_loss)
-        a.plot(ks, [acc_loss[k] for k in ks], "-o", color="C0", label="accuracy loss")
-        a.set_ylabel("accuracy loss (pt)", color="C0")
-    if perf:
+    fig, (a, b) = plotting.figure(2)
+    acc = [r for r in rows if not math.isnan(r["accuracy_loss_pt"])]
+    if acc:
+        a.errorbar([r["rate"] for r in acc], [r["accuracy_loss_pt"] for r in acc],
+                   yerr=[[r["accuracy_loss_pt"] - r["accuracy_loss_ci_low"] for r in acc],
+                         [r["accuracy_loss_ci_high"] - r["accuracy_loss_pt"] for r in acc]],
+                   fmt="-o", color="C0", capsize=3,
+                   label=f"accuracy loss, {paper.LABELS.get(arch, arch)} / {data}")
+    a.set_ylabel("accuracy loss (pt)", color="C0")
+    if len(perf):
         a2 = a.twinx()
-        ks = sorted(perf)
-        a2.plot(ks, [perf[k] for k in ks], "-s", color="C1", label="normalized performance")
+        pts = [r for r in rows if not math.isnan(r["normalized_performance"])]
+        a2.plot([1.0] + [r["rate"] for r in pts], [1.0] + [r["normalized_performance"]
+                                                         for r in pts], "-s", color="C1",
+                label="normalized performance, ResNet-50 ("
+                + ", ".join(sorted(set(perf["time_model"]))) + ")")
         a2.set_ylabel("normalized performance", color="C1")
+        a2.grid(False)
+        h1, l1 = a.get_legend_handles_labels()
+        h2, l2 = a2.get_legend_handles_labels()
+        a.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                 frameon=False, ncol=1)
+    else:
+        plotting.legend_outside(a)
     a.set_xscale("log", base=2)
     a.set_xlabel("reduction rate R")
-    a.set_title("(a) accuracy loss and performance")
-    b.plot(pr, [proxy_loss[r] for r in pr], "-o")
+    a.set_title("(a) accuracy loss and performance" + (" (two models)" if len(perf) else ""))
+    pr = proxy.groupby("rate")["final_test_loss"].mean()
+    b.plot(pr.index, pr.values, "-o")
     b.set_xscale("log", base=2)
     b.set_xlabel("reduction rate R")
     b.set_ylabel("autoencoder-only reconstruction loss (MSE)")
     b.set_title("(b) proxy")
-    fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=120)
+    plotting.save(fig, stem + ".png", context)
     print(f"wrote {stem}.png, {stem}.txt, {stem}.csv")
     return 0
+
+
+def main(argv=None):
+    return common.main_guard("fig4_tradeoff", body, argv)
 
 
 if __name__ == "__main__":

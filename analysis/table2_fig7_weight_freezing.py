@@ -5,101 +5,105 @@ autoencoder, phase 2 everything) and without (everything trainable from the star
 freezing wins by 0.4 (ResNet-50, 95.22% -> 95.62%), 1.9 (EfficientNet, 88.59% -> 90.52%) and 4.1
 points (UNet, 88.55% -> 92.66%); Fig. 7 shows accuracy per epoch (UNet).
 
+Verdict (quilt.verdicts, difference claim): freezing - no freezing top-1 across seeds; SHOWS when
+its 95% CI lies above 0.
+
 Reads results/weight_freezing.h5 (experiments/weight_freezing.yaml) and writes
 table2_fig7_weight_freezing.png (test top-1 per epoch), .txt and .csv beside it (or in
 --out-dir). Exit codes: 0 ok, 2 missing or unusable input.
 """
-import argparse
 import sys
 
-import matplotlib
+import common
+import pandas as pd
+from quilt import paper, plotting, verdicts
+from quilt import results as qr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import training_results as tr  # noqa: E402
-
-# Paper, Table 2: (without, with) weight freezing, top-1 accuracy in % after retraining.
-PAPER = {"ResNet50-Quilt 64x": (95.22, 95.62), "UNet-Quilt 120x": (88.55, 92.66),
-         "EfficientNet-Quilt 64x": (88.59, 90.52)}
 RUN = "mpirun -n 1 quilt run experiments/weight_freezing.yaml"
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("results", nargs="?", default="results/weight_freezing.h5")
-    ap.add_argument("--out-dir", default=None)
-    args = ap.parse_args(argv)
-    try:
-        ok, bad = tr.training_runs(args.results)
-        pairs = {}
-        for r in ok:
-            mode = r["training"]["mode"]
-            if mode in ("freeze", "finetune"):
-                key = (tr.param(r, "model.arch"), tr.rate(r), tr.param(r, "data.train_samples"))
-                pairs.setdefault(key, {})[mode] = r
-        pairs = {k: v for k, v in pairs.items() if len(v) == 2}
-        if not pairs:
-            raise tr.InputError(f"{args.results}: needs a finished `freeze` and `finetune` run of "
-                                f"the same model and rate (run: {RUN})")
-    except tr.InputError as e:
-        print(f"table2_fig7_weight_freezing: {e}", file=sys.stderr)
-        return 2
-
+def body(argv):
+    args = common.parser(__doc__, [("results", "results/weight_freezing.h5",
+                                    "result file of experiments/weight_freezing.yaml")]
+                         ).parse_args(argv)
+    runs = qr.runs(args.results)
+    runs = runs[runs["training_mode"].isin(["freeze", "finetune"])]
+    ok, left_out = common.ok_runs(runs, f"{args.results} (run: {RUN})")
+    ok = ok.assign(rate=common.rate_of(ok))
+    keys = [k for k in ("model.arch", "rate", "data.train_samples") if k in ok]
+    ep = qr.epochs(args.results)
+    rows, lines_v, groups = [], [], []
+    for key, g in ok.groupby(keys):
+        key = key if isinstance(key, tuple) else (key,)
+        f, u = g[g["training_mode"] == "freeze"], g[g["training_mode"] == "finetune"]
+        if f.empty or u.empty:
+            continue
+        arch = key[0]
+        name = f"{arch}-Quilt {key[1]:g}x" + (f" ({key[2]} samples)" if len(key) > 2 else "")
+        d = common.diff_estimate(u, f, "final_top1", 100)
+        conv = common.converged(ep, g["id"])
+        p = paper.TABLE2.get(arch)
+        rows.append({"model": name, "top1_without_pct": 100 * u["final_top1"].mean(),
+                     "top1_with_pct": 100 * f["final_top1"].mean(), "gain_pt": d.mean,
+                     "gain_ci_low_pt": d.low, "gain_ci_high_pt": d.high, "seeds": d.n,
+                     "converged": conv,
+                     "pretrained_top1_pct": 100 * f["pretrain_top1"].mean(),
+                     "paper_without_pct": p[1] if p else None, "paper_with_pct": p[2] if p else None,
+                     "_d": d})
+        groups.append((name, g))
+        paper_text = (f"{p[2] - p[1]:+.2f} pt ({p[0]})" if p else
+                      f"+{paper.TABLE2_GAIN_RANGE_PT[0]} to +{paper.TABLE2_GAIN_RANGE_PT[1]} pt")
+        lines_v.append(verdicts.difference(
+            f"weight freezing retrains {name} to higher accuracy", d,
+            p[2] - p[1] if p else paper.TABLE2_GAIN_RANGE_PT[0], "pt", paper_text, conv).line())
+    if not rows:
+        raise qr.InputError(f"{args.results}: needs a finished `freeze` and `finetune` run of the "
+                            f"same model and rate (run: {RUN})")
     lines = ["Table 2: retraining a pretrained model with an autoencoder, limited data",
-             f"{'model':<36} {'wo/ freezing':>12} {'w/ freezing':>12} {'gain':>10} "
-             f"{'pretrained':>11} {'ep.1 wo/':>9} {'ep.1 w/':>9}"]
-    rows = []
-    for (arch, rate, n), v in sorted(pairs.items()):
-        f, u = v["freeze"]["training"], v["finetune"]["training"]
-        gain = 100 * (f["final_top1"] - u["final_top1"])
-        name = f"{arch}-Quilt {rate:g}x ({n} samples)"
-        rows.append((name, u["final_top1"], f["final_top1"], gain, f.get("pretrain_top1"),
-                     u["test_top1"][0], f["test_top1"][0], v))
-        lines.append(f"{name:<36} {tr.fmt_pct(u['final_top1']):>12} "
-                     f"{tr.fmt_pct(f['final_top1']):>12} {tr.fmt_pt(gain):>10} "
-                     f"{tr.fmt_pct(f.get('pretrain_top1')):>11} "
-                     f"{tr.fmt_pct(u['test_top1'][0]):>9} {tr.fmt_pct(f['test_top1'][0]):>9}")
-    lines.append("Paper (top-1 after retraining on CIFAR-10, pretrained on ImageNet):")
-    for name, (wo, w) in PAPER.items():
-        lines.append(f"{name:<36} {wo:>11.2f}% {w:>11.2f}% {w - wo:>+7.2f} pt")
-    for name, wo, w, gain, *_ in rows:
-        if gain > 0:
-            verdict = (f"SHOWS for {name}: {gain:+.2f} pt"
-                       + (" (inside the paper's 0.4 to 4.1 pt)" if 0.4 <= gain <= 4.1 else
-                          " (outside the paper's 0.4 to 4.1 pt)"))
-        else:
-            verdict = f"DOES NOT SHOW for {name}: {gain:+.2f} pt"
-        lines.append(f"Effect 'weight freezing retrains to higher accuracy': {verdict}.")
-    lines.append("ep.1 = test top-1 after the first epoch (the paper's Fig. 7: with freezing the "
-                 "autoencoder is trained 'carefully' first, so it may start lower and ends higher).")
-    lines += tr.stand_in_lines(ok) + tr.failed_lines(bad)
-    out = "\n".join(lines) + "\n"
-    print(out, end="")
-    stem = tr.output_base(args.results, args.out_dir, "table2_fig7_weight_freezing")
-    tr.write_table(stem, ["model", "top1_without_freezing", "top1_with_freezing", "gain_pt",
-                          "pretrained_top1", "epoch1_top1_without", "epoch1_top1_with"],
-                   [r[:7] for r in rows], out)
+             f"{'model':<34} {'wo/ freezing':>12} {'w/ freezing':>12} "
+             f"{'gain (mean ± 95% CI)':>34} {'pretrained':>10} {'converged':>10} | paper wo/ w/"]
+    for r in rows:
+        pr = r["pretrained_top1_pct"]
+        pp = (f"{r['paper_without_pct']:.2f}% {r['paper_with_pct']:.2f}%"
+              if r["paper_without_pct"] else "—")
+        lines.append(f"{r['model']:<34} {r['top1_without_pct']:>11.2f}% "
+                     f"{r['top1_with_pct']:>11.2f}% {r['_d'].text('pt'):>34} "
+                     f"{common.fmt(pr, '.2f') + ('%' if pr == pr else ''):>10} "
+                     f"{r['converged']:>10} | {pp}")
+    lines += lines_v
+    lines.append("Fig. 7: with freezing the autoencoder is trained 'carefully' first, so it may "
+                 "start lower and ends higher.")
+    context = common.context_lines(ok)
+    lines += context + left_out
+    stem = common.output_base(args.results, args.out_dir, "table2_fig7_weight_freezing")
+    table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    common.write_outputs(stem, table, "\n".join(lines) + "\n")
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, *_, v in rows:
+    fig, (ax,) = plotting.figure(1, 6.5, 4.2)
+    for name, g in groups:
         for mode, style in (("freeze", "-o"), ("finetune", "--s")):
-            t = v[mode]["training"]
+            e = ep[ep["id"].isin(g[g["training_mode"] == mode]["id"])]
+            curve = e.groupby("epoch")["test_top1"].mean()
             label = "w/ weight freezing" if mode == "freeze" else "wo/ weight freezing"
-            ax.plot(t["epoch"], 100 * t["test_top1"], style,
-                    label=f"{label}" + (f" ({name})" if len(rows) > 1 else ""))
-        p1 = v["freeze"]["training"].get("phase1_epochs", 0)
-        if p1:
-            ax.axvline(p1 + 0.5, color="grey", lw=0.8, ls=":")
-            ax.text(p1 + 0.55, ax.get_ylim()[0], " unfreeze", color="grey", va="bottom")
-    ax.set_xlabel("epoch")
+            ax.plot(curve.index, 100 * curve.values, style,
+                    label=label + (f" ({name})" if len(groups) > 1 else ""))
+        p1 = g[g["training_mode"] == "freeze"]["id"]
+        ph = ep[ep["id"].isin(p1) & (ep["phase"] == "freeze")]["epoch"]
+        if len(ph):
+            ax.axvline(ph.max() + 0.5, color="grey", lw=0.8, ls=":")
+            ax.text(ph.max() + 0.55, 0.02, " unfreeze", color="grey", va="bottom",
+                    transform=ax.get_xaxis_transform())
+    plotting.epoch_axis(ax)
     ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title("Fig. 7: weight freezing")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=120)
+    ax.set_title("Fig. 7: weight freezing (mean over seeds)")
+    plotting.legend_outside(ax)
+    plotting.save(fig, stem + ".png", context)
     print(f"wrote {stem}.png, {stem}.txt, {stem}.csv")
     return 0
+
+
+def main(argv=None):
+    return common.main_guard("table2_fig7_weight_freezing", body, argv)
 
 
 if __name__ == "__main__":

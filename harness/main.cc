@@ -3,6 +3,7 @@
 
 #include "backends/xrt_board.h"
 #include "harness/boards_cmd.h"
+#include "harness/collect_cmd.h"
 #include "harness/experiment.h"
 #include "harness/mpi.h"
 #include "harness/planning.h"
@@ -64,9 +65,12 @@ commands:
                              --partition P --time-limit-s S --boards N --runs-per-task N
                              --max-parallel N --build-dir DIR --output-dir DIR
                              --launcher srun|mpirun
-  report FILE.h5 [--compare OTHER.h5]
+  report FILE.h5... [--compare BASE.h5 [--by KEY,KEY]]
                              each run's metrics, validity and PASS/FAIL against references;
-                             with --compare, two files side by side run by run
+                             several files: one table across them; --compare: each file
+                             against BASE, runs paired by the parameters that vary (or --by)
+  collect FILE.h5... -o TABLE.csv
+                             every run of the files as one CSV row (quilt.results.runs())
   trace FILE.h5 [--run ID] -o trace.json
                              a run's merged multi-rank timeline (measurement.trace) as a
                              Chrome trace-event file for ui.perfetto.dev or chrome://tracing
@@ -220,37 +224,6 @@ int cmd_validate(int argc, char** argv) {
     }
   }
   return rc;
-}
-
-int cmd_report(int argc, char** argv) {
-  std::string file, compare;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--compare" && i + 1 < argc)
-      compare = argv[++i];
-    else if (a.rfind("--", 0) == 0)
-      throw ConfigError("<command line>", 0, 0, a, "unknown option for `quilt report`");
-    else if (file.empty())
-      file = a;
-    else
-      throw ConfigError("<command line>", 0, 0, "report",
-                        "takes one result file (and --compare OTHER)");
-  }
-  if (file.empty()) throw ConfigError("<command line>", 0, 0, "report", "needs a result file");
-  auto base = quilt::results::read_experiment(file);
-  if (!compare.empty()) {
-    auto other = quilt::results::read_experiment(compare);
-    fmt::print("base: {} ({})\nother: {} ({})\n", file, base.name, compare, other.name);
-    if (base.experiment_hash != other.experiment_hash)
-      fmt::print(
-          "note: the files come from different experiments; runs match by resolved "
-          "parameters\n");
-    fmt::print("{}", quilt::harness::compare_table(base, other));
-    return kExitOk;
-  }
-  bool good = true;
-  fmt::print("{}", quilt::harness::report_table(base, &good));
-  return good ? kExitOk : kExitRunsFailed;
 }
 
 int cmd_plan(int argc, char** argv) {
@@ -533,7 +506,8 @@ int main(int argc, char** argv) {
     if (cmd == "models") return cmd_models();
     if (cmd == "summary") return cmd_summary(argc, argv);
     if (cmd == "version") return cmd_version();
-    if (cmd == "report") return cmd_report(argc, argv);
+    if (cmd == "report") return quilt::harness::cmd_report(argc, argv);
+    if (cmd == "collect") return quilt::harness::cmd_collect(argc, argv);
     if (cmd == "profile") return quilt::harness::cmd_profile(argc, argv);
     if (cmd == "calibrate") return quilt::harness::cmd_calibrate(argc, argv);
     if (cmd == "boards") return quilt::harness::cmd_boards(argc, argv);

@@ -6,7 +6,6 @@
 #include <fmt/ranges.h>
 
 #include <cmath>
-#include <map>
 
 namespace quilt::harness {
 
@@ -25,6 +24,13 @@ std::string swept_text(const results::RunRecord& run) {
 }
 
 std::string pct(double x) { return std::isnan(x) ? "-" : fmt::format("{:.2f}%", 100 * x); }
+
+std::string loss_text(double x) { return std::isnan(x) ? "—" : fmt::format("{:.4f}", x); }
+
+// Top-5 of a data set with 5 classes or fewer is 100% (or top-1): not shown.
+std::string top5(const results::TrainingRecord& t, double x) {
+  return t.classes > 5 ? pct(x) : std::string("n/a");
+}
 
 // Training runs: per epoch and phase, then the final numbers (results/SCHEMA.md, training/).
 std::string training_report(const results::RunRecord& run) {
@@ -45,10 +51,10 @@ std::string training_report(const results::RunRecord& run) {
                        "phase", "train loss", "train", "test loss", "top-1", "top-5", "s",
                        "samples/s");
   for (size_t e = 0; e < t.epoch.size(); ++e)
-    out +=
-        fmt::format("  {:>5} {:<9} {:>11.4f} {:>9} {:>11.4f} {:>9} {:>9} {:>8.1f} {:>11.1f}\n",
-                    t.epoch[e], t.phase[e], t.train_loss[e], pct(t.train_top1[e]), t.test_loss[e],
-                    pct(t.test_top1[e]), pct(t.test_top5[e]), t.epoch_s[e], t.samples_per_s[e]);
+    out += fmt::format("  {:>5} {:<9} {:>11.4f} {:>9} {:>11} {:>9} {:>9} {:>8.1f} {:>11.1f}\n",
+                       t.epoch[e], t.phase[e], t.train_loss[e], pct(t.train_top1[e]),
+                       loss_text(t.test_loss[e]), pct(t.test_top1[e]), top5(t, t.test_top5[e]),
+                       t.epoch_s[e], t.samples_per_s[e]);
   if (t.mode == "proxy") {
     out += fmt::format("  final reconstruction loss {:.5g}; proxy {:.1f} s", t.final_test_loss,
                        t.train_s);
@@ -60,8 +66,9 @@ std::string training_report(const results::RunRecord& run) {
     out += "\n";
   } else if (run.status == "ok") {
     out += fmt::format(
-        "  final top-1 {}, top-5 {}, test loss {:.4f}; {:.1f} s of training{}\n", pct(t.final_top1),
-        pct(t.final_top5), t.final_test_loss, t.train_s,
+        "  final top-1 {}{}, test loss {}; {:.1f} s of training{}\n", pct(t.final_top1),
+        t.classes > 5 ? ", top-5 " + pct(t.final_top5) : "", loss_text(t.final_test_loss),
+        t.train_s,
         t.phase1_epochs > 0 ? fmt::format(", {} phase-1 epoch(s)", t.phase1_epochs) : "");
   }
   if (!t.checkpoint.empty()) out += fmt::format("  checkpoint {}\n", t.checkpoint);
@@ -84,9 +91,9 @@ std::string training_summary_line(const results::RunRecord& run) {
         "{} reconstruction loss {:.5g}, proxy {:.1f} s ({:.1f}x cheaper than full "
         "training)\n",
         head, t.final_test_loss, t.train_s, t.proxy_speedup);
-  return fmt::format("{} top-1 {:>7} top-5 {:>7} test loss {:.4f}, {} epoch(s), {:.1f} s\n", head,
-                     pct(t.final_top1), pct(t.final_top5), t.final_test_loss, t.epoch.size(),
-                     t.train_s);
+  return fmt::format("{} top-1 {:>7} top-5 {:>7} test loss {}, {} epoch(s), {:.1f} s\n", head,
+                     pct(t.final_top1), top5(t, t.final_top5), loss_text(t.final_test_loss),
+                     t.epoch.size(), t.train_s);
 }
 
 std::string report_table(const results::ExperimentRecord& record, bool* all_good) {
@@ -167,32 +174,6 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
                          100 * c.tolerance);
     }
   }
-  return out;
-}
-
-std::string compare_table(const results::ExperimentRecord& base,
-                          const results::ExperimentRecord& other) {
-  std::map<std::string, const results::RunRecord*> theirs;
-  for (const auto& r : other.runs) theirs[r.id] = &r;
-  std::string out =
-      fmt::format("{:<14} {:>14} {:>14} {:>8} {:>12} {:>12} {:>8}  {}\n", "run", "base samples/s",
-                  "other", "ratio", "base p50 ms", "other", "ratio", "parameters");
-  for (const auto& a : base.runs) {
-    auto it = theirs.find(a.id);
-    if (it == theirs.end()) {
-      out += fmt::format("{:<14} only in the base file  {}\n", a.id, swept_text(a));
-      continue;
-    }
-    const auto& b = *it->second;
-    auto ratio = [](double x, double y) { return x > 0 ? fmt::format("{:.3f}", y / x) : "-"; };
-    out += fmt::format(
-        "{:<14} {:>14.3f} {:>14.3f} {:>8} {:>12.2f} {:>12.2f} {:>8}  {}\n", a.id, a.throughput_sps,
-        b.throughput_sps, ratio(a.throughput_sps, b.throughput_sps), 1e3 * a.latency_p50_s,
-        1e3 * b.latency_p50_s, ratio(a.latency_p50_s, b.latency_p50_s), swept_text(a));
-    theirs.erase(it);
-  }
-  for (const auto& [id, r] : theirs)
-    out += fmt::format("{:<14} only in the other file  {}\n", id, swept_text(*r));
   return out;
 }
 

@@ -1,6 +1,6 @@
 #pragma once
-// `quilt report`: a result file as a table, references as PASS/FAIL, and two files compared run
-// by run. No MPI, no LibTorch.
+// `quilt report`: a result file as a table, references as PASS/FAIL (several files and
+// --compare: harness/collect_cmd.h). No MPI, no LibTorch.
 
 #include "results/record.h"
 
@@ -15,10 +15,5 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
 /// One line for a training run (training.mode set): id, mode, rate, data, final top-1/top-5 or
 /// the proxy's reconstruction loss and cost, or FAILED with the reason. Ends with a newline.
 std::string training_summary_line(const results::RunRecord& run);
-
-/// Runs of `base` and `other` matched by id (same resolved parameters): throughput and latency
-/// side by side with their ratio other/base; runs present in only one file are listed.
-std::string compare_table(const results::ExperimentRecord& base,
-                          const results::ExperimentRecord& other);
 
 }  // namespace quilt::harness

@@ -289,9 +289,11 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
             "training\n",
             tr.final_test_loss, tr.train_s, tr.proxy_speedup);
       } else {
-        fmt::print("  top-1 {} top-5 {} test loss {:.4f} after {} epoch(s), {:.1f} s\n",
-                   fmt_pct(tr.final_top1), fmt_pct(tr.final_top5), tr.final_test_loss,
-                   tr.epoch.size(), tr.train_s);
+        // Top-5 of 5 classes or fewer is 100% (or top-1): not shown.
+        fmt::print("  top-1 {}{} test loss {:.4f} after {} epoch(s), {:.1f} s\n",
+                   fmt_pct(tr.final_top1),
+                   tr.classes > 5 ? " top-5 " + fmt_pct(tr.final_top5) : std::string(),
+                   tr.final_test_loss, tr.epoch.size(), tr.train_s);
       }
       std::fflush(stdout);
     }
@@ -500,9 +502,11 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     tr.phase.push_back(tr.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");
     tr.train_loss.push_back(e.train_loss);
     tr.train_top1.push_back(e.train_top1);
-    tr.test_loss.push_back(e.test.loss);
-    tr.test_top1.push_back(e.test.top1);
-    tr.test_top5.push_back(e.test.top5);
+    // An epoch that was not evaluated has no test numbers: NaN, not 0.
+    const bool tested = e.test.samples > 0;
+    tr.test_loss.push_back(tested ? e.test.loss : kNaN);
+    tr.test_top1.push_back(tested ? e.test.top1 : kNaN);
+    tr.test_top5.push_back(tested ? e.test.top5 : kNaN);
     tr.epoch_s.push_back(e.seconds);
     tr.samples_per_s.push_back(e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0);
     if (e.phase == 1 && (tr.mode == "freeze" || tr.mode == "finetune")) ++tr.phase1_epochs;

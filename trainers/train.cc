@@ -383,10 +383,15 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     if (options.eval_every_epoch || phase_over) {
       rec.test = evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
     }
+    // An epoch without evaluation shows "—", not zeros; top-5 only where it differs from a
+    // certainty (more than 5 classes).
+    std::string test = "test —";
+    if (rec.test.samples > 0) {
+      test = fmt::format("test loss {:.4f} top1 {:.4f}", rec.test.loss, rec.test.top1);
+      if (data.num_classes > 5) test += fmt::format(" top5 {:.4f}", rec.test.top5);
+    }
     progress.end_epoch(
-        fmt::format("train loss {:.4f} acc {:.4f} | test loss {:.4f} top1 {:.4f} top5 "
-                    "{:.4f}",
-                    rec.train_loss, rec.train_top1, rec.test.loss, rec.test.top1, rec.test.top5));
+        fmt::format("train loss {:.4f} acc {:.4f} | {}", rec.train_loss, rec.train_top1, test));
     result.epochs.push_back(rec);
     result.seconds += rec.seconds;
     result.samples += rec.samples;

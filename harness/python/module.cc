@@ -1,6 +1,8 @@
-// The `quilt` Python module: model summaries and result files as plain Python structures
-// (dicts, lists, numbers, strings), for analysis scripts and notebooks.
+// `quilt._core`, the extension inside the Python package `quilt` (python/quilt/__init__.py
+// re-exports it): model summaries and result files as plain Python structures (dicts, lists,
+// numbers, strings); quilt.results builds pandas DataFrames on top of it.
 
+#include "harness/collect_cmd.h"
 #include "models/autoencoder.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"
@@ -132,6 +134,10 @@ py::dict run_dict(const results::RunRecord& r) {
   d["energy_per_sample_j"] = r.energy_per_sample_j;
   d["energy_source"] = r.energy_source;
   d["validity"] = r.validity;
+  d["invalid_reasons"] = r.invalid_reasons;
+  d["failed_rank"] = r.failed_rank;
+  d["repetitions"] = r.repetitions;
+  d["repetition_throughput_sps"] = r.repetition_throughput_sps;
   py::list stages;
   for (const auto& s : r.stages) stages.append(stage_dict(s));
   d["stages"] = stages;
@@ -195,6 +201,7 @@ py::dict read_results(const std::string& path) {
   prov["experiment_path"] = p.experiment_path;
   prov["experiment_text"] = p.experiment_text;
   prov["created_utc"] = p.created_utc;
+  prov["scale"] = p.scale;
   d["provenance"] = prov;
   py::list runs;
   for (const auto& r : e.runs) runs.append(run_dict(r));
@@ -230,7 +237,7 @@ py::dict read_events(const std::string& path, const std::string& run_id) {
 
 }  // namespace
 
-PYBIND11_MODULE(quilt, m) {
+PYBIND11_MODULE(_core, m) {
   m.doc() = "Quilt: model summaries and result files as plain Python structures";
   py::register_exception<models::ModelError>(m, "ModelError", PyExc_ValueError);
   py::register_exception<results::ResultsError>(m, "ResultsError", PyExc_OSError);
@@ -251,5 +258,13 @@ PYBIND11_MODULE(quilt, m) {
         "`end_s` (numpy float64, seconds from the run's start on rank 0's clock), and `clock` "
         "('wall' or 'board'), `time_model`, `dropped_events`, `max_batches`, `phases`, `run_id`. "
         "run_id: an id or a unique prefix; empty = the first run with a trace.");
+  m.def(
+      "runs_csv",
+      [](const std::vector<std::string>& paths) {
+        return harness::to_csv(harness::runs_table(harness::read_files(paths)));
+      },
+      py::arg("paths"),
+      "The runs of the result files `paths` as CSV text, one row per run: the table that "
+      "`quilt collect` writes and quilt.results.runs() returns.");
   quilt::partitioners::bind_partitioners(m);
 }
