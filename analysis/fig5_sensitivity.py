@@ -31,23 +31,20 @@ import sys
 
 import numpy as np
 
-# Paper §4.3 (Fig. 5): model -> (cut, R, throughput gain in percent).
-PAPER = {
-    "resnet50": ("after_layer3", 64.0, 20.8),
-    "unet": ("after_down4", 7.5, 30.5),
-    "efficientnet_b0": ("after_features.4", 8.0, 21.4),
-}
-LABELS = {"resnet50": "ResNet-50", "unet": "UNet", "efficientnet_b0": "EfficientNet-B0"}
+import common  # noqa: F401 (finds the quilt package)
+from quilt import paper as P
+
+# The cuts of Fig. 5 (experiments/efficiency.yaml) and the paper's R and throughput gain there.
+CUTS = {"resnet50": "after_layer3", "unet": "after_down4", "efficientnet_b0": "after_features.4"}
+PAPER = {arch: (cut, P.FIG6_RATE[arch], P.FIG5[(arch, P.FIG6_RATE[arch])][0])
+         for arch, cut in CUTS.items()}
+LABELS = P.LABELS
 H2D_TO_D2H = 11.7 / 9.2  # the paper's measured D2H / H2D ratio
 
 
 def import_quilt():
-    try:
-        import quilt  # noqa: F401
-        return quilt
-    except ImportError as e:
-        sys.exit(f"fig5_sensitivity: cannot import the quilt module ({e}); run with "
-                 "PYTHONPATH=build/release/python /usr/bin/python3 analysis/fig5_sensitivity.py")
+    import quilt
+    return quilt
 
 
 def model_layers(quilt, arch):
@@ -100,9 +97,7 @@ def fmt_need(x, unit, name):
     return f"{x / unit:.3g} {name}"
 
 
-# Paper §3.4: the balance objective "automatically identifies the layer to place the
-# autoencoders, e.g., between stage 3 and 4 for ResNet50" (two boards, before R is chosen: R=1).
-PAPER_CUT = ("resnet50", "after_layer3")
+PAPER_CUT = P.SEC34_CUT
 STAGE_ENDS = {"layer1.2", "layer2.3", "layer3.5"}  # ResNet-50's stage boundaries (cut candidates)
 
 

@@ -23,6 +23,10 @@ FIG5 = {
     ("efficientnet_b0", 8.0): (21.4, 17.5),
 }
 
+# §3.4: the balance objective "automatically identifies the layer to place the autoencoders,
+# e.g., between stage 3 and 4 for ResNet50" (two boards, decided before R: at R=1).
+SEC34_CUT = ("resnet50", "after_layer3")
+
 # Fig. 6 (§4.3): the rate Quilt chose per model, and the autoencoder's share of compute (< 0.4%).
 FIG6_RATE = {"resnet50": 64.0, "unet": 7.5, "efficientnet_b0": 8.0}
 FIG6_AE_OVERHEAD_PCT = 0.4
