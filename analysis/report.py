@@ -226,7 +226,7 @@ def write_html(root, man, exps, verdicts):
     h.append(f"<h1>Quilt reproduction of QuiltNet (DAC 2022): scale <code>{e_(man['scale'])}</code></h1>")
     failed = [x for x in exps if x["status"] in ("failed", "interrupted")]
     failed_steps = [s for x in exps for s in x["steps"] if s["status"] == "failed"]
-    h.append(f"<p>Generated {e_(datetime.datetime.utcnow().strftime('%Y-%m-%dT%H:%M:%SZ'))} on "
+    h.append(f"<p>Generated {e_(datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))} on "
              f"<code>{e_(man['host'])}</code>; started {e_(man['started_utc'])}, "
              f"{e_(fmt_s(man['wall_s']))} in all; launcher <code>{e_(man['launcher'])}</code>. "
              f"{len(exps) - len(failed)} of {len(exps)} experiments without failure, "
@@ -266,7 +266,7 @@ def write_html(root, man, exps, verdicts):
         if not p:
             rows.append([x["name"], "–", "–", "–", "–", "–", "–", "–", "–"])
             continue
-        rows.append([x["name"], p.get("git_commit", "") + (" (dirty)" if p.get("git_dirty") else ""),
+        rows.append([x["name"], p.get("git_commit", "")[:12] + (" (dirty)" if p.get("git_dirty") else ""),
                      ", ".join(sorted(set(p.get("hosts", [])))), p.get("created_utc", ""),
                      p.get("scale", ""), p.get("quilt_version", ""), p.get("torch_version", ""),
                      p.get("mpi_version", ""), f"{p.get('hdf5_version', '')} / XRT {p.get('xrt_version', '')}"])
@@ -376,7 +376,7 @@ def write_md(root, man, exps, verdicts):
     rows = []
     for x in exps:
         p = (x["summary"] or {}).get("prov", {})
-        rows.append([x["name"], p.get("git_commit", "–") + (" (dirty)" if p.get("git_dirty") else ""),
+        rows.append([x["name"], p.get("git_commit", "–")[:12] + (" (dirty)" if p.get("git_dirty") else ""),
                      ", ".join(sorted(set(p.get("hosts", [])))), p.get("created_utc", ""),
                      p.get("scale", ""), p.get("torch_version", ""), p.get("mpi_version", ""),
                      p.get("hdf5_version", ""), p.get("xrt_version", "")])

@@ -414,7 +414,8 @@ void Reproduction::run_experiment(ExperimentState& e) {
   }
   std::vector<std::string> argv;
   if (launcher_ == "srun")
-    argv = {"srun", "-n", std::to_string(e.ranks), "--overcommit", "--kill-on-bad-exit=1"};
+    argv = {"srun",         "--mpi=pmix",          "-n", std::to_string(e.ranks),
+            "--overcommit", "--kill-on-bad-exit=1"};
   else
     argv = {"mpirun", "-n", std::to_string(e.ranks)};
   for (const auto& a : std::vector<std::string>{o_.quilt_exe, "run", e.file, "--scale", o_.scale,
@@ -646,7 +647,9 @@ int Reproduction::run() {
     for (auto& a : analyses_) {
       if (g_signal) break;
       run_analysis(a);
-      if (a.status != "ok")
+      const bool selected = o_.only.empty() || std::find(o_.only.begin(), o_.only.end(),
+                                                         a.experiment) != o_.only.end();
+      if (a.status == "failed" || (a.status != "ok" && selected))
         say(fmt::format("  {}: {}{}", a.name,
                         a.status == "failed" ? "FAILED: " : "not run: ", a.reason));
       write_manifest();
