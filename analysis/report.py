@@ -42,6 +42,14 @@ def tail(path, n=TAIL_LINES):
     return "\n".join(lines[-n:])
 
 
+FOOTER_RE = re.compile(r"^==== \S+ exit -?\d+(?: \(signal \d+\))? after ([0-9.]+) s$", re.M)
+
+
+def logged_wall_s(path):
+    """Seconds the experiment ran over every invocation of quilt reproduce (its log's footers)."""
+    return sum(float(x) for x in FOOTER_RE.findall(read_text(path, 50_000_000)))
+
+
 def read_csv(path):
     try:
         with open(path, newline="", errors="replace") as f:
@@ -131,7 +139,8 @@ def collect(root):
     exps = []
     for e in man["experiments"]:
         rec, err = load_results(os.path.join(root, e["result"]))
-        e = dict(e, record_error=err, summary=summarize(rec) if rec else None)
+        e = dict(e, record_error=err, summary=summarize(rec) if rec else None,
+                 total_wall_s=logged_wall_s(os.path.join(root, e["log"])))
         e["log_tail"] = tail(os.path.join(root, e["log"])) if e["status"] in (
             "failed", "interrupted") else ""
         e["steps"] = []
@@ -164,7 +173,7 @@ th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:to
 th{background:#f3f3f3}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em}
 img{max-width:100%;border:1px solid #ddd}.ok{color:#176f2c}.failed{color:#b00020;font-weight:bold}
 .SHOWS{background:#e3f4e6}.DOES-NOT-SHOW{background:#fde2e2}.INCONCLUSIVE{background:#fff4d6}
-.muted{color:#666}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+.muted{color:#666}.scroll{overflow-x:auto}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 """
 
 CHECK_JS = """
@@ -193,7 +202,7 @@ e_ = html.escape
 
 def html_table(header, rows, table_id="", cls=""):
     attrs = (f' id="{e_(table_id)}"' if table_id else "") + (f' class="{e_(cls)}"' if cls else "")
-    out = [f"<table{attrs}><thead><tr>" + "".join(f"<th>{e_(str(h))}</th>" for h in header)
+    out = [f'<div class="scroll"><table{attrs}><thead><tr>' + "".join(f"<th>{e_(str(h))}</th>" for h in header)
            + "</tr></thead><tbody>"]
     for row in rows:
         cells = []
@@ -203,7 +212,7 @@ def html_table(header, rows, table_id="", cls=""):
             else:
                 cells.append(f"<td>{e_(str(c))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 
@@ -253,11 +262,11 @@ def write_html(root, man, exps, verdicts):
         s = x["summary"] or {}
         rows.append([(f'<a href="#exp-{e_(x["name"])}">{e_(x["name"])}</a>', ""), x["paper"],
                      x["ranks"], f"{s.get('ok', 0)}/{x['runs']}", status_cell(x["status"]),
-                     exit_text(x), fmt_s(x["wall_s"]), fmt_s(s.get("run_s")),
-                     s.get("time_model", "–"), s.get("profile", "–")])
+                     exit_text(x), fmt_s(x["total_wall_s"]), fmt_s(x["wall_s"]),
+                     fmt_s(s.get("run_s")), s.get("time_model", "–"), s.get("profile", "–")])
     h.append(html_table(["experiment", "paper", "ranks", "runs ok", "status", "exit",
-                         "wall time (this invocation)", "run time in file", "time model",
-                         "board profile"], rows, table_id="experiments-table"))
+                         "wall time (all invocations)", "this invocation", "run time in file",
+                         "time model", "board profile"], rows, table_id="experiments-table"))
 
     h.append('<h2 id="provenance">Provenance</h2>')
     rows = []
@@ -284,7 +293,8 @@ def write_html(root, man, exps, verdicts):
                  + f"; {x['ranks']} rank(s); file <code>{e_(x['file'])}</code> at scale "
                  f"<code>{e_(man['scale'])}</code>; result <code>{e_(x['result'])}</code>; "
                  f"log <a href=\"{e_(x['log'])}\">{e_(x['log'])}</a>; wall time "
-                 f"{e_(fmt_s(x['wall_s']))} (this invocation), {e_(fmt_s((s or {}).get('run_s')))} "
+                 f"{e_(fmt_s(x['total_wall_s']))} over all invocations "
+                 f"({e_(fmt_s(x['wall_s']))} this one), {e_(fmt_s((s or {}).get('run_s')))} "
                  "of runs recorded in the file.</p>")
         if x["command"]:
             h.append(f"<pre>{e_(x['command'])}</pre>")
@@ -365,11 +375,13 @@ def write_md(root, man, exps, verdicts):
           md_table(["experiment", "analysis", "verdict", "claim, paper vs Quilt"],
                    [[v["experiment"], v["step"], v["verdict"], v["line"]] for v in verdicts]
                    or [["–", "–", "–", "no verdict lines found"]]), "", "## Experiments", ""]
-    m.append(md_table(["experiment", "paper", "ranks", "runs ok", "status", "exit", "wall time",
-                       "run time in file", "time model", "board profile"],
+    m.append(md_table(["experiment", "paper", "ranks", "runs ok", "status", "exit",
+                       "wall time (all invocations)", "this invocation", "run time in file",
+                       "time model", "board profile"],
                       [[x["name"], x["paper"], x["ranks"],
                         f"{(x['summary'] or {}).get('ok', 0)}/{x['runs']}", x["status"],
-                        exit_text(x), fmt_s(x["wall_s"]), fmt_s((x["summary"] or {}).get("run_s")),
+                        exit_text(x), fmt_s(x["total_wall_s"]), fmt_s(x["wall_s"]),
+                        fmt_s((x["summary"] or {}).get("run_s")),
                         (x["summary"] or {}).get("time_model", "–"),
                         (x["summary"] or {}).get("profile", "–")] for x in exps]))
     m += ["", "## Provenance", ""]
@@ -387,7 +399,8 @@ def write_md(root, man, exps, verdicts):
         m += ["", f"## {x['name']}: {x['paper']}", "",
               f"Status **{x['status']}**" + (f" ({x['reason']})" if x["reason"] else "")
               + f"; {x['ranks']} rank(s); `{x['file']}`; result `{x['result']}`; log "
-              f"[{x['log']}]({x['log']}); wall time {fmt_s(x['wall_s'])} (this invocation), "
+              f"[{x['log']}]({x['log']}); wall time {fmt_s(x['total_wall_s'])} over all invocations "
+              f"({fmt_s(x['wall_s'])} this one), "
               f"{fmt_s((s or {}).get('run_s'))} of runs in the file."]
         if s:
             m += ["", f"Runs: {s['ok']} ok, {s['failed']} failed, {s['invalid']} invalid of "
