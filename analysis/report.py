@@ -161,6 +161,24 @@ def collect(root):
     return man, exps, verdicts
 
 
+def board_profiles(man, exps):
+    """[(name, path, text)] of the board profiles the pipeline runs used."""
+    names = []
+    for x in exps:
+        for n in ((x["summary"] or {}).get("profile", "")).split(", "):
+            if n and not n.startswith("n/a") and n != "–" and n not in names:
+                names.append(n)
+    out = []
+    for n in names:
+        for path in (os.path.join(man["source_dir"], "backends", "profiles", n + ".yaml"), n):
+            if os.path.isfile(path):
+                out.append((n, path, read_text(path)))
+                break
+        else:
+            out.append((n, "", "(profile file not found)"))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # HTML
 
@@ -284,6 +302,15 @@ def write_html(root, man, exps, verdicts):
     h.append(f"<p class=\"muted\">Binary: <code>{e_(man['quilt'])}</code>; sources: "
              f"<code>{e_(man['source_dir'])}</code>; manifest: <a href=\"reproduce.json\">reproduce.json</a>.</p>")
 
+    profiles = board_profiles(man, exps)
+    if profiles:
+        h.append('<h2 id="profiles">Board profiles</h2>')
+        h.append("<p>The profiles that time the emulated boards (dilated and modeled time models), "
+                 "with the source of each number.</p>")
+        for n, path, text in profiles:
+            h.append(f"<details><summary><code>{e_(n)}</code> {e_(path)}</summary>"
+                     f"<pre>{e_(text)}</pre></details>")
+
     for x in exps:
         h.append(f'<section class="experiment" id="exp-{e_(x["name"])}">')
         h.append(f"<h2>{e_(x['name'])}: {e_(x['paper'])}</h2>")
@@ -394,6 +421,11 @@ def write_md(root, man, exps, verdicts):
                      p.get("hdf5_version", ""), p.get("xrt_version", "")])
     m.append(md_table(["experiment", "git commit", "hosts", "created (UTC)", "scale", "LibTorch",
                        "MPI", "HDF5", "XRT"], rows))
+    profiles = board_profiles(man, exps)
+    if profiles:
+        m += ["", "## Board profiles", ""]
+        for n, path, text in profiles:
+            m += [f"`{n}` ({path}):", "", fence(text), ""]
     for x in exps:
         s = x["summary"]
         m += ["", f"## {x['name']}: {x['paper']}", "",

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -90,6 +91,29 @@ def check_structure(page, text):
     assert "@import" not in text and "url(" not in text
     for ref in page.refs:
         assert os.path.isfile(os.path.join(OUT, ref)), ref
+
+
+SOURCE = os.environ.get("QUILT_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+REPORT = os.path.join(SOURCE, "analysis", "report.py")
+
+
+def test_report_collects_verdict_lines_robustly():
+    sys.path.insert(0, os.path.dirname(REPORT))
+    try:
+        import report
+    finally:
+        sys.path.pop(0)
+    text = ("Effect 'a': SHOWS (+1.2 pt)\n  Effect 'b': DOES NOT SHOW here\n"
+            "Effect 'c' INCONCLUSIVE: CI -0.3..0.5\nit shows nothing\nSHOWSTOPPER\n"
+            "Effect 'a': SHOWS (+1.2 pt)\n")
+    assert report.verdict_lines(text) == [
+        ("SHOWS", "Effect 'a': SHOWS (+1.2 pt)"), ("DOES NOT SHOW", "Effect 'b': DOES NOT SHOW here"),
+        ("INCONCLUSIVE", "Effect 'c' INCONCLUSIVE: CI -0.3..0.5")]
+
+
+def test_report_without_a_manifest_is_bad_input(tmp_path):
+    r = subprocess.run(["/usr/bin/python3", REPORT, str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "reproduce.json" in r.stderr
 
 
 @pytest.fixture(scope="module")
