@@ -255,7 +255,9 @@ def write_html(root, man, exps, verdicts):
     failed_steps = [s for x in exps for s in x["steps"] if s["status"] == "failed"]
     h.append(f"<p>Generated {e_(datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))} on "
              f"<code>{e_(man['host'])}</code>; started {e_(man['started_utc'])}, "
-             f"{e_(fmt_s(man['wall_s']))} in all; launcher <code>{e_(man['launcher'])}</code>. "
+             f"{e_(fmt_s(man['wall_s']))} this invocation, "
+             f"{e_(fmt_s(sum(x['total_wall_s'] for x in exps)))} of experiment runs over all "
+             f"invocations; launcher <code>{e_(man['launcher'])}</code>. "
              f"{len(exps) - len(failed)} of {len(exps)} experiments without failure, "
              f"{len(failed_steps)} analysis step(s) failed."
              + (" <b>Interrupted by signal " + str(man["interrupted_by_signal"]) + ".</b>"
@@ -392,7 +394,9 @@ def fence(text):
 
 def write_md(root, man, exps, verdicts):
     m = [f"# Quilt reproduction of QuiltNet (DAC 2022): scale `{man['scale']}`", ""]
-    m.append(f"Host `{man['host']}`, started {man['started_utc']}, {fmt_s(man['wall_s'])} in all, "
+    m.append(f"Host `{man['host']}`, started {man['started_utc']}, {fmt_s(man['wall_s'])} this "
+             f"invocation, {fmt_s(sum(x['total_wall_s'] for x in exps))} of experiment runs over "
+             "all invocations, "
              f"launcher `{man['launcher']}`." + (f" Interrupted by signal {man['interrupted_by_signal']}."
                                                  if man.get("interrupted_by_signal") else ""))
     if man["scale"] == "smoke":
