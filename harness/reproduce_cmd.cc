@@ -451,7 +451,10 @@ void Reproduction::run_analysis(AnalysisState& a) {
     a.reason = fmt::format("{} missing", fmt::join(missing, ", "));
     return;
   }
+  // A fresh folder: the report shows every file in it, so nothing stale may stay.
   const fs::path out_dir = dir_ / "analysis" / a.name;
+  std::error_code ec;
+  fs::remove_all(out_dir, ec);
   fs::create_directories(out_dir);
   const std::string script = (fs::path(o_.source_dir) / "analysis" / (a.name + ".py")).string();
   std::vector<std::string> argv;
@@ -487,15 +490,7 @@ void Reproduction::run_analysis(AnalysisState& a) {
 bool Reproduction::build_report() {
   const std::string script = (fs::path(o_.source_dir) / "analysis" / "report.py").string();
   std::vector<std::string> argv = {o_.python, script, dir_.string()};
-  // The report reads result files through the `quilt` module.
-  const char* old = std::getenv("PYTHONPATH");
-  std::string pp = o_.python_path + (old && *old ? std::string(":") + old : "");
-  setenv("PYTHONPATH", pp.c_str(), 1);
   ChildResult r = run_child(argv, "logs/report.log", "", "report", nullptr);
-  if (old)
-    setenv("PYTHONPATH", old, 1);
-  else
-    unsetenv("PYTHONPATH");
   if (r.exit_code == 0) {
     report_status_ = "ok";
     return true;
@@ -579,6 +574,9 @@ int Reproduction::run() {
   setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
   setenv("OMP_NUM_THREADS", "1", 0);
   setenv("OPENBLAS_NUM_THREADS", "1", 0);
+  // The report (and any script) reads result files through the `quilt` Python module.
+  const char* pp = std::getenv("PYTHONPATH");
+  setenv("PYTHONPATH", (o_.python_path + (pp && *pp ? std::string(":") + pp : "")).c_str(), 1);
 
   plan();
   std::vector<ExperimentState*> todo;
