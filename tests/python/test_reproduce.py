@@ -192,6 +192,8 @@ def test_resume_reruns_only_what_is_incomplete_and_report_loads_in_chromium(firs
     prov = text[text.index('id="provenance-table"'):]
     assert os.uname().nodename in prov
     assert re.search(r"<td>[0-9a-f]{7,40}( \(dirty\))?</td>", prov)
+    assert prov.count("<td>smoke</td>") >= len(EXPERIMENTS)  # the scale each file was run at
+    assert "alveo-u200" in text[text.index('id="profiles"'):]  # the board profile's text
 
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed (make deps installs it)"
