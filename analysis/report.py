@@ -339,7 +339,8 @@ def write_html(root, man, exps, verdicts):
         elif x["record_error"]:
             h.append(f"<p class=\"muted\">Result file: {e_(x['record_error'])}</p>")
         if x["log_tail"]:
-            h.append(f"<p class=\"failed\">Failed ({e_(exit_text(x))}); the end of its log:</p>"
+            h.append(f"<p class=\"failed\">{e_(x['status'].capitalize())} (exit "
+                     f"{e_(exit_text(x))}); the end of its log:</p>"
                      f"<pre>{e_(x['log_tail'])}</pre>")
         for st in x["steps"]:
             h.append(f"<h3>{e_(st['name'])}</h3>")
@@ -445,7 +446,8 @@ def write_md(root, man, exps, verdicts):
         if x["config_error"]:
             m += ["", f"The file does not load: {x['config_error']}"]
         if x["log_tail"]:
-            m += ["", f"Failed ({exit_text(x)}); the end of its log:", "", fence(x["log_tail"])]
+            m += ["", f"{x['status'].capitalize()} (exit {exit_text(x)}); the end of its log:", "",
+                  fence(x["log_tail"])]
         for st in x["steps"]:
             m += ["", f"### {st['name']}", "", f"Status **{st['status']}**"
                   + (f" ({st['reason']})" if st["reason"] else "") + f"; log [{st['log']}]({st['log']})."]
