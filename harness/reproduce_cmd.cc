@@ -12,6 +12,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <signal.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -319,6 +322,11 @@ ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const 
   }
   if (pid == 0) {
     setpgid(0, 0);  // its own group: a signal to reproduce is forwarded to the whole job
+#ifdef __linux__
+    // A reproduce that is killed outright (SIGKILL: no handler runs) still stops its job.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) _exit(127);
+#endif
     int err = open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
     int out = stdout_file.empty()
                   ? err

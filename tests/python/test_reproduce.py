@@ -10,6 +10,7 @@ image loads, every table is there) and screenshotted beside it (report.png).
 Asserts on the report's structure, not on the analysis scripts' exact text (those are rewritten
 independently). Needs QUILT_BUILD_DIR (CTest sets it) and Debian's chromium.
 """
+import ctypes
 import html.parser
 import json
 import os
@@ -32,10 +33,16 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def die_with_parent():
+    """In the child before exec: SIGTERM when this test process dies (a CTest timeout's SIGKILL
+    included), so no reproduce, mpirun or Chromium outlives the test."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def run_group(cmd, timeout, **kw):
     """subprocess.run in its own session; the whole group is killed on timeout."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True, **kw)
+                         start_new_session=True, preexec_fn=die_with_parent, **kw)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -228,7 +235,7 @@ def test_sigterm_stops_the_children_and_keeps_what_finished(tmp_path):
     out = str(tmp_path / "interrupted")
     p = subprocess.Popen([QUILT, "reproduce", "--scale", "smoke", "--out", out, "--only",
                           "weight_freezing"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
+                         text=True, start_new_session=True, preexec_fn=die_with_parent)
     try:
         log = os.path.join(out, "logs", "weight_freezing.log")
         deadline = time.monotonic() + 120
@@ -252,3 +259,32 @@ def test_sigterm_stops_the_children_and_keeps_what_finished(tmp_path):
     ps = subprocess.run(["pgrep", "-f", "--", f"--output {out}/weight_freezing.h5"], capture_output=True,
                         text=True)
     assert ps.stdout.strip() == ""
+
+
+def test_sigkill_leaves_no_job_behind(tmp_path):
+    """No handler runs on SIGKILL: the experiment's mpirun still stops (parent-death signal)."""
+    out = str(tmp_path / "killed")
+    pattern = f"--output {out}/weight_freezing.h5"
+    p = subprocess.Popen([QUILT, "reproduce", "--scale", "smoke", "--out", out, "--only",
+                          "weight_freezing"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the experiment never started")
+        p.kill()
+        p.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode != 0:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("mpirun or a rank outlived a SIGKILLed quilt reproduce")
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
