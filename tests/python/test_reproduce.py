@@ -91,7 +91,7 @@ def parse_report():
 
 def check_structure(page, text):
     assert page.sections == [f"exp-{n}" for n in EXPERIMENTS]
-    for table in ("verdict-table", "experiments-table", "provenance-table"):
+    for table in ("verdict-table", "paper-table", "experiments-table", "provenance-table"):
         assert table in page.tables
     # Self-contained: every reference is a relative path to a file in OUT, nothing remote.
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:|//)", text, re.I)
@@ -218,7 +218,7 @@ def test_resume_reruns_only_what_is_incomplete_and_report_loads_in_chromium(firs
         assert check["images"] == len(page.images) > 0
         assert check["loaded"] == check["images"], check["broken"]
         ids = [t["id"] for t in check["tables"]]
-        for table in ("verdict-table", "experiments-table", "provenance-table"):
+        for table in ("verdict-table", "paper-table", "experiments-table", "provenance-table"):
             assert table in ids
         assert all(t["rows"] >= 2 for t in check["tables"]), check["tables"]
         assert check["sections"] == [f"exp-{n}" for n in EXPERIMENTS]
