@@ -1,6 +1,8 @@
 # Two entry points for a fresh Debian bookworm machine (as root):
 #   make quickstart   install what is missing, build, run the quickstart experiment under mpirun
 #   make test         install what is missing, build, run the whole test suite
+#   make paper        install what is missing, build, reproduce the whole paper into one report
+#                     (quilt reproduce; SCALE=here|smoke|paper, OUT=DIR)
 # Everything else is plain CMake: see README.md.
 
 PRESET ?= release
@@ -17,7 +19,7 @@ PACKAGES := build-essential cmake git pkg-config ccache clang-format \
   pybind11-dev python3-dev python3-pytest python3-numpy python3-h5py python3-matplotlib \
   python3-pandas python3-scipy \
   python3-torch python3-torchvision python3-sklearn dataset-fashion-mnist zlib1g-dev \
-  slurmctld slurmd slurm-client munge
+  slurmctld slurmd slurm-client munge chromium
 
 # Open MPI refuses root and more ranks than cores unless told; both are normal here.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
@@ -27,10 +29,15 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 export OMP_NUM_THREADS := 1
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: quickstart test deps configure build bench format clean
+SCALE ?= here
+
+.PHONY: quickstart test paper deps configure build bench format clean
 
 quickstart: build
 	mpirun -n 2 $(BUILD)/bin/quilt run experiments/quickstart.yaml --overwrite
+
+paper: build
+	$(BUILD)/bin/quilt reproduce --scale $(SCALE) $(if $(OUT),--out $(OUT))
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j2 --timeout 900

@@ -10,6 +10,7 @@
 #include "harness/profile_cmd.h"
 #include "harness/provenance.h"
 #include "harness/report.h"
+#include "harness/reproduce_cmd.h"
 #include "harness/runner.h"
 #include "harness/slurm.h"
 #include "harness/trace_cmd.h"
@@ -90,6 +91,9 @@ commands:
                              MiB, median of 5); the built-in board profiles. Exit 1 when XRT is
                              not built or no device is found. XCL_EMULATION_MODE=noop: XRT's
                              noop shim (no board; numbers meaningless)
+  reproduce [--scale here|smoke|paper] [--out DIR]
+                             the whole paper: every experiment under mpirun, every analysis
+                             script, one report DIR/index.html + report.md (quilt reproduce -h)
   version                    versions of Quilt and the libraries it was built with
 
 exit codes: 0 success, 1 a run failed, 2 bad input (the message says where), 3 internal error,
@@ -512,6 +516,7 @@ int main(int argc, char** argv) {
     if (cmd == "calibrate") return quilt::harness::cmd_calibrate(argc, argv);
     if (cmd == "boards") return quilt::harness::cmd_boards(argc, argv);
     if (cmd == "trace") return quilt::harness::cmd_trace(argc, argv);
+    if (cmd == "reproduce") return quilt::harness::cmd_reproduce(argc, argv);
     fmt::print(stderr, "quilt: unknown command `{}`\n{}", cmd, kUsage);
     return kExitUsage;
   } catch (const ConfigError& e) {

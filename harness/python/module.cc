@@ -201,7 +201,10 @@ py::dict read_results(const std::string& path) {
   prov["experiment_path"] = p.experiment_path;
   prov["experiment_text"] = p.experiment_text;
   prov["created_utc"] = p.created_utc;
+  prov["start_utc"] = p.start_utc;
+  prov["end_utc"] = p.end_utc;
   prov["scale"] = p.scale;
+  prov["boards"] = p.boards;
   d["provenance"] = prov;
   py::list runs;
   for (const auto& r : e.runs) runs.append(run_dict(r));

@@ -3,6 +3,7 @@
 Run through tests/slurm/slurm_cluster_test.sh, which starts a single-node cluster and sets
 SLURM_CONF, QUILT_BUILD_DIR, QUILT_SOURCE_DIR and QUILT_SLURM_WORK.
 """
+import json
 import os
 import re
 import subprocess
@@ -163,3 +164,19 @@ def test_job_array(tmp_path):
     for task in (0, 1):
         assert (tmp_path / f"tiny-{job}_{task}.out").exists(), logs(tmp_path)
         check_results(tmp_path / "out" / f"tiny.{task}.h5", runs=1, boards=2)
+
+
+def test_reproduce_inside_an_allocation_launches_with_srun(tmp_path):
+    """`quilt reproduce` in a batch job: SLURM_JOB_ID is set, so each experiment runs under srun
+    (here the four-board one), and the report is written."""
+    out = tmp_path / "paper"
+    cmd = f"{quilt()} reproduce --scale smoke --only interposition_multi --out {out}"
+    r, job = sbatch_wait(["--ntasks=4", "--wrap", cmd], tmp_path, timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr + logs(tmp_path)
+    m = json.loads((out / "reproduce.json").read_text())
+    assert m["launcher"] == "srun"
+    e = [x for x in m["experiments"] if x["name"] == "interposition_multi"][0]
+    assert e["status"] == "ok", e
+    assert e["command"].startswith("srun --mpi=pmix -n 4 "), e["command"]
+    check_results(out / "interposition_multi.h5", runs=2, boards=4)
+    assert (out / "index.html").exists() and (out / "report.md").exists()
