@@ -37,8 +37,8 @@ def by_rate(path):
 def test_shaped_link_shows_the_effect_of_r_and_matches_the_time_model(tmp_path):
     # The link the file states is the link the run gets, and the file records it.
     r = testbed("shape-from", FILE)
-    assert "0.02 GB/s" in r.stdout, r.stdout
-    assert "rate 160Mbit" in testbed("status").stdout
+    assert "0.01 GB/s" in r.stdout, r.stdout
+    assert "rate 80Mbit" in testbed("status").stdout
 
     measured = tmp_path / "measured.h5"
     r = quilt_on_hosts(2, "run", FILE, "--scale", "measured", "--output", measured)
@@ -46,7 +46,7 @@ def test_shaped_link_shows_the_effect_of_r_and_matches_the_time_model(tmp_path):
     m = by_rate(measured)
     for a, *_ , params in m.values():
         assert a["status"] == "ok" and a["max_abs_error"] >= 0
-        assert params["links.mpi_gbps"] == "0.02"
+        assert params["links.mpi_gbps"] == "0.01"
 
     # The same runs predicted: a profile calibrated here now, the same link rate.
     profile = tmp_path / "cal.yaml"
