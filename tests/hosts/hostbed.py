@@ -20,7 +20,7 @@ KEEPALIVE = ["--mca", "oob_tcp_keepalive_time", "5", "--mca", "oob_tcp_keepalive
              "--mca", "oob_tcp_keepalive_probes", "3"]
 
 
-def testbed(*args, check=True):
+def tb(*args, check=True):
     r = subprocess.run([str(TESTBED), *map(str, args)], capture_output=True, text=True,
                        timeout=120, env=ENV)
     if check and r.returncode != 0:
@@ -30,11 +30,11 @@ def testbed(*args, check=True):
 
 def up(hosts):
     """Builds the test bed; a watchdog tears it down if this process dies without doing so."""
-    testbed("up", hosts, "--watch", os.getpid())
+    tb("up", hosts, "--watch", os.getpid())
 
 
 def down():
-    testbed("down", check=False)
+    tb("down", check=False)
 
 
 def mpirun_cmd(ranks, *args):

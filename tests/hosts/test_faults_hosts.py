@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hostbed import (ENV, QUILT, down, quilt_on_hosts, rank_pids, runs, start_on_hosts, testbed,
+from hostbed import (ENV, QUILT, down, quilt_on_hosts, rank_pids, runs, start_on_hosts, tb,
                      up, wait_for_runs)
 
 needs_robust = pytest.mark.xfail(strict=True, reason="needs branch robust (issue 15 §4)")
@@ -45,8 +45,8 @@ def bed():
 @pytest.fixture(autouse=True)
 def healthy_links():
     yield
-    testbed("unshape", check=False)
-    testbed("link", "up", 2, check=False)
+    tb("unshape", check=False)
+    tb("link", "up", 2, check=False)
 
 
 def experiment(tmp_path):
@@ -104,9 +104,9 @@ def check_resume(tmp_path, out):
 
 def test_link_down_mid_run(tmp_path):
     # Host 2's cable is pulled: the switch-side end of its veth goes down.
-    result = run_until_fault(tmp_path, lambda p: testbed("link", "down", 2))
+    result = run_until_fault(tmp_path, lambda p: tb("link", "down", 2))
     check_after_fault(*result)
-    testbed("link", "up", 2)
+    tb("link", "up", 2)
     check_resume(tmp_path, result[3])
 
 
@@ -114,9 +114,9 @@ def test_link_down_mid_run(tmp_path):
 def test_thirty_percent_packet_loss(tmp_path):
     # 30% of host 2's frames dropped both ways: TCP crawls, no connection breaks; only a stall
     # watchdog ends the job.
-    result = run_until_fault(tmp_path, lambda p: testbed("loss", 30, 2))
+    result = run_until_fault(tmp_path, lambda p: tb("loss", 30, 2))
     check_after_fault(*result)
-    testbed("loss", 0, 2)
+    tb("loss", 0, 2)
     check_resume(tmp_path, result[3])
 
 
