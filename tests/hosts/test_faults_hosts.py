@@ -58,7 +58,7 @@ def experiment(tmp_path):
 def run_until_fault(tmp_path, inject, out=None):
     """Starts the sweep, waits for its first finished run, calls inject(proc), and returns
     (exit code, seconds from the fault to the end of mpirun, ids finished before the fault,
-    output path, log). The job is killed after LIMIT_S + 30 s: a hang fails, never hangs."""
+    output path, log). The job is killed after LIMIT_S + 5 s: a hang fails, never hangs."""
     exp = experiment(tmp_path)
     out = out or tmp_path / "faults.h5"
     log_path = tmp_path / "job.log"
@@ -69,7 +69,7 @@ def run_until_fault(tmp_path, inject, out=None):
             t0 = time.monotonic()
             inject(proc)
             try:
-                rc = proc.wait(timeout=LIMIT_S + 30)
+                rc = proc.wait(timeout=LIMIT_S + 5)
             except subprocess.TimeoutExpired:
                 rc = None
             elapsed = time.monotonic() - t0
@@ -83,10 +83,12 @@ def run_until_fault(tmp_path, inject, out=None):
 
 
 def check_after_fault(rc, elapsed, before, out, log):
-    assert rc is not None, f"the job hung ({LIMIT_S + 30} s)\n{log[-3000:]}"
+    assert rc is not None, f"the job hung ({LIMIT_S + 5} s)\n{log[-3000:]}"
     assert rc != 0, log[-3000:]
     assert elapsed < LIMIT_S, f"the job took {elapsed:.1f} s to end after the fault\n{log[-3000:]}"
     after = runs(out)  # readable
+    print(f"fault -> exit {rc} in {elapsed:.1f} s; {len(before)} run(s) before the fault, "
+          f"{len(after)} in the file")
     ids = [i for i, _ in after]
     assert set(before) <= set(ids), "a run finished before the fault was lost"
     finished = [i for i, a in after if a["status"] == "ok"]
@@ -110,9 +112,12 @@ def test_link_down_mid_run(tmp_path):
     check_resume(tmp_path, result[3])
 
 
-@needs_robust
+# Not strict: today the job ends only when Open MPI's out-of-band keepalive (hostbed.KEEPALIVE)
+# happens to lose three probes in a row ("ORTE has lost communication with a remote daemon"), seen
+# after 23.5 s here, but not certainly within 30 s. Remove the mark once robust's watchdog is in.
+@pytest.mark.xfail(strict=False, reason="needs the stall watchdog of branch robust (issue 15 §4)")
 def test_thirty_percent_packet_loss(tmp_path):
-    # 30% of host 2's frames dropped both ways: TCP crawls, no connection breaks; only a stall
+    # 30% of host 2's frames dropped both ways: TCP crawls, no connection breaks; a stall
     # watchdog ends the job.
     result = run_until_fault(tmp_path, lambda p: tb("loss", 30, 2))
     check_after_fault(*result)
@@ -151,12 +156,13 @@ def test_sigterm_records_the_run_in_flight_as_interrupted(tmp_path):
 
 @needs_robust
 def test_output_filesystem_fills_up(tmp_path):
-    # A 256 KiB tmpfs for the output, mostly filled: the first runs fit, a later one does not.
+    # A 512 KiB tmpfs for the output with 136 KiB left: the first runs fit (one run: 37 KB, six:
+    # 164 KB; a rewrite needs the old and the new file at once), a later one does not.
     mnt = Path(tempfile.mkdtemp(prefix="quilt-hosts-tmpfs.", dir="/tmp"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
     try:
         out = mnt / "faults.h5"
-        (mnt / "filler").write_bytes(b"\0" * 150 * 1024)
+        (mnt / "filler").write_bytes(b"\0" * 376 * 1024)
         rc, elapsed, before, out, log = run_until_fault(tmp_path, lambda p: None, out=out)
         check_after_fault(rc, elapsed, before, out, log)
         assert "No space left" in log or "ENOSPC" in log, log[-3000:]

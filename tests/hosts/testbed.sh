@@ -129,10 +129,11 @@ start_watchdog() {
   (
     setsid bash -c '
       while kill -0 "$1" 2>/dev/null; do sleep 1; done
-      exec "$2" down --from-watchdog' watchdog "$pid" "$here/testbed.sh" \
+      exec "$2" down --if-owner "$1"' watchdog "$pid" "$here/testbed.sh" \
       </dev/null >/dev/null 2>&1 &
     echo $! >"$kState/watchdog.pid"
   )
+  echo "$pid" >"$kState/owner"
 }
 
 # The kernel may lack netem (this machine's has tbf, htb and nftables only): rate is shaped with
@@ -204,7 +205,14 @@ case $cmd in
     echo "test bed up: $n host(s): $("$0" hosts)"
     ;;
   down)
-    if [[ ${1:-} == --from-watchdog ]]; then rm -f "$kState/watchdog.pid"; fi
+    exec 9>"$kLock"
+    flock -w 120 9 || die "another test bed operation holds $kLock"
+    # The watchdog of a test bed tears down only its own, never a later one built after its
+    # owner was killed.
+    if [[ ${1:-} == --if-owner ]]; then
+      [[ $(cat "$kState/owner" 2>/dev/null) == "${2:-}" ]] || exit 0
+      rm -f "$kState/watchdog.pid"
+    fi
     teardown
     ;;
   status)
