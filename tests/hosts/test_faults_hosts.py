@@ -26,7 +26,7 @@ name: hosts_faults
 model: {arch: resnet18, input: [3, 64, 64], classes: 10}
 boards: {count: 2}
 partition: {cuts: [after_layer2]}
-measurement: {batch: 8, warmup_batches: 1, batches: 30}
+measurement: {batch: 8, warmup_batches: 1, batches: 10}
 sweep:
   matrix:
     model.seed: [1, 2, 3, 4, 5, 6]
