@@ -45,4 +45,4 @@ trap 'exit 143' TERM INT
 sweep_mounts
 
 cd "$here"
-/usr/bin/python3 -m pytest -q -p no:cacheprovider -rsx "$@"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider -rsx --durations=0 "$@"
