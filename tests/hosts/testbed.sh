@@ -130,7 +130,7 @@ start_watchdog() {
     setsid bash -c '
       while kill -0 "$1" 2>/dev/null; do sleep 1; done
       exec "$2" down --if-owner "$1"' watchdog "$pid" "$here/testbed.sh" \
-      </dev/null >/dev/null 2>&1 &
+      </dev/null >/dev/null 2>&1 9>&- &
     echo $! >"$kState/watchdog.pid"
   )
   echo "$pid" >"$kState/owner"
