@@ -138,17 +138,37 @@ def test_rank_killed_with_sigkill(tmp_path):
     check_resume(tmp_path, result[3])
 
 
+def sigterm_everyone(proc):
+    """What SLURM does at a job's time limit: SIGTERM to every process of the job, mpirun and
+    each rank alike."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    for pid in rank_pids(1) + rank_pids(2):
+        os.kill(pid, signal.SIGTERM)
+
+
 def test_sigterm_to_the_whole_job(tmp_path):
-    # What SLURM does at the time limit: SIGTERM to the job (mpirun forwards it to every rank).
-    result = run_until_fault(tmp_path, lambda p: os.killpg(p.pid, signal.SIGTERM))
+    result = run_until_fault(tmp_path, sigterm_everyone)
     check_after_fault(*result)
     check_resume(tmp_path, result[3])
 
 
 @needs_robust
 def test_sigterm_records_the_run_in_flight_as_interrupted(tmp_path):
-    rc, elapsed, before, out, log = run_until_fault(
-        tmp_path, lambda p: os.killpg(p.pid, signal.SIGTERM))
+    rc, elapsed, before, out, log = run_until_fault(tmp_path, sigterm_everyone)
+    after = check_after_fault(rc, elapsed, before, out, log)
+    # mpirun, signalled itself, exits with its own code (1), not the ranks' 4.
+    assert [a["status"] for _, a in after].count("interrupted") == 1, after
+    check_resume(tmp_path, out)
+
+
+@needs_robust
+def test_sigterm_to_the_ranks_gives_the_interrupted_exit_code(tmp_path):
+    # As srun does (SLURM signals the tasks; srun returns their exit code): the ranks only.
+    def sigterm_ranks(_):
+        for pid in rank_pids(1) + rank_pids(2):
+            os.kill(pid, signal.SIGTERM)
+
+    rc, elapsed, before, out, log = run_until_fault(tmp_path, sigterm_ranks)
     after = check_after_fault(rc, elapsed, before, out, log)
     assert rc == 4, f"exit {rc}: interruption has exit code 4 (branch robust)"
     assert [a["status"] for _, a in after].count("interrupted") == 1, after
@@ -157,19 +177,27 @@ def test_sigterm_records_the_run_in_flight_as_interrupted(tmp_path):
 
 @needs_robust
 def test_output_filesystem_fills_up(tmp_path):
-    # A 512 KiB tmpfs for the output with 100 KiB left: the first run fits (37 KB; each further
-    # run adds about 25 KB, and today's whole-file rewrite needs the old and the new file at
-    # once), a later one does not (the third today, the fourth with robust's appends).
+    # The output lives on a 1 MiB tmpfs; once the first run is in the file, another process fills
+    # the filesystem to the last byte, so the next write fails whatever the file format needs.
     mnt = Path(tempfile.mkdtemp(prefix="quilt-hosts-tmpfs.", dir="/tmp"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    filler = mnt / "filler"
+
+    def fill(_):
+        try:
+            with open(filler, "wb") as f:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        except OSError:  # ENOSPC: full
+            pass
+
     try:
-        out = mnt / "faults.h5"
-        (mnt / "filler").write_bytes(b"\0" * 412 * 1024)
-        rc, elapsed, before, out, log = run_until_fault(tmp_path, lambda p: None, out=out)
+        rc, elapsed, before, out, log = run_until_fault(tmp_path, fill, out=mnt / "faults.h5")
         check_after_fault(rc, elapsed, before, out, log)
         assert rc == 5, f"exit {rc}: a write failure has exit code 5 (branch robust)"
         assert "No space left" in log or "ENOSPC" in log, log[-3000:]
-        (mnt / "filler").unlink()
+        filler.unlink()
         check_resume(tmp_path, out)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
