@@ -19,7 +19,8 @@ PACKAGES := build-essential cmake git pkg-config ccache clang-format \
   pybind11-dev python3-dev python3-pytest python3-numpy python3-h5py python3-matplotlib \
   python3-pandas python3-scipy \
   python3-torch python3-torchvision python3-sklearn dataset-fashion-mnist zlib1g-dev \
-  slurmctld slurmd slurm-client munge chromium
+  slurmctld slurmd slurm-client munge chromium \
+  iproute2 nftables
 
 # Open MPI refuses root and more ranks than cores unless told; both are normal here.
 export OMPI_ALLOW_RUN_AS_ROOT := 1

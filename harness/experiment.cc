@@ -64,7 +64,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"data", {"kind", "path", "seed", "augment", "train_samples"}},
       {"boards",
        {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices", "fallback"}},
-      {"links", {"h2d_gbps", "d2h_gbps", "latency_s"}},
+      {"links", {"h2d_gbps", "d2h_gbps", "latency_s", "mpi_gbps", "mpi_latency_s"}},
       {"partition", {"cuts", "objective", "fixed"}},
       {"autoencoder", {"kind", "rate", "kernel"}},
       {"training",
@@ -501,6 +501,13 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["links.h2d_gbps"] = fmt::format("{}", run.links.h2d_gbps);
   P["links.d2h_gbps"] = fmt::format("{}", run.links.d2h_gbps);
   P["links.latency_s"] = fmt::format("{}", run.links.latency_s);
+  if (auto n = links["mpi_gbps"]) run.links.mpi_gbps = r.real(n, "links.mpi_gbps", 1e-6, 1e6);
+  if (auto n = links["mpi_latency_s"])
+    run.links.mpi_latency_s = r.real(n, "links.mpi_latency_s", 0, 10);
+  // Recorded only when stated, so that the ids of runs without them stay what they were.
+  if (run.links.mpi_gbps > 0) P["links.mpi_gbps"] = fmt::format("{}", run.links.mpi_gbps);
+  if (run.links.mpi_latency_s > 0)
+    P["links.mpi_latency_s"] = fmt::format("{}", run.links.mpi_latency_s);
 
   Section partition = section("partition");
   if (auto n = partition["cuts"]) {

@@ -70,6 +70,11 @@ struct BoardsConfig {
 struct LinksConfig {
   /// Overrides of the board profile's host<->board link; 0 = take the profile's value.
   double h2d_gbps = 0, d2h_gbps = 0, latency_s = 0;
+  /// The network between ranks (each hop rank i -> i+1), GB/s (1e9 B/s) and s per message; 0 =
+  /// the profile's mpi_gbps / mpi_latency_s. Dilated/modeled time use them; under measured time
+  /// they state the link the run assumes (shaped by tests/hosts/testbed.sh, or the cluster's),
+  /// recorded in the run's params, not enforced by the harness.
+  double mpi_gbps = 0, mpi_latency_s = 0;
 };
 
 struct PartitionConfig {

@@ -325,6 +325,16 @@ int cmd_plan(int argc, char** argv) {
       fmt::print("    not runnable in this build: {}\n", why);
       continue;
     }
+    if (run.links.mpi_gbps > 0 || run.links.mpi_latency_s > 0)
+      fmt::print(
+          "    network link: {} GB/s, {} s latency per hop (links.mpi_gbps, "
+          "links.mpi_latency_s{})\n",
+          run.links.mpi_gbps > 0 ? fmt::format("{}", run.links.mpi_gbps) : "profile's",
+          run.links.mpi_latency_s,
+          run.boards.time_model == "measured" ? "; measured time: the network must be "
+                                                "shaped to it, e.g. tests/hosts/testbed.sh "
+                                                "shape-from"
+                                              : "");
     if (plan.searched)
       fmt::print("    cuts chosen by the search ({}, {:.3f} ms): {}\n", plan.objective,
                  1e3 * plan.objective_s, fmt::join(plan.cuts, ", "));

@@ -26,6 +26,8 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   if (run.links.h2d_gbps > 0) board.h2d_gbps = run.links.h2d_gbps;
   if (run.links.d2h_gbps > 0) board.d2h_gbps = run.links.d2h_gbps;
   if (run.links.latency_s > 0) board.link_latency_s = run.links.latency_s;
+  if (run.links.mpi_gbps > 0) board.mpi_gbps = run.links.mpi_gbps;
+  if (run.links.mpi_latency_s > 0) board.mpi_latency_s = run.links.mpi_latency_s;
 
   partitioners::ModelProfile profile = partitioners::profile_model(base);
   partitioners::SearchOptions options;

@@ -295,9 +295,10 @@ std::string unavailable_reason(const RunConfig& run) {
            "and reconfigure; -DQUILT_XRT=ON makes it required); valid here: emulator, null";
   if (run.boards.time_model == "measured" &&
       (run.links.h2d_gbps > 0 || run.links.d2h_gbps > 0 || run.links.latency_s > 0))
-    return "links: link overrides model the host<->board link, which only the dilated and "
-           "modeled time models have; under `measured` the link is this machine's (use "
-           "boards.time_model: dilated or modeled)";
+    return "links: h2d_gbps, d2h_gbps and latency_s model the host<->board link, which only "
+           "the dilated and modeled time models have; under `measured` the link is this "
+           "machine's (use boards.time_model: dilated or modeled; links.mpi_gbps and "
+           "links.mpi_latency_s, the network between ranks, are allowed under measured)";
   return "";
 }
 

@@ -191,6 +191,36 @@ TEST(Experiment, SamplesRoundUpToWholeBatches) {
       << error_of(both);
 }
 
+TEST(Experiment, NetworkLinkIsParsedAndRecordedOnlyWhenStated) {
+  auto plain = parse_experiment(kBase, "exp.yaml").runs.at(0);
+  EXPECT_EQ(plain.links.mpi_gbps, 0);
+  EXPECT_EQ(plain.params.count("links.mpi_gbps"), 0u);  // ids of runs without it unchanged
+  EXPECT_EQ(plain.params.count("links.mpi_latency_s"), 0u);
+
+  auto linked =
+      parse_experiment(std::string(kBase) + "links: {mpi_gbps: 0.125, mpi_latency_s: 1e-4}\n",
+                       "exp.yaml")
+          .runs.at(0);
+  EXPECT_DOUBLE_EQ(linked.links.mpi_gbps, 0.125);
+  EXPECT_DOUBLE_EQ(linked.links.mpi_latency_s, 1e-4);
+  EXPECT_EQ(linked.params.at("links.mpi_gbps"), "0.125");
+  EXPECT_EQ(linked.params.at("links.mpi_latency_s"), "0.0001");
+  EXPECT_NE(linked.id, plain.id);
+
+  EXPECT_NE(error_of(std::string(kBase) + "links: {mpi_gbps: 0}\n").find("links.mpi_gbps"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kBase) + "links: {mpi_latency_s: -1}\n").find("links.mpi_latency_s"),
+      std::string::npos);
+  EXPECT_NE(error_of(std::string(kBase) + "links: {mpi_gpbs: 1}\n").find("did you mean `mpi_gbps`"),
+            std::string::npos);
+  // Sweepable like every key.
+  auto swept = parse_experiment(
+      std::string(kBase) + "sweep: {matrix: {links.mpi_gbps: [0.01, 0.1]}}\n", "exp.yaml");
+  ASSERT_EQ(swept.runs.size(), 2u);
+  EXPECT_DOUBLE_EQ(swept.runs[1].links.mpi_gbps, 0.1);
+}
+
 TEST(Experiment, MissingFile) {
   EXPECT_THROW(load_experiment("/nonexistent/exp.yaml"), ConfigError);
 }

@@ -140,3 +140,28 @@ def test_link_overrides_need_a_modeled_link(tmp_path):
     assert r.returncode == 2
     assert "links" in r.stderr and "dilated or modeled" in r.stderr
     assert not (tmp_path / "l.h5").exists()
+
+
+def test_network_link_is_modeled_and_stated_under_measured(tmp_path):
+    # links.mpi_gbps replaces the profile's network in the model's prediction (quilt plan)...
+    exp = tmp_path / "n.yaml"
+    base = EXPERIMENT.replace("[modeled, dilated]", "[modeled]").replace("[1, 8]", "[1]")
+    exp.write_text(base)
+    fast = subprocess.run([str(Path(BUILD) / "bin" / "quilt"), "plan", exp], capture_output=True,
+                          text=True, env=ENV)
+    exp.write_text(base + "links: {mpi_gbps: 0.001}\n")
+    slow = subprocess.run([str(Path(BUILD) / "bin" / "quilt"), "plan", exp], capture_output=True,
+                          text=True, env=ENV)
+    assert fast.returncode == 0 and slow.returncode == 0, fast.stderr + slow.stderr
+    assert "network link: 0.001 GB/s" in slow.stdout and "network link" not in fast.stdout
+    comm = lambda out: float(out.split("stage 0")[1].split("comm ")[1].split(";")[0])
+    assert comm(slow.stdout) > 10 * comm(fast.stdout)
+    # ...and under measured it is allowed: it states the link, recorded in the run's params.
+    exp.write_text(base.replace("[modeled]", "[measured]") + "links: {mpi_gbps: 12.5}\n")
+    out = tmp_path / "n.h5"
+    r = quilt("run", exp, "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with h5py.File(out, "r") as f:
+        (g,) = f["runs"].values()
+        assert g["params"].attrs["links.mpi_gbps"] == "12.5"
+        assert g.attrs["time_model"] == "measured"
