@@ -26,9 +26,10 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 export OMP_NUM_THREADS := 1
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: quickstart test deps configure build bench format clean
+.PHONY: quickstart test deps configure build build-quilt bench format clean
 
-quickstart: build
+# Only what the quickstart runs (the quilt binary and its libraries), not the tests and benchmarks.
+quickstart: build-quilt
 	mpirun -n 2 $(BUILD)/bin/quilt run experiments/quickstart.yaml --overwrite
 
 test: build
@@ -48,6 +49,9 @@ configure: deps
 
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
+
+build-quilt: configure
+	cmake --build $(BUILD) -j$(JOBS) --target quilt
 
 bench: build
 	$(PY) bench/run_all.py --build $(BUILD)

@@ -286,8 +286,12 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
             "training\n",
             tr.final_test_loss, tr.train_s, tr.proxy_speedup);
       } else {
-        fmt::print("  top-1 {} top-5 {} test loss {:.4f} after {} epoch(s), {:.1f} s\n",
-                   fmt_pct(tr.final_top1), fmt_pct(tr.final_top5), tr.final_test_loss,
+        // Top-5 of 5 classes or fewer is 100% by construction: not shown.
+        fmt::print("  top-1 {}{} test loss {} after {} epoch(s), {:.1f} s\n",
+                   fmt_pct(tr.final_top1),
+                   tr.classes > 5 ? " top-5 " + fmt_pct(tr.final_top5) : std::string(),
+                   std::isnan(tr.final_test_loss) ? std::string("\u2014")
+                                                  : fmt::format("{:.4f}", tr.final_test_loss),
                    tr.epoch.size(), tr.train_s);
       }
       std::fflush(stdout);
@@ -313,6 +317,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     }
   }
   if (!agree(error)) return finish();
+  record_resolved_model(&rec.params, base->input_shape(), base->num_classes());
   tr.classes = data.num_classes;
   tr.test_samples = data.test.size();
   const trainers::Parallel parallel = make_parallel(comm);
@@ -477,9 +482,11 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     tr.phase.push_back(tr.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");
     tr.train_loss.push_back(e.train_loss);
     tr.train_top1.push_back(e.train_top1);
-    tr.test_loss.push_back(e.test.loss);
-    tr.test_top1.push_back(e.test.top1);
-    tr.test_top5.push_back(e.test.top5);
+    // An epoch without evaluation has no test numbers (NaN), not zeros.
+    const bool tested = e.test.samples > 0;
+    tr.test_loss.push_back(tested ? e.test.loss : kNaN);
+    tr.test_top1.push_back(tested ? e.test.top1 : kNaN);
+    tr.test_top5.push_back(tested ? e.test.top5 : kNaN);
     tr.epoch_s.push_back(e.seconds);
     tr.samples_per_s.push_back(e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0);
     if (e.phase == 1 && (tr.mode == "freeze" || tr.mode == "finetune")) ++tr.phase1_epochs;
