@@ -16,7 +16,7 @@ constexpr const char* kCommandLine = "<command line>";
 constexpr int kExitUsage = 2;
 
 [[noreturn]] void fail_for(const std::string& command, const std::string& key,
-                          const std::string& message) {
+                           const std::string& message) {
   throw ConfigError(kCommandLine, 0, 0, key,
                     fmt::format("{} (see `quilt {} --help`)", message, command));
 }
@@ -67,7 +67,8 @@ std::string wrap(const std::string& text, size_t indent, size_t first_column) {
 // "  --name VALUE            help" with the help wrapped under column kIndent.
 std::string item(const std::string& left, const std::string& help) {
   std::string head = "  " + left;
-  if (head.size() + 2 > kIndent) return head + "\n" + std::string(kIndent, ' ') + wrap(help, kIndent, kIndent) + "\n";
+  if (head.size() + 2 > kIndent)
+    return head + "\n" + std::string(kIndent, ' ') + wrap(help, kIndent, kIndent) + "\n";
   return head + std::string(kIndent - head.size(), ' ') + wrap(help, kIndent, kIndent) + "\n";
 }
 
@@ -155,13 +156,15 @@ Parser& Parser::optional_value(const std::string& name, const std::string& value
 
 Parser& Parser::positional(const std::string& name, const std::string& help,
                            std::vector<std::string>* out, size_t min, size_t max) {
-  positionals_.push_back({name, help, min, max, [out](const std::string& v) { out->push_back(v); }});
+  positionals_.push_back(
+      {name, help, min, max, [out](const std::string& v) { out->push_back(v); }});
   return *this;
 }
 
 Parser& Parser::positional(const std::string& name, const std::string& help, std::string* out,
                            bool required) {
-  positionals_.push_back({name, help, required ? 1u : 0u, 1, [out](const std::string& v) { *out = v; }});
+  positionals_.push_back(
+      {name, help, required ? 1u : 0u, 1, [out](const std::string& v) { *out = v; }});
   return *this;
 }
 
@@ -279,14 +282,16 @@ std::string Parser::synopsis() const {
     s += " " + (p.min == 0 ? "[" + n + "]" : n);
   }
   for (const auto& o : options_) {
-    std::string v = o.value_name.empty() ? "" : (o.optional ? " [" + o.value_name + "]" : " " + o.value_name);
+    std::string v =
+        o.value_name.empty() ? "" : (o.optional ? " [" + o.value_name + "]" : " " + o.value_name);
     s += " [" + o.name + v + "]";
   }
   return s;
 }
 
 std::string Parser::help() const {
-  std::string out = fmt::format("usage: quilt {}\n\n{}\n", synopsis(), wrap(summary_, 0, 0));
+  std::string out =
+      fmt::format("{}\n\n{}\n", wrap("usage: quilt " + synopsis(), 6, 0), wrap(summary_, 0, 0));
   if (!positionals_.empty()) {
     out += "\narguments:\n";
     for (const auto& p : positionals_) out += item(p.name, p.help);
@@ -308,7 +313,9 @@ std::string Parser::help() const {
 }
 
 std::string top_level_help(const std::vector<Command>& commands) {
-  std::string out = "usage: quilt <command> [args]    (quilt help <command>, quilt <command> --help)\n\ncommands:\n";
+  std::string out =
+      "usage: quilt <command> [args]    (quilt help <command>, quilt <command> "
+      "--help)\n\ncommands:\n";
   for (const auto& c : commands) out += item(c.name, c.summary);
   out +=
       "\n`quilt run` runs under mpirun with one rank per board:\n"

@@ -899,10 +899,9 @@ std::string describe_training(const RunConfig& run) {
   if (!data.empty()) out += " (" + join(data) + ")";
   if (t.test_samples > 0) out += fmt::format(", test on {} samples", t.test_samples);
   if (t.pretrain_epochs > 0)
-    out += fmt::format(", after {} pretraining epoch(s){}", t.pretrain_epochs,
-                       t.pretrain_samples > 0
-                           ? fmt::format(" on {} samples", t.pretrain_samples)
-                           : std::string());
+    out += fmt::format(
+        ", after {} pretraining epoch(s){}", t.pretrain_epochs,
+        t.pretrain_samples > 0 ? fmt::format(" on {} samples", t.pretrain_samples) : std::string());
   if (!t.checkpoint.empty()) out += fmt::format(", checkpoint {}", t.checkpoint);
   return out;
 }

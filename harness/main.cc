@@ -23,6 +23,7 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,7 +39,6 @@ constexpr int kExitOk = 0;
 constexpr int kExitRunsFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitInternal = 3;
-
 
 std::string join_args(int argc, char** argv) {
   std::string s;
@@ -69,7 +69,8 @@ std::vector<int64_t> parse_shape(const std::string& text) {
 }
 
 int cmd_models(int argc, char** argv) {
-  quilt::harness::cli::Parser p("models", "The model zoo: each model's input, classes and cut points.");
+  quilt::harness::cli::Parser p("models",
+                                "The model zoo: each model's input, classes and cut points.");
   p.example("quilt models");
   if (!p.parse(argc, argv)) return kExitOk;
   torch::NoGradGuard no_grad;
@@ -138,8 +139,9 @@ int cmd_validate(int argc, char** argv) {
   std::string scale;
   std::vector<std::string> files;
   quilt::harness::cli::Parser p(
-      "validate", "Check experiment files (syntax, keys, models, cuts) without MPI; exit 0 when "
-                  "every file is valid, 2 otherwise.");
+      "validate",
+      "Check experiment files (syntax, keys, models, cuts) without MPI; exit 0 when "
+      "every file is valid, 2 otherwise.");
   p.positional("FILE", "experiment files", &files, 1, SIZE_MAX)
       .option("--scale", "NAME", kScaleHelp, &scale)
       .example("quilt validate experiments/*.yaml");
@@ -260,11 +262,10 @@ int cmd_plan(int argc, char** argv) {
     }
     quilt::models::QuiltModel qm(base, cuts, {run.autoencoder.rate, run.autoencoder.kernel});
     if (run.training.mode == "none")
-      fmt::print(
-          "run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
-          run.id, run.index, run.model.arch, run.boards.count, run.boards.backend,
-          run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
-          run.measurement.warmup_batches);
+      fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
+                 run.id, run.index, run.model.arch, run.boards.count, run.boards.backend,
+                 run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
+                 run.measurement.warmup_batches);
     else  // Training runs: their own plan; the measurement keys do not apply.
       fmt::print("run {} (#{}): {} on {} rank(s), {}\n", run.id, run.index, run.model.arch,
                  run.boards.count, quilt::harness::describe_training(run));
@@ -292,7 +293,8 @@ int cmd_plan(int argc, char** argv) {
 }
 
 int cmd_version(int argc, char** argv) {
-  quilt::harness::cli::Parser p("version", "Versions of Quilt and the libraries it was built with.");
+  quilt::harness::cli::Parser p("version",
+                                "Versions of Quilt and the libraries it was built with.");
   p.example("quilt version");
   if (!p.parse(argc, argv)) return kExitOk;
   fmt::print("quilt {} (git {}{})\nLibTorch {}\nHDF5 {}\n", "0.1.0",
@@ -323,8 +325,9 @@ quilt::harness::cli::Parser run_parser(quilt::harness::RunOptions* options, std:
       .option("--run-index", "N", "run only the N-th run of the sweep (0-based; for job arrays)",
               &options->run_index, 0)
       .option("--scale", "NAME", kScaleHelp, scale)
-      .note("exit codes: 0 all runs succeeded, 1 a run failed, 2 bad input (every rank exits, "
-            "nothing is written), 3 internal error")
+      .note(
+          "exit codes: 0 all runs succeeded, 1 a run failed, 2 bad input (every rank exits, "
+          "nothing is written), 3 internal error")
       .example("mpirun -n 2 quilt run experiments/quickstart.yaml --overwrite")
       .example("mpirun -n 2 quilt run experiments/efficiency.yaml --resume --output eff.h5",
                "continue a sweep that was killed");
@@ -425,8 +428,7 @@ int main(int argc, char** argv) {
       {"summary", "per-unit shapes, FLOPs, parameters and bytes per cut of a model", cmd_summary},
       {"profile", "per-unit FLOPs, bytes and (--measure) measured time of a model",
        quilt::harness::cmd_profile},
-      {"calibrate", "fit a board profile to measured unit times",
-       quilt::harness::cmd_calibrate},
+      {"calibrate", "fit a board profile to measured unit times", quilt::harness::cmd_calibrate},
       {"boards", "the XRT boards here: devices, power, DMA bandwidth; the board profiles",
        quilt::harness::cmd_boards},
       {"version", "versions of Quilt and the libraries it was built with", cmd_version},

@@ -101,8 +101,8 @@ std::optional<Args> parse(int argc, char** argv, bool calibrate) {
       .option("--repeats", "N", "timed runs per unit, median kept (default 20)", &a.timing.repeats,
               1)
       .option("--warmup", "N", "untimed runs per unit first (default 3)", &a.timing.warmup, 0)
-      .option("--threads", "N", "intra-op threads while measuring (default 1)",
-              &a.timing.threads, 1);
+      .option("--threads", "N", "intra-op threads while measuring (default 1)", &a.timing.threads,
+              1);
   if (calibrate)
     p.example("quilt calibrate resnet50 --profile cpu --output cpu.yaml --batch 8");
   else

@@ -15,8 +15,8 @@ namespace {
 std::string swept_text(const results::RunRecord& run) {
   // The parameters most users sweep, when present; the id names the rest.
   // Training runs show their training parameters; measurement.* does not apply to them.
-  std::vector<const char*> keys = {"model.arch", "autoencoder.rate", "partition.cuts",
-                                   "boards.count", "boards.backend", "measurement.batch"};
+  std::vector<const char*> keys = {"model.arch",   "autoencoder.rate", "partition.cuts",
+                                   "boards.count", "boards.backend",   "measurement.batch"};
   if (!run.training.mode.empty())
     keys = {"model.arch",      "autoencoder.rate", "partition.cuts", "training.mode",
             "training.epochs", "training.batch",   "data.kind"};

@@ -808,7 +808,8 @@ std::string summary_table(const results::ExperimentRecord& record) {
   std::string out;
   out += fmt::format("\n{}: {} run(s)\n", record.name, record.runs.size());
   bool any_pipeline = false, any_training = false;
-  for (const auto& run : record.runs) (run.training.mode.empty() ? any_pipeline : any_training) = true;
+  for (const auto& run : record.runs)
+    (run.training.mode.empty() ? any_pipeline : any_training) = true;
   // Each kind of run under its own header: training runs first, then pipeline runs.
   if (any_training) {
     out += training_summary_header();
