@@ -123,3 +123,18 @@ def test_training_run_log_report_and_stored_parameters(tmp_path):
     rep = quilt("report", out)
     assert "measurement.batch" not in rep.stdout and "training.batch=16" in rep.stdout, rep.stdout
     assert "top-5 -" in rep.stdout and not re.search(r"top-5\s+\d", rep.stdout), rep.stdout
+
+
+def test_an_epoch_without_evaluation_prints_a_dash_not_zeros(tmp_path):
+    exp = tmp_path / "p.yaml"
+    exp.write_text(TRAIN.replace("training: {mode: scratch, epochs: 2,",
+                                 "autoencoder: {rate: 8}\ntraining: {mode: freeze, epochs: 2, "
+                                 "freeze_epochs: 1, pretrain_epochs: 2,"))
+    r = subprocess.run([MPIEXEC, "-n", "1", str(Path(BUILD) / "bin" / "quilt"), "run", exp,
+                        "--output", tmp_path / "p.h5"], capture_output=True, text=True,
+                       timeout=300, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "after 2 pretraining epoch(s)" in r.stdout, r.stdout
+    # The first pretraining epoch is not evaluated: no "test loss 0.0000 top1 0.0000".
+    assert "| test \u2014" in r.stdout, r.stdout
+    assert "0.0000 top1 0.0000" not in r.stdout, r.stdout
