@@ -32,9 +32,10 @@ export OPENBLAS_NUM_THREADS := 1
 
 SCALE ?= here
 
-.PHONY: quickstart test paper deps configure build bench format clean
+.PHONY: quickstart test paper deps configure build build-quilt bench format clean
 
-quickstart: build
+# Only what the quickstart runs (the quilt binary and its libraries), not the tests and benchmarks.
+quickstart: build-quilt
 	mpirun -n 2 $(BUILD)/bin/quilt run experiments/quickstart.yaml --overwrite
 
 paper: build
@@ -57,6 +58,9 @@ configure: deps
 
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
+
+build-quilt: configure
+	cmake --build $(BUILD) -j$(JOBS) --target quilt
 
 bench: build
 	$(PY) bench/run_all.py --build $(BUILD)

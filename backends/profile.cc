@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -246,25 +248,51 @@ BoardProfileFile parse_board_profile(const std::string& text, const std::string&
   return p;
 }
 
+std::vector<std::string> board_profile_dirs() {
+  std::vector<std::string> dirs;
+  if (const char* env = std::getenv("QUILT_PROFILE_PATH")) {
+    std::stringstream list(env);
+    for (std::string d; std::getline(list, d, ':');)
+      if (!d.empty()) dirs.push_back(d);
+  }
+  // An installed quilt: <prefix>/bin/quilt beside <prefix>/share/quilt/profiles.
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto dir = exe.parent_path().parent_path() / "share" / "quilt" / "profiles";
+    if (std::filesystem::is_directory(dir, ec)) dirs.push_back(dir.string());
+  }
+  return dirs;
+}
+
 BoardProfileFile load_board_profile(const std::string& name_or_path) {
   const auto& table = builtins();
   auto it = table.find(name_or_path);
   if (it != table.end()) return parse_board_profile(it->second, "built-in:" + name_or_path);
-  std::ifstream in(name_or_path, std::ios::binary);
+  const bool looks_like_path = name_or_path.find('/') != std::string::npos ||
+                               name_or_path.find(".yaml") != std::string::npos ||
+                               name_or_path.find(".yml") != std::string::npos;
+  std::string path = name_or_path;
+  std::ifstream in(path, std::ios::binary);
+  // A bare name: <name>.yaml in the profile folders.
+  const auto dirs = looks_like_path ? std::vector<std::string>{} : board_profile_dirs();
+  for (size_t d = 0; !in && d < dirs.size(); ++d) {
+    path = (std::filesystem::path(dirs[d]) / (name_or_path + ".yaml")).string();
+    in = std::ifstream(path, std::ios::binary);
+  }
   if (!in) {
-    const bool looks_like_path = name_or_path.find('/') != std::string::npos ||
-                                 name_or_path.find(".yaml") != std::string::npos ||
-                                 name_or_path.find(".yml") != std::string::npos;
     throw ProfileError(
         name_or_path, 0, "",
-        fmt::format("{}; built-in board profiles: {} (or the path of a profile .yaml file)",
+        fmt::format("{}; built-in board profiles: {} (or the path of a profile .yaml file{})",
                     looks_like_path ? "cannot open the board profile file"
                                     : "no built-in board profile and no file of that name",
-                    fmt::join(builtin_board_profiles(), ", ")));
+                    fmt::join(builtin_board_profiles(), ", "),
+                    dirs.empty() ? std::string()
+                                 : fmt::format(", or NAME.yaml in {}", fmt::join(dirs, ", "))));
   }
   std::stringstream text;
   text << in.rdbuf();
-  return parse_board_profile(text.str(), name_or_path);
+  return parse_board_profile(text.str(), path);
 }
 
 std::string to_yaml(const BoardProfileFile& p) {

@@ -65,9 +65,14 @@ struct BoardProfileFile {
 /// Names of the built-in profiles, sorted ("alveo-u200", "cpu").
 std::vector<std::string> builtin_board_profiles();
 
-/// A built-in profile by name, or else a profile file by path. A name that is neither a built-in
-/// nor an existing file throws ProfileError listing the built-ins. Parses strictly (see
-/// parse_board_profile). Blocks on file I/O.
+/// Folders searched for `<name>.yaml` when a profile name is neither built in nor a file: each
+/// of $QUILT_PROFILE_PATH (colon-separated), then <prefix>/share/quilt/profiles of an installed
+/// quilt (found from /proc/self/exe). Only existing folders of the latter are listed.
+std::vector<std::string> board_profile_dirs();
+
+/// A built-in profile by name, else a profile file by path, else `<name>.yaml` in
+/// board_profile_dirs(). A name that is none of these throws ProfileError listing the
+/// built-ins and the folders. Parses strictly (see parse_board_profile). Blocks on file I/O.
 BoardProfileFile load_board_profile(const std::string& name_or_path);
 
 /// Parses one profile from YAML `text`; `source` names it in errors and in the result. Keys (all

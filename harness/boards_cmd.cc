@@ -2,6 +2,8 @@
 
 #include "backends/profile.h"
 #include "backends/xrt_board.h"
+#include "harness/cli.h"
+#include "harness/experiment.h"
 
 #include <fmt/format.h>
 
@@ -71,56 +73,41 @@ void print_profiles() {
 
 int cmd_boards(int argc, char** argv) {
   Options o;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) return "";
-      return argv[++i];
-    };
-    auto fail = [&](const std::string& why) {
-      fmt::print(stderr, "quilt boards: {}: {}\n", a, why);
-      return kUsage;
-    };
-    int64_t n = 0;
-    if (a == "--size") {
-      std::string v = value();
-      o.sizes_mib.clear();
-      for (size_t pos = 0; pos <= v.size();) {
-        size_t comma = v.find(',', pos);
-        std::string part =
-            v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        if (!positive(part, 16384, &n))
-          return fail(
-              fmt::format("needs buffer sizes in MiB from 1 to 16384, comma-separated "
-                          "(got `{}`)",
-                          v));
-        o.sizes_mib.push_back(static_cast<size_t>(n));
-        if (comma == std::string::npos) break;
-        pos = comma + 1;
-      }
-    } else if (a == "--repeats") {
-      std::string v = value();
-      if (!positive(v, 100000, &n)) return fail(fmt::format("needs an integer >= 1 (got `{}`)", v));
-      o.repeats = static_cast<int>(n);
-    } else if (a == "--device") {
-      std::string v = value();
-      if (v == "0") {
-        o.device = 0;
-      } else {
-        if (!positive(v, 4095, &n))
-          return fail(fmt::format("needs a device index >= 0 (got `{}`)", v));
-        o.device = static_cast<int>(n);
-      }
-    } else if (a == "--xclbin") {
-      o.xclbin = value();
-      if (o.xclbin.empty()) return fail("needs an xclbin file");
-    } else if (a == "--no-bandwidth") {
-      o.bandwidth = false;
-    } else {
-      return fail(
-          "unknown option for `quilt boards` (valid: --size MIB[,MIB...], --repeats N, "
-          "--device N, --xclbin FILE, --no-bandwidth)");
-    }
+  cli::Parser p("boards",
+                "The XRT devices (Alveo boards) here: name, PCIe BDF, loaded xclbin, power; the "
+                "host<->board DMA bandwidth of each; the built-in board profiles. Exit 1 when XRT "
+                "is not built or no device is found.");
+  auto fail = [](const std::string& option, const std::string& why) {
+    throw ConfigError("<command line>", 0, 0, option, why + " (see `quilt boards --help`)");
+  };
+  p.option("--size", "MIB[,MIB...]", "DMA buffer sizes to measure, MiB (default 4,16,64)",
+           [&](const std::string& v) {
+             o.sizes_mib.clear();
+             int64_t n = 0;
+             for (size_t pos = 0; pos <= v.size();) {
+               size_t comma = v.find(',', pos);
+               std::string part =
+                   v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+               if (!positive(part, 16384, &n))
+                 fail("--size", fmt::format("needs buffer sizes in MiB from 1 to 16384, "
+                                            "comma-separated (got `{}`)",
+                                            v));
+               o.sizes_mib.push_back(static_cast<size_t>(n));
+               if (comma == std::string::npos) break;
+               pos = comma + 1;
+             }
+           })
+      .option("--repeats", "N", "timed syncs each way, median kept (default 5)", &o.repeats, 1)
+      .option("--device", "N", "only this device (default: all)", &o.device, 0)
+      .option("--xclbin", "FILE", "load this xclbin before measuring", &o.xclbin)
+      .flag("--no-bandwidth", "list the devices without measuring", [&] { o.bandwidth = false; })
+      .note("XCL_EMULATION_MODE=noop runs XRT's noop shim (no board; its numbers mean nothing).")
+      .example("quilt boards --size 16 --repeats 10");
+  try {
+    if (!p.parse(argc, argv)) return kOk;
+  } catch (const ConfigError& e) {
+    fmt::print(stderr, "quilt boards: error: {}\n", e.what());
+    return kUsage;
   }
 
   int rc = kOk;

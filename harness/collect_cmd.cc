@@ -1,5 +1,7 @@
 #include "harness/collect_cmd.h"
 
+#include "harness/cli.h"
+
 #include "harness/experiment.h"
 #include "harness/report.h"
 #include "results/reader.h"
@@ -461,75 +463,48 @@ int collect_command(const std::vector<std::string>& files, const std::string& ou
   return 0;
 }
 
-constexpr const char* kReportHelp =
-    R"(usage: quilt report FILE.h5... [--compare BASE.h5 [--by KEY,KEY]]
-
-One file: each run's metrics, validity and PASS/FAIL against its references.
-Several files: one table across them, a verdict per run (OK, FAILED, INVALID, FAIL <metric>).
-  --compare BASE.h5   each file against BASE, runs paired by the parameters that vary within
-                      either file (output paths aside); what else differs is listed per pair
-  --by KEY,KEY        pair by these parameters instead
-Exit code: 0 all runs OK, 1 a run failed / is invalid / missed a reference, 2 bad input.
-Example: quilt report results/efficiency.h5 --compare old/efficiency.h5 --by model.arch
-)";
-
-constexpr const char* kCollectHelp = R"(usage: quilt collect FILE.h5... -o TABLE.csv
-
-Every run of the files as one CSV row: the table quilt.results.runs() returns in Python
-(columns: analysis/README.md). -o - writes to stdout.
-Example: quilt collect results/*.h5 -o table.csv
-)";
-
 int cmd_report(int argc, char** argv) {
   std::vector<std::string> files, by;
   std::string compare;
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      fmt::print("{}", kReportHelp);
-      return 0;
-    }
-    if ((a == "--compare" || a == "--by") && i + 1 >= argc)
-      throw ConfigError("<command line>", 0, 0, a, "needs a value");
-    if (a == "--compare") {
-      compare = argv[++i];
-    } else if (a == "--by") {
-      std::string v = argv[++i];
-      for (size_t s = 0; s <= v.size();) {
-        size_t e = v.find(',', s);
-        if (e == std::string::npos) e = v.size();
-        if (e > s) by.push_back(v.substr(s, e - s));
-        s = e + 1;
-      }
-    } else if (a.rfind("--", 0) == 0) {
-      throw ConfigError("<command line>", 0, 0, a,
-                        "unknown option for `quilt report` (valid: --compare BASE.h5, --by k1,k2)");
-    } else {
-      files.push_back(a);
-    }
-  }
+  cli::Parser p("report",
+                "Each run's metrics, validity and PASS/FAIL against the experiment's references; "
+                "several files give one table across them.");
+  p.positional("FILE.h5", "result files of `quilt run`", &files, 1, SIZE_MAX)
+      .option("--compare", "BASE.h5",
+              "each file against BASE, runs paired by the parameters that vary within either "
+              "file (output paths aside); what else differs is listed per pair",
+              &compare)
+      .option("--by", "KEY,KEY", "pair by these parameters instead",
+              [&by](const std::string& v) {
+                for (size_t s = 0; s <= v.size();) {
+                  size_t e = v.find(',', s);
+                  if (e == std::string::npos) e = v.size();
+                  if (e > s) by.push_back(v.substr(s, e - s));
+                  s = e + 1;
+                }
+              })
+      .note(
+          "exit codes: 0 all runs OK, 1 a run failed / is invalid / missed a reference, 2 bad "
+          "input")
+      .example("quilt report results/quickstart.h5")
+      .example("quilt report results/*.h5", "one table across files")
+      .example("quilt report results/efficiency.h5 --compare old/efficiency.h5 --by model.arch",
+               "runs paired by model");
+  if (!p.parse(argc, argv)) return 0;
   return report_command(files, compare, by);
 }
 
 int cmd_collect(int argc, char** argv) {
   std::vector<std::string> files;
   std::string output;
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      fmt::print("{}", kCollectHelp);
-      return 0;
-    }
-    if (a == "-o" || a == "--output") {
-      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, a, "needs a value");
-      output = argv[++i];
-    } else if (a.rfind("-", 0) == 0 && a != "-") {
-      throw ConfigError("<command line>", 0, 0, a,
-                        "unknown option for `quilt collect` (valid: -o TABLE.csv)");
-    } else {
-      files.push_back(a);
-    }
-  }
+  cli::Parser p("collect",
+                "Every run of the files as one CSV row: the table quilt.results.runs() returns "
+                "in Python (columns: analysis/README.md).");
+  p.positional("FILE.h5", "result files of `quilt run`", &files, 1, SIZE_MAX)
+      .option("-o", "TABLE.csv", "where to write the CSV (- for stdout)", &output)
+      .option("--output", "TABLE.csv", "the same as -o", &output)
+      .example("quilt collect results/*.h5 -o table.csv");
+  if (!p.parse(argc, argv)) return 0;
   return collect_command(files, output);
 }
 

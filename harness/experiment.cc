@@ -85,7 +85,10 @@ const std::vector<std::string>& top_level_keys() {
   return kKeys;
 }
 
-std::string suggestion(const std::string& key, const std::vector<std::string>& valid) {
+}  // namespace
+
+std::string did_you_mean(const std::string& key, const std::vector<std::string>& valid,
+                         const std::string& noun) {
   std::string best;
   size_t best_d = std::numeric_limits<size_t>::max();
   for (const auto& v : valid) {
@@ -96,7 +99,13 @@ std::string suggestion(const std::string& key, const std::vector<std::string>& v
   }
   if (best_d <= std::max<size_t>(2, key.size() / 3))
     return fmt::format("; did you mean `{}`?", best);
-  return fmt::format("; valid keys: {}", join(valid));
+  return fmt::format("; valid {}: {}", noun, join(valid));
+}
+
+namespace {
+
+std::string suggestion(const std::string& key, const std::vector<std::string>& valid) {
+  return did_you_mean(key, valid, "keys");
 }
 
 // Byte offsets of a text's lines, to turn a 0-based (line, column) of a yaml-cpp mark into an
@@ -961,6 +970,37 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
   for (const auto& run : e.runs) all += run.id + ";";
   e.hash = hex_digest(e.name + "|" + e.scale + "|" + all).substr(0, 16);
   return e;
+}
+
+void record_resolved_model(std::map<std::string, std::string>* params,
+                           const std::vector<int64_t>& input, int64_t classes) {
+  std::vector<std::string> dims;
+  for (auto d : input) dims.push_back(std::to_string(d));
+  (*params)["model.input"] = list_text(dims);
+  (*params)["model.classes"] = std::to_string(classes);
+}
+
+std::string describe_training(const RunConfig& run) {
+  const TrainingConfig& t = run.training;
+  if (t.mode == "none") return "";
+  std::string out = fmt::format("training {}: {} epoch(s)", t.mode, t.epochs);
+  if (t.mode == "freeze" && t.freeze_epochs > 0)
+    out += fmt::format(" (phase 1 at most {})", t.freeze_epochs);
+  out += fmt::format(", batch {}, {} lr {}", t.batch, t.optimizer, t.lr);
+  std::vector<std::string> data;
+  if (run.data.augment) data.push_back("augmented");
+  if (run.data.train_samples > 0)
+    data.push_back(fmt::format("{} train samples", run.data.train_samples));
+  if (!run.data.path.empty()) data.push_back(run.data.path);
+  out += fmt::format(", data {}", run.data.kind);
+  if (!data.empty()) out += " (" + join(data) + ")";
+  if (t.test_samples > 0) out += fmt::format(", test on {} samples", t.test_samples);
+  if (t.pretrain_epochs > 0)
+    out += fmt::format(
+        ", after {} pretraining epoch(s){}", t.pretrain_epochs,
+        t.pretrain_samples > 0 ? fmt::format(" on {} samples", t.pretrain_samples) : std::string());
+  if (!t.checkpoint.empty()) out += fmt::format(", checkpoint {}", t.checkpoint);
+  return out;
 }
 
 Experiment load_experiment(const std::string& path, const std::string& scale) {

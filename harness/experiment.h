@@ -38,6 +38,11 @@ class ConfigError : public std::runtime_error {
 /// boundary), followed by "... (N bytes)" when cut, so that a 5 MB value never floods a terminal.
 std::string clip(std::string_view value, size_t max_chars = 200);
 
+/// "; did you mean `rate`?" when one of `valid` is close to `word` (edit distance, or a valid
+/// word that ends `word`), else "; valid <noun>: a, b, c". Used for YAML keys and CLI options.
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& valid,
+                         const std::string& noun = "keys");
+
 struct ModelConfig {
   std::string arch;                ///< a name of models::model_names()
   std::vector<int64_t> input;      ///< per-sample input shape; empty = the model's default
@@ -176,6 +181,18 @@ struct Experiment {
 
 /// Valid metric names for references.
 const std::vector<std::string>& metric_names();
+
+/// Replaces `model.input` and `model.classes` in a run's stored parameters with the values the
+/// model was actually built with (the file may leave them to the model's defaults: `[]`, `0`).
+/// Run ids stay hashes of the parameters as the file gives them, so `--resume` of files written
+/// before this still matches their runs.
+void record_resolved_model(std::map<std::string, std::string>* params,
+                           const std::vector<int64_t>& input, int64_t classes);
+
+/// One line saying how a training run (training.mode != none) trains, for plans and logs:
+/// "training freeze: 10 epoch(s) (phase 1 at most 3), batch 64, sgd lr 0.01, data fashion-mnist
+/// (augmented, 6000 train samples), test on 1000 samples". Empty for pipeline runs.
+std::string describe_training(const RunConfig& run);
 
 /// Reads and validates an experiment file (syntax, keys, types, ranges, sweep). `scale` picks
 /// one of the file's `scales:` (empty = its `default_scale`). Does not check what needs the

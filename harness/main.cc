@@ -3,6 +3,7 @@
 
 #include "backends/xrt_board.h"
 #include "harness/boards_cmd.h"
+#include "harness/cli.h"
 #include "harness/collect_cmd.h"
 #include "harness/experiment.h"
 #include "harness/mpi.h"
@@ -25,7 +26,9 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -42,64 +45,6 @@ constexpr int kExitInternal = 3;
 constexpr int kExitInterrupted = quilt::harness::mpi::kExitInterrupted;    // 4
 constexpr int kExitOutputFailed = quilt::harness::mpi::kExitOutputFailed;  // 5
 constexpr double kDefaultStallTimeoutS = 60;
-
-const char* kUsage = R"(usage: quilt <command> [args]
-
-commands:
-  run FILE [options]         run an experiment; launch under mpirun with one rank per board:
-                             mpirun -n <boards.count> quilt run experiments/quickstart.yaml
-      --output PATH          result file (default: the experiment's `output`)
-      --resume               keep the runs the file completed, run the rest (refuses a file
-                             from another experiment)
-      --overwrite            replace an existing result file (default: refuse)
-      --keep-going           record a failed run and go on (default)
-      --fail-fast            stop at the first failed run
-      --run-index N          run only the N-th run of the sweep (0-based; for job arrays)
-      --scale NAME           pick one of the file's `scales:` (e.g. here, paper)
-      --stall-timeout S      end the job (exit 6) when a rank waits on its peers S seconds
-                             without progress: a dead rank, host or link (default 60; 0 = never)
-  validate FILE... [--scale NAME]
-                             check experiment files (syntax, keys, models, cuts) without MPI
-  plan FILE [--scale NAME]   list the runs a file expands to, with cuts and bytes per cut
-      --slurm [PATH]         instead, write an sbatch job array (one task per run, each
-                             resuming its own result file) to PATH or stdout; options:
-                             --partition P --time-limit-s S --boards N --runs-per-task N
-                             --max-parallel N --build-dir DIR --output-dir DIR
-                             --launcher srun|mpirun
-  report FILE.h5... [--compare BASE.h5 [--by KEY,KEY]]
-                             each run's metrics, validity and PASS/FAIL against references;
-                             several files: one table across them; --compare: each file
-                             against BASE, runs paired by the parameters that vary (or --by)
-  collect FILE.h5... -o TABLE.csv
-                             every run of the files as one CSV row (quilt.results.runs())
-  trace FILE.h5 [--run ID] -o trace.json
-                             a run's merged multi-rank timeline (measurement.trace) as a
-                             Chrome trace-event file for ui.perfetto.dev or chrome://tracing
-  models                     list the model zoo and each model's cut points
-  summary ARCH [--input C,H,W] [--classes N] [--rate R] [--cut NAME]
-                             per-unit shapes, FLOPs, parameters and bytes per cut
-  profile MODEL [--input C,H,W] [--classes N] [--measure] [--batch N] [--repeats N]
-          [--threads N] [--output FILE.csv|FILE.json]
-                             per unit (block): shapes, FLOPs, params, bytes; --measure adds the
-                             forward time of each unit on the emulator's fast path
-  calibrate MODEL --profile NAME|FILE --output FILE.yaml [--batch N] [--repeats N]
-                             fit a board profile's efficiency and overhead to measured unit
-                             times; prints the fit's error
-  boards [--size MIB[,MIB...]] [--repeats N] [--device N] [--xclbin FILE] [--no-bandwidth]
-                             the XRT devices (Alveo boards) here: name, BDF, loaded xclbin,
-                             power; host<->board DMA bandwidth of each (default sizes 4,16,64
-                             MiB, median of 5); the built-in board profiles. Exit 1 when XRT is
-                             not built or no device is found. XCL_EMULATION_MODE=noop: XRT's
-                             noop shim (no board; numbers meaningless)
-  reproduce [--scale here|smoke|paper] [--out DIR]
-                             the whole paper: every experiment under mpirun, every analysis
-                             script, one report DIR/index.html + report.md (quilt reproduce -h)
-  version                    versions of Quilt and the libraries it was built with
-
-exit codes: 0 success, 1 a run failed, 2 bad input (the message says where), 3 internal error,
-  4 interrupted (SIGTERM/SIGINT; finished runs kept, --resume continues), 5 the result file could
-  not be written mid-sweep (disk full, I/O error; earlier runs kept), 6 a rank stalled
-)";
 
 std::string join_args(int argc, char** argv) {
   std::string s;
@@ -129,7 +74,11 @@ std::vector<int64_t> parse_shape(const std::string& text) {
   return shape;
 }
 
-int cmd_models() {
+int cmd_models(int argc, char** argv) {
+  quilt::harness::cli::Parser p("models",
+                                "The model zoo: each model's input, classes and cut points.");
+  p.example("quilt models");
+  if (!p.parse(argc, argv)) return kExitOk;
   torch::NoGradGuard no_grad;
   for (const auto& name : quilt::models::model_names()) {
     auto model = quilt::models::make_model(name);
@@ -149,29 +98,24 @@ int cmd_models() {
 }
 
 int cmd_summary(int argc, char** argv) {
-  if (argc < 3) throw ConfigError("<command line>", 0, 0, "summary", "needs a model name");
   quilt::models::ModelOptions opts;
   double rate = 1;
+  std::string arch;
   std::vector<std::string> cuts;
-  for (int i = 3; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, a, "needs a value");
-      return argv[++i];
-    };
-    if (a == "--input")
-      opts.input_shape = parse_shape(value());
-    else if (a == "--classes")
-      opts.num_classes = std::stoll(value());
-    else if (a == "--rate")
-      rate = std::stod(value());
-    else if (a == "--cut")
-      cuts.push_back(value());
-    else
-      throw ConfigError("<command line>", 0, 0, a, "unknown option for `quilt summary`");
-  }
+  quilt::harness::cli::Parser p("summary",
+                                "Per-unit shapes, FLOPs and parameters of a model, and the bytes "
+                                "that cross each cut point with and without the autoencoder.");
+  p.positional("ARCH", "a model of `quilt models`", &arch)
+      .option("--input", "C,H,W", "per-sample input shape (default: the model's)",
+              [&](const std::string& v) { opts.input_shape = parse_shape(v); })
+      .option("--classes", "N", "number of classes (default: the model's)", &opts.num_classes, 1)
+      .option("--rate", "R", "autoencoder reduction rate at the cuts (default 1: none)", &rate, 1.0)
+      .option("--cut", "NAME", "show only this cut (repeatable)",
+              [&](const std::string& v) { cuts.push_back(v); })
+      .example("quilt summary resnet50 --rate 64 --cut after_layer3");
+  if (!p.parse(argc, argv)) return kExitOk;
   torch::NoGradGuard no_grad;
-  auto model = quilt::models::make_model(argv[2], opts);
+  auto model = quilt::models::make_model(arch, opts);
   auto s = quilt::models::summarize(model);
   fmt::print("{} input {} classes {}: {:.3f} GFLOPs/sample, {} parameters\n", s.arch,
              quilt::models::to_string(s.input_shape), s.num_classes, s.flops / 1e9, s.params);
@@ -195,26 +139,25 @@ int cmd_summary(int argc, char** argv) {
   return kExitOk;
 }
 
-// Pulls `--scale NAME` out of argv[first..]; returns the remaining arguments.
-std::vector<std::string> take_scale(int argc, char** argv, int first, std::string* scale) {
-  std::vector<std::string> rest;
-  for (int i = first; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--scale") {
-      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, "--scale", "needs a name");
-      *scale = argv[++i];
-    } else {
-      rest.push_back(a);
-    }
-  }
-  return rest;
-}
+const char* kExitCodes =
+    "exit codes: 0 all runs succeeded, 1 a run failed, 2 bad input (every rank exits, nothing is "
+    "written), 3 internal error, 4 interrupted (SIGTERM/SIGINT; finished runs kept, --resume "
+    "continues), 5 the result file could not be written mid-sweep (disk full, I/O error; earlier "
+    "runs kept), 6 a rank stalled (--stall-timeout)";
+
+const char* kScaleHelp = "pick one of the file's `scales:` (e.g. here, paper)";
 
 int cmd_validate(int argc, char** argv) {
   std::string scale;
-  auto files = take_scale(argc, argv, 2, &scale);
-  if (files.empty())
-    throw ConfigError("<command line>", 0, 0, "validate", "needs experiment files");
+  std::vector<std::string> files;
+  quilt::harness::cli::Parser p(
+      "validate",
+      "Check experiment files (syntax, keys, models, cuts) without MPI; exit 0 when "
+      "every file is valid, 2 otherwise.");
+  p.positional("FILE", "experiment files", &files, 1, SIZE_MAX)
+      .option("--scale", "NAME", kScaleHelp, &scale)
+      .example("quilt validate experiments/*.yaml");
+  if (!p.parse(argc, argv)) return kExitOk;
   int rc = kExitOk;
   for (const auto& file : files) {
     try {
@@ -231,59 +174,46 @@ int cmd_validate(int argc, char** argv) {
 }
 
 int cmd_plan(int argc, char** argv) {
-  std::string scale;
-  auto args = take_scale(argc, argv, 2, &scale);
+  std::string scale, file;
   // --slurm [PATH] and its options write a job array instead of the plan.
   bool slurm = false;
   std::string slurm_path;
   quilt::harness::SlurmOptions so;
-  std::vector<std::string> files;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw ConfigError("<command line>", 0, 0, a, "needs a value");
-      return args[++i];
-    };
-    auto number = [&]() -> int64_t {
-      std::string v = value();
-      try {
-        size_t used = 0;
-        long long x = std::stoll(v, &used);
-        if (used == v.size() && x >= 0) return x;
-      } catch (const std::exception&) {
-      }
-      throw ConfigError("<command line>", 0, 0, a,
-                        fmt::format("needs a non-negative integer (got `{}`)", v));
-    };
-    if (a == "--slurm") {
-      slurm = true;
-      if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0 &&
-          args[i + 1].find(".yaml") == std::string::npos)
-        slurm_path = args[++i];
-    } else if (a == "--partition") {
-      so.partition = value();
-    } else if (a == "--time-limit-s") {
-      so.time_limit_s = number();
-    } else if (a == "--boards") {
-      so.boards_count = static_cast<int>(number());
-    } else if (a == "--runs-per-task") {
-      so.runs_per_task = static_cast<int>(number());
-    } else if (a == "--max-parallel") {
-      so.max_parallel_tasks = static_cast<int>(number());
-    } else if (a == "--build-dir") {
-      so.build_dir = value();
-    } else if (a == "--output-dir") {
-      so.output_dir = value();
-    } else if (a == "--launcher") {
-      so.launcher = value();
-    } else if (a.rfind("--", 0) == 0) {
-      throw ConfigError("<command line>", 0, 0, a, "unknown option for `quilt plan`");
-    } else {
-      files.push_back(a);
-    }
-  }
-  if (files.size() != 1)
-    throw ConfigError("<command line>", 0, 0, "plan", "needs one experiment file");
+  quilt::harness::cli::Parser p(
+      "plan",
+      "The runs an experiment file expands to, without running them: per run the model, boards, "
+      "swept values, the measurement or training plan, the cuts (searched ones included), the "
+      "predicted stage times and the bytes per cut. With --slurm, an sbatch job array instead.");
+  auto slurm_only = [&](const std::string& help) { return help + " (with --slurm)"; };
+  p.positional("FILE", "an experiment file", &file)
+      .option("--scale", "NAME", kScaleHelp, &scale)
+      .optional_value(
+          "--slurm", "PATH",
+          "write an sbatch job array (one task per run, each resuming its own result file) to "
+          "PATH, or to stdout without PATH",
+          [](const std::string& next) {
+            return next.rfind("--", 0) != 0 && next.find(".yaml") == std::string::npos;
+          },
+          [&](const std::string& v) {
+            slurm = true;
+            slurm_path = v;
+          })
+      .option("--partition", "P", slurm_only("SLURM partition"), &so.partition)
+      .option("--time-limit-s", "S", slurm_only("time limit per task, seconds"), &so.time_limit_s,
+              0)
+      .option("--boards", "N", slurm_only("boards (MPI ranks) per task"), &so.boards_count, 0)
+      .option("--runs-per-task", "N", slurm_only("runs per array task"), &so.runs_per_task, 0)
+      .option("--max-parallel", "N", slurm_only("array tasks running at once"),
+              &so.max_parallel_tasks, 0)
+      .option("--build-dir", "DIR", slurm_only("the build holding bin/quilt"), &so.build_dir)
+      .option("--output-dir", "DIR", slurm_only("where the tasks write their result files"),
+              &so.output_dir)
+      .option("--launcher", "srun|mpirun", slurm_only("how a task starts its ranks"), &so.launcher)
+      .example("quilt plan experiments/quickstart.yaml")
+      .example("quilt plan experiments/efficiency.yaml --slurm jobs.sbatch --partition gpu",
+               "then: sbatch jobs.sbatch");
+  if (!p.parse(argc, argv)) return kExitOk;
+  std::vector<std::string> files{file};
   auto e = quilt::harness::load_experiment(files[0], scale);
   quilt::harness::check_experiment(e, 0);
   if (slurm) {
@@ -315,10 +245,14 @@ int cmd_plan(int argc, char** argv) {
       cuts = plan.cuts;
     }
     quilt::models::QuiltModel qm(base, cuts, {run.autoencoder.rate, run.autoencoder.kernel});
-    fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
-               run.id, run.index, run.model.arch, run.boards.count, run.boards.backend,
-               run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
-               run.measurement.warmup_batches);
+    if (run.training.mode == "none")
+      fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
+                 run.id, run.index, run.model.arch, run.boards.count, run.boards.backend,
+                 run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
+                 run.measurement.warmup_batches);
+    else  // Training runs: their own plan; the measurement keys do not apply.
+      fmt::print("run {} (#{}): {} on {} rank(s), {}\n", run.id, run.index, run.model.arch,
+                 run.boards.count, quilt::harness::describe_training(run));
     for (const auto& [k, v] : run.swept) fmt::print("    {} = {}\n", k, v);
     auto why = quilt::harness::unavailable_reason(run);
     if (!why.empty()) {
@@ -352,7 +286,11 @@ int cmd_plan(int argc, char** argv) {
   return kExitOk;
 }
 
-int cmd_version() {
+int cmd_version(int argc, char** argv) {
+  quilt::harness::cli::Parser p("version",
+                                "Versions of Quilt and the libraries it was built with.");
+  p.example("quilt version");
+  if (!p.parse(argc, argv)) return kExitOk;
   fmt::print("quilt {} (git {}{})\nLibTorch {}\nHDF5 {}\n", "0.1.0",
              quilt::harness::build_git_commit(), quilt::harness::build_git_dirty() ? ", dirty" : "",
              quilt::harness::torch_version(), quilt::harness::hdf5_version());
@@ -360,70 +298,70 @@ int cmd_version() {
   return kExitOk;
 }
 
+quilt::harness::cli::Parser run_parser(quilt::harness::RunOptions* options, std::string* file,
+                                       std::string* scale, double* stall_timeout_s) {
+  quilt::harness::cli::Parser p(
+      "run",
+      "Run an experiment: every run of its sweep, one MPI rank per board, results into one HDF5 "
+      "file (each run appended and committed as it finishes). Launch under mpirun with -n equal to "
+      "the "
+      "file's boards.count.");
+  p.positional("FILE", "an experiment file (experiments/README.md)", file)
+      .option("--output", "PATH", "result file (default: the experiment's `output`)",
+              &options->output)
+      .flag("--resume",
+            "keep the runs the file completed, run the rest (refuses a file from another "
+            "experiment)",
+            &options->resume)
+      .flag("--overwrite", "replace an existing result file (default: refuse)", &options->overwrite)
+      .flag("--keep-going", "record a failed run and go on (default)",
+            [options] { options->fail_fast = false; })
+      .flag("--fail-fast", "stop at the first failed run", &options->fail_fast)
+      .option("--run-index", "N", "run only the N-th run of the sweep (0-based; for job arrays)",
+              &options->run_index, 0)
+      .option("--scale", "NAME", kScaleHelp, scale)
+      .option("--stall-timeout", "S",
+              "end the job (exit 6) when a rank waits on its peers S seconds without progress: "
+              "a dead rank, host or link (default 60; 0 = never)",
+              [stall_timeout_s](const std::string& v) {
+                size_t used = 0;
+                const double x = std::stod(v, &used);
+                if (used != v.size() || !(x >= 0) || x > 1e7)
+                  throw std::invalid_argument("seconds, 0 (never) or more");
+                *stall_timeout_s = x;
+              })
+      .note(kExitCodes)
+      .example("mpirun -n 2 quilt run experiments/quickstart.yaml --overwrite")
+      .example("mpirun -n 2 quilt run experiments/efficiency.yaml --resume --output eff.h5",
+               "continue a sweep that was killed");
+  return p;
+}
+
 // Every rank parses and checks; all must agree before anything runs or is written.
 int cmd_run(int argc, char** argv) {
-  namespace mpi = quilt::harness::mpi;
-  mpi::Environment env(&argc, &argv);
-  mpi::install_interrupt_handlers();
-  const int me = mpi::rank(), n = mpi::size();
   quilt::harness::RunOptions options;
   options.command_line = join_args(argc, argv);
   std::string file, scale, error;
   double stall_timeout_s = kDefaultStallTimeoutS;
-  for (int i = 2; i < argc && error.empty(); ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        error = fmt::format("quilt run: {} needs a value", a);
-        return "";
-      }
-      return argv[++i];
-    };
-    if (a == "--output")
-      options.output = value();
-    else if (a == "--resume")
-      options.resume = true;
-    else if (a == "--overwrite")
-      options.overwrite = true;
-    else if (a == "--fail-fast")
-      options.fail_fast = true;
-    else if (a == "--keep-going")
-      options.fail_fast = false;
-    else if (a == "--scale")
-      scale = value();
-    else if (a == "--stall-timeout") {
-      std::string v = value();
-      try {
-        size_t used = 0;
-        stall_timeout_s = std::stod(v, &used);
-        if (used != v.size() || !(stall_timeout_s >= 0) || stall_timeout_s > 1e7)
-          throw std::invalid_argument(v);
-      } catch (const std::exception&) {
-        error =
-            fmt::format("quilt run: --stall-timeout needs seconds, 0 (never) or more (got `{}`)",
-                        quilt::harness::clip(v));
-      }
-    } else if (a == "--run-index") {
-      std::string v = value();
-      try {
-        size_t used = 0;
-        options.run_index = std::stoll(v, &used);
-        if (used != v.size() || options.run_index < 0) throw std::invalid_argument(v);
-      } catch (const std::exception&) {
-        error = fmt::format("quilt run: --run-index needs a run number from 0 (got `{}`)", v);
-      }
-    } else if (a.rfind("--", 0) == 0) {
-      error = fmt::format("quilt run: unknown option `{}`\n{}", quilt::harness::clip(a), kUsage);
-    } else if (file.empty()) {
-      file = a;
-    } else {
-      error = fmt::format("quilt run: one experiment file, got `{}` and `{}`", file, a);
-    }
+  // --help before MPI starts; only the first rank prints it under mpirun.
+  if (quilt::harness::cli::wants_help(argc, argv)) {
+    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+    if (rank == nullptr) rank = std::getenv("PMI_RANK");
+    if (rank == nullptr || std::string(rank) == "0")
+      std::fputs(run_parser(&options, &file, &scale, &stall_timeout_s).help().c_str(), stdout);
+    return kExitOk;
   }
+  try {
+    run_parser(&options, &file, &scale, &stall_timeout_s).parse(argc, argv);
+  } catch (const ConfigError& e) {
+    error = e.what();
+  }
+  namespace mpi = quilt::harness::mpi;
+  mpi::Environment env(&argc, &argv);
+  mpi::install_interrupt_handlers();
+  const int me = mpi::rank(), n = mpi::size();
   if (options.resume && options.overwrite && error.empty())
     error = "quilt run: --resume and --overwrite exclude each other";
-  if (file.empty() && error.empty())
-    error = fmt::format("quilt run: needs an experiment file\n{}", kUsage);
   quilt::harness::Experiment experiment;
   if (error.empty()) {
     try {
@@ -508,27 +446,31 @@ int cmd_run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? kExitUsage : kExitOk;
-  }
-  std::string cmd = argv[1];
+  // To add a command: one line here; see harness/README.md.
+  const std::vector<quilt::harness::cli::Command> commands = {
+      {"run", "run an experiment (under mpirun, one rank per board)", cmd_run},
+      {"validate", "check experiment files without MPI", cmd_validate},
+      {"plan", "the runs a file expands to: cuts, predicted times, training plans; --slurm",
+       cmd_plan},
+      {"report", "each run's metrics, validity and PASS/FAIL; several files; --compare BASE",
+       quilt::harness::cmd_report},
+      {"collect", "every run of result files as one CSV row (quilt.results.runs())",
+       quilt::harness::cmd_collect},
+      {"trace", "a run's merged multi-rank timeline as Chrome trace-event JSON",
+       quilt::harness::cmd_trace},
+      {"reproduce", "the whole paper: every experiment, every analysis script, one report",
+       quilt::harness::cmd_reproduce},
+      {"models", "the model zoo and each model's cut points", cmd_models},
+      {"summary", "per-unit shapes, FLOPs, parameters and bytes per cut of a model", cmd_summary},
+      {"profile", "per-unit FLOPs, bytes and (--measure) measured time of a model",
+       quilt::harness::cmd_profile},
+      {"calibrate", "fit a board profile to measured unit times", quilt::harness::cmd_calibrate},
+      {"boards", "the XRT boards here: devices, power, DMA bandwidth; the board profiles",
+       quilt::harness::cmd_boards},
+      {"version", "versions of Quilt and the libraries it was built with", cmd_version},
+  };
   try {
-    if (cmd == "run") return cmd_run(argc, argv);
-    if (cmd == "validate") return cmd_validate(argc, argv);
-    if (cmd == "plan") return cmd_plan(argc, argv);
-    if (cmd == "models") return cmd_models();
-    if (cmd == "summary") return cmd_summary(argc, argv);
-    if (cmd == "version") return cmd_version();
-    if (cmd == "report") return quilt::harness::cmd_report(argc, argv);
-    if (cmd == "collect") return quilt::harness::cmd_collect(argc, argv);
-    if (cmd == "profile") return quilt::harness::cmd_profile(argc, argv);
-    if (cmd == "calibrate") return quilt::harness::cmd_calibrate(argc, argv);
-    if (cmd == "boards") return quilt::harness::cmd_boards(argc, argv);
-    if (cmd == "trace") return quilt::harness::cmd_trace(argc, argv);
-    if (cmd == "reproduce") return quilt::harness::cmd_reproduce(argc, argv);
-    fmt::print(stderr, "quilt: unknown command `{}`\n{}", cmd, kUsage);
-    return kExitUsage;
+    return quilt::harness::cli::dispatch(commands, argc, argv);
   } catch (const ConfigError& e) {
     fmt::print(stderr, "quilt: error: {}\n", e.what());
     return kExitUsage;

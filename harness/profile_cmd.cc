@@ -3,6 +3,8 @@
 #include "backends/board.h"
 #include "backends/emulator.h"
 #include "backends/profile.h"
+#include "harness/cli.h"
+#include "harness/experiment.h"
 #include "models/summary.h"
 #include "models/zoo.h"
 #include "partitioners/cost_model.h"
@@ -10,6 +12,7 @@
 #include "partitioners/from_model.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -45,16 +48,6 @@ struct Args {
   std::string profile;
 };
 
-int64_t parse_count(const std::string& flag, const std::string& text, int64_t min) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used);
-    if (used == text.size() && v >= min) return v;
-  } catch (const std::exception&) {
-  }
-  throw UsageError(fmt::format("{} needs an integer >= {} (got `{}`)", flag, min, text));
-}
-
 models::Shape parse_shape(const std::string& text) {
   models::Shape shape;
   size_t pos = 0;
@@ -76,45 +69,46 @@ models::Shape parse_shape(const std::string& text) {
   return shape;
 }
 
-Args parse(int argc, char** argv, bool calibrate) {
+// Returns nullopt when --help was printed.
+std::optional<Args> parse(int argc, char** argv, bool calibrate) {
   Args a;
   a.command = calibrate ? "calibrate" : "profile";
   if (calibrate) a.measure = true;
-  for (int i = 2; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(fmt::format("{} needs a value", arg));
-      return argv[++i];
-    };
-    if (arg == "--input") {
-      a.model_options.input_shape = parse_shape(value());
-    } else if (arg == "--classes") {
-      a.model_options.num_classes = parse_count(arg, value(), 1);
-    } else if (arg == "--batch") {
-      a.timing.batch = parse_count(arg, value(), 1);
-    } else if (arg == "--repeats") {
-      a.timing.repeats = parse_count(arg, value(), 1);
-    } else if (arg == "--warmup") {
-      a.timing.warmup = parse_count(arg, value(), 0);
-    } else if (arg == "--threads") {
-      a.timing.threads = parse_count(arg, value(), 1);
-    } else if (arg == "--output") {
-      a.output = value();
-    } else if (!calibrate && arg == "--measure") {
-      a.measure = true;
-    } else if (!calibrate && arg == "--units-only") {
-      a.units_only = true;
-    } else if (calibrate && arg == "--profile") {
-      a.profile = value();
-    } else if (arg.rfind("--", 0) == 0) {
-      throw UsageError(fmt::format("unknown option `{}` for `quilt {}`", arg, a.command));
-    } else if (a.model.empty()) {
-      a.model = arg;
-    } else {
-      throw UsageError(
-          fmt::format("`quilt {}` takes one model, got `{}` and `{}`", a.command, a.model, arg));
-    }
+  cli::Parser p(a.command,
+                calibrate ? "Measure every unit of a model on the emulator's fast path and fit a "
+                            "board profile's efficiency and overhead_s to the times (peak FLOP/s "
+                            "kept); writes the fitted profile and prints the fit's error."
+                          : "Per unit (block) of a model: shapes, FLOPs, parameters, bytes; under "
+                            "each unit its leaf layers. --measure adds the forward time of each "
+                            "unit and layer on the emulator's fast path.");
+  p.positional("MODEL", "a model of `quilt models`", &a.model, false)
+      .option("--input", "C,H,W", "per-sample input shape (default: the model's)",
+              [&](const std::string& v) { a.model_options.input_shape = parse_shape(v); })
+      .option("--classes", "N", "number of classes (default: the model's)",
+              &a.model_options.num_classes, 1);
+  if (calibrate) {
+    p.option("--profile", "NAME|FILE",
+             fmt::format("the board profile to start from (built-in: {})",
+                         fmt::join(backends::builtin_board_profiles(), ", ")),
+             &a.profile)
+        .option("--output", "FILE.yaml", "where to write the fitted profile", &a.output);
+  } else {
+    p.flag("--measure", "also measure each unit's and layer's forward time", &a.measure)
+        .flag("--units-only", "leave the per-layer rows out", &a.units_only)
+        .option("--output", "FILE.csv|FILE.json", "also write the rows to a file", &a.output);
   }
+  p.option("--batch", "N", "samples per timed forward (default 1)", &a.timing.batch, 1)
+      .option("--repeats", "N", "timed runs per unit, median kept (default 20)", &a.timing.repeats,
+              1)
+      .option("--warmup", "N", "untimed runs per unit first (default 3)", &a.timing.warmup, 0)
+      .option("--threads", "N", "intra-op threads while measuring (default 1)", &a.timing.threads,
+              1);
+  if (calibrate)
+    p.example("quilt calibrate resnet50 --profile cpu --output cpu.yaml --batch 8");
+  else
+    p.example("quilt profile resnet50 --measure --units-only")
+        .example("quilt profile mlp --input 30 --classes 2 --output mlp.json");
+  if (!p.parse(argc, argv)) return std::nullopt;
   if (a.model.empty()) {
     throw UsageError(fmt::format("`quilt {}` needs a model name; the zoo has: {}", a.command,
                                  fmt::join(models::model_names(), ", ")));
@@ -479,8 +473,11 @@ int calibrate(const Args& a) {
 
 int guarded(int argc, char** argv, bool is_calibrate) {
   try {
-    const Args a = parse(argc, argv, is_calibrate);
-    return is_calibrate ? calibrate(a) : profile(a);
+    const std::optional<Args> a = parse(argc, argv, is_calibrate);
+    if (!a) return kExitOk;
+    return is_calibrate ? calibrate(*a) : profile(*a);
+  } catch (const ConfigError& e) {
+    fmt::print(stderr, "quilt: error: {}\n", e.what());
   } catch (const UsageError& e) {
     fmt::print(stderr, "quilt {}: error: {}\n", is_calibrate ? "calibrate" : "profile", e.what());
   } catch (const backends::ProfileError& e) {

@@ -13,9 +13,14 @@ namespace {
 
 std::string swept_text(const results::RunRecord& run) {
   // The parameters most users sweep, when present; the id names the rest.
+  // Training runs show their training parameters; measurement.* does not apply to them.
+  std::vector<const char*> keys = {"model.arch",   "autoencoder.rate", "partition.cuts",
+                                   "boards.count", "boards.backend",   "measurement.batch"};
+  if (!run.training.mode.empty())
+    keys = {"model.arch",      "autoencoder.rate", "partition.cuts", "training.mode",
+            "training.epochs", "training.batch",   "data.kind"};
   std::string out;
-  for (const char* key : {"model.arch", "autoencoder.rate", "partition.cuts", "boards.count",
-                          "boards.backend", "measurement.batch"}) {
+  for (const char* key : keys) {
     auto it = run.params.find(key);
     if (it != run.params.end())
       out += fmt::format("{}{}={}", out.empty() ? "" : " ", key, it->second);
@@ -25,12 +30,14 @@ std::string swept_text(const results::RunRecord& run) {
 
 std::string pct(double x) { return std::isnan(x) ? "-" : fmt::format("{:.2f}%", 100 * x); }
 
-std::string loss_text(double x) { return std::isnan(x) ? "—" : fmt::format("{:.4f}", x); }
-
-// Top-5 of a data set with 5 classes or fewer is 100% (or top-1): not shown.
+// Top-5 of a data set with 5 classes or fewer is always 100%: shown as "-".
 std::string top5(const results::TrainingRecord& t, double x) {
-  return t.classes > 5 ? pct(x) : std::string("n/a");
+  return t.classes > 0 && t.classes <= 5 ? "-" : pct(x);
 }
+
+// A test loss that was not measured (an epoch without evaluation) is NaN or, in files written
+// before that was recorded, 0 with a 0 accuracy.
+std::string loss(double x) { return std::isnan(x) ? "-" : fmt::format("{:.4f}", x); }
 
 // Training runs: per epoch and phase, then the final numbers (results/SCHEMA.md, training/).
 std::string training_report(const results::RunRecord& run) {
@@ -53,7 +60,7 @@ std::string training_report(const results::RunRecord& run) {
   for (size_t e = 0; e < t.epoch.size(); ++e)
     out += fmt::format("  {:>5} {:<9} {:>11.4f} {:>9} {:>11} {:>9} {:>9} {:>8.1f} {:>11.1f}\n",
                        t.epoch[e], t.phase[e], t.train_loss[e], pct(t.train_top1[e]),
-                       loss_text(t.test_loss[e]), pct(t.test_top1[e]), top5(t, t.test_top5[e]),
+                       loss(t.test_loss[e]), pct(t.test_top1[e]), top5(t, t.test_top5[e]),
                        t.epoch_s[e], t.samples_per_s[e]);
   if (t.mode == "proxy") {
     out += fmt::format("  final reconstruction loss {:.5g}; proxy {:.1f} s", t.final_test_loss,
@@ -66,9 +73,8 @@ std::string training_report(const results::RunRecord& run) {
     out += "\n";
   } else if (run.status == "ok") {
     out += fmt::format(
-        "  final top-1 {}{}, test loss {}; {:.1f} s of training{}\n", pct(t.final_top1),
-        t.classes > 5 ? ", top-5 " + pct(t.final_top5) : "", loss_text(t.final_test_loss),
-        t.train_s,
+        "  final top-1 {}, top-5 {}, test loss {}; {:.1f} s of training{}\n", pct(t.final_top1),
+        top5(t, t.final_top5), loss(t.final_test_loss), t.train_s,
         t.phase1_epochs > 0 ? fmt::format(", {} phase-1 epoch(s)", t.phase1_epochs) : "");
   }
   if (!t.checkpoint.empty()) out += fmt::format("  checkpoint {}\n", t.checkpoint);
@@ -92,8 +98,13 @@ std::string training_summary_line(const results::RunRecord& run) {
         "training)\n",
         head, t.final_test_loss, t.train_s, t.proxy_speedup);
   return fmt::format("{} top-1 {:>7} top-5 {:>7} test loss {}, {} epoch(s), {:.1f} s\n", head,
-                     pct(t.final_top1), top5(t, t.final_top5), loss_text(t.final_test_loss),
+                     pct(t.final_top1), top5(t, t.final_top5), loss(t.final_test_loss),
                      t.epoch.size(), t.train_s);
+}
+
+std::string training_summary_header() {
+  return fmt::format("{:<12} {:<8} {:>7} {:<18} {}\n", "run", "training", "R", "data",
+                     "final test accuracy / proxy loss");
 }
 
 std::string report_table(const results::ExperimentRecord& record, bool* all_good) {

@@ -5,6 +5,8 @@
 
 #include "harness/reproduce_cmd.h"
 
+#include "harness/cli.h"
+
 #include "harness/experiment.h"
 #include "results/reader.h"
 
@@ -716,62 +718,55 @@ const std::vector<PaperExperiment>& paper_experiments() {
   return kAll;
 }
 
-const char* reproduce_usage() {
-  return R"(usage: quilt reproduce [--scale here|smoke|paper] [--out DIR] [--only NAME[,NAME...]]
-                       [--launcher auto|mpirun|srun]
-  Runs every experiment of the paper (experiments/*.yaml but the quickstart), each under mpirun
-  with its rank count (srun inside a SLURM allocation), resuming result files already in DIR,
-  then every analysis script, and writes DIR/index.html and DIR/report.md.
-  --scale NAME   scale of every experiment file (default here; smoke: a few minutes in all)
-  --out DIR      results, logs/, analysis/ and the report (default results/reproduce-<scale>)
-  --only NAMES   run only these experiments; the report still covers the others' files in DIR
-  --launcher L   auto (srun when SLURM_JOB_ID is set, else mpirun), mpirun or srun
-  exit codes: 0 all ok, 1 an experiment, a script or the report failed (the report says why),
-              2 bad arguments, 128+N interrupted by signal N (finished work is kept and reported)
-)";
-}
-
 ReproduceOptions parse_reproduce_args(int argc, char** argv) {
   ReproduceOptions o;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, a, "needs a value");
-      return argv[++i];
-    };
-    if (a == "--scale") {
-      o.scale = value();
-    } else if (a == "--out") {
-      o.out_dir = value();
-    } else if (a == "--launcher") {
-      o.launcher = value();
-      if (o.launcher != "auto" && o.launcher != "mpirun" && o.launcher != "srun")
-        throw ConfigError(
-            "<command line>", 0, 0, a,
-            fmt::format("`{}` is not a launcher; use auto, mpirun or srun", o.launcher));
-    } else if (a == "--only") {
-      std::stringstream ss(value());
-      for (std::string n; std::getline(ss, n, ',');) {
-        if (n.empty()) continue;
-        const auto& all = paper_experiments();
-        if (std::none_of(all.begin(), all.end(), [&](const auto& p) { return p.name == n; })) {
-          std::vector<std::string> names;
-          for (const auto& p : all) names.push_back(p.name);
-          throw ConfigError("<command line>", 0, 0, a,
-                            fmt::format("`{}` is not an experiment of the paper; valid: {}", n,
-                                        fmt::join(names, ", ")));
-        }
-        o.only.push_back(n);
-      }
-    } else if (a == "-h" || a == "--help") {
-      std::fputs(reproduce_usage(), stdout);
-      std::exit(0);
-    } else {
-      throw ConfigError(
-          "<command line>", 0, 0, a,
-          fmt::format("unknown argument for `quilt reproduce`\n{}", reproduce_usage()));
-    }
-  }
+  cli::Parser p(
+      "reproduce",
+      "Runs every experiment of the paper (experiments/*.yaml but the quickstart), each "
+      "under mpirun with its rank count (srun inside a SLURM allocation), resuming result "
+      "files already in DIR, then every analysis script, and writes DIR/index.html and "
+      "DIR/report.md.");
+  p.option("--scale", "NAME",
+           "scale of every experiment file: here (default), smoke (a few minutes in all) or paper",
+           &o.scale)
+      .option("--out", "DIR",
+              "results, logs/, analysis/ and the report (default results/reproduce-<scale>)",
+              &o.out_dir)
+      .option("--only", "NAME[,NAME...]",
+              "run only these experiments; the report still covers the others' files in DIR",
+              [&o](const std::string& v) {
+                std::stringstream ss(v);
+                for (std::string n; std::getline(ss, n, ',');) {
+                  if (n.empty()) continue;
+                  const auto& all = paper_experiments();
+                  if (std::none_of(all.begin(), all.end(),
+                                   [&](const auto& e) { return e.name == n; })) {
+                    std::vector<std::string> names;
+                    for (const auto& e : all) names.push_back(e.name);
+                    throw ConfigError("<command line>", 0, 0, "--only",
+                                      fmt::format("`{}` is not an experiment of the paper; valid: "
+                                                  "{}",
+                                                  n, fmt::join(names, ", ")));
+                  }
+                  o.only.push_back(n);
+                }
+              })
+      .option("--launcher", "L",
+              "auto (srun when SLURM_JOB_ID is set, else mpirun), mpirun or srun",
+              [&o](const std::string& v) {
+                if (v != "auto" && v != "mpirun" && v != "srun")
+                  throw ConfigError(
+                      "<command line>", 0, 0, "--launcher",
+                      fmt::format("`{}` is not a launcher; use auto, mpirun or srun", clip(v)));
+                o.launcher = v;
+              })
+      .note(
+          "exit codes: 0 all ok, 1 an experiment, a script or the report failed (the report "
+          "says why), 2 bad arguments, 128+N interrupted by signal N (finished work is kept and "
+          "reported)")
+      .example("quilt reproduce --scale smoke --out /tmp/paper", "the whole paper in minutes")
+      .example("make paper SCALE=here", "the same through make, at the default scale");
+  if (!p.parse(argc, argv)) std::exit(0);  // --help was printed
   if (o.scale != "here" && o.scale != "smoke" && o.scale != "paper")
     throw ConfigError(
         "<command line>", 0, 0, "--scale",

@@ -18,7 +18,7 @@ struct PaperExperiment {
 /// The paper's experiments (experiments/*.yaml without the quickstart), pipeline ones first.
 const std::vector<PaperExperiment>& paper_experiments();
 
-/// Options of `quilt reproduce` (see reproduce_usage()).
+/// Options of `quilt reproduce` (`quilt reproduce --help`).
 struct ReproduceOptions {
   std::string scale = "here";     ///< scale of every file: here | smoke | paper
   std::string out_dir;            ///< results, logs, analysis outputs, report; default below
@@ -29,9 +29,6 @@ struct ReproduceOptions {
   std::string python = "/usr/bin/python3";  ///< interpreter of the analysis scripts
   std::string python_path;                  ///< directory of the `quilt` Python module
 };
-
-/// The usage text of `quilt reproduce`.
-const char* reproduce_usage();
 
 /// Parses argv[2..] of `quilt reproduce` and fills the defaults (directories from the binary's
 /// own location and the build's source directory, overridable with the environment variables

@@ -518,6 +518,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       for (const auto& [k, v] : run.swept) swept += fmt::format(" {}={}", k, v);
       fmt::print("[{}/{}] run {}{}{}\n", r + 1, experiment.runs.size(), run.id, swept,
                  skip ? ": complete in the file, skipped" : "");
+      if (!skip && run.training.mode != "none") fmt::print("  {}\n", describe_training(run));
       std::fflush(stdout);
     }
     if (skip) continue;
@@ -566,6 +567,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         base_key = key;
       }
       models::Model base = cached_base;
+      record_resolved_model(&rec.params, base->input_shape(), base->num_classes());
       // The autoencoders' initial weights depend on the seed only, not on the sweep's order.
       torch::manual_seed(run.model.seed + 0x9e3779b97f4a7c15ULL);
       plan = plan_run(run, base, experiment.path);
@@ -915,6 +917,17 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
 std::string summary_table(const results::ExperimentRecord& record) {
   std::string out;
   out += fmt::format("\n{}: {} run(s)\n", record.name, record.runs.size());
+  bool any_pipeline = false, any_training = false;
+  for (const auto& run : record.runs)
+    (run.training.mode.empty() ? any_pipeline : any_training) = true;
+  // Each kind of run under its own header: training runs first, then pipeline runs.
+  if (any_training) {
+    out += training_summary_header();
+    for (const auto& run : record.runs)
+      if (!run.training.mode.empty()) out += training_summary_line(run);
+  }
+  if (!any_pipeline) return out;
+  if (any_training) out += "\n";
   out += fmt::format(
       "{:<12} {:>7} {:>7} {:>11} {:>9} {:>13} {:>13} | {:>5} {:<28} {:>11} {:>11} {:>11}\n", "run",
       "R", "eff. R", "samples/s", "p50 ms", "B/sample@cut", "wire B/sample", "stage", "units",
@@ -928,10 +941,7 @@ std::string summary_table(const results::ExperimentRecord& record) {
     std::string wire = run.cut_wire_bytes_per_sample.empty()
                            ? "-"
                            : std::to_string(run.cut_wire_bytes_per_sample[0]);
-    if (!run.training.mode.empty()) {
-      out += training_summary_line(run);
-      continue;
-    }
+    if (!run.training.mode.empty()) continue;
     if (run.status != "ok" && run.stages.empty()) {
       out += fmt::format("{:<12} {:>7} FAILED: {}\n", run.id, rate, run.failure);
       continue;

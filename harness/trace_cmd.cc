@@ -1,5 +1,7 @@
 #include "harness/trace_cmd.h"
 
+#include "harness/cli.h"
+
 #include "harness/experiment.h"
 #include "results/reader.h"
 #include "results/trace_io.h"
@@ -84,24 +86,19 @@ std::string chrome_trace_json(const results::RunRecord& run, const std::string& 
 
 int cmd_trace(int argc, char** argv) {
   std::string file, run_id, output;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--run" || a == "-o" || a == "--output") {
-      if (i + 1 >= argc) throw ConfigError("<command line>", 0, 0, a, "needs a value");
-      (a == "--run" ? run_id : output) = argv[++i];
-    } else if (!a.empty() && a[0] == '-') {
-      throw ConfigError("<command line>", 0, 0, a,
-                        "unknown option for `quilt trace`; valid: --run ID, -o/--output FILE");
-    } else if (file.empty()) {
-      file = a;
-    } else {
-      throw ConfigError("<command line>", 0, 0, "trace",
-                        "takes one result file: quilt trace FILE.h5 [--run ID] -o trace.json");
-    }
-  }
-  if (file.empty() || output.empty())
-    throw ConfigError("<command line>", 0, 0, "trace",
-                      "usage: quilt trace FILE.h5 [--run ID] -o trace.json");
+  cli::Parser p("trace",
+                "A run's merged multi-rank timeline (measurement.trace) as a Chrome trace-event "
+                "file, one track per rank, for ui.perfetto.dev or chrome://tracing.");
+  p.positional("FILE.h5", "a result file of `quilt run`", &file)
+      .option("--run", "ID", "the run: an id or a unique prefix (default: the first traced run)",
+              &run_id)
+      .option("-o", "trace.json", "where to write the JSON (required)", &output)
+      .option("--output", "trace.json", "the same as -o", &output)
+      .example("quilt trace results/quickstart.h5 -o trace.json");
+  if (!p.parse(argc, argv)) return 0;
+  if (output.empty())
+    throw ConfigError("<command line>", 0, 0, "-o",
+                      "needs the JSON file to write: quilt trace FILE.h5 [--run ID] -o trace.json");
   const results::ExperimentRecord record = results::read_experiment(file);
   const results::RunRecord& run = results::traced_run(record, file, run_id);
   const std::string json = chrome_trace_json(run, record.name);

@@ -289,11 +289,13 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
             "training\n",
             tr.final_test_loss, tr.train_s, tr.proxy_speedup);
       } else {
-        // Top-5 of 5 classes or fewer is 100% (or top-1): not shown.
-        fmt::print("  top-1 {}{} test loss {:.4f} after {} epoch(s), {:.1f} s\n",
+        // Top-5 of 5 classes or fewer is 100% by construction: not shown.
+        fmt::print("  top-1 {}{} test loss {} after {} epoch(s), {:.1f} s\n",
                    fmt_pct(tr.final_top1),
                    tr.classes > 5 ? " top-5 " + fmt_pct(tr.final_top5) : std::string(),
-                   tr.final_test_loss, tr.epoch.size(), tr.train_s);
+                   std::isnan(tr.final_test_loss) ? std::string("\u2014")
+                                                  : fmt::format("{:.4f}", tr.final_test_loss),
+                   tr.epoch.size(), tr.train_s);
       }
       std::fflush(stdout);
     }
@@ -318,6 +320,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     }
   }
   if (!agree(error)) return finish();
+  record_resolved_model(&rec.params, base->input_shape(), base->num_classes());
   tr.classes = data.num_classes;
   tr.test_samples = data.test.size();
   const trainers::Parallel parallel = make_parallel(comm);
@@ -502,7 +505,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     tr.phase.push_back(tr.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");
     tr.train_loss.push_back(e.train_loss);
     tr.train_top1.push_back(e.train_top1);
-    // An epoch that was not evaluated has no test numbers: NaN, not 0.
+    // An epoch without evaluation has no test numbers (NaN), not zeros.
     const bool tested = e.test.samples > 0;
     tr.test_loss.push_back(tested ? e.test.loss : kNaN);
     tr.test_top1.push_back(tested ? e.test.top1 : kNaN);

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <string>
 
 namespace quilt::trainers {
 namespace {
@@ -20,6 +22,22 @@ std::string hms(double s) {
   auto t = static_cast<int64_t>(s + 0.5);
   if (t >= 3600) return fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
   return fmt::format("{:02}:{:02}", t / 60, t % 60);
+}
+
+// Whether `f` shows on a terminal. Under mpirun, Open MPI gives every rank a pseudo-terminal
+// even when mpirun's own output goes to a file (`mpirun ... > log`), so a rank believes its
+// isatty() only when its parent (mpirun, or the local daemon) writes to a terminal too.
+bool shows_on_terminal(std::FILE* f) {
+  if (!isatty(fileno(f))) return false;
+  if (std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr && std::getenv("PMI_SIZE") == nullptr &&
+      std::getenv("PMIX_RANK") == nullptr)
+    return true;
+  const std::string fd = "/proc/" + std::to_string(getppid()) + "/fd/1";
+  char target[512];
+  const ssize_t n = readlink(fd.c_str(), target, sizeof target - 1);
+  if (n <= 0) return false;  // cannot tell: plain lines are safe in a terminal too
+  const std::string t(target, static_cast<size_t>(n));
+  return t.rfind("/dev/pts/", 0) == 0 || t.rfind("/dev/tty", 0) == 0;
 }
 
 }  // namespace
@@ -38,7 +56,7 @@ Progress::Progress(const ProgressOptions& options, int rank)
   if (rank != 0 || options_.out == nullptr) {
     style_ = ProgressStyle::kSilent;
   } else if (style_ == ProgressStyle::kAuto) {
-    style_ = isatty(fileno(options_.out)) ? ProgressStyle::kBar : ProgressStyle::kLines;
+    style_ = shows_on_terminal(options_.out) ? ProgressStyle::kBar : ProgressStyle::kLines;
   }
 }
 

@@ -10,7 +10,8 @@ namespace quilt::trainers {
 
 /// How progress is shown.
 enum class ProgressStyle {
-  kAuto,    ///< kBar when the output stream is a terminal (isatty), kLines otherwise
+  kAuto,    ///< kBar when the output stream is a terminal (isatty; under mpirun, mpirun's own
+            ///< output too: Open MPI gives ranks a pseudo-terminal), kLines otherwise
   kBar,     ///< one line redrawn in place: phase, epoch, [=====>   ], samples/s, ETA
   kLines,   ///< one plain line every line_interval_s and at every epoch end
   kSilent,  ///< nothing

@@ -72,6 +72,15 @@ void check_fits(models::QuiltModel& model, const Dataset& data) {
 
 int64_t topk_for(int64_t num_classes) { return num_classes > 5 ? 5 : 1; }
 
+// "test loss 0.4102 top1 0.8512 top5 0.9901" for the console; top-5 only when it can differ from
+// top-1 (more than 5 classes); "test —" when the epoch had no evaluation.
+std::string test_summary(const Evaluation& test, int64_t num_classes) {
+  if (test.samples == 0) return "test \u2014";
+  std::string out = fmt::format("test loss {:.4f} top1 {:.4f}", test.loss, test.top1);
+  if (num_classes > 5) out += fmt::format(" top5 {:.4f}", test.top5);
+  return out;
+}
+
 }  // namespace
 
 std::string to_string(Mode mode) {
@@ -383,15 +392,8 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     if (options.eval_every_epoch || phase_over) {
       rec.test = evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
     }
-    // An epoch without evaluation shows "—", not zeros; top-5 only where it differs from a
-    // certainty (more than 5 classes).
-    std::string test = "test —";
-    if (rec.test.samples > 0) {
-      test = fmt::format("test loss {:.4f} top1 {:.4f}", rec.test.loss, rec.test.top1);
-      if (data.num_classes > 5) test += fmt::format(" top5 {:.4f}", rec.test.top5);
-    }
-    progress.end_epoch(
-        fmt::format("train loss {:.4f} acc {:.4f} | {}", rec.train_loss, rec.train_top1, test));
+    progress.end_epoch(fmt::format("train loss {:.4f} acc {:.4f} | {}", rec.train_loss,
+                                   rec.train_top1, test_summary(rec.test, data.num_classes)));
     result.epochs.push_back(rec);
     result.seconds += rec.seconds;
     result.samples += rec.samples;

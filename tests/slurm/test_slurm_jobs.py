@@ -33,7 +33,9 @@ def quilt():
 
 
 def quilt_help():
-    return subprocess.run([quilt(), "--help"], capture_output=True, text=True).stdout
+    """The top-level help and that of `run` and `plan` (where --resume, --run-index, --slurm are)."""
+    return "".join(subprocess.run([quilt(), *args, "--help"], capture_output=True, text=True).stdout
+                   for args in ([], ["run"], ["plan"]))
 
 
 def logs(directory):
