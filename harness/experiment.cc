@@ -279,9 +279,10 @@ void check_list_lengths(const std::string& path, const std::string& text) {
   std::istringstream in(text);
   ListLengthGuard guard(path);
   try {
+    // The first document only (check_single_document refuses more): on some junk yaml-cpp
+    // returns endless empty documents, as YAML::LoadAll does (bad/syntax-stray-comma.yaml).
     YAML::Parser parser(in);
-    while (parser.HandleNextDocument(guard)) {
-    }
+    parser.HandleNextDocument(guard);
   } catch (const YAML::Exception&) {
     // Syntax errors are YAML::Load's to report, with its messages.
   }

@@ -408,6 +408,39 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
   OutputPlan plan = plan_output(experiment, options, output, comm);
   if (!plan.error.empty()) throw ConfigError(output, 0, 0, "", plan.error);
 
+  // XRT boards: the device, the xclbin and the stage's kernel are checked on every rank before
+  // the first run (and before the result file is created), so a board that is not there is bad
+  // input (exit 2, nothing written), not a failed run.
+  {
+    std::set<std::pair<std::string, std::string>> checked;
+    std::string error;
+    for (const RunConfig& run : experiment.runs) {
+      if (run.boards.backend != "xrt" || run.boards.fallback == "emulator" ||
+          run.training.mode != "none" || !unavailable_reason(run).empty())
+        continue;
+      const std::string device =
+          run.boards.devices.empty() ? "" : run.boards.devices.at(static_cast<size_t>(me));
+      if (!checked.insert({device, run.boards.xclbin}).second) continue;
+      try {
+        backends::check_xrt_stage(device, run.boards.xclbin, "", static_cast<size_t>(me));
+      } catch (const std::exception& e) {
+        error = fmt::format("rank {}: {}", me, e.what());
+        break;
+      }
+    }
+    auto errors = mpi::gather_strings(error, 0, comm);
+    if (!mpi::all_ok(error.empty(), comm)) {
+      std::string all;
+      for (const auto& e : errors)
+        if (!e.empty()) all += (all.empty() ? "" : "; ") + e;
+      // Every rank throws the same error (rank 0 knows all of them; the others their own).
+      throw ConfigError(experiment.path, 0, 0, "boards",
+                        root            ? all
+                        : error.empty() ? "see rank 0"
+                                        : error);
+    }
+  }
+
   results::ExperimentRecord record;
   if (root && options.resume) record = plan.existing;
   record.name = experiment.name;
@@ -469,38 +502,6 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     if (flags[1]) result.interrupt_signal = flags[1];
     return flags[0] != 0 || flags[1] != 0;
   };
-
-  // XRT boards: the device, the xclbin and the stage's kernel are checked on every rank before
-  // the first run, so a board that is not there is bad input (exit 2), not a failed run.
-  {
-    std::set<std::pair<std::string, std::string>> checked;
-    std::string error;
-    for (const RunConfig& run : experiment.runs) {
-      if (run.boards.backend != "xrt" || run.boards.fallback == "emulator" ||
-          run.training.mode != "none" || !unavailable_reason(run).empty())
-        continue;
-      const std::string device =
-          run.boards.devices.empty() ? "" : run.boards.devices.at(static_cast<size_t>(me));
-      if (!checked.insert({device, run.boards.xclbin}).second) continue;
-      try {
-        backends::check_xrt_stage(device, run.boards.xclbin, "", static_cast<size_t>(me));
-      } catch (const std::exception& e) {
-        error = fmt::format("rank {}: {}", me, e.what());
-        break;
-      }
-    }
-    auto errors = mpi::gather_strings(error, 0, comm);
-    if (!mpi::all_ok(error.empty(), comm)) {
-      std::string all;
-      for (const auto& e : errors)
-        if (!e.empty()) all += (all.empty() ? "" : "; ") + e;
-      // Every rank throws the same error (rank 0 knows all of them; the others their own).
-      throw ConfigError(experiment.path, 0, 0, "boards",
-                        root            ? all
-                        : error.empty() ? "see rank 0"
-                                        : error);
-    }
-  }
 
   backends::BoardRegistry registry;
   backends::register_builtin_boards(registry);

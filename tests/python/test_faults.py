@@ -102,7 +102,7 @@ def rank_pids(output):
     return sorted(pids)
 
 
-def wait_for_runs(output, count, timeout=60):
+def wait_for_runs(output, count, timeout=180):
     """Waits until the file holds `count` complete runs (read between commits)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -230,7 +230,10 @@ def test_devices_fifos_and_directories_are_never_replaced(tmp_path):
 # ---- two jobs, one output ----------------------------------------------------------------------
 
 def test_second_job_on_the_same_output_is_refused_naming_the_first(tmp_path, jobs):
-    exp = sweep(tmp_path, runs=30, batches=40)
+    # Long enough (~1 s per run on an idle machine) that the first job still holds the lock when
+    # the second starts: with short runs the first can finish first, and the second then rightly
+    # overwrites.
+    exp = sweep(tmp_path, runs=10, batches=1500)
     out = tmp_path / "o.h5"
     first = start(jobs, "run", exp, "--output", out)
     lock = Path(str(out) + ".lock")
@@ -244,7 +247,7 @@ def test_second_job_on_the_same_output_is_refused_naming_the_first(tmp_path, job
     assert holder_pid in rank_pids(out)
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stdout + stderr
-    assert len(statuses(out)) == 30 and not lock.exists()
+    assert len(statuses(out)) == 10 and not lock.exists()
 
 
 # ---- NaN outputs --------------------------------------------------------------------------------

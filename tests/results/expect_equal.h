@@ -89,6 +89,16 @@ inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::stri
   // Training runs: every field is compared in tests/results/training_record_test.cc.
   EXPECT_EQ(a.training.mode, b.training.mode);
   EXPECT_EQ(a.training.epoch, b.training.epoch);
+  EXPECT_EQ(a.trace.clock, b.trace.clock);
+  EXPECT_EQ(a.trace.dropped_events, b.trace.dropped_events);
+  EXPECT_EQ(a.trace.max_batches, b.trace.max_batches);
+  EXPECT_EQ(a.trace.phases, b.trace.phases);
+  EXPECT_EQ(a.trace.rank, b.trace.rank);
+  EXPECT_EQ(a.trace.batch, b.trace.batch);
+  EXPECT_EQ(a.trace.repetition, b.trace.repetition);
+  EXPECT_EQ(a.trace.phase, b.trace.phase);
+  EXPECT_EQ(a.trace.start_s, b.trace.start_s);
+  EXPECT_EQ(a.trace.end_s, b.trace.end_s);
   ASSERT_EQ(a.stages.size(), b.stages.size());
   for (size_t k = 0; k < a.stages.size(); ++k) {
     expect_equal(a.stages[k], b.stages[k], where + " stage " + std::to_string(k));

@@ -102,6 +102,18 @@ inline RunRecord make_sample_run(const std::string& id, int index, int stage_cou
     r.checks.push_back(m);
   }
   for (int k = 0; k < stage_count; ++k) r.stages.push_back(make_sample_stage(index, k));
+  if (index == 0) {  // one traced run: two ranks, two phases each
+    r.trace.clock = "wall";
+    r.trace.dropped_events = 3;
+    r.trace.max_batches = 2;
+    r.trace.phases = {"recv_wait", "compute"};
+    r.trace.rank = {0, 0, 1, 1};
+    r.trace.batch = {-1, 0, -1, 0};
+    r.trace.repetition = {0, 0, 0, 0};
+    r.trace.phase = {1, 1, 0, 1};
+    r.trace.start_s = {0.0, 0.25, 0.0, 0.5};
+    r.trace.end_s = {0.25, 0.5, 0.375, 0.75};
+  }
   return r;
 }
 
