@@ -31,6 +31,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 namespace quilt::harness {
 
@@ -388,13 +389,15 @@ double metric_value(const results::RunRecord& rec, const std::string& metric) {
   TORCH_INTERNAL_ASSERT(false, "metric without a value: ", metric);
 }
 
-void replace_or_append(std::vector<results::RunRecord>& runs, results::RunRecord rec) {
-  for (auto& r : runs)
-    if (r.id == rec.id) {
-      r = std::move(rec);
-      return;
-    }
-  runs.push_back(std::move(rec));
+// `index` maps each run id in `runs` to its position (kept in step here), so that a sweep of
+// 100,000 runs does not scan every earlier run after each one.
+void replace_or_append(std::vector<results::RunRecord>& runs,
+                       std::unordered_map<std::string, size_t>& index, results::RunRecord rec) {
+  auto [at, added] = index.emplace(rec.id, runs.size());
+  if (added)
+    runs.push_back(std::move(rec));
+  else
+    runs[at->second] = std::move(rec);
 }
 
 }  // namespace
@@ -476,6 +479,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
   // Rank 0 only: the first failure to write the file. Every rank learns of it at the next
   // agreement (stop_now) and the job ends with RunOutcome::output_error.
   std::string write_error;
+  std::unordered_map<std::string, size_t> run_index;
+  for (size_t i = 0; i < record.runs.size(); ++i) run_index.emplace(record.runs[i].id, i);
   auto save = [&](results::RunRecord rec) {
     record.provenance.end_utc = utc_now_iso8601();
     if (appender && write_error.empty()) {
@@ -486,7 +491,10 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         write_error = e.what();
       }
     }
-    replace_or_append(record.runs, std::move(rec));
+    // A committed run's timeline lives in the file only: rank 0 keeps every run of the sweep in
+    // memory for the summary, and must not keep every run's events too.
+    if (appender && write_error.empty()) rec.trace = {};
+    replace_or_append(record.runs, run_index, std::move(rec));
   };
   // The agreement between runs: whether rank 0 could write the last run, and whether any rank
   // was interrupted. Collective; true when the sweep must stop.
