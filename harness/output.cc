@@ -1,6 +1,7 @@
 #include "harness/output.h"
 
 #include "harness/experiment.h"
+#include "results/h5.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -25,26 +26,8 @@ namespace {
 constexpr size_t kNameMax = 255;  // NAME_MAX of Linux file systems
 
 std::string errno_name(int err) {
-  switch (err) {
-    case ENOSPC:
-      return "ENOSPC";
-    case EROFS:
-      return "EROFS";
-    case EACCES:
-      return "EACCES";
-    case EPERM:
-      return "EPERM";
-    case ENOTDIR:
-      return "ENOTDIR";
-    case ENAMETOOLONG:
-      return "ENAMETOOLONG";
-    case EEXIST:
-      return "EEXIST";
-    case EDQUOT:
-      return "EDQUOT";
-    default:
-      return "errno " + std::to_string(err);
-  }
+  const char* name = results::h5::errno_name(err);
+  return name ? name : "errno " + std::to_string(err);
 }
 
 std::string os_reason(int err) {

@@ -207,6 +207,9 @@ class Reproduction {
   fs::path dir_;
   bool tty_ = false;
   bool live_line_ = false;  // a progress line without newline is on the terminal
+  // Whether a signal to quilt reproduce stops the running child. Not for the report, which is
+  // written after an interruption too (a child that had already exec'd would die of it).
+  bool stop_child_on_signal_ = true;
   int progress_index_ = 0, progress_total_ = 0;  // position of the running experiment
   std::string launcher_;
   std::vector<ExperimentState> experiments_;
@@ -359,7 +362,7 @@ ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const 
       res.error = fmt::format("waitpid failed: {}", std::strerror(errno));
       break;
     }
-    if (g_signal && !term_sent) {
+    if (g_signal && stop_child_on_signal_ && !term_sent) {
       kill(-pid, SIGTERM);
       term_sent = true;
       res.interrupted = true;
@@ -504,7 +507,9 @@ void Reproduction::run_analysis(AnalysisState& a) {
 bool Reproduction::build_report() {
   const std::string script = (fs::path(o_.source_dir) / "analysis" / "report.py").string();
   std::vector<std::string> argv = {o_.python, script, dir_.string()};
+  stop_child_on_signal_ = false;
   ChildResult r = run_child(argv, "logs/report.log", "", "report", nullptr);
+  stop_child_on_signal_ = true;
   if (r.exit_code == 0) {
     report_status_ = "ok";
     return true;

@@ -26,33 +26,6 @@ herr_t collect_error(unsigned /*n*/, const H5E_error2_t* err, void* data) {
 // off from then on.
 std::atomic<bool> g_unclosed_file{false};
 
-const char* errno_name(int err) {
-  switch (err) {
-    case ENOSPC:
-      return "ENOSPC";
-    case EROFS:
-      return "EROFS";
-    case EACCES:
-      return "EACCES";
-    case EPERM:
-      return "EPERM";
-    case EIO:
-      return "EIO";
-    case EDQUOT:
-      return "EDQUOT";
-    case ENAMETOOLONG:
-      return "ENAMETOOLONG";
-    case ENOTDIR:
-      return "ENOTDIR";
-    case ENOENT:
-      return "ENOENT";
-    case EFBIG:
-      return "EFBIG";
-    default:
-      return nullptr;
-  }
-}
-
 // HDF5's file driver reports an OS failure as one long line ("file write failed: time = ...,
 // filename = ..., errno = 28, error message = '...', buf = 0x..., ..."); keep what it was doing and
 // the OS's reason with its errno name.
@@ -295,6 +268,35 @@ void set_best_effort_locking(hid_t fapl, const std::string& where) {
 }
 
 }  // namespace
+
+const char* errno_name(int err) {
+  switch (err) {
+    case ENOSPC:
+      return "ENOSPC";
+    case EROFS:
+      return "EROFS";
+    case EACCES:
+      return "EACCES";
+    case EPERM:
+      return "EPERM";
+    case EIO:
+      return "EIO";
+    case EDQUOT:
+      return "EDQUOT";
+    case ENAMETOOLONG:
+      return "ENAMETOOLONG";
+    case ENOTDIR:
+      return "ENOTDIR";
+    case ENOENT:
+      return "ENOENT";
+    case EFBIG:
+      return "EFBIG";
+    case EEXIST:
+      return "EEXIST";
+    default:
+      return nullptr;
+  }
+}
 
 ScopedErrorSilence::ScopedErrorSilence() {
   // Saving can only fail if the error stack id is bad; then leave printing as it is.

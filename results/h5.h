@@ -18,6 +18,9 @@
 
 namespace quilt::results::h5 {
 
+/// The symbolic name of an errno value ("ENOSPC"), or nullptr for one not listed.
+const char* errno_name(int err);
+
 /// While alive, HDF5's automatic printing of its error stack to stderr is off for this thread;
 /// the previous setting is restored on destruction. Failures are reported through ResultsError.
 class ScopedErrorSilence {

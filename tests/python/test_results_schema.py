@@ -124,13 +124,23 @@ def test_provenance(results_file):
 
 def test_runs(results_file):
     runs = results_file["runs"]
+    assert any("trace" in runs[r] for r in RUN_ORDER)  # the sample has one traced run
     assert set(runs.keys()) == set(RUN_ORDER)
     for run_id in RUN_ORDER:
         run = runs[run_id]
         check_attrs(run, RUN_ATTRS)
         assert run.attrs["complete"] == 1
         assert run.attrs["status"] in ("ok", "failed")
-        check_datasets(run, RUN_DATASETS, extra=("params", "stages", "checks"))
+        traced = "trace" in run
+        check_datasets(run, RUN_DATASETS,
+                       extra=("params", "stages", "checks") + (("trace",) if traced else ()))
+        if traced:  # SCHEMA.md "/runs/<run id>/trace"
+            t = run["trace"]
+            check_attrs(t, {"clock": str, "dropped_events": np.integer, "max_batches": np.integer})
+            check_datasets(t, {"phases": "str", "rank": "i8", "batch": "i8", "repetition": "i8",
+                               "phase": "i8", "start_s": "f8", "end_s": "f8"})
+            assert t.attrs["clock"] in ("wall", "board")
+            assert len({t[n].shape[0] for n in ("rank", "batch", "phase", "start_s")}) == 1
         assert run.attrs["validity"] in ("valid", "invalid")
         assert (run.attrs["validity"] == "invalid") == (run["invalid_reasons"].shape[0] > 0)
         assert run.attrs["failed_rank"] == (1 if run.attrs["status"] == "failed" else -1)
