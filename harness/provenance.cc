@@ -8,7 +8,6 @@
 #include <hdf5.h>
 #include <torch/version.h>
 
-#include <ctime>
 
 namespace quilt::harness {
 
@@ -21,15 +20,6 @@ std::string hdf5_version() {
   unsigned major = 0, minor = 0, release = 0;
   if (H5get_libversion(&major, &minor, &release) < 0) return "unknown";
   return fmt::format("{}.{}.{}", major, minor, release);
-}
-
-std::string utc_now_iso8601() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 results::Provenance collect_provenance(const std::string& command_line, MPI_Comm comm) {

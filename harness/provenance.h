@@ -1,6 +1,7 @@
 #pragma once
 // Where a result came from: build, library versions, hosts, command line.
 
+#include "harness/clock.h"
 #include "results/record.h"
 
 #include <mpi.h>
@@ -20,8 +21,5 @@ std::string hdf5_version();
 /// Fills everything that does not need the experiment. Collective over `comm` (gathers host
 /// names); the returned value is complete on rank 0 only.
 results::Provenance collect_provenance(const std::string& command_line, MPI_Comm comm);
-
-/// Current UTC time as ISO 8601 ("2026-11-22T04:41:17Z").
-std::string utc_now_iso8601();
 
 }  // namespace quilt::harness

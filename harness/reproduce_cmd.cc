@@ -6,6 +6,7 @@
 #include "harness/reproduce_cmd.h"
 
 #include "harness/cli.h"
+#include "harness/clock.h"
 
 #include "harness/experiment.h"
 #include "results/reader.h"
@@ -51,15 +52,6 @@ void on_signal(int sig) { g_signal = sig; }
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 std::string json_string(const std::string& s) {
@@ -154,6 +146,15 @@ struct ChildResult {
   bool interrupted = false;  // we stopped it because reproduce itself got a signal
   std::string error;         // could not start
 };
+
+// Why a child that ran ended badly; `quilt_run` gives the meaning of quilt run's exit codes.
+std::string exit_reason(const ChildResult& r, bool quilt_run) {
+  if (r.signal) return fmt::format("killed by signal {}", r.signal);
+  if (r.exit_code == 127) return "exit code 127: could not start the command";
+  if (quilt_run && r.exit_code == 1) return "exit code 1: a run failed";
+  if (quilt_run && r.exit_code == 2) return "exit code 2: bad input";
+  return fmt::format("exit code {}", r.exit_code);
+}
 
 struct ExperimentState {
   PaperExperiment paper;
@@ -313,7 +314,7 @@ ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const 
   const std::string log_path = (dir_ / log).string();
   {
     std::ofstream header(log_path, std::ios::app);
-    header << fmt::format("==== {} quilt reproduce: {}\n", utc_now(), command_text(argv));
+    header << fmt::format("==== {} quilt reproduce: {}\n", utc_now_iso8601(), command_text(argv));
   }
   std::streamoff log_start = 0;
   {
@@ -401,7 +402,7 @@ ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const 
   }
   {
     std::ofstream footer(log_path, std::ios::app);
-    footer << fmt::format("==== {} exit {}{} after {:.1f} s\n", utc_now(), res.exit_code,
+    footer << fmt::format("==== {} exit {}{} after {:.1f} s\n", utc_now_iso8601(), res.exit_code,
                           res.signal ? fmt::format(" (signal {})", res.signal) : "", res.wall_s);
   }
   return res;
@@ -448,11 +449,7 @@ void Reproduction::run_experiment(ExperimentState& e) {
     e.status = "ok";
   } else {
     e.status = "failed";
-    e.reason = e.result.signal             ? fmt::format("killed by signal {}", e.result.signal)
-               : e.result.exit_code == 1   ? "exit code 1: a run failed"
-               : e.result.exit_code == 2   ? "exit code 2: bad input"
-               : e.result.exit_code == 127 ? "exit code 127: could not start the command"
-                                           : fmt::format("exit code {}", e.result.exit_code);
+    e.reason = exit_reason(e.result, /*quilt_run=*/true);
   }
 }
 
@@ -499,8 +496,7 @@ void Reproduction::run_analysis(AnalysisState& a) {
     a.status = "ok";
   } else {
     a.status = "failed";
-    a.reason = a.result.signal ? fmt::format("killed by signal {}", a.result.signal)
-                               : fmt::format("exit code {}", a.result.exit_code);
+    a.reason = exit_reason(a.result, /*quilt_run=*/false);
   }
 }
 
@@ -532,7 +528,7 @@ void Reproduction::write_manifest() {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   s += fmt::format("  \"host\": {},\n  \"started_utc\": {},\n  \"updated_utc\": {},\n",
-                   json_string(host), json_string(started_utc_), json_string(utc_now()));
+                   json_string(host), json_string(started_utc_), json_string(utc_now_iso8601()));
   s += fmt::format("  \"wall_s\": {:.3f},\n  \"interrupted_by_signal\": {},\n", seconds_since(t0_),
                    static_cast<int>(g_signal));
   s += fmt::format("  \"report\": {{\"status\": {}, \"reason\": {}}},\n",
@@ -576,7 +572,7 @@ void Reproduction::write_manifest() {
 
 int Reproduction::run() {
   t0_ = Clock::now();
-  started_utc_ = utc_now();
+  started_utc_ = utc_now_iso8601();
   tty_ = isatty(STDOUT_FILENO) && std::getenv("TERM") && std::string(std::getenv("TERM")) != "dumb";
   dir_ = o_.out_dir;
   std::error_code ec;

@@ -1,0 +1,11 @@
+#pragma once
+// Wall-clock timestamps for result files, logs and reports (no MPI, no LibTorch).
+
+#include <string>
+
+namespace quilt::harness {
+
+/// The current UTC time as ISO 8601 to the second ("2026-12-03T07:49:25Z").
+std::string utc_now_iso8601();
+
+}  // namespace quilt::harness
