@@ -1,5 +1,6 @@
 #include "harness/output.h"
 
+#include "harness/clock.h"
 #include "harness/experiment.h"
 #include "results/h5.h"
 
@@ -62,15 +63,6 @@ std::string host_name() {
   char name[256] = {};
   if (::gethostname(name, sizeof name - 1) != 0) return "unknown host";
   return name;
-}
-
-std::string now_utc() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
 }
 
 }  // namespace
@@ -167,7 +159,7 @@ OutputLock OutputLock::acquire(const std::string& output, const std::string& hol
       continue;
     }
     const std::string holder =
-        fmt::format("pid {} on host {}, since {}{}\n", ::getpid(), host_name(), now_utc(),
+        fmt::format("pid {} on host {}, since {}{}\n", ::getpid(), host_name(), utc_now_iso8601(),
                     holder_note.empty() ? "" : ", " + holder_note);
     if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, holder.data(), holder.size(), 0) < 0) {
       // The lock holds without the note; only the second job's message is poorer.
