@@ -3,6 +3,7 @@
 #include "backends/board.h"
 #include "backends/emulator.h"
 #include "backends/inference.h"
+#include "common/yaml_reader.h"
 #include "models/quilt_model.h"
 #include "partitioners/error.h"
 
@@ -40,19 +41,14 @@ std::string format_profile_error(const std::string& file, int line, const std::s
   return fmt::format("{}: `{}`: {}", where, key, message);
 }
 
-int line_of(const YAML::Node& n) {
-  return n.IsDefined() && n.Mark().line >= 0 ? n.Mark().line + 1 : 0;
-}
-
-// Strict reading of one YAML map, every error naming source:line and the dotted key.
-class Reader {
+// Strict reading of one YAML map (common/yaml_reader.h), every error a ProfileError naming
+// source:line and the dotted key.
+class Reader : public common::YamlReader {
  public:
-  explicit Reader(std::string source) : source_(std::move(source)) {}
-
-  [[noreturn]] void fail(const YAML::Node& n, const std::string& key,
-                         const std::string& message) const {
-    throw ProfileError(source_, line_of(n), key, message);
-  }
+  explicit Reader(const std::string& source)
+      : YamlReader([source](int line, int, const std::string& key, const std::string& message) {
+          throw ProfileError(source, line, key, message);
+        }) {}
 
   // Every key of `map` must be in `valid`; returns key -> (key node, value node).
   std::map<std::string, std::pair<YAML::Node, YAML::Node>> entries(
@@ -74,54 +70,24 @@ class Reader {
     return out;
   }
 
-  std::string text(const YAML::Node& n, const std::string& key) const {
-    if (!n.IsScalar()) fail(n, key, "must be a string");
-    return n.Scalar();
-  }
-
   double real(const YAML::Node& n, const std::string& key, const std::string& range,
               const std::function<bool(double)>& ok) const {
-    double v = 0;
-    bool parsed = n.IsScalar();
-    if (parsed) {
-      try {
-        v = n.as<double>();
-      } catch (const YAML::Exception&) {
-        parsed = false;
-      }
-    }
-    if (!parsed) {
-      fail(n, key,
-           fmt::format("must be a number ({}), got `{}`", range,
-                       n.IsScalar() ? n.Scalar()
-                                    : "a "
-                                      "collection"));
-    }
-    if (!ok(v)) fail(n, key, fmt::format("{} is out of range; it must be {}", n.Scalar(), range));
-    return v;
+    const std::optional<double> v = parse<double>(n);
+    if (!v) fail(n, key, fmt::format("must be a number ({}), got `{}`", range, shown(n)));
+    if (!ok(*v)) fail(n, key, fmt::format("{} is out of range; it must be {}", n.Scalar(), range));
+    return *v;
   }
 
   int64_t integer(const YAML::Node& n, const std::string& key) const {
-    int64_t v = 0;
-    bool parsed = n.IsScalar();
-    if (parsed) {
-      try {
-        v = n.as<int64_t>();
-      } catch (const YAML::Exception&) {
-        parsed = false;
-      }
-    }
-    if (!parsed || v < 0) {
-      fail(n, key,
-           fmt::format("must be an integer >= 0, got `{}`", n.IsScalar() ? n.Scalar()
-                                                                         : "a "
-                                                                           "collection"));
-    }
-    return v;
+    const std::optional<int64_t> v = parse<int64_t>(n);
+    if (!v || *v < 0) fail(n, key, fmt::format("must be an integer >= 0, got `{}`", shown(n)));
+    return *v;
   }
 
  private:
-  std::string source_;
+  static std::string shown(const YAML::Node& n) {
+    return n.IsScalar() ? n.Scalar() : "a collection";
+  }
 };
 
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }

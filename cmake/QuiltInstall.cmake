@@ -14,6 +14,7 @@ set(QUILT_INSTALL_INCLUDEDIR ${CMAKE_INSTALL_INCLUDEDIR}/quilt)
 # Exported as quilt::<name>. The INTERFACE helpers travel too: the static libraries name them
 # (quilt::warnings only as a link-only dependency, so its flags never reach a consumer).
 set(_quilt_exported
+  quilt_common:common
   quilt_models:models quilt_trainers:trainers quilt_backends:backends
   quilt_board_profile:board_profile quilt_partitioners:partitioners
   quilt_partitioners_from_model:partitioners_from_model quilt_results:results
@@ -33,7 +34,7 @@ install(TARGETS ${_quilt_targets} EXPORT QuiltTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${QUILT_INSTALL_INCLUDEDIR})
-foreach(_dir models trainers backends partitioners results harness)
+foreach(_dir common models trainers backends partitioners results harness)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${_dir}/ DESTINATION ${QUILT_INSTALL_INCLUDEDIR}/${_dir}
           FILES_MATCHING PATTERN "*.h" PATTERN "python" EXCLUDE PATTERN "profiles" EXCLUDE)
 endforeach()

@@ -1,5 +1,6 @@
 #include "harness/experiment.h"
 
+#include "common/yaml_reader.h"
 #include "harness/hash.h"
 
 #include <fmt/format.h>
@@ -18,13 +19,7 @@
 
 namespace quilt::harness {
 
-std::string clip(std::string_view value, size_t max_chars) {
-  if (value.size() <= max_chars) return std::string(value);
-  size_t cut = max_chars;
-  // Not inside a UTF-8 sequence: back up over continuation bytes (10xxxxxx).
-  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
-  return fmt::format("{}... ({} bytes)", value.substr(0, cut), value.size());
-}
+using common::join;
 
 namespace {
 
@@ -36,25 +31,6 @@ std::string format_error(const std::string& file, int line, int column, const st
   if (line > 0) where += fmt::format(":{}:{}", line, column);
   if (key.empty()) return fmt::format("{}: {}", where, clip(message, 4000));
   return fmt::format("{}: `{}`: {}", where, clip(key), clip(message, 4000));
-}
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
 }
 
 // The keys a section accepts, in documentation order. Sweeps and scales may set any of them.
@@ -85,147 +61,26 @@ const std::vector<std::string>& top_level_keys() {
   return kKeys;
 }
 
-}  // namespace
-
-std::string did_you_mean(const std::string& key, const std::vector<std::string>& valid,
-                         const std::string& noun) {
-  std::string best;
-  size_t best_d = std::numeric_limits<size_t>::max();
-  for (const auto& v : valid) {
-    size_t d = edit_distance(key, v);
-    // Also catch "reduction_rate" -> "rate": a valid key that is a suffix of the unknown one.
-    if (key.size() > v.size() && key.compare(key.size() - v.size(), v.size(), v) == 0) d = 1;
-    if (d < best_d) best_d = d, best = v;
-  }
-  if (best_d <= std::max<size_t>(2, key.size() / 3))
-    return fmt::format("; did you mean `{}`?", best);
-  return fmt::format("; valid {}: {}", noun, join(valid));
-}
-
-namespace {
-
 std::string suggestion(const std::string& key, const std::vector<std::string>& valid) {
   return did_you_mean(key, valid, "keys");
 }
 
-// Byte offsets of a text's lines, to turn a 0-based (line, column) of a yaml-cpp mark into an
-// offset (marks do not always carry one, and it is off by the BOM when there is one).
-class LineIndex {
- public:
-  explicit LineIndex(const std::string& text) : size_(text.size()) {
-    starts_.push_back(0);
-    for (size_t i = 0; i < text.size(); ++i)
-      if (text[i] == '\n') starts_.push_back(i + 1);
-  }
-  /// text.size() when past the end.
-  size_t offset(int line, int column) const {
-    if (line < 0) line = 0;
-    if (static_cast<size_t>(line) >= starts_.size()) return size_;
-    return std::min(size_,
-                    starts_[static_cast<size_t>(line)] + static_cast<size_t>(std::max(column, 0)));
-  }
-
- private:
-  size_t size_;
-  std::vector<size_t> starts_;
-};
-
-// Reads one YAML document with the file name at hand for messages.
-class Reader {
+// Reads one YAML document with the file name at hand for messages (common/yaml_reader.h), failing
+// with ConfigErrors.
+class Reader : public common::YamlReader {
  public:
   Reader(std::string file, std::string document = "")
-      : file_(std::move(file)), document_(std::move(document)), lines_(document_) {}
-
-  [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
-                         const std::string& message) const {
-    int line = 0, column = 0;
-    if (node.IsDefined() && node.Mark().line >= 0) {
-      line = node.Mark().line + 1;
-      column = node.Mark().column + 1;
-    }
-    throw ConfigError(file_, line, column, key, message);
-  }
-
-  void check_keys(const YAML::Node& map, const std::string& section,
-                  const std::vector<std::string>& valid) const {
-    if (!map.IsMap()) fail(map, section, "must be a mapping of keys");
-    std::map<std::string, int> seen;  // key -> line
-    for (const auto& kv : map) {
-      if (!kv.first.IsScalar())
-        fail(kv.first, section, "keys must be plain names, not lists or mappings");
-      auto key = kv.first.Scalar();
-      auto [it, fresh] = seen.emplace(key, kv.first.Mark().line + 1);
-      if (!fresh)
-        fail(kv.first, section.empty() ? key : section + "." + key,
-             fmt::format("duplicate key (first given on line {}); give each key once", it->second));
-      if (std::find(valid.begin(), valid.end(), key) == valid.end()) {
-        std::string where = section.empty() ? "the top level" : fmt::format("`{}`", section);
-        throw ConfigError(file_, kv.first.Mark().line + 1, kv.first.Mark().column + 1,
-                          section.empty() ? key : section + "." + key,
-                          fmt::format("unknown key in {}{}", where, suggestion(key, valid)));
-      }
-    }
-  }
-
-  template <typename T>
-  T scalar(const YAML::Node& node, const std::string& key, const char* type_name) const {
-    if (!node.IsScalar()) fail(node, key, fmt::format("must be {}", type_name));
-    try {
-      return node.as<T>();
-    } catch (const YAML::Exception&) {
-      fail(node, key, fmt::format("must be {} (got `{}`)", type_name, clip(node.Scalar())));
-    }
-  }
-
-  int64_t integer(const YAML::Node& n, const std::string& key, int64_t lo, int64_t hi) const {
-    auto v = scalar<int64_t>(n, key, "an integer");
-    if (v < lo || v > hi) fail(n, key, fmt::format("must be in [{}, {}] (got {})", lo, hi, v));
-    return v;
-  }
-
-  double real(const YAML::Node& n, const std::string& key, double lo, double hi) const {
-    auto v = scalar<double>(n, key, "a number");
-    if (!std::isfinite(v) || v < lo || v > hi)
-      fail(n, key, fmt::format("must be a finite number in [{}, {}] (got {})", lo, hi, n.Scalar()));
-    return v;
-  }
-
-  std::string text(const YAML::Node& n, const std::string& key) const {
-    // YAML reads a bare `null` as the null value; as a string it is the word (`backend: null`).
-    if (n.IsDefined() && n.IsNull()) {
-      size_t pos = lines_.offset(n.Mark().line, n.Mark().column);
-      std::string word;
-      while (pos < document_.size() && std::isalpha(static_cast<unsigned char>(document_[pos])))
-        word += document_[pos++];
-      if (word != "null" && word != "Null" && word != "NULL")
-        fail(n, key, "must be a string (the value is empty)");
-      return "null";
-    }
-    return scalar<std::string>(n, key, "a string");
-  }
-
-  bool boolean(const YAML::Node& n, const std::string& key) const {
-    return scalar<bool>(n, key, "true or false");
-  }
-
-  std::string choice(const YAML::Node& n, const std::string& key,
-                     const std::vector<std::string>& valid) const {
-    auto v = text(n, key);
-    if (std::find(valid.begin(), valid.end(), v) == valid.end())
-      fail(n, key, fmt::format("`{}` is not valid; valid values: {}", clip(v), join(valid)));
-    return v;
-  }
+      : YamlReader(
+            [file](int line, int column, const std::string& key, const std::string& message) {
+              throw ConfigError(file, line, column, key, message);
+            },
+            std::move(document)),
+        file_(std::move(file)) {}
 
   const std::string& file() const { return file_; }
 
  private:
   std::string file_;
-  std::string document_;  // for the spelling of null values and quotes
-  LineIndex lines_;
-
- public:
-  const std::string& document() const { return document_; }
-  size_t offset(int line, int column) const { return lines_.offset(line, column); }
 };
 
 // No list in an experiment file is longer than the most runs a sweep may have; a longer one is

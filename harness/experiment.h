@@ -4,6 +4,8 @@
 // out-of-range values are ConfigErrors that name the file, line, column and key.
 // The format is documented in experiments/README.md.
 
+#include "common/text.h"
+
 #include <cstdint>
 #include <map>
 #include <stdexcept>
@@ -34,14 +36,9 @@ class ConfigError : public std::runtime_error {
   std::string message_;
 };
 
-/// `value` as error messages echo it: at most `max_chars` bytes (cut at a UTF-8 character
-/// boundary), followed by "... (N bytes)" when cut, so that a 5 MB value never floods a terminal.
-std::string clip(std::string_view value, size_t max_chars = 200);
-
-/// "; did you mean `rate`?" when one of `valid` is close to `word` (edit distance, or a valid
-/// word that ends `word`), else "; valid <noun>: a, b, c". Used for YAML keys and CLI options.
-std::string did_you_mean(const std::string& word, const std::vector<std::string>& valid,
-                         const std::string& noun = "keys");
+// clip() and did_you_mean(), for messages that echo a user's value or key: common/text.h.
+using common::clip;
+using common::did_you_mean;
 
 struct ModelConfig {
   std::string arch;                ///< a name of models::model_names()

@@ -1,5 +1,7 @@
 #include "models/autoencoder.h"
 
+#include "common/autoencoder_rate.h"
+
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <torch/nn/modules/conv.h>
@@ -10,12 +12,12 @@
 namespace quilt::models {
 
 void validate(const AutoencoderOptions& options) {
-  if (!std::isfinite(options.rate) || options.rate < 1.0) {
+  if (!common::valid_rate(options.rate)) {
     throw ModelError(fmt::format(
         "invalid autoencoder rate R = {}: R must be a finite number >= 1 (1 = no autoencoder)",
         options.rate));
   }
-  if (options.kernel < 1 || options.kernel % 2 == 0) {
+  if (!common::valid_kernel(options.kernel)) {
     throw ModelError(fmt::format(
         "invalid autoencoder kernel {}: the kernel must be odd and >= 1 (1, 3, 5, ...) so that "
         "\"same\" padding keeps the spatial size",
@@ -28,11 +30,7 @@ int64_t encoded_channels(int64_t channels, double rate) {
   if (channels < 1) {
     throw ModelError(fmt::format("cannot encode {} channels: need at least 1", channels));
   }
-  const double q = static_cast<double>(channels) / rate;
-  // 3 / (3 / 1.0) style rates must not round up to an extra channel through float error.
-  const double nearest = std::round(q);
-  const double c = std::abs(q - nearest) <= 1e-9 * std::max(1.0, q) ? nearest : std::ceil(q);
-  return std::max<int64_t>(1, static_cast<int64_t>(c));
+  return common::encoded_channels(channels, rate);
 }
 
 double effective_rate(int64_t channels, double rate) {

@@ -7,17 +7,6 @@
 
 namespace quilt::models {
 
-int64_t numel(const Shape& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-std::string to_string(const Shape& shape) {
-  if (shape.empty()) return "scalar";
-  return fmt::format("{}", fmt::join(shape, "x"));
-}
-
 torch::Tensor pack(const std::vector<torch::Tensor>& tensors) {
   TORCH_CHECK(!tensors.empty(), "pack: no tensors");
   if (tensors.size() == 1) return tensors[0];

@@ -2,6 +2,9 @@
 // The model zoo's common shape: a model is an ordered list of units (named submodules that run
 // as a whole) with named cut points between them. Pipeline stages are contiguous runs of units.
 
+#include "common/error.h"
+#include "common/shape.h"
+
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -16,19 +19,15 @@ namespace quilt::models {
 
 /// A user's mistake about a model (unknown arch, unknown cut, bad rate, incompatible weights).
 /// The message names the offending value and what would be valid.
-class ModelError : public std::runtime_error {
+class ModelError : public common::UserError {
  public:
-  using std::runtime_error::runtime_error;
+  using common::UserError::UserError;
 };
 
-/// Shape of one sample, without the batch dimension (e.g. {3, 224, 224} or {512}).
-using Shape = std::vector<int64_t>;
-
-/// Number of elements in one sample of `shape` (1 for the empty shape).
-int64_t numel(const Shape& shape);
-
-/// "3x224x224" for messages and tables ("scalar" for the empty shape).
-std::string to_string(const Shape& shape);
+// Shape of one sample, numel() and to_string(): common/shape.h.
+using common::numel;
+using common::Shape;
+using common::to_string;
 
 /// One unit of a model: a named piece that runs as a whole (ResNet: "stem", "layer1.0", ...).
 /// `module` is a view: its parameters are registered in the owning model under the

@@ -1,5 +1,6 @@
 #include "partitioners/cost_model.h"
 
+#include "common/autoencoder_rate.h"
 #include "partitioners/error.h"
 
 #include <fmt/format.h>
@@ -43,24 +44,15 @@ void validate(const CostOptions& o) {
   if (o.batch < 1) {
     throw PartitionError(fmt::format("batch = {} is invalid; it must be >= 1", o.batch));
   }
-  if (!std::isfinite(o.rate) || o.rate < 1) {
+  if (!common::valid_rate(o.rate)) {
     throw PartitionError(fmt::format(
         "autoencoder rate R = {} is invalid; it must be finite and >= 1 (1 = no autoencoder)",
         o.rate));
   }
-  if (o.kernel < 1 || o.kernel % 2 == 0) {
+  if (!common::valid_kernel(o.kernel)) {
     throw PartitionError(
         fmt::format("autoencoder kernel = {} is invalid; it must be odd and >= 1", o.kernel));
   }
-}
-
-int64_t encoded_channels(int64_t channels, double rate) {
-  assert(channels >= 1 && rate >= 1);
-  const double q = static_cast<double>(channels) / rate;
-  // 3 / (3 / 1.0) style rates must not round up to an extra channel through float error.
-  const double nearest = std::round(q);
-  const double c = std::abs(q - nearest) <= 1e-9 * std::max(1.0, q) ? nearest : std::ceil(q);
-  return std::max<int64_t>(1, static_cast<int64_t>(c));
 }
 
 int64_t autoencoder_flops(const Shape& shape, double rate, int64_t kernel) {

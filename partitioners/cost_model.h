@@ -28,6 +28,7 @@
 // models/ convention). Overlap of transfers with compute is NOT modelled: exec_s is the busy
 // time of a stage, and the slowest stage bounds the pipeline's throughput.
 
+#include "common/autoencoder_rate.h"
 #include "partitioners/profile.h"
 
 #include <cstdint>
@@ -63,9 +64,9 @@ struct CostOptions {
 /// Throws PartitionError unless batch >= 1, rate finite and >= 1, kernel odd and >= 1.
 void validate(const CostOptions& options);
 
-/// ceil(channels / rate), at least 1; a quotient within 1e-9 of an integer counts as that integer
-/// (the same rule as models::encoded_channels). Requires channels >= 1 and rate >= 1.
-int64_t encoded_channels(int64_t channels, double rate);
+// ceil(channels / rate), at least 1 (the rule of models::encoded_channels too). Requires
+// channels >= 1 and rate >= 1: common/autoencoder_rate.h.
+using common::encoded_channels;
 
 /// FLOPs per sample of the encoder (equal to those of the decoder) for one crossing tensor of
 /// shape {C, H, W} or {F}; 0 when rate == 1 (no autoencoder).

@@ -9,17 +9,6 @@
 
 namespace quilt::partitioners {
 
-int64_t numel(const Shape& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-std::string to_string(const Shape& shape) {
-  if (shape.empty()) return "scalar";
-  return fmt::format("{}", fmt::join(shape, "x"));
-}
-
 LayerProfile chain_layer(std::string name, int64_t flops, int64_t params, const Shape& out_shape,
                          bool cut_allowed) {
   LayerProfile l;

@@ -3,6 +3,8 @@
 // model order, with the tensors that would cross a cut placed after it. Counts are per sample;
 // tensors are float32.
 
+#include "common/shape.h"
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -13,8 +15,11 @@ namespace quilt::partitioners {
 /// Bytes of one float32 element.
 inline constexpr int64_t kFloatBytes = 4;
 
-/// Shape of one sample of a tensor, without the batch dimension: {C, H, W} or {F}.
-using Shape = std::vector<int64_t>;
+// Shape of one sample of a tensor, without the batch dimension: {C, H, W} or {F}; numel() and
+// to_string() of it: common/shape.h.
+using common::numel;
+using common::Shape;
+using common::to_string;
 
 /// One tensor that crosses a cut. A plain chain has one (the layer's output); a cut through a
 /// UNet-like model also crosses the skip connections, each with its own autoencoder.
@@ -46,12 +51,6 @@ struct ModelProfile {
   int64_t input_bytes = 0;           ///< float32 bytes per sample of the model input (H2D, stage 0)
   std::vector<LayerProfile> layers;  ///< in model order; the last layer's out_bytes leave by D2H
 };
-
-/// Elements of one sample of `shape` (1 for the empty shape).
-int64_t numel(const Shape& shape);
-
-/// "1024x14x14" for messages.
-std::string to_string(const Shape& shape);
 
 /// A chain layer: its output of shape `out_shape` is the one tensor crossing a cut after it.
 LayerProfile chain_layer(std::string name, int64_t flops, int64_t params, const Shape& out_shape,
