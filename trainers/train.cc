@@ -1,5 +1,6 @@
 #include "trainers/train.h"
 
+#include "models/state_dict.h"
 #include "models/summary.h"
 #include "models/zoo.h"
 #include "trainers/checkpoint.h"

@@ -1,5 +1,6 @@
 // load_state_dict / read_state_dict on small files from make_torchvision_fixture.py.
 
+#include "models/state_dict.h"
 #include "models/mlp.h"
 #include "models/zoo.h"
 #include "tests/models/fixture.h"

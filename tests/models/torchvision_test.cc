@@ -4,6 +4,7 @@
 #include "models/efficientnet.h"
 #include "models/quilt_model.h"
 #include "models/resnet.h"
+#include "models/state_dict.h"
 #include "models/unet.h"
 #include "models/zoo.h"
 #include "tests/models/fixture.h"

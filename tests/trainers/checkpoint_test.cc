@@ -1,5 +1,6 @@
 #include "trainers/checkpoint.h"
 
+#include "models/state_dict.h"
 #include "models/zoo.h"
 #include "tests/trainers/test_util.h"
 #include "trainers/train.h"
