@@ -13,4 +13,10 @@ std::string utc_now_iso8601() {
   return buf;
 }
 
+double unix_now_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 }  // namespace quilt::harness

@@ -1,13 +1,26 @@
 #include "harness/planning.h"
 
 #include "backends/profile.h"
+#include "models/state_dict.h"
+#include "models/zoo.h"
 #include "partitioners/error.h"
 #include "partitioners/from_model.h"
 #include "partitioners/search.h"
 
 #include <fmt/format.h>
+#include <torch/torch.h>
 
 namespace quilt::harness {
+
+models::Model build_base(const ModelConfig& m, bool load_weights) {
+  torch::manual_seed(m.seed);
+  models::ModelOptions opts;
+  opts.input_shape = m.input;
+  opts.num_classes = m.classes;
+  models::Model model = models::make_model(m.arch, opts);
+  if (m.weights != "random" && load_weights) models::load_state_dict(*model, m.weights);
+  return model;
+}
 
 RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
   RunPlan plan;

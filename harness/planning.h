@@ -30,6 +30,12 @@ struct RunPlan {
   double power_idle_w = -1, power_busy_w = -1, link_energy_j_per_byte = 0;
 };
 
+/// The base model of `m`, initialised from torch::manual_seed(m.seed); its weights are loaded
+/// from m.weights unless that is "random" or `load_weights` is false (a file with autoencoders,
+/// which loads into the QuiltModel instead). Throws ModelError for an unknown arch or weights
+/// that do not fit.
+models::Model build_base(const ModelConfig& m, bool load_weights = true);
+
 /// Plans `run` on `base` (a model built from run.model). Pure and deterministic: every rank
 /// computes the same plan. Throws ConfigError naming the key at fault (boards.profile for a
 /// missing or malformed profile, partition.fixed / partition.cuts / boards.count for a request

@@ -2,6 +2,7 @@
 
 #include "backends/registry.h"
 #include "backends/xrt_board.h"
+#include "harness/clock.h"
 #include "harness/metrics.h"
 #include "harness/mpi.h"
 #include "harness/output.h"
@@ -14,6 +15,7 @@
 #include "harness/trace.h"
 #include "harness/training.h"
 #include "models/quilt_model.h"
+#include "models/state_dict.h"
 #include "models/zoo.h"
 #include "results/reader.h"
 #include "results/writer.h"
@@ -37,30 +39,12 @@ namespace quilt::harness {
 
 namespace {
 
-double unix_now_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
 // Whether a weights file holds autoencoders too (a QuiltModel's state_dict, as training runs
 // save it: keys "ae_<cut>..."): then it loads into the QuiltModel, not into the base model.
 bool has_autoencoder_weights(const std::string& path) {
   for (const auto& [key, tensor] : models::read_state_dict(path))
     if (key.rfind("ae_", 0) == 0) return true;
   return false;
-}
-
-// The base model of `m`; its weights are loaded unless `load_weights` is false (a file with
-// autoencoders, which loads into the QuiltModel instead).
-models::Model build_base(const ModelConfig& m, bool load_weights) {
-  torch::manual_seed(m.seed);
-  models::ModelOptions opts;
-  opts.input_shape = m.input;
-  opts.num_classes = m.classes;
-  models::Model model = models::make_model(m.arch, opts);
-  if (m.weights != "random" && load_weights) models::load_state_dict(*model, m.weights);
-  return model;
 }
 
 std::string stage_units(const models::QuiltModelImpl& qm, size_t k) {

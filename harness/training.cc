@@ -1,10 +1,13 @@
 #include "harness/training.h"
 
+#include "harness/clock.h"
 #include "harness/hash.h"
 #include "harness/mpi.h"
 #include "harness/pipeline.h"
+#include "harness/planning.h"
 #include "harness/trace.h"
 #include "models/quilt_model.h"
+#include "models/state_dict.h"
 #include "models/zoo.h"
 #include "trainers/checkpoint.h"
 #include "trainers/data.h"
@@ -26,12 +29,6 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // Full-model batches timed to price full training against the proxy (after one untimed batch
 // inside the epoch, oneDNN's first-call set-up is a small share of eight).
 constexpr int64_t kCostBatches = 8;
-
-double unix_now_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 std::string loader_name(const std::string& kind) {
   if (kind.rfind("uci-", 0) == 0) {
@@ -77,16 +74,6 @@ trainers::AugmentOptions augment_options(const RunConfig& run, const models::Sha
   a.horizontal_flip = true;
   a.skew = 0.1;
   return a;
-}
-
-models::Model build_base(const RunConfig& run) {
-  torch::manual_seed(run.model.seed);
-  models::ModelOptions opts;
-  opts.input_shape = run.model.input;
-  opts.num_classes = run.model.classes;
-  models::Model base = models::make_model(run.model.arch, opts);
-  if (run.model.weights != "random") models::load_state_dict(*base, run.model.weights);
-  return base;
 }
 
 // Averages gradients over the ranks: one MPI_Allreduce per element type over all tensors packed
@@ -313,7 +300,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
   models::Model base{nullptr};
   if (error.empty()) {
     try {
-      base = build_base(run);
+      base = build_base(run.model);
       data = load_data(run, base);
     } catch (const std::exception& e) {
       error = fmt::format("data.kind {}: {}", run.data.kind, e.what());
@@ -423,7 +410,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
         } else {
           // Price full training: the whole model with its autoencoder, kCostBatches timed
           // batches of a fresh copy, scaled to the epochs the proxy ran.
-          models::Model fresh = build_base(run);
+          models::Model fresh = build_base(run.model);
           models::QuiltModel full(fresh, run.partition.cuts,
                                   {run.autoencoder.rate, run.autoencoder.kernel});
           trainers::Dataset sample = data;
