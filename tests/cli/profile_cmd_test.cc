@@ -1,5 +1,5 @@
 // `quilt profile` and `quilt calibrate` as functions: output, files written, exit codes.
-#include "harness/profile_cmd.h"
+#include "cli/profile_cmd.h"
 
 #include "backends/profile.h"
 

@@ -1,6 +1,6 @@
 // `quilt profile` / `quilt calibrate` as a standalone program, for tests and manual runs until
 // the quilt CLI dispatches them: quilt_profile_tool profile|calibrate ARGS...
-#include "harness/profile_cmd.h"
+#include "cli/profile_cmd.h"
 
 #include <cstdio>
 #include <cstring>

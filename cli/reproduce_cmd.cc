@@ -3,9 +3,9 @@
 // goes to DIR/logs/, the analysis scripts run as children of /usr/bin/python3, and
 // analysis/report.py turns DIR/reproduce.json (written here after every step) into the report.
 
-#include "harness/reproduce_cmd.h"
+#include "cli/reproduce_cmd.h"
 
-#include "harness/cli.h"
+#include "cli/cli.h"
 #include "harness/clock.h"
 
 #include "harness/experiment.h"

@@ -1,9 +1,9 @@
-#include "harness/profile_cmd.h"
+#include "cli/profile_cmd.h"
 
 #include "backends/board.h"
 #include "backends/emulator.h"
 #include "backends/profile.h"
-#include "harness/cli.h"
+#include "cli/cli.h"
 #include "harness/experiment.h"
 #include "models/summary.h"
 #include "models/zoo.h"

@@ -1,6 +1,6 @@
-#include "harness/collect_cmd.h"
+#include "cli/collect_cmd.h"
 
-#include "harness/cli.h"
+#include "cli/cli.h"
 
 #include "harness/experiment.h"
 #include "harness/report.h"

@@ -1,6 +1,6 @@
-#include "harness/trace_cmd.h"
+#include "cli/trace_cmd.h"
 
-#include "harness/cli.h"
+#include "cli/cli.h"
 
 #include "harness/experiment.h"
 #include "results/reader.h"

@@ -2,7 +2,7 @@
 // re-exports it): model summaries and result files as plain Python structures (dicts, lists,
 // numbers, strings); quilt.results builds pandas DataFrames on top of it.
 
-#include "harness/collect_cmd.h"
+#include "cli/collect_cmd.h"
 #include "models/autoencoder.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"

@@ -1,8 +1,8 @@
-#include "harness/boards_cmd.h"
+#include "cli/boards_cmd.h"
 
 #include "backends/profile.h"
 #include "backends/xrt_board.h"
-#include "harness/cli.h"
+#include "cli/cli.h"
 #include "harness/experiment.h"
 
 #include <fmt/format.h>
