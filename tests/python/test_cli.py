@@ -10,15 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-SOURCE = Path(os.environ.get("QUILT_SOURCE_DIR", Path(__file__).resolve().parents[2]))
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+from conftest import BUILD, ENV, MPIEXEC, requires_build, SOURCE  # noqa: E402
+
 DATA = SOURCE / "tests" / "harness" / "data"
 
-pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
+pytestmark = requires_build
 
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 
 
 def quilt():

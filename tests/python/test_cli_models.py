@@ -8,13 +8,10 @@ from pathlib import Path
 import h5py
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-SOURCE = Path(os.environ.get("QUILT_SOURCE_DIR", Path(__file__).resolve().parents[2]))
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+from conftest import BUILD, ENV, MPIEXEC, requires_build, SOURCE  # noqa: E402
+
 DATA = SOURCE / "tests" / "harness" / "data"
-pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+pytestmark = requires_build
 
 
 def run_mpi(ranks, *args, timeout=600):

@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import BUILD  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-if BUILD:
-    sys.path.insert(0, str(Path(BUILD) / "python"))
 sys.path.insert(0, str(ROOT / "analysis"))
-
-
-@pytest.fixture(scope="module")
-def quilt():
-    if not BUILD:
-        pytest.skip("QUILT_BUILD_DIR is not set (run through CTest)")
-    import quilt as q
-    return q
 
 
 @pytest.fixture(scope="module")

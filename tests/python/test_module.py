@@ -6,16 +6,9 @@ from pathlib import Path
 
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
-if BUILD:
-    sys.path.insert(0, str(Path(BUILD) / "python"))
+from conftest import BUILD, requires_build  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def quilt():
-    import quilt as q
-    return q
+pytestmark = requires_build
 
 
 def test_zoo_names(quilt):

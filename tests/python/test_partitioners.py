@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-if BUILD:
-    sys.path.insert(0, str(Path(BUILD) / "python"))
+from conftest import BUILD  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
-pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+from conftest import BUILD, ENV, MPIEXEC, requires_build  # noqa: E402
+
+pytestmark = requires_build
 
 # ResNet-18 at 64x64 on two Alveo U200 profiles: board times of ~50-80 us per batch, so the
 # dilated run stretches them by ~1000 and runs ~1 s.

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+from conftest import BUILD, MPIEXEC, requires_build  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
+pytestmark = requires_build
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1",
            PYTHONPATH=str(Path(BUILD or ".") / "python"))

@@ -12,11 +12,9 @@ from pathlib import Path
 import h5py
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
-pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+from conftest import BUILD, ENV, MPIEXEC, requires_build  # noqa: E402
+
+pytestmark = requires_build
 
 BASE = """quilt: 1
 name: train
