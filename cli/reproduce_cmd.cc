@@ -5,21 +5,14 @@
 
 #include "cli/reproduce_cmd.h"
 
-#include "cli/cli.h"
+#include "cli/child_process.h"
 #include "harness/clock.h"
-
 #include "harness/experiment.h"
 #include "results/reader.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <signal.h>
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,18 +21,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
-#include <thread>
-
-#ifndef QUILT_SOURCE_DIR
-#define QUILT_SOURCE_DIR ""
-#endif
 
 namespace quilt::harness {
 namespace {
@@ -98,21 +84,6 @@ std::string duration_text(double s) {
   return fmt::format("{}s", t);
 }
 
-std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                        "0123456789_-./=:,+@") == std::string::npos)
-    return s;
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string command_text(const std::vector<std::string>& argv) {
-  std::vector<std::string> q;
-  for (const auto& a : argv) q.push_back(shell_quote(a));
-  return fmt::format("{}", fmt::join(q, " "));
-}
-
 // The last `lines` lines of a file (the failure's context in the report and on the console).
 std::string tail_of(const std::string& path, size_t lines) {
   std::ifstream in(path);
@@ -136,24 +107,6 @@ std::optional<std::pair<int, int>> current_run(const std::string& log, std::stre
       last = {{i, n}};
   }
   return last;
-}
-
-/// One child process: its command, log and outcome.
-struct ChildResult {
-  int exit_code = -1;  // -1 when it did not exit normally
-  int signal = 0;      // the signal that ended it, 0 when none
-  double wall_s = 0;
-  bool interrupted = false;  // we stopped it because reproduce itself got a signal
-  std::string error;         // could not start
-};
-
-// Why a child that ran ended badly; `quilt_run` gives the meaning of quilt run's exit codes.
-std::string exit_reason(const ChildResult& r, bool quilt_run) {
-  if (r.signal) return fmt::format("killed by signal {}", r.signal);
-  if (r.exit_code == 127) return "exit code 127: could not start the command";
-  if (quilt_run && r.exit_code == 1) return "exit code 1: a run failed";
-  if (quilt_run && r.exit_code == 2) return "exit code 2: bad input";
-  return fmt::format("exit code {}", r.exit_code);
 }
 
 struct ExperimentState {
@@ -310,7 +263,6 @@ std::string Reproduction::estimate_left(const ExperimentState* current,
 ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const std::string& log,
                                     const std::string& stdout_file, const std::string& label,
                                     const ExperimentState* progress_of) {
-  ChildResult res;
   const std::string log_path = (dir_ / log).string();
   {
     std::ofstream header(log_path, std::ios::app);
@@ -321,85 +273,31 @@ ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const 
     std::ifstream in(log_path, std::ios::ate);
     log_start = in ? static_cast<std::streamoff>(in.tellg()) : 0;
   }
-  const auto t0 = Clock::now();
-  pid_t pid = fork();
-  if (pid < 0) {
-    res.error = fmt::format("fork failed: {}", std::strerror(errno));
-    return res;
-  }
-  if (pid == 0) {
-    setpgid(0, 0);  // its own group: a signal to reproduce is forwarded to the whole job
-#ifdef __linux__
-    // A reproduce that is killed outright (SIGKILL: no handler runs) still stops its job.
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() == 1) _exit(127);
-#endif
-    int err = open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
-    int out = stdout_file.empty()
-                  ? err
-                  : open((dir_ / stdout_file).string().c_str(), O_WRONLY | O_TRUNC | O_CREAT, 0644);
-    int null = open("/dev/null", O_RDONLY);
-    if (err < 0 || out < 0 || null < 0) _exit(127);
-    dup2(null, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    std::fprintf(stderr, "quilt reproduce: cannot start %s: %s\n", args[0], std::strerror(errno));
-    _exit(127);
-  }
-  setpgid(pid, pid);
-  int status = 0;
   double last_line_s = 0;
   std::string last_run;
-  Clock::time_point stop_sent{};
-  bool term_sent = false, kill_sent = false;
-  for (;;) {
-    pid_t w = waitpid(pid, &status, WNOHANG);
-    if (w == pid) break;
-    if (w < 0 && errno != EINTR) {
-      res.error = fmt::format("waitpid failed: {}", std::strerror(errno));
-      break;
+  auto tick = [&](double el) {
+    if (progress_of == nullptr) return;
+    std::string run_text;
+    if (auto r = current_run(log_path, log_start))
+      run_text = fmt::format(", run {}/{}", r->first, r->second);
+    std::string left = estimate_left(progress_of, el);
+    std::string line = fmt::format("[{}/{}] {}: {}{}{}", progress_index_, progress_total_, label,
+                                   duration_text(el), run_text, left.empty() ? "" : "; " + left);
+    if (tty_) {
+      std::fputs(("\r\033[K" + line).c_str(), stdout);
+      std::fflush(stdout);
+      live_line_ = true;
+    } else if (el - last_line_s >= 60 || (run_text != last_run && el - last_line_s >= 10)) {
+      // Batch jobs: a plain line at most every 10 s when the run changes, every minute
+      // otherwise.
+      say(line);
+      last_line_s = el;
     }
-    if (g_signal && stop_child_on_signal_ && !term_sent) {
-      kill(-pid, SIGTERM);
-      term_sent = true;
-      res.interrupted = true;
-      stop_sent = Clock::now();
-    }
-    if (term_sent && !kill_sent && seconds_since(stop_sent) > 10) {
-      kill(-pid, SIGKILL);
-      kill_sent = true;
-    }
-    const double el = seconds_since(t0);
-    if (progress_of != nullptr) {
-      std::string run_text;
-      if (auto r = current_run(log_path, log_start))
-        run_text = fmt::format(", run {}/{}", r->first, r->second);
-      std::string left = estimate_left(progress_of, el);
-      std::string line = fmt::format("[{}/{}] {}: {}{}{}", progress_index_, progress_total_, label,
-                                     duration_text(el), run_text, left.empty() ? "" : "; " + left);
-      if (tty_) {
-        std::fputs(("\r\033[K" + line).c_str(), stdout);
-        std::fflush(stdout);
-        live_line_ = true;
-      } else if (el - last_line_s >= 60 || (run_text != last_run && el - last_line_s >= 10)) {
-        // Batch jobs: a plain line at most every 10 s when the run changes, every minute
-        // otherwise.
-        say(line);
-        last_line_s = el;
-      }
-      last_run = run_text;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(tty_ ? 250 : 500));
-  }
-  res.wall_s = seconds_since(t0);
-  if (res.error.empty()) {
-    if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
-  }
+    last_run = run_text;
+  };
+  ChildResult res = run_child_process(
+      argv, log_path, stdout_file.empty() ? "" : (dir_ / stdout_file).string(),
+      [this] { return g_signal != 0 && stop_child_on_signal_; }, tick, tty_ ? 250 : 500);
   {
     std::ofstream footer(log_path, std::ios::app);
     footer << fmt::format("==== {} exit {}{} after {:.1f} s\n", utc_now_iso8601(), res.exit_code,
@@ -695,101 +593,7 @@ int Reproduction::run() {
   return failed || failed_analyses || !report_ok ? 1 : 0;
 }
 
-std::string self_exe() {
-  std::error_code ec;
-  auto p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("quilt") : p.string();
-}
-
 }  // namespace
-
-const std::vector<PaperExperiment>& paper_experiments() {
-  static const std::vector<PaperExperiment> kAll = {
-      {"efficiency", "Fig. 5"},
-      {"breakdown", "Fig. 6"},
-      {"interposition", "Table 3 (performance)"},
-      {"interposition_multi", "Table 3 (multi-AE performance)"},
-      {"partition_auto", "§3.4 cut search"},
-      {"feasibility", "Fig. 2"},
-      {"accuracy", "Table 1"},
-      {"weight_freezing", "Table 2, Fig. 7"},
-      {"tradeoff", "Fig. 4"},
-      {"interposition_accuracy", "Table 3 (accuracy)"},
-  };
-  return kAll;
-}
-
-ReproduceOptions parse_reproduce_args(int argc, char** argv) {
-  ReproduceOptions o;
-  cli::Parser p(
-      "reproduce",
-      "Runs every experiment of the paper (experiments/*.yaml but the quickstart), each "
-      "under mpirun with its rank count (srun inside a SLURM allocation), resuming result "
-      "files already in DIR, then every analysis script, and writes DIR/index.html and "
-      "DIR/report.md.");
-  p.option("--scale", "NAME",
-           "scale of every experiment file: here (default), smoke (a few minutes in all) or paper",
-           &o.scale)
-      .option("--out", "DIR",
-              "results, logs/, analysis/ and the report (default results/reproduce-<scale>)",
-              &o.out_dir)
-      .option("--only", "NAME[,NAME...]",
-              "run only these experiments; the report still covers the others' files in DIR",
-              [&o](const std::string& v) {
-                std::stringstream ss(v);
-                for (std::string n; std::getline(ss, n, ',');) {
-                  if (n.empty()) continue;
-                  const auto& all = paper_experiments();
-                  if (std::none_of(all.begin(), all.end(),
-                                   [&](const auto& e) { return e.name == n; })) {
-                    std::vector<std::string> names;
-                    for (const auto& e : all) names.push_back(e.name);
-                    throw ConfigError("<command line>", 0, 0, "--only",
-                                      fmt::format("`{}` is not an experiment of the paper; valid: "
-                                                  "{}",
-                                                  n, fmt::join(names, ", ")));
-                  }
-                  o.only.push_back(n);
-                }
-              })
-      .option("--launcher", "L",
-              "auto (srun when SLURM_JOB_ID is set, else mpirun), mpirun or srun",
-              [&o](const std::string& v) {
-                if (v != "auto" && v != "mpirun" && v != "srun")
-                  throw ConfigError(
-                      "<command line>", 0, 0, "--launcher",
-                      fmt::format("`{}` is not a launcher; use auto, mpirun or srun", clip(v)));
-                o.launcher = v;
-              })
-      .note(
-          "exit codes: 0 all ok, 1 an experiment, a script or the report failed (the report "
-          "says why), 2 bad arguments, 128+N interrupted by signal N (finished work is kept and "
-          "reported)")
-      .example("quilt reproduce --scale smoke --out /tmp/paper", "the whole paper in minutes")
-      .example("make paper SCALE=here", "the same through make, at the default scale");
-  if (!p.parse(argc, argv)) std::exit(0);  // --help was printed
-  if (o.scale != "here" && o.scale != "smoke" && o.scale != "paper")
-    throw ConfigError(
-        "<command line>", 0, 0, "--scale",
-        fmt::format("`{}` is not a scale of the reproduction; use here, smoke or paper", o.scale));
-  if (o.out_dir.empty()) o.out_dir = "results/reproduce-" + o.scale;
-  o.quilt_exe = self_exe();
-  const fs::path build = fs::path(o.quilt_exe).parent_path().parent_path();
-  const char* src = std::getenv("QUILT_SOURCE_DIR");
-  o.source_dir = src && *src ? src : QUILT_SOURCE_DIR;
-  if (o.source_dir.empty() || !fs::exists(fs::path(o.source_dir) / "experiments"))
-    throw ConfigError("<command line>", 0, 0, "QUILT_SOURCE_DIR",
-                      fmt::format("`{}` has no experiments/ folder; set QUILT_SOURCE_DIR to the "
-                                  "Quilt source tree",
-                                  o.source_dir));
-  const char* py = std::getenv("QUILT_PYTHON");
-  if (py && *py) o.python = py;
-  const char* pp = std::getenv("QUILT_PYTHONPATH");
-  o.python_path = pp && *pp ? pp : (build / "python").string();
-  return o;
-}
-
-int cmd_reproduce(int argc, char** argv) { return run_reproduce(parse_reproduce_args(argc, argv)); }
 
 int run_reproduce(const ReproduceOptions& options) { return Reproduction(options).run(); }
 
