@@ -54,457 +54,455 @@ const char* kind_name(Kind k) {
 const PyRef* dict_get(const PyObj& dict, const std::string& key) {
   auto it = dict.str_index.find(key);
   return it == dict.str_index.end() ? nullptr : &dict.entries[it->second].second;
+}
 
-  // Storage class names torch.save writes (torch.FloatStorage, ...) and their dtypes.
-  std::optional<torch::ScalarType> storage_dtype(const std::string& global) {
-    static const std::map<std::string, torch::ScalarType> kTypes = {
-        {"torch.DoubleStorage", torch::kFloat64},
-        {"torch.FloatStorage", torch::kFloat32},
-        {"torch.HalfStorage", torch::kFloat16},
-        {"torch.BFloat16Storage", torch::kBFloat16},
-        {"torch.LongStorage", torch::kInt64},
-        {"torch.IntStorage", torch::kInt32},
-        {"torch.ShortStorage", torch::kInt16},
-        {"torch.CharStorage", torch::kInt8},
-        {"torch.ByteStorage", torch::kUInt8},
-        {"torch.BoolStorage", torch::kBool},
-        {"torch.ComplexFloatStorage", torch::kComplexFloat},
-        {"torch.ComplexDoubleStorage", torch::kComplexDouble},
-        {"torch.UntypedStorage", torch::kUInt8},
-    };
-    auto it = kTypes.find(global);
-    if (it == kTypes.end()) return std::nullopt;
-    return it->second;
+// Storage class names torch.save writes (torch.FloatStorage, ...) and their dtypes.
+std::optional<torch::ScalarType> storage_dtype(const std::string& global) {
+  static const std::map<std::string, torch::ScalarType> kTypes = {
+      {"torch.DoubleStorage", torch::kFloat64},
+      {"torch.FloatStorage", torch::kFloat32},
+      {"torch.HalfStorage", torch::kFloat16},
+      {"torch.BFloat16Storage", torch::kBFloat16},
+      {"torch.LongStorage", torch::kInt64},
+      {"torch.IntStorage", torch::kInt32},
+      {"torch.ShortStorage", torch::kInt16},
+      {"torch.CharStorage", torch::kInt8},
+      {"torch.ByteStorage", torch::kUInt8},
+      {"torch.BoolStorage", torch::kBool},
+      {"torch.ComplexFloatStorage", torch::kComplexFloat},
+      {"torch.ComplexDoubleStorage", torch::kComplexDouble},
+      {"torch.UntypedStorage", torch::kUInt8},
+  };
+  auto it = kTypes.find(global);
+  if (it == kTypes.end()) return std::nullopt;
+  return it->second;
+}
+
+namespace {
+
+PyRef make_int(int64_t v) {
+  auto o = make(Kind::kInt);
+  o->i = v;
+  return o;
+}
+
+PyRef make_str(Kind kind, std::string s) {
+  auto o = make(kind);
+  o->s = std::move(s);
+  return o;
+}
+
+void dict_set(PyObj& dict, PyRef key, PyRef value) {
+  if (key->kind == Kind::kStr) {
+    auto it = dict.str_index.find(key->s);
+    if (it != dict.str_index.end()) {
+      dict.entries[it->second].second = std::move(value);
+      return;
+    }
+    dict.str_index.emplace(key->s, dict.entries.size());
+  }
+  dict.entries.emplace_back(std::move(key), std::move(value));
+}
+
+// The only callables a state_dict pickle may name. Everything else is refused, which keeps
+// arbitrary pickles (and their code) out.
+bool allowed_global(const std::string& name) {
+  static const std::set<std::string> kAllowed = {
+      "collections.OrderedDict",
+      "torch._utils._rebuild_tensor",
+      "torch._utils._rebuild_tensor_v2",
+      "torch._utils._rebuild_parameter",
+      "torch._utils._rebuild_parameter_with_state",
+      "torch._tensor._rebuild_from_type_v2",
+      "torch.nn.parameter.Parameter",
+      "torch.Tensor",
+  };
+  return kAllowed.count(name) > 0 || storage_dtype(name).has_value();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The unpickler: pickle protocols 2 to 5, the opcodes Python's pickler emits for the objects
+// above.
+
+class Unpickler::Machine {
+ public:
+  Machine(std::string path, const char* data, size_t size, PersistentLoad persistent_load)
+      : path_(std::move(path)), data_(data), size_(size), load_(std::move(persistent_load)) {}
+
+  // Parses one pickle starting at *pos; leaves *pos after its STOP.
+  PyRef load(size_t* pos) {
+    pos_ = *pos;
+    stack_.clear();
+    marks_.clear();
+    memo_.clear();
+    while (true) {
+      const size_t at = pos_;
+      const uint8_t op = u8();
+      if (op == '.') break;  // STOP
+      step(op, at);
+    }
+    if (stack_.size() != 1 || !marks_.empty()) fail(pos_, "malformed pickle (stack not empty)");
+    *pos = pos_;
+    return stack_.back();
   }
 
-  namespace {
-
-  PyRef make_int(int64_t v) {
-    auto o = make(Kind::kInt);
-    o->i = v;
-    return o;
+ private:
+  [[noreturn]] void fail(size_t at, const std::string& what) const {
+    throw ModelError(fmt::format("state_dict file \"{}\": {} (pickle byte {})", path_, what, at));
   }
 
-  PyRef make_str(Kind kind, std::string s) {
-    auto o = make(kind);
-    o->s = std::move(s);
-    return o;
+  const char* take(size_t n) {
+    if (n > size_ - pos_) fail(pos_, "truncated pickle");
+    const char* p = data_ + pos_;
+    pos_ += n;
+    return p;
+  }
+  uint8_t u8() { return static_cast<uint8_t>(*take(1)); }
+  template <typename T>
+  T little() {
+    T v;
+    std::memcpy(&v, take(sizeof(T)), sizeof(T));  // pickle integers are little-endian
+    return v;
+  }
+  std::string line() {
+    const size_t start = pos_;
+    while (pos_ < size_ && data_[pos_] != '\n') ++pos_;
+    if (pos_ >= size_) fail(start, "truncated pickle");
+    std::string s(data_ + start, pos_ - start);
+    ++pos_;
+    return s;
   }
 
-  void dict_set(PyObj& dict, PyRef key, PyRef value) {
-    if (key->kind == Kind::kStr) {
-      auto it = dict.str_index.find(key->s);
-      if (it != dict.str_index.end()) {
-        dict.entries[it->second].second = std::move(value);
+  PyRef pop() {
+    if (stack_.empty() || (!marks_.empty() && marks_.back() == stack_.size())) {
+      fail(pos_, "malformed pickle (pop from empty stack)");
+    }
+    PyRef v = std::move(stack_.back());
+    stack_.pop_back();
+    return v;
+  }
+  PyRef& top() {
+    if (stack_.empty()) fail(pos_, "malformed pickle (empty stack)");
+    return stack_.back();
+  }
+  std::vector<PyRef> pop_mark() {
+    if (marks_.empty()) fail(pos_, "malformed pickle (no MARK)");
+    const size_t m = marks_.back();
+    marks_.pop_back();
+    std::vector<PyRef> items(std::make_move_iterator(stack_.begin() + m),
+                             std::make_move_iterator(stack_.end()));
+    stack_.resize(m);
+    return items;
+  }
+  PyRef tuple(std::vector<PyRef> items) {
+    auto t = make(Kind::kTuple);
+    t->items = std::move(items);
+    return t;
+  }
+  void memo_put(uint64_t key) { memo_[key] = top(); }
+  void memo_get(uint64_t key, size_t at) {
+    auto it = memo_.find(key);
+    if (it == memo_.end()) fail(at, fmt::format("memo key {} not found", key));
+    stack_.push_back(it->second);
+  }
+  PyRef global(const std::string& module, const std::string& name, size_t at) {
+    const std::string full = module + "." + name;
+    if (!allowed_global(full)) {
+      fail(at, fmt::format("refusing Python object {}: a state_dict file holds only tensors "
+                           "(save model.state_dict(), not the model or other objects)",
+                           full));
+    }
+    return make_str(Kind::kGlobal, full);
+  }
+
+  void step(uint8_t op, size_t at) {
+    switch (op) {
+      case 0x80: {  // PROTO
+        const uint8_t proto = u8();
+        if (proto < 2 || proto > 5) fail(at, fmt::format("unsupported pickle protocol {}", proto));
         return;
       }
-      dict.str_index.emplace(key->s, dict.entries.size());
+      case 0x95:
+        take(8);
+        return;  // FRAME: a framing hint only
+      case '(':
+        marks_.push_back(stack_.size());
+        return;  // MARK
+      case '0':
+        pop();
+        return;  // POP
+      case '1':
+        pop_mark();
+        return;  // POP_MARK
+      case '2':
+        stack_.push_back(top());
+        return;  // DUP
+      case 'N':
+        stack_.push_back(make(Kind::kNone));
+        return;
+      case 0x88:
+      case 0x89: {  // NEWTRUE, NEWFALSE
+        auto o = make(Kind::kBool);
+        o->b = op == 0x88;
+        stack_.push_back(o);
+        return;
+      }
+      case 'J':
+        stack_.push_back(make_int(little<int32_t>()));
+        return;  // BININT
+      case 'K':
+        stack_.push_back(make_int(u8()));
+        return;  // BININT1
+      case 'M':
+        stack_.push_back(make_int(little<uint16_t>()));
+        return;  // BININT2
+      case 0x8a:
+      case 0x8b: {  // LONG1, LONG4: little-endian two's complement
+        const size_t n = op == 0x8a ? u8() : little<uint32_t>();
+        const char* bytes = take(n);
+        if (n > 8) {
+          stack_.push_back(make_str(Kind::kBigInt, std::string(bytes, n)));
+          return;
+        }
+        uint64_t v = 0;
+        for (size_t k = 0; k < n; ++k)
+          v |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[k])) << (8 * k);
+        if (n > 0 && n < 8 && (bytes[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);
+        stack_.push_back(make_int(static_cast<int64_t>(v)));
+        return;
+      }
+      case 'G': {  // BINFLOAT: big-endian double
+        uint64_t bits = 0;
+        const char* b = take(8);
+        for (int k = 0; k < 8; ++k) bits = (bits << 8) | static_cast<uint8_t>(b[k]);
+        auto o = make(Kind::kFloat);
+        std::memcpy(&o->f, &bits, sizeof(double));
+        stack_.push_back(o);
+        return;
+      }
+      case 'X':     // BINUNICODE
+      case 0x8c:    // SHORT_BINUNICODE
+      case 0x8d: {  // BINUNICODE8
+        const uint64_t n = op == 'X' ? little<uint32_t>() : op == 0x8c ? u8() : little<uint64_t>();
+        stack_.push_back(make_str(Kind::kStr, std::string(take(n), n)));
+        return;
+      }
+      case 'T':     // BINSTRING
+      case 'U':     // SHORT_BINSTRING
+      case 'B':     // BINBYTES
+      case 'C':     // SHORT_BINBYTES
+      case 0x8e: {  // BINBYTES8
+        const uint64_t n = (op == 'U' || op == 'C') ? u8()
+                           : op == 0x8e             ? little<uint64_t>()
+                                                    : little<uint32_t>();
+        stack_.push_back(make_str(Kind::kBytes, std::string(take(n), n)));
+        return;
+      }
+      case ')':
+        stack_.push_back(tuple({}));
+        return;  // EMPTY_TUPLE
+      case 't':
+        stack_.push_back(tuple(pop_mark()));
+        return;
+      case 0x85:
+      case 0x86:
+      case 0x87: {  // TUPLE1..3
+        const size_t n = op - 0x84;
+        std::vector<PyRef> items(n);
+        for (size_t k = n; k-- > 0;) items[k] = pop();
+        stack_.push_back(tuple(std::move(items)));
+        return;
+      }
+      case ']':
+        stack_.push_back(make(Kind::kList));
+        return;    // EMPTY_LIST
+      case 'l': {  // LIST
+        auto l = make(Kind::kList);
+        l->items = pop_mark();
+        stack_.push_back(l);
+        return;
+      }
+      case 'a': {  // APPEND
+        PyRef v = pop();
+        PyRef& l = top();
+        if (l->kind != Kind::kList) fail(at, "APPEND to a non-list");
+        l->items.push_back(std::move(v));
+        return;
+      }
+      case 'e': {  // APPENDS
+        auto items = pop_mark();
+        PyRef& l = top();
+        if (l->kind != Kind::kList) fail(at, "APPENDS to a non-list");
+        for (auto& v : items) l->items.push_back(std::move(v));
+        return;
+      }
+      case '}':
+        stack_.push_back(make(Kind::kDict));
+        return;    // EMPTY_DICT
+      case 'd': {  // DICT
+        auto items = pop_mark();
+        if (items.size() % 2) fail(at, "DICT with an odd number of items");
+        auto d = make(Kind::kDict);
+        for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
+        stack_.push_back(d);
+        return;
+      }
+      case 's': {  // SETITEM
+        PyRef v = pop();
+        PyRef k = pop();
+        PyRef& d = top();
+        if (d->kind != Kind::kDict) fail(at, "SETITEM on a non-dict");
+        dict_set(*d, std::move(k), std::move(v));
+        return;
+      }
+      case 'u': {  // SETITEMS
+        auto items = pop_mark();
+        PyRef& d = top();
+        if (d->kind != Kind::kDict) fail(at, "SETITEMS on a non-dict");
+        if (items.size() % 2) fail(at, "SETITEMS with an odd number of items");
+        for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
+        return;
+      }
+      case 'c': {  // GLOBAL
+        std::string module = line();
+        std::string name = line();
+        stack_.push_back(global(module, name, at));
+        return;
+      }
+      case 0x93: {  // STACK_GLOBAL
+        PyRef name = pop();
+        PyRef module = pop();
+        if (module->kind != Kind::kStr || name->kind != Kind::kStr) {
+          fail(at, "STACK_GLOBAL needs two strings");
+        }
+        stack_.push_back(global(module->s, name->s, at));
+        return;
+      }
+      case 'R': {  // REDUCE
+        PyRef args = pop();
+        PyRef callable = pop();
+        stack_.push_back(call(*callable, *args, at, 0));
+        return;
+      }
+      case 0x81: {  // NEWOBJ: cls.__new__(cls, *args); only for the allowed classes
+        PyRef args = pop();
+        PyRef cls = pop();
+        stack_.push_back(call(*cls, *args, at, 0));
+        return;
+      }
+      case 'b': {  // BUILD: obj.__setstate__(state)
+        PyRef state = pop();
+        PyRef& obj = top();
+        if (obj->kind == Kind::kDict) {
+          obj->state = std::move(state);  // an OrderedDict's __dict__, e.g. {'_metadata': ...}
+        } else if (obj->kind != Kind::kTensor) {
+          fail(at, fmt::format("BUILD on a {}", kind_name(obj->kind)));
+        }
+        return;
+      }
+      case 'Q': {  // BINPERSID
+        PyRef pid = pop();
+        stack_.push_back(load_(pid));
+        return;
+      }
+      case 'q':
+        memo_put(u8());
+        return;  // BINPUT
+      case 'r':
+        memo_put(little<uint32_t>());
+        return;  // LONG_BINPUT
+      case 0x94:
+        memo_put(memo_.size());
+        return;  // MEMOIZE
+      case 'h':
+        memo_get(u8(), at);
+        return;  // BINGET
+      case 'j':
+        memo_get(little<uint32_t>(), at);
+        return;  // LONG_BINGET
+      default:
+        fail(at, fmt::format("unsupported pickle opcode 0x{:02x}", op));
     }
-    dict.entries.emplace_back(std::move(key), std::move(value));
   }
 
-  // The only callables a state_dict pickle may name. Everything else is refused, which keeps
-  // arbitrary pickles (and their code) out.
-  bool allowed_global(const std::string& name) {
-    static const std::set<std::string> kAllowed = {
-        "collections.OrderedDict",
-        "torch._utils._rebuild_tensor",
-        "torch._utils._rebuild_tensor_v2",
-        "torch._utils._rebuild_parameter",
-        "torch._utils._rebuild_parameter_with_state",
-        "torch._tensor._rebuild_from_type_v2",
-        "torch.nn.parameter.Parameter",
-        "torch.Tensor",
-    };
-    return kAllowed.count(name) > 0 || storage_dtype(name).has_value();
+  std::vector<int64_t> ints(const PyObj& t, size_t at, const char* what) {
+    if (t.kind != Kind::kTuple && t.kind != Kind::kList)
+      fail(at, fmt::format("{} is not a tuple", what));
+    std::vector<int64_t> v;
+    for (const auto& x : t.items) {
+      if (x->kind != Kind::kInt) fail(at, fmt::format("{} holds a non-integer", what));
+      v.push_back(x->i);
+    }
+    return v;
   }
 
-  }  // namespace
-
-  // ---------------------------------------------------------------------------------------------
-  // The unpickler: pickle protocols 2 to 5, the opcodes Python's pickler emits for the objects
-  // above.
-
-  class Unpickler::Machine {
-   public:
-    Machine(std::string path, const char* data, size_t size, PersistentLoad persistent_load)
-        : path_(std::move(path)), data_(data), size_(size), load_(std::move(persistent_load)) {}
-
-    // Parses one pickle starting at *pos; leaves *pos after its STOP.
-    PyRef load(size_t* pos) {
-      pos_ = *pos;
-      stack_.clear();
-      marks_.clear();
-      memo_.clear();
-      while (true) {
-        const size_t at = pos_;
-        const uint8_t op = u8();
-        if (op == '.') break;  // STOP
-        step(op, at);
+  PyRef call(const PyObj& callable, const PyObj& args, size_t at, int depth) {
+    if (callable.kind != Kind::kGlobal) fail(at, "REDUCE on a non-callable");
+    if (args.kind != Kind::kTuple) fail(at, "REDUCE without an argument tuple");
+    const std::string& f = callable.s;
+    const auto& a = args.items;
+    if (f == "collections.OrderedDict") {
+      if (!a.empty()) fail(at, "OrderedDict(...) with arguments is not supported");
+      return make(Kind::kDict);
+    }
+    if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") {
+      // (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]])
+      if (a.size() < 4 || a[0]->kind != Kind::kStorage || a[1]->kind != Kind::kInt) {
+        fail(at, fmt::format("unexpected arguments to {}", f));
       }
-      if (stack_.size() != 1 || !marks_.empty()) fail(pos_, "malformed pickle (stack not empty)");
-      *pos = pos_;
-      return stack_.back();
-    }
-
-   private:
-    [[noreturn]] void fail(size_t at, const std::string& what) const {
-      throw ModelError(fmt::format("state_dict file \"{}\": {} (pickle byte {})", path_, what, at));
-    }
-
-    const char* take(size_t n) {
-      if (n > size_ - pos_) fail(pos_, "truncated pickle");
-      const char* p = data_ + pos_;
-      pos_ += n;
-      return p;
-    }
-    uint8_t u8() { return static_cast<uint8_t>(*take(1)); }
-    template <typename T>
-    T little() {
-      T v;
-      std::memcpy(&v, take(sizeof(T)), sizeof(T));  // pickle integers are little-endian
-      return v;
-    }
-    std::string line() {
-      const size_t start = pos_;
-      while (pos_ < size_ && data_[pos_] != '\n') ++pos_;
-      if (pos_ >= size_) fail(start, "truncated pickle");
-      std::string s(data_ + start, pos_ - start);
-      ++pos_;
-      return s;
-    }
-
-    PyRef pop() {
-      if (stack_.empty() || (!marks_.empty() && marks_.back() == stack_.size())) {
-        fail(pos_, "malformed pickle (pop from empty stack)");
+      const auto size = ints(*a[2], at, "tensor size");
+      const auto stride = ints(*a[3], at, "tensor stride");
+      const int64_t offset = a[1]->i;
+      if (size.size() != stride.size()) fail(at, "tensor size and stride differ in rank");
+      // The farthest element must lie inside the storage, or as_strided would read past it.
+      int64_t last = offset;
+      bool empty = false;
+      for (size_t d = 0; d < size.size(); ++d) {
+        if (size[d] < 0 || stride[d] < 0) fail(at, "negative tensor size or stride");
+        if (size[d] == 0) empty = true;
+        last += (size[d] - 1) * stride[d];
       }
-      PyRef v = std::move(stack_.back());
-      stack_.pop_back();
-      return v;
-    }
-    PyRef& top() {
-      if (stack_.empty()) fail(pos_, "malformed pickle (empty stack)");
-      return stack_.back();
-    }
-    std::vector<PyRef> pop_mark() {
-      if (marks_.empty()) fail(pos_, "malformed pickle (no MARK)");
-      const size_t m = marks_.back();
-      marks_.pop_back();
-      std::vector<PyRef> items(std::make_move_iterator(stack_.begin() + m),
-                               std::make_move_iterator(stack_.end()));
-      stack_.resize(m);
-      return items;
-    }
-    PyRef tuple(std::vector<PyRef> items) {
-      auto t = make(Kind::kTuple);
-      t->items = std::move(items);
+      const torch::Tensor& storage = a[0]->tensor;
+      if (!empty && (offset < 0 || last >= storage.numel())) {
+        fail(at, "tensor extends past the end of its storage (corrupt file)");
+      }
+      auto t = make(Kind::kTensor);
+      t->tensor =
+          empty ? torch::empty(size, storage.options()) : storage.as_strided(size, stride, offset);
       return t;
     }
-    void memo_put(uint64_t key) { memo_[key] = top(); }
-    void memo_get(uint64_t key, size_t at) {
-      auto it = memo_.find(key);
-      if (it == memo_.end()) fail(at, fmt::format("memo key {} not found", key));
-      stack_.push_back(it->second);
+    if (f == "torch._utils._rebuild_parameter" ||
+        f == "torch._utils._rebuild_parameter_with_state") {
+      if (a.empty() || a[0]->kind != Kind::kTensor) fail(at, "unexpected arguments to " + f);
+      return a[0];  // requires_grad and hooks do not matter for loading values
     }
-    PyRef global(const std::string& module, const std::string& name, size_t at) {
-      const std::string full = module + "." + name;
-      if (!allowed_global(full)) {
-        fail(at, fmt::format("refusing Python object {}: a state_dict file holds only tensors "
-                             "(save model.state_dict(), not the model or other objects)",
-                             full));
-      }
-      return make_str(Kind::kGlobal, full);
+    if (f == "torch._tensor._rebuild_from_type_v2") {
+      // (func, new_type, args, state): a tensor subclass; rebuild the plain tensor.
+      if (a.size() < 3 || depth > 4) fail(at, "unexpected arguments to " + f);
+      return call(*a[0], *a[2], at, depth + 1);
     }
+    fail(at, fmt::format("cannot call {} while loading a state_dict", f));
+  }
 
-    void step(uint8_t op, size_t at) {
-      switch (op) {
-        case 0x80: {  // PROTO
-          const uint8_t proto = u8();
-          if (proto < 2 || proto > 5)
-            fail(at, fmt::format("unsupported pickle protocol {}", proto));
-          return;
-        }
-        case 0x95:
-          take(8);
-          return;  // FRAME: a framing hint only
-        case '(':
-          marks_.push_back(stack_.size());
-          return;  // MARK
-        case '0':
-          pop();
-          return;  // POP
-        case '1':
-          pop_mark();
-          return;  // POP_MARK
-        case '2':
-          stack_.push_back(top());
-          return;  // DUP
-        case 'N':
-          stack_.push_back(make(Kind::kNone));
-          return;
-        case 0x88:
-        case 0x89: {  // NEWTRUE, NEWFALSE
-          auto o = make(Kind::kBool);
-          o->b = op == 0x88;
-          stack_.push_back(o);
-          return;
-        }
-        case 'J':
-          stack_.push_back(make_int(little<int32_t>()));
-          return;  // BININT
-        case 'K':
-          stack_.push_back(make_int(u8()));
-          return;  // BININT1
-        case 'M':
-          stack_.push_back(make_int(little<uint16_t>()));
-          return;  // BININT2
-        case 0x8a:
-        case 0x8b: {  // LONG1, LONG4: little-endian two's complement
-          const size_t n = op == 0x8a ? u8() : little<uint32_t>();
-          const char* bytes = take(n);
-          if (n > 8) {
-            stack_.push_back(make_str(Kind::kBigInt, std::string(bytes, n)));
-            return;
-          }
-          uint64_t v = 0;
-          for (size_t k = 0; k < n; ++k)
-            v |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[k])) << (8 * k);
-          if (n > 0 && n < 8 && (bytes[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);
-          stack_.push_back(make_int(static_cast<int64_t>(v)));
-          return;
-        }
-        case 'G': {  // BINFLOAT: big-endian double
-          uint64_t bits = 0;
-          const char* b = take(8);
-          for (int k = 0; k < 8; ++k) bits = (bits << 8) | static_cast<uint8_t>(b[k]);
-          auto o = make(Kind::kFloat);
-          std::memcpy(&o->f, &bits, sizeof(double));
-          stack_.push_back(o);
-          return;
-        }
-        case 'X':     // BINUNICODE
-        case 0x8c:    // SHORT_BINUNICODE
-        case 0x8d: {  // BINUNICODE8
-          const uint64_t n = op == 'X'    ? little<uint32_t>()
-                             : op == 0x8c ? u8()
-                                          : little<uint64_t>();
-          stack_.push_back(make_str(Kind::kStr, std::string(take(n), n)));
-          return;
-        }
-        case 'T':     // BINSTRING
-        case 'U':     // SHORT_BINSTRING
-        case 'B':     // BINBYTES
-        case 'C':     // SHORT_BINBYTES
-        case 0x8e: {  // BINBYTES8
-          const uint64_t n = (op == 'U' || op == 'C') ? u8()
-                             : op == 0x8e             ? little<uint64_t>()
-                                                      : little<uint32_t>();
-          stack_.push_back(make_str(Kind::kBytes, std::string(take(n), n)));
-          return;
-        }
-        case ')':
-          stack_.push_back(tuple({}));
-          return;  // EMPTY_TUPLE
-        case 't':
-          stack_.push_back(tuple(pop_mark()));
-          return;
-        case 0x85:
-        case 0x86:
-        case 0x87: {  // TUPLE1..3
-          const size_t n = op - 0x84;
-          std::vector<PyRef> items(n);
-          for (size_t k = n; k-- > 0;) items[k] = pop();
-          stack_.push_back(tuple(std::move(items)));
-          return;
-        }
-        case ']':
-          stack_.push_back(make(Kind::kList));
-          return;    // EMPTY_LIST
-        case 'l': {  // LIST
-          auto l = make(Kind::kList);
-          l->items = pop_mark();
-          stack_.push_back(l);
-          return;
-        }
-        case 'a': {  // APPEND
-          PyRef v = pop();
-          PyRef& l = top();
-          if (l->kind != Kind::kList) fail(at, "APPEND to a non-list");
-          l->items.push_back(std::move(v));
-          return;
-        }
-        case 'e': {  // APPENDS
-          auto items = pop_mark();
-          PyRef& l = top();
-          if (l->kind != Kind::kList) fail(at, "APPENDS to a non-list");
-          for (auto& v : items) l->items.push_back(std::move(v));
-          return;
-        }
-        case '}':
-          stack_.push_back(make(Kind::kDict));
-          return;    // EMPTY_DICT
-        case 'd': {  // DICT
-          auto items = pop_mark();
-          if (items.size() % 2) fail(at, "DICT with an odd number of items");
-          auto d = make(Kind::kDict);
-          for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
-          stack_.push_back(d);
-          return;
-        }
-        case 's': {  // SETITEM
-          PyRef v = pop();
-          PyRef k = pop();
-          PyRef& d = top();
-          if (d->kind != Kind::kDict) fail(at, "SETITEM on a non-dict");
-          dict_set(*d, std::move(k), std::move(v));
-          return;
-        }
-        case 'u': {  // SETITEMS
-          auto items = pop_mark();
-          PyRef& d = top();
-          if (d->kind != Kind::kDict) fail(at, "SETITEMS on a non-dict");
-          if (items.size() % 2) fail(at, "SETITEMS with an odd number of items");
-          for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
-          return;
-        }
-        case 'c': {  // GLOBAL
-          std::string module = line();
-          std::string name = line();
-          stack_.push_back(global(module, name, at));
-          return;
-        }
-        case 0x93: {  // STACK_GLOBAL
-          PyRef name = pop();
-          PyRef module = pop();
-          if (module->kind != Kind::kStr || name->kind != Kind::kStr) {
-            fail(at, "STACK_GLOBAL needs two strings");
-          }
-          stack_.push_back(global(module->s, name->s, at));
-          return;
-        }
-        case 'R': {  // REDUCE
-          PyRef args = pop();
-          PyRef callable = pop();
-          stack_.push_back(call(*callable, *args, at, 0));
-          return;
-        }
-        case 0x81: {  // NEWOBJ: cls.__new__(cls, *args); only for the allowed classes
-          PyRef args = pop();
-          PyRef cls = pop();
-          stack_.push_back(call(*cls, *args, at, 0));
-          return;
-        }
-        case 'b': {  // BUILD: obj.__setstate__(state)
-          PyRef state = pop();
-          PyRef& obj = top();
-          if (obj->kind == Kind::kDict) {
-            obj->state = std::move(state);  // an OrderedDict's __dict__, e.g. {'_metadata': ...}
-          } else if (obj->kind != Kind::kTensor) {
-            fail(at, fmt::format("BUILD on a {}", kind_name(obj->kind)));
-          }
-          return;
-        }
-        case 'Q': {  // BINPERSID
-          PyRef pid = pop();
-          stack_.push_back(load_(pid));
-          return;
-        }
-        case 'q':
-          memo_put(u8());
-          return;  // BINPUT
-        case 'r':
-          memo_put(little<uint32_t>());
-          return;  // LONG_BINPUT
-        case 0x94:
-          memo_put(memo_.size());
-          return;  // MEMOIZE
-        case 'h':
-          memo_get(u8(), at);
-          return;  // BINGET
-        case 'j':
-          memo_get(little<uint32_t>(), at);
-          return;  // LONG_BINGET
-        default:
-          fail(at, fmt::format("unsupported pickle opcode 0x{:02x}", op));
-      }
-    }
+  std::string path_;
+  const char* data_;
+  size_t size_;
+  size_t pos_ = 0;
+  PersistentLoad load_;
+  std::vector<PyRef> stack_;
+  std::vector<size_t> marks_;
+  std::unordered_map<uint64_t, PyRef> memo_;
+};
 
-    std::vector<int64_t> ints(const PyObj& t, size_t at, const char* what) {
-      if (t.kind != Kind::kTuple && t.kind != Kind::kList)
-        fail(at, fmt::format("{} is not a tuple", what));
-      std::vector<int64_t> v;
-      for (const auto& x : t.items) {
-        if (x->kind != Kind::kInt) fail(at, fmt::format("{} holds a non-integer", what));
-        v.push_back(x->i);
-      }
-      return v;
-    }
+Unpickler::Unpickler(std::string path, const char* data, size_t size,
+                     PersistentLoad persistent_load)
+    : machine_(std::make_unique<Machine>(std::move(path), data, size, std::move(persistent_load))) {
+}
 
-    PyRef call(const PyObj& callable, const PyObj& args, size_t at, int depth) {
-      if (callable.kind != Kind::kGlobal) fail(at, "REDUCE on a non-callable");
-      if (args.kind != Kind::kTuple) fail(at, "REDUCE without an argument tuple");
-      const std::string& f = callable.s;
-      const auto& a = args.items;
-      if (f == "collections.OrderedDict") {
-        if (!a.empty()) fail(at, "OrderedDict(...) with arguments is not supported");
-        return make(Kind::kDict);
-      }
-      if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") {
-        // (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]])
-        if (a.size() < 4 || a[0]->kind != Kind::kStorage || a[1]->kind != Kind::kInt) {
-          fail(at, fmt::format("unexpected arguments to {}", f));
-        }
-        const auto size = ints(*a[2], at, "tensor size");
-        const auto stride = ints(*a[3], at, "tensor stride");
-        const int64_t offset = a[1]->i;
-        if (size.size() != stride.size()) fail(at, "tensor size and stride differ in rank");
-        // The farthest element must lie inside the storage, or as_strided would read past it.
-        int64_t last = offset;
-        bool empty = false;
-        for (size_t d = 0; d < size.size(); ++d) {
-          if (size[d] < 0 || stride[d] < 0) fail(at, "negative tensor size or stride");
-          if (size[d] == 0) empty = true;
-          last += (size[d] - 1) * stride[d];
-        }
-        const torch::Tensor& storage = a[0]->tensor;
-        if (!empty && (offset < 0 || last >= storage.numel())) {
-          fail(at, "tensor extends past the end of its storage (corrupt file)");
-        }
-        auto t = make(Kind::kTensor);
-        t->tensor = empty ? torch::empty(size, storage.options())
-                          : storage.as_strided(size, stride, offset);
-        return t;
-      }
-      if (f == "torch._utils._rebuild_parameter" ||
-          f == "torch._utils._rebuild_parameter_with_state") {
-        if (a.empty() || a[0]->kind != Kind::kTensor) fail(at, "unexpected arguments to " + f);
-        return a[0];  // requires_grad and hooks do not matter for loading values
-      }
-      if (f == "torch._tensor._rebuild_from_type_v2") {
-        // (func, new_type, args, state): a tensor subclass; rebuild the plain tensor.
-        if (a.size() < 3 || depth > 4) fail(at, "unexpected arguments to " + f);
-        return call(*a[0], *a[2], at, depth + 1);
-      }
-      fail(at, fmt::format("cannot call {} while loading a state_dict", f));
-    }
+Unpickler::~Unpickler() = default;
 
-    std::string path_;
-    const char* data_;
-    size_t size_;
-    size_t pos_ = 0;
-    PersistentLoad load_;
-    std::vector<PyRef> stack_;
-    std::vector<size_t> marks_;
-    std::unordered_map<uint64_t, PyRef> memo_;
-  };
-
-  Unpickler::Unpickler(std::string path, const char* data, size_t size,
-                       PersistentLoad persistent_load)
-      : machine_(
-            std::make_unique<Machine>(std::move(path), data, size, std::move(persistent_load))) {}
-
-  Unpickler::~Unpickler() = default;
-
-  PyRef Unpickler::load(size_t * pos) { return machine_->load(pos); }
+PyRef Unpickler::load(size_t* pos) { return machine_->load(pos); }
 
 }  // namespace quilt::models::pickle
