@@ -7,7 +7,7 @@ the first and the last 1,000 runs, and their ratio. Each run is appended to the 
 SCHEMA.md, "Atomicity"), so the ratio stays near 1; with the whole-file rewrite the former
 harness did, it grew with the file (0.015 s -> 0.5 s per run between run 1 and run 400).
 
-    bench/append_bench.py --build build/release [--runs 10000] [--ranks 2] [--dir /tmp]
+    bench/append_bench.py --build build/release [--runs 10000] [--ranks 2] [--trace on|off] [--dir /tmp]
 """
 import argparse
 import os
@@ -25,7 +25,7 @@ name: append_bench
 model: {{arch: mlp, input: [16], classes: 4}}
 boards: {{count: {ranks}, backend: null}}
 partition: {{cuts: [{cuts}]}}
-measurement: {{batch: 2, warmup_batches: 1, batches: 2, repetitions: 1}}
+measurement: {{batch: 2, warmup_batches: 1, batches: 2, repetitions: 1{trace}}}
 sweep:
   matrix:
     model.seed: {seeds}
@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--runs", type=int, default=10000)
     ap.add_argument("--ranks", type=int, default=2, choices=[1, 2, 3])
     ap.add_argument("--window", type=int, default=1000, help="runs compared at each end")
+    ap.add_argument("--trace", choices=["default", "on", "off"], default="default",
+                    help="measurement.trace: default (on: these runs are short), on or off")
     ap.add_argument("--dir", default=None, help="where the result file goes (default: a temp dir)")
     a = ap.parse_args()
     cuts = ", ".join(["after_hidden1", "after_hidden2"][: a.ranks - 1])
@@ -45,7 +47,7 @@ def main():
                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory(dir=a.dir) as d:
         exp = Path(d) / "append_bench.yaml"
-        exp.write_text(EXPERIMENT.format(ranks=a.ranks, cuts=cuts,
+        exp.write_text(EXPERIMENT.format(ranks=a.ranks, cuts=cuts, trace={"default": "", "on": ", trace: true", "off": ", trace: false"}[a.trace],
                                          seeds=list(range(1, a.runs + 1))))
         out = Path(d) / "append_bench.h5"
         t0 = time.time()
@@ -62,7 +64,7 @@ def main():
     gaps = [b - a for a, b in zip(ends, ends[1:])]
     w = min(a.window, len(gaps) // 2)
     early, late = statistics.median(gaps[:w]), statistics.median(gaps[-w:])
-    print(f"{len(ids)} null runs on {a.ranks} rank(s) in {wall:.1f} s, file {size / 2**20:.1f} MiB")
+    print(f"{len(ids)} null runs on {a.ranks} rank(s), trace {a.trace}, in {wall:.1f} s, file {size / 2**20:.1f} MiB")
     print(f"per-run time, median of the first {w}: {1e3 * early:.2f} ms; of the last {w}: "
           f"{1e3 * late:.2f} ms; late/early = {late / early:.2f}")
 

@@ -48,7 +48,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
         "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs", "pretrain_samples"}},
       {"measurement",
        {"batch", "warmup_batches", "batches", "samples", "repetitions", "min_duration_s",
-        "min_samples", "check_outputs", "tolerance", "trace"}},
+        "min_samples", "max_cpu_wait", "max_cv", "check_outputs", "tolerance", "trace"}},
   };
   return kSchema;
 }
@@ -489,6 +489,16 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     ms.min_duration_s = r.real(n, "measurement.min_duration_s", 0, 1e6);
   if (auto n = m["min_samples"])
     ms.min_samples = r.integer(n, "measurement.min_samples", 0, INT64_MAX);
+  // Only in the parameters when given, so that the ids of runs written before these keys existed
+  // stay the same.
+  if (auto n = m["max_cpu_wait"]) {
+    ms.max_cpu_wait = r.real(n, "measurement.max_cpu_wait", 0, 1);
+    P["measurement.max_cpu_wait"] = fmt::format("{}", ms.max_cpu_wait);
+  }
+  if (auto n = m["max_cv"]) {
+    ms.max_cv = r.real(n, "measurement.max_cv", 0, 1e6);
+    P["measurement.max_cv"] = fmt::format("{}", ms.max_cv);
+  }
   if (auto n = m["check_outputs"]) ms.check_outputs = r.boolean(n, "measurement.check_outputs");
   if (auto n = m["tolerance"]) ms.tolerance = r.real(n, "measurement.tolerance", 0, 1);
   if (auto n = m["trace"]) {

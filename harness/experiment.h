@@ -119,8 +119,14 @@ struct MeasurementConfig {
   int64_t repetitions = 1;     ///< independent measured windows
   double min_duration_s = 0;   ///< validity: each window must last at least this
   int64_t min_samples = 0;     ///< validity: each window must measure at least this many
-  bool check_outputs = true;   ///< compare with the single-process model
-  double tolerance = 1e-3;     ///< max relative error of the check
+  /// validity (measured, dilated): the largest share of the repetitions' wall time a rank may
+  /// spend waiting for a CPU (run-queue delay: another job on the host); 0 = no check.
+  double max_cpu_wait = 0.1;
+  /// validity (measured, dilated; 2+ repetitions): the largest coefficient of variation
+  /// (stddev / mean) of the repetitions' throughputs; 0 = no check.
+  double max_cv = 0.1;
+  bool check_outputs = true;  ///< compare with the single-process model
+  double tolerance = 1e-3;    ///< max relative error of the check
   /// measurement.trace: kTraceAuto (not given), 0 (false), kTraceOn (true) or N (batches to keep
   /// per rank). See trace_batches().
   int64_t trace = kTraceAuto;

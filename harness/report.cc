@@ -142,6 +142,10 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
           run.time_model == "dilated"
               ? fmt::format(", dilation {:.4g}, {} overrun(s)", run.dilation, run.overruns)
               : std::string());
+    if (run.cpu_wait_fraction >= 0)
+      out += fmt::format(
+          "  host load: the busiest rank waited for a CPU {:.1f}% of the measured time\n",
+          100 * run.cpu_wait_fraction);
     if (run.energy_per_sample_j >= 0)
       out += fmt::format(
           "  energy {:.6g} J/sample ({:.4g} J over the measured windows, from the {})\n",

@@ -3,6 +3,7 @@
 #include "backends/registry.h"
 #include "backends/xrt_board.h"
 #include "harness/clock.h"
+#include "harness/cpu_wait.h"
 #include "harness/metrics.h"
 #include "harness/mpi.h"
 #include "harness/output.h"
@@ -665,11 +666,23 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       popts.trace = &trace;
     StageTiming all;  // repetitions one after another
     std::vector<std::vector<double>> rep_start, rep_end;
+    // Load (measured, dilated): run-queue delay of this rank's threads over the repetitions.
+    const bool real_time = time_model != "modeled";
+    double cpu_wait_total_s = 0, cpu_wall_total_s = 0;
+    bool cpu_wait_known = real_time;
     for (int64_t rep = 0; rep < run.measurement.repetitions && !failed; ++rep) {
       StageTiming t;
       popts.trace_repetition = static_cast<int32_t>(rep);
       popts.trace_batch_offset = rep * run.measurement.batches;
+      const double wait0 = real_time ? cpu_wait_s() : -1, wall0 = unix_now_s();
       if (time_model != "modeled" || rep == 0) t = run_once(popts);
+      if (real_time) {
+        const double wait1 = cpu_wait_s();
+        cpu_wait_known = cpu_wait_known && wait0 >= 0 && wait1 >= 0;
+        // A thread that ended during the window takes its share with it: never below 0.
+        cpu_wait_total_s += std::max(0.0, wait1 - wait0);
+        cpu_wall_total_s += unix_now_s() - wall0;
+      }
       if (rep == 0 && time_model != "modeled") trace_origin = t.origin_s;
       auto errs = mpi::gather_strings(t.error, 0, comm);
       if (!mpi::all_ok(t.error.empty(), comm)) {
@@ -784,6 +797,20 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     int64_t overruns = all.overruns;
     mpi::check(MPI_Allreduce(MPI_IN_PLACE, &overruns, 1, MPI_INT64_T, MPI_SUM, comm),
                "MPI_Allreduce(overruns)");
+    // The busiest rank's share of waiting for a CPU; -1 on every rank when one could not tell.
+    struct {
+      double fraction;
+      int rank;
+    } cpu_wait{cpu_wait_known && cpu_wall_total_s > 0 ? cpu_wait_total_s / cpu_wall_total_s : -1.0,
+               me};
+    {
+      int known = cpu_wait.fraction >= 0 ? 1 : 0;
+      mpi::check(MPI_Allreduce(MPI_IN_PLACE, &known, 1, MPI_INT, MPI_MIN, comm),
+                 "MPI_Allreduce(cpu_wait)");
+      mpi::check(MPI_Allreduce(MPI_IN_PLACE, &cpu_wait, 1, MPI_DOUBLE_INT, MPI_MAXLOC, comm),
+                 "MPI_Allreduce(cpu_wait)");
+      if (known == 0) cpu_wait.fraction = -1;
+    }
     double errs[2] = {max_abs, max_rel};
     mpi::check(MPI_Bcast(errs, 2, MPI_DOUBLE, n - 1, comm), "MPI_Bcast");
     // Known on every rank. -1: no check; NaN (non-finite outputs) fails like a mismatch.
@@ -839,6 +866,20 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
           " (dilation too small for this machine's load); the times of those batches are not "
           "board times",
           overruns, dilation));
+    rec.cpu_wait_fraction = cpu_wait.fraction;
+    if (ms.max_cpu_wait > 0 && cpu_wait.fraction > ms.max_cpu_wait)
+      rec.invalid_reasons.push_back(fmt::format(
+          "{}: rank {} waited for a CPU {:.0f}% of the measured time (more than "
+          "measurement.max_cpu_wait {:.0f}%): other jobs share this host's CPUs, so the times are "
+          "not this board's",
+          time_model, cpu_wait.rank, 100 * cpu_wait.fraction, 100 * ms.max_cpu_wait));
+    if (real_time && ms.max_cv > 0 && rec.repetition_throughput_sps.size() >= 2 && stats.mean > 0 &&
+        stats.stddev / stats.mean > ms.max_cv)
+      rec.invalid_reasons.push_back(fmt::format(
+          "{}: throughput varies {:.1f}% (stddev / mean) between the {} repetitions, more than "
+          "measurement.max_cv {:.1f}%: the host's load changed during the run",
+          time_model, 100 * stats.stddev / stats.mean, rec.repetition_throughput_sps.size(),
+          100 * ms.max_cv));
     fill_energy(rec, plan);
     rec.validity = rec.invalid_reasons.empty() ? "valid" : "invalid";
     for (const auto& t : qm->traffic()) {

@@ -17,6 +17,9 @@ using internal::fail;
 
 namespace {
 
+// See Group::create_group.
+constexpr unsigned kCompactAttributes = 64;
+
 // Collects the descriptions of HDF5's current error stack, outermost (the API call) first.
 herr_t collect_error(unsigned /*n*/, const H5E_error2_t* err, void* data) {
   auto* lines = static_cast<std::vector<std::string>*>(data);
@@ -209,6 +212,11 @@ Group Group::create_group(const std::string& name, bool track_order) const {
   check_name(location_, name, "group");
   const std::string where = location_.describe(name);
   Handle gcpl(check(H5Pcreate(H5P_GROUP_CREATE), where, "H5Pcreate(H5P_GROUP_CREATE)"));
+  // Attributes in the object header up to kCompactAttributes (HDF5's default is 8): a run group
+  // has about 30, and dense storage gives each group its own fractal heap and B-tree, several
+  // objects to allocate, write and read back per group. Past that they move to dense storage.
+  check(H5Pset_attr_phase_change(gcpl.get(), kCompactAttributes, kCompactAttributes - 8), where,
+        "H5Pset_attr_phase_change");
   if (track_order) {
     check(H5Pset_link_creation_order(gcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED),
           where, "H5Pset_link_creation_order");

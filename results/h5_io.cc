@@ -3,6 +3,7 @@
 #include "results/h5.h"
 #include "results/h5_internal.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -25,6 +26,20 @@ Handle make_vlen_string_type(const std::string& where) {
   check(H5Tset_size(type.get(), H5T_VARIABLE), where, "H5Tset_size(H5T_VARIABLE)");
   check(H5Tset_cset(type.get(), H5T_CSET_UTF8), where, "H5Tset_cset(UTF8)");
   return type;
+}
+
+// A dataset transfer property list whose type-conversion buffer fits `n` elements of at most
+// `element_bytes` each. HDF5 1.10 allocates and zeroes the whole conversion buffer (and the
+// background buffer) on every H5Dread/H5Dwrite that converts, 1 MiB each by default: for the
+// few-element datasets of a run that was most of the cost of appending one (and its page faults
+// grew with the process's heap). A larger selection is converted in strips of this size.
+Handle transfer_list(size_t n, size_t element_bytes, const std::string& where) {
+  constexpr size_t kMaxBytes = size_t{1} << 20;  // HDF5's default
+  const size_t element = std::max<size_t>(element_bytes, 16);
+  const size_t bytes = std::max(element, std::min(kMaxBytes, std::max<size_t>(n, 1) * element));
+  Handle dxpl(check(H5Pcreate(H5P_DATASET_XFER), where, "H5Pcreate(H5P_DATASET_XFER)"));
+  check(H5Pset_buffer(dxpl.get(), bytes, nullptr, nullptr), where, "H5Pset_buffer");
+  return dxpl;
 }
 
 Handle make_scalar_space(const std::string& where) {
@@ -167,8 +182,9 @@ std::vector<T> read_numeric_vector(const Group& g, const std::string& name, hid_
   check_numeric(d.type.get(), integer_only, where);
   std::vector<T> out(static_cast<size_t>(d.shape.points));
   if (!out.empty()) {
-    check(H5Dread(d.dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), where,
-          "H5Dread");
+    check(H5Dread(d.dataset.get(), mem_type, H5S_ALL, H5S_ALL,
+                  transfer_list(out.size(), sizeof(T), where).get(), out.data()),
+          where, "H5Dread");
   }
   return out;
 }
@@ -182,8 +198,9 @@ void write_numeric_dataset(const Group& g, const std::string& name, hid_t file_t
                                   H5P_DEFAULT, H5P_DEFAULT),
                        where, "H5Dcreate2"));
   if (n > 0) {
-    check(H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), where,
-          "H5Dwrite");
+    check(
+        H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, transfer_list(n, 8, where).get(), data),
+        where, "H5Dwrite");
   }
   check(H5Dclose(dataset.release()), where, "H5Dclose");
 }
@@ -281,8 +298,9 @@ void Group::write_string_dataset(const std::string& name, const std::string& val
                                   H5P_DEFAULT, H5P_DEFAULT),
                        where, "H5Dcreate2"));
   const char* data = value.c_str();
-  check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &data), where,
-        "H5Dwrite");
+  check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, transfer_list(1, 16, where).get(),
+                 &data),
+        where, "H5Dwrite");
   check(H5Dclose(dataset.release()), where, "H5Dclose");
 }
 
@@ -310,8 +328,9 @@ void Group::write_dataset(const std::string& name, const std::vector<std::string
                                   H5P_DEFAULT, H5P_DEFAULT),
                        where, "H5Dcreate2"));
   if (!data.empty()) {
-    check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), where,
-          "H5Dwrite");
+    check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL,
+                   transfer_list(data.size(), 16, where).get(), data.data()),
+          where, "H5Dwrite");
   }
   check(H5Dclose(dataset.release()), where, "H5Dclose");
 }
@@ -338,8 +357,8 @@ void Group::append_to_string_dataset(const std::string& name, const std::string&
             where, "H5Sselect_hyperslab");
       Handle mem_space = make_1d_space(where, 1);
       const char* data = value.c_str();
-      check(H5Dwrite(dataset.get(), type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT,
-                     &data),
+      check(H5Dwrite(dataset.get(), type.get(), mem_space.get(), file_space.get(),
+                     transfer_list(1, 16, where).get(), &data),
             where, "H5Dwrite");
       check(H5Dclose(dataset.release()), where, "H5Dclose");
       return;
@@ -370,8 +389,9 @@ void Group::write_extendable_dataset(const std::string& name,
       H5Dcreate2(id(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
       where, "H5Dcreate2"));
   if (!data.empty())
-    check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), where,
-          "H5Dwrite");
+    check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL,
+                   transfer_list(data.size(), 16, where).get(), data.data()),
+          where, "H5Dwrite");
   check(H5Dclose(dataset.release()), where, "H5Dclose");
 }
 
@@ -390,9 +410,12 @@ std::string Group::read_string_dataset(const std::string& name) const {
   const std::string where = location_.describe(name);
   OpenDataset d = open_dataset(*this, name, 0);
   const hid_t dataset = d.dataset.get();
+  const Handle dxpl =
+      transfer_list(static_cast<size_t>(d.shape.points), H5Tget_size(d.type.get()), where);
+  const hid_t xfer = dxpl.get();
   return read_strings(d.type.get(), 1, where,
-                      [dataset](hid_t mem_type, void* buffer) {
-                        return H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer);
+                      [dataset, xfer](hid_t mem_type, void* buffer) {
+                        return H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, xfer, buffer);
                       })
       .front();
 }
@@ -409,9 +432,12 @@ std::vector<std::string> Group::read_string_vector(const std::string& name) cons
   const std::string where = location_.describe(name);
   OpenDataset d = open_dataset(*this, name, 1);
   const hid_t dataset = d.dataset.get();
+  const Handle dxpl =
+      transfer_list(static_cast<size_t>(d.shape.points), H5Tget_size(d.type.get()), where);
+  const hid_t xfer = dxpl.get();
   return read_strings(d.type.get(), static_cast<size_t>(d.shape.points), where,
-                      [dataset](hid_t mem_type, void* buffer) {
-                        return H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer);
+                      [dataset, xfer](hid_t mem_type, void* buffer) {
+                        return H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, xfer, buffer);
                       });
 }
 

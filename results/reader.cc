@@ -165,6 +165,8 @@ RunRecord read_run(const h5::Group& runs, const std::string& id) {
     r.energy_per_sample_j = g.read_double_attribute("energy_per_sample_j");
     r.energy_source = g.read_string_attribute("energy_source");
   }
+  if (g.has_attribute("cpu_wait_fraction"))
+    r.cpu_wait_fraction = g.read_double_attribute("cpu_wait_fraction");
   {
     const h5::Group params = g.open_group("params");
     for (const std::string& key : params.attribute_names()) {

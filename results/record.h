@@ -138,6 +138,10 @@ struct RunRecord {
   std::string time_model = "measured";
   double dilation = 1;   ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
   int64_t overruns = 0;  ///< dilated: batches where the CPU did not keep up with the pacing
+  /// measured, dilated: the largest share, over the ranks, of the repetitions' wall time that the
+  /// rank's threads spent runnable but waiting for a CPU (the kernel's run-queue delay; another
+  /// job on the host's CPUs); -1 when not measured (modeled, training, no /proc schedstat).
+  double cpu_wait_fraction = -1;
   /// Energy over the measured windows, summed over boards, and per inference (sample); negative
   /// when unavailable. energy_source: "profile" (board profile power x busy/idle time + link
   /// energy), "board" (power sampled from the board) or "unavailable".

@@ -209,6 +209,7 @@ void write_run(const h5::Group& runs, const RunRecord& r) {
   g.write_attribute("time_model", r.time_model);
   g.write_attribute("dilation", r.dilation);
   g.write_attribute("overruns", r.overruns);
+  g.write_attribute("cpu_wait_fraction", r.cpu_wait_fraction);
   g.write_attribute("energy_j", r.energy_j);
   g.write_attribute("energy_per_sample_j", r.energy_per_sample_j);
   g.write_attribute("energy_source", r.energy_source);

@@ -130,6 +130,7 @@ py::dict run_dict(const results::RunRecord& r) {
   d["time_model"] = r.time_model;
   d["dilation"] = r.dilation;
   d["overruns"] = r.overruns;
+  d["cpu_wait_fraction"] = r.cpu_wait_fraction;
   d["energy_j"] = r.energy_j;
   d["energy_per_sample_j"] = r.energy_per_sample_j;
   d["energy_source"] = r.energy_source;

@@ -49,7 +49,9 @@ def runs(path):
 
 def test_repetitions_give_statistics(tmp_path):
     out = tmp_path / "o.h5"
-    r = quilt("run", experiment(tmp_path), "--output", out)
+    # The load rules off: this test checks the statistics, on a host that may be busy.
+    quiet = BASE.replace("repetitions: 3}", "repetitions: 3, max_cpu_wait: 0, max_cv: 0}")
+    r = quilt("run", experiment(tmp_path, quiet), "--output", out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "95% CI" in r.stdout
     with h5py.File(out, "r") as f:
@@ -150,6 +152,50 @@ def test_validity_references_report_and_compare(tmp_path):
     cmp = local("report", out, "--compare", out)
     assert cmp.returncode == 0
     assert cmp.stdout.count("1.000") >= 6
+
+
+def test_measured_runs_beside_a_cpu_hog_are_invalid(tmp_path):
+    """Issue 10: a `measured` run that shares its CPU with another job is flagged INVALID (the
+    run-queue delay of its ranks), recorded in the file and shown by `quilt report`. Made
+    deterministic by pinning the ranks and two busy loops to one CPU: each process then gets
+    about a quarter of it."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    hogs = [subprocess.Popen(["taskset", "-c", str(cpu), "/usr/bin/python3", "-c",
+                              "while True: pass"]) for _ in range(2)]
+    try:
+        text = BASE.replace("repetitions: 3}", "repetitions: 2, max_cv: 0}").replace(
+            "model.seed: [1, 2, 3]", "model.seed: [1]")
+        out = tmp_path / "o.h5"
+        cmd = ["taskset", "-c", str(cpu), MPIEXEC, "--bind-to", "none", "-n", "3",
+               str(Path(BUILD) / "bin" / "quilt"), "run", str(experiment(tmp_path, text)),
+               "--output", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=ENV)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "INVALID" in r.stdout and "waited for a CPU" in r.stdout, r.stdout
+    ((_, a),) = runs(out)
+    assert a["validity"] == "invalid" and a["status"] == "ok"
+    assert 0.1 < a["cpu_wait_fraction"] <= 10, a["cpu_wait_fraction"]
+    with h5py.File(out, "r") as f:
+        (rid,) = list(f["runs"])
+        reasons = [x.decode() if isinstance(x, bytes) else x
+                   for x in f["runs"][rid]["invalid_reasons"][()]]
+    assert any("measurement.max_cpu_wait 10%" in x for x in reasons), reasons
+    rep = local("report", out)
+    assert rep.returncode == 1, rep.stdout + rep.stderr
+    assert "host load: the busiest rank waited for a CPU" in rep.stdout, rep.stdout
+    assert "INVALID" in rep.stdout and "waited for a CPU" in rep.stdout, rep.stdout
+    # The rule can be turned off, and it is recorded as a parameter only when given.
+    quiet = experiment(tmp_path, text.replace("max_cv: 0}", "max_cv: 0, max_cpu_wait: 0}"),
+                       name="quiet.yaml")
+    out2 = tmp_path / "quiet.h5"
+    r = quilt("run", quiet, "--output", out2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ((_, b),) = runs(out2)
+    assert b["cpu_wait_fraction"] >= 0 and "waited for a CPU" not in r.stdout, r.stdout
 
 
 def test_scales_and_plan(tmp_path):

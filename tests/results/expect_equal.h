@@ -79,6 +79,7 @@ inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::stri
   EXPECT_EQ(a.time_model, b.time_model);
   EXPECT_EQ(a.dilation, b.dilation);
   EXPECT_EQ(a.overruns, b.overruns);
+  EXPECT_EQ(a.cpu_wait_fraction, b.cpu_wait_fraction);
   EXPECT_EQ(a.energy_j, b.energy_j);
   EXPECT_EQ(a.energy_per_sample_j, b.energy_per_sample_j);
   EXPECT_EQ(a.energy_source, b.energy_source);

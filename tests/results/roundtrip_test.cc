@@ -66,6 +66,7 @@ TEST(results_roundtrip, SampleRecordSetsNewFieldsToNonDefaults) {
     EXPECT_EQ(r.repetition_throughput_sps.size(), static_cast<size_t>(r.repetitions));
     EXPECT_EQ(r.repetition_duration_s.size(), static_cast<size_t>(r.repetitions));
     EXPECT_NE(r.throughput_median_sps, def.throughput_median_sps);
+    EXPECT_NE(r.cpu_wait_fraction, def.cpu_wait_fraction);
     EXPECT_NE(r.throughput_mean_sps, def.throughput_mean_sps);
     EXPECT_NE(r.throughput_std_sps, def.throughput_std_sps);
     EXPECT_NE(r.throughput_ci95_low_sps, def.throughput_ci95_low_sps);
@@ -191,7 +192,7 @@ TEST(results_roundtrip, RecordLayoutUnchanged) {
     _GLIBCXX_USE_CXX11_ABI
   EXPECT_EQ(sizeof(StageRecord), 360u);
   EXPECT_EQ(sizeof(MetricCheck), 96u);
-  EXPECT_EQ(sizeof(RunRecord), 1408u);  // with TrainingRecord and TraceRecord
+  EXPECT_EQ(sizeof(RunRecord), 1416u);  // with TrainingRecord and TraceRecord
   EXPECT_EQ(sizeof(Provenance), 536u);
   EXPECT_EQ(sizeof(ExperimentRecord), 632u);
 #else

@@ -83,6 +83,7 @@ inline RunRecord make_sample_run(const std::string& id, int index, int stage_cou
   r.time_model = index == 1 ? "dilated" : "modeled";
   r.dilation = index == 1 ? 412.5 : 1;
   r.overruns = index;
+  r.cpu_wait_fraction = 0.015625 * (index + 1);
   r.energy_j = 25.5 + index;
   r.energy_per_sample_j = 0.125 + index;
   r.energy_source = index == 1 ? "board" : "profile";
