@@ -221,7 +221,7 @@ def protocol_note(df):
                          f"was flat within {margin.iloc[0]:g} pt over {int(window.iloc[0])} "
                          "epochs")
         elif epochs:
-            parts.append(f"{'/'.join(map(str, epochs))} epochs (no convergence rule)")
+            parts.append(f"{'/'.join(map(str, epochs))} epoch(s) (no convergence rule)")
     n = seeds(df).nunique() if len(df) else 0
     parts.append(f"{n} seed{'s' if n != 1 else ''}")
     return "; ".join(parts)
