@@ -171,7 +171,9 @@ def converged(epochs_df, ids):
     flags = []
     for i in ids:
         v = epochs_df.loc[epochs_df["id"] == i, "converged"]
-        flags.append(bool(v.iloc[-1]) if len(v) else None)
+        last = v.iloc[-1] if len(v) else None
+        # None / NaN: the run had no convergence rule.
+        flags.append(None if last is None or last != last else bool(last))
     return verdicts.converged_text(flags)
 
 
@@ -191,3 +193,35 @@ def placement_text(position):
     """'Between stage 1 & 2' -> 'between stage 1 & 2'; 'Multi-AE ...' -> 'after every stage
     (Multi-AE)', for verdict lines."""
     return position.lower() if position.startswith("Between") else "after every stage (Multi-AE)"
+
+
+def protocol_note(df):
+    """What the runs of `df` did where the paper's protocol is different, for the header line of
+    a table: the scale, the stand-in data/model (the files' `stand_in`), the input size, the
+    epoch budget and the convergence rule, and the number of seeds. Empty for no runs."""
+    if df is None or df.empty:
+        return ""
+    parts = []
+    scale = sorted(set(df["scale"].astype(str)) - {"", "nan"}) if "scale" in df else []
+    if scale:
+        parts.append("scale " + "/".join(scale))
+    if "stand_in" in df:
+        parts += sorted(set(df["stand_in"].astype(str)) - {"", "nan"})
+    if "model.input" in df:
+        sizes = sorted(set(df["model.input"].astype(str)) - {"", "nan"})
+        if sizes:
+            parts.append("input " + "/".join(sizes))
+    if "training.epochs" in df:
+        epochs = sorted({int(e) for e in df["training.epochs"].dropna()})
+        window = (df["training.converge_window"].dropna() if "training.converge_window" in df
+                  else [])
+        if len(window):
+            margin = df["training.converge_margin_pt"].dropna()
+            parts.append(f"at most {'/'.join(map(str, epochs))} epochs, stopped once test top-1 "
+                         f"was flat within {margin.iloc[0]:g} pt over {int(window.iloc[0])} "
+                         "epochs")
+        elif epochs:
+            parts.append(f"{'/'.join(map(str, epochs))} epoch(s) (no convergence rule)")
+    n = seeds(df).nunique() if len(df) else 0
+    parts.append(f"{n} seed{'s' if n != 1 else ''}")
+    return "; ".join(parts)

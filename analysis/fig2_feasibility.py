@@ -59,7 +59,8 @@ def body(argv):
         raise qr.InputError(f"{args.results}: no data set has both a baseline (R=1) and an "
                             f"instrumented run that finished (run: {RUN})")
     conv = common.converged(ep, list(ok["id"]))
-    lines = ["Fig. 2a: test accuracy, MLP 512-512, baseline vs autoencoder (one float crosses)",
+    lines = ["Fig. 2a: test accuracy, MLP 512-512, baseline vs autoencoder (one float crosses; "
+             f"{common.protocol_note(ok)})",
              f"{'data set':<18} {'R':>5} {'baseline':>9} {'Quilt':>9} "
              f"{'Quilt - baseline (mean ± 95% CI)':>34} {'seeds':>5} {'converged':>10}"]
     for r in rows:

@@ -75,7 +75,7 @@ def body(argv):
                      "seeds": len(q), "_loss": loss, "_gain": g})
     arch = scratch["model.arch"].iloc[0] if len(scratch) and "model.arch" in scratch else "?"
     data = scratch["dataset"].iloc[0] if len(scratch) else proxy["dataset"].iloc[0]
-    lines = ["Fig. 4: trade-off against the reduction rate R",
+    lines = [f"Fig. 4: trade-off against the reduction rate R ({common.protocol_note(ok)})",
              f"accuracy loss: {paper.LABELS.get(arch, arch)} on {data} (training runs of "
              f"{args.results}); normalized performance: "
              + (f"ResNet-50 pipeline runs of {args.efficiency}" if len(perf) else "not given"),

@@ -37,7 +37,7 @@ def body(argv):
     top5 = int(ok["classes"].max()) > 5
     arch = ok["model.arch"].iloc[0] if "model.arch" in ok else "?"
     lines = [f"Table 1: {paper.LABELS.get(arch, arch)} from scratch on {ok['dataset'].iloc[0]}, "
-             f"{int(ok['epochs'].max())} epoch(s)",
+             f"up to {int(ok['epochs'].max())} epoch(s) run ({common.protocol_note(ok)})",
              f"{'model':<14} {'top-1 err':>10} {'Δ top-1 err (mean ± 95% CI)':>36} "
              + (f"{'top-5 err':>10} {'Δ top-5 err':>26} " if top5 else "")
              + f"{'seeds':>5} {'converged':>10} | {'paper top-1':>11}"

@@ -59,7 +59,8 @@ def body(argv):
     if not rows:
         raise qr.InputError(f"{args.results}: needs a finished `freeze` and `finetune` run of the "
                             f"same model and rate (run: {RUN})")
-    lines = ["Table 2: retraining a pretrained model with an autoencoder, limited data",
+    lines = ["Table 2: retraining a pretrained model with an autoencoder "
+             f"({common.protocol_note(ok)})",
              f"{'model':<34} {'wo/ freezing':>12} {'w/ freezing':>12} "
              f"{'gain (mean ± 95% CI)':>34} {'pretrained':>10} {'converged':>10} | paper wo/ w/"]
     for r in rows:

@@ -37,7 +37,7 @@ def body(argv):
     if base.empty:
         raise qr.InputError(f"{args.results}: no finished baseline (R=1) run (run: {RUN})")
     ep = qr.epochs(args.results)
-    lines = ["Table 3 (accuracy): R=64 autoencoder placement",
+    lines = [f"Table 3 (accuracy): R=64 autoencoder placement ({common.protocol_note(ok)})",
              f"{'placement':<22} {'Quilt top-1':>11} {'loss vs base (mean ± 95% CI)':>36} "
              f"{'seeds':>5} {'converged':>10} | {'paper':>7} {'loss':>6}"]
     rows, lines_v = [], []

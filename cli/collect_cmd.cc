@@ -177,7 +177,8 @@ RunsTable runs_table(const std::vector<NamedRecord>& files) {
                "final_train_loss",
                "train_s",
                "proxy_speedup",
-               "pretrain_top1"};
+               "pretrain_top1",
+               "converged"};
   std::set<std::string> keys;
   for (const auto& [path, rec] : files)
     for (const auto& r : rec.runs)
@@ -252,7 +253,8 @@ RunsTable runs_table(const std::vector<NamedRecord>& files) {
           tr(x.train_loss.empty() ? std::string() : num(x.train_loss.back())),
           tr(num(x.train_s)),
           tr(nonneg(x.proxy_speedup)),
-          tr(num(x.pretrain_top1))};
+          tr(num(x.pretrain_top1)),
+          tr(x.converged < 0 ? std::string() : (x.converged ? "True" : "False"))};
       for (const auto& k : keys) row.push_back(param_or(r, k, ""));
       t.rows.push_back(std::move(row));
     }

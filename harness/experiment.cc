@@ -45,7 +45,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"autoencoder", {"kind", "rate", "kernel"}},
       {"training",
        {"mode", "epochs", "batch", "lr", "optimizer", "momentum", "weight_decay", "freeze_epochs",
-        "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs", "pretrain_samples"}},
+        "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs", "pretrain_samples",
+        "seed", "converge_window", "converge_margin_pt"}},
       {"measurement",
        {"batch", "warmup_batches", "batches", "samples", "repetitions", "min_duration_s",
         "min_samples", "max_cpu_wait", "max_cv", "check_outputs", "tolerance", "trace"}},
@@ -448,6 +449,16 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     tr.pretrain_epochs = r.integer(n, "training.pretrain_epochs", 0, 1 << 20);
   if (auto n = t["pretrain_samples"])
     tr.pretrain_samples = r.integer(n, "training.pretrain_samples", 0, INT64_MAX);
+  if (auto n = t["seed"])
+    tr.seed = static_cast<uint64_t>(r.integer(n, "training.seed", 0, 1LL << 40));
+  if (auto n = t["converge_window"]) {
+    tr.converge_window = r.integer(n, "training.converge_window", 0, 1 << 20);
+    if (tr.converge_window == 1)
+      r.fail(n, "training.converge_window",
+             "1 epoch is always flat; use 0 (no rule) or a window of 2 or more epochs (e.g. 3)");
+  }
+  if (auto n = t["converge_margin_pt"])
+    tr.converge_margin_pt = r.real(n, "training.converge_margin_pt", 0, 100);
   if (tr.mode == "freeze" && run.autoencoder.rate == 1)
     r.fail(t["mode"], "training.mode",
            "`freeze` trains the autoencoders first, but `autoencoder.rate` is 1 (no autoencoder); "
@@ -468,6 +479,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     if (tr.pretrain_epochs > 0) P["training.pretrain_epochs"] = std::to_string(tr.pretrain_epochs);
     if (tr.pretrain_samples > 0)
       P["training.pretrain_samples"] = std::to_string(tr.pretrain_samples);
+    if (tr.seed > 0) P["training.seed"] = std::to_string(tr.seed);
+    if (tr.converge_window > 0) {
+      P["training.converge_window"] = std::to_string(tr.converge_window);
+      P["training.converge_margin_pt"] = fmt::format("{}", tr.converge_margin_pt);
+    }
   }
 
   Section m = section("measurement");
@@ -849,7 +865,8 @@ void record_resolved_model(std::map<std::string, std::string>* params,
 std::string describe_training(const RunConfig& run) {
   const TrainingConfig& t = run.training;
   if (t.mode == "none") return "";
-  std::string out = fmt::format("training {}: {} epoch(s)", t.mode, t.epochs);
+  std::string out = fmt::format("training {}: {}{} epoch(s)", t.mode,
+                                t.converge_window > 0 ? "at most " : "", t.epochs);
   if (t.mode == "freeze" && t.freeze_epochs > 0)
     out += fmt::format(" (phase 1 at most {})", t.freeze_epochs);
   out += fmt::format(", batch {}, {} lr {}", t.batch, t.optimizer, t.lr);
@@ -865,6 +882,10 @@ std::string describe_training(const RunConfig& run) {
     out += fmt::format(
         ", after {} pretraining epoch(s){}", t.pretrain_epochs,
         t.pretrain_samples > 0 ? fmt::format(" on {} samples", t.pretrain_samples) : std::string());
+  if (t.converge_window > 0)
+    out += fmt::format(", until test top-1 is flat within {:g} pt over {} epochs",
+                       t.converge_margin_pt, t.converge_window);
+  if (t.seed > 0) out += fmt::format(", seed {}", t.seed);
   if (!t.checkpoint.empty()) out += fmt::format(", checkpoint {}", t.checkpoint);
   return out;
 }

@@ -110,6 +110,16 @@ struct TrainingConfig {
   /// (model.weights is the pretrained model, or the model is random).
   int64_t pretrain_epochs = 0;
   int64_t pretrain_samples = 0;  ///< pretraining uses at most this many training samples (0 = all)
+  /// Repetition seed: 0 = none (weights from model.seed, shuffling and augmentation from
+  /// data.seed, as before the key existed); N > 0 derives the weight initialisation, shuffling
+  /// and augmentation from it while data.seed keeps fixing the train/test split and the
+  /// train_samples subset. Sweep it (`training.seed: [1, 2, 3]`) for repeated arms.
+  uint64_t seed = 0;
+  /// Convergence rule: 0 = off; W >= 2 stops the mode's last phase (and pretraining) once the
+  /// test top-1 of the last W epochs lies within converge_margin_pt points; `epochs` (and
+  /// `pretrain_epochs`) become maxima. The run records whether the rule was met.
+  int64_t converge_window = 0;
+  double converge_margin_pt = 0.3;  ///< points of test top-1 accuracy
 };
 
 struct MeasurementConfig {

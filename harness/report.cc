@@ -77,6 +77,11 @@ std::string training_report(const results::RunRecord& run) {
         top5(t, t.final_top5), loss(t.final_test_loss), t.train_s,
         t.phase1_epochs > 0 ? fmt::format(", {} phase-1 epoch(s)", t.phase1_epochs) : "");
   }
+  if (t.converged >= 0)
+    out +=
+        fmt::format("  converged: {} (rule: test top-1 of the last {} epochs within {:g} pt{})\n",
+                    t.converged ? "yes" : "NO", t.converge_window, t.converge_margin_pt,
+                    t.converged ? "" : "; stopped at the maximum epochs without meeting it");
   if (!t.checkpoint.empty()) out += fmt::format("  checkpoint {}\n", t.checkpoint);
   return out;
 }

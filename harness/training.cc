@@ -19,6 +19,7 @@
 #include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 
 namespace quilt::harness {
@@ -74,6 +75,25 @@ trainers::AugmentOptions augment_options(const RunConfig& run, const models::Sha
   a.horizontal_flip = true;
   a.skew = 0.1;
   return a;
+}
+
+// training.seed N > 0 moves the weight initialisation and the shuffling/augmentation stream to
+// a repetition of its own; 0 keeps model.seed and data.seed as they were before the key existed.
+constexpr uint64_t kSeedStride = 1000003;  // a prime: seeds of neighbouring repetitions differ
+
+uint64_t init_seed(const RunConfig& run) {
+  return run.model.seed + kSeedStride * run.training.seed;
+}
+
+uint64_t shuffle_seed(const RunConfig& run) {
+  return run.data.seed + kSeedStride * run.training.seed;
+}
+
+// The base model of this repetition: build_base (planning.h) with the repetition's init seed.
+models::Model build_base(const RunConfig& run) {
+  ModelConfig m = run.model;
+  m.seed = init_seed(run);
+  return harness::build_base(m);
 }
 
 // Averages gradients over the ranks: one MPI_Allreduce per element type over all tensors packed
@@ -142,6 +162,10 @@ std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& con
     auto it = run.params.find(k);
     key += fmt::format(";{}={}", k, it == run.params.end() ? "" : it->second);
   }
+  // Keys added later: only when set, so that earlier caches keep their names.
+  for (const char* k : {"training.seed", "training.converge_window", "training.converge_margin_pt"})
+    if (auto it = run.params.find(k); it != run.params.end())
+      key += fmt::format(";{}={}", k, it->second);
   auto dir = std::filesystem::path(context.output).parent_path();
   if (dir.empty()) dir = ".";
   return (dir / ".quilt-cache" / ("pretrained-" + hex_digest(key).substr(0, 16) + ".pt")).string();
@@ -155,8 +179,10 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
   o.momentum = t.momentum;
   o.weight_decay = t.weight_decay;
   o.batch_size = t.batch;
-  o.seed = run.data.seed;
+  o.seed = shuffle_seed(run);
   o.augment = augment_options(run, input);
+  o.converge_window = t.converge_window;
+  o.converge_margin = t.converge_margin_pt / 100.0;
   o.progress.style = print ? trainers::ProgressStyle::kAuto : trainers::ProgressStyle::kSilent;
   o.progress.line_interval_s = 30;
   o.settle_tolerance = t.settle_tolerance;
@@ -202,6 +228,17 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
              "rates above 1";
     }
   }
+  if ((t.mode == "freeze" || t.mode == "finetune") && t.pretrain_epochs == 0 &&
+      run.model.weights == "random") {
+    *key = "model.weights";
+    return fmt::format(
+        "`{}` retrains a pretrained model (the paper: ImageNet weights, then the autoencoders are "
+        "inserted), but model.weights is `random` and training.pretrain_epochs is 0: set "
+        "model.weights to a state_dict file saved from Python (e.g. torchvision's "
+        "resnet50(weights=\"IMAGENET1K_V1\").state_dict(), see README.md \"Pretrained "
+        "weights\"), or training.pretrain_epochs > 0 to pretrain here",
+        t.mode);
+  }
   if (t.mode == "freeze" || t.mode == "finetune") {
     const int64_t phase1 =
         t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
@@ -212,6 +249,25 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
           "freeze_epochs phase-2 epochs; training.epochs = {} leaves none: raise it above {}",
           t.mode, phase1, t.epochs, phase1);
     }
+  }
+  if (t.converge_window > 0 && t.mode != "proxy" && t.mode != "none") {
+    const int64_t phase1 = t.mode == "scratch"   ? 0
+                           : t.freeze_epochs > 0 ? t.freeze_epochs
+                                                 : std::max<int64_t>(1, t.epochs / 2);
+    if (t.epochs - phase1 < t.converge_window) {
+      *key = "training.converge_window";
+      return fmt::format(
+          "the rule needs {} epochs of the last phase, but training.epochs = {} allows {}: raise "
+          "training.epochs (the maximum) or lower the window",
+          t.converge_window, t.epochs, t.epochs - phase1);
+    }
+  }
+  if (t.converge_window > 0 && t.pretrain_epochs > 0 && t.pretrain_epochs < t.converge_window) {
+    *key = "training.pretrain_epochs";
+    return fmt::format(
+        "pretraining stops by the same convergence rule, which needs {} epochs; "
+        "training.pretrain_epochs = {} (the maximum) allows fewer",
+        t.converge_window, t.pretrain_epochs);
   }
   if (!t.checkpoint.empty() && !run.swept.empty() &&
       t.checkpoint.find("{id}") == std::string::npos) {
@@ -300,7 +356,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
   models::Model base{nullptr};
   if (error.empty()) {
     try {
-      base = build_base(run.model);
+      base = build_base(run);
       data = load_data(run, base);
     } catch (const std::exception& e) {
       error = fmt::format("data.kind {}: {}", run.data.kind, e.what());
@@ -314,7 +370,10 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
   const bool print = root && context.print;
 
   // Pretraining (transfer learning from a model trained on the full split without autoencoder),
-  // cached beside the result file.
+  // cached beside the result file. With the convergence rule it stops once the base model's test
+  // accuracy is flat; whether it got there is kept beside the cache (`<cache>.converged`: "1 E"
+  // or "0 E", E the epochs run) so that later runs loading the cache know it too.
+  int pretrain_converged = -1;  // -1: no rule, else 0 / 1 (rank 0)
   if (run.training.pretrain_epochs > 0) {
     const std::string cache = pretrain_cache_path(run, context, n);
     const int64_t pre_n = run.training.pretrain_samples > 0
@@ -326,8 +385,22 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
       models::QuiltModel plain(base, {}, {1.0, 1});
       if (cached) {
         if (root) models::load_state_dict(*base, cache);
-        tr.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {}, loaded from {}",
-                                    run.training.pretrain_epochs, pre_n, run.data.kind, cache);
+        int64_t epochs_run = run.training.pretrain_epochs;
+        if (root && run.training.converge_window > 0) {
+          std::ifstream side(cache + ".converged");
+          int flag = 0;
+          if (side >> flag >> epochs_run)
+            pretrain_converged = flag != 0 ? 1 : 0;
+          else
+            pretrain_converged = 0, epochs_run = run.training.pretrain_epochs;
+        }
+        tr.pretrained =
+            fmt::format("{} epoch(s) from scratch on {} samples of {}{}, loaded from {}",
+                        epochs_run, pre_n, run.data.kind,
+                        pretrain_converged < 0   ? ""
+                        : pretrain_converged > 0 ? " (converged)"
+                                                 : " (not converged)",
+                        cache);
         if (print) fmt::print("  pretrained weights from {}\n", cache);
       } else {
         if (print)
@@ -336,21 +409,30 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
         trainers::TrainOptions o = train_options(run, base->input_shape(), root && context.print);
         o.mode = trainers::Mode::kScratch;
         o.epochs = run.training.pretrain_epochs;
-        o.eval_every_epoch = false;
+        o.eval_every_epoch = run.training.converge_window > 0;
         trainers::Dataset source = data;
         if (run.training.pretrain_samples > 0)
           source.train = trainers::stratified_subset(data.train, run.training.pretrain_samples,
                                                      run.data.seed + 1);
         auto result = trainers::train(plain, source, o, parallel);
         if (!result.ok) throw trainers::TrainerError("pretraining failed: " + result.failure);
+        if (run.training.converge_window > 0) pretrain_converged = result.converged ? 1 : 0;
         if (root) {
           std::filesystem::create_directories(std::filesystem::path(cache).parent_path());
           trainers::export_state_dict(*base, cache);
+          if (pretrain_converged >= 0) {
+            std::ofstream side(cache + ".converged", std::ios::trunc);
+            side << pretrain_converged << ' ' << result.epochs.size() << '\n';
+          }
         }
         tr.pretrained = fmt::format(
-            "{} epoch(s) from scratch on {} samples of {} in this run "
+            "{} epoch(s) from scratch on {} samples of {}{} in this run "
             "(cached in {})",
-            run.training.pretrain_epochs, pre_n, run.data.kind, cache);
+            result.epochs.size(), pre_n, run.data.kind,
+            pretrain_converged < 0   ? ""
+            : pretrain_converged > 0 ? " (converged)"
+                                     : " (not converged)",
+            cache);
       }
     } catch (const std::exception& e) {
       error = fmt::format("training.pretrain_epochs: {}", e.what());
@@ -381,7 +463,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
         po.weight_decay = run.training.weight_decay;
         po.batch_size = run.training.batch;
         po.epochs = run.training.epochs;
-        po.seed = run.data.seed;
+        po.seed = shuffle_seed(run);
         po.progress.style =
             context.print ? trainers::ProgressStyle::kAuto : trainers::ProgressStyle::kSilent;
         po.progress.line_interval_s = 30;
@@ -410,7 +492,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
         } else {
           // Price full training: the whole model with its autoencoder, kCostBatches timed
           // batches of a fresh copy, scaled to the epochs the proxy ran.
-          models::Model fresh = build_base(run.model);
+          models::Model fresh = build_base(run);
           models::QuiltModel full(fresh, run.partition.cuts,
                                   {run.autoencoder.rate, run.autoencoder.kernel});
           trainers::Dataset sample = data;
@@ -442,6 +524,13 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     int bad = root && !error.empty() ? 1 : 0;
     mpi::check(MPI_Bcast(&bad, 1, MPI_INT, 0, comm), "MPI_Bcast");
     failed = bad != 0;
+    // The proxy trains a fixed number of epochs; what the rule can say is whether the base whose
+    // features it reconstructs was pretrained to convergence.
+    if (pretrain_converged >= 0) {
+      tr.converged = pretrain_converged;
+      tr.converge_window = run.training.converge_window;
+      tr.converge_margin_pt = run.training.converge_margin_pt;
+    }
     return finish();
   }
 
@@ -502,6 +591,12 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     if (e.phase == 1 && (tr.mode == "freeze" || tr.mode == "finetune")) ++tr.phase1_epochs;
   }
   tr.train_s = result.seconds;
+  if (run.training.converge_window > 0) {
+    // The run is converged when its own last phase met the rule and so did its pretraining.
+    tr.converged = result.converged && pretrain_converged != 0 ? 1 : 0;
+    tr.converge_window = run.training.converge_window;
+    tr.converge_margin_pt = run.training.converge_margin_pt;
+  }
   tr.final_test_loss = result.final_test.loss;
   tr.final_top1 = result.final_test.top1;
   tr.final_top5 = result.final_test.top5;

@@ -104,6 +104,12 @@ TrainingRecord read_training(const h5::Group& g) {
   t.checkpoint = g.read_string_attribute("checkpoint");
   t.pretrained = g.read_string_attribute("pretrained");
   t.pretrain_top1 = g.read_double_attribute("pretrain_top1");
+  // Added in schema 1.x (the convergence rule); older files have none: -1 = no rule.
+  if (g.has_attribute("converged")) {
+    t.converged = g.read_int64_attribute("converged");
+    t.converge_window = g.read_int64_attribute("converge_window");
+    t.converge_margin_pt = g.read_double_attribute("converge_margin_pt");
+  }
   t.epoch = g.read_int64_vector("epoch");
   t.phase = g.read_string_vector("phase");
   t.train_loss = g.read_double_vector("train_loss");

@@ -5,6 +5,7 @@
 #include "results/trace.h"
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -91,6 +92,13 @@ struct TrainingRecord {
   /// Test accuracy of the pretrained model without autoencoder, before the mode ran; NaN when
   /// the run did not pretrain.
   double pretrain_top1 = 0;
+  /// The convergence rule (training.converge_window): 1 when the run's last phase (and its
+  /// pretraining, if any) ended with test top-1 flat within converge_margin_pt over the last
+  /// converge_window epochs, 0 when it stopped at its maximum epochs without that, -1 when the run
+  /// had no rule (files written before it existed read as -1).
+  int64_t converged = -1;
+  int64_t converge_window = 0;                                           ///< epochs; 0 = no rule
+  double converge_margin_pt = std::numeric_limits<double>::quiet_NaN();  ///< pt; NaN: no rule
 };
 
 /// One run: one point of a sweep.

@@ -166,6 +166,9 @@ void write_training(const h5::Group& run, const TrainingRecord& t) {
   g.write_attribute("checkpoint", t.checkpoint);
   g.write_attribute("pretrained", t.pretrained);
   g.write_attribute("pretrain_top1", t.pretrain_top1);
+  g.write_attribute("converged", t.converged);
+  g.write_attribute("converge_window", t.converge_window);
+  g.write_attribute("converge_margin_pt", t.converge_margin_pt);
   g.write_dataset("epoch", t.epoch);
   g.write_dataset("phase", t.phase);
   g.write_dataset("train_loss", t.train_loss);

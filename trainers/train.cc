@@ -71,6 +71,14 @@ void check_fits(models::QuiltModel& model, const Dataset& data) {
   }
 }
 
+// Test top-1 of the epochs of `phase` so far (the series the convergence rule reads).
+std::vector<double> final_phase_top1(const std::vector<EpochRecord>& epochs, int phase) {
+  std::vector<double> out;
+  for (const auto& e : epochs)
+    if (e.phase == phase) out.push_back(e.test.samples > 0 ? e.test.top1 : std::nan(""));
+  return out;
+}
+
 int64_t topk_for(int64_t num_classes) { return num_classes > 5 ? 5 : 1; }
 
 // "test loss 0.4102 top1 0.8512 top5 0.9901" for the console; top-5 only when it can differ from
@@ -134,6 +142,15 @@ void validate(const TrainOptions& o) {
   }
   if (!(o.settle_tolerance >= 0.0)) {
     bad(fmt::format("settle_tolerance {} must be >= 0", o.settle_tolerance));
+  }
+  if (o.converge_window < 0 || o.converge_window == 1) {
+    bad(fmt::format("converge_window {} must be 0 (off) or >= 2", o.converge_window));
+  }
+  if (!(o.converge_margin >= 0.0) || !std::isfinite(o.converge_margin)) {
+    bad(fmt::format("converge_margin {} must be finite and >= 0", o.converge_margin));
+  }
+  if (o.converge_window > 0 && !o.eval_every_epoch) {
+    bad("converge_window needs eval_every_epoch (the rule reads the test accuracy of every epoch)");
   }
   validate(o.augment);
 }
@@ -270,6 +287,11 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
 
   int64_t step = 0;  // over all epochs of this call, for on_step_phase
   while (state.phase <= num_phases) {
+    // A run resumed from a checkpoint written after its last phase had converged is complete.
+    if (options.converge_window > 0 && state.phase == num_phases &&
+        is_flat(final_phase_top1(result.epochs, num_phases), options.converge_window,
+                options.converge_margin))
+      break;
     if (state.phase_epochs >= phase_epochs_max(state.phase)) {
       // A phase with no epochs left (epochs = 0, or a resumed run that was already at its end).
       if (state.phase == num_phases) break;
@@ -388,10 +410,21 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     state.prev_loss = rec.train_loss;
     // The run ends with this epoch when no later phase has epochs (freeze with epochs = 0 is
     // phase 1 alone).
-    const bool last =
-        phase_over && (state.phase == num_phases || phase_epochs_max(state.phase + 1) == 0);
+    bool last = phase_over && (state.phase == num_phases || phase_epochs_max(state.phase + 1) == 0);
     if (options.eval_every_epoch || phase_over) {
       rec.test = evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
+    }
+    // The convergence rule ends the last phase early: its test accuracy has stopped moving.
+    if (options.converge_window > 0 && state.phase == num_phases && rec.test.samples > 0) {
+      auto top1 = final_phase_top1(result.epochs, state.phase);
+      top1.push_back(rec.test.top1);
+      if (is_flat(top1, options.converge_window, options.converge_margin)) {
+        result.converged = true;
+        if (!last)
+          progress.message(fmt::format("converged: test top-1 of the last {} epochs within {:g} pt",
+                                       options.converge_window, 100 * options.converge_margin));
+        last = true;
+      }
     }
     progress.end_epoch(fmt::format("train loss {:.4f} acc {:.4f} | {}", rec.train_loss,
                                    rec.train_top1, test_summary(rec.test, data.num_classes)));
@@ -435,6 +468,12 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
         evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
   }
   result.train_flops = 3.0 * forward_flops * static_cast<double>(result.samples);
+  // Also for a resumed run whose last epochs were restored from the checkpoint.
+  if (options.converge_window > 0 && !result.epochs.empty() && result.ok) {
+    result.converged = is_flat(final_phase_top1(result.epochs, result.epochs.back().phase),
+                               options.converge_window, options.converge_margin) &&
+                       result.epochs.back().phase == num_phases;
+  }
   return result;
 }
 

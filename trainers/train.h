@@ -6,6 +6,7 @@
 
 #include "models/quilt_model.h"
 #include "trainers/augment.h"
+#include "trainers/converge.h"
 #include "trainers/data.h"
 #include "trainers/progress.h"
 
@@ -99,6 +100,13 @@ struct TrainOptions {
   std::string resume_from;
   /// Evaluate on the test split after every epoch (otherwise only at the end).
   bool eval_every_epoch = true;
+  /// Convergence rule (is_flat in converge.h), off when 0: the last phase (kScratch: its only
+  /// one; kFreeze/kFinetune: phase 2) stops as soon as its test top-1 over the last
+  /// converge_window epochs lies within converge_margin (a fraction: 0.003 = 0.3 points), so
+  /// `epochs` becomes the maximum. Needs eval_every_epoch. TrainResult::converged says whether
+  /// the rule was met.
+  int64_t converge_window = 0;
+  double converge_margin = 0.003;
   /// Stop after this many epochs of this call (0 = no limit), as if interrupted, with the
   /// checkpoint written: for batch jobs with a time limit that resume in the next job.
   int64_t stop_after_epochs = 0;
@@ -111,7 +119,8 @@ struct TrainOptions {
 
 /// Throws TrainerError naming the option and the valid range for options that cannot work
 /// (lr <= 0 or not finite, batch_size < 1, epochs < 0, freeze_epochs < 1, settle_tolerance < 0,
-/// momentum outside [0, 1), weight_decay < 0, mode kProxy, invalid augmentation).
+/// momentum outside [0, 1), weight_decay < 0, mode kProxy, invalid augmentation, converge_window
+/// 1 or < 0, converge_margin < 0, a convergence rule without eval_every_epoch).
 void validate(const TrainOptions& options);
 
 /// Loss and accuracy of a model on a split. top5 equals top1 when there are 5 classes or fewer
@@ -161,6 +170,9 @@ struct TrainResult {
   int64_t samples = 0;         ///< global training samples seen
   int64_t resumed_epochs = 0;  ///< epochs restored from resume_from (0 when not resumed)
   bool stopped = false;        ///< ended by stop_after_epochs before the schedule was complete
+  /// The convergence rule (TrainOptions::converge_window) was met by the last phase's test top-1;
+  /// false when the rule is off or the run reached `epochs` (or failed) without meeting it.
+  bool converged = false;
   /// Estimated training FLOPs: 3 x forward FLOPs per sample (forward + backward) x samples, for
   /// comparison with ProxyResult (approximate: frozen weights need no weight gradients).
   double train_flops = 0.0;

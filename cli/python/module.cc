@@ -174,6 +174,10 @@ py::dict run_dict(const results::RunRecord& r) {
     tr["checkpoint"] = t.checkpoint;
     tr["pretrained"] = t.pretrained;
     tr["pretrain_top1"] = t.pretrain_top1;
+    // None when the run had no convergence rule (quilt.verdicts prints "unknown").
+    tr["converged"] = t.converged < 0 ? py::object(py::none()) : py::object(py::bool_(t.converged));
+    tr["converge_window"] = t.converge_window;
+    tr["converge_margin_pt"] = t.converge_margin_pt;
     d["training"] = tr;
   } else {
     d["training"] = py::none();

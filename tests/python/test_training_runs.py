@@ -279,3 +279,52 @@ sweep:
     assert ok_run[2]["autoencoder.rate"] == "8" and s(ok_run[1]["status"]) == "ok"
     assert ok_run[1]["max_abs_error"] >= 0  # outputs checked against the single-process model
     assert s(bad_run[1]["status"]) == "failed" and "ae_after_hidden1" in s(bad_run[1]["failure"])
+
+
+def test_convergence_rule_stops_the_run_and_is_recorded(tmp_path):
+    # A margin of 100 points is met as soon as the window is full: the run stops at epoch 3 of
+    # at most 20. A margin of 0 is met only by identical accuracies: whatever the run did, the
+    # record must agree with its own epochs.
+    text = BASE.replace("epochs: 3,", "epochs: 20, converge_window: 3, converge_margin_pt: 100,")
+    text = text.replace("autoencoder.rate: [1, 8]", "autoencoder.rate: [1, 8]\n"
+                        "    training.converge_margin_pt: [100, 0]")
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rs = runs(out)
+    assert len(rs) == 4
+    for _, _, params, t, d in rs:
+        assert t["converge_window"] == 3
+        top1 = list(d["test_top1"])
+        if params["training.converge_margin_pt"] == "100":
+            assert t["converged"] == 1 and len(top1) == 3, (t, top1)
+            assert t["converge_margin_pt"] == 100
+        else:
+            flat = max(top1[-3:]) - min(top1[-3:]) <= 1e-12
+            assert t["converged"] == (1 if flat else 0), (t, top1)
+            assert len(top1) == 20 or flat
+    rep = local("report", out)
+    assert "converged: yes (rule: test top-1 of the last 3 epochs within 100 pt)" in rep.stdout
+
+
+def test_runs_without_the_rule_record_minus_one(tmp_path):
+    out = tmp_path / "o.h5"
+    assert quilt("run", experiment(tmp_path), "--output", out).returncode == 0
+    for _, _, _, t, _ in runs(out):
+        assert t["converged"] == -1 and t["converge_window"] == 0
+        assert math.isnan(t["converge_margin_pt"])
+
+
+def test_training_seed_repeats_an_arm_on_the_same_split(tmp_path):
+    # training.seed moves weights and shuffling, not the data: the same split, other curves;
+    # model.seed still moves the initialisation under the same training.seed.
+    text = BASE.replace("sweep:\n  matrix:\n    autoencoder.rate: [1, 8]",
+                        "sweep:\n  zip:\n    training.seed: [1, 2, 1]\n    model.seed: [0, 0, 5]")
+    out = tmp_path / "o.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (_, _, p1, t1, d1), (_, _, p2, t2, d2), (_, _, _, _, d3) = runs(out)
+    assert p1["training.seed"] == "1" and p2["training.seed"] == "2"
+    assert t1["test_samples"] == t2["test_samples"] and t1["train_samples"] == t2["train_samples"]
+    assert list(d1["train_loss"]) != list(d2["train_loss"])
+    assert list(d1["train_loss"]) != list(d3["train_loss"])

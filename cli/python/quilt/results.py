@@ -143,7 +143,8 @@ def epochs(paths):
     """One row per epoch of every training run: file, id, mode, epoch (1-based over all phases),
     phase, train_loss, train_top1, test_loss, test_top1, test_top5 (NaN when the data set has
     5 classes or fewer: top-5 would be 100% or equal top-1), epoch_s, samples_per_s, classes,
-    and the run's parameters. A `converged` column appears when the files record it."""
+    and the run's parameters. A `converged` column appears when the files record it: True / False
+    by the run's convergence rule (training.converge_window), None for a run without one."""
     files = expand(paths)
     rows = []
     for path in files:
@@ -160,7 +161,9 @@ def epochs(paths):
                 if t["classes"] <= 5:
                     row["test_top5"] = np.nan
                 if "converged" in t:
-                    row["converged"] = bool(t["converged"])
+                    # True / False, or None when the run had no convergence rule.
+                    c = t["converged"]
+                    row["converged"] = None if c is None else bool(c)
                 rows.append(row)
     return _with_params(rows, files)
 

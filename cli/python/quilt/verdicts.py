@@ -14,7 +14,8 @@ written once for every analysis script.
   verdict rests on the point value, and the line says so.
 
 Every verdict prints as one line with Quilt's mean ± CI, n seeds, the paper's number and whether
-the runs converged ("unknown" when the result files do not record it).
+the runs converged ("unknown" when the result files do not record it); a verdict resting on runs
+that did not meet their convergence rule (training.converge_window) ends with "NOT CONVERGED".
 """
 import math
 from dataclasses import dataclass, field
@@ -103,6 +104,11 @@ def welch(base, other, deterministic=False, level=LEVEL):
     return Estimate(m, m - half, m + half, n)
 
 
+def not_converged(text):
+    """True for a converged_text() that reports runs which did not meet the convergence rule."""
+    return str(text).startswith("no")
+
+
 def converged_text(flags):
     """'yes', 'no (k of n runs)' or 'unknown' for per-run convergence flags (None = not
     recorded)."""
@@ -134,6 +140,9 @@ class Verdict:
             out += f" Rule: {self.rule}."
         for n in self.notes:
             out += f" {n}"
+        if not_converged(self.converged):
+            out += (" NOT CONVERGED: some runs stopped at their maximum epochs before their test "
+                    "accuracy was flat (training.converge_window); the verdict is provisional.")
         return out
 
 
