@@ -145,7 +145,7 @@ void set_base_trainable(models::QuiltModel& model, bool trainable) {
 Evaluation evaluate(models::QuiltModel& model, const Split& split, int64_t num_classes,
                     int64_t batch_size, const Parallel& parallel) {
   const double t0 = now_s();
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd records at all (cheaper than NoGradGuard)
   model->eval();
   const int64_t k = std::min<int64_t>(topk_for(num_classes), model->base()->num_classes());
   auto [begin, end] = shard(split.size(), parallel.rank, parallel.size);
