@@ -1,14 +1,19 @@
 #!/usr/bin/python3
 """Training throughput of Quilt's trainers against the same loop in Python (python3-torch).
 
-One epoch of SGD (lr 0.01, momentum 0.9) over synthetic data, batch 64, one thread, for the
-same two models as bench/train_bench.cc: torchvision's ResNet-18 with 10 classes on 3x32x32
-(512 samples per epoch) and the paper's MLP 784-512-512-10 (8192 samples per epoch). The Python
-loop does what trainers::train() does per batch: a seeded permutation per epoch, index_select
-of the batch, forward, cross-entropy (sum / batch), backward, loss.item(), accuracy count,
-step. Each side: one warm-up epoch, then 5 repetitions of at least 1 s each (whole epochs),
-median; PyTorch and Quilt alternate repetition by repetition so that a change of load affects
-both sides of a ratio alike. Samples/s by wall clock and by process CPU time.
+One epoch of SGD (momentum 0.9) or Adam over synthetic data at one thread, for the same cases as
+bench/train_bench.cc (CASES below): the historical pair (torchvision's ResNet-18 with 10 classes on
+3x32x32, 512 samples per epoch; the paper's MLP 784-512-512-10, 8192 samples; SGD lr 0.01, batch
+64) and what the accuracy experiments train at their `here` scale: ResNet-18 on 1x28x28 with SGD
+lr 0.05, weight decay 5e-4 (accuracy, interposition_accuracy, weight_freezing), the same with an
+R=64 autoencoder (1x1 Conv2d 256->4->256 with bias) after layer3, the same with Adam lr 0.001
+(tradeoff), and the MLP 64-512-512-10 with Adam at batch 32 (feasibility). The Python loop does
+what trainers::train() does per batch: a seeded permutation per epoch, index_select of the batch,
+forward, cross-entropy (sum / batch), backward, loss.item(), accuracy count, step; the optimizer
+is torch.optim's default (for-loop) implementation, as a user gets it. Each side: one warm-up
+epoch, then 5 repetitions of at least 1 s each (whole epochs), median; PyTorch and Quilt
+alternate repetition by repetition so that a change of load affects both sides of a ratio alike.
+Samples/s by wall clock and by process CPU time.
 
 Run with Debian's Python (the one that sees python3-torch and python3-torchvision):
 
@@ -33,29 +38,40 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
-BATCH = 64
-CASES = [  # (name as the C++ benchmark names it, input shape, samples per epoch)
-    ("resnet18", (3, 32, 32), 512),
-    ("mlp", (784,), 8192),
+CASES = [  # (name as the C++ benchmark names it, arch, input shape, samples per epoch, batch,
+    #    optimizer, lr, weight decay, autoencoder after layer3 (R) or None)
+    ("resnet18", "resnet18", (3, 32, 32), 512, 64, "sgd", 0.01, 0.0, None),
+    ("mlp", "mlp", (784,), 8192, 64, "sgd", 0.01, 0.0, None),
+    ("resnet18-fmnist", "resnet18", (1, 28, 28), 512, 64, "sgd", 0.05, 5e-4, None),
+    ("resnet18-fmnist-ae64", "resnet18", (1, 28, 28), 512, 64, "sgd", 0.05, 5e-4, 64),
+    ("resnet18-fmnist-adam", "resnet18", (1, 28, 28), 512, 64, "adam", 0.001, 0.0, None),
+    ("mlp-uci", "mlp", (64,), 4096, 32, "adam", 0.001, 0.0, None),
 ]
 
 
-def build(arch):
+def build(arch, shape, rate):
     torch.manual_seed(0)
     if arch == "resnet18":
-        return torchvision.models.resnet18(num_classes=10)
-    return torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
+        model = torchvision.models.resnet18(num_classes=10)
+        if shape[0] != 3:
+            model.conv1 = torch.nn.Conv2d(shape[0], 64, 7, 2, 3, bias=False)
+        if rate:
+            code = -(-256 // rate)  # ceil, as models::encoded_channels
+            model.layer3 = torch.nn.Sequential(model.layer3, torch.nn.Conv2d(256, code, 1),
+                                               torch.nn.Conv2d(code, 256, 1))
+        return model
+    return torch.nn.Sequential(torch.nn.Linear(shape[0], 512), torch.nn.ReLU(),
                                torch.nn.Linear(512, 512), torch.nn.ReLU(),
                                torch.nn.Linear(512, 10))
 
 
-def epoch(model, opt, x, y, gen):
+def epoch(model, opt, x, y, gen, batch):
     model.train()
     n = x.shape[0]
     perm = torch.randperm(n, generator=gen)
     loss_sum, correct = 0.0, 0
-    for first in range(0, n, BATCH):
-        idx = perm[first:first + BATCH]
+    for first in range(0, n, batch):
+        idx = perm[first:first + batch]
         xb, yb = x.index_select(0, idx), y.index_select(0, idx)
         opt.zero_grad()
         out = model(xb)
@@ -70,20 +86,28 @@ def epoch(model, opt, x, y, gen):
 class PyTorchSide:
     """The model, optimizer and data of one case, warmed up once; rate() measures one repetition."""
 
-    def __init__(self, arch, shape, samples):
-        self.model = build(arch)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+    def __init__(self, arch, shape, samples, batch, optimizer, lr, weight_decay, rate):
+        self.model = build(arch, shape, rate)
+        if optimizer == "adam":
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9,
+                                       weight_decay=weight_decay)
         self.gen = torch.Generator().manual_seed(1)
         self.x = torch.randn(samples, *shape)
         self.y = torch.randint(0, 10, (samples,))
         self.samples = samples
-        epoch(self.model, self.opt, self.x, self.y, self.gen)  # warm-up
+        self.batch = batch
+        self.run()  # warm-up
+
+    def run(self):
+        epoch(self.model, self.opt, self.x, self.y, self.gen, self.batch)
 
     def rate(self, min_time_s):
         """(wall, cpu) samples/s over whole epochs lasting >= min_time_s."""
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
-            epoch(self.model, self.opt, self.x, self.y, self.gen)
+            self.run()
             n += self.samples
             elapsed = time.perf_counter() - t0
             if elapsed >= min_time_s:
@@ -115,34 +139,36 @@ def main():
     ap.add_argument("binary", help="path to quilt_bench_train")
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per repetition")
+    ap.add_argument("--cases", nargs="*", help="names of the cases to run (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_before = load_average()
     rows = []
-    for arch, shape, samples in CASES:
-        side = PyTorchSide(arch, shape, samples)
+    ap_cases = [c for c in CASES if not args.cases or c[0] in args.cases]
+    for name, arch, shape, samples, batch, optimizer, lr, wd, rate in ap_cases:
+        side = PyTorchSide(arch, shape, samples, batch, optimizer, lr, wd, rate)
         py, qu = [], []
         # One repetition of each side at a time, alternating, so that a change of load on the
         # machine affects both sides alike; the median of the repetitions counts.
         for _ in range(args.repetitions):
             py.append(side.rate(args.min_time))
-            qu.append(quilt_rate(args.binary, arch, samples, args.min_time))
+            qu.append(quilt_rate(args.binary, name, samples, args.min_time))
         py = tuple(statistics.median(v[i] for v in py) for i in (0, 1))
         qu = tuple(statistics.median(v[i] for v in qu) for i in (0, 1))
-        print(f"  {arch}: PyTorch {py[0]:.1f}, Quilt {qu[0]:.1f} samples/s", file=sys.stderr,
+        print(f"  {name}: PyTorch {py[0]:.1f}, Quilt {qu[0]:.1f} samples/s", file=sys.stderr,
               flush=True)
-        rows.append((arch, shape, py, qu))
-    print(f"training throughput, SGD momentum, batch {BATCH}, 1 thread "
+        rows.append((name, shape, batch, optimizer, py, qu))
+    print(f"training throughput, 1 thread "
           f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs)")
     print(f"load average before: {load_before}; after: {load_average()}")
     print("samples/s by wall clock; in brackets by process CPU time (less sensitive to other load)")
-    print(f"{'model':>9} {'input':>8} {'PyTorch samples/s':>20} {'Quilt samples/s':>20} {'ratio':>12}")
-    for arch, shape, py, qu in rows:
+    print(f"{'case':>21} {'input':>8} {'batch':>5} {'opt':>4} {'PyTorch samples/s':>20} "
+          f"{'Quilt samples/s':>20} {'ratio':>12}")
+    for name, shape, batch, optimizer, py, qu in rows:
         dims = "x".join(map(str, shape))
-        print(f"{arch:>9} {dims:>8} {py[0]:>9.1f} ({py[1]:>8.1f}) {qu[0]:>9.1f} ({qu[1]:>8.1f})"
-              f" {qu[0] / py[0]:>5.2f} ({qu[1] / py[1]:.2f})")
-
+        print(f"{name:>21} {dims:>8} {batch:>5} {optimizer:>4} {py[0]:>9.1f} ({py[1]:>8.1f}) "
+              f"{qu[0]:>9.1f} ({qu[1]:>8.1f}) {qu[0] / py[0]:>5.2f} ({qu[1] / py[1]:.2f})")
 
 if __name__ == "__main__":
     main()

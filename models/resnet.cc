@@ -1,5 +1,7 @@
 #include "models/resnet.h"
 
+#include "models/fast_conv.h"
+
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <torch/nn/functional/pooling.h>
@@ -24,6 +26,12 @@ torch::nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
   return torch::nn::Sequential(conv1x1(in, out, stride), BatchNorm2d(out));
 }
 
+// Sequential(conv, bn) of make_downsample, with the convolution through conv2d_forward.
+torch::Tensor downsample_forward(torch::nn::Sequential& downsample, const torch::Tensor& x) {
+  auto y = conv2d_forward(*downsample[0]->as<torch::nn::Conv2dImpl>(), x);
+  return downsample[1]->as<torch::nn::BatchNorm2dImpl>()->forward(y);
+}
+
 }  // namespace
 
 // Registration order follows torchvision's __init__, so named_parameters() lists the same
@@ -39,9 +47,9 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
-  torch::Tensor out = bn1(conv1(x)).relu_();
-  out = bn2(conv2(out));
-  out += downsample.is_empty() ? x : downsample->forward(x);
+  torch::Tensor out = bn1(conv2d_forward(*conv1, x)).relu_();
+  out = bn2(conv2d_forward(*conv2, out));
+  out += downsample.is_empty() ? x : downsample_forward(downsample, x);
   return torch::relu_(out);
 }
 
@@ -60,10 +68,10 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  torch::Tensor out = bn1(conv1(x)).relu_();
-  out = bn2(conv2(out)).relu_();
-  out = bn3(conv3(out));
-  out += downsample.is_empty() ? x : downsample->forward(x);
+  torch::Tensor out = bn1(conv2d_forward(*conv1, x)).relu_();
+  out = bn2(conv2d_forward(*conv2, out)).relu_();
+  out = bn3(conv2d_forward(*conv3, out));
+  out += downsample.is_empty() ? x : downsample_forward(downsample, x);
   return torch::relu_(out);
 }
 

@@ -1,0 +1,58 @@
+#include "models/fast_conv.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+namespace quilt::models {
+namespace {
+
+// The in-range window along one spatial axis of a convolution with one output position:
+// kernel taps [k0, k0 + n) meet input positions [k0 - pad, k0 - pad + n).
+struct Window {
+  int64_t k0 = 0, n = 0;
+};
+
+Window window(int64_t size, int64_t kernel, int64_t pad) {
+  const int64_t k0 = std::max<int64_t>(0, pad);
+  const int64_t k1 = std::min<int64_t>(kernel, pad + size);
+  return {k0, std::max<int64_t>(0, k1 - k0)};
+}
+
+int64_t out_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad) {
+  return (size + 2 * pad - kernel) / stride + 1;
+}
+
+}  // namespace
+
+bool conv2d_is_gemm(const torch::nn::Conv2dImpl& conv, torch::IntArrayRef input) {
+  const auto& o = conv.options;
+  if (input.size() != 4 || o.groups() != 1) return false;
+  if (!c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode())) return false;
+  const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  if (pad == nullptr) return false;  // "same" / "valid": let LibTorch resolve them
+  for (int d = 0; d < 2; ++d) {
+    if ((*o.dilation())[d] != 1) return false;
+    const int64_t k = (*o.kernel_size())[d], s = (*o.stride())[d], p = (**pad)[d];
+    if (out_size(input[2 + d], k, s, p) != 1) return false;
+    if (window(input[2 + d], k, p).n < 1) return false;
+  }
+  return true;
+}
+
+torch::Tensor conv2d_forward(torch::nn::Conv2dImpl& conv, const torch::Tensor& x) {
+  if (!conv2d_is_gemm(conv, x.sizes())) return conv.forward(x);
+  const auto& o = conv.options;
+  const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+  const Window wy = window(x.size(2), (*o.kernel_size())[0], (*pad)[0]);
+  const Window wx = window(x.size(3), (*o.kernel_size())[1], (*pad)[1]);
+  const int64_t n = x.size(0), out_channels = conv.weight.size(0);
+  // Input pixels [k0 - pad, k0 - pad + n) against kernel taps [k0, k0 + n) on each axis.
+  auto xs =
+      x.narrow(2, wy.k0 - (*pad)[0], wy.n).narrow(3, wx.k0 - (*pad)[1], wx.n).reshape({n, -1});
+  auto ws = conv.weight.narrow(2, wy.k0, wy.n).narrow(3, wx.k0, wx.n).reshape({out_channels, -1});
+  auto out = conv.bias.defined() ? torch::addmm(conv.bias, xs, ws.t()) : torch::mm(xs, ws.t());
+  return out.view({n, out_channels, 1, 1});
+}
+
+}  // namespace quilt::models

@@ -1,0 +1,163 @@
+#include "trainers/fused_optim.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/string_utils.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace quilt::trainers {
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;  // elements per task when LibTorch runs several threads
+
+bool fusable(const torch::Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 &&
+         t.layout() == torch::kStrided && t.is_contiguous();
+}
+
+// Every parameter with a gradient is dense float32 and contiguous, with contiguous state.
+template <typename StateCheck>
+bool all_fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups, StateCheck check) {
+  for (const auto& group : groups) {
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (!fusable(p) || !fusable(p.grad()) || !check(p)) return false;
+    }
+  }
+  return true;
+}
+
+std::string key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+}  // namespace
+
+torch::Tensor FusedSgd::step(LossClosure closure) {
+  auto state_ok = [&](const torch::Tensor& p) {
+    auto it = state_.find(key(p));
+    if (it == state_.end()) return true;
+    auto& buf = static_cast<torch::optim::SGDParamState&>(*it->second).momentum_buffer();
+    return fusable(buf) && buf.numel() == p.numel();
+  };
+  if (!all_fusable(param_groups_, state_ok)) return SGD::step(std::move(closure));
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss = {};
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
+    const float lr = static_cast<float>(o.lr()), wd = static_cast<float>(o.weight_decay());
+    const float momentum = static_cast<float>(o.momentum());
+    const float keep = static_cast<float>(1.0 - o.dampening());
+    const bool nesterov = o.nesterov();
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      float* w = p.data_ptr<float>();
+      const float* g = p.grad().data_ptr<float>();
+      float* buf = nullptr;
+      bool first = false;
+      if (o.momentum() != 0) {
+        auto it = state_.find(key(p));
+        if (it == state_.end()) {
+          auto state = std::make_unique<torch::optim::SGDParamState>();
+          state->momentum_buffer(torch::empty_like(p, torch::MemoryFormat::Contiguous));
+          it = state_.emplace(key(p), std::move(state)).first;
+          first = true;  // torch: the buffer starts as a copy of the first step's d_p
+        }
+        buf = static_cast<torch::optim::SGDParamState&>(*it->second)
+                  .momentum_buffer()
+                  .data_ptr<float>();
+      }
+      at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
+          if (buf != nullptr) {
+            const float b = first ? d : momentum * buf[i] + keep * d;
+            buf[i] = b;
+            d = nesterov ? d + momentum * b : b;
+          }
+          w[i] -= lr * d;
+        }
+      });
+    }
+  }
+  return loss;
+}
+
+torch::Tensor FusedAdam::step(LossClosure closure) {
+  auto state_ok = [&](const torch::Tensor& p) {
+    auto it = state_.find(key(p));
+    if (it == state_.end()) return true;
+    auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
+    return fusable(s.exp_avg()) && fusable(s.exp_avg_sq()) && s.exp_avg().numel() == p.numel() &&
+           s.exp_avg_sq().numel() == p.numel();
+  };
+  bool amsgrad = false;
+  for (const auto& group : param_groups_) {
+    amsgrad = amsgrad || static_cast<const torch::optim::AdamOptions&>(group.options()).amsgrad();
+  }
+  if (amsgrad || !all_fusable(param_groups_, state_ok)) return Adam::step(std::move(closure));
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss = {};
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
+    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto it = state_.find(key(p));
+      if (it == state_.end()) {
+        auto state = std::make_unique<torch::optim::AdamParamState>();
+        state->step(0);
+        state->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+        state->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+        it = state_.emplace(key(p), std::move(state)).first;
+      }
+      auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
+      s.step(s.step() + 1);
+      const double correction1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
+      const double correction2 = 1 - std::pow(beta2, static_cast<double>(s.step()));
+      // As torch::optim::Adam: denom = sqrt(v) / sqrt(correction2) + eps, p -= lr / correction1
+      // * m / denom.
+      const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+      const float one_b1 = static_cast<float>(1 - beta1), one_b2 = static_cast<float>(1 - beta2);
+      const float sqrt_c2 = static_cast<float>(std::sqrt(correction2));
+      const float eps = static_cast<float>(o.eps()), wd = static_cast<float>(o.weight_decay());
+      const float step_size = static_cast<float>(o.lr() / correction1);
+      float* w = p.data_ptr<float>();
+      const float* g = p.grad().data_ptr<float>();
+      float* m = s.exp_avg().data_ptr<float>();
+      float* v = s.exp_avg_sq().data_ptr<float>();
+      at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
+          const float mi = b1 * m[i] + one_b1 * d;
+          const float vi = b2 * v[i] + one_b2 * d * d;
+          m[i] = mi;
+          v[i] = vi;
+          w[i] -= step_size * (mi / (std::sqrt(vi) / sqrt_c2 + eps));
+        }
+      });
+    }
+  }
+  return loss;
+}
+
+void clear_grads(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params) {
+    if (p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad().reset();
+  }
+}
+
+void fill_missing_grads(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params) {
+    if (!p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::zeros_like(p);
+  }
+}
+
+}  // namespace quilt::trainers
