@@ -84,6 +84,8 @@ models::Model build_base(const RunConfig& run) {
   models::ModelOptions opts;
   opts.input_shape = run.model.input;
   opts.num_classes = run.model.classes;
+  opts.path = run.model.path;
+  opts.cuts = run.model.cuts;
   models::Model base = models::make_model(run.model.arch, opts);
   if (run.model.weights != "random") models::load_state_dict(*base, run.model.weights);
   return base;
