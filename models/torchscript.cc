@@ -203,6 +203,7 @@ torch::jit::Module make_module(const std::shared_ptr<Graph>& graph) {
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
   auto cls = c10::ClassType::create(c10::QualifiedName("__torch__.quilt.Segment"), cu,
                                     /*is_module=*/true);
+  cu->register_type(cls);  // so that freeze()'s clone gets a fresh (mangled) class name
   torch::jit::Module m(cu, cls);
   m.register_attribute("training", c10::BoolType::get(), false);
   graph->insertInput(0, "self")->setType(cls);
