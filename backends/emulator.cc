@@ -29,8 +29,8 @@ std::string cpu_model_name() {
 std::string EmulatorBoard::description() const {
   const int threads = at::get_num_threads();
   if (script_stage_) {
-    return fmt::format("CPU emulator: TorchScript optimize_for_inference path, {} thread{}, {}",
-                       threads, threads == 1 ? "" : "s", cpu_model_name());
+    return fmt::format("CPU emulator: {}, {} thread{}, {}", script_stage_->summary(), threads,
+                       threads == 1 ? "" : "s", cpu_model_name());
   }
   std::string d = fmt::format("CPU emulator: {}, {} thread{}, {}",
                               options_.force_fallback ? "torch reference path" : "oneDNN fast path",
