@@ -6,7 +6,8 @@ alternately (C++ binary, then Python, per model); prints the median seconds per 
 ratio python/quilt (>= 1: the emulator is at least as fast).
 
 Usage: /usr/bin/python3 bench/torchscript_vs_pytorch.py --build build/release [--batch 8]
-Writes the models with torchvision (MobileNetV3-small, VGG-11 traced, a tiny ViT) into a temp dir.
+Writes the models with torchvision (MobileNetV3-small, a tiny ViT) into a temp dir. (VGG at
+64x64 is left out: Python's optimize_for_inference itself fails on its 2x2 -> 7x7 adaptive pool.)
 """
 import argparse
 import os
@@ -20,7 +21,6 @@ import torchvision
 
 CASES = [
     ("mobilenet_v3_small", "3,224,224", ["after_features.8"]),
-    ("vgg11", "3,64,64", ["after_features.10"]),
     ("vit", "3,64,64", ["after_encoder.layers.encoder_layer_1.ln_2"]),
 ]
 
@@ -29,8 +29,6 @@ def write_models(d):
     torch.manual_seed(0)
     m = torchvision.models.mobilenet_v3_small().eval()
     torch.jit.save(torch.jit.script(m), os.path.join(d, "mobilenet_v3_small.pt"))
-    v = torchvision.models.vgg11(num_classes=10).eval()
-    torch.jit.save(torch.jit.trace(v, torch.randn(1, 3, 64, 64)), os.path.join(d, "vgg11.pt"))
     t = torchvision.models.VisionTransformer(image_size=64, patch_size=8, num_layers=4,
                                              num_heads=4, hidden_dim=128, mlp_dim=256,
                                              num_classes=10).eval()
@@ -60,7 +58,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=20)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    binary = os.path.join(a.build, "bin", "quilt_bench_torchscript")
+    binary = os.path.join(a.build, "bench", "quilt_bench_torchscript")
     with tempfile.TemporaryDirectory() as d:
         write_models(d)
         print(f"{'model':<20} {'stage':>5} {'quilt ms':>10} {'python ms':>10} {'python/quilt':>13}")
