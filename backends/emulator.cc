@@ -28,6 +28,10 @@ std::string cpu_model_name() {
 
 std::string EmulatorBoard::description() const {
   const int threads = at::get_num_threads();
+  if (script_stage_) {
+    return fmt::format("CPU emulator: {}, {} thread{}, {}", script_stage_->summary(), threads,
+                       threads == 1 ? "" : "s", cpu_model_name());
+  }
   std::string d = fmt::format("CPU emulator: {}, {} thread{}, {}",
                               options_.force_fallback ? "torch reference path" : "oneDNN fast path",
                               threads, threads == 1 ? "" : "s", cpu_model_name());
@@ -40,13 +44,23 @@ void EmulatorBoard::load(const StageAssignment& assignment) {
   if (!assignment.model) throw BoardError("emulator board: the stage assignment has no model");
   assignment.model->eval();
   stage_.reset();
-  stage_.emplace(*assignment.model, assignment.stage, assignment.batch_size, options_);
+  script_stage_.reset();
   std::vector<int64_t> shape = {assignment.batch_size};
+  if (is_torchscript(*assignment.model)) {
+    script_stage_.emplace(*assignment.model, assignment.stage);
+    shape.insert(shape.end(), script_stage_->in_shape().begin(), script_stage_->in_shape().end());
+    // Two warm-up batches: TorchScript's profiling executor optimises on the second run.
+    script_stage_->run(at::zeros(shape));
+    script_stage_->run(at::zeros(shape));
+    return;
+  }
+  stage_.emplace(*assignment.model, assignment.stage, assignment.batch_size, options_);
   shape.insert(shape.end(), stage_->in_shape().begin(), stage_->in_shape().end());
   stage_->run(at::zeros(shape));
 }
 
 at::Tensor EmulatorBoard::run(const at::Tensor& input) {
+  if (script_stage_) return script_stage_->run(input);
   TORCH_CHECK(stage_.has_value(), "EmulatorBoard::run before load");
   return stage_->run(input);
 }

@@ -18,6 +18,7 @@
 #include "models/autoencoder.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"
+#include "models/torchscript.h"
 #include "models/zoo.h"
 #include "results/error.h"
 #include "results/reader.h"
@@ -75,11 +76,54 @@ std::vector<int64_t> parse_shape(const std::string& text) {
 }
 
 int cmd_models(int argc, char** argv) {
-  quilt::harness::cli::Parser p("models",
-                                "The model zoo: each model's input, classes and cut points.");
-  p.example("quilt models");
+  std::string file;
+  quilt::models::Shape input;
+  quilt::harness::cli::Parser p(
+      "models",
+      "The model zoo: each model's input, classes and cut points; with --file, every cut of a "
+      "TorchScript model (arch `torchscript`) with what crosses it.");
+  p.option("--file", "PATH", "a TorchScript file (torch.jit.save of a scripted or traced model)",
+           &file)
+      .option("--input", "C,H,W",
+              "per-sample input shape of the TorchScript model (required "
+              "with --file)",
+              [&](const std::string& v) { input = parse_shape(v); })
+      .example("quilt models")
+      .example("quilt models --file m.pt --input 3,224,224");
   if (!p.parse(argc, argv)) return kExitOk;
   torch::NoGradGuard no_grad;
+  if (!file.empty()) {
+    if (input.empty()) {
+      fmt::print(stderr,
+                 "quilt models: --file needs --input (the per-sample shape, e.g. "
+                 "3,224,224)\n");
+      return kExitUsage;
+    }
+    const auto cuts = quilt::models::torchscript_cuts(file, input);
+    fmt::print(
+        "{} input {}: cuts (default = a top-level submodule's end), what crosses, "
+        "float32 bytes per sample\n",
+        file, quilt::models::to_string(input));
+    size_t valid = 0;
+    for (const auto& c : cuts) {
+      if (!c.invalid.empty()) continue;
+      ++valid;
+      std::vector<std::string> parts;
+      for (const auto& t : c.tensors)
+        parts.push_back(c.tensors.size() > 1 ? t.name + " " + quilt::models::to_string(t.shape)
+                                             : quilt::models::to_string(t.shape));
+      fmt::print("  {:<48} {:<8} {:>12} B  {}\n", c.name, c.top_level ? "default" : "",
+                 c.bytes_per_sample, fmt::join(parts, " + "));
+    }
+    fmt::print("{} valid cut(s); {} other submodule end(s) cannot be cuts", valid,
+               cuts.size() - valid);
+    std::vector<std::string> invalid;
+    for (const auto& c : cuts)
+      if (!c.invalid.empty() && c.top_level) invalid.push_back(c.name + ": " + c.invalid);
+    if (!invalid.empty()) fmt::print(" (top-level ones: {})", fmt::join(invalid, "; "));
+    fmt::print("\n");
+    return kExitOk;
+  }
   for (const auto& name : quilt::models::model_names()) {
     auto model = quilt::models::make_model(name);
     fmt::print("{:<10} input {:<10} classes {:<5} cuts:", name,
@@ -237,6 +281,8 @@ int cmd_plan(int argc, char** argv) {
     quilt::models::ModelOptions opts;
     opts.input_shape = run.model.input;
     opts.num_classes = run.model.classes;
+    opts.path = run.model.path;
+    opts.cuts = run.model.cuts;
     auto base = quilt::models::make_model(run.model.arch, opts);
     std::vector<std::string> cuts = run.partition.cuts;
     quilt::harness::RunPlan plan;

@@ -36,7 +36,7 @@ std::string format_error(const std::string& file, int line, int column, const st
 // The keys a section accepts, in documentation order. Sweeps and scales may set any of them.
 const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
   static const std::vector<std::pair<std::string, std::vector<std::string>>> kSchema = {
-      {"model", {"arch", "input", "classes", "weights", "seed"}},
+      {"model", {"arch", "input", "classes", "weights", "seed", "path"}},
       {"data", {"kind", "path", "seed", "augment", "train_samples"}},
       {"boards",
        {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices", "fallback"}},
@@ -299,6 +299,17 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (run.model.weights.empty())
     r.fail(model["weights"], "model.weights", "must be `random` or a state_dict file");
   if (auto n = model["seed"]) run.model.seed = r.integer(n, "model.seed", 0, INT64_MAX);
+  if (auto n = model["path"]) {
+    if (run.model.arch != "torchscript")
+      r.fail(n, "model.path", "only applies with `arch: torchscript` (a TorchScript file)");
+    run.model.path = r.text(n, "model.path");
+  } else if (run.model.arch == "torchscript") {
+    r.fail(model["arch"], "model.path",
+           "is required with `arch: torchscript`: the file torch.jit.save wrote");
+  }
+  if (run.model.arch == "torchscript" && run.model.input.empty())
+    r.fail(model["arch"], "model.input",
+           "is required with `arch: torchscript`: the per-sample input shape, e.g. [3, 224, 224]");
   std::vector<std::string> dims;
   for (auto d : run.model.input) dims.push_back(std::to_string(d));
   P["model.arch"] = run.model.arch;
@@ -306,6 +317,8 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["model.classes"] = std::to_string(run.model.classes);
   P["model.weights"] = run.model.weights;
   P["model.seed"] = std::to_string(run.model.seed);
+  // Recorded only for TorchScript models, so that the ids of zoo runs stay what they were.
+  if (!run.model.path.empty()) P["model.path"] = run.model.path;
 
   Section data = section("data");
   if (auto n = data["kind"])
@@ -410,6 +423,7 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     r.fail(partition["fixed"], "partition.fixed",
            fmt::format("{} fixed cut(s) but {} board(s) have only {} cut(s)",
                        run.partition.fixed.size(), run.boards.count, run.boards.count - 1));
+  run.model.cuts = run.partition.automatic ? run.partition.fixed : run.partition.cuts;
   P["partition.cuts"] = run.partition.automatic ? "auto" : list_text(run.partition.cuts);
   P["partition.objective"] = run.partition.objective;
   P["partition.fixed"] = list_text(run.partition.fixed);

@@ -41,11 +41,15 @@ using common::clip;
 using common::did_you_mean;
 
 struct ModelConfig {
-  std::string arch;                ///< a name of models::model_names()
+  std::string arch;                ///< a name of models::model_names(), or `torchscript`
   std::vector<int64_t> input;      ///< per-sample input shape; empty = the model's default
   int64_t classes = 0;             ///< 0 = the model's default
   std::string weights = "random";  ///< "random" or a state_dict file saved by torch.save
   uint64_t seed = 0;               ///< seed of the random initialisation
+  /// arch `torchscript`: the TorchScript file (model.path), and the cuts the model must have
+  /// beyond its default ones (partition.cuts, or partition.fixed under `cuts: auto`).
+  std::string path;
+  std::vector<std::string> cuts;
 };
 
 struct DataConfig {

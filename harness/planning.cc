@@ -17,6 +17,8 @@ models::Model build_base(const ModelConfig& m, bool load_weights) {
   models::ModelOptions opts;
   opts.input_shape = m.input;
   opts.num_classes = m.classes;
+  opts.path = m.path;
+  opts.cuts = m.cuts;
   models::Model model = models::make_model(m.arch, opts);
   if (m.weights != "random" && load_weights) models::load_state_dict(*model, m.weights);
   return model;

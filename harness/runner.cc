@@ -150,9 +150,11 @@ void check_experiment(const Experiment& experiment, int ranks) {
                               run.boards.count, ranks, run.boards.count, experiment.path));
     }
     const auto names = models::model_names();
-    if (std::find(names.begin(), names.end(), run.model.arch) == names.end()) {
+    const bool torchscript = run.model.arch == models::kTorchScriptArch;
+    if (!torchscript && std::find(names.begin(), names.end(), run.model.arch) == names.end()) {
       std::string valid;
       for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
+      valid += ", torchscript (with model.path: a TorchScript file)";
       throw where("model.arch",
                   fmt::format("unknown model `{}`; valid models: {}", clip(run.model.arch), valid));
     }
@@ -161,17 +163,37 @@ void check_experiment(const Experiment& experiment, int ranks) {
                   fmt::format("weights file `{}` does not exist (give a state_dict saved with "
                               "torch.save, or `random`)",
                               clip(run.model.weights)));
+    if (torchscript && run.training.mode != "none")
+      throw where("training.mode",
+                  fmt::format("training is not supported for TorchScript models (their weights "
+                              "are frozen into the graph); use `mode: none`, got `{}`",
+                              run.training.mode));
     std::string key =
         run.params.at("model.arch") + run.params.at("model.input") + run.params.at("model.classes");
+    if (torchscript)
+      key += "\n" + run.model.path + "\n" + fmt::format("{}", fmt::join(run.model.cuts, ","));
     try {
       if (!bases.count(key)) {
         torch::NoGradGuard no_grad;
         models::ModelOptions opts;
         opts.input_shape = run.model.input;
         opts.num_classes = run.model.classes;
+        opts.path = run.model.path;
+        opts.cuts = run.model.cuts;
         bases.emplace(key, models::make_model(run.model.arch, opts));
       }
     } catch (const models::ModelError& e) {
+      // TorchScript errors name their own key (model.path, model.input, partition.cuts).
+      if (torchscript) {
+        std::string what = e.what();
+        std::string key = "partition.cuts";
+        for (const char* k : {"model.path", "model.input", "model.weights"})
+          if (what.rfind(std::string(k) + ": ", 0) == 0) {
+            key = k;
+            what = what.substr(key.size() + 2);
+          }
+        throw where(key, what);
+      }
       throw where("model.input", e.what());
     } catch (const std::exception& e) {
       // LibTorch's allocation failures (c10::Error, std::bad_alloc) for absurd sizes.

@@ -37,15 +37,20 @@ double effective_rate(int64_t channels, double rate) {
   return static_cast<double>(channels) / static_cast<double>(encoded_channels(channels, rate));
 }
 
-Shape encoded_shape(const Shape& shape, double rate) {
-  if (shape.size() != 1 && shape.size() != 3) {
+size_t coded_dim(const Shape& shape) {
+  if (shape.empty() || shape.size() > 3) {
     throw ModelError(
-        fmt::format("cannot put an autoencoder on a tensor of shape {}: it needs {{features}} or "
-                    "{{channels, height, width}}",
+        fmt::format("cannot put an autoencoder on a tensor of shape {}: it needs {{features}}, "
+                    "{{tokens, features}} or {{channels, height, width}}",
                     to_string(shape)));
   }
+  return shape.size() == 2 ? 1 : 0;
+}
+
+Shape encoded_shape(const Shape& shape, double rate) {
+  const size_t d = coded_dim(shape);
   Shape out = shape;
-  out[0] = encoded_channels(shape[0], rate);
+  out[d] = encoded_channels(shape[d], rate);
   return out;
 }
 
@@ -53,7 +58,8 @@ AutoencoderImpl::AutoencoderImpl(const Shape& shape, const AutoencoderOptions& o
     : shape_(shape), options_(options) {
   validate(options);
   code_shape_ = encoded_shape(shape, options.rate);
-  const int64_t c = shape_[0], code = code_shape_[0];
+  const size_t d = coded_dim(shape_);
+  const int64_t c = shape_[d], code = code_shape_[d];
   if (shape_.size() == 3) {
     using torch::nn::Conv2dOptions;
     const int64_t k = options.kernel;

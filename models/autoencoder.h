@@ -1,7 +1,7 @@
 #pragma once
 // The data-projection layers the paper interposes at a cut: one encoder layer and one decoder
 // layer. Conv2d C -> ceil(C/R) -> C for feature maps (kernel configurable, "same" padding),
-// Linear for 1-D tensors.
+// Linear for 1-D tensors and over the last dimension of 2-D ones (token sequences).
 
 #include "models/model.h"
 
@@ -39,19 +39,25 @@ int64_t encoded_channels(int64_t channels, double rate);
 /// The reduction actually achieved: C / ceil(C / R) (<= R). This is what results record.
 double effective_rate(int64_t channels, double rate);
 
-/// Shape of the encoded tensor for a cut of shape `shape` ({F} or {C, H, W}): the feature or
-/// channel dimension becomes encoded_channels(). Throws ModelError for other ranks.
+/// The dimension of a per-sample shape that an autoencoder shrinks: the channels of {C, H, W},
+/// the features of {F}, the last (feature) dimension of {T, F} (a sequence, e.g. a ViT's
+/// tokens). Throws ModelError for other ranks.
+size_t coded_dim(const Shape& shape);
+
+/// Shape of the encoded tensor for a cut of shape `shape` ({F}, {T, F} or {C, H, W}): the
+/// dimension coded_dim() becomes encoded_channels(). Throws ModelError for other ranks.
 Shape encoded_shape(const Shape& shape, double rate);
 
 /// Encoder + decoder for one crossing tensor. For {C, H, W}: encoder = Conv2d(C, ceil(C/R),
 /// kernel, padding kernel/2, bias), decoder = Conv2d(ceil(C/R), C, same). For {F}: Linear
-/// layers (the kernel is ignored). Registered as "encoder" and "decoder", so the parameters are
+/// layers (the kernel is ignored); for {T, F}: the same Linear layers over the last dimension,
+/// applied to each of the T tokens. Registered as "encoder" and "decoder", so the parameters are
 /// encoder.weight, encoder.bias, decoder.weight, decoder.bias. Initialised like PyTorch's
 /// default for these layers.
 class AutoencoderImpl : public torch::nn::Module {
  public:
-  /// Throws ModelError if rate < 1 or not finite, kernel is even or < 1, or the shape is neither
-  /// 1-D nor 3-D.
+  /// Throws ModelError if rate < 1 or not finite, kernel is even or < 1, or the shape is not
+  /// 1-D, 2-D or 3-D.
   AutoencoderImpl(const Shape& shape, const AutoencoderOptions& options);
   /// {N, ...shape} -> {N, ...code_shape}.
   torch::Tensor encode(torch::Tensor x);
@@ -66,7 +72,7 @@ class AutoencoderImpl : public torch::nn::Module {
   const Shape& code_shape() const { return code_shape_; }
   /// The options it was built with.
   const AutoencoderOptions& options() const { return options_; }
-  /// Holds a torch::nn::Conv2d (3-D shapes) or a torch::nn::Linear (1-D shapes).
+  /// Holds a torch::nn::Conv2d (3-D shapes) or a torch::nn::Linear (1-D and 2-D shapes).
   torch::nn::AnyModule& encoder() { return encoder_; }
   torch::nn::AnyModule& decoder() { return decoder_; }
   const torch::nn::AnyModule& encoder() const { return encoder_; }

@@ -40,7 +40,8 @@ CutTraffic cut_traffic(const CutPoint& cut, const AutoencoderOptions& options) {
   if (!with_ae) {
     t.effective_rate = 1.0;
   } else if (t.tensors.size() == 1) {
-    t.effective_rate = effective_rate(t.tensors[0].shape[0], options.rate);
+    t.effective_rate =
+        effective_rate(t.tensors[0].shape[coded_dim(t.tensors[0].shape)], options.rate);
   } else {
     t.effective_rate =
         static_cast<double>(t.bytes_per_sample) / static_cast<double>(t.wire_bytes_per_sample);

@@ -14,6 +14,7 @@
 
 #include "models/model.h"
 #include "models/pickle.h"
+#include "models/torchscript.h"
 
 #include <c10/util/Exception.h>
 #include <caffe2/serialize/inline_container.h>
@@ -290,6 +291,12 @@ std::vector<std::pair<std::string, torch::Tensor>> read_state_dict(const std::st
 }
 
 void load_state_dict(torch::nn::Module& model, const std::string& path) {
+  // A TorchScript model's weights live in its scripted module, frozen into the graph: they
+  // load there, and the model is frozen and cut again.
+  if (auto* ts = dynamic_cast<TorchScriptModelImpl*>(&model)) {
+    ts->load_weights(path);
+    return;
+  }
   const StateDictFile file = read_file(path);
   std::map<std::string, torch::Tensor> targets;  // the model's parameters and buffers
   std::vector<std::string> order;

@@ -27,7 +27,8 @@ std::vector<std::pair<std::string, torch::Tensor>> read_state_dict(const std::st
 /// model; as in PyTorch, a missing BatchNorm num_batches_tracked is tolerated (left as is) when
 /// the file's _metadata says the BatchNorm predates version 2 or the file has no metadata.
 /// Nothing is copied unless everything matches. Throws ModelError naming the key and the
-/// shapes.
+/// shapes. A TorchScript model (torchscript.h) takes the file through load_weights(): keys
+/// are the scripted module's parameter and buffer names.
 void load_state_dict(torch::nn::Module& model, const std::string& path);
 
 }  // namespace quilt::models

@@ -5,6 +5,7 @@
 #include "models/mlp.h"
 #include "models/quilt_model.h"
 #include "models/resnet.h"
+#include "models/torchscript.h"
 #include "models/unet.h"
 
 #include <c10/util/Exception.h>
@@ -331,6 +332,15 @@ int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
     }
     out = packed_shape(unit->out_shapes());
     return macs;
+  }
+  if (const auto* seg = dynamic_cast<const ScriptSegmentImpl*>(&m)) {
+    // A TorchScript segment runs for the one input shape it was cut for.
+    if (in != packed_shape(seg->in_shapes())) {
+      fail(m, fmt::format("expects {}, got {}", to_string(packed_shape(seg->in_shapes())),
+                          to_string(in)));
+    }
+    out = packed_shape(seg->out_shapes());
+    return seg->macs();
   }
   if (const auto* unit = dynamic_cast<const SequentialUnitImpl*>(&m)) {
     return module_macs(*unit->seq, in, &out);

@@ -3,6 +3,7 @@
 #include "models/efficientnet.h"
 #include "models/mlp.h"
 #include "models/resnet.h"
+#include "models/torchscript.h"
 #include "models/unet.h"
 
 #include <fmt/format.h>
@@ -34,11 +35,15 @@ Model make_model(const std::string& arch, const ModelOptions& options) {
     const int64_t classes = options.num_classes == 0 ? 10 : options.num_classes;
     return to_model(Mlp(input, classes));
   }
+  if (arch == kTorchScriptArch) {
+    return to_model(TorchScriptModel(options.path, options.input_shape, options.cuts));
+  }
   // Echoed at most 200 bytes: the name comes from the user's file.
   const std::string shown =
       arch.size() > 200 ? fmt::format("{}... ({} bytes)", arch.substr(0, 200), arch.size()) : arch;
   throw ModelError(
-      fmt::format("unknown model \"{}\"; valid models: {}", shown, fmt::join(model_names(), ", ")));
+      fmt::format("unknown model \"{}\"; valid models: {}, {} (a TorchScript file in model.path)",
+                  shown, fmt::join(model_names(), ", "), kTorchScriptArch));
 }
 
 }  // namespace quilt::models

@@ -56,8 +56,12 @@ void validate(const CostOptions& o) {
 }
 
 int64_t autoencoder_flops(const Shape& shape, double rate, int64_t kernel) {
-  assert(shape.size() == 1 || shape.size() == 3);
+  assert(shape.size() >= 1 && shape.size() <= 3);
   if (rate == 1.0) return 0;
+  if (shape.size() == 2) {  // {tokens, features}: Linear over the features of every token
+    const int64_t f = shape[1], code = encoded_channels(f, rate);
+    return 2 * f * code * shape[0];
+  }
   const int64_t c = shape[0], code = encoded_channels(c, rate);
   if (shape.size() == 1) return 2 * c * code;
   return 2 * c * code * kernel * kernel * shape[1] * shape[2];
@@ -67,7 +71,8 @@ int64_t wire_bytes(const std::vector<CrossingTensor>& tensors, double rate) {
   int64_t bytes = 0;
   for (const CrossingTensor& t : tensors) {
     const int64_t n = numel(t.shape);
-    bytes += kFloatBytes * (rate == 1.0 ? n : n / t.shape[0] * encoded_channels(t.shape[0], rate));
+    const int64_t c = t.shape.size() == 2 ? t.shape[1] : t.shape[0];  // the coded dimension
+    bytes += kFloatBytes * (rate == 1.0 ? n : n / c * encoded_channels(c, rate));
   }
   return bytes;
 }

@@ -69,7 +69,7 @@ void validate(const CostOptions& options);
 using common::encoded_channels;
 
 /// FLOPs per sample of the encoder (equal to those of the decoder) for one crossing tensor of
-/// shape {C, H, W} or {F}; 0 when rate == 1 (no autoencoder).
+/// shape {C, H, W}, {T, F} (Linear over F per token) or {F}; 0 when rate == 1 (no autoencoder).
 int64_t autoencoder_flops(const Shape& shape, double rate, int64_t kernel);
 
 /// Float32 bytes per sample that cross a cut with these tensors, after the encoders.

@@ -55,12 +55,12 @@ void validate(const ModelProfile& model) {
     field("params", l.params);
     field("out_bytes", l.out_bytes);
     for (const CrossingTensor& t : l.crossing) {
-      bool ok = t.shape.size() == 1 || t.shape.size() == 3;
+      bool ok = t.shape.size() >= 1 && t.shape.size() <= 3;
       for (int64_t d : t.shape) ok = ok && d >= 1;
       if (!ok) {
         throw PartitionError(fmt::format(
-            "{}, layer '{}': crossing tensor '{}' has shape {}; it must be {{C, H, W}} or {{F}} "
-            "with every dimension >= 1",
+            "{}, layer '{}': crossing tensor '{}' has shape {}; it must be {{C, H, W}}, {{T, F}} "
+            "or {{F}} with every dimension >= 1",
             what, l.name, t.name, to_string(t.shape)));
       }
     }

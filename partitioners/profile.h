@@ -15,7 +15,7 @@ namespace quilt::partitioners {
 /// Bytes of one float32 element.
 inline constexpr int64_t kFloatBytes = 4;
 
-// Shape of one sample of a tensor, without the batch dimension: {C, H, W} or {F}; numel() and
+// Shape of one sample of a tensor, without the batch dimension: {C, H, W}, {T, F} or {F}; numel() and
 // to_string() of it: common/shape.h.
 using common::numel;
 using common::Shape;
@@ -25,7 +25,7 @@ using common::to_string;
 /// UNet-like model also crosses the skip connections, each with its own autoencoder.
 struct CrossingTensor {
   std::string name;  ///< label for messages and tables ("out", "skip1"); may be empty
-  Shape shape;       ///< {C, H, W} or {F} per sample, float32, every dimension >= 1
+  Shape shape;       ///< {C, H, W}, {T, F} or {F} per sample, float32, every dimension >= 1
 };
 
 /// One candidate layer or block of a model, in model order.

@@ -41,7 +41,9 @@ TEST(Autoencoder, EncodedShape) {
   EXPECT_EQ(encoded_shape({1024, 14, 14}, 7.5), (Shape{137, 14, 14}));
   EXPECT_EQ(encoded_shape({512}, 512), (Shape{1}));
   EXPECT_EQ(encoded_shape({64, 7, 7}, 1), (Shape{64, 7, 7}));
-  EXPECT_THROW(encoded_shape({64, 7}, 2), ModelError);
+  // {tokens, features}: the features shrink (a ViT's sequence at a cut).
+  EXPECT_EQ(encoded_shape({17, 64}, 4), (Shape{17, 16}));
+  EXPECT_THROW(encoded_shape({2, 64, 7, 7}, 2), ModelError);
   EXPECT_THROW(encoded_shape({}, 2), ModelError);
 }
 
@@ -69,7 +71,14 @@ TEST(Autoencoder, InvalidOptionsNameTheValue) {
               Autoencoder(Shape{64, 7, 7}, AutoencoderOptions{0.9, 1});
             }).find("0.9"),
             std::string::npos);
-  EXPECT_THROW(Autoencoder(Shape{64, 7}, AutoencoderOptions{2, 1}), ModelError);
+  EXPECT_THROW(Autoencoder(Shape{2, 64, 7, 7}, AutoencoderOptions{2, 1}), ModelError);
+  {
+    torch::NoGradGuard no_grad;
+    Autoencoder seq(Shape{17, 64}, AutoencoderOptions{4, 1});  // Linear over the features
+    EXPECT_EQ(seq->code_shape(), (Shape{17, 16}));
+    EXPECT_EQ(seq->encode(torch::zeros({2, 17, 64})).sizes(), (torch::IntArrayRef{2, 17, 16}));
+    EXPECT_EQ(seq->forward(torch::zeros({2, 17, 64})).sizes(), (torch::IntArrayRef{2, 17, 64}));
+  }
 }
 
 TEST(Autoencoder, ConvLayersForFeatureMaps) {

@@ -36,7 +36,8 @@ TEST(Zoo, UnknownArchListsValidNames) {
   } catch (const ModelError& e) {
     EXPECT_STREQ(
         e.what(),
-        "unknown model \"vgg16\"; valid models: resnet18, resnet50, efficientnet_b0, unet, mlp");
+        "unknown model \"vgg16\"; valid models: resnet18, resnet50, efficientnet_b0, unet, mlp, "
+        "torchscript (a TorchScript file in model.path)");
   }
 }
 

@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""Each stage of a TorchScript model on the emulator's path (C++ torch::jit::freeze +
+optimize_for_inference, backends/torchscript_stage.h) against Python's
+torch.jit.optimize_for_inference of the very same stage graph, same batch, one thread, run
+alternately (C++ binary, then Python, per model); prints the median seconds per batch and the
+ratio python/quilt (>= 1: the emulator is at least as fast).
+
+Usage: /usr/bin/python3 bench/torchscript_vs_pytorch.py --build build/release [--batch 8]
+Writes the models with torchvision (MobileNetV3-small, a tiny ViT) into a temp dir. (VGG at
+64x64 is left out: Python's optimize_for_inference itself fails on its 2x2 -> 7x7 adaptive pool.)
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torchvision
+
+CASES = [
+    ("mobilenet_v3_small", "3,224,224", ["after_features.8"]),
+    ("vit", "3,64,64", ["after_encoder.layers.encoder_layer_1.ln_2"]),
+]
+
+
+def write_models(d):
+    torch.manual_seed(0)
+    m = torchvision.models.mobilenet_v3_small().eval()
+    torch.jit.save(torch.jit.script(m), os.path.join(d, "mobilenet_v3_small.pt"))
+    t = torchvision.models.VisionTransformer(image_size=64, patch_size=8, num_layers=4,
+                                             num_heads=4, hidden_dim=128, mlp_dim=256,
+                                             num_classes=10).eval()
+    torch.jit.save(torch.jit.script(t), os.path.join(d, "vit.pt"))
+
+
+def python_median(path, shapes, batch, repeats):
+    m = torch.jit.load(path).eval()
+    opt = torch.jit.optimize_for_inference(torch.jit.freeze(m))
+    xs = [torch.randn(batch, *s) for s in shapes]
+    with torch.no_grad():
+        for _ in range(3):
+            opt(*xs)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            opt(*xs)
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build/release")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=20)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    binary = os.path.join(a.build, "bench", "quilt_bench_torchscript")
+    with tempfile.TemporaryDirectory() as d:
+        write_models(d)
+        print(f"{'model':<20} {'stage':>5} {'quilt ms':>10} {'python ms':>10} {'python/quilt':>13}")
+        for name, shape, cuts in CASES:
+            out = subprocess.run([binary, os.path.join(d, name + ".pt"), shape, str(a.batch), d,
+                                  str(a.repeats), *cuts], capture_output=True, text=True,
+                                 check=True, env=dict(os.environ, OMP_NUM_THREADS="1")).stdout
+            for line in out.splitlines():
+                f = line.split()
+                k, quilt_s = int(f[1]), float(f[3])
+                # The stage's inputs: the packed shape is split again by the stage module's
+                # own arguments; read their shapes from a graph run on the first stage's input.
+                m = torch.jit.load(os.path.join(d, f"stage{k}.pt"))
+                shapes = stage_input_shapes(m, d, k, name, shape)
+                py_s = python_median(os.path.join(d, f"stage{k}.pt"), shapes, a.batch, a.repeats)
+                print(f"{name:<20} {k:>5} {quilt_s * 1e3:>10.3f} {py_s * 1e3:>10.3f} "
+                      f"{py_s / quilt_s:>13.2f}")
+
+
+_outputs = {}
+
+
+def stage_input_shapes(m, d, k, name, shape):
+    # Stage 0 takes the model input; stage k > 0 takes what stage k - 1 returned.
+    if k == 0:
+        shapes = [tuple(int(x) for x in shape.split(","))]
+    else:
+        shapes = [tuple(t.shape[1:]) for t in _outputs[(name, k - 1)]]
+    with torch.no_grad():
+        y = m(*[torch.randn(2, *s) for s in shapes])
+    _outputs[(name, k)] = list(y) if isinstance(y, tuple) else [y]
+    return shapes
+
+
+if __name__ == "__main__":
+    sys.exit(main())

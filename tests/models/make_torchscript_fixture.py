@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""Writes TorchScript models of torchvision families that are not in the zoo (a CTest fixture).
+
+Usage: /usr/bin/python3 make_torchscript_fixture.py OUT_DIR
+
+Models (random weights, fixed seed, eval mode, no download), each as <name>.pt with
+<name>_input.f32 (a batch of 2, raw little-endian float32) and <name>_output.f32 (the scripted
+model's output on it):
+  mobilenet_v3_small  torch.jit.script, input 3x32x32, 10 classes (inverted residuals: skips)
+  vgg11               torch.jit.trace, input 3x32x32, a small classifier (512*7*7 -> 64 -> 10)
+  vit                 torch.jit.script of a tiny VisionTransformer (image 32, patch 8, 2 layers,
+                      2 heads, hidden 64, mlp 128): 3-D tensors (tokens x features) at the cuts
+  mobilenet_v3_small_sd.pt   torch.save(state_dict) of another seed's mobilenet (model.weights)
+Bad inputs:
+  not_torchscript.pt  a state_dict file, not TorchScript
+  tuple_output.pt     forward returns a tuple of two tensors
+  loop.pt             a submodule called inside a loop of forward (cut "after_body")
+  branch.pt           a submodule called inside an `if` of forward (cut "after_odd")
+  two_inputs.pt       forward takes two tensors
+"""
+import os
+import sys
+
+import torch
+import torchvision
+from torch import nn
+
+
+def write_f32(path, t):
+    t.detach().contiguous().numpy().astype("<f4").tofile(path)
+
+
+class TupleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 4)
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.a(x)
+        return y, self.b(y)
+
+
+class Loop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 8)
+        self.body = nn.Linear(8, 8)
+        self.tail = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.head(x)
+        for _ in range(int(x.size(1)) // 4):
+            x = self.body(x)
+        return self.tail(x)
+
+
+class Branch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 8)
+        self.odd = nn.Linear(8, 8)
+        self.tail = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.head(x)
+        if bool(x.sum() > 0):
+            x = self.odd(x)
+        return self.tail(x)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 2)
+
+    def forward(self, x, y):
+        return self.a(x) + self.a(y)
+
+
+def save(out, name, model, example, trace=False):
+    model.eval()
+    scripted = torch.jit.trace(model, example) if trace else torch.jit.script(model)
+    torch.jit.save(scripted, os.path.join(out, name + ".pt"))
+    with torch.no_grad():
+        y = scripted(example)
+    write_f32(os.path.join(out, name + "_input.f32"), example)
+    write_f32(os.path.join(out, name + "_output.f32"), y)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 32, 32)
+    save(out, "mobilenet_v3_small", torchvision.models.mobilenet_v3_small(num_classes=10), image)
+    vgg = torchvision.models.vgg11(num_classes=10)
+    vgg.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
+    save(out, "vgg11", vgg, image, trace=True)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                               num_heads=2, hidden_dim=64, mlp_dim=128,
+                                               num_classes=10)
+    nn.init.normal_(vit.heads.head.weight, std=0.1)  # torchvision initialises it to zeros
+    save(out, "vit", vit, image)
+    torch.manual_seed(1)
+    other = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    torch.save(other.state_dict(), os.path.join(out, "mobilenet_v3_small_sd.pt"))
+    with torch.no_grad():
+        write_f32(os.path.join(out, "mobilenet_v3_small_sd_output.f32"), other(image))
+
+    torch.save(nn.Linear(8, 2).state_dict(), os.path.join(out, "not_torchscript.pt"))
+    for name, model in [("tuple_output", TupleOutput()), ("loop", Loop()), ("branch", Branch()),
+                        ("two_inputs", TwoInputs())]:
+        torch.jit.save(torch.jit.script(model.eval()), os.path.join(out, name + ".pt"))
+
+
+if __name__ == "__main__":
+    main()
