@@ -1,5 +1,6 @@
 #include "models/torchscript.h"
 
+#include "models/state_dict.h"
 #include "models/zoo.h"
 
 #include <ATen/core/ivalue.h>
