@@ -30,10 +30,12 @@ struct CompileOptions {
 
 /// One op of a compiled stage, for descriptions and per-op profiles.
 struct OpInfo {
-  std::string kind;  ///< "conv", "add", "relu", "max_pool", "avg_pool", "linear", "to_mkldnn",
-                     ///< "to_dense", "flatten", "batch_norm", "fallback", "unpack", "pack",
-                     ///< "cat", "conv_transpose", "silu", "squeeze_excite"
-  std::string name;  ///< where it comes from ("layer3.2.conv2+bn2+relu", "decoder")
+  std::string kind;   ///< "conv", "add", "relu", "max_pool", "avg_pool", "linear", "to_mkldnn",
+                      ///< "to_dense", "flatten", "batch_norm", "fallback", "unpack", "pack",
+                      ///< "cat", "conv_transpose", "silu", "squeeze_excite"
+  std::string name;   ///< where it comes from ("layer3.2.conv2+bn2+relu", "decoder")
+  int64_t flops = 0;  ///< floating-point operations per sample (a multiply-add counts 2); 0 for
+                      ///< ops that only move or compare data
 };
 
 /// Stage `stage` of a QuiltModel compiled for inference: the decoder of the preceding cut's
