@@ -25,13 +25,13 @@
 
 // Design notes, from measurements with LibTorch 1.13.1 (Debian, oneDNN 2.6.3) at one thread,
 // ResNet-50 batch 8 on an AVX-512 CPU:
-// - Convolutions are at::mkldnn_convolution on blocked (nChw16c) tensors with weights reordered
-//   once: the kernels PyTorch's optimize_for_inference uses, at 105-135 GFLOP/s. at::conv2d
-//   would send 1x1 convs at one thread through im2col + GEMM, much slower.
-// - ReLU cannot be fused into those convs through ATen. mkldnn_prepacked::conv2d_run can fuse it
-//   but takes dense tensors only: NCHW costs a reorder per conv, and channels-last selects
-//   oneDNN's brgconv kernels, 0-3% slower over the stage than the blocked path even with its
-//   ReLU fused. In-place ReLU on the blocked tensor costs ~1% of the stage, the residual add ~4%.
+// - Convolutions on blocked (nChw16c) tensors with weights reordered once are the kernels
+//   PyTorch's optimize_for_inference uses (through at::mkldnn_convolution, 105-135 GFLOP/s).
+//   at::conv2d would send 1x1 convs at one thread through im2col + GEMM, much slower.
+// - Through ATen, ReLU cannot be fused into those convs (in-place ReLU cost ~1% of the stage, the
+//   residual add ~4%), and the conv algorithm is always direct. Channels-last (brgconv) is
+//   1.3-1.6x faster than nChw16c for the 1x1 convs of layer1 but has no Winograd 3x3: over a
+//   block the two come out about even, so everything stays nChw16c.
 // - What the fast path gains over optimize_for_inference is memory: activations are cached
 //   between runs on 2 MiB transparent huge pages (allocation_cache.h), which removes page faults
 //   and TLB misses worth 5-8% of stage 0.

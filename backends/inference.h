@@ -41,15 +41,19 @@ struct OpInfo {
 /// Stage `stage` of a QuiltModel compiled for inference: the decoder of the preceding cut's
 /// autoencoder (if any), the base model's units [first_unit, end_unit), the encoder of the
 /// following cut (if any). BatchNorm is folded into the preceding convolution with its running
-/// statistics (eval semantics, whatever the model's training flag), conv weights are reordered
-/// once into oneDNN's blocked layout, activations stay in that layout from the stage input to the
-/// stage output, ReLU and residual adds run in place. A module the compiler does not know runs
-/// through its own forward() in eval mode under c10::InferenceMode (correct, slower); fallbacks()
-/// names them. UNet's units and the codecs of cuts with several tensors compile too: packed
-/// inputs are unpacked into views, the skip concatenation and transposed convs run dense, and
-/// the live tensors are packed again (one copy). EfficientNet's MBConv blocks compile to folded
-/// convs (depthwise ones too) on blocked tensors, SiLU as x * sigmoid(x) on them, and
-/// squeeze-excitation on dense tensors (a reorder to NCHW and back per block).
+/// statistics (eval semantics, whatever the model's training flag), convs, pools, adds and
+/// activations run as oneDNN primitives (made once per batch size; convs through
+/// convolution_auto, i.e. Winograd for the 3x3 stride-1 convs where oneDNN picks it, weights
+/// reordered once), activations stay in oneDNN's blocked layout (nChw16c) from the stage input
+/// to the stage output, ReLU is a post-op of the op before it, and a residual add is a sum
+/// post-op of the conv before it (the conv accumulates into the identity buffer). A module the
+/// compiler does not know runs through its own forward() in eval mode under c10::InferenceMode
+/// (correct, slower); fallbacks() names them. UNet's units and the codecs of cuts with several
+/// tensors compile too: packed inputs are unpacked into views, the skip concatenation and
+/// transposed convs run dense, and the live tensors are packed again (one copy). EfficientNet's
+/// MBConv blocks compile to folded convs (depthwise ones too) on blocked tensors, SiLU as x *
+/// sigmoid(x) on them, and squeeze-excitation on dense tensors (a reorder to NCHW and back per
+/// block).
 ///
 /// The weights are copied at construction: later changes to the model are not seen. Not
 /// thread-safe: one thread calls run() at a time (ops may use at::get_num_threads() threads).
