@@ -121,8 +121,9 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
+// One stream per thread: two CompiledStages may run in two threads.
 dnnl::stream& cpu_stream() {
-  static dnnl::stream stream(cpu_engine());
+  thread_local dnnl::stream stream(cpu_engine());
   return stream;
 }
 
