@@ -11,11 +11,15 @@
 #include "models/unet.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <map>
 #include <optional>
 
@@ -117,6 +121,8 @@ struct Instr {
   int64_t start_dim = 1, end_dim = -1;
   mutable nn::AnyModule module;  // forward() is not const
   std::vector<int> release;      // registers whose last use is this instruction
+  at::Tensor folded;             // kConv under int8: the folded float weights, dense
+  c10::IValue packed;            // kConv under int8: the prepacked quantized weights
 };
 
 Instr op(Code code, std::string name) {
@@ -209,7 +215,10 @@ const T* as(const std::shared_ptr<nn::Module>& m) {
 
 class Compiler {
  public:
-  Compiler(const Shape& in_shape, bool force_fallback) : force_fallback_(force_fallback) {
+  Compiler(const Shape& in_shape, bool force_fallback, Precision precision)
+      : force_fallback_(force_fallback),
+        precision_(precision),
+        dtype_(precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat) {
     regs_.push_back(Reg{Layout::kDense, in_shape, false});
   }
 
@@ -487,10 +496,10 @@ class Compiler {
     Instr in = op(Code::kSqueezeExcite, name);
     in.a = x;
     // [in, out] matrices for addmm, as linear() stores them.
-    in.weight = se.fc1->weight.detach().flatten(1).t().contiguous();
-    in.bias = se.fc1->bias.detach().clone();
-    in.weight2 = se.fc2->weight.detach().flatten(1).t().contiguous();
-    in.bias2 = se.fc2->bias.detach().clone();
+    in.weight = se.fc1->weight.detach().flatten(1).t().contiguous().to(dtype_);
+    in.bias = se.fc1->bias.detach().to(dtype_, false, true);
+    in.weight2 = se.fc2->weight.detach().flatten(1).t().contiguous().to(dtype_);
+    in.bias2 = se.fc2->bias.detach().to(dtype_, false, true);
     return emit(std::move(in), Reg{Layout::kDense, s, true});
   }
 
@@ -512,8 +521,8 @@ class Compiler {
     in.output_size = vec2(o.output_padding());
     in.dilation = vec2(o.dilation());
     in.groups = o.groups();
-    in.weight = c.weight.detach().clone();
-    if (c.bias.defined()) in.bias = c.bias.detach().clone();
+    in.weight = c.weight.detach().to(dtype_, false, true);
+    if (c.bias.defined()) in.bias = c.bias.detach().to(dtype_, false, true);
     Shape out = {o.out_channels()};
     for (int i = 0; i < 2; ++i)
       out.push_back((s[1 + i] - 1) * in.stride[i] - 2 * in.padding[i] +
@@ -574,9 +583,10 @@ class Compiler {
     in.relu = relu;
     // Reordered once into the blocked layout oneDNN picks for this conv, so that no run
     // reorders weights.
-    in.weight = at::mkldnn_reorder_conv2d_weight(f.weight.to_mkldnn(), f.padding, f.stride,
+    in.weight = at::mkldnn_reorder_conv2d_weight(f.weight.to_mkldnn(dtype_), f.padding, f.stride,
                                                  f.dilation, f.groups);
-    in.bias = f.bias;
+    in.bias = f.bias;  // float32 also under bf16: oneDNN adds it in the f32 accumulator
+    if (precision_ == Precision::kInt8) in.folded = f.weight;
     in.kernel = f.kernel;
     in.stride = f.stride;
     in.padding = f.padding;
@@ -662,8 +672,8 @@ class Compiler {
     in.relu = relu;
     // Stored [in, out]: OpenBLAS runs x * W^T 2.5x faster at batch 8 from this layout than from
     // a transposed view of [out, in].
-    in.weight = l.weight.detach().t().contiguous();
-    if (l.bias.defined()) in.bias = l.bias.detach().clone();
+    in.weight = l.weight.detach().t().contiguous().to(dtype_);
+    if (l.bias.defined()) in.bias = l.bias.detach().to(dtype_, false, true);
     return emit(std::move(in), Reg{Layout::kDense, Shape{l.weight.size(0)}, true});
   }
 
@@ -678,8 +688,8 @@ class Compiler {
     if (bn.options.affine()) shift = shift + bn.bias.detach().to(at::kDouble);
     Instr in = op(Code::kBatchNorm, name);
     in.a = x;
-    in.weight = scale.to(at::kFloat).view({1, -1, 1, 1});
-    in.bias = shift.to(at::kFloat).view({1, -1, 1, 1});
+    in.weight = scale.to(dtype_).view({1, -1, 1, 1});
+    in.bias = shift.to(dtype_).view({1, -1, 1, 1});
     return emit(std::move(in), Reg{Layout::kDense, regs_[x].shape, true});
   }
 
@@ -706,6 +716,8 @@ class Compiler {
   }
 
   bool force_fallback_;
+  Precision precision_;
+  at::ScalarType dtype_;  // of weights and activations: float32 (also under int8) or bfloat16
   std::vector<Instr> instrs_;
   std::vector<Reg> regs_;
   std::vector<std::string> fallbacks_;
@@ -714,6 +726,47 @@ class Compiler {
 };
 
 }  // namespace
+
+// Per-tensor affine uint8 parameters of one activation register (int8).
+struct QParams {
+  double scale = 1;
+  int64_t zero_point = 0;
+  bool operator==(const QParams& o) const { return scale == o.scale && zero_point == o.zero_point; }
+};
+
+// The range [min(lo, 0), max(hi, 0)] onto codes 0..255, as PyTorch's MinMaxObserver does for
+// quint8. The scale is rounded to float, the precision the int8 kernels keep it in.
+QParams qparams_of(double lo, double hi) {
+  lo = std::min(lo, 0.0);
+  hi = std::max(hi, 0.0);
+  QParams q;
+  q.scale = static_cast<float>(std::max((hi - lo) / 255.0, 1e-8));
+  q.zero_point = std::clamp<int64_t>(static_cast<int64_t>(std::nearbyint(-lo / q.scale)), 0, 255);
+  return q;
+}
+
+c10::IValue call_op(const char* name, const char* overload, std::vector<c10::IValue> stack) {
+  auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, overload);
+  op.callBoxed(&stack);
+  return std::move(stack.at(0));
+}
+
+// Whether an op reads quantized tensors directly (the rest dequantize around a float op).
+bool int8_native(Code c) {
+  switch (c) {
+    case Code::kToMkldnn:
+    case Code::kToDense:
+    case Code::kConv:
+    case Code::kAdd:
+    case Code::kRelu:
+    case Code::kMaxPool:
+    case Code::kAvgPool:
+    case Code::kFlatten:
+      return true;
+    default:
+      return false;
+  }
+}
 
 struct CompiledStage::Impl {
   std::vector<Instr> program;
@@ -724,6 +777,22 @@ struct CompiledStage::Impl {
   CompileOptions options;
   std::unique_ptr<AllocationCache> cache;
   std::vector<at::Tensor> regs;  // used during run() only
+  std::vector<QParams> qparams;  // int8: per register, from calibration
+
+  at::ScalarType compute_dtype() const {
+    return options.precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat;
+  }
+  at::ScalarType wire_dtype() const {
+    switch (options.precision) {
+      case Precision::kBf16:
+        return at::kBFloat16;
+      case Precision::kInt8:
+        return at::kByte;
+      case Precision::kFp32:
+        break;
+    }
+    return at::kFloat;
+  }
 
   void exec(const Instr& in) {
     static at::Tensor no_input;  // kPack and kCat read srcs only
@@ -770,7 +839,10 @@ struct CompiledStage::Impl {
         dst = at::addcmul(in.bias, a, in.weight);
         break;
       case Code::kFallback:
-        dst = in.module.forward<at::Tensor>(a);
+        // Unknown modules keep their float32 weights: bf16 goes through float around them.
+        dst = a.scalar_type() == at::kFloat
+                  ? in.module.forward<at::Tensor>(a)
+                  : in.module.forward<at::Tensor>(a.to(at::kFloat)).to(a.scalar_type());
         break;
       case Code::kUnpack: {
         std::vector<int64_t> view = {a.size(0)};
@@ -812,26 +884,127 @@ struct CompiledStage::Impl {
                                    in.groups, in.dilation);
         break;
     }
-    for (int r : in.release) regs[r].reset();
+  }
+
+  at::Tensor quantize(const at::Tensor& x, const QParams& q) const {
+    at::Tensor t = at::quantize_per_tensor(x.is_mkldnn() ? x.to_dense() : x, q.scale, q.zero_point,
+                                           at::kQUInt8);
+    // oneDNN's int8 convs read NHWC; other layouts cost a reorder per conv.
+    return t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+  }
+
+  // One instruction on quantized registers (int8).
+  void exec_int8(const Instr& in) {
+    at::Tensor& dst = regs[in.dst];
+    const QParams& q = qparams[in.dst];
+    if (!int8_native(in.code)) {
+      // Dequantize what the op reads, run its float version, quantize what it makes (except a
+      // float result of the stage itself). The registers it read keep their quantized values.
+      std::vector<int> reads = in.srcs;
+      for (int r : {in.a, in.b})
+        if (r >= 0) reads.push_back(r);
+      std::vector<std::pair<int, at::Tensor>> saved;
+      for (int r : reads) {
+        if (regs[r].is_quantized()) {
+          saved.emplace_back(r, regs[r]);
+          regs[r] = regs[r].dequantize();
+        }
+      }
+      exec(in);
+      for (auto& [r, t] : saved)
+        if (r != in.dst) regs[r] = std::move(t);
+      if (in.dst != out_reg || options.wire_output) dst = quantize(dst, q);
+      return;
+    }
+    const at::Tensor& a = regs[in.a];
+    switch (in.code) {
+      case Code::kToMkldnn:
+      case Code::kToDense:
+        dst = a;
+        break;
+      case Code::kConv:
+        dst = call_op(in.relu ? "quantized::conv2d_relu" : "quantized::conv2d", "new",
+                      {a, in.packed, q.scale, q.zero_point})
+                  .toTensor();
+        break;
+      case Code::kAdd:
+        dst = call_op(in.relu ? "quantized::add_relu" : "quantized::add", "",
+                      {a, regs[in.b], q.scale, q.zero_point})
+                  .toTensor();
+        break;
+      case Code::kRelu:
+        dst = at::relu(a);
+        break;
+      case Code::kMaxPool:
+        dst = at::max_pool2d(a, in.kernel, in.stride, in.padding, in.dilation, in.ceil_mode);
+        break;
+      case Code::kAvgPool:
+        dst = at::adaptive_avg_pool2d(a, in.output_size);
+        break;
+      case Code::kFlatten:
+        dst = a.contiguous().flatten(in.start_dim, in.end_dim);
+        break;
+      default:
+        TORCH_INTERNAL_ASSERT(false, "not an int8 op: ", kind_of(in.code));
+    }
+  }
+
+  // The stage input as the program's register 0.
+  at::Tensor prepare_input(const at::Tensor& input) const {
+    if (options.precision == Precision::kInt8) {
+      const QParams& q = qparams.at(0);
+      if (!options.wire_input) return quantize(input, q);
+      at::Tensor t =
+          at::_make_per_tensor_quantized_tensor(input.contiguous(), q.scale, q.zero_point);
+      return t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+    }
+    return input.scalar_type() == compute_dtype() ? input : input.to(compute_dtype());
+  }
+
+  // The program's result as run() returns it (outside InferenceMode).
+  at::Tensor finish_output(at::Tensor out) const {
+    if (out.is_mkldnn()) out = out.to_dense();
+    if (out.is_quantized()) {
+      if (!options.wire_output) return out.dequantize().contiguous();
+      // The codes in the calibrated parameters of the output register, which the next stage
+      // takes its input in (ops like max pool pass their input's parameters through).
+      const QParams& q = qparams.at(out_reg);
+      if (out.q_scale() != q.scale || out.q_zero_point() != q.zero_point)
+        out = at::quantize_per_tensor(out.dequantize(), q.scale, q.zero_point, at::kQUInt8);
+      return out.int_repr().contiguous();
+    }
+    const at::ScalarType want =
+        options.wire_output && options.precision != Precision::kInt8 ? wire_dtype() : at::kFloat;
+    if (out.scalar_type() != want) return out.to(want).contiguous();
+    return out.clone(at::MemoryFormat::Contiguous);
   }
 
   template <typename Timer>
   at::Tensor execute(const at::Tensor& input, Timer&& timer) {
-    TORCH_CHECK(input.scalar_type() == at::kFloat, "stage input must be float32, got ",
+    const at::ScalarType in_dtype = options.wire_input ? wire_dtype() : at::kFloat;
+    TORCH_CHECK(input.scalar_type() == in_dtype, "stage input must be ", in_dtype, ", got ",
                 input.scalar_type());
     TORCH_CHECK(input.dim() == static_cast<int64_t>(in_shape.size()) + 1 &&
                     input.sizes().slice(1).vec() == in_shape,
                 "stage input must be [batch, ", models::to_string(in_shape), "], got ",
                 input.sizes());
+    const bool int8 = options.precision == Precision::kInt8;
     std::optional<ScopedAllocationCache> scope;
-    if (cache) scope.emplace(*cache);
+    if (cache && !int8) scope.emplace(*cache);
     at::Tensor out;
     {
       c10::InferenceMode guard;
       regs.assign(num_regs, at::Tensor());
-      regs[0] = input;
+      regs[0] = prepare_input(input);
       for (size_t i = 0; i < program.size(); ++i) {
-        timer(i, [&] { exec(program[i]); });
+        timer(i, [&] {
+          const Instr& in = program[i];
+          if (int8)
+            exec_int8(in);
+          else
+            exec(in);
+          for (int r : in.release) regs[r].reset();
+        });
       }
       out = std::move(regs[out_reg]);
       regs.clear();
@@ -839,7 +1012,62 @@ struct CompiledStage::Impl {
     // Outside InferenceMode, so that the caller gets an ordinary tensor it may modify in place;
     // below autograd all the same, which the MKLDNN kernels insist on.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return out.is_mkldnn() ? out.to_dense() : out.clone(at::MemoryFormat::Contiguous);
+    return finish_output(std::move(out));
+  }
+
+  // int8: runs the float program on the calibration batches, records every register's range,
+  // and quantizes the conv weights (per output channel, symmetric).
+  void calibrate_int8() {
+    if (options.calibration.empty())
+      throw BoardError(
+          "int8 needs calibration data: give boards.calibration_batches >= 1 (batches of the "
+          "experiment's data whose activation ranges fix the quantization)");
+    std::vector<double> lo(num_regs, std::numeric_limits<double>::infinity());
+    std::vector<double> hi(num_regs, -std::numeric_limits<double>::infinity());
+    auto note = [&](int r) {
+      if (!regs[r].defined()) return;
+      at::Tensor t = regs[r].is_mkldnn() ? regs[r].to_dense() : regs[r];
+      auto [mn, mx] = at::aminmax(t);
+      lo[r] = std::min(lo[r], mn.item<double>());
+      hi[r] = std::max(hi[r], mx.item<double>());
+    };
+    {
+      std::optional<ScopedAllocationCache> scope;
+      if (cache) scope.emplace(*cache);
+      c10::InferenceMode guard;
+      for (const at::Tensor& batch : options.calibration) {
+        TORCH_CHECK(batch.scalar_type() == at::kFloat &&
+                        batch.dim() == 1 + (int64_t)in_shape.size() &&
+                        batch.sizes().slice(1).vec() == in_shape,
+                    "calibration batch must be float [batch, ", models::to_string(in_shape),
+                    "], got ", batch.sizes());
+        regs.assign(num_regs, at::Tensor());
+        regs[0] = batch.contiguous();
+        note(0);
+        for (const Instr& in : program) {
+          exec(in);
+          note(in.dst);  // before in-place ops of later instructions change it
+          for (int r : in.release) regs[r].reset();
+        }
+        regs.clear();
+      }
+    }
+    qparams.assign(num_regs, QParams{});
+    for (int r = 0; r < num_regs; ++r)
+      if (std::isfinite(lo[r]) && std::isfinite(hi[r])) qparams[r] = qparams_of(lo[r], hi[r]);
+    for (Instr& in : program) {
+      if (in.code != Code::kConv) continue;
+      const at::Tensor& w = in.folded;
+      at::Tensor scale = (w.abs().amax({1, 2, 3}).to(at::kDouble) / 127.0).clamp_min(1e-12);
+      at::Tensor qw =
+          at::quantize_per_channel(w, scale, at::zeros({w.size(0)}, at::kLong), 0, at::kQInt8);
+      std::vector<int64_t> stride = in.stride, padding = in.padding, dilation = in.dilation;
+      in.packed = call_op("quantized::conv2d_prepack", "",
+                          {qw, in.bias.defined() ? c10::IValue(in.bias) : c10::IValue(), stride,
+                           padding, dilation, in.groups});
+      in.weight = at::Tensor();  // the float weights are no longer used
+      in.folded = at::Tensor();
+    }
   }
 };
 
@@ -850,6 +1078,10 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
     throw BoardError(fmt::format("stage {} does not exist: the model has {} stage(s) (0..{})",
                                  stage, model.num_stages(), model.num_stages() - 1));
   if (batch_size < 1) throw BoardError(fmt::format("batch size {} must be >= 1", batch_size));
+  if (options.precision == Precision::kInt8 && options.calibration.empty())
+    throw BoardError(
+        "int8 needs calibration data: give boards.calibration_batches >= 1 (batches of the "
+        "experiment's data whose activation ranges fix the quantization)");
   torch::NoGradGuard no_grad;
   const models::StageSpec& spec = model.stage(stage);
   impl_->in_shape = spec.in_shape;
@@ -857,8 +1089,12 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->options = options;
   if (options.cache_allocations)
     impl_->cache = std::make_unique<AllocationCache>(options.huge_pages);
+  if (options.precision == Precision::kInt8) {
+    // FBGEMM is not in Debian's LibTorch; oneDNN's int8 kernels use AVX-512 VNNI.
+    at::globalContext().setQEngine(at::QEngine::ONEDNN);
+  }
 
-  Compiler c(spec.in_shape, options.force_fallback);
+  Compiler c(spec.in_shape, options.force_fallback, options.precision);
   int x = c.input();
   // A cut where several tensors cross has a CutCodec (unpack, one autoencoder per tensor,
   // pack), which runs through the fallback.
@@ -878,6 +1114,10 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->num_regs = static_cast<int>(c.regs().size());
   impl_->program = std::move(c.instrs());
   impl_->fallbacks = std::move(c.fallbacks());
+  if (options.precision == Precision::kInt8) {
+    impl_->calibrate_int8();
+    impl_->options.calibration.clear();  // not kept: the caller's batches
+  }
 }
 
 CompiledStage::~CompiledStage() = default;
@@ -920,7 +1160,55 @@ std::string CompiledStage::summary() const {
                          : fmt::format("fallback: {}", fmt::join(impl_->fallbacks, ", ")));
 }
 
+at::ScalarType CompiledStage::input_dtype() const {
+  return impl_->options.wire_input ? impl_->wire_dtype() : at::kFloat;
+}
+at::ScalarType CompiledStage::output_dtype() const {
+  return impl_->options.wire_output ? impl_->wire_dtype() : at::kFloat;
+}
+std::pair<double, int64_t> CompiledStage::input_quantization() const {
+  if (impl_->qparams.empty()) return {1.0, 0};
+  return {impl_->qparams[0].scale, impl_->qparams[0].zero_point};
+}
+std::pair<double, int64_t> CompiledStage::output_quantization() const {
+  if (impl_->qparams.empty()) return {1.0, 0};
+  return {impl_->qparams[impl_->out_reg].scale, impl_->qparams[impl_->out_reg].zero_point};
+}
+Precision CompiledStage::precision() const { return impl_->options.precision; }
+
 const std::vector<int64_t>& CompiledStage::in_shape() const { return impl_->in_shape; }
 const std::vector<int64_t>& CompiledStage::out_shape() const { return impl_->out_shape; }
+
+std::vector<at::Tensor> stage_calibration_inputs(models::QuiltModelImpl& model, size_t stage,
+                                                 const std::vector<at::Tensor>& inputs) {
+  std::vector<at::Tensor> xs;
+  for (const auto& x : inputs) xs.push_back(x.to(at::kFloat).contiguous());
+  for (size_t s = 0; s < stage; ++s) {
+    CompileOptions o;
+    o.cache_allocations = false;
+    CompiledStage compiled(model, s, xs.empty() ? 1 : xs[0].size(0), o);
+    for (auto& x : xs) x = compiled.run(x);
+  }
+  return xs;
+}
+
+std::vector<at::Tensor> run_in_precision(models::QuiltModelImpl& model, Precision precision,
+                                         const std::vector<at::Tensor>& calibration,
+                                         const std::vector<at::Tensor>& inputs) {
+  std::vector<at::Tensor> xs = inputs;
+  std::vector<at::Tensor> cal = calibration;
+  const size_t n = model.num_stages();
+  for (size_t s = 0; s < n; ++s) {
+    CompileOptions o;
+    o.cache_allocations = false;
+    o.precision = precision;
+    o.wire_input = s > 0;
+    o.wire_output = s + 1 < n;
+    if (precision == Precision::kInt8) o.calibration = stage_calibration_inputs(model, s, cal);
+    CompiledStage compiled(model, s, xs.empty() ? 1 : xs[0].size(0), o);
+    for (auto& x : xs) x = compiled.run(x);
+  }
+  return xs;
+}
 
 }  // namespace quilt::backends
