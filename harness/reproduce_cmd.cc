@@ -716,6 +716,7 @@ const std::vector<PaperExperiment>& paper_experiments() {
       {"tradeoff", "Fig. 4"},
       {"interposition_accuracy", "Table 3 (accuracy)"},
       {"precision", "bf16 / int8 boards (issue 13)"},
+      {"precision_accuracy", "bf16 / int8 accuracy (issue 13)"},
   };
   return kAll;
 }

@@ -133,3 +133,14 @@ measurement: {{batch: 2, warmup_batches: 1, batches: 3}}
         assert f["runs"][rid].attrs["status"] == "ok"
         assert f["runs"][rid].attrs["precision"] == "bf16"
         assert f["runs"][rid].attrs["element_bytes"] == 2
+
+
+def test_plan_counts_cut_bytes_in_the_precision(tmp_path):
+    exp = tmp_path / "p.yaml"
+    exp.write_text(PIPELINE)
+    r = local("plan", exp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # ResNet-18 at 32x32 after layer2: 128x4x4 floats = 8192 B in fp32, 1/2 and 1/4 of it.
+    assert "(8192 -> 8192 B in fp32" in r.stdout
+    assert "(4096 -> 4096 B in bf16" in r.stdout
+    assert "(2048 -> 512 B in int8" in r.stdout

@@ -29,7 +29,7 @@ QUILT = os.path.join(BUILD, "bin", "quilt")
 OUT = os.path.join(BUILD, "test-reproduce-smoke")
 EXPERIMENTS = ["efficiency", "breakdown", "interposition", "interposition_multi", "partition_auto",
                "feasibility", "accuracy", "weight_freezing", "tradeoff", "interposition_accuracy",
-               "precision"]
+               "precision", "precision_accuracy"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
