@@ -31,6 +31,10 @@ std::string EmulatorBoard::description() const {
   std::string d = fmt::format("CPU emulator: {}, {} thread{}, {}",
                               options_.force_fallback ? "torch reference path" : "oneDNN fast path",
                               threads, threads == 1 ? "" : "s", cpu_model_name());
+  if (options_.precision != Precision::kFp32)
+    d += fmt::format(", {}{}", precision_name(options_.precision),
+                     options_.precision == Precision::kInt8 ? " (oneDNN int8, static quantization)"
+                                                            : " (oneDNN bf16)");
   if (stage_ && !stage_->fallbacks().empty() && !options_.force_fallback)
     d += fmt::format("; slow torch fallback for: {}", fmt::join(stage_->fallbacks(), ", "));
   return d;
@@ -40,10 +44,15 @@ void EmulatorBoard::load(const StageAssignment& assignment) {
   if (!assignment.model) throw BoardError("emulator board: the stage assignment has no model");
   assignment.model->eval();
   stage_.reset();
-  stage_.emplace(*assignment.model, assignment.stage, assignment.batch_size, options_);
+  options_.precision = assignment.precision;
+  options_.wire_input = assignment.stage > 0;
+  options_.wire_output = assignment.stage + 1 < assignment.model->num_stages();
+  CompileOptions options = options_;
+  options.calibration = assignment.calibration;
+  stage_.emplace(*assignment.model, assignment.stage, assignment.batch_size, options);
   std::vector<int64_t> shape = {assignment.batch_size};
   shape.insert(shape.end(), stage_->in_shape().begin(), stage_->in_shape().end());
-  stage_->run(at::zeros(shape));
+  stage_->run(at::zeros(shape, stage_->input_dtype()));
 }
 
 at::Tensor EmulatorBoard::run(const at::Tensor& input) {

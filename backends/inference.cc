@@ -2,6 +2,7 @@
 
 #include "backends/allocation_cache.h"
 #include "backends/board.h"
+#include "backends/inference_lowp.h"
 #include "models/autoencoder.h"
 #include "models/efficientnet.h"
 #include "models/mlp.h"
@@ -858,6 +859,9 @@ struct CompiledStage::Impl {
   CompileOptions options;
   std::unique_ptr<AllocationCache> cache;
   std::vector<at::Tensor> regs;  // used during run() only
+  // bf16 / int8: the ATen program of inference_lowp.cc, which does all the work; the members
+  // above other than in_shape, out_shape and options stay empty.
+  std::unique_ptr<LowpStage> lowp;
 
   static int64_t batch_of(const Instr& in, const at::Tensor& blocked) {
     return blocked.numel() / models::numel(in.src_shape);
@@ -1143,6 +1147,12 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->in_shape = spec.in_shape;
   impl_->out_shape = spec.out_shape;
   impl_->options = options;
+  if (options.precision != Precision::kFp32) {
+    // Two programs (see inference_lowp.h): bf16 and int8 run the ATen one.
+    impl_->lowp = std::make_unique<LowpStage>(model, stage, batch_size, options);
+    impl_->options.calibration.clear();  // not kept: the caller's batches
+    return;
+  }
   if (options.cache_allocations)
     impl_->cache = std::make_unique<AllocationCache>(options.huge_pages);
 
@@ -1174,10 +1184,12 @@ CompiledStage::CompiledStage(CompiledStage&&) noexcept = default;
 CompiledStage& CompiledStage::operator=(CompiledStage&&) noexcept = default;
 
 at::Tensor CompiledStage::run(const at::Tensor& input) {
+  if (impl_->lowp) return impl_->lowp->run(input);
   return impl_->execute(input, [](size_t, auto&& f) { f(); });
 }
 
 at::Tensor CompiledStage::run_profiled(const at::Tensor& input, std::vector<double>& op_seconds) {
+  if (impl_->lowp) return impl_->lowp->run_profiled(input, op_seconds);
   op_seconds.resize(impl_->program.size(), 0.0);
   return impl_->execute(input, [&](size_t i, auto&& f) {
     auto t0 = std::chrono::steady_clock::now();
@@ -1187,14 +1199,18 @@ at::Tensor CompiledStage::run_profiled(const at::Tensor& input, std::vector<doub
 }
 
 std::vector<OpInfo> CompiledStage::ops() const {
+  if (impl_->lowp) return impl_->lowp->ops();
   std::vector<OpInfo> out;
   for (const auto& in : impl_->program) out.push_back(OpInfo{kind_of(in.code), in.name, in.flops});
   return out;
 }
 
-const std::vector<std::string>& CompiledStage::fallbacks() const { return impl_->fallbacks; }
+const std::vector<std::string>& CompiledStage::fallbacks() const {
+  return impl_->lowp ? impl_->lowp->fallbacks() : impl_->fallbacks;
+}
 
 std::string CompiledStage::summary() const {
+  if (impl_->lowp) return impl_->lowp->summary();
   std::map<std::string, int> count;
   std::vector<std::string> order;
   for (const auto& in : impl_->program) {
@@ -1209,7 +1225,43 @@ std::string CompiledStage::summary() const {
                          : fmt::format("fallback: {}", fmt::join(impl_->fallbacks, ", ")));
 }
 
+// fp32's wire format is float32 and has no quantization.
+at::ScalarType CompiledStage::input_dtype() const {
+  return impl_->lowp ? impl_->lowp->input_dtype() : at::kFloat;
+}
+at::ScalarType CompiledStage::output_dtype() const {
+  return impl_->lowp ? impl_->lowp->output_dtype() : at::kFloat;
+}
+std::pair<double, int64_t> CompiledStage::input_quantization() const {
+  return impl_->lowp ? impl_->lowp->input_quantization() : std::pair<double, int64_t>{1.0, 0};
+}
+std::pair<double, int64_t> CompiledStage::output_quantization() const {
+  return impl_->lowp ? impl_->lowp->output_quantization() : std::pair<double, int64_t>{1.0, 0};
+}
+Precision CompiledStage::precision() const { return impl_->options.precision; }
+
 const std::vector<int64_t>& CompiledStage::in_shape() const { return impl_->in_shape; }
 const std::vector<int64_t>& CompiledStage::out_shape() const { return impl_->out_shape; }
+
+// stage_calibration_inputs is in inference_lowp.cc: it runs that file's float program.
+
+std::vector<at::Tensor> run_in_precision(models::QuiltModelImpl& model, Precision precision,
+                                         const std::vector<at::Tensor>& calibration,
+                                         const std::vector<at::Tensor>& inputs) {
+  std::vector<at::Tensor> xs = inputs;
+  std::vector<at::Tensor> cal = calibration;
+  const size_t n = model.num_stages();
+  for (size_t s = 0; s < n; ++s) {
+    CompileOptions o;
+    o.cache_allocations = false;
+    o.precision = precision;
+    o.wire_input = s > 0;
+    o.wire_output = s + 1 < n;
+    if (precision == Precision::kInt8) o.calibration = stage_calibration_inputs(model, s, cal);
+    CompiledStage compiled(model, s, xs.empty() ? 1 : xs[0].size(0), o);
+    for (auto& x : xs) x = compiled.run(x);
+  }
+  return xs;
+}
 
 }  // namespace quilt::backends

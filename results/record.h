@@ -91,6 +91,13 @@ struct TrainingRecord {
   /// Test accuracy of the pretrained model without autoencoder, before the mode ran; NaN when
   /// the run did not pretrain.
   double pretrain_top1 = 0;
+  /// boards.precision bf16 / int8 given: the trained model compiled in that precision (as a
+  /// pipeline of it computes, backends::run_in_precision; int8 calibrated on
+  /// boards.calibration_batches training batches) on the test set: its top-1 accuracy, and the
+  /// fraction of test samples whose top-1 class equals the float32 model's. Empty / NaN when
+  /// not evaluated (fp32, proxy runs, files written before).
+  std::string precision;
+  double precision_top1 = 0, precision_agreement = 0;
 };
 
 /// One run: one point of a sweep.
@@ -136,8 +143,12 @@ struct RunRecord {
   /// How times were obtained (boards.time_model): "measured", "dilated" or "modeled". Under
   /// dilated and modeled every time of this run is board time (see harness/time_model.h).
   std::string time_model = "measured";
-  double dilation = 1;   ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
-  int64_t overruns = 0;  ///< dilated: batches where the CPU did not keep up with the pacing
+  /// The number format the boards computed in (boards.precision, else the profile's): "fp32",
+  /// "bf16" or "int8". Cut bytes and bytes sent are in its element size (element_bytes).
+  std::string precision = "fp32";
+  int64_t element_bytes = 4;  ///< bytes per element on the wire: 4, 2 or 1
+  double dilation = 1;        ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
+  int64_t overruns = 0;       ///< dilated: batches where the CPU did not keep up with the pacing
   /// Energy over the measured windows, summed over boards, and per inference (sample); negative
   /// when unavailable. energy_source: "profile" (board profile power x busy/idle time + link
   /// energy), "board" (power sampled from the board) or "unavailable".

@@ -281,3 +281,24 @@ sweep:
     assert ok_run[2]["autoencoder.rate"] == "8" and s(ok_run[1]["status"]) == "ok"
     assert ok_run[1]["max_abs_error"] >= 0  # outputs checked against the single-process model
     assert s(bad_run[1]["status"]) == "failed" and "ae_after_hidden1" in s(bad_run[1]["failure"])
+
+
+def test_training_reports_accuracy_in_the_boards_precision(tmp_path):
+    # boards.precision int8: the trained model compiled in int8 on the test set, against fp32.
+    text = BASE.replace("boards: {count: RANKS}",
+                        "boards: {count: RANKS, precision: int8, calibration_batches: 2}")
+    out = tmp_path / "p.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = runs(out)
+    assert len(got) == 2
+    for _, attrs, params, tr, _ in got:
+        assert s(attrs["status"]) == "ok", s(attrs["failure"])
+        assert s(tr["precision"]) == "int8"
+        assert 0.0 <= tr["precision_top1"] <= 1.0
+        # int8 agrees with fp32 on most of the test set; accuracy near fp32's.
+        assert tr["precision_agreement"] >= 0.8
+        assert abs(tr["precision_top1"] - tr["final_top1"]) <= 0.2
+    rep = local("report", out)
+    assert rep.returncode == 0, rep.stderr
+    assert "top-1 agreement with fp32" in rep.stdout
