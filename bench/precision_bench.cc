@@ -2,8 +2,8 @@
 // layer3 + encoder, stage 1 = decoder + layer4 + head), batch 8, 224x224, R = 1 and 64, each
 // stage compiled by backends::CompiledStage in fp32, bf16 and int8 (two calibration batches),
 // taking and returning what it would on the wire. items/s = images/s; the speed-up of a
-// precision is its items/s over the fp32 row of the same stage and rate. Run:
-//   build/release/bench/quilt_bench_precision --benchmark_repetitions=3 \
+// precision is its items/s over the fp32 row of the same stage and rate. Run (one line):
+//   build/release/bench/quilt_bench_precision --benchmark_repetitions=3
 //     --benchmark_report_aggregates_only=true
 
 #include "backends/inference.h"
