@@ -12,13 +12,13 @@ PY     := /usr/bin/python3
 
 # Debian packages the build, the tests and the analysis scripts need.
 PACKAGES := build-essential cmake git pkg-config ccache clang-format \
-  libtorch-dev libopenblas0-pthread \
+  libtorch-dev libopenblas0-pthread libdnnl-dev \
   libopenmpi-dev openmpi-bin \
   libhdf5-dev libfmt-dev libyaml-cpp-dev libbenchmark-dev libgtest-dev uuid-dev \
   libxrt-dev libxrt1 \
   pybind11-dev python3-dev python3-pytest python3-numpy python3-h5py python3-matplotlib \
   python3-pandas python3-scipy \
-  python3-torch python3-torchvision python3-sklearn dataset-fashion-mnist zlib1g-dev \
+  python3-torch python3-torchvision python3-mpi4py python3-sklearn dataset-fashion-mnist zlib1g-dev \
   slurmctld slurmd slurm-client munge chromium \
   iproute2 nftables
 

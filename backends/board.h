@@ -1,11 +1,14 @@
 #pragma once
 // The seam between the pipeline and an accelerator: one Board per MPI rank runs one stage.
 
+#include "backends/precision.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace quilt::models {
 class QuiltModelImpl;
@@ -27,6 +30,13 @@ struct StageAssignment {
   std::string xclbin;  ///< xrt: the user's kernel binary (boards.xclbin)
   std::string device;  ///< xrt: device index or PCIe BDF; empty = the rank's node-local index
   std::string kernel;  ///< xrt: kernel name; empty = the convention, quilt_stage<stage>
+  /// The number format the board computes in (boards.precision). Tensors between stages travel
+  /// in its wire format (backends/precision.h); the first stage takes float32 inputs and the
+  /// last returns float32 outputs.
+  Precision precision = Precision::kFp32;
+  /// int8: float32 inputs of this stage, one tensor per calibration batch (see
+  /// stage_calibration_inputs in backends/inference.h).
+  std::vector<at::Tensor> calibration;
 };
 
 /// An accelerator that runs one pipeline stage. Methods are called by the rank that owns the
@@ -41,10 +51,12 @@ class Board {
   /// Prepares the stage: copies weights to the board, compiles the fast path. Blocks. Throws
   /// BoardError on a user-visible problem.
   virtual void load(const StageAssignment& assignment) = 0;
-  /// Runs one batch. `input` is a contiguous host float tensor [batch, in_shape...] that the board
-  /// does not modify; returns a contiguous host float tensor [batch, out_shape...]. The caller may
-  /// keep the returned tensor (it sends from its memory): the board does not write into it after
-  /// run() returns, except where a board says its output is garbage (NullBoard). Blocks until
+  /// Runs one batch. `input` is a contiguous host tensor [batch, in_shape...] that the board
+  /// does not modify, float32 for the first stage and else in the wire format of the
+  /// assignment's precision (float32, bfloat16, or int8's uint8 codes); returns a contiguous host
+  /// tensor [batch, out_shape...], in the wire format, or float32 for the last stage. The caller
+  /// may keep the returned tensor (it sends from its memory): the board does not write into it
+  /// after run() returns, except where a board says its output is garbage (NullBoard). Blocks until
   /// the result is on the host.
   virtual at::Tensor run(const at::Tensor& input) = 0;
 

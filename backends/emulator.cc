@@ -35,6 +35,10 @@ std::string EmulatorBoard::description() const {
   std::string d = fmt::format("CPU emulator: {}, {} thread{}, {}",
                               options_.force_fallback ? "torch reference path" : "oneDNN fast path",
                               threads, threads == 1 ? "" : "s", cpu_model_name());
+  if (options_.precision != Precision::kFp32)
+    d += fmt::format(", {}{}", precision_name(options_.precision),
+                     options_.precision == Precision::kInt8 ? " (oneDNN int8, static quantization)"
+                                                            : " (oneDNN bf16)");
   if (stage_ && !stage_->fallbacks().empty() && !options_.force_fallback)
     d += fmt::format("; slow torch fallback for: {}", fmt::join(stage_->fallbacks(), ", "));
   return d;
@@ -45,8 +49,18 @@ void EmulatorBoard::load(const StageAssignment& assignment) {
   assignment.model->eval();
   stage_.reset();
   script_stage_.reset();
+  options_.precision = assignment.precision;
+  options_.wire_input = assignment.stage > 0;
+  options_.wire_output = assignment.stage + 1 < assignment.model->num_stages();
+  CompileOptions options = options_;
+  options.calibration = assignment.calibration;
   std::vector<int64_t> shape = {assignment.batch_size};
   if (is_torchscript(*assignment.model)) {
+    if (options_.precision != Precision::kFp32)
+      throw BoardError(fmt::format(
+          "emulator board: a TorchScript model runs in fp32 only (boards.precision is {}); "
+          "bf16 and int8 are for the zoo's models",
+          precision_name(options_.precision)));
     script_stage_.emplace(*assignment.model, assignment.stage);
     shape.insert(shape.end(), script_stage_->in_shape().begin(), script_stage_->in_shape().end());
     // Two warm-up batches: TorchScript's profiling executor optimises on the second run.
@@ -54,9 +68,9 @@ void EmulatorBoard::load(const StageAssignment& assignment) {
     script_stage_->run(at::zeros(shape));
     return;
   }
-  stage_.emplace(*assignment.model, assignment.stage, assignment.batch_size, options_);
+  stage_.emplace(*assignment.model, assignment.stage, assignment.batch_size, options);
   shape.insert(shape.end(), stage_->in_shape().begin(), stage_->in_shape().end());
-  stage_->run(at::zeros(shape));
+  stage_->run(at::zeros(shape, stage_->input_dtype()));
 }
 
 at::Tensor EmulatorBoard::run(const at::Tensor& input) {

@@ -2,6 +2,7 @@
 
 #include "backends/allocation_cache.h"
 #include "backends/board.h"
+#include "backends/inference_lowp.h"
 #include "models/autoencoder.h"
 #include "models/efficientnet.h"
 #include "models/mlp.h"
@@ -14,23 +15,34 @@
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <dnnl.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
+#include <unordered_map>
 
 // Design notes, from measurements with LibTorch 1.13.1 (Debian, oneDNN 2.6.3) at one thread,
 // ResNet-50 batch 8 on an AVX-512 CPU:
-// - Convolutions are at::mkldnn_convolution on blocked (nChw16c) tensors with weights reordered
-//   once: the kernels PyTorch's optimize_for_inference uses, at 105-135 GFLOP/s. at::conv2d
-//   would send 1x1 convs at one thread through im2col + GEMM, much slower.
-// - ReLU cannot be fused into those convs through ATen. mkldnn_prepacked::conv2d_run can fuse it
-//   but takes dense tensors only: NCHW costs a reorder per conv, and channels-last selects
-//   oneDNN's brgconv kernels, 0-3% slower over the stage than the blocked path even with its
-//   ReLU fused. In-place ReLU on the blocked tensor costs ~1% of the stage, the residual add ~4%.
+// - Convolutions on blocked (nChw16c) tensors with weights reordered once are the kernels
+//   PyTorch's optimize_for_inference uses (through at::mkldnn_convolution, 105-135 GFLOP/s).
+//   at::conv2d would send 1x1 convs at one thread through im2col + GEMM, much slower.
+// - Through ATen, ReLU cannot be fused into those convs (in-place ReLU cost ~1% of the stage, the
+//   residual add ~4%), and the conv algorithm is always direct. Channels-last (brgconv) is
+//   1.3-1.6x faster than nChw16c for the 1x1 convs of layer1 but has no Winograd 3x3: over a
+//   block the two come out about even, so everything stays nChw16c.
 // - What the fast path gains over optimize_for_inference is memory: activations are cached
 //   between runs on 2 MiB transparent huge pages (allocation_cache.h), which removes page faults
 //   and TLB misses worth 5-8% of stage 0.
+// - The blocked tensors are ours, not ATen's: plain float buffers in oneDNN's nChw16c (nChw8c,
+//   nchw) layout, run through oneDNN primitives created once per batch size (the same libdnnl
+//   that LibTorch links). That reaches what ATen does not expose: 3x3 stride-1 convs through
+//   oneDNN's algorithm choice (convolution_auto picks its Winograd F(4,3) kernel, 1.5-1.8x the
+//   direct kernel's rate at one thread on AVX-512), ReLU fused as a post-op, and the residual
+//   add fused into the conv before it as a sum post-op (the conv accumulates into the identity
+//   buffer), which removes a full read-read-write pass over the activation per block.
 
 namespace quilt::backends {
 namespace {
@@ -100,6 +112,53 @@ const char* kind_of(Code c) {
   return "?";
 }
 
+// oneDNN. Blocked registers are 1-D float tensors holding [batch, C, H, W] in the layout
+// blocked_tag(C) picks; their primitives are made on first use for each batch size.
+using Tag = dnnl::memory::format_tag;
+constexpr auto kF32 = dnnl::memory::data_type::f32;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// One stream per thread: two CompiledStages may run in two threads.
+dnnl::stream& cpu_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
+Tag blocked_tag(int64_t channels) {
+  return channels % 16 == 0 ? Tag::nChw16c : channels % 8 == 0 ? Tag::nChw8c : Tag::nchw;
+}
+
+dnnl::memory::desc blocked_md(int64_t n, const Shape& s) {
+  return {{n, s[0], s[1], s[2]}, kF32, blocked_tag(s[0])};
+}
+
+dnnl::memory::desc plain_md(int64_t n, const Shape& s) {
+  return {{n, s[0], s[1], s[2]}, kF32, Tag::nchw};
+}
+
+// The tags above never pad channels: a blocked buffer has exactly numel elements.
+at::Tensor blocked_buffer(int64_t n, const Shape& s) {
+  return at::empty({n * models::numel(s)}, at::kFloat);
+}
+
+dnnl::memory wrap(const dnnl::memory::desc& md, const at::Tensor& t) {
+  return dnnl::memory(md, cpu_engine(), t.data_ptr());
+}
+
+struct Prim {
+  dnnl::primitive prim;
+  dnnl::memory::desc src, dst;
+  dnnl::memory weights, bias;  // conv: weights reordered once into the layout the conv chose
+};
+
+struct Prims {
+  std::map<int64_t, Prim> by_batch;
+};
+
 struct Instr {
   Code code = Code::kFallback;
   std::string name;
@@ -113,7 +172,10 @@ struct Instr {
   int64_t offset = 0;         // kUnpack: first element of the tensor within a sample
   std::vector<int64_t> view;  // kUnpack: per-sample shape of the tensor
   int64_t groups = 1;
+  int64_t flops = 0;  // per sample, for OpInfo
   bool ceil_mode = false;
+  Shape src_shape, dst_shape;    // oneDNN ops: per-sample shapes of a and dst
+  std::shared_ptr<Prims> prims;  // oneDNN ops: primitives by batch size, made on demand
   int64_t start_dim = 1, end_dim = -1;
   mutable nn::AnyModule module;  // forward() is not const
   std::vector<int> release;      // registers whose last use is this instruction
@@ -261,18 +323,8 @@ class Compiler {
   // Decides in-place ops and register lifetimes. `out` (the result) is converted to dense by
   // the caller, outside InferenceMode.
   int finish(int out) {
-    std::vector<int> last_use(regs_.size(), -1);
-    for (size_t i = 0; i < instrs_.size(); ++i) {
-      for (int r : {instrs_[i].a, instrs_[i].b})
-        if (r >= 0) last_use[r] = static_cast<int>(i);
-      for (int r : instrs_[i].srcs) last_use[r] = static_cast<int>(i);
-    }
-    last_use[out] = static_cast<int>(instrs_.size());  // the result outlives the program
-    // A register lives as long as any view of it (views come after their source).
-    for (size_t r = regs_.size(); r-- > 0;) {
-      if (regs_[r].alias_of >= 0)
-        last_use[regs_[r].alias_of] = std::max(last_use[regs_[r].alias_of], last_use[r]);
-    }
+    out = fuse_residual_adds(out);
+    std::vector<int> last_use = last_uses(out);
     for (size_t i = 0; i < instrs_.size(); ++i) {
       Instr& in = instrs_[i];
       if (in.code == Code::kAdd || in.code == Code::kRelu || in.code == Code::kSilu) {
@@ -289,12 +341,77 @@ class Compiler {
     return out;
   }
 
+  // Index of the instruction that reads each register last (instrs_.size() for `out`, which
+  // outlives the program); a register lives as long as any view of it.
+  std::vector<int> last_uses(int out) const {
+    std::vector<int> last_use(regs_.size(), -1);
+    for (size_t i = 0; i < instrs_.size(); ++i) {
+      for (int r : {instrs_[i].a, instrs_[i].b})
+        if (r >= 0) last_use[r] = static_cast<int>(i);
+      for (int r : instrs_[i].srcs) last_use[r] = static_cast<int>(i);
+    }
+    last_use[out] = static_cast<int>(instrs_.size());
+    for (size_t r = regs_.size(); r-- > 0;) {  // views come after their source
+      if (regs_[r].alias_of >= 0)
+        last_use[regs_[r].alias_of] = std::max(last_use[regs_[r].alias_of], last_use[r]);
+    }
+    return last_use;
+  }
+
+  // A residual add a + b where a comes from a conv (without ReLU) that only the add reads, and
+  // b is a blocked buffer this program made that exists before that conv and that nothing reads
+  // after it: the conv accumulates into b (oneDNN sum post-op, then the add's ReLU), and the add
+  // disappears. Returns the result register, renamed if it was such an add.
+  int fuse_residual_adds(int out) {
+    for (size_t i = 0; i < instrs_.size(); ++i) {
+      const Instr& add = instrs_[i];
+      if (add.code != Code::kAdd) continue;
+      const int a = add.a, b = add.b, sum = add.dst;
+      int j = -1, made_b = -1;
+      for (size_t k = 0; k < i; ++k) {
+        if (instrs_[k].dst == a) j = static_cast<int>(k);
+        if (instrs_[k].dst == b) made_b = static_cast<int>(k);
+      }
+      if (j < 0 || made_b < 0 || made_b >= j || a == b) continue;
+      Instr& conv = instrs_[j];
+      if (conv.code != Code::kConv || conv.relu || conv.b >= 0) continue;
+      if (!regs_[b].owned || regs_[b].layout != Layout::kMkldnn) continue;
+      const std::vector<int> last_use = last_uses(out);
+      if (last_use[a] != static_cast<int>(i) || last_use[b] != static_cast<int>(i)) continue;
+      bool read_between = false;  // b is overwritten when the conv runs
+      for (size_t k = j + 1; k < i; ++k) {
+        const Instr& r = instrs_[k];
+        read_between = read_between || r.a == b || r.b == b ||
+                       std::find(r.srcs.begin(), r.srcs.end(), b) != r.srcs.end();
+      }
+      if (read_between) continue;
+      conv.b = b;
+      conv.relu = add.relu;
+      const size_t dot = add.name.rfind('.');
+      conv.name += "+" + add.name.substr(dot == std::string::npos ? 0 : dot + 1);
+      instrs_.erase(instrs_.begin() + static_cast<std::ptrdiff_t>(i));
+      for (size_t k = i; k < instrs_.size(); ++k) {
+        Instr& r = instrs_[k];
+        if (r.a == sum) r.a = a;
+        if (r.b == sum) r.b = a;
+        for (int& src : r.srcs)
+          if (src == sum) src = a;
+      }
+      for (Reg& reg : regs_)
+        if (reg.alias_of == sum) reg.alias_of = a;
+      if (out == sum) out = a;
+      --i;
+    }
+    return out;
+  }
+
   int mkldnn(int x) {
     if (regs_[x].layout == Layout::kMkldnn) return x;
     if (auto it = mkldnn_of_.find(x); it != mkldnn_of_.end()) return it->second;
     if (regs_[x].shape.size() != 3) throw Unsupported{"oneDNN ops need NCHW tensors"};
     Instr in = op(Code::kToMkldnn, "to_mkldnn");
     in.a = x;
+    onednn(in, regs_[x].shape, regs_[x].shape);
     int y = emit(std::move(in), Reg{Layout::kMkldnn, regs_[x].shape, true});
     mkldnn_of_[x] = y;
     return y;
@@ -305,12 +422,19 @@ class Compiler {
     if (auto it = dense_of_.find(x); it != dense_of_.end()) return it->second;
     Instr in = op(Code::kToDense, "to_dense");
     in.a = x;
+    onednn(in, regs_[x].shape, regs_[x].shape);
     int y = emit(std::move(in), Reg{Layout::kDense, regs_[x].shape, true});
     dense_of_[x] = y;
     return y;
   }
 
  private:
+  static void onednn(Instr& in, const Shape& src, const Shape& dst) {
+    in.src_shape = src;
+    in.dst_shape = dst;
+    in.prims = std::make_shared<Prims>();
+  }
+
   struct Checkpoint {
     size_t instrs, regs, fallbacks;
     std::map<int, int> mkldnn_of, dense_of;
@@ -345,16 +469,20 @@ class Compiler {
       x = conv2d(fold(*s->conv1, s->bn1.get()), x, true, "conv1+bn1+relu");
       return max_pool(*s->maxpool, x, "maxpool");
     }
+    // The shortcut first, so that the last conv of the block can accumulate into it (see
+    // fuse_residual_adds).
     if (auto* b = as<models::BottleneckImpl>(m)) {
+      const int identity = shortcut(b->downsample, x, name);
       int y = conv2d(fold(*b->conv1, b->bn1.get()), x, true, name + ".conv1+bn1+relu");
       y = conv2d(fold(*b->conv2, b->bn2.get()), y, true, name + ".conv2+bn2+relu");
       y = conv2d(fold(*b->conv3, b->bn3.get()), y, false, name + ".conv3+bn3");
-      return residual(b->downsample, x, y, name);
+      return add(y, identity, true, name + ".add+relu");
     }
     if (auto* b = as<models::BasicBlockImpl>(m)) {
+      const int identity = shortcut(b->downsample, x, name);
       int y = conv2d(fold(*b->conv1, b->bn1.get()), x, true, name + ".conv1+bn1+relu");
       y = conv2d(fold(*b->conv2, b->bn2.get()), y, false, name + ".conv2+bn2");
-      return residual(b->downsample, x, y, name);
+      return add(y, identity, true, name + ".add+relu");
     }
     if (auto* h = as<models::ResNetHeadImpl>(m)) {
       x = adaptive_avg_pool(std::vector<int64_t>{1, 1}, x, "avgpool");
@@ -469,6 +597,7 @@ class Compiler {
   int silu(int x, const std::string& name) {
     Instr in = op(Code::kSilu, name);
     in.a = x;
+    if (regs_[x].layout == Layout::kMkldnn) onednn(in, regs_[x].shape, regs_[x].shape);
     return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, false});
   }
 
@@ -544,7 +673,8 @@ class Compiler {
     return sequence(mods, x, name);
   }
 
-  int residual(const nn::Sequential& downsample, int x, int y, const std::string& name) {
+  // The identity branch of a residual block: x, or x through the downsample conv + bn.
+  int shortcut(const nn::Sequential& downsample, int x, const std::string& name) {
     int identity = x;
     if (downsample) {
       std::vector<nn::AnyModule> mods(downsample->begin(), downsample->end());
@@ -557,7 +687,7 @@ class Compiler {
         throw Unsupported{"downsample other than conv + bn"};
       }
     }
-    return add(y, identity, true, name + ".add+relu");
+    return identity;
   }
 
   int conv2d(FoldedConv f, int x, bool relu, const std::string& name) {
@@ -572,11 +702,11 @@ class Compiler {
     Instr in = op(Code::kConv, name);
     in.a = x;
     in.relu = relu;
-    // Reordered once into the blocked layout oneDNN picks for this conv, so that no run
-    // reorders weights.
-    in.weight = at::mkldnn_reorder_conv2d_weight(f.weight.to_mkldnn(), f.padding, f.stride,
-                                                 f.dilation, f.groups);
+    in.flops = 2 * models::numel(out) * (s[0] / f.groups) * f.kernel[0] * f.kernel[1];
+    // Dense here; reordered once per batch size into the layout oneDNN picks for the conv.
+    in.weight = f.weight;
     in.bias = f.bias;
+    onednn(in, s, out);
     in.kernel = f.kernel;
     in.stride = f.stride;
     in.padding = f.padding;
@@ -595,12 +725,14 @@ class Compiler {
     in.a = a;
     in.b = b;
     in.relu = relu;
+    onednn(in, regs_[a].shape, regs_[a].shape);
     return emit(std::move(in), Reg{Layout::kMkldnn, regs_[a].shape, false});
   }
 
   int relu(int x, const std::string& name) {
     Instr in = op(Code::kRelu, name);
     in.a = x;
+    if (regs_[x].layout == Layout::kMkldnn) onednn(in, regs_[x].shape, regs_[x].shape);
     return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, false});
   }
 
@@ -616,6 +748,7 @@ class Compiler {
       out.push_back(pooled(in_shape[1 + i], k[i], s[i], pad[i], 1, o.ceil_mode()));
     Instr in = op(Code::kMaxPool, name);
     in.a = x;
+    onednn(in, in_shape, out);
     in.kernel = k;
     in.stride = s;
     in.padding = pad;
@@ -634,6 +767,7 @@ class Compiler {
     Instr in = op(Code::kAvgPool, name);
     in.a = x;
     in.output_size = size;
+    onednn(in, s, Shape{s[0], size[0], size[1]});
     return emit(std::move(in), Reg{Layout::kMkldnn, Shape{s[0], size[0], size[1]}, true});
   }
 
@@ -660,6 +794,7 @@ class Compiler {
     Instr in = op(Code::kLinear, name);
     in.a = x;
     in.relu = relu;
+    in.flops = 2 * l.weight.size(0) * l.weight.size(1);
     // Stored [in, out]: OpenBLAS runs x * W^T 2.5x faster at batch 8 from this layout than from
     // a transposed view of [out, in].
     in.weight = l.weight.detach().t().contiguous();
@@ -724,41 +859,194 @@ struct CompiledStage::Impl {
   CompileOptions options;
   std::unique_ptr<AllocationCache> cache;
   std::vector<at::Tensor> regs;  // used during run() only
+  // bf16 / int8: the ATen program of inference_lowp.cc, which does all the work; the members
+  // above other than in_shape, out_shape and options stay empty.
+  std::unique_ptr<LowpStage> lowp;
+
+  static int64_t batch_of(const Instr& in, const at::Tensor& blocked) {
+    return blocked.numel() / models::numel(in.src_shape);
+  }
+
+  // The primitive of a oneDNN instruction for batch size n, made on first use.
+  static const Prim& prim_for(const Instr& in, int64_t n) {
+    auto& cache = in.prims->by_batch;
+    if (auto it = cache.find(n); it != cache.end()) return it->second;
+    using namespace dnnl;
+    engine& eng = cpu_engine();
+    Prim p;
+    p.src = blocked_md(n, in.src_shape);
+    p.dst = blocked_md(n, in.dst_shape);
+    auto dims2 = [](const std::vector<int64_t>& v) { return memory::dims{v[0], v[1]}; };
+    switch (in.code) {
+      case Code::kToMkldnn:
+        p.src = plain_md(n, in.src_shape);
+        p.prim = reorder(reorder::primitive_desc(eng, p.src, eng, p.dst));
+        break;
+      case Code::kToDense:
+        p.dst = plain_md(n, in.dst_shape);
+        p.prim = reorder(reorder::primitive_desc(eng, p.src, eng, p.dst));
+        break;
+      case Code::kConv: {
+        const int64_t oc = in.weight.size(0), icg = in.weight.size(1), g = in.groups;
+        const memory::dims w_dims = g == 1
+                                        ? memory::dims{oc, icg, in.kernel[0], in.kernel[1]}
+                                        : memory::dims{g, oc / g, icg, in.kernel[0], in.kernel[1]};
+        const memory::desc bias_md =
+            in.bias.defined() ? memory::desc({oc}, kF32, Tag::x) : memory::desc();
+        post_ops ops;
+        if (in.b >= 0) ops.append_sum(1.0f);
+        if (in.relu) ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
+        primitive_attr attr;
+        attr.set_post_ops(ops);
+        const memory::dims dilation = {in.dilation[0] - 1, in.dilation[1] - 1};
+        auto make = [&](algorithm alg) {
+          convolution_forward::desc d(
+              prop_kind::forward_inference, alg, p.src, memory::desc(w_dims, kF32, Tag::any),
+              bias_md, p.dst, dims2(in.stride), dilation, dims2(in.padding), dims2(in.padding));
+          return convolution_forward::primitive_desc(d, attr, eng);
+        };
+        // convolution_auto lets oneDNN take its Winograd kernel where it expects it to be
+        // faster (3x3, stride 1); direct where auto has no implementation.
+        convolution_forward::primitive_desc pd;
+        try {
+          pd = make(algorithm::convolution_auto);
+        } catch (const dnnl::error&) {
+          pd = make(algorithm::convolution_direct);
+        }
+        p.prim = convolution_forward(pd);
+        memory plain({w_dims, kF32, g == 1 ? Tag::oihw : Tag::goihw}, eng, in.weight.data_ptr());
+        p.weights = memory(pd.weights_desc(), eng);
+        reorder(plain, p.weights).execute(cpu_stream(), plain, p.weights);
+        cpu_stream().wait();
+        if (in.bias.defined()) p.bias = memory(bias_md, eng, in.bias.data_ptr());
+        break;
+      }
+      case Code::kAdd: {
+        primitive_attr attr;
+        if (in.relu) {
+          post_ops ops;
+          ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
+          attr.set_post_ops(ops);
+        }
+        p.prim = binary(binary::primitive_desc(
+            binary::desc(algorithm::binary_add, p.src, p.src, p.dst), attr, eng));
+        break;
+      }
+      case Code::kRelu:
+      case Code::kSilu:
+        p.prim = eltwise_forward(eltwise_forward::primitive_desc(
+            eltwise_forward::desc(
+                prop_kind::forward_inference,
+                in.code == Code::kRelu ? algorithm::eltwise_relu : algorithm::eltwise_swish, p.src,
+                in.code == Code::kRelu ? 0.0f : 1.0f, 0.0f),
+            eng));
+        break;
+      case Code::kMaxPool: {
+        // Symmetric padding, more on the right where ceil_mode adds a window.
+        memory::dims pad_r = dims2(in.padding);
+        for (int i = 0; i < 2; ++i)
+          pad_r[i] =
+              std::max<int64_t>(pad_r[i], (in.dst_shape[1 + i] - 1) * in.stride[i] + in.kernel[i] -
+                                              in.src_shape[1 + i] - in.padding[i]);
+        p.prim = pooling_forward(pooling_forward::primitive_desc(
+            pooling_forward::desc(prop_kind::forward_inference, algorithm::pooling_max, p.src,
+                                  p.dst, dims2(in.stride), dims2(in.kernel), dims2(in.padding),
+                                  pad_r),
+            eng));
+        break;
+      }
+      case Code::kAvgPool: {
+        const memory::dims k = {in.src_shape[1] / in.dst_shape[1],
+                                in.src_shape[2] / in.dst_shape[2]};
+        p.prim = pooling_forward(pooling_forward::primitive_desc(
+            pooling_forward::desc(prop_kind::forward_inference,
+                                  algorithm::pooling_avg_exclude_padding, p.src, p.dst, k, k,
+                                  {0, 0}, {0, 0}),
+            eng));
+        break;
+      }
+      default:
+        TORCH_INTERNAL_ASSERT(false, "no oneDNN primitive for ", kind_of(in.code));
+    }
+    return cache.emplace(n, std::move(p)).first->second;
+  }
+
+  // Runs a oneDNN instruction on batch size n: src -> dst (src2: the binary op's second input).
+  static void run_onednn(const Instr& in, int64_t n, const at::Tensor& src, const at::Tensor& dst,
+                         const at::Tensor* src2 = nullptr) {
+    const Prim& p = prim_for(in, n);
+    std::unordered_map<int, dnnl::memory> args;
+    switch (in.code) {
+      case Code::kToMkldnn:
+      case Code::kToDense:
+        args = {{DNNL_ARG_FROM, wrap(p.src, src)}, {DNNL_ARG_TO, wrap(p.dst, dst)}};
+        break;
+      case Code::kConv:
+        args = {{DNNL_ARG_SRC, wrap(p.src, src)},
+                {DNNL_ARG_WEIGHTS, p.weights},
+                {DNNL_ARG_DST, wrap(p.dst, dst)}};
+        if (p.bias) args[DNNL_ARG_BIAS] = p.bias;
+        break;
+      case Code::kAdd:
+        args = {{DNNL_ARG_SRC_0, wrap(p.src, src)},
+                {DNNL_ARG_SRC_1, wrap(p.src, *src2)},
+                {DNNL_ARG_DST, wrap(p.dst, dst)}};
+        break;
+      default:
+        args = {{DNNL_ARG_SRC, wrap(p.src, src)}, {DNNL_ARG_DST, wrap(p.dst, dst)}};
+    }
+    p.prim.execute(cpu_stream(), args);
+    cpu_stream().wait();
+  }
 
   void exec(const Instr& in) {
     static at::Tensor no_input;  // kPack and kCat read srcs only
     at::Tensor& a = in.a >= 0 ? regs[in.a] : no_input;
     at::Tensor& dst = regs[in.dst];
     switch (in.code) {
-      case Code::kToMkldnn:
-        dst = a.is_contiguous() ? a.to_mkldnn() : a.contiguous().to_mkldnn();
+      case Code::kToMkldnn: {
+        at::Tensor src = a.contiguous();
+        dst = blocked_buffer(src.size(0), in.dst_shape);
+        run_onednn(in, src.size(0), src, dst);
         break;
-      case Code::kToDense:
-        dst = a.to_dense();
+      }
+      case Code::kToDense: {
+        const int64_t n = batch_of(in, a);
+        std::vector<int64_t> shape = {n};
+        shape.insert(shape.end(), in.dst_shape.begin(), in.dst_shape.end());
+        dst = at::empty(shape, at::kFloat);
+        run_onednn(in, n, a, dst);
         break;
-      case Code::kConv:
-        dst = at::mkldnn_convolution(a, in.weight, in.bias, in.padding, in.stride, in.dilation,
-                                     in.groups);
-        if (in.relu) at::relu_(dst);
+      }
+      case Code::kConv: {
+        // With a sum post-op (in.b), the conv accumulates into register b's buffer.
+        const int64_t n = batch_of(in, a);
+        dst = in.b >= 0 ? regs[in.b] : blocked_buffer(n, in.dst_shape);
+        run_onednn(in, n, a, dst);
         break;
-      case Code::kAdd:
-        if (in.in_place) {
-          a.add_(regs[in.b]);
-          dst = a;
-        } else {
-          dst = at::add(a, regs[in.b]);
-        }
-        if (in.relu) at::relu_(dst);
+      }
+      case Code::kAdd: {
+        const int64_t n = batch_of(in, a);
+        dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+        run_onednn(in, n, a, dst, &regs[in.b]);
         break;
+      }
       case Code::kRelu:
-        dst = in.in_place ? at::relu_(a) : at::relu(a);
+        if (in.prims) {
+          const int64_t n = batch_of(in, a);
+          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+          run_onednn(in, n, a, dst);
+        } else {
+          dst = in.in_place ? at::relu_(a) : at::relu(a);
+        }
         break;
       case Code::kMaxPool:
-        dst = at::max_pool2d(a, in.kernel, in.stride, in.padding, in.dilation, in.ceil_mode);
+      case Code::kAvgPool: {
+        const int64_t n = batch_of(in, a);
+        dst = blocked_buffer(n, in.dst_shape);
+        run_onednn(in, n, a, dst);
         break;
-      case Code::kAvgPool:
-        dst = at::adaptive_avg_pool2d(a, in.output_size);
-        break;
+      }
       case Code::kFlatten:
         dst = a.flatten(in.start_dim, in.end_dim);
         break;
@@ -791,9 +1079,13 @@ struct CompiledStage::Impl {
         break;
       }
       case Code::kSilu:
-        // oneDNN tensors have sigmoid and same-shape mul but no silu; in place when the
-        // input dies here (the conv before it), which saves one fresh buffer per SiLU.
-        if (in.in_place) {
+        // In place when the input dies here (the conv before it), which saves one fresh buffer
+        // per SiLU.
+        if (in.prims) {
+          const int64_t n = batch_of(in, a);
+          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+          run_onednn(in, n, a, dst);
+        } else if (in.in_place) {
           a.mul_(at::sigmoid(a));
           dst = a;
         } else {
@@ -855,6 +1147,12 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->in_shape = spec.in_shape;
   impl_->out_shape = spec.out_shape;
   impl_->options = options;
+  if (options.precision != Precision::kFp32) {
+    // Two programs (see inference_lowp.h): bf16 and int8 run the ATen one.
+    impl_->lowp = std::make_unique<LowpStage>(model, stage, batch_size, options);
+    impl_->options.calibration.clear();  // not kept: the caller's batches
+    return;
+  }
   if (options.cache_allocations)
     impl_->cache = std::make_unique<AllocationCache>(options.huge_pages);
 
@@ -871,6 +1169,7 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   if (stage + 1 < model.num_stages()) {
     if (auto m = model.encoder_module(stage); !m.is_empty()) x = c.any(m, x, "encoder");
   }
+  if (c.regs()[x].layout == Layout::kMkldnn) x = c.dense(x);
   TORCH_INTERNAL_ASSERT(c.regs()[x].shape == spec.out_shape, "stage ", stage,
                         " compiles to output ", models::to_string(c.regs()[x].shape),
                         " but the model says ", models::to_string(spec.out_shape));
@@ -885,10 +1184,12 @@ CompiledStage::CompiledStage(CompiledStage&&) noexcept = default;
 CompiledStage& CompiledStage::operator=(CompiledStage&&) noexcept = default;
 
 at::Tensor CompiledStage::run(const at::Tensor& input) {
+  if (impl_->lowp) return impl_->lowp->run(input);
   return impl_->execute(input, [](size_t, auto&& f) { f(); });
 }
 
 at::Tensor CompiledStage::run_profiled(const at::Tensor& input, std::vector<double>& op_seconds) {
+  if (impl_->lowp) return impl_->lowp->run_profiled(input, op_seconds);
   op_seconds.resize(impl_->program.size(), 0.0);
   return impl_->execute(input, [&](size_t i, auto&& f) {
     auto t0 = std::chrono::steady_clock::now();
@@ -898,14 +1199,18 @@ at::Tensor CompiledStage::run_profiled(const at::Tensor& input, std::vector<doub
 }
 
 std::vector<OpInfo> CompiledStage::ops() const {
+  if (impl_->lowp) return impl_->lowp->ops();
   std::vector<OpInfo> out;
-  for (const auto& in : impl_->program) out.push_back(OpInfo{kind_of(in.code), in.name});
+  for (const auto& in : impl_->program) out.push_back(OpInfo{kind_of(in.code), in.name, in.flops});
   return out;
 }
 
-const std::vector<std::string>& CompiledStage::fallbacks() const { return impl_->fallbacks; }
+const std::vector<std::string>& CompiledStage::fallbacks() const {
+  return impl_->lowp ? impl_->lowp->fallbacks() : impl_->fallbacks;
+}
 
 std::string CompiledStage::summary() const {
+  if (impl_->lowp) return impl_->lowp->summary();
   std::map<std::string, int> count;
   std::vector<std::string> order;
   for (const auto& in : impl_->program) {
@@ -920,7 +1225,43 @@ std::string CompiledStage::summary() const {
                          : fmt::format("fallback: {}", fmt::join(impl_->fallbacks, ", ")));
 }
 
+// fp32's wire format is float32 and has no quantization.
+at::ScalarType CompiledStage::input_dtype() const {
+  return impl_->lowp ? impl_->lowp->input_dtype() : at::kFloat;
+}
+at::ScalarType CompiledStage::output_dtype() const {
+  return impl_->lowp ? impl_->lowp->output_dtype() : at::kFloat;
+}
+std::pair<double, int64_t> CompiledStage::input_quantization() const {
+  return impl_->lowp ? impl_->lowp->input_quantization() : std::pair<double, int64_t>{1.0, 0};
+}
+std::pair<double, int64_t> CompiledStage::output_quantization() const {
+  return impl_->lowp ? impl_->lowp->output_quantization() : std::pair<double, int64_t>{1.0, 0};
+}
+Precision CompiledStage::precision() const { return impl_->options.precision; }
+
 const std::vector<int64_t>& CompiledStage::in_shape() const { return impl_->in_shape; }
 const std::vector<int64_t>& CompiledStage::out_shape() const { return impl_->out_shape; }
+
+// stage_calibration_inputs is in inference_lowp.cc: it runs that file's float program.
+
+std::vector<at::Tensor> run_in_precision(models::QuiltModelImpl& model, Precision precision,
+                                         const std::vector<at::Tensor>& calibration,
+                                         const std::vector<at::Tensor>& inputs) {
+  std::vector<at::Tensor> xs = inputs;
+  std::vector<at::Tensor> cal = calibration;
+  const size_t n = model.num_stages();
+  for (size_t s = 0; s < n; ++s) {
+    CompileOptions o;
+    o.cache_allocations = false;
+    o.precision = precision;
+    o.wire_input = s > 0;
+    o.wire_output = s + 1 < n;
+    if (precision == Precision::kInt8) o.calibration = stage_calibration_inputs(model, s, cal);
+    CompiledStage compiled(model, s, xs.empty() ? 1 : xs[0].size(0), o);
+    for (auto& x : xs) x = compiled.run(x);
+  }
+  return xs;
+}
 
 }  // namespace quilt::backends

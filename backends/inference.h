@@ -2,12 +2,15 @@
 // The emulator's fast inference path: one pipeline stage of a QuiltModel compiled once into a
 // flat program of oneDNN (MKLDNN) operations, tuned for one thread per process.
 
+#include "backends/precision.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace quilt::models {
@@ -26,28 +29,52 @@ struct CompileOptions {
   /// Run every unit through the torch fallback (eval mode, InferenceMode): the slow reference
   /// path, for tests and comparisons.
   bool force_fallback = false;
+  /// The number format of the stage (see backends/precision.h). bf16: weights reordered to
+  /// bf16 once, activations bf16 end to end (oneDNN bf16 convs, f32 accumulation). int8:
+  /// weights quantized per output channel (symmetric int8), every activation register per
+  /// tensor (affine uint8) with the range it took on `calibration`; convs, residual adds and
+  /// pools run as oneDNN int8 ops (qengine "onednn"), the rest dequantizes around a float op.
+  Precision precision = Precision::kFp32;
+  /// int8 only, required there: float32 stage inputs [batch, in_shape...] (one tensor per
+  /// calibration batch) whose activation ranges fix the quantization. The same batches give
+  /// the same quantization, bit for bit.
+  std::vector<at::Tensor> calibration;
+  /// Whether the stage receives its input in the wire format of `precision` (bf16 values, or
+  /// int8's uint8 codes) rather than float32; the first stage of a pipeline gets float32.
+  bool wire_input = false;
+  /// Whether the stage returns its output in the wire format rather than float32; the last
+  /// stage of a pipeline returns float32 (dequantized logits).
+  bool wire_output = false;
 };
 
 /// One op of a compiled stage, for descriptions and per-op profiles.
 struct OpInfo {
-  std::string kind;  ///< "conv", "add", "relu", "max_pool", "avg_pool", "linear", "to_mkldnn",
-                     ///< "to_dense", "flatten", "batch_norm", "fallback", "unpack", "pack",
-                     ///< "cat", "conv_transpose", "silu", "squeeze_excite"
-  std::string name;  ///< where it comes from ("layer3.2.conv2+bn2+relu", "decoder")
+  std::string kind;   ///< "conv", "add", "relu", "max_pool", "avg_pool", "linear", "to_mkldnn",
+                      ///< "to_dense", "flatten", "batch_norm", "fallback", "unpack", "pack",
+                      ///< "cat", "conv_transpose", "silu", "squeeze_excite"
+  std::string name;   ///< where it comes from ("layer3.2.conv2+bn2+relu", "decoder")
+  int64_t flops = 0;  ///< floating-point operations per sample (a multiply-add counts 2); 0 for
+                      ///< ops that only move or compare data
 };
 
 /// Stage `stage` of a QuiltModel compiled for inference: the decoder of the preceding cut's
 /// autoencoder (if any), the base model's units [first_unit, end_unit), the encoder of the
 /// following cut (if any). BatchNorm is folded into the preceding convolution with its running
-/// statistics (eval semantics, whatever the model's training flag), conv weights are reordered
-/// once into oneDNN's blocked layout, activations stay in that layout from the stage input to the
-/// stage output, ReLU and residual adds run in place. A module the compiler does not know runs
-/// through its own forward() in eval mode under c10::InferenceMode (correct, slower); fallbacks()
-/// names them. UNet's units and the codecs of cuts with several tensors compile too: packed
-/// inputs are unpacked into views, the skip concatenation and transposed convs run dense, and
-/// the live tensors are packed again (one copy). EfficientNet's MBConv blocks compile to folded
-/// convs (depthwise ones too) on blocked tensors, SiLU as x * sigmoid(x) on them, and
-/// squeeze-excitation on dense tensors (a reorder to NCHW and back per block).
+/// statistics (eval semantics, whatever the model's training flag), convs, pools, adds and
+/// activations run as oneDNN primitives (made once per batch size; convs through
+/// convolution_auto, i.e. Winograd for the 3x3 stride-1 convs where oneDNN picks it, weights
+/// reordered once), activations stay in oneDNN's blocked layout (nChw16c) from the stage input
+/// to the stage output, ReLU is a post-op of the op before it, and a residual add is a sum
+/// post-op of the conv before it (the conv accumulates into the identity buffer). A module the
+/// compiler does not know runs through its own forward() in eval mode under c10::InferenceMode
+/// (correct, slower); fallbacks() names them. UNet's units and the codecs of cuts with several
+/// tensors compile too: packed inputs are unpacked into views, the skip concatenation and
+/// transposed convs run dense, and the live tensors are packed again (one copy). EfficientNet's
+/// MBConv blocks compile to folded convs (depthwise ones too) on blocked tensors, SiLU as x *
+/// sigmoid(x) on them, and squeeze-excitation on dense tensors (a reorder to NCHW and back per
+/// block). That is the fp32 program; bf16 and int8 compile the same ops into a second, ATen-based
+/// program (at::mkldnn tensors, LibTorch's quantized ops; see backends/inference_lowp.h) until
+/// they move onto the raw primitives too. ops() of that program report flops 0.
 ///
 /// The weights are copied at construction: later changes to the model are not seen. Not
 /// thread-safe: one thread calls run() at a time (ops may use at::get_num_threads() threads).
@@ -62,9 +89,10 @@ class CompiledStage {
   CompiledStage(CompiledStage&&) noexcept;
   CompiledStage& operator=(CompiledStage&&) noexcept;
 
-  /// Runs one batch: `input` is a float tensor [batch, in_shape...] (any layout, not modified);
-  /// returns a new contiguous dense float tensor [batch, out_shape...] that the caller owns.
-  /// Blocks. Matches QuiltModelImpl::forward_stage in eval mode to float rounding.
+  /// Runs one batch: `input` is a tensor [batch, in_shape...] of input_dtype() (any layout, not
+  /// modified); returns a new contiguous dense tensor [batch, out_shape...] of output_dtype()
+  /// that the caller owns. Blocks. In fp32, matches QuiltModelImpl::forward_stage in eval mode
+  /// to float rounding.
   at::Tensor run(const at::Tensor& input);
 
   /// Like run(), and adds the wall time of each op to `op_seconds` (resized to ops().size()).
@@ -78,6 +106,16 @@ class CompiledStage {
   /// One line: "37 ops: 20 conv (BN folded), 6 add, ...; no fallback".
   std::string summary() const;
 
+  /// The dtype run() takes / returns: float32, or the wire format of options().precision
+  /// (bfloat16; uint8 codes for int8) where options().wire_input / wire_output say so.
+  at::ScalarType input_dtype() const;
+  at::ScalarType output_dtype() const;
+  /// int8: the scale and zero point of the input / output codes (real = scale * (code - zp)),
+  /// fixed by calibration; {1, 0} in other precisions.
+  std::pair<double, int64_t> input_quantization() const;
+  std::pair<double, int64_t> output_quantization() const;
+  Precision precision() const;
+
   /// Shape of one input / output sample of the stage.
   const std::vector<int64_t>& in_shape() const;
   const std::vector<int64_t>& out_shape() const;
@@ -86,5 +124,20 @@ class CompiledStage {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// The float32 inputs of stage `stage` for the model inputs `inputs` (each [batch, in_shape...]
+/// of the model): stages 0..stage-1 run through fp32 CompiledStages, the way every rank of a
+/// pipeline computes them, so that each rank derives the same int8 calibration for a cut (the
+/// output register of stage k and the input of stage k+1 see the same float values). Blocks.
+std::vector<at::Tensor> stage_calibration_inputs(models::QuiltModelImpl& model, size_t stage,
+                                                 const std::vector<at::Tensor>& inputs);
+
+/// The whole model in one process the way a pipeline in `precision` computes it: every stage
+/// compiled in that precision (int8: calibrated on `calibration`, model inputs), wire-format
+/// tensors between them. The reference of the pipeline's output check in bf16 / int8. Returns
+/// float32 outputs for each of `inputs`. Blocks.
+std::vector<at::Tensor> run_in_precision(models::QuiltModelImpl& model, Precision precision,
+                                         const std::vector<at::Tensor>& calibration,
+                                         const std::vector<at::Tensor>& inputs);
 
 }  // namespace quilt::backends

@@ -23,7 +23,12 @@ void NullBoard::load(const StageAssignment& assignment) {
   std::vector<int64_t> shape = {assignment.batch_size};
   const auto& out = model.stage(assignment.stage).out_shape;
   shape.insert(shape.end(), out.begin(), out.end());
-  output_ = at::zeros(shape, at::kFloat);
+  // The wire format of the precision: the bytes a real board of it would send.
+  const bool last = assignment.stage + 1 == model.num_stages();
+  at::ScalarType dtype = at::kFloat;
+  if (!last && assignment.precision == Precision::kBf16) dtype = at::kBFloat16;
+  if (!last && assignment.precision == Precision::kInt8) dtype = at::kByte;
+  output_ = at::zeros(shape, dtype);
 }
 
 at::Tensor NullBoard::run(const at::Tensor& input) {

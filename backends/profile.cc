@@ -138,7 +138,7 @@ BoardProfileFile parse_board_profile(const std::string& text, const std::string&
       r.entries(root, "",
                 {"name", "description", "peak_flops", "efficiency", "overhead_s", "h2d_gbps",
                  "d2h_gbps", "link_latency_s", "mpi_gbps", "mpi_latency_s", "power_idle_w",
-                 "power_busy_w", "link_energy_j_per_byte", "calibration"});
+                 "power_busy_w", "link_energy_j_per_byte", "precision", "calibration"});
   for (const char* required : {"name", "peak_flops"}) {
     if (!e.count(required)) {
       r.fail(root, required, "missing; every board profile needs `name` and `peak_flops`");
@@ -178,6 +178,13 @@ BoardProfileFile parse_board_profile(const std::string& text, const std::string&
   }
   p.link_energy_j_per_byte =
       real("link_energy_j_per_byte", "finite and >= 0 J/byte", non_negative_finite);
+  if (e.count("precision")) {
+    const YAML::Node& n = e.at("precision").second;
+    p.precision = r.text(n, "precision");
+    if (p.precision != "fp32" && p.precision != "bf16" && p.precision != "int8")
+      r.fail(n, "precision",
+             fmt::format("`{}` is not a precision; valid: fp32, bf16, int8", p.precision));
+  }
   if (e.count("calibration")) {
     const YAML::Node& c = e.at("calibration").second;
     if (!c.IsMap()) r.fail(c, "calibration", "must be a mapping (written by quilt calibrate)");
@@ -283,6 +290,7 @@ std::string to_yaml(const BoardProfileFile& p) {
   if (p.link_energy_j_per_byte) {
     out += fmt::format("link_energy_j_per_byte: {}\n", number(*p.link_energy_j_per_byte));
   }
+  if (!p.precision.empty()) out += fmt::format("precision: {}\n", p.precision);
   if (p.calibration) {
     const auto& c = *p.calibration;
     out += "calibration:\n";

@@ -59,6 +59,9 @@ struct BoardProfileFile {
   std::optional<double> power_busy_w;            ///< board power when computing, W, >= idle
   std::optional<double> link_energy_j_per_byte;  ///< host<->board transfer energy, J/byte, >= 0
   std::optional<CalibrationInfo> calibration;    ///< set by quilt calibrate
+  /// The number format the board computes in (fp32 | bf16 | int8); empty = not stated (the
+  /// harness takes fp32). An xrt board runs only in its profile's precision.
+  std::string precision;
   std::string source;  ///< where it was read from: a path, or "built-in:cpu"; empty when built
 };
 
@@ -80,9 +83,9 @@ BoardProfileFile load_board_profile(const std::string& name_or_path);
 /// (FLOP/s, finite, > 0, required), efficiency ((0, 1], default 1), overhead_s (>= 0, default 0),
 /// h2d_gbps / d2h_gbps (> 0, .inf = free; defaults 9.2 / 11.7), link_latency_s (>= 0), mpi_gbps
 /// (> 0, default 12.5), mpi_latency_s (>= 0), power_idle_w, power_busy_w (>= 0, busy >= idle),
-/// link_energy_j_per_byte (>= 0), calibration (a map: model, input, host (strings), batch,
-/// threads, repeats, samples (integers >= 0), mean_relative_error (>= 0), r_squared (<= 1)).
-/// Anything else throws ProfileError naming source:line and the key.
+/// link_energy_j_per_byte (>= 0), precision (fp32 | bf16 | int8), calibration (a map: model, input,
+/// host (strings), batch, threads, repeats, samples (integers >= 0), mean_relative_error (>= 0),
+/// r_squared (<= 1)). Anything else throws ProfileError naming source:line and the key.
 BoardProfileFile parse_board_profile(const std::string& text, const std::string& source);
 
 /// The YAML text of `profile` (every value, doubles in round-trip precision, the description as

@@ -341,6 +341,7 @@ struct XrtBoard::Impl {
   xrt::run run;
   std::vector<int64_t> in_shape, out_shape;  // with the batch dimension
   size_t in_bytes = 0, out_bytes = 0;
+  at::ScalarType in_dtype = at::kFloat, out_dtype = at::kFloat;  // per boards.precision
   double h2d_s = 0, kernel_s = 0, d2h_s = 0;
 
   // Power window: a sampler thread appends (seconds since start, watts) until stopped.
@@ -438,13 +439,21 @@ void XrtBoard::load(const StageAssignment& a) {
   impl->in_shape.insert(impl->in_shape.end(), spec.in_shape.begin(), spec.in_shape.end());
   impl->out_shape = {a.batch_size};
   impl->out_shape.insert(impl->out_shape.end(), spec.out_shape.begin(), spec.out_shape.end());
-  auto bytes_of = [](const std::vector<int64_t>& shape) {
-    size_t n = sizeof(float);
+  // Tensors between stages are in the wire format of the precision (bf16, int8's uint8 codes);
+  // the model's input and output are float32.
+  auto wire = [&](bool wired) {
+    if (!wired || a.precision == Precision::kFp32) return at::kFloat;
+    return a.precision == Precision::kBf16 ? at::kBFloat16 : at::kByte;
+  };
+  impl->in_dtype = wire(a.stage > 0);
+  impl->out_dtype = wire(a.stage + 1 < model.num_stages());
+  auto bytes_of = [](const std::vector<int64_t>& shape, at::ScalarType dtype) {
+    size_t n = c10::elementSize(dtype);
     for (auto d : shape) n *= static_cast<size_t>(d);
     return n;
   };
-  impl->in_bytes = bytes_of(impl->in_shape);
-  impl->out_bytes = bytes_of(impl->out_shape);
+  impl->in_bytes = bytes_of(impl->in_shape, impl->in_dtype);
+  impl->out_bytes = bytes_of(impl->out_shape, impl->out_dtype);
   impl->in =
       xrt_call(fmt::format("allocating the {}-byte input buffer of `{}`", impl->in_bytes, kname),
                "is the batch too large for the bank the xclbin connects argument 0 to?",
@@ -473,17 +482,17 @@ void XrtBoard::load(const StageAssignment& a) {
 at::Tensor XrtBoard::run(const at::Tensor& input) {
   if (!impl_) throw BoardError("xrt board: run() before load()");
   Impl& b = *impl_;
-  if (input.scalar_type() != at::kFloat || !input.is_contiguous() ||
-      static_cast<size_t>(input.numel()) * sizeof(float) != b.in_bytes)
+  if (input.scalar_type() != b.in_dtype || !input.is_contiguous() ||
+      static_cast<size_t>(input.nbytes()) != b.in_bytes)
     throw BoardError(
-        fmt::format("xrt board: the input must be a contiguous float32 tensor of "
+        fmt::format("xrt board: the input must be a contiguous {} tensor of "
                     "shape {} ({} bytes); got {} {}",
-                    fmt::join(b.in_shape, "x"), b.in_bytes, fmt::join(input.sizes().vec(), "x"),
-                    std::string(input.dtype().name())));
-  at::Tensor output = at::empty(b.out_shape, at::kFloat);
+                    c10::toString(b.in_dtype), fmt::join(b.in_shape, "x"), b.in_bytes,
+                    fmt::join(input.sizes().vec(), "x"), std::string(input.dtype().name())));
+  at::Tensor output = at::empty(b.out_shape, b.out_dtype);
   auto t0 = Clock::now();
   xrt_call("copying the input to the board (H2D)", "", [&] {
-    b.in.write(input.data_ptr<float>());
+    b.in.write(input.data_ptr());
     b.in.sync(XCL_BO_SYNC_BO_TO_DEVICE);
   });
   b.h2d_s = seconds_since(t0);
@@ -513,7 +522,7 @@ at::Tensor XrtBoard::run(const at::Tensor& input) {
   auto t2 = Clock::now();
   xrt_call("copying the output from the board (D2H)", "", [&] {
     b.out.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
-    b.out.read(output.data_ptr<float>());
+    b.out.read(output.data_ptr());
   });
   b.d2h_s = seconds_since(t2);
   return output;

@@ -12,6 +12,9 @@
 //     0 `in`    global float*: the stage input, [batch, in_shape...] float32, C order
 //     1 `out`   global float*: the stage output, [batch, out_shape...] float32, C order
 //     2 `batch` scalar uint:   the number of samples in this invocation
+//   Under boards.precision bf16 / int8 the tensors between stages are in its wire format instead
+//   of float32 (bf16 values; uint8 codes whose scale and zero point calibration fixed): `in` of
+//   stages k > 0 and `out` of stages k < K-1; the model's input and output stay float32.
 // Buffers are allocated in the bank that the xclbin connects each argument to
 // (kernel.group_id(arg)).
 //

@@ -324,10 +324,13 @@ int cmd_plan(int argc, char** argv) {
           "profile {})\n",
           k, plan.stages[k].units, 1e3 * plan.stages[k].exec_s, 1e3 * plan.stages[k].compute_s,
           1e3 * plan.stages[k].comm_s, plan.profile);
+    // Bytes in the boards' precision (the model counts float32).
     for (const auto& t : qm->traffic())
-      fmt::print("    cut {}: {} -> {} per sample ({} -> {} B, effective R {:.2f})\n", t.cut,
+      fmt::print("    cut {}: {} -> {} per sample ({} -> {} B in {}, effective R {:.2f})\n", t.cut,
                  quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
-                 t.bytes_per_sample, t.wire_bytes_per_sample, t.effective_rate);
+                 t.bytes_per_sample / 4 * plan.element_bytes,
+                 t.wire_bytes_per_sample / 4 * plan.element_bytes, plan.precision,
+                 t.effective_rate);
   }
   return kExitOk;
 }

@@ -38,6 +38,8 @@ const std::vector<PaperExperiment>& paper_experiments() {
       {"weight_freezing", "Table 2, Fig. 7"},
       {"tradeoff", "Fig. 4"},
       {"interposition_accuracy", "Table 3 (accuracy)"},
+      {"precision", "bf16 / int8 boards (issue 13)"},
+      {"precision_accuracy", "bf16 / int8 accuracy (issue 13)"},
   };
   return kAll;
 }

@@ -39,7 +39,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"model", {"arch", "input", "classes", "weights", "seed", "path"}},
       {"data", {"kind", "path", "seed", "augment", "train_samples"}},
       {"boards",
-       {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices", "fallback"}},
+       {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices", "fallback",
+        "precision", "calibration_batches"}},
       {"links", {"h2d_gbps", "d2h_gbps", "latency_s", "mpi_gbps", "mpi_latency_s"}},
       {"partition", {"cuts", "objective", "fixed"}},
       {"autoencoder", {"kind", "rate", "kernel"}},
@@ -370,6 +371,18 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["boards.threads"] = std::to_string(run.boards.threads);
   P["boards.xclbin"] = run.boards.xclbin;
   P["boards.devices"] = list_text(run.boards.devices);
+  if (auto n = boards["precision"])
+    run.boards.precision = r.choice(n, "boards.precision", {"fp32", "bf16", "int8"});
+  if (auto n = boards["calibration_batches"])
+    run.boards.calibration_batches = r.integer(n, "boards.calibration_batches", 1, 100000);
+  if (run.boards.precision == "int8" && run.boards.calibration_batches < 1)
+    r.fail(boards["precision"], "boards.calibration_batches",
+           "int8 needs calibration data: set boards.calibration_batches to the number of batches "
+           "(>= 1) of the experiment's data whose activation ranges fix the quantization");
+  // Recorded only when stated, so that the ids of runs without them stay what they were.
+  if (!run.boards.precision.empty()) P["boards.precision"] = run.boards.precision;
+  if (run.boards.calibration_batches > 0)
+    P["boards.calibration_batches"] = std::to_string(run.boards.calibration_batches);
   // Only xrt runs can fall back; recording it for them alone keeps other runs' ids unchanged.
   if (run.boards.backend == "xrt") P["boards.fallback"] = run.boards.fallback;
 

@@ -71,6 +71,10 @@ struct BoardsConfig {
   std::string xclbin;                   ///< xrt: the user's kernel binary
   std::vector<std::string> devices;     ///< xrt: device index or PCIe BDF per rank; empty = local
   std::string fallback = "none";        ///< xrt: none | emulator (when the board cannot open)
+  /// fp32 | bf16 | int8; empty = the board profile's `precision` (fp32 when it states none).
+  std::string precision;
+  /// int8: batches of the experiment's data that calibrate the activation ranges (>= 1 then).
+  int64_t calibration_batches = 0;
 };
 
 struct LinksConfig {

@@ -27,8 +27,7 @@ struct Payload {
 };
 
 Payload payload_of(const at::Tensor& t) {
-  TORCH_INTERNAL_ASSERT(t.is_contiguous() && t.scalar_type() == at::kFloat,
-                        "pipeline tensors must be contiguous float32");
+  TORCH_INTERNAL_ASSERT(t.is_contiguous(), "pipeline tensors must be contiguous");
   return {t.data_ptr(), static_cast<int64_t>(t.nbytes())};
 }
 
@@ -157,7 +156,7 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
   at::Tensor recv_buf[2];
   Transfer recv[2];
   if (!first) {
-    for (auto& b : recv_buf) b = at::empty(input_shape, at::kFloat);
+    for (auto& b : recv_buf) b = at::empty(input_shape, options.wire_dtype);
     recv[0].irecv(payload_of(recv_buf[0]), me - 1, comm);
   }
   // Outputs stay alive until their sends complete; at most two sends in flight.
@@ -214,7 +213,7 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
       }
     }
     if (!timing.error.empty()) {
-      if (!zeros.defined()) zeros = at::zeros(output_shape, at::kFloat);
+      if (!zeros.defined()) zeros = at::zeros(output_shape, last ? at::kFloat : options.wire_dtype);
       output = zeros;
     }
     double t2 = now_s();
@@ -255,6 +254,14 @@ StageTiming run_pipeline(backends::Board& board, const std::vector<int64_t>& inp
         sends.pop_front();
       }
       t3 = now_s();
+      // A board that returns another dtype than the receiver's buffers would garble the batch.
+      if (timing.error.empty() && output.scalar_type() != options.wire_dtype) {
+        timing.error =
+            fmt::format("board returned {} for the wire format {} at batch {}",
+                        c10::toString(output.scalar_type()), c10::toString(options.wire_dtype), i);
+        if (!zeros.defined()) zeros = at::zeros(output_shape, options.wire_dtype);
+        output = zeros;
+      }
       sends.push_back({output, Transfer{}, -1});
       sends.back().transfer.isend(payload_of(output), me + 1, comm);
       if (trace) {

@@ -39,6 +39,10 @@ struct PipelineOptions {
   TraceRecorder* trace = nullptr;
   int64_t trace_batch_offset = 0;
   int32_t trace_repetition = 0;
+  /// The dtype of the tensors between stages (the wire format of boards.precision: float32,
+  /// bfloat16, or uint8 codes for int8): receive buffers are of it. Rank 0's inputs and the
+  /// last rank's outputs are float32.
+  at::ScalarType wire_dtype = at::kFloat;
 };
 
 /// What one rank measured. Times in seconds; vectors have one entry per measured batch.

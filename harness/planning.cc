@@ -1,5 +1,6 @@
 #include "harness/planning.h"
 
+#include "backends/precision.h"
 #include "backends/profile.h"
 #include "models/state_dict.h"
 #include "models/zoo.h"
@@ -27,6 +28,7 @@ models::Model build_base(const ModelConfig& m, bool load_weights) {
 RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
   RunPlan plan;
   partitioners::BoardProfile board;
+  std::string profile_precision;
   try {
     auto loaded = backends::load_board_profile(run.boards.profile);
     board = loaded.board;
@@ -34,9 +36,27 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
     plan.power_idle_w = loaded.power_idle_w.value_or(-1);
     plan.power_busy_w = loaded.power_busy_w.value_or(-1);
     plan.link_energy_j_per_byte = loaded.link_energy_j_per_byte.value_or(0);
+    profile_precision = loaded.precision;
   } catch (const std::exception& e) {
     throw ConfigError(file, 0, 0, "boards.profile", e.what());
   }
+  // A real board computes in the precision its engine was built for; the emulator can emulate
+  // any of them.
+  if (run.boards.backend == "xrt" && !profile_precision.empty() && !run.boards.precision.empty() &&
+      run.boards.precision != profile_precision)
+    throw ConfigError(file, 0, 0, "boards.precision",
+                      fmt::format("`{}` is not what an xrt board of profile `{}` computes in; "
+                                  "valid: {} (the profile's precision), or leave it out",
+                                  run.boards.precision, run.boards.profile, profile_precision));
+  plan.precision = !run.boards.precision.empty() ? run.boards.precision
+                   : !profile_precision.empty()  ? profile_precision
+                                                 : "fp32";
+  plan.element_bytes = backends::element_bytes(*backends::parse_precision(plan.precision));
+  if (plan.precision == "int8" && run.boards.calibration_batches < 1)
+    throw ConfigError(file, 0, 0, "boards.calibration_batches",
+                      "int8 needs calibration data: set boards.calibration_batches to the number "
+                      "of batches (>= 1) of the experiment's data whose activation ranges fix the "
+                      "quantization");
   // The experiment's link overrides replace the profile's host<->board figures.
   if (run.links.h2d_gbps > 0) board.h2d_gbps = run.links.h2d_gbps;
   if (run.links.d2h_gbps > 0) board.d2h_gbps = run.links.d2h_gbps;
@@ -52,6 +72,7 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   options.cost.batch = run.measurement.batch;
   options.cost.rate = run.autoencoder.rate;
   options.cost.kernel = run.autoencoder.kernel;
+  options.cost.element_bytes = plan.element_bytes;
   const std::vector<partitioners::BoardProfile> boards = {board};
 
   partitioners::SearchResult result;

@@ -28,6 +28,10 @@ struct RunPlan {
   std::vector<PredictedStage> stages;  ///< boards.count entries
   /// The board profile's power figures (negative when the profile has none), for energy.
   double power_idle_w = -1, power_busy_w = -1, link_energy_j_per_byte = 0;
+  /// The precision the boards compute in: boards.precision, else the profile's, else fp32.
+  std::string precision = "fp32";
+  /// Bytes per element of the tensors between stages in that precision (4, 2, 1).
+  int64_t element_bytes = 4;
 };
 
 /// The base model of `m`, initialised from torch::manual_seed(m.seed); its weights are loaded
@@ -39,7 +43,8 @@ models::Model build_base(const ModelConfig& m, bool load_weights = true);
 /// Plans `run` on `base` (a model built from run.model). Pure and deterministic: every rank
 /// computes the same plan. Throws ConfigError naming the key at fault (boards.profile for a
 /// missing or malformed profile, partition.fixed / partition.cuts / boards.count for a request
-/// the search cannot satisfy).
+/// the search cannot satisfy, boards.precision for a precision the board cannot compute in,
+/// boards.calibration_batches for int8 without calibration data).
 RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file);
 
 }  // namespace quilt::harness

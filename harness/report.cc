@@ -53,6 +53,10 @@ std::string training_report(const results::RunRecord& run) {
                                                    : fmt::format(" (top-1 {} before the "
                                                                  "autoencoder)",
                                                                  pct(t.pretrain_top1)));
+  if (!t.precision.empty())
+    out +=
+        fmt::format("  in {} (as its pipeline computes): top-1 {}, top-1 agreement with fp32 {}\n",
+                    t.precision, pct(t.precision_top1), pct(t.precision_agreement));
   if (!t.epoch.empty())
     out += fmt::format("  {:>5} {:<9} {:>11} {:>9} {:>11} {:>9} {:>9} {:>8} {:>11}\n", "epoch",
                        "phase", "train loss", "train", "test loss", "top-1", "top-5", "s",
@@ -141,6 +145,8 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
         "measured batches\n",
         1e3 * run.latency_p50_s, 1e3 * run.latency_p90_s, 1e3 * run.latency_p99_s, run.batch_size,
         run.repetitions, run.measured_batches);
+    out += fmt::format("  precision {} ({} byte(s) per element on the wire)\n", run.precision,
+                       run.element_bytes);
     if (run.time_model != "measured")
       out += fmt::format(
           "  times are board time ({} time model{})\n", run.time_model,

@@ -1,5 +1,7 @@
 #include "harness/runner.h"
 
+#include "backends/inference.h"
+#include "backends/precision.h"
 #include "backends/registry.h"
 #include "backends/xrt_board.h"
 #include "harness/clock.h"
@@ -58,9 +60,11 @@ std::string stage_units(const models::QuiltModelImpl& qm, size_t k) {
   return s;
 }
 
+// Seeded with data.seed + seed_offset: the measured batches use offset 0, int8 calibration
+// kCalibrationSeedOffset (other batches of the same data).
 std::vector<at::Tensor> make_inputs(const RunConfig& run, const models::Shape& input_shape,
-                                    int64_t count) {
-  torch::manual_seed(run.data.seed);
+                                    int64_t count, uint64_t seed_offset = 0) {
+  torch::manual_seed(run.data.seed + seed_offset);
   std::vector<int64_t> shape = {run.measurement.batch};
   shape.insert(shape.end(), input_shape.begin(), input_shape.end());
   std::vector<at::Tensor> pool;
@@ -119,6 +123,7 @@ results::StageRecord unpack_stage(const std::string& bytes, std::vector<double>*
 
 // Input pool size: two distinct batches, so a stage cannot get away with caching its result.
 constexpr int64_t kInputPool = 2;
+constexpr uint64_t kCalibrationSeedOffset = 0x5eed;
 // dilated: the stretch factor is the slowest stage's real/modeled compute ratio times this.
 constexpr double kDilationMargin = 1.3;
 // dilated: ... and at least so much that every board's paced batch lasts this long (wall).
@@ -277,8 +282,13 @@ void fill_energy(results::RunRecord& rec, const RunPlan& plan) {
       total += st.energy_j;
       continue;
     }
-    const double link_bytes = static_cast<double>(sizeof(float)) * rec.batch_size * batches *
-                              static_cast<double>(numel(st.in_shape) + numel(st.out_shape));
+    // The model's input and output are float32; tensors between stages are element_bytes each.
+    const bool first = &st == &rec.stages.front(), last = &st == &rec.stages.back();
+    const double in_bytes = static_cast<double>(first ? sizeof(float) : rec.element_bytes);
+    const double out_bytes = static_cast<double>(last ? sizeof(float) : rec.element_bytes);
+    const double link_bytes = static_cast<double>(rec.batch_size * batches) *
+                              (in_bytes * static_cast<double>(numel(st.in_shape)) +
+                               out_bytes * static_cast<double>(numel(st.out_shape)));
     st.energy_j = board_energy_j(busy, window, plan.power_busy_w, plan.power_idle_w, link_bytes,
                                  plan.link_energy_j_per_byte);
     if (st.energy_j < 0) available = false;
@@ -565,6 +575,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     at::set_num_threads(run.boards.threads);
     models::QuiltModel qm{nullptr};
     RunPlan plan;
+    std::vector<at::Tensor> calibration;  // int8: model inputs of the calibration batches
     std::unique_ptr<backends::Board> board;
     std::string error;
     try {
@@ -595,6 +606,21 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       backends::StageAssignment assignment{qm.ptr(), static_cast<size_t>(me),
                                            run.measurement.batch};
       assignment.xclbin = run.boards.xclbin;
+      assignment.precision = *backends::parse_precision(plan.precision);
+      if (assignment.precision == backends::Precision::kInt8) {
+        // The same batches on every rank (the experiment's data seed), carried through the
+        // float32 stages before this one: each cut gets one quantization on both sides.
+        calibration = make_inputs(run, qm->base()->input_shape(), run.boards.calibration_batches,
+                                  kCalibrationSeedOffset);
+        assignment.calibration = backends::stage_calibration_inputs(*qm, me, calibration);
+      }
+      if (root && assignment.precision == backends::Precision::kBf16 &&
+          !backends::cpu_has_native_bf16())
+        fmt::print(stderr,
+                   "quilt: warning: run {}: boards.precision bf16 on a CPU without native bf16 "
+                   "(no AVX-512 BF16 or AMX): oneDNN emulates it, so the emulator will be slower "
+                   "here; the results stay correct\n",
+                   run.id);
       if (!run.boards.devices.empty()) assignment.device = run.boards.devices.at(me);
       board = backends::make_loaded_board(registry, run.boards.backend, assignment,
                                           run.boards.fallback == "emulator" ? "emulator" : "");
@@ -627,6 +653,9 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     PipelineOptions popts;
     popts.warmup_batches = run.measurement.warmup_batches;
     popts.batches = run.measurement.batches;
+    if (plan.precision == "bf16") popts.wire_dtype = at::kBFloat16;
+    if (plan.precision == "int8") popts.wire_dtype = at::kByte;
+    const int64_t element_bytes = plan.element_bytes;
     const std::string& time_model = run.boards.time_model;
     // The board's modeled times for one batch (dilated, modeled): the cost model's prediction.
     std::vector<BoardTimes> board_times;
@@ -742,8 +771,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         t.start_s = me == 0 ? sim.start_s : std::vector<double>{};
         t.end_s = last ? sim.end_s : std::vector<double>{};
         const int64_t nb = run.measurement.batches;
-        t.bytes_sent = last ? 0 : nb * static_cast<int64_t>(sizeof(float)) * numel(out_shape);
-        t.bytes_received = me == 0 ? 0 : nb * static_cast<int64_t>(sizeof(float)) * numel(in_shape);
+        t.bytes_sent = last ? 0 : nb * element_bytes * numel(out_shape);
+        t.bytes_received = me == 0 ? 0 : nb * element_bytes * numel(in_shape);
       } else if (dilation != 1) {
         // Everything back to board time.
         for (auto* v : {&t.compute_s, &t.recv_wait_s, &t.send_wait_s, &t.h2d_s, &t.d2h_s,
@@ -775,7 +804,13 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     double max_abs = -1, max_rel = -1;
     if (last && check) {
       torch::NoGradGuard no_grad;
-      at::Tensor ref = qm->forward(pool[0]);
+      // bf16 / int8: the reference is the same model quantized the same way in one process
+      // (backends::run_in_precision), not float32, so the check asks for the same numbers.
+      at::Tensor ref =
+          plan.precision == "fp32"
+              ? qm->forward(pool[0])
+              : backends::run_in_precision(*qm, *backends::parse_precision(plan.precision),
+                                           calibration, {pool[0]})[0];
       const double ref_max = ref.abs().max().item<double>();
       const double scale = std::max(ref_max, 1e-12);
       max_abs = 0;
@@ -902,12 +937,15 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
           "measurement.max_cv {:.1f}%: the host's load changed during the run",
           time_model, 100 * stats.stddev / stats.mean, rec.repetition_throughput_sps.size(),
           100 * ms.max_cv));
+    rec.precision = plan.precision;
+    rec.element_bytes = element_bytes;
     fill_energy(rec, plan);
     rec.validity = rec.invalid_reasons.empty() ? "valid" : "invalid";
     for (const auto& t : qm->traffic()) {
       rec.cut_names.push_back(t.cut);
-      rec.cut_bytes_per_sample.push_back(t.bytes_per_sample);
-      rec.cut_wire_bytes_per_sample.push_back(t.wire_bytes_per_sample);
+      // The model counts float32 bytes; the wire carries element_bytes per element.
+      rec.cut_bytes_per_sample.push_back(t.bytes_per_sample / 4 * element_bytes);
+      rec.cut_wire_bytes_per_sample.push_back(t.wire_bytes_per_sample / 4 * element_bytes);
       rec.cut_requested_rate.push_back(t.requested_rate);
       rec.cut_effective_rate.push_back(t.effective_rate);
     }
@@ -1018,8 +1056,9 @@ std::string summary_table(const results::ExperimentRecord& record) {
     if (run.status != "ok") out += fmt::format("{:<12} FAILED: {}\n", "", run.failure);
   }
   out +=
-      "compute/recv wait/send wait: median per batch. B/sample: float32 bytes of one sample "
-      "crossing the cut without / with the autoencoder.\n";
+      "compute/recv wait/send wait: median per batch. B/sample: bytes of one sample crossing "
+      "the cut without / with the autoencoder, in the run's precision (float32: 4 per "
+      "element).\n";
   return out;
 }
 

@@ -1,6 +1,8 @@
 #include "harness/training.h"
 
 #include "harness/clock.h"
+#include "backends/inference.h"
+#include "backends/precision.h"
 #include "harness/hash.h"
 #include "harness/mpi.h"
 #include "harness/pipeline.h"
@@ -199,6 +201,40 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
 
 std::string fmt_pct(double x) { return std::isnan(x) ? "-" : fmt::format("{:.2f}%", 100 * x); }
 
+// Top-1 accuracy of `qm` compiled in run.boards.precision on the test set, and top-1 agreement
+// with the float32 model (eval mode). int8 calibrates on the first boards.calibration_batches
+// training batches of training.batch samples.
+void precision_accuracy(models::QuiltModelImpl& qm, const RunConfig& run,
+                        const trainers::Dataset& data, results::TrainingRecord& tr) {
+  const auto precision = *backends::parse_precision(run.boards.precision);
+  torch::NoGradGuard no_grad;
+  qm.eval();
+  std::vector<at::Tensor> calibration;
+  const int64_t batch = std::max<int64_t>(1, run.training.batch);
+  for (int64_t b = 0; b < run.boards.calibration_batches && b * batch < data.train.size(); ++b)
+    calibration.push_back(
+        data.train.x.narrow(0, b * batch, std::min(batch, data.train.size() - b * batch))
+            .contiguous());
+  constexpr int64_t kEvalBatch = 256;
+  std::vector<at::Tensor> inputs;
+  for (int64_t i = 0; i < data.test.size(); i += kEvalBatch)
+    inputs.push_back(
+        data.test.x.narrow(0, i, std::min(kEvalBatch, data.test.size() - i)).contiguous());
+  std::vector<at::Tensor> outs = backends::run_in_precision(qm, precision, calibration, inputs);
+  int64_t correct = 0, agree = 0, offset = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const at::Tensor pred = outs[i].argmax(1);
+    const at::Tensor ref = qm.forward(inputs[i]).argmax(1);
+    const at::Tensor labels = data.test.y.narrow(0, offset, inputs[i].size(0));
+    correct += pred.eq(labels).sum().item<int64_t>();
+    agree += pred.eq(ref).sum().item<int64_t>();
+    offset += inputs[i].size(0);
+  }
+  tr.precision = run.boards.precision;
+  tr.precision_top1 = offset > 0 ? static_cast<double>(correct) / offset : kNaN;
+  tr.precision_agreement = offset > 0 ? static_cast<double>(agree) / offset : kNaN;
+}
+
 }  // namespace
 
 std::string stand_in_note(const std::string& data_kind, const std::string& arch) {
@@ -302,6 +338,7 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
   tr.global_batch = run.training.batch;
   tr.final_test_loss = tr.final_top1 = tr.final_top5 = kNaN;
   tr.pretrain_top1 = kNaN;
+  tr.precision_top1 = tr.precision_agreement = kNaN;
 
   // A failure on any rank fails the run on every rank, with each rank's reason on rank 0.
   bool failed = false;
@@ -604,6 +641,21 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
     failed = true;
     rec.failed_rank = 0;
     rec.failure = result.failure;
+  }
+  // boards.precision bf16 / int8: the trained model as a pipeline in that precision computes
+  // it, on the test set, against float32 (rank 0; the weights are the same on every rank).
+  if (!failed && root && tr.mode != "proxy" && !run.boards.precision.empty() &&
+      run.boards.precision != "fp32") {
+    try {
+      precision_accuracy(*qm, run, data, tr);
+      if (print)
+        fmt::print("  {}: top-1 {:.2f}%, top-1 agreement with fp32 {:.2f}%\n", tr.precision,
+                   100 * tr.precision_top1, 100 * tr.precision_agreement);
+    } catch (const std::exception& e) {
+      failed = true;
+      rec.failed_rank = 0;
+      rec.failure = fmt::format("evaluating in {}: {}", run.boards.precision, e.what());
+    }
   }
   // Every rank saw the same averaged loss, but agree anyway: fail_fast must stop all ranks.
   int bad = failed ? 1 : 0;

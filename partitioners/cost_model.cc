@@ -53,6 +53,11 @@ void validate(const CostOptions& o) {
     throw PartitionError(
         fmt::format("autoencoder kernel = {} is invalid; it must be odd and >= 1", o.kernel));
   }
+  if (o.element_bytes != 1 && o.element_bytes != 2 && o.element_bytes != 4) {
+    throw PartitionError(
+        fmt::format("element_bytes = {} is invalid; it must be 4 (fp32), 2 (bf16) or 1 (int8)",
+                    o.element_bytes));
+  }
 }
 
 int64_t autoencoder_flops(const Shape& shape, double rate, int64_t kernel) {
@@ -116,7 +121,8 @@ CostModel::CostModel(ModelProfile model, std::vector<BoardProfile> boards, int64
   for (int64_t b = 1; b < n_; ++b) {
     const LayerProfile& l = L[b - 1];
     allowed_[b] = l.cut_allowed;
-    wire_bytes_[b] = wire_bytes(l.crossing, options_.rate);
+    // wire_bytes() counts float32; the boards' precision sends element_bytes per element.
+    wire_bytes_[b] = wire_bytes(l.crossing, options_.rate) / 4 * options_.element_bytes;
     for (const CrossingTensor& t : l.crossing) {
       ae_flops_[b] += autoencoder_flops(t.shape, options_.rate, options_.kernel);
     }

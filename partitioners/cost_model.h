@@ -59,9 +59,13 @@ struct CostOptions {
   int64_t batch = 1;   ///< samples per stage invocation, >= 1
   double rate = 1.0;   ///< autoencoder reduction rate R, finite and >= 1; 1 = no autoencoder
   int64_t kernel = 1;  ///< autoencoder kernel size for {C, H, W} tensors, odd and >= 1
+  /// Bytes per element of the tensors crossing a cut (the boards' precision: 4 fp32, 2 bf16,
+  /// 1 int8); the model's input and output stay float32.
+  int64_t element_bytes = 4;
 };
 
-/// Throws PartitionError unless batch >= 1, rate finite and >= 1, kernel odd and >= 1.
+/// Throws PartitionError unless batch >= 1, rate finite and >= 1, kernel odd and >= 1,
+/// element_bytes 1, 2 or 4.
 void validate(const CostOptions& options);
 
 // ceil(channels / rate), at least 1 (the rule of models::encoded_channels too). Requires

@@ -1,5 +1,6 @@
 #include "results/reader.h"
 
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -110,6 +111,12 @@ TrainingRecord read_training(const h5::Group& g) {
     t.converge_window = g.read_int64_attribute("converge_window");
     t.converge_margin_pt = g.read_double_attribute("converge_margin_pt");
   }
+  t.precision_top1 = t.precision_agreement = std::numeric_limits<double>::quiet_NaN();
+  if (g.has_attribute("precision")) {  // files written before boards.precision lack it
+    t.precision = g.read_string_attribute("precision");
+    t.precision_top1 = g.read_double_attribute("precision_top1");
+    t.precision_agreement = g.read_double_attribute("precision_agreement");
+  }
   t.epoch = g.read_int64_vector("epoch");
   t.phase = g.read_string_vector("phase");
   t.train_loss = g.read_double_vector("train_loss");
@@ -163,6 +170,11 @@ RunRecord read_run(const h5::Group& runs, const std::string& id) {
   r.throughput_ci95_high_sps = g.read_double_attribute("throughput_ci95_high_sps");
   r.validity = g.read_string_attribute("validity");
   // Added after the first files were written: absent there, defaults kept.
+  // Files written before boards.precision: fp32.
+  if (g.has_attribute("precision")) {
+    r.precision = g.read_string_attribute("precision");
+    r.element_bytes = g.read_int64_attribute("element_bytes");
+  }
   if (g.has_attribute("time_model")) {
     r.time_model = g.read_string_attribute("time_model");
     r.dilation = g.read_double_attribute("dilation");

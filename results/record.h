@@ -99,6 +99,13 @@ struct TrainingRecord {
   int64_t converged = -1;
   int64_t converge_window = 0;                                           ///< epochs; 0 = no rule
   double converge_margin_pt = std::numeric_limits<double>::quiet_NaN();  ///< pt; NaN: no rule
+  /// boards.precision bf16 / int8 given: the trained model compiled in that precision (as a
+  /// pipeline of it computes, backends::run_in_precision; int8 calibrated on
+  /// boards.calibration_batches training batches) on the test set: its top-1 accuracy, and the
+  /// fraction of test samples whose top-1 class equals the float32 model's. Empty / NaN when
+  /// not evaluated (fp32, proxy runs, files written before).
+  std::string precision;
+  double precision_top1 = 0, precision_agreement = 0;
 };
 
 /// One run: one point of a sweep.
@@ -144,6 +151,10 @@ struct RunRecord {
   /// How times were obtained (boards.time_model): "measured", "dilated" or "modeled". Under
   /// dilated and modeled every time of this run is board time (see harness/time_model.h).
   std::string time_model = "measured";
+  /// The number format the boards computed in (boards.precision, else the profile's): "fp32",
+  /// "bf16" or "int8". Cut bytes and bytes sent are in its element size (element_bytes).
+  std::string precision = "fp32";
+  int64_t element_bytes = 4;  ///< bytes per element on the wire: 4, 2 or 1
   double dilation = 1;   ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
   int64_t overruns = 0;  ///< dilated: batches where the CPU did not keep up with the pacing
   /// measured, dilated: the largest share, over the ranks, of the repetitions' wall time that the

@@ -169,6 +169,9 @@ void write_training(const h5::Group& run, const TrainingRecord& t) {
   g.write_attribute("converged", t.converged);
   g.write_attribute("converge_window", t.converge_window);
   g.write_attribute("converge_margin_pt", t.converge_margin_pt);
+  g.write_attribute("precision", t.precision);
+  g.write_attribute("precision_top1", t.precision_top1);
+  g.write_attribute("precision_agreement", t.precision_agreement);
   g.write_dataset("epoch", t.epoch);
   g.write_dataset("phase", t.phase);
   g.write_dataset("train_loss", t.train_loss);
@@ -210,6 +213,8 @@ void write_run(const h5::Group& runs, const RunRecord& r) {
   g.write_attribute("throughput_ci95_high_sps", r.throughput_ci95_high_sps);
   g.write_attribute("validity", r.validity);
   g.write_attribute("time_model", r.time_model);
+  g.write_attribute("precision", r.precision);
+  g.write_attribute("element_bytes", r.element_bytes);
   g.write_attribute("dilation", r.dilation);
   g.write_attribute("overruns", r.overruns);
   g.write_attribute("cpu_wait_fraction", r.cpu_wait_fraction);

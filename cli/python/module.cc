@@ -127,6 +127,8 @@ py::dict run_dict(const results::RunRecord& r) {
   d["cut_requested_rate"] = r.cut_requested_rate;
   d["cut_effective_rate"] = r.cut_effective_rate;
   d["max_abs_error"] = r.max_abs_error;
+  d["precision"] = r.precision;
+  d["element_bytes"] = r.element_bytes;
   d["time_model"] = r.time_model;
   d["dilation"] = r.dilation;
   d["overruns"] = r.overruns;
@@ -178,6 +180,9 @@ py::dict run_dict(const results::RunRecord& r) {
     tr["converged"] = t.converged < 0 ? py::object(py::none()) : py::object(py::bool_(t.converged));
     tr["converge_window"] = t.converge_window;
     tr["converge_margin_pt"] = t.converge_margin_pt;
+    tr["precision"] = t.precision;
+    tr["precision_top1"] = t.precision_top1;
+    tr["precision_agreement"] = t.precision_agreement;
     d["training"] = tr;
   } else {
     d["training"] = py::none();

@@ -115,6 +115,18 @@ TEST(BoardProfile, SaveAndLoadRoundTrip) {
   std::remove(path.c_str());
 }
 
+TEST(BoardProfile, PrecisionKey) {
+  EXPECT_EQ(parse_board_profile("name: b\npeak_flops: 1e12\n", "p.yaml").precision, "");
+  BoardProfileFile p =
+      parse_board_profile("name: b\npeak_flops: 1e12\nprecision: int8\n", "p.yaml");
+  EXPECT_EQ(p.precision, "int8");
+  EXPECT_EQ(parse_board_profile(to_yaml(p), "again.yaml").precision, "int8");
+  ProfileError e = parse_error("name: b\npeak_flops: 1e12\nprecision: fp16\n");
+  EXPECT_EQ(e.line(), 3);
+  EXPECT_EQ(e.key(), "precision");
+  EXPECT_NE(std::string(e.what()).find("valid: fp32, bf16, int8"), std::string::npos) << e.what();
+}
+
 TEST(BoardProfile, ErrorsNameFileLineAndKey) {
   ProfileError e = parse_error("name: b\npeak_flops: 1e12\nefficency: 0.5\n");
   EXPECT_EQ(e.line(), 3);

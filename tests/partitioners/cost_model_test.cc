@@ -111,6 +111,24 @@ TEST(CostModel, WithoutAutoencoderTheRawTensorCrosses) {
   EXPECT_REL(s0.comm_s, (1e-6 + 768 / 1e9) + (1e-6 + 256 / 2e9) + (1e-5 + 256 / 4e9));
 }
 
+TEST(CostModel, ElementSizeScalesTheCutButNotTheModelInputOrOutput) {
+  CostOptions bf16, int8;
+  bf16.element_bytes = 2;
+  int8.element_bytes = 1;
+  const CostModel f(small_model(), {small_board()}, 2, CostOptions{}),
+      h(small_model(), {small_board()}, 2, bf16), q(small_model(), {small_board()}, 2, int8);
+  EXPECT_EQ(h.stage(0, 0, 2).out_bytes, f.stage(0, 0, 2).out_bytes / 2);
+  EXPECT_EQ(q.stage(0, 0, 2).out_bytes, f.stage(0, 0, 2).out_bytes / 4);
+  EXPECT_EQ(q.stage(1, 2, 3).in_bytes, f.stage(1, 2, 3).in_bytes / 4);
+  EXPECT_EQ(q.stage(0, 0, 2).in_bytes, f.stage(0, 0, 2).in_bytes);  // float32 model input
+  EXPECT_EQ(q.stage(1, 2, 3).out_bytes, f.stage(1, 2, 3).out_bytes);
+  EXPECT_LT(q.stage(0, 0, 2).comm_s, f.stage(0, 0, 2).comm_s);
+  CostOptions bad;
+  bad.element_bytes = 3;
+  expect_error([&] { CostModel(small_model(), {small_board()}, 2, bad); },
+               {"element_bytes", "4 (fp32), 2 (bf16) or 1 (int8)"});
+}
+
 TEST(CostModel, BatchScalesTimesButNotOverheadsOrLatencies) {
   CostOptions one, many;
   many.batch = 32;

@@ -28,7 +28,8 @@ BUILD = os.environ.get("QUILT_BUILD_DIR", "build/release")
 QUILT = os.path.join(BUILD, "bin", "quilt")
 OUT = os.path.join(BUILD, "test-reproduce-smoke")
 EXPERIMENTS = ["efficiency", "breakdown", "interposition", "interposition_multi", "partition_auto",
-               "feasibility", "accuracy", "weight_freezing", "tradeoff", "interposition_accuracy"]
+               "feasibility", "accuracy", "weight_freezing", "tradeoff", "interposition_accuracy",
+               "precision", "precision_accuracy"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -31,7 +31,7 @@ RUN_ATTRS = {
     "failed_rank": np.integer, "repetitions": np.integer, "throughput_median_sps": np.floating,
     "throughput_mean_sps": np.floating, "throughput_std_sps": np.floating,
     "throughput_ci95_low_sps": np.floating, "throughput_ci95_high_sps": np.floating,
-    "validity": str, "time_model": str, "dilation": np.floating, "overruns": np.integer,
+    "validity": str, "precision": str, "element_bytes": np.integer, "time_model": str, "dilation": np.floating, "overruns": np.integer,
     "cpu_wait_fraction": np.floating,
     "energy_j": np.floating, "energy_per_sample_j": np.floating, "energy_source": str,
     "complete": np.integer,

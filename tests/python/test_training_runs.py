@@ -328,3 +328,24 @@ def test_training_seed_repeats_an_arm_on_the_same_split(tmp_path):
     assert t1["test_samples"] == t2["test_samples"] and t1["train_samples"] == t2["train_samples"]
     assert list(d1["train_loss"]) != list(d2["train_loss"])
     assert list(d1["train_loss"]) != list(d3["train_loss"])
+
+
+def test_training_reports_accuracy_in_the_boards_precision(tmp_path):
+    # boards.precision int8: the trained model compiled in int8 on the test set, against fp32.
+    text = BASE.replace("boards: {count: RANKS}",
+                        "boards: {count: RANKS, precision: int8, calibration_batches: 2}")
+    out = tmp_path / "p.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = runs(out)
+    assert len(got) == 2
+    for _, attrs, params, tr, _ in got:
+        assert s(attrs["status"]) == "ok", s(attrs["failure"])
+        assert s(tr["precision"]) == "int8"
+        assert 0.0 <= tr["precision_top1"] <= 1.0
+        # int8 agrees with fp32 on most of the test set; accuracy near fp32's.
+        assert tr["precision_agreement"] >= 0.8
+        assert abs(tr["precision_top1"] - tr["final_top1"]) <= 0.2
+    rep = local("report", out)
+    assert rep.returncode == 0, rep.stderr
+    assert "top-1 agreement with fp32" in rep.stdout

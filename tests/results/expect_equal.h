@@ -77,6 +77,8 @@ inline void expect_equal(const RunRecord& a, const RunRecord& b, const std::stri
   EXPECT_EQ(a.validity, b.validity);
   EXPECT_EQ(a.invalid_reasons, b.invalid_reasons);
   EXPECT_EQ(a.time_model, b.time_model);
+  EXPECT_EQ(a.precision, b.precision);
+  EXPECT_EQ(a.element_bytes, b.element_bytes);
   EXPECT_EQ(a.dilation, b.dilation);
   EXPECT_EQ(a.overruns, b.overruns);
   EXPECT_EQ(a.cpu_wait_fraction, b.cpu_wait_fraction);

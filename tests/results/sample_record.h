@@ -81,6 +81,8 @@ inline RunRecord make_sample_run(const std::string& id, int index, int stage_cou
   r.throughput_ci95_high_sps = 123.75 + index;
   r.validity = index == 1 ? "invalid" : "valid";
   r.time_model = index == 1 ? "dilated" : "modeled";
+  r.precision = index == 1 ? "bf16" : "int8";
+  r.element_bytes = index == 1 ? 2 : 1;
   r.dilation = index == 1 ? 412.5 : 1;
   r.overruns = index;
   r.cpu_wait_fraction = 0.015625 * (index + 1);

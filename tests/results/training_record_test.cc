@@ -53,6 +53,9 @@ TrainingRecord sample_training(const std::string& mode) {
   t.checkpoint = "results/ck-abc.pt";
   t.pretrained = "2 epoch(s) from scratch on 8000 samples of fashion-mnist in this run";
   t.pretrain_top1 = mode == "proxy" ? kNaN : 0.84375;
+  t.precision = mode == "proxy" ? "" : "int8";
+  t.precision_top1 = mode == "proxy" ? kNaN : 0.78125;
+  t.precision_agreement = mode == "proxy" ? kNaN : 0.953125;
   return t;
 }
 
@@ -100,6 +103,9 @@ void expect_equal(const TrainingRecord& a, const TrainingRecord& b) {
   EXPECT_EQ(a.checkpoint, b.checkpoint);
   EXPECT_EQ(a.pretrained, b.pretrained);
   expect_same(a.pretrain_top1, b.pretrain_top1, "pretrain_top1");
+  EXPECT_EQ(a.precision, b.precision);
+  expect_same(a.precision_top1, b.precision_top1, "precision_top1");
+  expect_same(a.precision_agreement, b.precision_agreement, "precision_agreement");
 }
 
 TEST(results_training, RoundTripsEveryFieldAndLeavesPipelineRunsWithout) {

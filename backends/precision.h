@@ -1,0 +1,34 @@
+#pragma once
+// The number format a board computes in (boards.precision), and what follows from it: the element
+// size of the tensors on the wire and their dtype. Free of LibTorch and YAML.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quilt::backends {
+
+/// fp32: float32 everywhere. bf16: weights, activations and wire tensors in bfloat16 (oneDNN's
+/// bf16 kernels, f32 accumulation). int8: post-training static quantization (per-channel
+/// symmetric int8 weights, per-tensor affine uint8 activations), uint8 on the wire with a scale
+/// and zero point fixed by calibration.
+enum class Precision { kFp32, kBf16, kInt8 };
+
+/// "fp32", "bf16", "int8".
+const char* precision_name(Precision p);
+
+/// The precision spelled `name` ("fp32" | "bf16" | "int8"), or std::nullopt.
+std::optional<Precision> parse_precision(const std::string& name);
+
+/// The spellings parse_precision accepts, in order.
+const std::vector<std::string>& precision_names();
+
+/// Bytes per element of a tensor that crosses a cut in this precision: 4, 2, 1.
+int64_t element_bytes(Precision p);
+
+/// Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX-BF16, from /proc/cpuinfo). On a
+/// CPU without, oneDNN emulates bf16 and the emulator runs slower, not wrong.
+bool cpu_has_native_bf16();
+
+}  // namespace quilt::backends
