@@ -222,8 +222,9 @@ TEST(CostModel, RejectsInvalidInput) {
   expect_error([&] { CostModel(m, {small_board()}, 2, {}); },
                {"conv1", "no crossing tensor", "cut_allowed"});
   m = small_model();
-  m.layers[1].crossing[0].shape = {4, 4};
-  expect_error([&] { CostModel(m, {small_board()}, 2, {}); }, {"conv2", "4x4", "{C, H, W}"});
+  m.layers[1].crossing[0].shape = {1, 2, 3, 4};
+  expect_error([&] { CostModel(m, {small_board()}, 2, {}); },
+               {"conv2", "1x2x3x4", "{C, H, W}"});
   m = small_model();
   m.layers.clear();
   expect_error([&] { CostModel(m, {small_board()}, 2, {}); }, {"no layers"});

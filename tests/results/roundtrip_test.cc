@@ -192,7 +192,7 @@ TEST(results_roundtrip, RecordLayoutUnchanged) {
     _GLIBCXX_USE_CXX11_ABI
   EXPECT_EQ(sizeof(StageRecord), 360u);
   EXPECT_EQ(sizeof(MetricCheck), 96u);
-  EXPECT_EQ(sizeof(RunRecord), 1496u);  // with TrainingRecord and TraceRecord
+  EXPECT_EQ(sizeof(RunRecord), 1528u);  // with TrainingRecord and TraceRecord
   EXPECT_EQ(sizeof(Provenance), 536u);
   EXPECT_EQ(sizeof(ExperimentRecord), 632u);
 #else
