@@ -8,7 +8,6 @@
 #include <hdf5.h>
 #include <torch/version.h>
 
-
 namespace quilt::harness {
 
 std::string build_git_commit() { return kBuildGitCommit; }

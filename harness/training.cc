@@ -1,8 +1,8 @@
 #include "harness/training.h"
 
-#include "harness/clock.h"
 #include "backends/inference.h"
 #include "backends/precision.h"
+#include "harness/clock.h"
 #include "harness/hash.h"
 #include "harness/mpi.h"
 #include "harness/pipeline.h"

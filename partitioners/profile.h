@@ -15,8 +15,8 @@ namespace quilt::partitioners {
 /// Bytes of one float32 element.
 inline constexpr int64_t kFloatBytes = 4;
 
-// Shape of one sample of a tensor, without the batch dimension: {C, H, W}, {T, F} or {F}; numel() and
-// to_string() of it: common/shape.h.
+// Shape of one sample of a tensor, without the batch dimension: {C, H, W}, {T, F} or {F}; numel()
+// and to_string() of it: common/shape.h.
 using common::numel;
 using common::Shape;
 using common::to_string;

@@ -159,8 +159,9 @@ class Group {
 class File {
  public:
   /// Creates (truncating) `path` for writing, in the HDF5 1.8 file format (creation order of
-  /// links; a group's attributes in its object header up to 64, in dense storage past that). close() fails if any object of the file is still open, so that a
-  /// successful close() means every byte has been handed to the operating system.
+  /// links; a group's attributes in its object header up to 64, in dense storage past that).
+  /// close() fails if any object of the file is still open, so that a successful close() means
+  /// every byte has been handed to the operating system.
   static File create(const std::string& path);
   /// Opens an existing HDF5 file for reading and writing (appending runs). Throws ResultsError
   /// naming the file and the reason (missing, not HDF5, read-only file system, locked).

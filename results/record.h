@@ -155,8 +155,8 @@ struct RunRecord {
   /// "bf16" or "int8". Cut bytes and bytes sent are in its element size (element_bytes).
   std::string precision = "fp32";
   int64_t element_bytes = 4;  ///< bytes per element on the wire: 4, 2 or 1
-  double dilation = 1;   ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
-  int64_t overruns = 0;  ///< dilated: batches where the CPU did not keep up with the pacing
+  double dilation = 1;        ///< dilated: the wall-clock stretch factor divided out; 1 otherwise
+  int64_t overruns = 0;       ///< dilated: batches where the CPU did not keep up with the pacing
   /// measured, dilated: the largest share, over the ranks, of the repetitions' wall time that the
   /// rank's threads spent runnable but waiting for a CPU (the kernel's run-queue delay; another
   /// job on the host's CPUs); -1 when not measured (modeled, training, no /proc schedstat).

@@ -2,9 +2,9 @@
 // scripted and traced by tests/models/make_torchscript_fixture.py, cut at default and named
 // points, with and without autoencoders, against the unsplit scripted model's output.
 
+#include "models/torchscript.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"
-#include "models/torchscript.h"
 #include "models/zoo.h"
 #include "tests/models/fixture.h"
 
@@ -117,11 +117,10 @@ TEST(TorchScript, AutoencodersAtAnyRank) {
   auto vit2 = QuiltModel(load("vit", {skip}), {skip}, {8.0, 1});
   EXPECT_EQ(vit2->autoencoders(0).size(), 2u);
   EXPECT_EQ(vit2->traffic()[0].wire_shape, (Shape{2 * 17 * 8}));
-  auto mb = QuiltModel(load("mobilenet_v3_small", {"after_features.4"}), {"after_features.4"},
-                       {4.0, 1});
+  auto mb =
+      QuiltModel(load("mobilenet_v3_small", {"after_features.4"}), {"after_features.4"}, {4.0, 1});
   EXPECT_TRUE(mb->autoencoder(0)->encoder().ptr()->as<torch::nn::Conv2d>() != nullptr);
-  for (const auto& [name, cuts] :
-       std::vector<std::pair<std::string, std::vector<std::string>>>{
+  for (const auto& [name, cuts] : std::vector<std::pair<std::string, std::vector<std::string>>>{
            {"vit", {"after_encoder"}},
            {"vit", {skip, "after_encoder"}},
            {"mobilenet_v3_small", {"after_features.4", "after_avgpool"}},

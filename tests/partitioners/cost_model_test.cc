@@ -223,8 +223,7 @@ TEST(CostModel, RejectsInvalidInput) {
                {"conv1", "no crossing tensor", "cut_allowed"});
   m = small_model();
   m.layers[1].crossing[0].shape = {1, 2, 3, 4};
-  expect_error([&] { CostModel(m, {small_board()}, 2, {}); },
-               {"conv2", "1x2x3x4", "{C, H, W}"});
+  expect_error([&] { CostModel(m, {small_board()}, 2, {}); }, {"conv2", "1x2x3x4", "{C, H, W}"});
   m = small_model();
   m.layers.clear();
   expect_error([&] { CostModel(m, {small_board()}, 2, {}); }, {"no layers"});
