@@ -72,12 +72,12 @@ int64_t autoencoder_flops(const Shape& shape, double rate, int64_t kernel) {
   return 2 * c * code * kernel * kernel * shape[1] * shape[2];
 }
 
-int64_t wire_bytes(const std::vector<CrossingTensor>& tensors, double rate) {
+int64_t wire_bytes(const std::vector<CrossingTensor>& tensors, double rate, int64_t element_bytes) {
   int64_t bytes = 0;
   for (const CrossingTensor& t : tensors) {
     const int64_t n = numel(t.shape);
     const int64_t c = t.shape.size() == 2 ? t.shape[1] : t.shape[0];  // the coded dimension
-    bytes += kFloatBytes * (rate == 1.0 ? n : n / c * encoded_channels(c, rate));
+    bytes += element_bytes * (rate == 1.0 ? n : n / c * encoded_channels(c, rate));
   }
   return bytes;
 }
@@ -121,8 +121,7 @@ CostModel::CostModel(ModelProfile model, std::vector<BoardProfile> boards, int64
   for (int64_t b = 1; b < n_; ++b) {
     const LayerProfile& l = L[b - 1];
     allowed_[b] = l.cut_allowed;
-    // wire_bytes() counts float32; the boards' precision sends element_bytes per element.
-    wire_bytes_[b] = wire_bytes(l.crossing, options_.rate) / 4 * options_.element_bytes;
+    wire_bytes_[b] = wire_bytes(l.crossing, options_.rate, options_.element_bytes);
     for (const CrossingTensor& t : l.crossing) {
       ae_flops_[b] += autoencoder_flops(t.shape, options_.rate, options_.kernel);
     }

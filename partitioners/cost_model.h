@@ -76,8 +76,10 @@ using common::encoded_channels;
 /// shape {C, H, W}, {T, F} (Linear over F per token) or {F}; 0 when rate == 1 (no autoencoder).
 int64_t autoencoder_flops(const Shape& shape, double rate, int64_t kernel);
 
-/// Float32 bytes per sample that cross a cut with these tensors, after the encoders.
-int64_t wire_bytes(const std::vector<CrossingTensor>& tensors, double rate);
+/// Bytes per sample that cross a cut with these tensors, after the encoders, at `element_bytes`
+/// per element (4 float32, 2 bf16, 1 int8).
+int64_t wire_bytes(const std::vector<CrossingTensor>& tensors, double rate,
+                   int64_t element_bytes = 4);
 
 /// latency_s + bytes / (gbps * 1e9); 0 when bytes == 0.
 double transfer_s(double bytes, double gbps, double latency_s);
