@@ -633,6 +633,25 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       if (options.fail_fast) break;
       continue;
     }
+    // SIGTERM (a batch system's time limit): the run in flight is recorded as interrupted and
+    // the sweep stops; --resume runs it again. Checked once the boards are loaded (set-up can
+    // take seconds, and a launcher that forwards the signal kills soon after) and after each
+    // repetition.
+    auto interrupted_after = [&](int64_t reps_done) {
+      const int sig = mpi::any_interrupted(comm);
+      if (sig == 0) return false;
+      if (root) {
+        rec.status = "interrupted";
+        rec.failure = fmt::format("interrupted by signal {} ({}) after {} of {} repetition(s)", sig,
+                                  strsignal(sig), reps_done, run.measurement.repetitions);
+        rec.end_unix_s = unix_now_s();
+        if (options.print) fmt::print("  INTERRUPTED: {}\n", rec.failure), std::fflush(stdout);
+        save(rec);
+      }
+      result.interrupt_signal = sig;
+      return true;
+    };
+    if (interrupted_after(0)) break;
     auto boards = mpi::gather_strings(board->description(), 0, comm);
     if (root) record.provenance.boards = boards;
 
@@ -741,18 +760,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
         failed = true;
         break;
       }
-      // SIGTERM (a batch system's time limit): the run in flight is recorded as interrupted and
-      // the sweep stops; --resume runs it again.
-      if (const int sig = mpi::any_interrupted(comm)) {
-        if (root) {
-          rec.status = "interrupted";
-          rec.failure = fmt::format("interrupted by signal {} ({}) after {} of {} repetition(s)",
-                                    sig, strsignal(sig), rep, run.measurement.repetitions);
-          rec.end_unix_s = unix_now_s();
-          if (options.print) fmt::print("  INTERRUPTED: {}\n", rec.failure);
-          save(rec);
-        }
-        result.interrupt_signal = sig;
+      if (interrupted_after(rep + 1)) {
         interrupted = true;
         failed = true;
         break;

@@ -160,7 +160,9 @@ std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
     line("if [[ $(id -u) == 0 ]]; then");
     line("  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1");
     line("fi");
-    line(R"(launch=(mpirun -n "$SLURM_NTASKS"))");
+    // At the time limit SLURM signals mpirun too, which forwards SIGTERM to the ranks and kills
+    // them 1 s later by default: 10 s lets them record the run in flight as interrupted.
+    line(R"(launch=(mpirun -n "$SLURM_NTASKS" --mca odls_base_sigkill_timeout 10))");
   }
   line("");
   line("# Every run of the chunk is tried; the task fails with the worst exit code.");

@@ -37,8 +37,9 @@ def down():
     tb("down", check=False)
 
 
-def mpirun_cmd(ranks, *args):
-    return [str(TESTBED), "mpirun", str(ranks), *KEEPALIVE, str(QUILT), *map(str, args)]
+def mpirun_cmd(ranks, *args, mpi_options=()):
+    return [str(TESTBED), "mpirun", str(ranks), *KEEPALIVE, *mpi_options, str(QUILT),
+            *map(str, args)]
 
 
 def quilt_on_hosts(ranks, *args, timeout=300):
@@ -48,8 +49,8 @@ def quilt_on_hosts(ranks, *args, timeout=300):
                           capture_output=True, text=True, env=ENV)
 
 
-def start_on_hosts(ranks, *args, log):
-    return subprocess.Popen(mpirun_cmd(ranks, *args), stdout=log, stderr=subprocess.STDOUT,
+def start_on_hosts(ranks, *args, log, mpi_options=()):
+    return subprocess.Popen(mpirun_cmd(ranks, *args, mpi_options=mpi_options), stdout=log, stderr=subprocess.STDOUT,
                             env=ENV, start_new_session=True)
 
 

@@ -52,17 +52,33 @@ def experiment(tmp_path):
     return p
 
 
-def run_until_fault(tmp_path, inject, out=None, options=()):
+def wait_for_log(log_path, text, proc, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in log_path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended (exit {proc.returncode}) before {text!r}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {text!r} in the job's log after {timeout_s} s")
+
+
+def run_until_fault(tmp_path, inject, out=None, options=(), in_flight=False, mpi_options=()):
     """Starts the sweep, waits for its first finished run, calls inject(proc), and returns
     (exit code, seconds from the fault to the end of mpirun, ids finished before the fault,
-    output path, log). The job is killed after LIMIT_S + 5 s: a hang fails, never hangs."""
+    output path, log). The job is killed after LIMIT_S + 5 s: a hang fails, never hangs.
+    in_flight: the fault waits until the next run has started (its "[2/4] run" line), so that it
+    strikes a run in flight, not the moment between two runs (where nothing is in flight)."""
     exp = experiment(tmp_path)
     out = out or tmp_path / "faults.h5"
     log_path = tmp_path / "job.log"
     with open(log_path, "w") as log:
-        proc = start_on_hosts(2, "run", exp, "--output", out, *options, log=log)
+        proc = start_on_hosts(2, "run", exp, "--output", out, *options, log=log,
+                              mpi_options=mpi_options)
         try:
             before = wait_for_runs(out, 1, proc)
+            if in_flight:
+                wait_for_log(log_path, f"[{len(before) + 1}/{RUNS}] run", proc)
             t0 = time.monotonic()
             inject(proc)
             try:
@@ -148,10 +164,15 @@ def test_sigterm_to_the_whole_job(tmp_path):
 
 
 def test_sigterm_records_the_run_in_flight_as_interrupted(tmp_path):
-    rc, elapsed, before, out, log = run_until_fault(tmp_path, sigterm_everyone)
+    # mpirun, signalled too, forwards SIGTERM to the ranks and kills them odls_base_sigkill_timeout
+    # seconds later (Open MPI's default: 1 s). `quilt slurm` scripts and the README's batch advice
+    # give the ranks 10 s to record the run in flight; this is that launch.
+    rc, elapsed, before, out, log = run_until_fault(
+        tmp_path, sigterm_everyone, in_flight=True,
+        mpi_options=("--mca", "odls_base_sigkill_timeout", "10"))
     after = check_after_fault(rc, elapsed, before, out, log)
     # mpirun, signalled itself, exits with its own code (1), not the ranks' 4.
-    assert [a["status"] for _, a in after].count("interrupted") == 1, after
+    assert [a["status"] for _, a in after].count("interrupted") == 1, (after, log[-3000:])
     check_resume(tmp_path, out)
 
 
@@ -161,10 +182,10 @@ def test_sigterm_to_the_ranks_gives_the_interrupted_exit_code(tmp_path):
         for pid in rank_pids(1) + rank_pids(2):
             os.kill(pid, signal.SIGTERM)
 
-    rc, elapsed, before, out, log = run_until_fault(tmp_path, sigterm_ranks)
+    rc, elapsed, before, out, log = run_until_fault(tmp_path, sigterm_ranks, in_flight=True)
     after = check_after_fault(rc, elapsed, before, out, log)
     assert rc == 4, f"exit {rc}: interruption has exit code 4 (branch robust)"
-    assert [a["status"] for _, a in after].count("interrupted") == 1, after
+    assert [a["status"] for _, a in after].count("interrupted") == 1, (after, log[-3000:])
     check_resume(tmp_path, out)
 
 

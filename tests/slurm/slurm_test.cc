@@ -85,7 +85,7 @@ TEST(SlurmJobArray, OptionsBecomeDirectives) {
   EXPECT_TRUE(has(s, "\nquilt='/opt/quilt build/bin/quilt'\n"));
   EXPECT_TRUE(has(s, "\nexperiment='/home/me/it'\\''s.yaml'\n"));
   EXPECT_TRUE(has(s, "\noutput_dir=/scratch/out\n"));
-  EXPECT_TRUE(has(s, R"(launch=(mpirun -n "$SLURM_NTASKS"))"));
+  EXPECT_TRUE(has(s, R"(launch=(mpirun -n "$SLURM_NTASKS" --mca odls_base_sigkill_timeout 10))"));
   EXPECT_FALSE(has(s, "srun"));
   EXPECT_LT(s.rfind("#SBATCH"), s.find("set -euo pipefail"));
 }
