@@ -12,7 +12,7 @@ PY     := /usr/bin/python3
 
 # Debian packages the build, the tests and the analysis scripts need.
 PACKAGES := build-essential cmake git pkg-config ccache clang-format \
-  libtorch-dev libopenblas0-pthread libdnnl-dev \
+  libtorch-dev libopenblas0-pthread libdnnl-dev libjemalloc-dev \
   libopenmpi-dev openmpi-bin \
   libhdf5-dev libfmt-dev libyaml-cpp-dev libbenchmark-dev libgtest-dev uuid-dev \
   libxrt-dev libxrt1 \

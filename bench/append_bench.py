@@ -11,6 +11,7 @@ harness did, it grew with the file (0.015 s -> 0.5 s per run between run 1 and r
 """
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,7 +65,10 @@ def main():
     gaps = [b - a for a, b in zip(ends, ends[1:])]
     w = min(a.window, len(gaps) // 2)
     early, late = statistics.median(gaps[:w]), statistics.median(gaps[-w:])
-    print(f"{len(ids)} null runs on {a.ranks} rank(s), trace {a.trace}, in {wall:.1f} s, file {size / 2**20:.1f} MiB")
+    # The largest resident set of any process of the job (ranks included: mpirun reaps them).
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"{len(ids)} null runs on {a.ranks} rank(s), trace {a.trace}, in {wall:.1f} s, file {size / 2**20:.1f} MiB, "
+          f"peak RSS of a rank {peak_mib:.0f} MiB")
     print(f"per-run time, median of the first {w}: {1e3 * early:.2f} ms; of the last {w}: "
           f"{1e3 * late:.2f} ms; late/early = {late / early:.2f}")
 
