@@ -52,6 +52,17 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
                    : !profile_precision.empty()  ? profile_precision
                                                  : "fp32";
   plan.element_bytes = backends::element_bytes(*backends::parse_precision(plan.precision));
+  // The emulator's bf16/int8 lowering covers the zoo's layers; a TorchScript stage runs through
+  // LibTorch's JIT in float32. Refused here, before anything runs, not as a failed run.
+  if (run.model.arch == "torchscript" && plan.precision != "fp32" && run.boards.backend != "null")
+    throw ConfigError(
+        file, 0, 0, "boards.precision",
+        fmt::format("`{}`{} is not available for `arch: torchscript` models yet: "
+                    "they run in float32 (valid: fp32)",
+                    plan.precision,
+                    run.boards.precision.empty()
+                        ? fmt::format(" (from board profile `{}`)", run.boards.profile)
+                        : ""));
   if (plan.precision == "int8" && run.boards.calibration_batches < 1)
     throw ConfigError(file, 0, 0, "boards.calibration_batches",
                       "int8 needs calibration data: set boards.calibration_batches to the number "
