@@ -128,21 +128,38 @@ dnnl::stream& cpu_stream() {
   return stream;
 }
 
-Tag blocked_tag(int64_t channels) {
+constexpr auto kBf16 = dnnl::memory::data_type::bf16;
+
+// How the blocked registers of a program are stored, which the precision decides: f32 in
+// nChw16c (fp32), or bf16 in channels-last (bf16: oneDNN 2.6's fastest bf16 convs, brgconv,
+// read and write nhwc). Dense registers are float32, except a bf16 wire input / output.
+struct Format {
+  dnnl::memory::data_type dt = kF32;
+  bool channels_last = false;
+};
+
+Tag blocked_tag(int64_t channels, const Format& f) {
+  if (f.channels_last) return Tag::nhwc;
   return channels % 16 == 0 ? Tag::nChw16c : channels % 8 == 0 ? Tag::nChw8c : Tag::nchw;
 }
 
-dnnl::memory::desc blocked_md(int64_t n, const Shape& s) {
-  return {{n, s[0], s[1], s[2]}, kF32, blocked_tag(s[0])};
+dnnl::memory::desc blocked_md(int64_t n, const Shape& s, const Format& f) {
+  return {{n, s[0], s[1], s[2]}, f.dt, blocked_tag(s[0], f)};
 }
 
-dnnl::memory::desc plain_md(int64_t n, const Shape& s) {
-  return {{n, s[0], s[1], s[2]}, kF32, Tag::nchw};
+dnnl::memory::desc plain_md(int64_t n, const Shape& s, dnnl::memory::data_type dt) {
+  return {{n, s[0], s[1], s[2]}, dt, Tag::nchw};
 }
+
+at::ScalarType scalar_type_of(dnnl::memory::data_type dt) {
+  return dt == kBf16 ? at::kBFloat16 : at::kFloat;
+}
+
+dnnl::memory::data_type dt_of(at::ScalarType t) { return t == at::kBFloat16 ? kBf16 : kF32; }
 
 // The tags above never pad channels: a blocked buffer has exactly numel elements.
-at::Tensor blocked_buffer(int64_t n, const Shape& s) {
-  return at::empty({n * models::numel(s)}, at::kFloat);
+at::Tensor blocked_buffer(int64_t n, const Shape& s, const Format& f) {
+  return at::empty({n * models::numel(s)}, scalar_type_of(f.dt));
 }
 
 dnnl::memory wrap(const dnnl::memory::desc& md, const at::Tensor& t) {
@@ -156,7 +173,7 @@ struct Prim {
 };
 
 struct Prims {
-  std::map<int64_t, Prim> by_batch;
+  std::map<int64_t, Prim> by_batch;  // key: batch size * 2 + (plain side in bf16)
 };
 
 struct Instr {
@@ -176,6 +193,7 @@ struct Instr {
   bool ceil_mode = false;
   Shape src_shape, dst_shape;    // oneDNN ops: per-sample shapes of a and dst
   std::shared_ptr<Prims> prims;  // oneDNN ops: primitives by batch size, made on demand
+  Format format;                 // oneDNN ops: how blocked registers are stored (precision)
   int64_t start_dim = 1, end_dim = -1;
   mutable nn::AnyModule module;  // forward() is not const
   std::vector<int> release;      // registers whose last use is this instruction
@@ -859,31 +877,52 @@ struct CompiledStage::Impl {
   CompileOptions options;
   std::unique_ptr<AllocationCache> cache;
   std::vector<at::Tensor> regs;  // used during run() only
-  // bf16 / int8: the ATen program of inference_lowp.cc, which does all the work; the members
-  // above other than in_shape, out_shape and options stay empty.
+  // bf16: the dtype of the stage's output when it comes out of a to_dense (the wire format), and
+  // whether a bf16 input goes to float32 first (something other than a to_mkldnn reads it).
+  at::ScalarType out_dense_dtype = at::kFloat;
+  bool input_to_float = false;
+  // int8: the ATen program of inference_lowp.cc, which does all the work; the members above
+  // other than in_shape, out_shape and options stay empty.
   std::unique_ptr<LowpStage> lowp;
+
+  at::ScalarType wire_dtype() const {
+    switch (options.precision) {
+      case Precision::kBf16:
+        return at::kBFloat16;
+      case Precision::kInt8:
+        return at::kByte;
+      case Precision::kFp32:
+        break;
+    }
+    return at::kFloat;
+  }
+  at::ScalarType input_dtype() const { return options.wire_input ? wire_dtype() : at::kFloat; }
+  at::ScalarType output_dtype() const { return options.wire_output ? wire_dtype() : at::kFloat; }
 
   static int64_t batch_of(const Instr& in, const at::Tensor& blocked) {
     return blocked.numel() / models::numel(in.src_shape);
   }
 
-  // The primitive of a oneDNN instruction for batch size n, made on first use.
-  static const Prim& prim_for(const Instr& in, int64_t n) {
+  // The primitive of a oneDNN instruction for batch size n, made on first use. `plain` is the
+  // data type of the dense side of a reorder (kToMkldnn's source, kToDense's destination).
+  static const Prim& prim_for(const Instr& in, int64_t n, dnnl::memory::data_type plain = kF32) {
     auto& cache = in.prims->by_batch;
-    if (auto it = cache.find(n); it != cache.end()) return it->second;
+    const int64_t key = 2 * n + (plain == kBf16 ? 1 : 0);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
     using namespace dnnl;
     engine& eng = cpu_engine();
     Prim p;
-    p.src = blocked_md(n, in.src_shape);
-    p.dst = blocked_md(n, in.dst_shape);
+    const Format& f = in.format;
+    p.src = blocked_md(n, in.src_shape, f);
+    p.dst = blocked_md(n, in.dst_shape, f);
     auto dims2 = [](const std::vector<int64_t>& v) { return memory::dims{v[0], v[1]}; };
     switch (in.code) {
       case Code::kToMkldnn:
-        p.src = plain_md(n, in.src_shape);
+        p.src = plain_md(n, in.src_shape, plain);
         p.prim = reorder(reorder::primitive_desc(eng, p.src, eng, p.dst));
         break;
       case Code::kToDense:
-        p.dst = plain_md(n, in.dst_shape);
+        p.dst = plain_md(n, in.dst_shape, plain);
         p.prim = reorder(reorder::primitive_desc(eng, p.src, eng, p.dst));
         break;
       case Code::kConv: {
@@ -901,7 +940,7 @@ struct CompiledStage::Impl {
         const memory::dims dilation = {in.dilation[0] - 1, in.dilation[1] - 1};
         auto make = [&](algorithm alg) {
           convolution_forward::desc d(
-              prop_kind::forward_inference, alg, p.src, memory::desc(w_dims, kF32, Tag::any),
+              prop_kind::forward_inference, alg, p.src, memory::desc(w_dims, f.dt, Tag::any),
               bias_md, p.dst, dims2(in.stride), dilation, dims2(in.padding), dims2(in.padding));
           return convolution_forward::primitive_desc(d, attr, eng);
         };
@@ -968,13 +1007,16 @@ struct CompiledStage::Impl {
       default:
         TORCH_INTERNAL_ASSERT(false, "no oneDNN primitive for ", kind_of(in.code));
     }
-    return cache.emplace(n, std::move(p)).first->second;
+    return cache.emplace(key, std::move(p)).first->second;
   }
 
   // Runs a oneDNN instruction on batch size n: src -> dst (src2: the binary op's second input).
   static void run_onednn(const Instr& in, int64_t n, const at::Tensor& src, const at::Tensor& dst,
                          const at::Tensor* src2 = nullptr) {
-    const Prim& p = prim_for(in, n);
+    const Prim& p = prim_for(in, n,
+                             in.code == Code::kToMkldnn  ? dt_of(src.scalar_type())
+                             : in.code == Code::kToDense ? dt_of(dst.scalar_type())
+                                                         : kF32);
     std::unordered_map<int, dnnl::memory> args;
     switch (in.code) {
       case Code::kToMkldnn:
@@ -1005,8 +1047,9 @@ struct CompiledStage::Impl {
     at::Tensor& dst = regs[in.dst];
     switch (in.code) {
       case Code::kToMkldnn: {
-        at::Tensor src = a.contiguous();
-        dst = blocked_buffer(src.size(0), in.dst_shape);
+        at::Tensor src =
+            a.scalar_type() == at::kBFloat16 ? a.contiguous() : a.contiguous().to(at::kFloat);
+        dst = blocked_buffer(src.size(0), in.dst_shape, in.format);
         run_onednn(in, src.size(0), src, dst);
         break;
       }
@@ -1014,27 +1057,28 @@ struct CompiledStage::Impl {
         const int64_t n = batch_of(in, a);
         std::vector<int64_t> shape = {n};
         shape.insert(shape.end(), in.dst_shape.begin(), in.dst_shape.end());
-        dst = at::empty(shape, at::kFloat);
+        // float32, or the bf16 wire format when this is the stage's output (no second pass).
+        dst = at::empty(shape, in.dst == out_reg ? out_dense_dtype : at::kFloat);
         run_onednn(in, n, a, dst);
         break;
       }
       case Code::kConv: {
         // With a sum post-op (in.b), the conv accumulates into register b's buffer.
         const int64_t n = batch_of(in, a);
-        dst = in.b >= 0 ? regs[in.b] : blocked_buffer(n, in.dst_shape);
+        dst = in.b >= 0 ? regs[in.b] : blocked_buffer(n, in.dst_shape, in.format);
         run_onednn(in, n, a, dst);
         break;
       }
       case Code::kAdd: {
         const int64_t n = batch_of(in, a);
-        dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+        dst = in.in_place ? a : blocked_buffer(n, in.dst_shape, in.format);
         run_onednn(in, n, a, dst, &regs[in.b]);
         break;
       }
       case Code::kRelu:
         if (in.prims) {
           const int64_t n = batch_of(in, a);
-          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape, in.format);
           run_onednn(in, n, a, dst);
         } else {
           dst = in.in_place ? at::relu_(a) : at::relu(a);
@@ -1043,7 +1087,7 @@ struct CompiledStage::Impl {
       case Code::kMaxPool:
       case Code::kAvgPool: {
         const int64_t n = batch_of(in, a);
-        dst = blocked_buffer(n, in.dst_shape);
+        dst = blocked_buffer(n, in.dst_shape, in.format);
         run_onednn(in, n, a, dst);
         break;
       }
@@ -1083,7 +1127,7 @@ struct CompiledStage::Impl {
         // per SiLU.
         if (in.prims) {
           const int64_t n = batch_of(in, a);
-          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape, in.format);
           run_onednn(in, n, a, dst);
         } else if (in.in_place) {
           a.mul_(at::sigmoid(a));
@@ -1109,8 +1153,8 @@ struct CompiledStage::Impl {
 
   template <typename Timer>
   at::Tensor execute(const at::Tensor& input, Timer&& timer) {
-    TORCH_CHECK(input.scalar_type() == at::kFloat, "stage input must be float32, got ",
-                input.scalar_type());
+    TORCH_CHECK(input.scalar_type() == input_dtype(), "stage input must be ", input_dtype(),
+                ", got ", input.scalar_type());
     TORCH_CHECK(input.dim() == static_cast<int64_t>(in_shape.size()) + 1 &&
                     input.sizes().slice(1).vec() == in_shape,
                 "stage input must be [batch, ", models::to_string(in_shape), "], got ",
@@ -1121,7 +1165,7 @@ struct CompiledStage::Impl {
     {
       c10::InferenceMode guard;
       regs.assign(num_regs, at::Tensor());
-      regs[0] = input;
+      regs[0] = input_to_float ? input.to(at::kFloat) : input;
       for (size_t i = 0; i < program.size(); ++i) {
         timer(i, [&] { exec(program[i]); });
       }
@@ -1131,6 +1175,7 @@ struct CompiledStage::Impl {
     // Outside InferenceMode, so that the caller gets an ordinary tensor it may modify in place;
     // below autograd all the same, which the MKLDNN kernels insist on.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    if (out.scalar_type() != output_dtype()) return out.to(output_dtype()).contiguous();
     return out.is_mkldnn() ? out.to_dense() : out.clone(at::MemoryFormat::Contiguous);
   }
 };
@@ -1147,8 +1192,8 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->in_shape = spec.in_shape;
   impl_->out_shape = spec.out_shape;
   impl_->options = options;
-  if (options.precision != Precision::kFp32) {
-    // Two programs (see inference_lowp.h): bf16 and int8 run the ATen one.
+  if (options.precision == Precision::kInt8) {
+    // Two programs (see inference_lowp.h): int8 runs the ATen one.
     impl_->lowp = std::make_unique<LowpStage>(model, stage, batch_size, options);
     impl_->options.calibration.clear();  // not kept: the caller's batches
     return;
@@ -1177,6 +1222,20 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->num_regs = static_cast<int>(c.regs().size());
   impl_->program = std::move(c.instrs());
   impl_->fallbacks = std::move(c.fallbacks());
+  // The precision is a property of the lowering's memory descriptors: the same program, its
+  // blocked registers (and conv weights) in bf16, accumulation in f32 inside oneDNN.
+  Format format;
+  if (options.precision == Precision::kBf16) {
+    format.dt = kBf16;
+    format.channels_last = true;
+    if (options.wire_output) impl_->out_dense_dtype = at::kBFloat16;
+  }
+  for (Instr& in : impl_->program) {
+    in.format = format;
+    if (options.precision == Precision::kBf16 && options.wire_input && in.code != Code::kToMkldnn &&
+        (in.a == 0 || in.b == 0 || std::find(in.srcs.begin(), in.srcs.end(), 0) != in.srcs.end()))
+      impl_->input_to_float = true;
+  }
 }
 
 CompiledStage::~CompiledStage() = default;
@@ -1227,10 +1286,10 @@ std::string CompiledStage::summary() const {
 
 // fp32's wire format is float32 and has no quantization.
 at::ScalarType CompiledStage::input_dtype() const {
-  return impl_->lowp ? impl_->lowp->input_dtype() : at::kFloat;
+  return impl_->lowp ? impl_->lowp->input_dtype() : impl_->input_dtype();
 }
 at::ScalarType CompiledStage::output_dtype() const {
-  return impl_->lowp ? impl_->lowp->output_dtype() : at::kFloat;
+  return impl_->lowp ? impl_->lowp->output_dtype() : impl_->output_dtype();
 }
 std::pair<double, int64_t> CompiledStage::input_quantization() const {
   return impl_->lowp ? impl_->lowp->input_quantization() : std::pair<double, int64_t>{1.0, 0};

@@ -23,8 +23,8 @@
 #include <map>
 #include <optional>
 
-// The ATen program of CompiledStage for bf16 and int8 (see inference_lowp.h for why there are
-// two programs): at::mkldnn tensors, in bf16 or float, and LibTorch's quantized ops (qengine
+// The ATen program of CompiledStage for int8 (see inference_lowp.h for why there are
+// two programs): at::mkldnn tensors in float, and LibTorch's quantized ops (qengine
 // "onednn") for int8. This is the precision branch's CompiledStage as it was, on the ATen path
 // that preceded the raw oneDNN primitives of inference.cc. It also runs in fp32, for one use
 // only: the float activations int8 calibrates on (stage_calibration_inputs below), which must be
@@ -218,9 +218,7 @@ const T* as(const std::shared_ptr<nn::Module>& m) {
 class Compiler {
  public:
   Compiler(const Shape& in_shape, bool force_fallback, Precision precision)
-      : force_fallback_(force_fallback),
-        precision_(precision),
-        dtype_(precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat) {
+      : force_fallback_(force_fallback), precision_(precision) {
     regs_.push_back(Reg{Layout::kDense, in_shape, false});
   }
 
@@ -719,7 +717,7 @@ class Compiler {
 
   bool force_fallback_;
   Precision precision_;
-  at::ScalarType dtype_;  // of weights and activations: float32 (also under int8) or bfloat16
+  at::ScalarType dtype_ = at::kFloat;  // of the float weights and activations (also under int8)
   std::vector<Instr> instrs_;
   std::vector<Reg> regs_;
   std::vector<std::string> fallbacks_;
@@ -781,19 +779,8 @@ struct LowpStage::Impl {
   std::vector<at::Tensor> regs;  // used during run() only
   std::vector<QParams> qparams;  // int8: per register, from calibration
 
-  at::ScalarType compute_dtype() const {
-    return options.precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat;
-  }
   at::ScalarType wire_dtype() const {
-    switch (options.precision) {
-      case Precision::kBf16:
-        return at::kBFloat16;
-      case Precision::kInt8:
-        return at::kByte;
-      case Precision::kFp32:
-        break;
-    }
-    return at::kFloat;
+    return options.precision == Precision::kInt8 ? at::kByte : at::kFloat;
   }
 
   void exec(const Instr& in) {
@@ -841,10 +828,7 @@ struct LowpStage::Impl {
         dst = at::addcmul(in.bias, a, in.weight);
         break;
       case Code::kFallback:
-        // Unknown modules keep their float32 weights: bf16 goes through float around them.
-        dst = a.scalar_type() == at::kFloat
-                  ? in.module.forward<at::Tensor>(a)
-                  : in.module.forward<at::Tensor>(a.to(at::kFloat)).to(a.scalar_type());
+        dst = in.module.forward<at::Tensor>(a);
         break;
       case Code::kUnpack: {
         std::vector<int64_t> view = {a.size(0)};
@@ -960,7 +944,7 @@ struct LowpStage::Impl {
           at::_make_per_tensor_quantized_tensor(input.contiguous(), q.scale, q.zero_point);
       return t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
     }
-    return input.scalar_type() == compute_dtype() ? input : input.to(compute_dtype());
+    return input;
   }
 
   // The program's result as run() returns it (outside InferenceMode).
@@ -975,9 +959,6 @@ struct LowpStage::Impl {
         out = at::quantize_per_tensor(out.dequantize(), q.scale, q.zero_point, at::kQUInt8);
       return out.int_repr().contiguous();
     }
-    const at::ScalarType want =
-        options.wire_output && options.precision != Precision::kInt8 ? wire_dtype() : at::kFloat;
-    if (out.scalar_type() != want) return out.to(want).contiguous();
     return out.clone(at::MemoryFormat::Contiguous);
   }
 
@@ -1080,6 +1061,8 @@ LowpStage::LowpStage(models::QuiltModelImpl& model, size_t stage, int64_t batch_
     throw BoardError(fmt::format("stage {} does not exist: the model has {} stage(s) (0..{})",
                                  stage, model.num_stages(), model.num_stages() - 1));
   if (batch_size < 1) throw BoardError(fmt::format("batch size {} must be >= 1", batch_size));
+  TORCH_INTERNAL_ASSERT(options.precision != Precision::kBf16,
+                        "bf16 runs inference.cc's oneDNN program, not this one");
   if (options.precision == Precision::kInt8 && options.calibration.empty())
     throw BoardError(
         "int8 needs calibration data: give boards.calibration_batches >= 1 (batches of the "
