@@ -116,6 +116,43 @@ TEST(Precision, Int8StagesUseCodesOnTheWireAndMatchTheirOneProcessReference) {
   EXPECT_LT(relative_error(out, qm->forward(x)), 0.5);
 }
 
+// The precision is a parameter of one lowering: bf16 and int8 compile to the same ops as fp32
+// (same kinds, names and flops), on the fast path, without falling back.
+TEST(Precision, Bf16AndInt8LowerToTheSameProgramAsFp32) {
+  models::QuiltModel qm = two_stage_resnet();
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> calibration = {random_batch(qm->stage(0).in_shape, 2, 21)};
+  for (size_t stage : {0, 1}) {
+    CompiledStage fp32(*qm, stage, 2, options_for(Precision::kFp32, stage, 2));
+    for (Precision p : {Precision::kBf16, Precision::kInt8}) {
+      CompileOptions o = options_for(p, stage, 2);
+      if (p == Precision::kInt8) o.calibration = stage_calibration_inputs(*qm, stage, calibration);
+      CompiledStage low(*qm, stage, 2, o);
+      EXPECT_TRUE(low.fallbacks().empty()) << low.summary();
+      EXPECT_EQ(low.summary(), fp32.summary());
+      ASSERT_EQ(low.ops().size(), fp32.ops().size());
+      int64_t flops = 0;
+      for (size_t i = 0; i < low.ops().size(); ++i) {
+        EXPECT_EQ(low.ops()[i].name, fp32.ops()[i].name);
+        EXPECT_EQ(low.ops()[i].flops, fp32.ops()[i].flops);
+        flops += low.ops()[i].flops;
+      }
+      EXPECT_GT(flops, 0);
+      std::vector<double> seconds;
+      torch::Tensor x = stage == 0 ? calibration[0]
+                                   : CompiledStage(*qm, 0, 2,
+                                                   [&] {
+                                                     CompileOptions o0 = options_for(p, 0, 2);
+                                                     o0.calibration = calibration;
+                                                     return o0;
+                                                   }())
+                                         .run(calibration[0]);
+      EXPECT_TRUE(torch::equal(low.run_profiled(x, seconds), low.run(x)));
+      EXPECT_EQ(seconds.size(), low.ops().size());
+    }
+  }
+}
+
 TEST(Precision, Int8WithoutCalibrationIsAnError) {
   models::QuiltModel qm = two_stage_resnet();
   try {
