@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <iostream>
+
 namespace quilt::backends {
 namespace {
 
@@ -149,6 +151,50 @@ TEST(Precision, Bf16AndInt8LowerToTheSameProgramAsFp32) {
                                          .run(calibration[0]);
       EXPECT_TRUE(torch::equal(low.run_profiled(x, seconds), low.run(x)));
       EXPECT_EQ(seconds.size(), low.ops().size());
+    }
+  }
+}
+
+// The other ops of the lowering in bf16 and int8: UNet's packed skips, transposed convs and
+// concatenations (dense, float32) across two cuts, EfficientNet's SiLU (int8: through float),
+// depthwise convs and squeeze-excitation. The pipeline matches its one-process reference
+// bit for bit and stays near fp32.
+TEST(Precision, UNetAndEfficientNetPipelinesInBf16AndInt8) {
+  struct Case {
+    std::string arch;
+    models::Shape input;
+    int64_t classes;
+    std::vector<std::string> cuts;
+  };
+  for (const Case& c : {Case{"unet", {3, 32, 32}, 2, {"after_down2", "after_up3"}},
+                        Case{"efficientnet_b0", {3, 32, 32}, 10, {"after_features.4"}}}) {
+    models::Model base = base_model(c.arch, c.input, c.classes);
+    torch::manual_seed(10);
+    models::QuiltModel qm(base, c.cuts, models::AutoencoderOptions{4, 1});
+    qm->eval();
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> calibration = {random_batch(c.input, 2, 31)};
+    torch::Tensor x = random_batch(c.input, 2, 33);
+    const torch::Tensor fp32 = qm->forward(x);
+    for (Precision p : {Precision::kBf16, Precision::kInt8}) {
+      const size_t n = qm->num_stages();
+      torch::Tensor y = x;
+      for (size_t k = 0; k < n; ++k) {
+        CompileOptions o = options_for(p, k, n);
+        if (p == Precision::kInt8) o.calibration = stage_calibration_inputs(*qm, k, calibration);
+        CompiledStage stage(*qm, k, 2, o);
+        EXPECT_TRUE(stage.fallbacks().empty()) << c.arch << ": " << stage.summary();
+        EXPECT_EQ(stage.input_dtype(), k == 0 ? torch::kFloat : stage.input_dtype());
+        y = stage.run(y);
+        EXPECT_EQ(y.scalar_type(), stage.output_dtype());
+      }
+      const std::string what = c.arch + " " + precision_name(p);
+      EXPECT_TRUE(torch::equal(run_in_precision(*qm, p, calibration, {x})[0], y)) << what;
+      EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << what;
+      const double err = relative_error(y, fp32);
+      std::cout << what << ": relative error against fp32 " << err << "\n";
+      EXPECT_GT(err, 0.0) << what;
+      EXPECT_LT(err, p == Precision::kBf16 ? 0.05 : 0.1) << what;
     }
   }
 }
