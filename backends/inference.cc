@@ -941,8 +941,9 @@ struct CompiledStage::Impl {
   CompileOptions options;
   std::unique_ptr<AllocationCache> cache;
   std::vector<at::Tensor> regs;  // used during run() only
-  // bf16: the dtype of the stage's output when it comes out of a to_dense (the wire format), and
-  // whether a bf16 input goes to float32 first (something other than a to_mkldnn reads it).
+  // bf16 / int8: the dtype of the stage's output when it comes out of a to_dense (the wire
+  // format: bf16, or int8's u8 / s8 codes), and whether a wire input goes to float32 first
+  // (something other than a to_mkldnn reads it).
   at::ScalarType out_dense_dtype = at::kFloat;
   bool input_to_float = false;
   // int8: the codes each register holds as the program runs (passed through by ops that keep
