@@ -2,7 +2,6 @@
 
 #include "backends/allocation_cache.h"
 #include "backends/board.h"
-#include "backends/inference_lowp.h"
 #include "models/autoencoder.h"
 #include "models/efficientnet.h"
 #include "models/mlp.h"
@@ -19,6 +18,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -128,21 +129,100 @@ dnnl::stream& cpu_stream() {
   return stream;
 }
 
-Tag blocked_tag(int64_t channels) {
+constexpr auto kBf16 = dnnl::memory::data_type::bf16;
+constexpr auto kU8 = dnnl::memory::data_type::u8;
+constexpr auto kS8 = dnnl::memory::data_type::s8;
+using DataType = dnnl::memory::data_type;
+
+// How a oneDNN op stores the blocked registers it reads (a, b) and writes, which the precision
+// decides: f32 in nChw16c (fp32); bf16 in nChw16c (bf16); int8 codes in channels-last
+// (int8: u8 for a register calibrated non-negative, s8 otherwise, symmetric: real = scale *
+// code). Dense registers are float32, except a wire input / output in bf16 or int8 codes.
+struct Format {
+  DataType src = kF32, src2 = kF32, dst = kF32;
+  bool channels_last = false;
+  bool int8 = false;
+  bool winograd = true;  // convs: let oneDNN pick Winograd where it has it
+  float src_scale = 1, src2_scale = 1, dst_scale = 1;  // int8 only
+};
+
+Tag blocked_tag(int64_t channels, bool channels_last) {
+  if (channels_last) return Tag::nhwc;
   return channels % 16 == 0 ? Tag::nChw16c : channels % 8 == 0 ? Tag::nChw8c : Tag::nchw;
 }
 
-dnnl::memory::desc blocked_md(int64_t n, const Shape& s) {
-  return {{n, s[0], s[1], s[2]}, kF32, blocked_tag(s[0])};
+dnnl::memory::desc blocked_md(int64_t n, const Shape& s, DataType dt, bool channels_last) {
+  return {{n, s[0], s[1], s[2]}, dt, blocked_tag(s[0], channels_last)};
 }
 
-dnnl::memory::desc plain_md(int64_t n, const Shape& s) {
-  return {{n, s[0], s[1], s[2]}, kF32, Tag::nchw};
+dnnl::memory::desc plain_md(int64_t n, const Shape& s, DataType dt) {
+  return {{n, s[0], s[1], s[2]}, dt, Tag::nchw};
+}
+
+at::ScalarType scalar_type_of(DataType dt) {
+  switch (dt) {
+    case kBf16:
+      return at::kBFloat16;
+    case kU8:
+      return at::kByte;
+    case kS8:
+      return at::kChar;
+    default:
+      return at::kFloat;
+  }
+}
+
+DataType dt_of(at::ScalarType t) {
+  switch (t) {
+    case at::kBFloat16:
+      return kBf16;
+    case at::kByte:
+      return kU8;
+    case at::kChar:
+      return kS8;
+    default:
+      return kF32;
+  }
 }
 
 // The tags above never pad channels: a blocked buffer has exactly numel elements.
-at::Tensor blocked_buffer(int64_t n, const Shape& s) {
-  return at::empty({n * models::numel(s)}, at::kFloat);
+at::Tensor blocked_buffer(int64_t n, const Shape& s, DataType dt) {
+  return at::empty({n * models::numel(s)}, scalar_type_of(dt));
+}
+
+// A register's buffer seen as `dt` (an int8 op may write u8 codes over an s8 register).
+at::Tensor as_dtype(const at::Tensor& t, DataType dt) {
+  return t.scalar_type() == scalar_type_of(dt) ? t : t.view(scalar_type_of(dt));
+}
+
+// int8: how a register's real values map to codes (real = scale * code; u8 when the register
+// was non-negative on every calibration batch, else s8 over [-127, 127]).
+struct QParams {
+  DataType dt = kU8;
+  float scale = 1;
+  bool operator==(const QParams& o) const { return dt == o.dt && scale == o.scale; }
+  bool operator!=(const QParams& o) const { return !(*this == o); }
+  // The zero point of the codes on the wire, which are uint8: s8 codes travel shifted by 128.
+  int64_t wire_zero_point() const { return dt == kS8 ? 128 : 0; }
+};
+
+QParams qparams_of(double lo, double hi) {
+  QParams q;
+  if (!std::isfinite(lo) || !std::isfinite(hi)) return q;
+  q.dt = lo >= 0 ? kU8 : kS8;
+  const double range = q.dt == kU8 ? hi / 255.0 : std::max(-lo, hi) / 127.0;
+  q.scale = static_cast<float>(std::max(range, 1e-8));
+  return q;
+}
+
+// Float values as codes of q (round to nearest even, saturated), as oneDNN's int8 ops write.
+at::Tensor quantize(const at::Tensor& x, const QParams& q) {
+  const double lo = q.dt == kU8 ? 0 : -128, hi = q.dt == kU8 ? 255 : 127;
+  return at::round(x.to(at::kFloat) / q.scale).clamp_(lo, hi).to(scalar_type_of(q.dt));
+}
+
+at::Tensor dequantize(const at::Tensor& codes, const QParams& q) {
+  return codes.to(at::kFloat) * q.scale;
 }
 
 dnnl::memory wrap(const dnnl::memory::desc& md, const at::Tensor& t) {
@@ -151,12 +231,13 @@ dnnl::memory wrap(const dnnl::memory::desc& md, const at::Tensor& t) {
 
 struct Prim {
   dnnl::primitive prim;
-  dnnl::memory::desc src, dst;
+  dnnl::memory::desc src, src2, dst;
   dnnl::memory weights, bias;  // conv: weights reordered once into the layout the conv chose
+  at::Tensor bias_storage;     // int8 conv: the bias in accumulator units, which `bias` wraps
 };
 
 struct Prims {
-  std::map<int64_t, Prim> by_batch;
+  std::map<int64_t, Prim> by_batch;  // key: batch size * 16 + data type of the plain side
 };
 
 struct Instr {
@@ -176,6 +257,7 @@ struct Instr {
   bool ceil_mode = false;
   Shape src_shape, dst_shape;    // oneDNN ops: per-sample shapes of a and dst
   std::shared_ptr<Prims> prims;  // oneDNN ops: primitives by batch size, made on demand
+  Format format;                 // oneDNN ops: how blocked registers are stored (precision)
   int64_t start_dim = 1, end_dim = -1;
   mutable nn::AnyModule module;  // forward() is not const
   std::vector<int> release;      // registers whose last use is this instruction
@@ -859,32 +941,65 @@ struct CompiledStage::Impl {
   CompileOptions options;
   std::unique_ptr<AllocationCache> cache;
   std::vector<at::Tensor> regs;  // used during run() only
-  // bf16 / int8: the ATen program of inference_lowp.cc, which does all the work; the members
-  // above other than in_shape, out_shape and options stay empty.
-  std::unique_ptr<LowpStage> lowp;
+  // bf16 / int8: the dtype of the stage's output when it comes out of a to_dense (the wire
+  // format: bf16, or int8's u8 / s8 codes), and whether a wire input goes to float32 first
+  // (something other than a to_mkldnn reads it).
+  at::ScalarType out_dense_dtype = at::kFloat;
+  bool input_to_float = false;
+  // int8: the codes each register holds as the program runs (passed through by ops that keep
+  // their input's codes: ReLU, pools, reorders); the quantization of the wire input / output
+  // (from the ranges of registers 0 and out_reg); and the codes the output comes out in.
+  std::vector<QParams> q;
+  QParams q_in, q_out, q_out_codes;
+
+  at::ScalarType wire_dtype() const {
+    switch (options.precision) {
+      case Precision::kBf16:
+        return at::kBFloat16;
+      case Precision::kInt8:
+        return at::kByte;
+      case Precision::kFp32:
+        break;
+    }
+    return at::kFloat;
+  }
+  at::ScalarType input_dtype() const { return options.wire_input ? wire_dtype() : at::kFloat; }
+  at::ScalarType output_dtype() const { return options.wire_output ? wire_dtype() : at::kFloat; }
 
   static int64_t batch_of(const Instr& in, const at::Tensor& blocked) {
     return blocked.numel() / models::numel(in.src_shape);
   }
 
-  // The primitive of a oneDNN instruction for batch size n, made on first use.
-  static const Prim& prim_for(const Instr& in, int64_t n) {
+  // The primitive of a oneDNN instruction for batch size n, made on first use. `plain` is the
+  // data type of the dense side of a reorder (kToMkldnn's source, kToDense's destination).
+  static const Prim& prim_for(const Instr& in, int64_t n, DataType plain = kF32) {
     auto& cache = in.prims->by_batch;
-    if (auto it = cache.find(n); it != cache.end()) return it->second;
+    const int64_t key = 16 * n + static_cast<int64_t>(plain);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
     using namespace dnnl;
     engine& eng = cpu_engine();
     Prim p;
-    p.src = blocked_md(n, in.src_shape);
-    p.dst = blocked_md(n, in.dst_shape);
+    const Format& f = in.format;
+    p.src = blocked_md(n, in.src_shape, f.src, f.channels_last);
+    p.src2 = blocked_md(n, in.src_shape, f.src2, f.channels_last);
+    p.dst = blocked_md(n, in.dst_shape, f.dst, f.channels_last);
     auto dims2 = [](const std::vector<int64_t>& v) { return memory::dims{v[0], v[1]}; };
+    // int8 reorders between float and codes scale; between codes of one register they copy.
+    auto reorder_attr = [&](float scale) {
+      primitive_attr attr;
+      if (f.int8 && plain == kF32) attr.set_output_scales(0, {scale});
+      return attr;
+    };
     switch (in.code) {
       case Code::kToMkldnn:
-        p.src = plain_md(n, in.src_shape);
-        p.prim = reorder(reorder::primitive_desc(eng, p.src, eng, p.dst));
+        p.src = plain_md(n, in.src_shape, plain);
+        p.prim = reorder(
+            reorder::primitive_desc(eng, p.src, eng, p.dst, reorder_attr(1.0f / f.dst_scale)));
         break;
       case Code::kToDense:
-        p.dst = plain_md(n, in.dst_shape);
-        p.prim = reorder(reorder::primitive_desc(eng, p.src, eng, p.dst));
+        p.dst = plain_md(n, in.dst_shape, plain);
+        p.prim =
+            reorder(reorder::primitive_desc(eng, p.src, eng, p.dst, reorder_attr(f.src_scale)));
         break;
       case Code::kConv: {
         const int64_t oc = in.weight.size(0), icg = in.weight.size(1), g = in.groups;
@@ -893,15 +1008,35 @@ struct CompiledStage::Impl {
                                         : memory::dims{g, oc / g, icg, in.kernel[0], in.kernel[1]};
         const memory::desc bias_md =
             in.bias.defined() ? memory::desc({oc}, kF32, Tag::x) : memory::desc();
-        post_ops ops;
-        if (in.b >= 0) ops.append_sum(1.0f);
-        if (in.relu) ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
+        // int8: weights per output channel symmetric s8; the s32 accumulator times
+        // src_scale * w_scale[oc] / dst_scale gives the codes of dst, and the bias is added
+        // to the accumulator (so it is stored in accumulator units).
+        at::Tensor w_scale, w_codes;
         primitive_attr attr;
+        post_ops ops;
+        if (f.int8) {
+          w_scale = (in.weight.abs().amax({1, 2, 3}) / 127.0).clamp_min(1e-12);
+          w_codes = at::round(in.weight / w_scale.view({-1, 1, 1, 1}))
+                        .clamp_(-127, 127)
+                        .to(at::kChar)
+                        .contiguous();
+          at::Tensor out_scale = (w_scale * (f.src_scale / f.dst_scale)).contiguous();
+          attr.set_output_scales(
+              2, std::vector<float>(out_scale.data_ptr<float>(),
+                                    out_scale.data_ptr<float>() + out_scale.numel()));
+          if (in.bias.defined())
+            p.bias_storage = (in.bias / (w_scale * f.src_scale)).to(at::kFloat).contiguous();
+          if (in.b >= 0) ops.append_sum(f.src2_scale / f.dst_scale, f.src2);
+        } else if (in.b >= 0) {
+          ops.append_sum(1.0f);
+        }
+        if (in.relu) ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
         attr.set_post_ops(ops);
+        const DataType w_dt = f.int8 ? kS8 : f.src;
         const memory::dims dilation = {in.dilation[0] - 1, in.dilation[1] - 1};
         auto make = [&](algorithm alg) {
           convolution_forward::desc d(
-              prop_kind::forward_inference, alg, p.src, memory::desc(w_dims, kF32, Tag::any),
+              prop_kind::forward_inference, alg, p.src, memory::desc(w_dims, w_dt, Tag::any),
               bias_md, p.dst, dims2(in.stride), dilation, dims2(in.padding), dims2(in.padding));
           return convolution_forward::primitive_desc(d, attr, eng);
         };
@@ -909,16 +1044,19 @@ struct CompiledStage::Impl {
         // faster (3x3, stride 1); direct where auto has no implementation.
         convolution_forward::primitive_desc pd;
         try {
-          pd = make(algorithm::convolution_auto);
+          pd = make(f.winograd ? algorithm::convolution_auto : algorithm::convolution_direct);
         } catch (const dnnl::error&) {
           pd = make(algorithm::convolution_direct);
         }
         p.prim = convolution_forward(pd);
-        memory plain({w_dims, kF32, g == 1 ? Tag::oihw : Tag::goihw}, eng, in.weight.data_ptr());
+        const at::Tensor& w = f.int8 ? w_codes : in.weight;
+        memory plain({w_dims, f.int8 ? kS8 : kF32, g == 1 ? Tag::oihw : Tag::goihw}, eng,
+                     w.data_ptr());
         p.weights = memory(pd.weights_desc(), eng);
         reorder(plain, p.weights).execute(cpu_stream(), plain, p.weights);
         cpu_stream().wait();
-        if (in.bias.defined()) p.bias = memory(bias_md, eng, in.bias.data_ptr());
+        if (in.bias.defined())
+          p.bias = memory(bias_md, eng, (f.int8 ? p.bias_storage : in.bias).data_ptr());
         break;
       }
       case Code::kAdd: {
@@ -928,8 +1066,12 @@ struct CompiledStage::Impl {
           ops.append_eltwise(1.0f, algorithm::eltwise_relu, 0.0f, 0.0f);
           attr.set_post_ops(ops);
         }
+        if (f.int8) {
+          attr.set_scales(DNNL_ARG_SRC_0, 0, {f.src_scale / f.dst_scale});
+          attr.set_scales(DNNL_ARG_SRC_1, 0, {f.src2_scale / f.dst_scale});
+        }
         p.prim = binary(binary::primitive_desc(
-            binary::desc(algorithm::binary_add, p.src, p.src, p.dst), attr, eng));
+            binary::desc(algorithm::binary_add, p.src, p.src2, p.dst), attr, eng));
         break;
       }
       case Code::kRelu:
@@ -968,13 +1110,16 @@ struct CompiledStage::Impl {
       default:
         TORCH_INTERNAL_ASSERT(false, "no oneDNN primitive for ", kind_of(in.code));
     }
-    return cache.emplace(n, std::move(p)).first->second;
+    return cache.emplace(key, std::move(p)).first->second;
   }
 
   // Runs a oneDNN instruction on batch size n: src -> dst (src2: the binary op's second input).
   static void run_onednn(const Instr& in, int64_t n, const at::Tensor& src, const at::Tensor& dst,
                          const at::Tensor* src2 = nullptr) {
-    const Prim& p = prim_for(in, n);
+    const Prim& p = prim_for(in, n,
+                             in.code == Code::kToMkldnn  ? dt_of(src.scalar_type())
+                             : in.code == Code::kToDense ? dt_of(dst.scalar_type())
+                                                         : kF32);
     std::unordered_map<int, dnnl::memory> args;
     switch (in.code) {
       case Code::kToMkldnn:
@@ -989,7 +1134,7 @@ struct CompiledStage::Impl {
         break;
       case Code::kAdd:
         args = {{DNNL_ARG_SRC_0, wrap(p.src, src)},
-                {DNNL_ARG_SRC_1, wrap(p.src, *src2)},
+                {DNNL_ARG_SRC_1, wrap(p.src2, *src2)},
                 {DNNL_ARG_DST, wrap(p.dst, dst)}};
         break;
       default:
@@ -1005,8 +1150,10 @@ struct CompiledStage::Impl {
     at::Tensor& dst = regs[in.dst];
     switch (in.code) {
       case Code::kToMkldnn: {
-        at::Tensor src = a.contiguous();
-        dst = blocked_buffer(src.size(0), in.dst_shape);
+        // float32, or a wire input already in the register's format (bf16, int8 codes).
+        at::Tensor src =
+            dt_of(a.scalar_type()) != kF32 ? a.contiguous() : a.contiguous().to(at::kFloat);
+        dst = blocked_buffer(src.size(0), in.dst_shape, in.format.dst);
         run_onednn(in, src.size(0), src, dst);
         break;
       }
@@ -1014,27 +1161,30 @@ struct CompiledStage::Impl {
         const int64_t n = batch_of(in, a);
         std::vector<int64_t> shape = {n};
         shape.insert(shape.end(), in.dst_shape.begin(), in.dst_shape.end());
-        dst = at::empty(shape, at::kFloat);
+        // float32, or the wire format when this is the stage's output (no second pass).
+        dst = at::empty(shape, in.dst == out_reg ? out_dense_dtype : at::kFloat);
         run_onednn(in, n, a, dst);
         break;
       }
       case Code::kConv: {
         // With a sum post-op (in.b), the conv accumulates into register b's buffer.
         const int64_t n = batch_of(in, a);
-        dst = in.b >= 0 ? regs[in.b] : blocked_buffer(n, in.dst_shape);
+        dst = in.b >= 0 ? as_dtype(regs[in.b], in.format.dst)
+                        : blocked_buffer(n, in.dst_shape, in.format.dst);
         run_onednn(in, n, a, dst);
         break;
       }
       case Code::kAdd: {
         const int64_t n = batch_of(in, a);
-        dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+        dst = in.in_place ? as_dtype(a, in.format.dst)
+                          : blocked_buffer(n, in.dst_shape, in.format.dst);
         run_onednn(in, n, a, dst, &regs[in.b]);
         break;
       }
       case Code::kRelu:
         if (in.prims) {
           const int64_t n = batch_of(in, a);
-          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape, in.format.dst);
           run_onednn(in, n, a, dst);
         } else {
           dst = in.in_place ? at::relu_(a) : at::relu(a);
@@ -1043,7 +1193,7 @@ struct CompiledStage::Impl {
       case Code::kMaxPool:
       case Code::kAvgPool: {
         const int64_t n = batch_of(in, a);
-        dst = blocked_buffer(n, in.dst_shape);
+        dst = blocked_buffer(n, in.dst_shape, in.format.dst);
         run_onednn(in, n, a, dst);
         break;
       }
@@ -1081,9 +1231,15 @@ struct CompiledStage::Impl {
       case Code::kSilu:
         // In place when the input dies here (the conv before it), which saves one fresh buffer
         // per SiLU.
-        if (in.prims) {
+        if (in.prims && in.format.int8) {
+          // oneDNN has no int8 swish: through float, elementwise on the codes (any layout).
+          const QParams qa{in.format.src, in.format.src_scale};
+          const QParams qd{in.format.dst, in.format.dst_scale};
+          at::Tensor x = dequantize(a, qa);
+          dst = quantize(x.mul_(at::sigmoid(x)), qd);
+        } else if (in.prims) {
           const int64_t n = batch_of(in, a);
-          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape);
+          dst = in.in_place ? a : blocked_buffer(n, in.dst_shape, in.format.dst);
           run_onednn(in, n, a, dst);
         } else if (in.in_place) {
           a.mul_(at::sigmoid(a));
@@ -1109,8 +1265,8 @@ struct CompiledStage::Impl {
 
   template <typename Timer>
   at::Tensor execute(const at::Tensor& input, Timer&& timer) {
-    TORCH_CHECK(input.scalar_type() == at::kFloat, "stage input must be float32, got ",
-                input.scalar_type());
+    TORCH_CHECK(input.scalar_type() == input_dtype(), "stage input must be ", input_dtype(),
+                ", got ", input.scalar_type());
     TORCH_CHECK(input.dim() == static_cast<int64_t>(in_shape.size()) + 1 &&
                     input.sizes().slice(1).vec() == in_shape,
                 "stage input must be [batch, ", models::to_string(in_shape), "], got ",
@@ -1121,7 +1277,7 @@ struct CompiledStage::Impl {
     {
       c10::InferenceMode guard;
       regs.assign(num_regs, at::Tensor());
-      regs[0] = input;
+      regs[0] = prepare_input(input);
       for (size_t i = 0; i < program.size(); ++i) {
         timer(i, [&] { exec(program[i]); });
       }
@@ -1131,7 +1287,97 @@ struct CompiledStage::Impl {
     // Outside InferenceMode, so that the caller gets an ordinary tensor it may modify in place;
     // below autograd all the same, which the MKLDNN kernels insist on.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    if (options.precision == Precision::kInt8 && options.wire_output) return wire_codes(out);
+    if (out.scalar_type() != output_dtype()) return out.to(output_dtype()).contiguous();
     return out.is_mkldnn() ? out.to_dense() : out.clone(at::MemoryFormat::Contiguous);
+  }
+
+  // The stage input as register 0: int8 wire codes as the program's codes (s8 travels as
+  // uint8 + 128), or float32 where something other than a to_mkldnn reads the input.
+  at::Tensor prepare_input(const at::Tensor& input) const {
+    if (options.precision == Precision::kInt8 && options.wire_input) {
+      at::Tensor codes = q_in.dt == kS8 ? input.to(at::kShort).sub_(128).to(at::kChar) : input;
+      return input_to_float ? dequantize(codes, q_in) : codes;
+    }
+    return input_to_float ? input.to(at::kFloat) : input;
+  }
+
+  // int8: the stage's result as uint8 wire codes in q_out, the quantization the next stage
+  // derives for its input from the same calibration.
+  at::Tensor wire_codes(const at::Tensor& out) const {
+    at::Tensor codes;
+    if (dt_of(out.scalar_type()) == kF32) {
+      codes = quantize(out, q_out);
+    } else if (q_out_codes != q_out) {
+      codes = quantize(dequantize(out, q_out_codes), q_out);
+    } else {
+      codes = out.clone(at::MemoryFormat::Contiguous);
+    }
+    if (q_out.dt == kS8) codes = codes.to(at::kShort).add_(128).to(at::kByte);
+    return codes.contiguous();
+  }
+
+  // int8: runs the float program on the calibration batches and records the range of every
+  // register, then lowers the same program to int8: each register's codes (u8 or s8, scale),
+  // each oneDNN op's data types and scales, conv weights per output channel (prim_for).
+  void calibrate_int8() {
+    std::vector<double> lo(num_regs, std::numeric_limits<double>::infinity());
+    std::vector<double> hi(num_regs, -std::numeric_limits<double>::infinity());
+    auto note = [&](int r) {
+      if (!regs[r].defined()) return;
+      auto [mn, mx] = at::aminmax(regs[r]);
+      lo[r] = std::min(lo[r], mn.item<double>());
+      hi[r] = std::max(hi[r], mx.item<double>());
+    };
+    {
+      std::optional<ScopedAllocationCache> scope;
+      if (cache) scope.emplace(*cache);
+      c10::InferenceMode guard;
+      for (const at::Tensor& batch : options.calibration) {
+        TORCH_CHECK(batch.scalar_type() == at::kFloat &&
+                        batch.dim() == 1 + static_cast<int64_t>(in_shape.size()) &&
+                        batch.sizes().slice(1).vec() == in_shape,
+                    "calibration batch must be float [batch, ", models::to_string(in_shape),
+                    "], got ", batch.sizes());
+        regs.assign(num_regs, at::Tensor());
+        regs[0] = batch.contiguous();
+        note(0);
+        for (const Instr& in : program) {
+          exec(in);
+          note(in.dst);  // before in-place ops of later instructions change it
+        }
+        regs.clear();
+      }
+    }
+    std::vector<QParams> own(num_regs);
+    for (int r = 0; r < num_regs; ++r) own[r] = qparams_of(lo[r], hi[r]);
+    q = own;
+    for (const Instr& in : program) {
+      const bool keeps_codes = in.code == Code::kToMkldnn || in.code == Code::kToDense ||
+                               in.code == Code::kMaxPool || in.code == Code::kAvgPool ||
+                               (in.code == Code::kRelu && in.prims);
+      if (keeps_codes) q[in.dst] = q[in.a];
+    }
+    for (Instr& in : program) {
+      if (!in.prims) continue;
+      Format f;
+      f.int8 = true;
+      f.channels_last = true;
+      if (in.a >= 0) f.src = q[in.a].dt, f.src_scale = q[in.a].scale;
+      if (in.b >= 0) f.src2 = q[in.b].dt, f.src2_scale = q[in.b].scale;
+      f.dst = q[in.dst].dt;
+      f.dst_scale = q[in.dst].scale;
+      in.format = f;
+      in.prims = std::make_shared<Prims>();  // the float primitives of calibration go
+    }
+    q_in = own[0];
+    q_out = own[out_reg];
+    q_out_codes = q[out_reg];
+    if (options.wire_output) {
+      for (const Instr& in : program)
+        if (in.dst == out_reg && in.code == Code::kToDense)
+          out_dense_dtype = scalar_type_of(q[out_reg].dt);
+    }
   }
 };
 
@@ -1147,12 +1393,10 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->in_shape = spec.in_shape;
   impl_->out_shape = spec.out_shape;
   impl_->options = options;
-  if (options.precision != Precision::kFp32) {
-    // Two programs (see inference_lowp.h): bf16 and int8 run the ATen one.
-    impl_->lowp = std::make_unique<LowpStage>(model, stage, batch_size, options);
-    impl_->options.calibration.clear();  // not kept: the caller's batches
-    return;
-  }
+  if (options.precision == Precision::kInt8 && options.calibration.empty())
+    throw BoardError(
+        "int8 needs calibration data: give boards.calibration_batches >= 1 (batches of the "
+        "experiment's data whose activation ranges fix the quantization)");
   if (options.cache_allocations)
     impl_->cache = std::make_unique<AllocationCache>(options.huge_pages);
 
@@ -1177,6 +1421,28 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   impl_->num_regs = static_cast<int>(c.regs().size());
   impl_->program = std::move(c.instrs());
   impl_->fallbacks = std::move(c.fallbacks());
+  // The precision is a property of the lowering's memory descriptors: the same program, its
+  // blocked registers (and conv weights) in bf16 (accumulation in f32 inside oneDNN), or in
+  // int8 codes with the scales calibration gives (calibrate_int8).
+  if (!options.winograd)
+    for (Instr& in : impl_->program) in.format.winograd = false;
+  if (options.precision == Precision::kBf16) {
+    Format f;
+    f.src = f.src2 = f.dst = kBf16;
+    // nChw16c like fp32: oneDNN 2.6 runs bf16 convs there (jit_bf16) about as fast as in nhwc
+    // (brgconv), measured side by side; so the layout is the same in fp32 and bf16.
+    for (Instr& in : impl_->program) in.format = f;
+    if (options.wire_output) impl_->out_dense_dtype = at::kBFloat16;
+  } else if (options.precision == Precision::kInt8) {
+    for (Instr& in : impl_->program) in.format.winograd = false;  // as stage_calibration_inputs
+    impl_->calibrate_int8();
+    impl_->options.calibration.clear();  // not kept: the caller's batches
+  }
+  for (const Instr& in : impl_->program) {
+    if (options.precision != Precision::kFp32 && options.wire_input && in.code != Code::kToMkldnn &&
+        (in.a == 0 || in.b == 0 || std::find(in.srcs.begin(), in.srcs.end(), 0) != in.srcs.end()))
+      impl_->input_to_float = true;
+  }
 }
 
 CompiledStage::~CompiledStage() = default;
@@ -1184,12 +1450,10 @@ CompiledStage::CompiledStage(CompiledStage&&) noexcept = default;
 CompiledStage& CompiledStage::operator=(CompiledStage&&) noexcept = default;
 
 at::Tensor CompiledStage::run(const at::Tensor& input) {
-  if (impl_->lowp) return impl_->lowp->run(input);
   return impl_->execute(input, [](size_t, auto&& f) { f(); });
 }
 
 at::Tensor CompiledStage::run_profiled(const at::Tensor& input, std::vector<double>& op_seconds) {
-  if (impl_->lowp) return impl_->lowp->run_profiled(input, op_seconds);
   op_seconds.resize(impl_->program.size(), 0.0);
   return impl_->execute(input, [&](size_t i, auto&& f) {
     auto t0 = std::chrono::steady_clock::now();
@@ -1199,18 +1463,14 @@ at::Tensor CompiledStage::run_profiled(const at::Tensor& input, std::vector<doub
 }
 
 std::vector<OpInfo> CompiledStage::ops() const {
-  if (impl_->lowp) return impl_->lowp->ops();
   std::vector<OpInfo> out;
   for (const auto& in : impl_->program) out.push_back(OpInfo{kind_of(in.code), in.name, in.flops});
   return out;
 }
 
-const std::vector<std::string>& CompiledStage::fallbacks() const {
-  return impl_->lowp ? impl_->lowp->fallbacks() : impl_->fallbacks;
-}
+const std::vector<std::string>& CompiledStage::fallbacks() const { return impl_->fallbacks; }
 
 std::string CompiledStage::summary() const {
-  if (impl_->lowp) return impl_->lowp->summary();
   std::map<std::string, int> count;
   std::vector<std::string> order;
   for (const auto& in : impl_->program) {
@@ -1225,25 +1485,38 @@ std::string CompiledStage::summary() const {
                          : fmt::format("fallback: {}", fmt::join(impl_->fallbacks, ", ")));
 }
 
-// fp32's wire format is float32 and has no quantization.
-at::ScalarType CompiledStage::input_dtype() const {
-  return impl_->lowp ? impl_->lowp->input_dtype() : at::kFloat;
-}
-at::ScalarType CompiledStage::output_dtype() const {
-  return impl_->lowp ? impl_->lowp->output_dtype() : at::kFloat;
-}
+at::ScalarType CompiledStage::input_dtype() const { return impl_->input_dtype(); }
+at::ScalarType CompiledStage::output_dtype() const { return impl_->output_dtype(); }
+// fp32 and bf16 have no quantization.
 std::pair<double, int64_t> CompiledStage::input_quantization() const {
-  return impl_->lowp ? impl_->lowp->input_quantization() : std::pair<double, int64_t>{1.0, 0};
+  if (impl_->options.precision != Precision::kInt8) return {1.0, 0};
+  return {impl_->q_in.scale, impl_->q_in.wire_zero_point()};
 }
 std::pair<double, int64_t> CompiledStage::output_quantization() const {
-  return impl_->lowp ? impl_->lowp->output_quantization() : std::pair<double, int64_t>{1.0, 0};
+  if (impl_->options.precision != Precision::kInt8) return {1.0, 0};
+  return {impl_->q_out.scale, impl_->q_out.wire_zero_point()};
 }
 Precision CompiledStage::precision() const { return impl_->options.precision; }
 
 const std::vector<int64_t>& CompiledStage::in_shape() const { return impl_->in_shape; }
 const std::vector<int64_t>& CompiledStage::out_shape() const { return impl_->out_shape; }
 
-// stage_calibration_inputs is in inference_lowp.cc: it runs that file's float program.
+// The float inputs int8 calibrates on come from the fp32 program, the one calibrate_int8 runs on
+// them: stage k's output register and stage k+1's input register then see the same float
+// numbers, so both sides of a cut derive the same quantization.
+std::vector<at::Tensor> stage_calibration_inputs(models::QuiltModelImpl& model, size_t stage,
+                                                 const std::vector<at::Tensor>& inputs) {
+  std::vector<at::Tensor> xs;
+  for (const auto& x : inputs) xs.push_back(x.to(at::kFloat).contiguous());
+  for (size_t s = 0; s < stage; ++s) {
+    CompileOptions o;
+    o.cache_allocations = false;
+    o.winograd = false;  // the float program of calibrate_int8
+    CompiledStage compiled(model, s, xs.empty() ? 1 : xs[0].size(0), o);
+    for (auto& x : xs) x = compiled.run(x);
+  }
+  return xs;
+}
 
 std::vector<at::Tensor> run_in_precision(models::QuiltModelImpl& model, Precision precision,
                                          const std::vector<at::Tensor>& calibration,

@@ -29,18 +29,27 @@ struct CompileOptions {
   /// Run every unit through the torch fallback (eval mode, InferenceMode): the slow reference
   /// path, for tests and comparisons.
   bool force_fallback = false;
-  /// The number format of the stage (see backends/precision.h). bf16: weights reordered to
-  /// bf16 once, activations bf16 end to end (oneDNN bf16 convs, f32 accumulation). int8:
-  /// weights quantized per output channel (symmetric int8), every activation register per
-  /// tensor (affine uint8) with the range it took on `calibration`; convs, residual adds and
-  /// pools run as oneDNN int8 ops (qengine "onednn"), the rest dequantizes around a float op.
+  /// The number format of the stage (see backends/precision.h): a parameter of the same
+  /// lowering onto oneDNN primitives. bf16: conv weights reordered to bf16 once, blocked
+  /// activations bf16 (channels-last) end to end through oneDNN's bf16 kernels (f32
+  /// accumulation, f32 bias). int8: conv weights per output channel symmetric s8, every
+  /// blocked activation register per tensor symmetric (u8 where it was non-negative on
+  /// `calibration`, else s8) with the range it took there; convs (ReLU and residual sums
+  /// fused), adds, ReLU, pools and reorders run as oneDNN int8 primitives with output scales.
+  /// In both, the dense ops (linear, batch norm, fallbacks, ...) run in float32.
   Precision precision = Precision::kFp32;
   /// int8 only, required there: float32 stage inputs [batch, in_shape...] (one tensor per
   /// calibration batch) whose activation ranges fix the quantization. The same batches give
   /// the same quantization, bit for bit.
   std::vector<at::Tensor> calibration;
+  /// Whether 3x3 stride-1 convs may take oneDNN's Winograd kernel (fp32 only). The float
+  /// program int8 calibrates with runs without it (direct convs, on both sides of a cut:
+  /// stage_calibration_inputs too): Winograd's weight reorder costs ~0.2 s per conv here,
+  /// worth paying only for a program that runs many batches.
+  bool winograd = true;
   /// Whether the stage receives its input in the wire format of `precision` (bf16 values, or
-  /// int8's uint8 codes) rather than float32; the first stage of a pipeline gets float32.
+  /// int8's uint8 codes: real = scale * (code - zero_point), zero point 0 or 128) rather than
+  /// float32; the first stage of a pipeline gets float32.
   bool wire_input = false;
   /// Whether the stage returns its output in the wire format rather than float32; the last
   /// stage of a pipeline returns float32 (dequantized logits).
@@ -72,9 +81,9 @@ struct OpInfo {
 /// transposed convs run dense, and the live tensors are packed again (one copy). EfficientNet's
 /// MBConv blocks compile to folded convs (depthwise ones too) on blocked tensors, SiLU as x *
 /// sigmoid(x) on them, and squeeze-excitation on dense tensors (a reorder to NCHW and back per
-/// block). That is the fp32 program; bf16 and int8 compile the same ops into a second, ATen-based
-/// program (at::mkldnn tensors, LibTorch's quantized ops; see backends/inference_lowp.h) until
-/// they move onto the raw primitives too. ops() of that program report flops 0.
+/// block). That is the fp32 program; bf16 and int8 are the same program with other data types in
+/// its memory descriptors (see CompileOptions::precision): int8 first runs it in fp32 on the
+/// calibration batches to find each register's range.
 ///
 /// The weights are copied at construction: later changes to the model are not seen. Not
 /// thread-safe: one thread calls run() at a time (ops may use at::get_num_threads() threads).
@@ -126,9 +135,10 @@ class CompiledStage {
 };
 
 /// The float32 inputs of stage `stage` for the model inputs `inputs` (each [batch, in_shape...]
-/// of the model): stages 0..stage-1 run through fp32 CompiledStages, the way every rank of a
-/// pipeline computes them, so that each rank derives the same int8 calibration for a cut (the
-/// output register of stage k and the input of stage k+1 see the same float values). Blocks.
+/// of the model): stages 0..stage-1 run through fp32 CompiledStages (the program int8
+/// calibrates with), the way every rank of a pipeline computes them, so that each rank derives
+/// the same int8 calibration for a cut (the output register of stage k and the input of stage
+/// k+1 see the same float values). Blocks.
 std::vector<at::Tensor> stage_calibration_inputs(models::QuiltModelImpl& model, size_t stage,
                                                  const std::vector<at::Tensor>& inputs);
 

@@ -11,8 +11,8 @@ namespace quilt::backends {
 
 /// fp32: float32 everywhere. bf16: weights, activations and wire tensors in bfloat16 (oneDNN's
 /// bf16 kernels, f32 accumulation). int8: post-training static quantization (per-channel
-/// symmetric int8 weights, per-tensor affine uint8 activations), uint8 on the wire with a scale
-/// and zero point fixed by calibration.
+/// symmetric int8 weights, per-tensor symmetric u8/s8 activations), uint8 on the wire with a
+/// scale and zero point (0, or 128 for signed codes) fixed by calibration.
 enum class Precision { kFp32, kBf16, kInt8 };
 
 /// "fp32", "bf16", "int8".

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <iostream>
+
 namespace quilt::backends {
 namespace {
 
@@ -114,6 +116,87 @@ TEST(Precision, Int8StagesUseCodesOnTheWireAndMatchTheirOneProcessReference) {
   torch::Tensor decoded = (wire.to(torch::kFloat) - zp) * scale;
   EXPECT_LT(relative_error(decoded, cut_fp32), 0.1);
   EXPECT_LT(relative_error(out, qm->forward(x)), 0.5);
+}
+
+// The precision is a parameter of one lowering: bf16 and int8 compile to the same ops as fp32
+// (same kinds, names and flops), on the fast path, without falling back.
+TEST(Precision, Bf16AndInt8LowerToTheSameProgramAsFp32) {
+  models::QuiltModel qm = two_stage_resnet();
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> calibration = {random_batch(qm->stage(0).in_shape, 2, 21)};
+  for (size_t stage : {0, 1}) {
+    CompiledStage fp32(*qm, stage, 2, options_for(Precision::kFp32, stage, 2));
+    for (Precision p : {Precision::kBf16, Precision::kInt8}) {
+      CompileOptions o = options_for(p, stage, 2);
+      if (p == Precision::kInt8) o.calibration = stage_calibration_inputs(*qm, stage, calibration);
+      CompiledStage low(*qm, stage, 2, o);
+      EXPECT_TRUE(low.fallbacks().empty()) << low.summary();
+      EXPECT_EQ(low.summary(), fp32.summary());
+      ASSERT_EQ(low.ops().size(), fp32.ops().size());
+      int64_t flops = 0;
+      for (size_t i = 0; i < low.ops().size(); ++i) {
+        EXPECT_EQ(low.ops()[i].name, fp32.ops()[i].name);
+        EXPECT_EQ(low.ops()[i].flops, fp32.ops()[i].flops);
+        flops += low.ops()[i].flops;
+      }
+      EXPECT_GT(flops, 0);
+      std::vector<double> seconds;
+      torch::Tensor x = stage == 0 ? calibration[0]
+                                   : CompiledStage(*qm, 0, 2,
+                                                   [&] {
+                                                     CompileOptions o0 = options_for(p, 0, 2);
+                                                     o0.calibration = calibration;
+                                                     return o0;
+                                                   }())
+                                         .run(calibration[0]);
+      EXPECT_TRUE(torch::equal(low.run_profiled(x, seconds), low.run(x)));
+      EXPECT_EQ(seconds.size(), low.ops().size());
+    }
+  }
+}
+
+// The other ops of the lowering in bf16 and int8: UNet's packed skips, transposed convs and
+// concatenations (dense, float32) across two cuts, EfficientNet's SiLU (int8: through float),
+// depthwise convs and squeeze-excitation. The pipeline matches its one-process reference
+// bit for bit and stays near fp32.
+TEST(Precision, UNetAndEfficientNetPipelinesInBf16AndInt8) {
+  struct Case {
+    std::string arch;
+    models::Shape input;
+    int64_t classes;
+    std::vector<std::string> cuts;
+  };
+  for (const Case& c : {Case{"unet", {3, 32, 32}, 2, {"after_down2", "after_up3"}},
+                        Case{"efficientnet_b0", {3, 32, 32}, 10, {"after_features.4"}}}) {
+    models::Model base = base_model(c.arch, c.input, c.classes);
+    torch::manual_seed(10);
+    models::QuiltModel qm(base, c.cuts, models::AutoencoderOptions{4, 1});
+    qm->eval();
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> calibration = {random_batch(c.input, 2, 31)};
+    torch::Tensor x = random_batch(c.input, 2, 33);
+    const torch::Tensor fp32 = qm->forward(x);
+    for (Precision p : {Precision::kBf16, Precision::kInt8}) {
+      const size_t n = qm->num_stages();
+      torch::Tensor y = x;
+      for (size_t k = 0; k < n; ++k) {
+        CompileOptions o = options_for(p, k, n);
+        if (p == Precision::kInt8) o.calibration = stage_calibration_inputs(*qm, k, calibration);
+        CompiledStage stage(*qm, k, 2, o);
+        EXPECT_TRUE(stage.fallbacks().empty()) << c.arch << ": " << stage.summary();
+        EXPECT_EQ(stage.input_dtype(), k == 0 ? torch::kFloat : stage.input_dtype());
+        y = stage.run(y);
+        EXPECT_EQ(y.scalar_type(), stage.output_dtype());
+      }
+      const std::string what = c.arch + " " + precision_name(p);
+      EXPECT_TRUE(torch::equal(run_in_precision(*qm, p, calibration, {x})[0], y)) << what;
+      EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << what;
+      const double err = relative_error(y, fp32);
+      std::cout << what << ": relative error against fp32 " << err << "\n";
+      EXPECT_GT(err, 0.0) << what;
+      EXPECT_LT(err, p == Precision::kBf16 ? 0.05 : 0.1) << what;
+    }
+  }
 }
 
 TEST(Precision, Int8WithoutCalibrationIsAnError) {
