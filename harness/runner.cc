@@ -128,113 +128,135 @@ results::StageRecord unpack_stage(const std::string& bytes, std::vector<double>*
 constexpr int64_t kInputPool = 2;
 constexpr uint64_t kCalibrationSeedOffset = 0x5eed;
 
+// A ConfigError about `run` of `experiment`: names the run by its swept values.
+struct RunPlace {
+  const Experiment& experiment;
+  const RunConfig& run;
+  ConfigError operator()(const std::string& key, const std::string& message) const {
+    std::string swept;
+    for (const auto& [k, v] : run.swept)
+      swept += fmt::format("{}{}={}", swept.empty() ? "" : ", ", k, clip(v));
+    return ConfigError(
+        experiment.path, 0, 0, key,
+        swept.empty() ? message : fmt::format("{} (in the run with {})", message, swept));
+  }
+};
+
+// The base model of `run` (built once per arch, input, classes and TorchScript file), or the
+// ConfigError naming the key at fault.
+const models::Model& checked_base(const RunConfig& run, const RunPlace& where,
+                                  std::map<std::string, models::Model>& bases) {
+  const bool torchscript = run.model.arch == models::kTorchScriptArch;
+  std::string key =
+      run.params.at("model.arch") + run.params.at("model.input") + run.params.at("model.classes");
+  if (torchscript)
+    key += "\n" + run.model.path + "\n" + fmt::format("{}", fmt::join(run.model.cuts, ","));
+  try {
+    if (!bases.count(key)) {
+      torch::NoGradGuard no_grad;
+      models::ModelOptions opts;
+      opts.input_shape = run.model.input;
+      opts.num_classes = run.model.classes;
+      opts.path = run.model.path;
+      opts.cuts = run.model.cuts;
+      bases.emplace(key, models::make_model(run.model.arch, opts));
+    }
+  } catch (const models::ModelError& e) {
+    // TorchScript errors name their own key (model.path, model.input, partition.cuts).
+    if (torchscript) {
+      std::string what = e.what();
+      std::string key = "partition.cuts";
+      for (const char* k : {"model.path", "model.input", "model.weights"})
+        if (what.rfind(std::string(k) + ": ", 0) == 0) {
+          key = k;
+          what = what.substr(key.size() + 2);
+        }
+      throw where(key, what);
+    }
+    throw where("model.input", e.what());
+  } catch (const std::exception& e) {
+    // LibTorch's allocation failures (c10::Error, std::bad_alloc) for absurd sizes.
+    std::string what = e.what();
+    throw where("model", fmt::format("cannot build {} with input {} and {} classes: {}",
+                                     run.model.arch, run.params.at("model.input"),
+                                     run.model.classes, what.substr(0, what.find('\n'))));
+  }
+  return bases.at(key);
+}
+
+// The model: its name, weights file, and whether it can train.
+void check_model(const RunConfig& run, const RunPlace& where) {
+  const auto names = models::model_names();
+  const bool torchscript = run.model.arch == models::kTorchScriptArch;
+  if (!torchscript && std::find(names.begin(), names.end(), run.model.arch) == names.end()) {
+    std::string valid;
+    for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
+    valid += ", torchscript (with model.path: a TorchScript file)";
+    throw where("model.arch",
+                fmt::format("unknown model `{}`; valid models: {}", clip(run.model.arch), valid));
+  }
+  if (run.model.weights != "random" && !std::filesystem::exists(run.model.weights))
+    throw where("model.weights", fmt::format("weights file `{}` does not exist (give a state_dict "
+                                             "saved with torch.save, or `random`)",
+                                             clip(run.model.weights)));
+  if (torchscript && run.training.mode != "none")
+    throw where("training.mode",
+                fmt::format("training is not supported for TorchScript models (their weights "
+                            "are frozen into the graph); use `mode: none`, got `{}`",
+                            run.training.mode));
+}
+
+// The cuts of `run` on `base`: known names, few enough boards, autoencoders that fit.
+void check_cuts(const RunConfig& run, const models::Model& base, const RunPlace& where) {
+  for (const auto& name : run.partition.automatic ? run.partition.fixed : run.partition.cuts) {
+    bool known = false;
+    for (const auto& c : base->cuts()) known = known || c.name == name;
+    if (!known) {
+      std::string valid;
+      for (const auto& c : base->cuts()) valid += (valid.empty() ? "" : ", ") + c.name;
+      throw where(run.partition.automatic ? "partition.fixed" : "partition.cuts",
+                  fmt::format("unknown cut `{}` for {}; valid cuts: {}", clip(name), run.model.arch,
+                              valid));
+    }
+  }
+  if (run.partition.automatic && static_cast<size_t>(run.boards.count) > base->cuts().size() + 1)
+    throw where("boards.count",
+                fmt::format("{} has {} cut point(s), so at most {} boards; got {}", run.model.arch,
+                            base->cuts().size(), base->cuts().size() + 1, run.boards.count));
+  if (run.partition.automatic) return;
+  try {
+    models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
+    models::QuiltModel qm(base, run.partition.cuts, ae);
+    for (const auto& t : qm->traffic()) {
+      const bool flat = t.tensors.front().shape.size() == 1;  // UNet's skips: all 3-D
+      if (run.autoencoder.rate > 1 &&
+          ((run.autoencoder.kind == "conv" && flat) || (run.autoencoder.kind == "linear" && !flat)))
+        throw where("autoencoder.kind",
+                    fmt::format("`{}` does not fit cut {} (a {} tensor of shape {}); use "
+                                "`auto`, or `{}`",
+                                run.autoencoder.kind, t.cut, flat ? "1-D" : "feature-map",
+                                models::to_string(t.shape), flat ? "linear" : "conv"));
+    }
+  } catch (const models::ModelError& e) {
+    throw where("partition.cuts", e.what());
+  }
+}
+
 }  // namespace
 
 void check_experiment(const Experiment& experiment, int ranks) {
   std::map<std::string, models::Model> bases;
   for (const auto& run : experiment.runs) {
-    auto where = [&](const std::string& key, const std::string& message) {
-      std::string swept;
-      for (const auto& [k, v] : run.swept)
-        swept += fmt::format("{}{}={}", swept.empty() ? "" : ", ", k, clip(v));
-      return ConfigError(
-          experiment.path, 0, 0, key,
-          swept.empty() ? message : fmt::format("{} (in the run with {})", message, swept));
-    };
+    const RunPlace where{experiment, run};
     if (ranks > 0 && run.boards.count != ranks) {
       throw where("boards.count",
                   fmt::format("the experiment needs {} boards, one MPI rank each, but {} rank(s) "
                               "were started; run it with `mpirun -n {} quilt run {}`",
                               run.boards.count, ranks, run.boards.count, experiment.path));
     }
-    const auto names = models::model_names();
-    const bool torchscript = run.model.arch == models::kTorchScriptArch;
-    if (!torchscript && std::find(names.begin(), names.end(), run.model.arch) == names.end()) {
-      std::string valid;
-      for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
-      valid += ", torchscript (with model.path: a TorchScript file)";
-      throw where("model.arch",
-                  fmt::format("unknown model `{}`; valid models: {}", clip(run.model.arch), valid));
-    }
-    if (run.model.weights != "random" && !std::filesystem::exists(run.model.weights))
-      throw where("model.weights",
-                  fmt::format("weights file `{}` does not exist (give a state_dict saved with "
-                              "torch.save, or `random`)",
-                              clip(run.model.weights)));
-    if (torchscript && run.training.mode != "none")
-      throw where("training.mode",
-                  fmt::format("training is not supported for TorchScript models (their weights "
-                              "are frozen into the graph); use `mode: none`, got `{}`",
-                              run.training.mode));
-    std::string key =
-        run.params.at("model.arch") + run.params.at("model.input") + run.params.at("model.classes");
-    if (torchscript)
-      key += "\n" + run.model.path + "\n" + fmt::format("{}", fmt::join(run.model.cuts, ","));
-    try {
-      if (!bases.count(key)) {
-        torch::NoGradGuard no_grad;
-        models::ModelOptions opts;
-        opts.input_shape = run.model.input;
-        opts.num_classes = run.model.classes;
-        opts.path = run.model.path;
-        opts.cuts = run.model.cuts;
-        bases.emplace(key, models::make_model(run.model.arch, opts));
-      }
-    } catch (const models::ModelError& e) {
-      // TorchScript errors name their own key (model.path, model.input, partition.cuts).
-      if (torchscript) {
-        std::string what = e.what();
-        std::string key = "partition.cuts";
-        for (const char* k : {"model.path", "model.input", "model.weights"})
-          if (what.rfind(std::string(k) + ": ", 0) == 0) {
-            key = k;
-            what = what.substr(key.size() + 2);
-          }
-        throw where(key, what);
-      }
-      throw where("model.input", e.what());
-    } catch (const std::exception& e) {
-      // LibTorch's allocation failures (c10::Error, std::bad_alloc) for absurd sizes.
-      std::string what = e.what();
-      throw where("model", fmt::format("cannot build {} with input {} and {} classes: {}",
-                                       run.model.arch, run.params.at("model.input"),
-                                       run.model.classes, what.substr(0, what.find('\n'))));
-    }
-    const auto& base = bases.at(key);
-    for (const auto& name : run.partition.automatic ? run.partition.fixed : run.partition.cuts) {
-      bool known = false;
-      for (const auto& c : base->cuts()) known = known || c.name == name;
-      if (!known) {
-        std::string valid;
-        for (const auto& c : base->cuts()) valid += (valid.empty() ? "" : ", ") + c.name;
-        throw where(run.partition.automatic ? "partition.fixed" : "partition.cuts",
-                    fmt::format("unknown cut `{}` for {}; valid cuts: {}", clip(name),
-                                run.model.arch, valid));
-      }
-    }
-    if (run.partition.automatic && static_cast<size_t>(run.boards.count) > base->cuts().size() + 1)
-      throw where(
-          "boards.count",
-          fmt::format("{} has {} cut point(s), so at most {} boards; got {}", run.model.arch,
-                      base->cuts().size(), base->cuts().size() + 1, run.boards.count));
-    if (!run.partition.automatic) {
-      try {
-        models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
-        models::QuiltModel qm(base, run.partition.cuts, ae);
-        for (const auto& t : qm->traffic()) {
-          const bool flat = t.tensors.front().shape.size() == 1;  // UNet's skips: all 3-D
-          if (run.autoencoder.rate > 1 && ((run.autoencoder.kind == "conv" && flat) ||
-                                           (run.autoencoder.kind == "linear" && !flat)))
-            throw where("autoencoder.kind",
-                        fmt::format("`{}` does not fit cut {} (a {} tensor of shape {}); use "
-                                    "`auto`, or `{}`",
-                                    run.autoencoder.kind, t.cut, flat ? "1-D" : "feature-map",
-                                    models::to_string(t.shape), flat ? "linear" : "conv"));
-        }
-      } catch (const models::ModelError& e) {
-        throw where("partition.cuts", e.what());
-      }
-    }
+    check_model(run, where);
+    const models::Model& base = checked_base(run, where, bases);
+    check_cuts(run, base, where);
     // Pipeline runs: the profile must load and the cuts must be plannable (`auto` searched).
     if (run.training.mode == "none") {
       try {
