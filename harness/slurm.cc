@@ -78,10 +78,10 @@ std::vector<int> slurm_board_counts(const Experiment& experiment) {
   return {counts.begin(), counts.end()};
 }
 
-std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
-  check_options(o);
-  const std::string& file = o.experiment_path.empty() ? e.path : o.experiment_path;
-  if (e.runs.empty()) throw ConfigError(e.path, 0, 0, "sweep", "the experiment has no runs");
+namespace {
+
+// The array's --ntasks: o.boards_count, or the one boards count of the runs.
+int array_ntasks(const Experiment& e, const SlurmOptions& o) {
   auto counts = slurm_board_counts(e);
   int ntasks = o.boards_count;
   if (ntasks == 0) {
@@ -96,19 +96,23 @@ std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
         e.path, 0, 0, "boards.count",
         fmt::format("no run has {} boards; the runs have {}", ntasks, join_ints(counts)));
   }
+  return ntasks;
+}
 
-  std::vector<size_t> selected;
-  int threads = 1;
-  for (size_t i = 0; i < e.runs.size(); ++i) {
-    if (e.runs[i].boards.count != ntasks) continue;
-    selected.push_back(i);
-    threads = std::max(threads, e.runs[i].boards.threads);
-  }
-  const size_t per_task = static_cast<size_t>(o.runs_per_task);
-  const size_t tasks = (selected.size() + per_task - 1) / per_task;
+// What the generated script is made of: the selected runs and their shape.
+struct ArrayShape {
+  std::vector<size_t> selected;  // run indices with ntasks boards
+  int ntasks = 1, threads = 1;
+  size_t per_task = 1, tasks = 0;
+};
 
-  std::string s;
+// The comment block and the #SBATCH lines.
+void sbatch_header(const Experiment& e, const SlurmOptions& o, const ArrayShape& a,
+                   std::string& s) {
   auto line = [&s](const std::string& text) { s += text + "\n"; };
+  const auto& selected = a.selected;
+  const int ntasks = a.ntasks, threads = a.threads;
+  const size_t tasks = a.tasks, per_task = a.per_task;
   line("#!/bin/bash");
   line(
       fmt::format("# {}: {} of {} run(s) on {} board(s) as a SLURM job array of {} task(s), "
@@ -131,6 +135,14 @@ std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
   line("#SBATCH --output=%x-%A_%a.out");
   for (const auto& extra : o.extra_sbatch)
     line(extra.rfind("#SBATCH", 0) == 0 ? extra : "#SBATCH " + extra);
+}
+
+// The script itself: the run table, the launcher and the loop over the task's runs.
+void array_body(const Experiment& e, const SlurmOptions& o, const std::string& file,
+                const ArrayShape& a, std::string& s) {
+  auto line = [&s](const std::string& text) { s += text + "\n"; };
+  const auto& selected = a.selected;
+  const size_t per_task = a.per_task;
   line("set -euo pipefail");
   line("");
   line("# run index: run id, swept parameters");
@@ -181,6 +193,26 @@ std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
   line(R"(  if (( rc > status )); then status=$rc; fi)");
   line("done");
   line(R"(exit "$status")");
+}
+
+}  // namespace
+
+std::string slurm_job_array(const Experiment& e, const SlurmOptions& o) {
+  check_options(o);
+  const std::string& file = o.experiment_path.empty() ? e.path : o.experiment_path;
+  if (e.runs.empty()) throw ConfigError(e.path, 0, 0, "sweep", "the experiment has no runs");
+  ArrayShape a;
+  a.ntasks = array_ntasks(e, o);
+  for (size_t i = 0; i < e.runs.size(); ++i) {
+    if (e.runs[i].boards.count != a.ntasks) continue;
+    a.selected.push_back(i);
+    a.threads = std::max(a.threads, e.runs[i].boards.threads);
+  }
+  a.per_task = static_cast<size_t>(o.runs_per_task);
+  a.tasks = (a.selected.size() + a.per_task - 1) / a.per_task;
+  std::string s;
+  sbatch_header(e, o, a, s);
+  array_body(e, o, file, a, s);
   return s;
 }
 

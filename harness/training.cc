@@ -320,280 +320,339 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
   return "";
 }
 
-results::RunRecord run_training(const RunConfig& run, const TrainingContext& context,
-                                MPI_Comm comm) {
-  const int me = mpi::rank(comm), n = mpi::size(comm);
-  const bool root = me == 0;
-  results::RunRecord rec;
-  rec.id = run.id;
-  rec.params = run.params;
-  rec.batch_size = run.training.batch;
-  rec.start_unix_s = unix_now_s();
-  auto& tr = rec.training;
-  tr.mode = run.training.mode;
-  tr.dataset = run.data.kind;
-  tr.data_source = data_source(run);
-  tr.stand_in = stand_in_note(run.data.kind, run.model.arch);
-  tr.ranks = run.training.mode == "proxy" ? 1 : n;
-  tr.global_batch = run.training.batch;
-  tr.final_test_loss = tr.final_top1 = tr.final_top5 = kNaN;
-  tr.pretrain_top1 = kNaN;
-  tr.precision_top1 = tr.precision_agreement = kNaN;
+namespace {
+
+// One training run on this rank: set-up, pretraining, then the proxy or data-parallel
+// training, and the run's record (complete on rank 0).
+class TrainingRun {
+ public:
+  TrainingRun(const RunConfig& run, const TrainingContext& context, MPI_Comm comm)
+      : run_(run), context_(context), comm_(comm), tr_(rec_.training) {
+    me_ = mpi::rank(comm);
+    n_ = mpi::size(comm);
+    root_ = me_ == 0;
+    print_ = root_ && context.print;
+  }
+
+  results::RunRecord run() {
+    start_record();
+    at::set_num_threads(run_.boards.threads);
+    if (!agree(set_up())) return finish();
+    record_resolved_model(&rec_.params, base_->input_shape(), base_->num_classes());
+    tr_.classes = data_.num_classes;
+    tr_.test_samples = data_.test.size();
+    parallel_ = make_parallel(comm_);
+    if (run_.training.pretrain_epochs > 0) {
+      if (!pretrain()) return finish();
+    } else if (run_.model.weights != "random") {
+      tr_.pretrained = "model.weights " + run_.model.weights;
+    }
+    if (run_.data.train_samples > 0)
+      data_.train =
+          trainers::stratified_subset(data_.train, run_.data.train_samples, run_.data.seed);
+    tr_.train_samples = data_.train.size();
+    if (run_.training.mode == "proxy") return run_proxy();
+    return run_data_parallel();
+  }
+
+ private:
+  void start_record() {
+    rec_.id = run_.id;
+    rec_.params = run_.params;
+    rec_.batch_size = run_.training.batch;
+    rec_.start_unix_s = unix_now_s();
+    tr_.mode = run_.training.mode;
+    tr_.dataset = run_.data.kind;
+    tr_.data_source = data_source(run_);
+    tr_.stand_in = stand_in_note(run_.data.kind, run_.model.arch);
+    tr_.ranks = run_.training.mode == "proxy" ? 1 : n_;
+    tr_.global_batch = run_.training.batch;
+    tr_.final_test_loss = tr_.final_top1 = tr_.final_top5 = kNaN;
+    tr_.pretrain_top1 = kNaN;
+    tr_.precision_top1 = tr_.precision_agreement = kNaN;
+  }
 
   // A failure on any rank fails the run on every rank, with each rank's reason on rank 0.
-  bool failed = false;
-  auto agree = [&](const std::string& error) {
-    auto errors = mpi::gather_strings(error, 0, comm);
-    if (mpi::all_ok(error.empty(), comm)) return true;
-    if (root) {
+  // Collective; false when some rank failed.
+  bool agree(const std::string& error) {
+    auto errors = mpi::gather_strings(error, 0, comm_);
+    if (mpi::all_ok(error.empty(), comm_)) return true;
+    if (root_) {
       std::string joined;
       for (size_t r = 0; r < errors.size(); ++r) {
         if (errors[r].empty()) continue;
-        if (joined.empty()) rec.failed_rank = static_cast<int64_t>(r);
+        if (joined.empty()) rec_.failed_rank = static_cast<int64_t>(r);
         joined += fmt::format("{}rank {}: {}", joined.empty() ? "" : "; ", r, errors[r]);
       }
-      rec.failure = joined;
+      rec_.failure = joined;
     }
-    failed = true;
+    failed_ = true;
     return false;
-  };
-  auto finish = [&]() {
-    rec.status = failed ? "failed" : "ok";
-    rec.end_unix_s = unix_now_s();
-    if (root && context.print) {
-      if (failed) {
-        fmt::print("  FAILED: {}\n", rec.failure);
-      } else if (tr.mode == "proxy") {
+  }
+
+  results::RunRecord finish() {
+    rec_.status = failed_ ? "failed" : "ok";
+    rec_.end_unix_s = unix_now_s();
+    if (print_) {
+      if (failed_) {
+        fmt::print("  FAILED: {}\n", rec_.failure);
+      } else if (tr_.mode == "proxy") {
         fmt::print(
             "  reconstruction MSE {:.4g} (test), proxy {:.1f} s, {:.1f}x cheaper than full "
             "training\n",
-            tr.final_test_loss, tr.train_s, tr.proxy_speedup);
+            tr_.final_test_loss, tr_.train_s, tr_.proxy_speedup);
       } else {
         // Top-5 of 5 classes or fewer is 100% by construction: not shown.
         fmt::print("  top-1 {}{} test loss {} after {} epoch(s), {:.1f} s\n",
-                   fmt_pct(tr.final_top1),
-                   tr.classes > 5 ? " top-5 " + fmt_pct(tr.final_top5) : std::string(),
-                   std::isnan(tr.final_test_loss) ? std::string("\u2014")
-                                                  : fmt::format("{:.4f}", tr.final_test_loss),
-                   tr.epoch.size(), tr.train_s);
+                   fmt_pct(tr_.final_top1),
+                   tr_.classes > 5 ? " top-5 " + fmt_pct(tr_.final_top5) : std::string(),
+                   std::isnan(tr_.final_test_loss) ? std::string("\u2014")
+                                                   : fmt::format("{:.4f}", tr_.final_test_loss),
+                   tr_.epoch.size(), tr_.train_s);
       }
       std::fflush(stdout);
     }
-    return rec;
-  };
-
-  at::set_num_threads(run.boards.threads);
-  std::string error, key;
-  error = training_config_error(run, &key);
-  if (!error.empty()) error = fmt::format("{}: {}: {}", context.experiment_path, key, error);
-
-  // Set-up: data and base model on every rank (every rank needs the whole data set to take its
-  // share of each batch).
-  trainers::Dataset data;
-  models::Model base{nullptr};
-  if (error.empty()) {
-    try {
-      base = build_base(run);
-      data = load_data(run, base);
-    } catch (const std::exception& e) {
-      error = fmt::format("data.kind {}: {}", run.data.kind, e.what());
-    }
+    return rec_;
   }
-  if (!agree(error)) return finish();
-  record_resolved_model(&rec.params, base->input_shape(), base->num_classes());
-  tr.classes = data.num_classes;
-  tr.test_samples = data.test.size();
-  const trainers::Parallel parallel = make_parallel(comm);
-  const bool print = root && context.print;
+
+  // Data and base model on every rank (every rank needs the whole data set to take its share
+  // of each batch). Returns why it failed, or empty.
+  std::string set_up() {
+    std::string key;
+    std::string error = training_config_error(run_, &key);
+    if (!error.empty()) return fmt::format("{}: {}: {}", context_.experiment_path, key, error);
+    try {
+      base_ = build_base(run_);
+      data_ = load_data(run_, base_);
+    } catch (const std::exception& e) {
+      return fmt::format("data.kind {}: {}", run_.data.kind, e.what());
+    }
+    return "";
+  }
+
+  std::string converged_note() const {
+    return pretrain_converged_ < 0   ? ""
+           : pretrain_converged_ > 0 ? " (converged)"
+                                     : " (not converged)";
+  }
 
   // Pretraining (transfer learning from a model trained on the full split without autoencoder),
   // cached beside the result file. With the convergence rule it stops once the base model's test
   // accuracy is flat; whether it got there is kept beside the cache (`<cache>.converged`: "1 E"
-  // or "0 E", E the epochs run) so that later runs loading the cache know it too.
-  int pretrain_converged = -1;  // -1: no rule, else 0 / 1 (rank 0)
-  if (run.training.pretrain_epochs > 0) {
-    const std::string cache = pretrain_cache_path(run, context, n);
-    const int64_t pre_n = run.training.pretrain_samples > 0
-                              ? std::min(run.training.pretrain_samples, data.train.size())
-                              : data.train.size();
-    int cached = root && std::filesystem::exists(cache) ? 1 : 0;
-    mpi::check(MPI_Bcast(&cached, 1, MPI_INT, 0, comm), "MPI_Bcast");
+  // or "0 E", E the epochs run) so that later runs loading the cache know it too. Collective;
+  // false when it failed.
+  bool pretrain() {
+    const std::string cache = pretrain_cache_path(run_, context_, n_);
+    const int64_t pre_n = run_.training.pretrain_samples > 0
+                              ? std::min(run_.training.pretrain_samples, data_.train.size())
+                              : data_.train.size();
+    int cached = root_ && std::filesystem::exists(cache) ? 1 : 0;
+    mpi::check(MPI_Bcast(&cached, 1, MPI_INT, 0, comm_), "MPI_Bcast");
+    std::string error;
     try {
-      models::QuiltModel plain(base, {}, {1.0, 1});
-      if (cached) {
-        if (root) models::load_state_dict(*base, cache);
-        int64_t epochs_run = run.training.pretrain_epochs;
-        if (root && run.training.converge_window > 0) {
-          std::ifstream side(cache + ".converged");
-          int flag = 0;
-          if (side >> flag >> epochs_run)
-            pretrain_converged = flag != 0 ? 1 : 0;
-          else
-            pretrain_converged = 0, epochs_run = run.training.pretrain_epochs;
-        }
-        tr.pretrained =
-            fmt::format("{} epoch(s) from scratch on {} samples of {}{}, loaded from {}",
-                        epochs_run, pre_n, run.data.kind,
-                        pretrain_converged < 0   ? ""
-                        : pretrain_converged > 0 ? " (converged)"
-                                                 : " (not converged)",
-                        cache);
-        if (print) fmt::print("  pretrained weights from {}\n", cache);
-      } else {
-        if (print)
-          fmt::print("  pretraining {} without autoencoder: {} epoch(s) on {} samples\n",
-                     run.model.arch, run.training.pretrain_epochs, pre_n);
-        trainers::TrainOptions o = train_options(run, base->input_shape(), root && context.print);
-        o.mode = trainers::Mode::kScratch;
-        o.epochs = run.training.pretrain_epochs;
-        o.eval_every_epoch = run.training.converge_window > 0;
-        trainers::Dataset source = data;
-        if (run.training.pretrain_samples > 0)
-          source.train = trainers::stratified_subset(data.train, run.training.pretrain_samples,
-                                                     run.data.seed + 1);
-        auto result = trainers::train(plain, source, o, parallel);
-        if (!result.ok) throw trainers::TrainerError("pretraining failed: " + result.failure);
-        if (run.training.converge_window > 0) pretrain_converged = result.converged ? 1 : 0;
-        if (root) {
-          std::filesystem::create_directories(std::filesystem::path(cache).parent_path());
-          trainers::export_state_dict(*base, cache);
-          if (pretrain_converged >= 0) {
-            std::ofstream side(cache + ".converged", std::ios::trunc);
-            side << pretrain_converged << ' ' << result.epochs.size() << '\n';
-          }
-        }
-        tr.pretrained = fmt::format(
-            "{} epoch(s) from scratch on {} samples of {}{} in this run "
-            "(cached in {})",
-            result.epochs.size(), pre_n, run.data.kind,
-            pretrain_converged < 0   ? ""
-            : pretrain_converged > 0 ? " (converged)"
-                                     : " (not converged)",
-            cache);
-      }
+      if (cached)
+        load_pretrained(cache, pre_n);
+      else
+        pretrain_here(cache, pre_n);
     } catch (const std::exception& e) {
       error = fmt::format("training.pretrain_epochs: {}", e.what());
     }
-    if (!agree(error)) return finish();
-    if (cached) broadcast_module(*base, comm);
-    models::QuiltModel plain(base, {}, {1.0, 1});
-    tr.pretrain_top1 = trainers::evaluate(plain, data.test, data.num_classes, 256, parallel).top1;
-  } else if (run.model.weights != "random") {
-    tr.pretrained = "model.weights " + run.model.weights;
+    if (!agree(error)) return false;
+    if (cached) broadcast_module(*base_, comm_);
+    models::QuiltModel plain(base_, {}, {1.0, 1});
+    tr_.pretrain_top1 =
+        trainers::evaluate(plain, data_.test, data_.num_classes, 256, parallel_).top1;
+    return true;
   }
-  if (run.data.train_samples > 0)
-    data.train = trainers::stratified_subset(data.train, run.data.train_samples, run.data.seed);
-  tr.train_samples = data.train.size();
 
-  if (run.training.mode == "proxy") {
-    // The proxy is single-process by design (features once, then small autoencoders): rank 0
-    // runs it, the others wait for its status.
-    if (root) {
+  // Rank 0 loads the cached base (the others get it broadcast after the agreement).
+  void load_pretrained(const std::string& cache, int64_t pre_n) {
+    models::QuiltModel plain(base_, {}, {1.0, 1});
+    if (root_) models::load_state_dict(*base_, cache);
+    int64_t epochs_run = run_.training.pretrain_epochs;
+    if (root_ && run_.training.converge_window > 0) {
+      std::ifstream side(cache + ".converged");
+      int flag = 0;
+      if (side >> flag >> epochs_run)
+        pretrain_converged_ = flag != 0 ? 1 : 0;
+      else
+        pretrain_converged_ = 0, epochs_run = run_.training.pretrain_epochs;
+    }
+    tr_.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {}{}, loaded from {}",
+                                 epochs_run, pre_n, run_.data.kind, converged_note(), cache);
+    if (print_) fmt::print("  pretrained weights from {}\n", cache);
+  }
+
+  // Every rank trains the base without autoencoder; rank 0 writes the cache.
+  void pretrain_here(const std::string& cache, int64_t pre_n) {
+    models::QuiltModel plain(base_, {}, {1.0, 1});
+    if (print_)
+      fmt::print("  pretraining {} without autoencoder: {} epoch(s) on {} samples\n",
+                 run_.model.arch, run_.training.pretrain_epochs, pre_n);
+    trainers::TrainOptions o = train_options(run_, base_->input_shape(), print_);
+    o.mode = trainers::Mode::kScratch;
+    o.epochs = run_.training.pretrain_epochs;
+    o.eval_every_epoch = run_.training.converge_window > 0;
+    trainers::Dataset source = data_;
+    if (run_.training.pretrain_samples > 0)
+      source.train = trainers::stratified_subset(data_.train, run_.training.pretrain_samples,
+                                                 run_.data.seed + 1);
+    auto result = trainers::train(plain, source, o, parallel_);
+    if (!result.ok) throw trainers::TrainerError("pretraining failed: " + result.failure);
+    if (run_.training.converge_window > 0) pretrain_converged_ = result.converged ? 1 : 0;
+    if (root_) {
+      std::filesystem::create_directories(std::filesystem::path(cache).parent_path());
+      trainers::export_state_dict(*base_, cache);
+      if (pretrain_converged_ >= 0) {
+        std::ofstream side(cache + ".converged", std::ios::trunc);
+        side << pretrain_converged_ << ' ' << result.epochs.size() << '\n';
+      }
+    }
+    tr_.pretrained = fmt::format(
+        "{} epoch(s) from scratch on {} samples of {}{} in this run "
+        "(cached in {})",
+        result.epochs.size(), pre_n, run_.data.kind, converged_note(), cache);
+  }
+
+  // The proxy is single-process by design (features once, then small autoencoders): rank 0
+  // runs it, the others wait for its status.
+  results::RunRecord run_proxy() {
+    std::string error;
+    if (root_) {
       try {
-        trainers::ProxyOptions po;
-        po.rates = {run.autoencoder.rate};
-        po.cut = run.partition.cuts.at(0);
-        po.kernel = run.autoencoder.kernel;
-        po.optimizer = trainers::parse_optimizer(run.training.optimizer);
-        po.lr = run.training.lr;
-        po.momentum = run.training.momentum;
-        po.weight_decay = run.training.weight_decay;
-        po.batch_size = run.training.batch;
-        po.epochs = run.training.epochs;
-        po.seed = shuffle_seed(run);
-        po.progress.style =
-            context.print ? trainers::ProgressStyle::kAuto : trainers::ProgressStyle::kSilent;
-        po.progress.line_interval_s = 30;
-        auto pr = trainers::train_proxy(base, data, po);
-        if (!pr.rates.empty()) {
-          const auto& r = pr.rates.front();
-          const double per_epoch = r.seconds / std::max<size_t>(1, r.train_mse.size());
-          const double per_epoch_samples =
-              static_cast<double>(r.samples) / std::max<size_t>(1, r.train_mse.size());
-          for (size_t e = 0; e < r.train_mse.size(); ++e) {
-            tr.epoch.push_back(static_cast<int64_t>(e + 1));
-            tr.phase.push_back("proxy");
-            tr.train_loss.push_back(r.train_mse[e]);
-            tr.train_top1.push_back(kNaN);
-            tr.test_loss.push_back(e < r.test_mse.size() ? r.test_mse[e] : kNaN);
-            tr.test_top1.push_back(kNaN);
-            tr.test_top5.push_back(kNaN);
-            tr.epoch_s.push_back(per_epoch);
-            tr.samples_per_s.push_back(per_epoch > 0 ? per_epoch_samples / per_epoch : 0);
-          }
-          tr.train_s = pr.feature_seconds + r.seconds;
-          if (!tr.test_loss.empty()) tr.final_test_loss = tr.test_loss.back();
-        }
-        if (!pr.ok) {
-          error = pr.failure;
-        } else {
-          // Price full training: the whole model with its autoencoder, kCostBatches timed
-          // batches of a fresh copy, scaled to the epochs the proxy ran.
-          models::Model fresh = build_base(run);
-          models::QuiltModel full(fresh, run.partition.cuts,
-                                  {run.autoencoder.rate, run.autoencoder.kernel});
-          trainers::Dataset sample = data;
-          sample.train = trainers::stratified_subset(
-              data.train, std::min<int64_t>(data.train.size(), kCostBatches * run.training.batch),
-              run.data.seed);
-          sample.test = trainers::stratified_subset(data.test, data.num_classes, run.data.seed);
-          trainers::TrainOptions o = train_options(run, fresh->input_shape(), false);
-          o.mode = trainers::Mode::kScratch;
-          o.epochs = 1;
-          o.eval_every_epoch = false;
-          auto cost = trainers::train(full, sample, o);
-          if (cost.samples > 0 && cost.seconds > 0) {
-            tr.full_epoch_s = cost.seconds / static_cast<double>(cost.samples) *
-                              static_cast<double>(data.train.size());
-            if (tr.train_s > 0)
-              tr.proxy_speedup =
-                  static_cast<double>(run.training.epochs) * tr.full_epoch_s / tr.train_s;
-          }
-        }
+        error = train_proxy_on_root();
       } catch (const std::exception& e) {
         error = e.what();
       }
       if (!error.empty()) {
-        rec.failure = fmt::format("rank 0: {}", error);
-        rec.failed_rank = 0;
+        rec_.failure = fmt::format("rank 0: {}", error);
+        rec_.failed_rank = 0;
       }
     }
-    int bad = root && !error.empty() ? 1 : 0;
-    mpi::check(MPI_Bcast(&bad, 1, MPI_INT, 0, comm), "MPI_Bcast");
-    failed = bad != 0;
+    int bad = root_ && !error.empty() ? 1 : 0;
+    mpi::check(MPI_Bcast(&bad, 1, MPI_INT, 0, comm_), "MPI_Bcast");
+    failed_ = bad != 0;
     // The proxy trains a fixed number of epochs; what the rule can say is whether the base whose
     // features it reconstructs was pretrained to convergence.
-    if (pretrain_converged >= 0) {
-      tr.converged = pretrain_converged;
-      tr.converge_window = run.training.converge_window;
-      tr.converge_margin_pt = run.training.converge_margin_pt;
+    if (pretrain_converged_ >= 0) {
+      tr_.converged = pretrain_converged_;
+      tr_.converge_window = run_.training.converge_window;
+      tr_.converge_margin_pt = run_.training.converge_margin_pt;
     }
     return finish();
   }
 
+  // Rank 0: trains the proxy and prices full training. Returns why it failed, or empty.
+  std::string train_proxy_on_root() {
+    trainers::ProxyOptions po;
+    po.rates = {run_.autoencoder.rate};
+    po.cut = run_.partition.cuts.at(0);
+    po.kernel = run_.autoencoder.kernel;
+    po.optimizer = trainers::parse_optimizer(run_.training.optimizer);
+    po.lr = run_.training.lr;
+    po.momentum = run_.training.momentum;
+    po.weight_decay = run_.training.weight_decay;
+    po.batch_size = run_.training.batch;
+    po.epochs = run_.training.epochs;
+    po.seed = shuffle_seed(run_);
+    po.progress.style =
+        context_.print ? trainers::ProgressStyle::kAuto : trainers::ProgressStyle::kSilent;
+    po.progress.line_interval_s = 30;
+    auto pr = trainers::train_proxy(base_, data_, po);
+    if (!pr.rates.empty()) {
+      const auto& r = pr.rates.front();
+      const double per_epoch = r.seconds / std::max<size_t>(1, r.train_mse.size());
+      const double per_epoch_samples =
+          static_cast<double>(r.samples) / std::max<size_t>(1, r.train_mse.size());
+      for (size_t e = 0; e < r.train_mse.size(); ++e) {
+        tr_.epoch.push_back(static_cast<int64_t>(e + 1));
+        tr_.phase.push_back("proxy");
+        tr_.train_loss.push_back(r.train_mse[e]);
+        tr_.train_top1.push_back(kNaN);
+        tr_.test_loss.push_back(e < r.test_mse.size() ? r.test_mse[e] : kNaN);
+        tr_.test_top1.push_back(kNaN);
+        tr_.test_top5.push_back(kNaN);
+        tr_.epoch_s.push_back(per_epoch);
+        tr_.samples_per_s.push_back(per_epoch > 0 ? per_epoch_samples / per_epoch : 0);
+      }
+      tr_.train_s = pr.feature_seconds + r.seconds;
+      if (!tr_.test_loss.empty()) tr_.final_test_loss = tr_.test_loss.back();
+    }
+    if (!pr.ok) return pr.failure;
+    price_full_training();
+    return "";
+  }
+
+  // Price full training: the whole model with its autoencoder, kCostBatches timed batches of a
+  // fresh copy, scaled to the epochs the proxy ran.
+  void price_full_training() {
+    models::Model fresh = build_base(run_);
+    models::QuiltModel full(fresh, run_.partition.cuts,
+                            {run_.autoencoder.rate, run_.autoencoder.kernel});
+    trainers::Dataset sample = data_;
+    sample.train = trainers::stratified_subset(
+        data_.train, std::min<int64_t>(data_.train.size(), kCostBatches * run_.training.batch),
+        run_.data.seed);
+    sample.test = trainers::stratified_subset(data_.test, data_.num_classes, run_.data.seed);
+    trainers::TrainOptions o = train_options(run_, fresh->input_shape(), false);
+    o.mode = trainers::Mode::kScratch;
+    o.epochs = 1;
+    o.eval_every_epoch = false;
+    auto cost = trainers::train(full, sample, o);
+    if (cost.samples > 0 && cost.seconds > 0) {
+      tr_.full_epoch_s = cost.seconds / static_cast<double>(cost.samples) *
+                         static_cast<double>(data_.train.size());
+      if (tr_.train_s > 0)
+        tr_.proxy_speedup =
+            static_cast<double>(run_.training.epochs) * tr_.full_epoch_s / tr_.train_s;
+    }
+  }
+
   // scratch | freeze | finetune, data parallel over the ranks.
-  trainers::TrainResult result;
-  models::QuiltModel qm{nullptr};
-  // The timeline (measurement.trace): the phases of every step, on rank 0's clock.
-  const int64_t global_batch = std::max<int64_t>(1, run.training.batch);
-  const int64_t steps =
-      run.training.epochs * ((tr.train_samples + global_batch - 1) / global_batch);
-  TraceRecorder trace(run.measurement.trace_batches(steps), 5);
-  const double clock_offset = trace.enabled() ? clock_offset_to_rank0(comm) : 0.0;
-  const double trace_origin = now_s() + clock_offset;
-  try {
-    qm = models::QuiltModel(base, run.partition.cuts,
-                            {run.autoencoder.rate, run.autoencoder.kernel});
-    trainers::TrainOptions o = train_options(run, base->input_shape(), print);
-    o.mode = trainers::parse_mode(run.training.mode);
-    if (!run.training.checkpoint.empty()) {
-      const std::string path = substitute_id(run.training.checkpoint, run.id);
+  results::RunRecord run_data_parallel() {
+    // The timeline (measurement.trace): the phases of every step, on rank 0's clock.
+    const int64_t global_batch = std::max<int64_t>(1, run_.training.batch);
+    const int64_t steps =
+        run_.training.epochs * ((tr_.train_samples + global_batch - 1) / global_batch);
+    TraceRecorder trace(run_.measurement.trace_batches(steps), 5);
+    const double clock_offset = trace.enabled() ? clock_offset_to_rank0(comm_) : 0.0;
+    const double trace_origin = now_s() + clock_offset;
+    trainers::TrainResult result;
+    std::string error;
+    try {
+      result = train_model(trace);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (!agree(error)) return finish();
+    if (trace.enabled()) {
+      trace.shift(0, clock_offset);
+      rec_.trace = gather_trace(trace, trace_origin, 1.0, "wall", comm_);
+    }
+    record_result(result);
+    check_precision();
+    // Every rank saw the same averaged loss, but agree anyway: fail_fast must stop all ranks.
+    int bad = failed_ ? 1 : 0;
+    mpi::check(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
+    failed_ = bad != 0;
+    if (failed_ && root_ && rec_.failure.empty()) rec_.failure = "training failed on another rank";
+    save_weights();
+    return finish();
+  }
+
+  trainers::TrainResult train_model(TraceRecorder& trace) {
+    qm_ = models::QuiltModel(base_, run_.partition.cuts,
+                             {run_.autoencoder.rate, run_.autoencoder.kernel});
+    trainers::TrainOptions o = train_options(run_, base_->input_shape(), print_);
+    o.mode = trainers::parse_mode(run_.training.mode);
+    if (!run_.training.checkpoint.empty()) {
+      const std::string path = substitute_id(run_.training.checkpoint, run_.id);
       o.checkpoint_path = path;
-      int resume = root && std::filesystem::exists(path) ? 1 : 0;
-      mpi::check(MPI_Bcast(&resume, 1, MPI_INT, 0, comm), "MPI_Bcast");
+      int resume = root_ && std::filesystem::exists(path) ? 1 : 0;
+      mpi::check(MPI_Bcast(&resume, 1, MPI_INT, 0, comm_), "MPI_Bcast");
       if (resume) o.resume_from = path;
-      tr.checkpoint = path;
-      if (print && resume) fmt::print("  resuming from checkpoint {}\n", path);
+      tr_.checkpoint = path;
+      if (print_ && resume) fmt::print("  resuming from checkpoint {}\n", path);
     }
     if (trace.enabled()) {
       o.on_step_phase = [&trace, current = int64_t{-1}](trainers::StepPhase phase, int64_t step,
@@ -604,80 +663,96 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
                   start_s, end_s);
       };
     }
-    result = trainers::train(qm, data, o, parallel);
-  } catch (const std::exception& e) {
-    error = e.what();
+    return trainers::train(qm_, data_, o, parallel_);
   }
-  if (!agree(error)) return finish();
-  if (trace.enabled()) {
-    trace.shift(0, clock_offset);
-    rec.trace = gather_trace(trace, trace_origin, 1.0, "wall", comm);
+
+  void record_result(const trainers::TrainResult& result) {
+    for (const auto& e : result.epochs) {
+      tr_.epoch.push_back(e.epoch);
+      tr_.phase.push_back(tr_.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");
+      tr_.train_loss.push_back(e.train_loss);
+      tr_.train_top1.push_back(e.train_top1);
+      // An epoch without evaluation has no test numbers (NaN), not zeros.
+      const bool tested = e.test.samples > 0;
+      tr_.test_loss.push_back(tested ? e.test.loss : kNaN);
+      tr_.test_top1.push_back(tested ? e.test.top1 : kNaN);
+      tr_.test_top5.push_back(tested ? e.test.top5 : kNaN);
+      tr_.epoch_s.push_back(e.seconds);
+      tr_.samples_per_s.push_back(e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0);
+      if (e.phase == 1 && (tr_.mode == "freeze" || tr_.mode == "finetune")) ++tr_.phase1_epochs;
+    }
+    tr_.train_s = result.seconds;
+    if (run_.training.converge_window > 0) {
+      // The run is converged when its own last phase met the rule and so did its pretraining.
+      tr_.converged = result.converged && pretrain_converged_ != 0 ? 1 : 0;
+      tr_.converge_window = run_.training.converge_window;
+      tr_.converge_margin_pt = run_.training.converge_margin_pt;
+    }
+    tr_.final_test_loss = result.final_test.loss;
+    tr_.final_top1 = result.final_test.top1;
+    tr_.final_top5 = result.final_test.top5;
+    if (!result.ok) {
+      failed_ = true;
+      rec_.failed_rank = 0;
+      rec_.failure = result.failure;
+    }
   }
-  for (const auto& e : result.epochs) {
-    tr.epoch.push_back(e.epoch);
-    tr.phase.push_back(tr.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");
-    tr.train_loss.push_back(e.train_loss);
-    tr.train_top1.push_back(e.train_top1);
-    // An epoch without evaluation has no test numbers (NaN), not zeros.
-    const bool tested = e.test.samples > 0;
-    tr.test_loss.push_back(tested ? e.test.loss : kNaN);
-    tr.test_top1.push_back(tested ? e.test.top1 : kNaN);
-    tr.test_top5.push_back(tested ? e.test.top5 : kNaN);
-    tr.epoch_s.push_back(e.seconds);
-    tr.samples_per_s.push_back(e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0);
-    if (e.phase == 1 && (tr.mode == "freeze" || tr.mode == "finetune")) ++tr.phase1_epochs;
-  }
-  tr.train_s = result.seconds;
-  if (run.training.converge_window > 0) {
-    // The run is converged when its own last phase met the rule and so did its pretraining.
-    tr.converged = result.converged && pretrain_converged != 0 ? 1 : 0;
-    tr.converge_window = run.training.converge_window;
-    tr.converge_margin_pt = run.training.converge_margin_pt;
-  }
-  tr.final_test_loss = result.final_test.loss;
-  tr.final_top1 = result.final_test.top1;
-  tr.final_top5 = result.final_test.top5;
-  if (!result.ok) {
-    failed = true;
-    rec.failed_rank = 0;
-    rec.failure = result.failure;
-  }
+
   // boards.precision bf16 / int8: the trained model as a pipeline in that precision computes
   // it, on the test set, against float32 (rank 0; the weights are the same on every rank).
-  if (!failed && root && tr.mode != "proxy" && !run.boards.precision.empty() &&
-      run.boards.precision != "fp32") {
+  void check_precision() {
+    if (failed_ || !root_ || tr_.mode == "proxy" || run_.boards.precision.empty() ||
+        run_.boards.precision == "fp32")
+      return;
     try {
-      precision_accuracy(*qm, run, data, tr);
-      if (print)
-        fmt::print("  {}: top-1 {:.2f}%, top-1 agreement with fp32 {:.2f}%\n", tr.precision,
-                   100 * tr.precision_top1, 100 * tr.precision_agreement);
+      precision_accuracy(*qm_, run_, data_, tr_);
+      if (print_)
+        fmt::print("  {}: top-1 {:.2f}%, top-1 agreement with fp32 {:.2f}%\n", tr_.precision,
+                   100 * tr_.precision_top1, 100 * tr_.precision_agreement);
     } catch (const std::exception& e) {
-      failed = true;
-      rec.failed_rank = 0;
-      rec.failure = fmt::format("evaluating in {}: {}", run.boards.precision, e.what());
+      failed_ = true;
+      rec_.failed_rank = 0;
+      rec_.failure = fmt::format("evaluating in {}: {}", run_.boards.precision, e.what());
     }
   }
-  // Every rank saw the same averaged loss, but agree anyway: fail_fast must stop all ranks.
-  int bad = failed ? 1 : 0;
-  mpi::check(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm), "MPI_Allreduce");
-  failed = bad != 0;
-  if (failed && root && rec.failure.empty()) rec.failure = "training failed on another rank";
+
   // The trained weights (base model and autoencoders), for pipeline runs: `model.weights` takes
   // this file with the same model, cuts and rate.
-  if (!failed && root && !context.output.empty()) {
+  void save_weights() {
+    if (failed_ || !root_ || context_.output.empty()) return;
     try {
-      auto dir = std::filesystem::path(context.output);
+      auto dir = std::filesystem::path(context_.output);
       dir = dir.parent_path() / (dir.stem().string() + ".weights");
       std::filesystem::create_directories(dir);
-      const std::string path = (dir / (run.id + ".pt")).string();
-      trainers::export_state_dict(*qm, path);
-      rec.params["training.saved_weights"] = path;
-      if (print) fmt::print("  trained weights: {}\n", path);
+      const std::string path = (dir / (run_.id + ".pt")).string();
+      trainers::export_state_dict(*qm_, path);
+      rec_.params["training.saved_weights"] = path;
+      if (print_) fmt::print("  trained weights: {}\n", path);
     } catch (const std::exception& e) {
-      if (print) fmt::print("  (trained weights not saved: {})\n", e.what());
+      if (print_) fmt::print("  (trained weights not saved: {})\n", e.what());
     }
   }
-  return finish();
+
+  const RunConfig& run_;
+  const TrainingContext& context_;
+  MPI_Comm comm_;
+  int me_ = 0, n_ = 1;
+  bool root_ = false, print_ = false;
+  results::RunRecord rec_;
+  results::TrainingRecord& tr_;
+  bool failed_ = false;
+  trainers::Dataset data_;
+  models::Model base_{nullptr};
+  models::QuiltModel qm_{nullptr};
+  trainers::Parallel parallel_;
+  int pretrain_converged_ = -1;  // -1: no rule, else 0 / 1 (rank 0)
+};
+
+}  // namespace
+
+results::RunRecord run_training(const RunConfig& run, const TrainingContext& context,
+                                MPI_Comm comm) {
+  return TrainingRun(run, context, comm).run();
 }
 
 }  // namespace quilt::harness

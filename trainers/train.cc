@@ -15,6 +15,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <optional>
 
 namespace quilt::trainers {
 namespace {
@@ -196,6 +197,322 @@ Evaluation evaluate(models::QuiltModel& model, const Split& split, int64_t num_c
   return e;
 }
 
+namespace {
+
+// One call of train(): the loop over phases, epochs and batches, and what it accumulates.
+class TrainLoop {
+ public:
+  TrainLoop(models::QuiltModel& model, const Dataset& data, const TrainOptions& options,
+            const Parallel& parallel)
+      : model_(model),
+        data_(data),
+        options_(options),
+        parallel_(parallel),
+        two_phase_(options.mode == Mode::kFreeze || options.mode == Mode::kFinetune),
+        frozen_phase1_(options.mode == Mode::kFreeze),
+        num_phases_(two_phase_ ? 2 : 1) {}
+
+  TrainResult run() {
+    torch::serialize::InputArchive optimizer_archive;
+    bool resumed = false;
+    if (!options_.resume_from.empty()) {
+      detail::read_checkpoint(options_.resume_from, model_, options_.mode, options_.seed, &state_,
+                              &optimizer_archive);
+      resumed = true;
+    } else if (!options_.pretrained.empty()) {
+      models::load_state_dict(*model_->base(), options_.pretrained);
+    }
+    progress_.emplace(options_.progress, parallel_.rank);
+    result_.resumed_epochs = state_.epochs_done;
+    result_.epochs = state_.epochs;
+    result_.phases = state_.phases;
+    for (const auto& e : result_.epochs) {
+      result_.seconds += e.seconds;
+      result_.samples += e.samples;
+    }
+    optimizer_ = start_phase(state_.phase);
+    if (resumed) optimizer_->load(optimizer_archive);
+    n_train_ = data_.train.size();
+    batches_ = (n_train_ + options_.batch_size - 1) / options_.batch_size;
+    double forward_flops = 0.0;
+    try {
+      forward_flops =
+          static_cast<double>(models::module_flops(*model_, data_.sample_shape, nullptr));
+    } catch (const std::exception&) {
+      forward_flops = 0.0;  // a layer the summary does not know: the FLOP estimate stays 0
+    }
+    while (state_.phase <= num_phases_) {
+      // A run resumed from a checkpoint written after its last phase had converged is complete.
+      if (options_.converge_window > 0 && state_.phase == num_phases_ &&
+          is_flat(final_phase_top1(result_.epochs, num_phases_), options_.converge_window,
+                  options_.converge_margin))
+        break;
+      if (state_.phase_epochs >= phase_epochs_max(state_.phase)) {
+        // A phase with no epochs left (epochs = 0, or a resumed run that was already at its end).
+        if (state_.phase == num_phases_) break;
+        next_phase();
+        continue;
+      }
+      EpochRecord rec;
+      if (!run_epoch(rec)) return result_;
+      if (end_epoch(rec)) break;
+    }
+    return finish(forward_flops);
+  }
+
+ private:
+  std::vector<torch::Tensor> trainable(int phase) const {
+    return frozen_phase1_ && phase == 1 ? model_->autoencoder_parameters() : model_->parameters();
+  }
+  int64_t phase_epochs_max(int phase) const {
+    return two_phase_ && phase == 1 ? options_.freeze_epochs : options_.epochs;
+  }
+
+  std::unique_ptr<torch::optim::Optimizer> start_phase(int phase) {
+    set_base_trainable(model_, !(frozen_phase1_ && phase == 1));
+    auto params = trainable(phase);
+    auto opt = make_optimizer(options_.optimizer, params, options_.lr, options_.momentum,
+                              options_.weight_decay);
+    if (static_cast<int>(result_.phases.size()) < phase) {
+      PhaseRecord rec;
+      rec.phase = phase;
+      rec.trains = frozen_phase1_ && phase == 1 ? "autoencoders" : "all";
+      rec.trainable_params = count_elements(params);
+      result_.phases.push_back(rec);
+      const std::string what =
+          rec.trains == "all" ? "all weights" : "the autoencoders only (base frozen)";
+      progress_->message(
+          fmt::format("phase {}: training {} ({} parameters)", phase, what, rec.trainable_params));
+    }
+    return opt;
+  }
+
+  void next_phase() {
+    ++state_.phase;
+    state_.phase_epochs = 0;
+    state_.prev_loss = std::numeric_limits<double>::quiet_NaN();
+    optimizer_ = start_phase(state_.phase);
+  }
+
+  // The training pass of one epoch into `rec`; false when the loss stopped being finite
+  // (result_ says why).
+  bool run_epoch(EpochRecord& rec) {
+    const int64_t epoch = state_.epochs_done + 1;
+    model_->train(true);
+    if (frozen_phase1_ && state_.phase == 1) model_->base()->train(false);
+    // All randomness of the epoch comes from (seed, epoch, batch): a resumed run replays it.
+    at::Generator gen = at::detail::createCPUGenerator(batch_seed(options_.seed, epoch, -1));
+    const auto perm = torch::randperm(n_train_, gen, torch::kLong);
+    progress_->start_epoch(
+        two_phase_ ? fmt::format("phase {} epoch {} ({}/{})", state_.phase, epoch,
+                                 state_.phase_epochs + 1, phase_epochs_max(state_.phase))
+                   : fmt::format("epoch {}/{}", epoch, options_.epochs),
+        n_train_);
+    const double t0 = now_s();
+    EpochSums sums;
+    const auto params = trainable(state_.phase);
+    for (int64_t b = 0; b < batches_; ++b, ++step_)
+      if (!train_batch(b, epoch, perm, params, sums)) return false;
+    rec.phase = state_.phase;
+    rec.epoch = epoch;
+    rec.seconds = now_s() - t0;
+    rec.samples = sums.seen;
+    rec.train_loss = sums.seen > 0 ? sums.loss / static_cast<double>(sums.seen) : 0.0;
+    rec.train_top1 = sums.seen > 0 ? sums.correct / static_cast<double>(sums.seen) : 0.0;
+    return true;
+  }
+
+  struct EpochSums {
+    double loss = 0.0, correct = 0.0;
+    int64_t seen = 0;
+  };
+
+  // This rank's shard of global batch `b` (of `count` samples); augmentation draws on the
+  // global batch so each sample's draw does not depend on the rank count.
+  std::pair<torch::Tensor, torch::Tensor> batch_shard(int64_t b, int64_t epoch,
+                                                      const torch::Tensor& perm, int64_t count,
+                                                      int64_t lo, int64_t hi) const {
+    const auto& train = data_.train;
+    const int64_t first = b * options_.batch_size;
+    if (options_.augment.enabled()) {
+      auto idx = perm.narrow(0, first, count);
+      return {augment(train.x.index_select(0, idx), options_.augment,
+                      batch_seed(options_.seed, epoch, b))
+                  .narrow(0, lo, hi - lo),
+              train.y.index_select(0, idx).narrow(0, lo, hi - lo)};
+    }
+    auto idx = perm.narrow(0, first + lo, hi - lo);
+    return {train.x.index_select(0, idx), train.y.index_select(0, idx)};
+  }
+
+  // One optimizer step on global batch `b`; false when the loss is not finite.
+  bool train_batch(int64_t b, int64_t epoch, const torch::Tensor& perm,
+                   const std::vector<torch::Tensor>& params, EpochSums& sums) {
+    const auto& trace = options_.on_step_phase;
+    double ts = trace ? now_s() : 0.0;
+    // Ends the phase begun at `ts` and begins the next one.
+    auto mark = [&](StepPhase phase) {
+      const double t = now_s();
+      trace(phase, step_, epoch, ts, t);
+      ts = t;
+    };
+    const int64_t count = std::min(options_.batch_size, n_train_ - b * options_.batch_size);
+    auto [lo, hi] = shard(count, parallel_.rank, parallel_.size);
+    auto [x, y] = batch_shard(b, epoch, perm, count, lo, hi);
+    // Gradients start undefined so that backward writes them rather than adding to zeros.
+    clear_grads(params);
+    if (trace) mark(StepPhase::kData);
+    double batch_loss = 0.0, batch_correct = 0.0;
+    if (hi > lo) {
+      auto out = model_->forward(x);
+      auto loss =
+          torch::nn::functional::cross_entropy(
+              out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+          static_cast<double>(count);
+      if (trace) mark(StepPhase::kForward);
+      loss.backward();
+      batch_loss = loss.item<double>() * static_cast<double>(count);
+      batch_correct = out.detach().argmax(1).eq(y).sum().item<double>();
+      if (trace) mark(StepPhase::kBackward);
+    }
+    fill_missing_grads(params);  // what zero_grad() + backward leaves for an unused parameter
+    if (parallel_.size > 1) {
+      std::vector<torch::Tensor> grads;
+      grads.reserve(params.size() + 1);
+      for (const auto& p : params) grads.push_back(p.grad());
+      grads.push_back(torch::tensor({batch_loss, batch_correct}, torch::kFloat64));
+      // Each rank's loss is its shard's sum over the global count: the sum over ranks is the
+      // global batch's mean loss and its gradient.
+      sum_over_ranks(grads, parallel_);
+      batch_loss = grads.back()[0].item<double>();
+      batch_correct = grads.back()[1].item<double>();
+      if (trace) mark(StepPhase::kAllreduce);
+    }
+    if (!std::isfinite(batch_loss)) {
+      result_.ok = false;
+      result_.failure =
+          fmt::format("loss became {} at epoch {} batch {} ({})",
+                      std::isnan(batch_loss) ? "NaN" : "Inf", epoch, b + 1, lr_hint(options_.lr));
+      progress_->message(result_.failure);
+      return false;
+    }
+    optimizer_->step();
+    if (trace) mark(StepPhase::kOptimizer);
+    sums.loss += batch_loss;
+    sums.correct += batch_correct;
+    sums.seen += count;
+    progress_->advance(count, sums.loss / static_cast<double>(sums.seen));
+    return true;
+  }
+
+  // After an epoch's training pass: whether its phase ends, evaluation, the convergence rule,
+  // the records, the next phase and the checkpoint. True when training ends here.
+  bool end_epoch(EpochRecord& rec) {
+    PhaseRecord& phase_rec = result_.phases[static_cast<size_t>(state_.phase - 1)];
+    ++state_.epochs_done;
+    ++state_.phase_epochs;
+    state_.last_phase = state_.phase;
+    bool phase_over = state_.phase_epochs >= phase_epochs_max(state_.phase);
+    bool settled = false;
+    if (two_phase_ && state_.phase == 1 && !phase_over && std::isfinite(state_.prev_loss) &&
+        state_.prev_loss > 0.0 &&
+        std::abs(rec.train_loss - state_.prev_loss) / state_.prev_loss <
+            options_.settle_tolerance) {
+      settled = phase_over = true;
+    }
+    state_.prev_loss = rec.train_loss;
+    // The run ends with this epoch when no later phase has epochs (freeze with epochs = 0 is
+    // phase 1 alone).
+    bool last =
+        phase_over && (state_.phase == num_phases_ || phase_epochs_max(state_.phase + 1) == 0);
+    if (options_.eval_every_epoch || phase_over)
+      rec.test =
+          evaluate(model_, data_.test, data_.num_classes, options_.eval_batch_size, parallel_);
+    if (converged_now(rec, last)) last = true;
+    progress_->end_epoch(fmt::format("train loss {:.4f} acc {:.4f} | {}", rec.train_loss,
+                                     rec.train_top1, test_summary(rec.test, data_.num_classes)));
+    result_.epochs.push_back(rec);
+    result_.seconds += rec.seconds;
+    result_.samples += rec.samples;
+    add_to_phase(phase_rec, rec, settled);
+    if (phase_over && !last) {
+      if (settled)
+        progress_->message(fmt::format("phase 1 settled after {} epochs", phase_rec.epochs));
+      next_phase();
+      model_->train(true);
+    }
+    if (!options_.checkpoint_path.empty() && parallel_.rank == 0) {
+      state_.epochs = result_.epochs;
+      state_.phases = result_.phases;
+      detail::write_checkpoint(options_.checkpoint_path, model_, *optimizer_, options_.mode,
+                               options_.seed, state_);
+    }
+    if (last) return true;
+    if (options_.stop_after_epochs > 0 &&
+        state_.epochs_done - result_.resumed_epochs >= options_.stop_after_epochs) {
+      result_.stopped = true;
+      return true;
+    }
+    return false;
+  }
+
+  // The convergence rule ends the last phase early: its test accuracy has stopped moving.
+  bool converged_now(const EpochRecord& rec, bool last) {
+    if (options_.converge_window <= 0 || state_.phase != num_phases_ || rec.test.samples <= 0)
+      return false;
+    auto top1 = final_phase_top1(result_.epochs, state_.phase);
+    top1.push_back(rec.test.top1);
+    if (!is_flat(top1, options_.converge_window, options_.converge_margin)) return false;
+    result_.converged = true;
+    if (!last)
+      progress_->message(fmt::format("converged: test top-1 of the last {} epochs within {:g} pt",
+                                     options_.converge_window, 100 * options_.converge_margin));
+    return true;
+  }
+
+  static void add_to_phase(PhaseRecord& phase_rec, const EpochRecord& rec, bool settled) {
+    phase_rec.epochs += 1;
+    phase_rec.seconds += rec.seconds;
+    phase_rec.samples += rec.samples;
+    phase_rec.test = rec.test;
+    phase_rec.train_loss = rec.train_loss;
+    phase_rec.train_top1 = rec.train_top1;
+    phase_rec.settled = settled;
+  }
+
+  TrainResult finish(double forward_flops) {
+    if (!result_.epochs.empty() && result_.epochs.back().test.samples > 0) {
+      result_.final_test = result_.epochs.back().test;
+    } else {
+      result_.final_test =
+          evaluate(model_, data_.test, data_.num_classes, options_.eval_batch_size, parallel_);
+    }
+    result_.train_flops = 3.0 * forward_flops * static_cast<double>(result_.samples);
+    // Also for a resumed run whose last epochs were restored from the checkpoint.
+    if (options_.converge_window > 0 && !result_.epochs.empty() && result_.ok) {
+      result_.converged = is_flat(final_phase_top1(result_.epochs, result_.epochs.back().phase),
+                                  options_.converge_window, options_.converge_margin) &&
+                          result_.epochs.back().phase == num_phases_;
+    }
+    return result_;
+  }
+
+  models::QuiltModel& model_;
+  const Dataset& data_;
+  const TrainOptions& options_;
+  const Parallel& parallel_;
+  const bool two_phase_, frozen_phase1_;
+  const int num_phases_;
+  detail::RunState state_;
+  std::optional<Progress> progress_;
+  TrainResult result_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  int64_t n_train_ = 0, batches_ = 0;
+  int64_t step_ = 0;  // over all epochs of this call, for on_step_phase
+};
+
+}  // namespace
+
 TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOptions& options,
                   const Parallel& parallel) {
   validate(options);
@@ -207,7 +524,6 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
   if (parallel.size > 1 && !parallel.average) {
     throw TrainerError("data-parallel training over several ranks needs Parallel::average");
   }
-  const bool two_phase = options.mode == Mode::kFreeze || options.mode == Mode::kFinetune;
   if (options.mode == Mode::kFreeze && model->autoencoder_parameters().empty()) {
     throw TrainerError(fmt::format(
         "weight freezing needs an autoencoder at a cut (R > 1), but the model is \"{}\"; use mode "
@@ -224,260 +540,13 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
       model->eval();
     }
   } restore{model};
-
-  detail::RunState state;
-  torch::serialize::InputArchive optimizer_archive;
-  bool resumed = false;
-  if (!options.resume_from.empty()) {
-    detail::read_checkpoint(options.resume_from, model, options.mode, options.seed, &state,
-                            &optimizer_archive);
-    resumed = true;
-  } else if (!options.pretrained.empty()) {
-    models::load_state_dict(*model->base(), options.pretrained);
-  }
-
-  Progress progress(options.progress, parallel.rank);
-  TrainResult result;
-  result.resumed_epochs = state.epochs_done;
-  result.epochs = state.epochs;
-  result.phases = state.phases;
-  for (const auto& e : result.epochs) {
-    result.seconds += e.seconds;
-    result.samples += e.samples;
-  }
-
-  const bool frozen_phase1 = options.mode == Mode::kFreeze;
-  auto trainable = [&](int phase) {
-    return frozen_phase1 && phase == 1 ? model->autoencoder_parameters() : model->parameters();
-  };
-  auto phase_epochs_max = [&](int phase) {
-    return two_phase && phase == 1 ? options.freeze_epochs : options.epochs;
-  };
-  auto start_phase = [&](int phase) {
-    set_base_trainable(model, !(frozen_phase1 && phase == 1));
-    auto params = trainable(phase);
-    auto opt = make_optimizer(options.optimizer, params, options.lr, options.momentum,
-                              options.weight_decay);
-    if (static_cast<int>(result.phases.size()) < phase) {
-      PhaseRecord rec;
-      rec.phase = phase;
-      rec.trains = frozen_phase1 && phase == 1 ? "autoencoders" : "all";
-      rec.trainable_params = count_elements(params);
-      result.phases.push_back(rec);
-      const std::string what =
-          rec.trains == "all" ? "all weights" : "the autoencoders only (base frozen)";
-      progress.message(
-          fmt::format("phase {}: training {} ({} parameters)", phase, what, rec.trainable_params));
-    }
-    return opt;
-  };
-
-  std::unique_ptr<torch::optim::Optimizer> optimizer = start_phase(state.phase);
-  if (resumed) optimizer->load(optimizer_archive);
-
-  const auto& train = data.train;
-  const int64_t n_train = train.size();
-  const int64_t batches = (n_train + options.batch_size - 1) / options.batch_size;
-  const int num_phases = two_phase ? 2 : 1;
-  double forward_flops = 0.0;
-  try {
-    forward_flops = static_cast<double>(models::module_flops(*model, data.sample_shape, nullptr));
-  } catch (const std::exception&) {
-    forward_flops = 0.0;  // a layer the summary does not know: the FLOP estimate stays 0
-  }
-
-  int64_t step = 0;  // over all epochs of this call, for on_step_phase
-  while (state.phase <= num_phases) {
-    // A run resumed from a checkpoint written after its last phase had converged is complete.
-    if (options.converge_window > 0 && state.phase == num_phases &&
-        is_flat(final_phase_top1(result.epochs, num_phases), options.converge_window,
-                options.converge_margin))
-      break;
-    if (state.phase_epochs >= phase_epochs_max(state.phase)) {
-      // A phase with no epochs left (epochs = 0, or a resumed run that was already at its end).
-      if (state.phase == num_phases) break;
-      ++state.phase;
-      state.phase_epochs = 0;
-      state.prev_loss = std::numeric_limits<double>::quiet_NaN();
-      optimizer = start_phase(state.phase);
-      continue;
-    }
-    const int64_t epoch = state.epochs_done + 1;
-    PhaseRecord& phase_rec = result.phases[static_cast<size_t>(state.phase - 1)];
-    model->train(true);
-    if (frozen_phase1 && state.phase == 1) model->base()->train(false);
-
-    // All randomness of the epoch comes from (seed, epoch, batch): a resumed run replays it.
-    at::Generator gen = at::detail::createCPUGenerator(batch_seed(options.seed, epoch, -1));
-    const auto perm = torch::randperm(n_train, gen, torch::kLong);
-    progress.start_epoch(two_phase
-                             ? fmt::format("phase {} epoch {} ({}/{})", state.phase, epoch,
-                                           state.phase_epochs + 1, phase_epochs_max(state.phase))
-                             : fmt::format("epoch {}/{}", epoch, options.epochs),
-                         n_train);
-    const double t0 = now_s();
-    double loss_sum = 0.0, correct = 0.0;
-    int64_t seen = 0;
-    const auto params = trainable(state.phase);
-    const auto& trace = options.on_step_phase;
-    for (int64_t b = 0; b < batches; ++b, ++step) {
-      double ts = trace ? now_s() : 0.0;
-      // Ends the phase begun at `ts` and begins the next one.
-      auto mark = [&](StepPhase phase) {
-        const double t = now_s();
-        trace(phase, step, epoch, ts, t);
-        ts = t;
-      };
-      const int64_t first = b * options.batch_size;
-      const int64_t count = std::min(options.batch_size, n_train - first);
-      auto [lo, hi] = shard(count, parallel.rank, parallel.size);
-      torch::Tensor x, y;
-      if (options.augment.enabled()) {
-        // Augment the global batch so each sample's draw does not depend on the rank count.
-        auto idx = perm.narrow(0, first, count);
-        x = augment(train.x.index_select(0, idx), options.augment,
-                    batch_seed(options.seed, epoch, b))
-                .narrow(0, lo, hi - lo);
-        y = train.y.index_select(0, idx).narrow(0, lo, hi - lo);
-      } else {
-        auto idx = perm.narrow(0, first + lo, hi - lo);
-        x = train.x.index_select(0, idx);
-        y = train.y.index_select(0, idx);
-      }
-      // Gradients start undefined so that backward writes them rather than adding to zeros.
-      clear_grads(params);
-      if (trace) mark(StepPhase::kData);
-      double batch_loss = 0.0, batch_correct = 0.0;
-      if (hi > lo) {
-        auto out = model->forward(x);
-        auto loss =
-            torch::nn::functional::cross_entropy(
-                out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
-            static_cast<double>(count);
-        if (trace) mark(StepPhase::kForward);
-        loss.backward();
-        batch_loss = loss.item<double>() * static_cast<double>(count);
-        batch_correct = out.detach().argmax(1).eq(y).sum().item<double>();
-        if (trace) mark(StepPhase::kBackward);
-      }
-      fill_missing_grads(params);  // what zero_grad() + backward leaves for an unused parameter
-      if (parallel.size > 1) {
-        std::vector<torch::Tensor> grads;
-        grads.reserve(params.size() + 1);
-        for (const auto& p : params) grads.push_back(p.grad());
-        grads.push_back(torch::tensor({batch_loss, batch_correct}, torch::kFloat64));
-        // Each rank's loss is its shard's sum over the global count: the sum over ranks is the
-        // global batch's mean loss and its gradient.
-        sum_over_ranks(grads, parallel);
-        batch_loss = grads.back()[0].item<double>();
-        batch_correct = grads.back()[1].item<double>();
-        if (trace) mark(StepPhase::kAllreduce);
-      }
-      if (!std::isfinite(batch_loss)) {
-        result.ok = false;
-        result.failure =
-            fmt::format("loss became {} at epoch {} batch {} ({})",
-                        std::isnan(batch_loss) ? "NaN" : "Inf", epoch, b + 1, lr_hint(options.lr));
-        progress.message(result.failure);
-        return result;
-      }
-      optimizer->step();
-      if (trace) mark(StepPhase::kOptimizer);
-      loss_sum += batch_loss;
-      correct += batch_correct;
-      seen += count;
-      progress.advance(count, loss_sum / static_cast<double>(seen));
-    }
-    EpochRecord rec;
-    rec.phase = state.phase;
-    rec.epoch = epoch;
-    rec.seconds = now_s() - t0;
-    rec.samples = seen;
-    rec.train_loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0.0;
-    rec.train_top1 = seen > 0 ? correct / static_cast<double>(seen) : 0.0;
-    ++state.epochs_done;
-    ++state.phase_epochs;
-    state.last_phase = state.phase;
-
-    // Does the phase end here?
-    bool phase_over = state.phase_epochs >= phase_epochs_max(state.phase);
-    bool settled = false;
-    if (two_phase && state.phase == 1 && !phase_over && std::isfinite(state.prev_loss) &&
-        state.prev_loss > 0.0 &&
-        std::abs(rec.train_loss - state.prev_loss) / state.prev_loss < options.settle_tolerance) {
-      settled = phase_over = true;
-    }
-    state.prev_loss = rec.train_loss;
-    // The run ends with this epoch when no later phase has epochs (freeze with epochs = 0 is
-    // phase 1 alone).
-    bool last = phase_over && (state.phase == num_phases || phase_epochs_max(state.phase + 1) == 0);
-    if (options.eval_every_epoch || phase_over) {
-      rec.test = evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
-    }
-    // The convergence rule ends the last phase early: its test accuracy has stopped moving.
-    if (options.converge_window > 0 && state.phase == num_phases && rec.test.samples > 0) {
-      auto top1 = final_phase_top1(result.epochs, state.phase);
-      top1.push_back(rec.test.top1);
-      if (is_flat(top1, options.converge_window, options.converge_margin)) {
-        result.converged = true;
-        if (!last)
-          progress.message(fmt::format("converged: test top-1 of the last {} epochs within {:g} pt",
-                                       options.converge_window, 100 * options.converge_margin));
-        last = true;
-      }
-    }
-    progress.end_epoch(fmt::format("train loss {:.4f} acc {:.4f} | {}", rec.train_loss,
-                                   rec.train_top1, test_summary(rec.test, data.num_classes)));
-    result.epochs.push_back(rec);
-    result.seconds += rec.seconds;
-    result.samples += rec.samples;
-    phase_rec.epochs += 1;
-    phase_rec.seconds += rec.seconds;
-    phase_rec.samples += rec.samples;
-    phase_rec.test = rec.test;
-    phase_rec.train_loss = rec.train_loss;
-    phase_rec.train_top1 = rec.train_top1;
-    phase_rec.settled = settled;
-    if (phase_over && !last) {
-      if (settled)
-        progress.message(fmt::format("phase 1 settled after {} epochs", phase_rec.epochs));
-      ++state.phase;
-      state.phase_epochs = 0;
-      state.prev_loss = std::numeric_limits<double>::quiet_NaN();
-      optimizer = start_phase(state.phase);
-      model->train(true);
-    }
-    if (!options.checkpoint_path.empty() && parallel.rank == 0) {
-      state.epochs = result.epochs;
-      state.phases = result.phases;
-      detail::write_checkpoint(options.checkpoint_path, model, *optimizer, options.mode,
-                               options.seed, state);
-    }
-    if (last) break;
-    if (options.stop_after_epochs > 0 &&
-        state.epochs_done - result.resumed_epochs >= options.stop_after_epochs) {
-      result.stopped = true;
-      break;
-    }
-  }
-
-  if (!result.epochs.empty() && result.epochs.back().test.samples > 0) {
-    result.final_test = result.epochs.back().test;
-  } else {
-    result.final_test =
-        evaluate(model, data.test, data.num_classes, options.eval_batch_size, parallel);
-  }
-  result.train_flops = 3.0 * forward_flops * static_cast<double>(result.samples);
-  // Also for a resumed run whose last epochs were restored from the checkpoint.
-  if (options.converge_window > 0 && !result.epochs.empty() && result.ok) {
-    result.converged = is_flat(final_phase_top1(result.epochs, result.epochs.back().phase),
-                               options.converge_window, options.converge_margin) &&
-                       result.epochs.back().phase == num_phases;
-  }
-  return result;
+  return TrainLoop(model, data, options, parallel).run();
 }
 
-ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOptions& options) {
+namespace {
+
+void check_proxy_options(const models::Model& base, const Dataset& data,
+                         const ProxyOptions& options) {
   if (data.sample_shape != base->input_shape()) {
     throw TrainerError(fmt::format(
         "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)",
@@ -496,6 +565,77 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
         fmt::format("proxy options: lr {} must be > 0, batch_size {} >= 1, epochs {} >= 1",
                     options.lr, options.batch_size, options.epochs));
   }
+}
+
+// f_L(x) of every sample of `s`: the base's units up to `cut`, in chunks of 256.
+torch::Tensor cut_features(models::Model base, const Split& s, const models::CutPoint& cut) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0; i < s.size(); i += 256) {
+    parts.push_back(base->forward_units(s.x.narrow(0, i, std::min<int64_t>(256, s.size() - i)), 0,
+                                        cut.after_unit + 1));
+  }
+  if (parts.empty()) {
+    std::vector<int64_t> shape{0};
+    shape.insert(shape.end(), cut.shape.begin(), cut.shape.end());
+    return torch::empty(shape);
+  }
+  return torch::cat(parts).contiguous();
+}
+
+// Test reconstruction error, per element as the training loss.
+double test_mse(models::Autoencoder& ae, const torch::Tensor& test_f) {
+  ae->eval();
+  torch::NoGradGuard no_grad;
+  double test_sum = 0.0;
+  for (int64_t i = 0; i < test_f.size(0); i += 256) {
+    auto t = test_f.narrow(0, i, std::min<int64_t>(256, test_f.size(0) - i));
+    test_sum += torch::mse_loss(ae->forward(t), t, torch::Reduction::Sum).item<double>();
+  }
+  return test_f.numel() > 0 ? test_sum / static_cast<double>(test_f.numel()) : 0.0;
+}
+
+// One training epoch of `ae` on the features; false (result.failure set) when the loss stopped
+// being finite.
+bool proxy_epoch(models::Autoencoder& ae, torch::optim::Optimizer& optimizer,
+                 const torch::Tensor& train_f, int64_t epoch, const ProxyOptions& options,
+                 Progress& progress, ProxyRecord& rec, ProxyResult& result) {
+  const int64_t n = train_f.size(0);
+  const auto ae_params = ae->parameters();
+  ae->train(true);
+  at::Generator gen = at::detail::createCPUGenerator(batch_seed(options.seed, epoch, -1));
+  auto perm = torch::randperm(n, gen, torch::kLong);
+  progress.start_epoch(fmt::format("proxy R {:g} epoch {}/{}", rec.rate, epoch, options.epochs), n);
+  double sum = 0.0;
+  for (int64_t first = 0, b = 0; first < n; first += options.batch_size, ++b) {
+    const int64_t count = std::min(options.batch_size, n - first);
+    auto target = train_f.index_select(0, perm.narrow(0, first, count));
+    clear_grads(ae_params);
+    auto loss = torch::mse_loss(ae->forward(target), target);
+    const double value = loss.item<double>();
+    if (!std::isfinite(value)) {
+      result.ok = false;
+      result.failure = fmt::format(
+          "reconstruction loss became {} for R {:g} at epoch {} batch {} ({})",
+          std::isnan(value) ? "NaN" : "Inf", rec.rate, epoch, b + 1, lr_hint(options.lr));
+      progress.message(result.failure);
+      return false;
+    }
+    loss.backward();
+    fill_missing_grads(ae_params);
+    optimizer.step();
+    sum += value * static_cast<double>(count);
+    rec.samples += count;
+    progress.advance(count, sum / static_cast<double>(first + count));
+  }
+  rec.train_mse.push_back(n > 0 ? sum / static_cast<double>(n) : 0.0);
+  return true;
+}
+
+}  // namespace
+
+ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOptions& options) {
+  check_proxy_options(base, data, options);
   const models::CutPoint cut = [&] {
     try {
       return base->cut(options.cut);
@@ -511,22 +651,8 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
   // f_L(x) once for both splits: the base is frozen, so the features never change.
   const double t_feat = now_s();
   base->eval();
-  auto features = [&](const Split& s) {
-    torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> parts;
-    for (int64_t i = 0; i < s.size(); i += 256) {
-      parts.push_back(base->forward_units(s.x.narrow(0, i, std::min<int64_t>(256, s.size() - i)), 0,
-                                          cut.after_unit + 1));
-    }
-    if (parts.empty()) {
-      std::vector<int64_t> shape{0};
-      shape.insert(shape.end(), cut.shape.begin(), cut.shape.end());
-      return torch::empty(shape);
-    }
-    return torch::cat(parts).contiguous();
-  };
-  const auto train_f = features(data.train);
-  const auto test_f = features(data.test);
+  const auto train_f = cut_features(base, data.train, cut);
+  const auto test_f = cut_features(base, data.test, cut);
   result.feature_seconds = now_s() - t_feat;
   const auto summary = models::summarize(base);
   double per_sample = 0.0;
@@ -534,58 +660,23 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
     per_sample += static_cast<double>(summary.units[u].flops);
   result.feature_flops = per_sample * static_cast<double>(data.train.size() + data.test.size());
 
-  const int64_t n = train_f.size(0);
   for (size_t ri = 0; ri < options.rates.size(); ++ri) {
     const double rate = options.rates[ri];
     torch::manual_seed(options.seed + ri);
     models::Autoencoder ae(cut.shape, models::AutoencoderOptions{rate, options.kernel});
-    const auto ae_params = ae->parameters();
-    auto optimizer = make_optimizer(options.optimizer, ae_params, options.lr, options.momentum,
-                                    options.weight_decay);
+    auto optimizer = make_optimizer(options.optimizer, ae->parameters(), options.lr,
+                                    options.momentum, options.weight_decay);
     ProxyRecord rec;
     rec.rate = rate;
     rec.effective_rate = models::effective_rate(cut.shape[0], rate);
     const double ae_flops = static_cast<double>(models::module_flops(*ae, cut.shape, nullptr));
     const double t0 = now_s();
     for (int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
-      ae->train(true);
-      at::Generator gen = at::detail::createCPUGenerator(batch_seed(options.seed, epoch, -1));
-      auto perm = torch::randperm(n, gen, torch::kLong);
-      progress.start_epoch(fmt::format("proxy R {:g} epoch {}/{}", rate, epoch, options.epochs), n);
-      double sum = 0.0;
-      for (int64_t first = 0, b = 0; first < n; first += options.batch_size, ++b) {
-        const int64_t count = std::min(options.batch_size, n - first);
-        auto target = train_f.index_select(0, perm.narrow(0, first, count));
-        clear_grads(ae_params);
-        auto loss = torch::mse_loss(ae->forward(target), target);
-        const double value = loss.item<double>();
-        if (!std::isfinite(value)) {
-          result.ok = false;
-          result.failure = fmt::format(
-              "reconstruction loss became {} for R {:g} at epoch {} batch {} ({})",
-              std::isnan(value) ? "NaN" : "Inf", rate, epoch, b + 1, lr_hint(options.lr));
-          progress.message(result.failure);
-          result.rates.push_back(rec);
-          return result;
-        }
-        loss.backward();
-        fill_missing_grads(ae_params);
-        optimizer->step();
-        sum += value * static_cast<double>(count);
-        rec.samples += count;
-        progress.advance(count, sum / static_cast<double>(first + count));
+      if (!proxy_epoch(ae, *optimizer, train_f, epoch, options, progress, rec, result)) {
+        result.rates.push_back(rec);
+        return result;
       }
-      rec.train_mse.push_back(n > 0 ? sum / static_cast<double>(n) : 0.0);
-      // Test reconstruction error, per element as the training loss.
-      ae->eval();
-      torch::NoGradGuard no_grad;
-      double test_sum = 0.0;
-      for (int64_t i = 0; i < test_f.size(0); i += 256) {
-        auto t = test_f.narrow(0, i, std::min<int64_t>(256, test_f.size(0) - i));
-        test_sum += torch::mse_loss(ae->forward(t), t, torch::Reduction::Sum).item<double>();
-      }
-      rec.test_mse.push_back(test_f.numel() > 0 ? test_sum / static_cast<double>(test_f.numel())
-                                                : 0.0);
+      rec.test_mse.push_back(test_mse(ae, test_f));
       progress.end_epoch(fmt::format("train mse {:.5f} test mse {:.5f}", rec.train_mse.back(),
                                      rec.test_mse.back()));
     }
