@@ -175,6 +175,7 @@ void check_experiment(const Experiment& experiment, int ranks) {
                               run.training.mode));
     std::string key =
         run.params.at("model.arch") + run.params.at("model.input") + run.params.at("model.classes");
+    if (auto it = run.params.find("model.width"); it != run.params.end()) key += "w" + it->second;
     if (torchscript)
       key += "\n" + run.model.path + "\n" + fmt::format("{}", fmt::join(run.model.cuts, ","));
     try {
@@ -183,6 +184,7 @@ void check_experiment(const Experiment& experiment, int ranks) {
         models::ModelOptions opts;
         opts.input_shape = run.model.input;
         opts.num_classes = run.model.classes;
+        opts.width = run.model.width;
         opts.path = run.model.path;
         opts.cuts = run.model.cuts;
         bases.emplace(key, models::make_model(run.model.arch, opts));
@@ -584,8 +586,8 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
       // Consecutive runs of a sweep often share the base model (only R, cuts or boards
       // change): build it once. Pipeline runs never change its weights.
       const std::string key =
-          fmt::format("{}|{}|{}|{}|{}", run.model.arch, fmt::join(run.model.input, "x"),
-                      run.model.classes, run.model.weights, run.model.seed);
+          fmt::format("{}|{}|{}|{}|{}|{}", run.model.arch, fmt::join(run.model.input, "x"),
+                      run.model.classes, run.model.weights, run.model.seed, run.model.width);
       if (base_key != key) {
         // The weights file is read once here to see what it holds, not once per run.
         cached_quilt_weights =
