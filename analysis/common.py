@@ -198,7 +198,7 @@ def placement_text(position):
 def protocol_note(df):
     """What the runs of `df` did where the paper's protocol is different, for the header line of
     a table: the scale, the stand-in data/model (the files' `stand_in`), the input size, the
-    epoch budget and the convergence rule, and the number of seeds. Empty for no runs."""
+    model width (`model.width` other than 1), the epoch budget and the convergence rule, and the number of seeds. Empty for no runs."""
     if df is None or df.empty:
         return ""
     parts = []
@@ -211,6 +211,13 @@ def protocol_note(df):
         sizes = sorted(set(df["model.input"].astype(str)) - {"", "nan"})
         if sizes:
             parts.append("input " + "/".join(sizes))
+    if "model.width" in df:
+        # Absent in a run = width 1 (results/SCHEMA.md); a narrower ResNet is a deviation.
+        widths = sorted({float(w) if str(w) not in ("", "nan", "None") else 1.0
+                         for w in df["model.width"]})
+        if widths != [1.0]:
+            parts.append("ResNet width x" + "/".join(f"{w:g}" for w in widths)
+                         + " (stem and stage channels scaled)")
     if "training.epochs" in df:
         epochs = sorted({int(e) for e in df["training.epochs"].dropna()})
         window = (df["training.converge_window"].dropna() if "training.converge_window" in df

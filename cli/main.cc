@@ -8,6 +8,7 @@
 #include "cli/profile_cmd.h"
 #include "cli/reproduce_cmd.h"
 #include "cli/trace_cmd.h"
+#include "common/model_width.h"
 #include "harness/experiment.h"
 #include "harness/mpi.h"
 #include "harness/planning.h"
@@ -153,6 +154,13 @@ int cmd_summary(int argc, char** argv) {
       .option("--input", "C,H,W", "per-sample input shape (default: the model's)",
               [&](const std::string& v) { opts.input_shape = parse_shape(v); })
       .option("--classes", "N", "number of classes (default: the model's)", &opts.num_classes, 1)
+      .option("--width", "W",
+              "channel multiplier of a ResNet's stem and stages, in (0, 4] (default 1)",
+              [&](const std::string& v) {
+                opts.width = std::stod(v);
+                if (!quilt::common::valid_model_width(opts.width))
+                  throw std::invalid_argument("must be a number in (0, 4]");
+              })
       .option("--rate", "R", "autoencoder reduction rate at the cuts (default 1: none)", &rate, 1.0)
       .option("--cut", "NAME", "show only this cut (repeatable)",
               [&](const std::string& v) { cuts.push_back(v); })
@@ -161,8 +169,10 @@ int cmd_summary(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   auto model = quilt::models::make_model(arch, opts);
   auto s = quilt::models::summarize(model);
-  fmt::print("{} input {} classes {}: {:.3f} GFLOPs/sample, {} parameters\n", s.arch,
-             quilt::models::to_string(s.input_shape), s.num_classes, s.flops / 1e9, s.params);
+  fmt::print("{} input {} classes {}{}: {:.3f} GFLOPs/sample, {} parameters\n", s.arch,
+             quilt::models::to_string(s.input_shape), s.num_classes,
+             opts.width != 1.0 ? fmt::format(" width {}", opts.width) : "", s.flops / 1e9,
+             s.params);
   fmt::print("{:<10} {:>16} {:>16} {:>12} {:>12} {:>14}\n", "unit", "in", "out", "GFLOPs", "params",
              "out B/sample");
   for (const auto& u : s.units)
@@ -281,6 +291,7 @@ int cmd_plan(int argc, char** argv) {
     quilt::models::ModelOptions opts;
     opts.input_shape = run.model.input;
     opts.num_classes = run.model.classes;
+    opts.width = run.model.width;
     opts.path = run.model.path;
     opts.cuts = run.model.cuts;
     auto base = quilt::models::make_model(run.model.arch, opts);
@@ -291,14 +302,17 @@ int cmd_plan(int argc, char** argv) {
       cuts = plan.cuts;
     }
     quilt::models::QuiltModel qm(base, cuts, {run.autoencoder.rate, run.autoencoder.kernel});
+    const std::string arch = run.model.width == 1.0
+                                 ? run.model.arch
+                                 : fmt::format("{} (width {})", run.model.arch, run.model.width);
     if (run.training.mode == "none")
       fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
-                 run.id, run.index, run.model.arch, run.boards.count, run.boards.backend,
+                 run.id, run.index, arch, run.boards.count, run.boards.backend,
                  run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
                  run.measurement.warmup_batches);
     else  // Training runs: their own plan; the measurement keys do not apply.
-      fmt::print("run {} (#{}): {} on {} rank(s), {}\n", run.id, run.index, run.model.arch,
-                 run.boards.count, quilt::harness::describe_training(run));
+      fmt::print("run {} (#{}): {} on {} rank(s), {}\n", run.id, run.index, arch, run.boards.count,
+                 quilt::harness::describe_training(run));
     for (const auto& [k, v] : run.swept) fmt::print("    {} = {}\n", k, v);
     auto why = quilt::harness::unavailable_reason(run);
     if (!why.empty()) {

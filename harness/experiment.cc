@@ -1,5 +1,6 @@
 #include "harness/experiment.h"
 
+#include "common/model_width.h"
 #include "common/yaml_reader.h"
 #include "harness/hash.h"
 
@@ -36,7 +37,7 @@ std::string format_error(const std::string& file, int line, int column, const st
 // The keys a section accepts, in documentation order. Sweeps and scales may set any of them.
 const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
   static const std::vector<std::pair<std::string, std::vector<std::string>>> kSchema = {
-      {"model", {"arch", "input", "classes", "weights", "seed", "path"}},
+      {"model", {"arch", "input", "classes", "width", "weights", "seed", "path"}},
       {"data", {"kind", "path", "seed", "augment", "train_samples"}},
       {"boards",
        {"count", "backend", "profile", "time_model", "threads", "xclbin", "devices", "fallback",
@@ -296,6 +297,20 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     for (const auto& d : n) run.model.input.push_back(r.integer(d, "model.input", 1, 1 << 16));
   }
   if (auto n = model["classes"]) run.model.classes = r.integer(n, "model.classes", 1, 1 << 24);
+  if (auto n = model["width"]) {
+    // The range is open at 0, which r.real's closed ranges cannot say.
+    run.model.width = r.scalar<double>(n, "model.width", "a number");
+    if (!common::valid_model_width(run.model.width))
+      r.fail(n, "model.width",
+             fmt::format("must be a number in (0, {}] (a channel multiplier of the stem and "
+                         "every stage; 1 = the paper's model), got {}",
+                         common::kMaxModelWidth, clip(n.Scalar())));
+    if (run.model.width != 1.0 && !common::arch_has_width(run.model.arch))
+      r.fail(n, "model.width",
+             fmt::format("`{}` has no width multiplier; only {} take one (leave the key out or "
+                         "set 1)",
+                         clip(run.model.arch), common::kArchsWithWidth));
+  }
   if (auto n = model["weights"]) run.model.weights = r.text(n, "model.weights");
   if (run.model.weights.empty())
     r.fail(model["weights"], "model.weights", "must be `random` or a state_dict file");
@@ -320,6 +335,8 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["model.seed"] = std::to_string(run.model.seed);
   // Recorded only for TorchScript models, so that the ids of zoo runs stay what they were.
   if (!run.model.path.empty()) P["model.path"] = run.model.path;
+  // Only when not 1, for the same reason: absent means 1 (results/SCHEMA.md).
+  if (run.model.width != 1.0) P["model.width"] = fmt::format("{}", run.model.width);
 
   Section data = section("data");
   if (auto n = data["kind"])

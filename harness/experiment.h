@@ -46,6 +46,8 @@ struct ModelConfig {
   int64_t classes = 0;             ///< 0 = the model's default
   std::string weights = "random";  ///< "random" or a state_dict file saved by torch.save
   uint64_t seed = 0;               ///< seed of the random initialisation
+  /// Channel multiplier of the ResNets' stem and stages, (0, 4]; 1 = torchvision's widths.
+  double width = 1.0;
   /// arch `torchscript`: the TorchScript file (model.path), and the cuts the model must have
   /// beyond its default ones (partition.cuts, or partition.fixed under `cuts: auto`).
   std::string path;

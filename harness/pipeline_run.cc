@@ -133,8 +133,8 @@ class BaseModelCache {
   // loads into the QuiltModel).
   models::Model get(const RunConfig& run, bool* quilt_weights) {
     const std::string key =
-        fmt::format("{}|{}|{}|{}|{}", run.model.arch, fmt::join(run.model.input, "x"),
-                    run.model.classes, run.model.weights, run.model.seed);
+        fmt::format("{}|{}|{}|{}|{}|{}", run.model.arch, fmt::join(run.model.input, "x"),
+                    run.model.classes, run.model.weights, run.model.seed, run.model.width);
     if (key_ != key) {
       // The weights file is read once here to see what it holds, not once per run.
       quilt_weights_ = run.model.weights != "random" && has_autoencoder_weights(run.model.weights);

@@ -18,6 +18,7 @@ models::Model build_base(const ModelConfig& m, bool load_weights) {
   models::ModelOptions opts;
   opts.input_shape = m.input;
   opts.num_classes = m.classes;
+  opts.width = m.width;
   opts.path = m.path;
   opts.cuts = m.cuts;
   models::Model model = models::make_model(m.arch, opts);

@@ -14,11 +14,12 @@ namespace {
 std::string swept_text(const results::RunRecord& run) {
   // The parameters most users sweep, when present; the id names the rest.
   // Training runs show their training parameters; measurement.* does not apply to them.
-  std::vector<const char*> keys = {"model.arch",   "autoencoder.rate", "partition.cuts",
-                                   "boards.count", "boards.backend",   "measurement.batch"};
+  std::vector<const char*> keys = {"model.arch",       "model.width",  "autoencoder.rate",
+                                   "partition.cuts",   "boards.count", "boards.backend",
+                                   "measurement.batch"};
   if (!run.training.mode.empty())
-    keys = {"model.arch",      "autoencoder.rate", "partition.cuts", "training.mode",
-            "training.epochs", "training.batch",   "data.kind"};
+    keys = {"model.arch",    "model.width",     "autoencoder.rate", "partition.cuts",
+            "training.mode", "training.epochs", "training.batch",   "data.kind"};
   std::string out;
   for (const char* key : keys) {
     auto it = run.params.find(key);

@@ -52,6 +52,7 @@ const models::Model& checked_base(const RunConfig& run, const RunPlace& where,
   const bool torchscript = run.model.arch == models::kTorchScriptArch;
   std::string key =
       run.params.at("model.arch") + run.params.at("model.input") + run.params.at("model.classes");
+  if (auto it = run.params.find("model.width"); it != run.params.end()) key += "w" + it->second;
   if (torchscript)
     key += "\n" + run.model.path + "\n" + fmt::format("{}", fmt::join(run.model.cuts, ","));
   try {
@@ -60,6 +61,7 @@ const models::Model& checked_base(const RunConfig& run, const RunPlace& where,
       models::ModelOptions opts;
       opts.input_shape = run.model.input;
       opts.num_classes = run.model.classes;
+      opts.width = run.model.width;
       opts.path = run.model.path;
       opts.cuts = run.model.cuts;
       bases.emplace(key, models::make_model(run.model.arch, opts));

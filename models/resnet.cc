@@ -1,11 +1,14 @@
 #include "models/resnet.h"
 
+#include "common/model_width.h"
 #include "models/fast_conv.h"
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/init.h>
+#include <algorithm>
+#include <cmath>
 
 namespace quilt::models {
 namespace {
@@ -97,10 +100,18 @@ torch::Tensor ResNetHeadImpl::forward(torch::Tensor x) {
   return fc(torch::flatten(x, 1));
 }
 
-ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes)
-    : ModelImpl(fmt::format("resnet{}", depth)), depth_(depth) {
+int64_t ResNetImpl::scaled_planes(int64_t planes, double width) {
+  return std::max<int64_t>(1, std::llround(static_cast<double>(planes) * width));
+}
+
+ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes, double width)
+    : ModelImpl(fmt::format("resnet{}", depth)), depth_(depth), width_(width) {
   if (depth != 18 && depth != 50) {
     throw ModelError(fmt::format("unsupported ResNet depth {}; valid depths: 18, 50", depth));
+  }
+  if (!common::valid_model_width(width)) {
+    throw ModelError(
+        fmt::format("{}: width {} must be in (0, {}]", arch_, width, common::kMaxModelWidth));
   }
   if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
     throw ModelError(
@@ -113,9 +124,12 @@ ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes)
   input_shape_ = input_shape;
   num_classes_ = num_classes;
 
+  // torchvision's widths (64, 128, 256, 512) at width 1; the multiplier scales each one.
+  auto planes_of = [width](int64_t planes) { return scaled_planes(planes, width); };
+  const int64_t stem = planes_of(64);
   conv1 = register_module(
-      "conv1", Conv2d(Conv2dOptions(input_shape[0], 64, 7).stride(2).padding(3).bias(false)));
-  bn1 = register_module("bn1", BatchNorm2d(64));
+      "conv1", Conv2d(Conv2dOptions(input_shape[0], stem, 7).stride(2).padding(3).bias(false)));
+  bn1 = register_module("bn1", BatchNorm2d(stem));
   maxpool = register_module(
       "maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
 
@@ -123,7 +137,7 @@ ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes)
   const int64_t expansion = bottleneck ? 4 : 1;
   const std::array<int64_t, 4> blocks =
       bottleneck ? std::array<int64_t, 4>{3, 4, 6, 3} : std::array<int64_t, 4>{2, 2, 2, 2};
-  int64_t inplanes = 64;
+  int64_t inplanes = stem;
   auto make_layer = [&](int64_t planes, int64_t num_blocks, int64_t stride) {
     torch::nn::Sequential layer;
     for (int64_t b = 0; b < num_blocks; ++b) {
@@ -138,11 +152,11 @@ ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes)
     }
     return layer;
   };
-  layer1 = register_module("layer1", make_layer(64, blocks[0], 1));
-  layer2 = register_module("layer2", make_layer(128, blocks[1], 2));
-  layer3 = register_module("layer3", make_layer(256, blocks[2], 2));
-  layer4 = register_module("layer4", make_layer(512, blocks[3], 2));
-  fc = register_module("fc", torch::nn::Linear(512 * expansion, num_classes));
+  layer1 = register_module("layer1", make_layer(planes_of(64), blocks[0], 1));
+  layer2 = register_module("layer2", make_layer(planes_of(128), blocks[1], 2));
+  layer3 = register_module("layer3", make_layer(planes_of(256), blocks[2], 2));
+  layer4 = register_module("layer4", make_layer(planes_of(512), blocks[3], 2));
+  fc = register_module("fc", torch::nn::Linear(planes_of(512) * expansion, num_classes));
 
   // torchvision: kaiming_normal_(fan_out, relu) for every conv, BN weight 1 / bias 0; fc keeps
   // PyTorch's default Linear init (which LibTorch's Linear already applied).

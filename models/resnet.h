@@ -78,10 +78,17 @@ class ResNetImpl : public ModelImpl {
  public:
   /// depth 18 or 50. input_shape {C, H, W}: conv1 takes C input channels (a model with C != 3,
   /// e.g. {1, 28, 28} for Fashion-MNIST, cannot load ImageNet weights: conv1.weight's shape
-  /// differs). num_classes >= 1 (fc's output). Throws ModelError for anything else.
-  ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes);
+  /// differs). num_classes >= 1 (fc's output). width in (0, 4] multiplies the channels of the
+  /// stem and of every stage (64, 128, 256, 512 planes), each rounded to the nearest integer and
+  /// at least 1; 1.0 is torchvision's model exactly. Throws ModelError for anything else.
+  ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes, double width = 1.0);
   /// 18 or 50.
   int depth() const { return depth_; }
+  /// The channel multiplier the model was built with (1.0 = torchvision's widths).
+  double width() const { return width_; }
+  /// Channels of `planes` (64, 128, 256 or 512 in torchvision) at this width: round(planes *
+  /// width), at least 1.
+  static int64_t scaled_planes(int64_t planes, double width);
 
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
@@ -91,6 +98,7 @@ class ResNetImpl : public ModelImpl {
 
  private:
   int depth_ = 0;
+  double width_ = 1.0;
 };
 TORCH_MODULE(ResNet);
 

@@ -1,5 +1,6 @@
 #include "models/zoo.h"
 
+#include "common/model_width.h"
 #include "models/efficientnet.h"
 #include "models/mlp.h"
 #include "models/resnet.h"
@@ -18,7 +19,12 @@ Model make_model(const std::string& arch, const ModelOptions& options) {
   if (arch == "resnet18" || arch == "resnet50") {
     const Shape input = options.input_shape.empty() ? Shape{3, 224, 224} : options.input_shape;
     const int64_t classes = options.num_classes == 0 ? 1000 : options.num_classes;
-    return to_model(ResNet(arch == "resnet18" ? 18 : 50, input, classes));
+    return to_model(ResNet(arch == "resnet18" ? 18 : 50, input, classes, options.width));
+  }
+  if (options.width != 1.0 && !common::arch_has_width(arch)) {
+    const std::string shown = arch.size() > 200 ? arch.substr(0, 200) + "..." : arch;
+    throw ModelError(fmt::format("{} has no width multiplier (width {}); only {} take one", shown,
+                                 options.width, common::kArchsWithWidth));
   }
   if (arch == "efficientnet_b0") {
     const Shape input = options.input_shape.empty() ? Shape{3, 224, 224} : options.input_shape;

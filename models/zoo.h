@@ -18,6 +18,9 @@ struct ModelOptions {
   /// ones that the model must have (the experiment's partition cuts; see torchscript.h).
   std::string path;
   std::vector<std::string> cuts;
+  /// Channel multiplier of the ResNets (common/model_width.h: (0, 4]); 1.0 = torchvision's
+  /// widths. Any other value for an arch without widths is a ModelError.
+  double width = 1.0;
 };
 
 /// The arch of a model that the user brings as a TorchScript file (models/torchscript.h).

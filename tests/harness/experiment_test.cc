@@ -221,6 +221,45 @@ TEST(Experiment, NetworkLinkIsParsedAndRecordedOnlyWhenStated) {
   EXPECT_DOUBLE_EQ(swept.runs[1].links.mpi_gbps, 0.1);
 }
 
+TEST(Experiment, ModelWidthIsParsedRecordedOnlyWhenNotOneAndSweepable) {
+  auto plain = parse_experiment(kBase, "exp.yaml").runs.at(0);
+  EXPECT_EQ(plain.model.width, 1.0);
+  EXPECT_EQ(plain.params.count("model.width"), 0u);  // ids of runs without it unchanged
+
+  std::string half = kBase;
+  half.replace(half.find("classes: 10"), 11, "classes: 10\n  width: 0.5");
+  auto narrow = parse_experiment(half, "exp.yaml").runs.at(0);
+  EXPECT_EQ(narrow.model.width, 0.5);
+  EXPECT_EQ(narrow.params.at("model.width"), "0.5");
+  EXPECT_NE(narrow.id, plain.id);
+
+  std::string one = kBase;
+  one.replace(one.find("classes: 10"), 11, "classes: 10\n  width: 1");
+  EXPECT_EQ(parse_experiment(one, "exp.yaml").runs.at(0).id, plain.id);
+
+  auto swept = parse_experiment(
+      std::string(kBase) + "sweep: {matrix: {model.width: [0.25, 0.5, 1]}}\n", "exp.yaml");
+  ASSERT_EQ(swept.runs.size(), 3u);
+  EXPECT_EQ(swept.runs[0].model.width, 0.25);
+  EXPECT_EQ(swept.runs[2].params.count("model.width"), 0u);
+
+  std::string zero = kBase;
+  zero.replace(zero.find("classes: 10"), 11, "classes: 10\n  width: 0");
+  const std::string msg = error_of(zero);
+  EXPECT_NE(msg.find("exp.yaml:7:10"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("`model.width`: must be a number in (0, 4]"), std::string::npos) << msg;
+  std::string mlp = kBase;
+  mlp.replace(mlp.find("arch: resnet18"), 14, "arch: mlp");
+  mlp.replace(mlp.find("classes: 10"), 11, "classes: 10\n  width: 2");
+  EXPECT_NE(error_of(mlp).find("`mlp` has no width multiplier"), std::string::npos)
+      << error_of(mlp);
+  // A sweep that gives a width to an arch without one fails on the run that does.
+  EXPECT_NE(error_of(std::string(kBase) +
+                     "sweep: {zip: {model.arch: [resnet50, unet], model.width: [0.5, 0.5]}}\n")
+                .find("`unet` has no width multiplier"),
+            std::string::npos);
+}
+
 TEST(Experiment, MissingFile) {
   EXPECT_THROW(load_experiment("/nonexistent/exp.yaml"), ConfigError);
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <cmath>
 #include <set>
 
@@ -182,6 +183,88 @@ TEST(ResNet, InvalidOptions) {
   } catch (const ModelError& e) {
     EXPECT_NE(std::string(e.what()).find("valid depths: 18, 50"), std::string::npos);
   }
+}
+
+// Expected counts from the layer arithmetic of torchvision's ResNet with every width scaled
+// (round(64 w), round(128 w), ...): at width 1 the same arithmetic gives 11689512 / 25557032.
+TEST(ResNet, WidthScalesStemAndStages) {
+  struct Case {
+    int depth;
+    Shape input;
+    int64_t classes;
+    double width;
+    int64_t params;
+    std::array<int64_t, 4> stage_channels;  // after layer1..4 (times 4 for ResNet-50)
+  };
+  for (const Case& c : {Case{18, {1, 28, 28}, 10, 0.25, 701818, {16, 32, 64, 128}},
+                        Case{18, {1, 28, 28}, 10, 0.5, 2798314, {32, 64, 128, 256}},
+                        Case{18, {1, 28, 28}, 10, 0.1, 113532, {6, 13, 26, 51}},
+                        Case{50, {3, 224, 224}, 1000, 0.25, 1993976, {64, 128, 256, 512}},
+                        Case{50, {3, 224, 224}, 1000, 0.5, 6917640, {128, 256, 512, 1024}}}) {
+    SCOPED_TRACE("resnet" + std::to_string(c.depth) + " width " + std::to_string(c.width));
+    ModelOptions o;
+    o.input_shape = c.input;
+    o.num_classes = c.classes;
+    o.width = c.width;
+    Model m = make_model(c.depth == 18 ? "resnet18" : "resnet50", o);
+    EXPECT_EQ(count(m->parameters()), c.params);
+    auto* r = dynamic_cast<ResNetImpl*>(m.get());
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(r->width(), c.width);
+    EXPECT_EQ(r->conv1->options.out_channels(), ResNetImpl::scaled_planes(64, c.width));
+    EXPECT_EQ(r->fc->options.in_features(), c.stage_channels[3]);
+    for (int s = 0; s < 4; ++s) {
+      const auto& cut = m->cut("after_layer" + std::to_string(s + 1));
+      ASSERT_EQ(cut.tensors.size(), 1u);
+      EXPECT_EQ(cut.tensors[0].shape[0], c.stage_channels[s]) << "after_layer" << s + 1;
+    }
+    m->eval();
+    torch::NoGradGuard no_grad;
+    auto y = m->forward(torch::randn({2, c.input[0], c.input[1], c.input[2]}));
+    EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, c.classes}));
+  }
+  // Tiny widths keep at least one channel.
+  EXPECT_EQ(ResNetImpl::scaled_planes(64, 0.001), 1);
+  EXPECT_EQ(ResNetImpl::scaled_planes(64, 4.0), 256);
+}
+
+TEST(ResNet, WidthOneIsTodaysModelBitForBit) {
+  ModelOptions o;
+  o.input_shape = {1, 28, 28};
+  o.num_classes = 10;
+  o.width = 1.0;
+  torch::manual_seed(7);
+  Model a = make_model("resnet18", o);
+  torch::manual_seed(7);
+  Model b = to_model(ResNet(18, Shape{1, 28, 28}, 10));
+  const auto pa = a->named_parameters();
+  const auto pb = b->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (const auto& item : pa) EXPECT_TRUE(torch::equal(item.value(), pb[item.key()])) << item.key();
+}
+
+TEST(ResNet, WidthErrors) {
+  for (double w : {0.0, -1.0, 4.5, std::nan("")}) {
+    ModelOptions o;
+    o.width = w;
+    EXPECT_THROW(make_model("resnet18", o), ModelError) << w;
+  }
+  for (const char* arch : {"mlp", "unet", "efficientnet_b0"}) {
+    ModelOptions o;
+    o.width = 0.5;
+    try {
+      make_model(arch, o);
+      ADD_FAILURE() << arch << " took a width";
+    } catch (const ModelError& e) {
+      EXPECT_NE(std::string(e.what()).find("has no width multiplier"), std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("resnet18, resnet50"), std::string::npos) << e.what();
+    }
+  }
+  // Width 1 is accepted by every arch (the default).
+  ModelOptions one;
+  one.width = 1.0;
+  EXPECT_NO_THROW(make_model("mlp", one));
 }
 
 }  // namespace

@@ -236,3 +236,21 @@ def test_interposition_table(tmp_path):
                "--allow-missing")
     assert r.returncode == 0, r.stderr
     assert "INCONCLUSIVE" in [l for l in r.stdout.splitlines() if "(Multi-AE)" in l][0]
+
+
+def test_table1_header_names_a_narrower_resnet(tmp_path):
+    """model.width other than 1 is a deviation the header line states; runs without the key are
+    width 1 and add nothing."""
+    out = tmp_path / "accuracy.h5"
+    qf.write(out, [
+        qf.training(rate=r, top1=[0.80, 0.90], classes=10,
+                    params={"model.arch": "resnet18", "model.width": "0.25"}) for r in (1, 64)])
+    r = script("table1_accuracy.py", out)
+    assert r.returncode == 0, r.stderr
+    assert "ResNet width x0.25" in r.stdout
+    plain = tmp_path / "plain.h5"
+    qf.write(plain, [qf.training(rate=rt, top1=[0.80, 0.90], classes=10,
+                                 params={"model.arch": "resnet18"}) for rt in (1, 64)])
+    r = script("table1_accuracy.py", plain)
+    assert r.returncode == 0, r.stderr
+    assert "width" not in r.stdout

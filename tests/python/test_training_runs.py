@@ -349,3 +349,46 @@ def test_training_reports_accuracy_in_the_boards_precision(tmp_path):
     rep = local("report", out)
     assert rep.returncode == 0, rep.stderr
     assert "top-1 agreement with fp32" in rep.stdout
+
+
+def test_narrow_resnet_trains_pretrains_per_width_and_serves(tmp_path):
+    """model.width: a quarter- and a half-width ResNet-18 (16..128 / 32..256 channels) pretrain,
+    get an R=64 autoencoder after layer3 (1 / 2 code channels) and retrain with freezing; the
+    width is recorded, each width pretrains its own cached base, and the trained weights serve a
+    2-board pipeline run of the same width through the emulator's fast path."""
+    text = """quilt: 1
+name: narrow
+model: {arch: resnet18, input: [1, 28, 28], classes: 4}
+data: {kind: synthetic, seed: 3, train_samples: 96}
+partition: {cuts: [after_layer3]}
+autoencoder: {rate: 64}
+training: {mode: freeze, epochs: 2, freeze_epochs: 1, pretrain_epochs: 1, batch: 32, lr: 0.01,
+           optimizer: adam, test_samples: 64}
+sweep:
+  matrix:
+    model.width: [0.25, 0.5]
+"""
+    out = tmp_path / "n.h5"
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rs = runs(out)
+    assert [p["model.width"] for _, _, p, _, _ in rs] == ["0.25", "0.5"]
+    for _, attrs, _, t, d in rs:
+        assert s(attrs["status"]) == "ok", attrs.get("failure")
+        assert d["phase"] == ["freeze", "unfreeze"] and "in this run" in t["pretrained"]
+    assert len(list((tmp_path / ".quilt-cache").glob("pretrained-*.pt"))) == 2
+    weights = rs[0][2]["training.saved_weights"]
+    serve = f"""quilt: 1
+name: serve
+model: {{arch: resnet18, input: [1, 28, 28], classes: 4, width: 0.25, weights: {weights}}}
+boards: {{count: 2}}
+partition: {{cuts: [after_layer3]}}
+autoencoder: {{rate: 64}}
+measurement: {{batch: 4, warmup_batches: 1, batches: 3}}
+"""
+    r = quilt("run", experiment(tmp_path, serve, name="serve.yaml"), "--output",
+              tmp_path / "s.h5", ranks=2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ((_, attrs, params, _, _),) = runs(tmp_path / "s.h5")
+    assert s(attrs["status"]) == "ok" and params["model.width"] == "0.25"
+    assert attrs["max_abs_error"] >= 0  # checked against the single-process model

@@ -145,6 +145,28 @@ TEST(Checkpoint, AnotherModelOrFileIsRefusedNamingBoth) {
   load_checkpoint_weights(model, dir.file("run.ckpt"));
 }
 
+TEST(Checkpoint, NarrowResNetWeightsRoundTripAndRefuseOtherWidths) {
+  ScratchDir dir;
+  models::ModelOptions o;
+  o.input_shape = {1, 28, 28};
+  o.num_classes = 10;
+  o.width = 0.25;
+  torch::manual_seed(3);
+  auto narrow = models::make_model("resnet18", o);
+  export_state_dict(*narrow, dir.file("narrow.pt"));
+  torch::manual_seed(4);
+  auto fresh = models::make_model("resnet18", o);
+  models::load_state_dict(*fresh, dir.file("narrow.pt"));
+  const auto want = narrow->named_parameters();
+  for (const auto& item : fresh->named_parameters())
+    EXPECT_TRUE(torch::equal(item.value(), want[item.key()])) << item.key();
+  // A model of another width has other shapes: refused, naming the key and both shapes.
+  o.width = 0.5;
+  auto wider = models::make_model("resnet18", o);
+  expect_error<models::ModelError>([&] { models::load_state_dict(*wider, dir.file("narrow.pt")); },
+                                   {"conv1.weight", "16"});
+}
+
 TEST(Checkpoint, ExportedWeightsLoadThroughModelsLoadStateDict) {
   ScratchDir dir;
   auto data = synthetic();
