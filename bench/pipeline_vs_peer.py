@@ -54,6 +54,8 @@ def quilt_config(rate, batches, warmup, precision, output):
     cfg["output"] = output
     if precision != "fp32":
         cfg["boards"]["precision"] = precision
+        if precision == "int8":  # activation ranges from 2 batches of the synthetic data
+            cfg["boards"]["calibration_batches"] = 2
     return cfg
 
 
