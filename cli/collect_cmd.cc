@@ -435,6 +435,10 @@ int report_command(const std::vector<std::string>& files, const std::string& com
     fmt::print("{}", report_table(records.front().second, &good));
   else
     fmt::print("{}", multi_report_table(records, &good));
+  if (!good)
+    fmt::print(stderr,
+               "quilt report: exit 1: a run failed, is INVALID (measured on a busy host, or past "
+               "measurement.max_cv) or FAILs a reference check; the report says which\n");
   return good ? 0 : 1;
 }
 
