@@ -55,7 +55,7 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   plan.element_bytes = backends::element_bytes(*backends::parse_precision(plan.precision));
   // The emulator's bf16/int8 lowering covers the zoo's layers; a TorchScript stage runs through
   // LibTorch's JIT in float32. Refused here, before anything runs, not as a failed run.
-  if (run.model.arch == "torchscript" && plan.precision != "fp32" && run.boards.backend != "null")
+  if (run.model.arch == models::kTorchScriptArch && plan.precision != "fp32" && run.boards.backend != "null")
     throw ConfigError(
         file, 0, 0, "boards.precision",
         fmt::format("`{}`{} is not available for `arch: torchscript` models yet: "
