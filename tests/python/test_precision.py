@@ -45,11 +45,14 @@ def test_pipeline_in_each_precision(tmp_path):
     r = quilt("run", exp, "--output", out)
     assert r.returncode == 0, r.stdout + r.stderr
     by = {}
+    invalid = False
     with h5py.File(out, "r") as f:
         for rid in f["runs"]:
             g = f["runs"][rid]
             a = g.attrs
             assert a["status"] == "ok", a["failure"]
+            # On a busy host (CI's 2 cores at ctest -j2) a measured run can be INVALID.
+            invalid = invalid or a["validity"] == "invalid"
             assert g["params"].attrs["boards.precision"] == a["precision"]
             by[(a["precision"], a["element_bytes"], rid)] = g
             stage0 = g["stages"]["0"].attrs
@@ -64,7 +67,9 @@ def test_pipeline_in_each_precision(tmp_path):
                 assert a["max_abs_error"] == 0.0
     assert sorted({(p, e) for (p, e, _) in by}) == [("bf16", 2), ("fp32", 4), ("int8", 1)]
     rep = local("report", out)
-    assert rep.returncode == 0, rep.stderr
+    # Exit 1 only for INVALID runs (none failed, and this file has no reference checks).
+    assert rep.returncode == (1 if invalid else 0), rep.stdout + rep.stderr
+    assert "FAIL" not in rep.stdout, rep.stdout
     for p in ("fp32", "bf16", "int8"):
         assert f"precision {p}" in rep.stdout
 
