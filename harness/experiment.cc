@@ -46,9 +46,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"partition", {"cuts", "objective", "fixed"}},
       {"autoencoder", {"kind", "rate", "kernel"}},
       {"training",
-       {"mode", "epochs", "batch", "lr", "optimizer", "momentum", "weight_decay", "freeze_epochs",
-        "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs", "pretrain_samples",
-        "seed", "converge_window", "converge_margin_pt"}},
+       {"mode", "epochs", "batch", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
+        "freeze_epochs", "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs",
+        "pretrain_samples", "seed", "converge_window", "converge_margin_pt"}},
       {"measurement",
        {"batch", "warmup_batches", "batches", "samples", "repetitions", "min_duration_s",
         "min_samples", "max_cpu_wait", "max_cv", "check_outputs", "tolerance", "trace"}},
@@ -479,6 +479,8 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (auto n = t["epochs"]) tr.epochs = r.integer(n, "training.epochs", 1, 1 << 20);
   if (auto n = t["batch"]) tr.batch = r.integer(n, "training.batch", 1, 1 << 20);
   if (auto n = t["lr"]) tr.lr = r.real(n, "training.lr", 1e-12, 100);
+  if (auto n = t["lr_schedule"])
+    tr.lr_schedule = r.choice(n, "training.lr_schedule", {"constant", "cosine"});
   if (auto n = t["optimizer"]) tr.optimizer = r.choice(n, "training.optimizer", {"sgd", "adam"});
   if (auto n = t["momentum"]) tr.momentum = r.real(n, "training.momentum", 0, 1);
   if (auto n = t["weight_decay"]) tr.weight_decay = r.real(n, "training.weight_decay", 0, 1);
@@ -513,6 +515,8 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     P["training.batch"] = std::to_string(tr.batch);
     P["training.lr"] = fmt::format("{}", tr.lr);
     P["training.optimizer"] = tr.optimizer;
+    // Recorded only when not the default, so that earlier files and caches keep their keys.
+    if (tr.lr_schedule != "constant") P["training.lr_schedule"] = tr.lr_schedule;
     P["training.momentum"] = fmt::format("{}", tr.momentum);
     P["training.weight_decay"] = fmt::format("{}", tr.weight_decay);
     P["training.freeze_epochs"] = std::to_string(tr.freeze_epochs);
@@ -913,7 +917,8 @@ std::string describe_training(const RunConfig& run) {
                                 t.converge_window > 0 ? "at most " : "", t.epochs);
   if (t.mode == "freeze" && t.freeze_epochs > 0)
     out += fmt::format(" (phase 1 at most {})", t.freeze_epochs);
-  out += fmt::format(", batch {}, {} lr {}", t.batch, t.optimizer, t.lr);
+  out += fmt::format(", batch {}, {} lr {}{}", t.batch, t.optimizer, t.lr,
+                     t.lr_schedule == "constant" ? "" : " " + t.lr_schedule);
   std::vector<std::string> data;
   if (run.data.augment) data.push_back("augmented");
   if (run.data.train_samples > 0)

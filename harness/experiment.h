@@ -108,7 +108,8 @@ struct TrainingConfig {
   int64_t epochs = 10;
   int64_t batch = 64;
   double lr = 0.01;
-  std::string optimizer = "sgd";  ///< sgd | adam
+  std::string lr_schedule = "constant";  ///< constant | cosine (per phase, over its max epochs)
+  std::string optimizer = "sgd";         ///< sgd | adam
   double momentum = 0.9;
   double weight_decay = 0;
   int64_t freeze_epochs = 0;    ///< freeze: at most this many phase-1 epochs (0 = epochs)

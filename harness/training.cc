@@ -165,8 +165,8 @@ std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& con
     key += fmt::format(";{}={}", k, it == run.params.end() ? "" : it->second);
   }
   // Keys added later: only when set, so that earlier caches keep their names.
-  for (const char* k :
-       {"training.seed", "training.converge_window", "training.converge_margin_pt", "model.width"})
+  for (const char* k : {"training.seed", "training.converge_window", "training.converge_margin_pt",
+                        "model.width", "training.lr_schedule"})
     if (auto it = run.params.find(k); it != run.params.end())
       key += fmt::format(";{}={}", k, it->second);
   auto dir = std::filesystem::path(context.output).parent_path();
@@ -179,6 +179,7 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
   trainers::TrainOptions o;
   o.optimizer = trainers::parse_optimizer(t.optimizer);
   o.lr = t.lr;
+  o.lr_schedule = trainers::parse_lr_schedule(t.lr_schedule);
   o.momentum = t.momentum;
   o.weight_decay = t.weight_decay;
   o.batch_size = t.batch;
@@ -551,6 +552,7 @@ class TrainingRun {
     po.kernel = run_.autoencoder.kernel;
     po.optimizer = trainers::parse_optimizer(run_.training.optimizer);
     po.lr = run_.training.lr;
+    po.lr_schedule = trainers::parse_lr_schedule(run_.training.lr_schedule);
     po.momentum = run_.training.momentum;
     po.weight_decay = run_.training.weight_decay;
     po.batch_size = run_.training.batch;

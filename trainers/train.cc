@@ -124,6 +124,25 @@ OptimizerKind parse_optimizer(const std::string& text) {
   throw TrainerError(fmt::format("unknown optimizer \"{}\"; valid: sgd, adam", text));
 }
 
+LrSchedule parse_lr_schedule(const std::string& text) {
+  if (text == "constant") return LrSchedule::kConstant;
+  if (text == "cosine") return LrSchedule::kCosine;
+  throw TrainerError(fmt::format("unknown lr schedule \"{}\"; valid: constant, cosine", text));
+}
+
+double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs) {
+  if (schedule == LrSchedule::kConstant || phase_epochs <= 0) return lr;
+  const double t = static_cast<double>(std::clamp<int64_t>(epoch, 0, phase_epochs - 1)) /
+                   static_cast<double>(phase_epochs);
+  return lr * 0.5 * (1.0 + std::cos(M_PI * t));
+}
+
+namespace {
+void set_lr(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+}  // namespace
+
 void validate(const TrainOptions& o) {
   auto bad = [](const std::string& what) { throw TrainerError("training option " + what); };
   if (o.mode == Mode::kProxy) bad("mode proxy is trained by train_proxy(), not train()");
@@ -308,6 +327,8 @@ class TrainLoop {
                                  state_.phase_epochs + 1, phase_epochs_max(state_.phase))
                    : fmt::format("epoch {}/{}", epoch, options_.epochs),
         n_train_);
+    set_lr(*optimizer_, lr_at_epoch(options_.lr_schedule, options_.lr, state_.phase_epochs,
+                                    phase_epochs_max(state_.phase)));
     const double t0 = now_s();
     EpochSums sums;
     const auto params = trainable(state_.phase);
@@ -672,6 +693,7 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
     const double ae_flops = static_cast<double>(models::module_flops(*ae, cut.shape, nullptr));
     const double t0 = now_s();
     for (int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
+      set_lr(*optimizer, lr_at_epoch(options.lr_schedule, options.lr, epoch - 1, options.epochs));
       if (!proxy_epoch(ae, *optimizer, train_f, epoch, options, progress, rec, result)) {
         result.rates.push_back(rec);
         return result;

@@ -72,10 +72,26 @@ struct Parallel {
 enum class StepPhase { kData, kForward, kBackward, kAllreduce, kOptimizer };
 
 /// Training settings. Units in names; epochs count passes over the (sharded) training split.
+/// Learning-rate schedule of a training phase.
+enum class LrSchedule {
+  kConstant,  ///< `lr` every epoch
+  kCosine,    ///< lr * (1 + cos(pi * e / E)) / 2 at 0-based epoch e of a phase of at most E epochs
+};
+
+/// "constant" | "cosine"; TrainerError naming the valid values otherwise.
+LrSchedule parse_lr_schedule(const std::string& text);
+
+/// The learning rate of 0-based epoch `epoch` of a phase of at most `phase_epochs` epochs.
+/// Cosine reaches lr * (1 + cos(pi (E-1)/E)) / 2 > 0 in the phase's last epoch, never 0.
+double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs);
+
 struct TrainOptions {
   Mode mode = Mode::kScratch;
   OptimizerKind optimizer = OptimizerKind::kSgd;
-  double lr = 0.01;                ///< learning rate (constant)
+  double lr = 0.01;  ///< learning rate (the schedule's peak)
+  /// How the learning rate moves over a phase's epochs (lr_at_epoch). Each phase (and the
+  /// pretraining, which is a phase of its own) restarts the schedule over its maximum epochs.
+  LrSchedule lr_schedule = LrSchedule::kConstant;
   double momentum = 0.9;           ///< SGD only
   double weight_decay = 0.0;       ///< L2, both optimizers
   int64_t batch_size = 64;         ///< global batch (split over ranks)
@@ -198,6 +214,7 @@ struct ProxyOptions {
   int64_t kernel = 1;  ///< autoencoder kernel (models::AutoencoderOptions::kernel)
   OptimizerKind optimizer = OptimizerKind::kAdam;
   double lr = 1e-3;
+  LrSchedule lr_schedule = LrSchedule::kConstant;  ///< over `epochs`, as TrainOptions
   double momentum = 0.9;
   double weight_decay = 0.0;
   int64_t batch_size = 64;

@@ -82,6 +82,19 @@ TEST(Experiment, RateBelowOneIsRejectedWithLine) {
   EXPECT_NE(msg.find("[1,"), std::string::npos) << msg;
 }
 
+TEST(Experiment, LrScheduleIsAChoiceRecordedWhenNotConstant) {
+  const std::string training = "training: {mode: scratch, epochs: 4, lr_schedule: cosine}\n";
+  auto e = parse_experiment(std::string(kBase) + training, "exp.yaml");
+  EXPECT_EQ(e.runs[0].training.lr_schedule, "cosine");
+  EXPECT_EQ(e.runs[0].params.at("training.lr_schedule"), "cosine");
+  auto msg = error_of(std::string(kBase) + "training: {mode: scratch, lr_schedule: linear}\n");
+  EXPECT_NE(msg.find("training.lr_schedule"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("constant, cosine"), std::string::npos) << msg;
+  auto plain =
+      parse_experiment(std::string(kBase) + "training: {mode: scratch, epochs: 4}\n", "exp.yaml");
+  EXPECT_EQ(plain.runs[0].params.count("training.lr_schedule"), 0u);
+}
+
 TEST(Experiment, WrongTypesAndValues) {
   std::string t1 = kBase;
   t1.replace(t1.find("count: 2"), 8, "count: two");

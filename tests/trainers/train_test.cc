@@ -285,5 +285,34 @@ TEST(Train, OptionsAndNamesAreValidated) {
                              {"shape 8", "takes 16", "fit_to_model"});
 }
 
+
+TEST(Train, CosineScheduleStartsAtLrAndDecaysPerPhaseEpoch) {
+  EXPECT_EQ(parse_lr_schedule("cosine"), LrSchedule::kCosine);
+  expect_error<TrainerError>([] { parse_lr_schedule("step"); }, {"\"step\"", "constant, cosine"});
+  EXPECT_DOUBLE_EQ(lr_at_epoch(LrSchedule::kConstant, 0.1, 7, 8), 0.1);
+  EXPECT_DOUBLE_EQ(lr_at_epoch(LrSchedule::kCosine, 0.1, 0, 8), 0.1);
+  EXPECT_NEAR(lr_at_epoch(LrSchedule::kCosine, 0.1, 4, 8), 0.05, 1e-15);
+  EXPECT_GT(lr_at_epoch(LrSchedule::kCosine, 0.1, 7, 8), 0.0);  // never 0 in the last epoch
+  EXPECT_LT(lr_at_epoch(LrSchedule::kCosine, 0.1, 7, 8), 0.004);
+  // Applied: epoch 1 of a cosine run equals the constant run bit for bit (same lr); epoch 2
+  // (lr halved over 2 epochs) does not.
+  auto data = synthetic({16});
+  auto run = [&](LrSchedule s) {
+    auto model = mlp(16, 4);
+    auto o = quiet();
+    o.epochs = 2;
+    o.lr = 0.05;
+    o.lr_schedule = s;
+    auto r = train(model, data, o);
+    EXPECT_TRUE(r.ok) << r.failure;
+    return r;
+  };
+  const auto constant = run(LrSchedule::kConstant), cosine = run(LrSchedule::kCosine);
+  ASSERT_EQ(constant.epochs.size(), 2u);
+  ASSERT_EQ(cosine.epochs.size(), 2u);
+  EXPECT_EQ(constant.epochs[0].train_loss, cosine.epochs[0].train_loss);
+  EXPECT_NE(constant.epochs[1].train_loss, cosine.epochs[1].train_loss);
+}
+
 }  // namespace
 }  // namespace quilt::trainers
