@@ -7,7 +7,9 @@ bench/train_bench.cc (CASES below): the historical pair (torchvision's ResNet-18
 64) and what the accuracy experiments train at their `here` scale: ResNet-18 on 1x28x28 with SGD
 lr 0.05, weight decay 5e-4 (accuracy, interposition_accuracy, weight_freezing), the same with an
 R=64 autoencoder (1x1 Conv2d 256->4->256 with bias) after layer3, the same with Adam lr 0.001
-(tradeoff), and the MLP 64-512-512-10 with Adam at batch 32 (feasibility). The Python loop does
+(tradeoff), and the MLP 64-512-512-10 with Adam at batch 32 (feasibility); then the three
+ResNet-18 cases at model.width 0.125 (`resnet18w8-*`: 8..64 channels, 2048 samples per epoch), which
+is what the `here` scale trains since issue 10. The Python loop does
 what trainers::train() does per batch: a seeded permutation per epoch, index_select of the batch,
 forward, cross-entropy (sum / batch), backward, loss.item(), accuracy count, step; the optimizer
 is torch.optim's default (for-loop) implementation, as a user gets it. Each side: one warm-up
@@ -28,6 +30,7 @@ os.environ["MKL_NUM_THREADS"] = "1"
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -39,26 +42,61 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
 CASES = [  # (name as the C++ benchmark names it, arch, input shape, samples per epoch, batch,
-    #    optimizer, lr, weight decay, autoencoder after layer3 (R) or None)
-    ("resnet18", "resnet18", (3, 32, 32), 512, 64, "sgd", 0.01, 0.0, None),
-    ("mlp", "mlp", (784,), 8192, 64, "sgd", 0.01, 0.0, None),
-    ("resnet18-fmnist", "resnet18", (1, 28, 28), 512, 64, "sgd", 0.05, 5e-4, None),
-    ("resnet18-fmnist-ae64", "resnet18", (1, 28, 28), 512, 64, "sgd", 0.05, 5e-4, 64),
-    ("resnet18-fmnist-adam", "resnet18", (1, 28, 28), 512, 64, "adam", 0.001, 0.0, None),
-    ("mlp-uci", "mlp", (64,), 4096, 32, "adam", 0.001, 0.0, None),
+    #    optimizer, lr, weight decay, autoencoder after layer3 (R) or None, ResNet width)
+    ("resnet18", "resnet18", (3, 32, 32), 512, 64, "sgd", 0.01, 0.0, None, 1.0),
+    ("mlp", "mlp", (784,), 8192, 64, "sgd", 0.01, 0.0, None, 1.0),
+    ("resnet18-fmnist", "resnet18", (1, 28, 28), 512, 64, "sgd", 0.05, 5e-4, None, 1.0),
+    ("resnet18-fmnist-ae64", "resnet18", (1, 28, 28), 512, 64, "sgd", 0.05, 5e-4, 64, 1.0),
+    ("resnet18-fmnist-adam", "resnet18", (1, 28, 28), 512, 64, "adam", 0.001, 0.0, None, 1.0),
+    ("mlp-uci", "mlp", (64,), 4096, 32, "adam", 0.001, 0.0, None, 1.0),
+    # The `here` scale's model since issue 10: ResNet-18 at model.width 0.125 (8..64 channels).
+    ("resnet18w8-fmnist", "resnet18", (1, 28, 28), 2048, 64, "sgd", 0.05, 5e-4, None, 0.125),
+    ("resnet18w8-fmnist-ae64", "resnet18", (1, 28, 28), 2048, 64, "sgd", 0.05, 5e-4, 64, 0.125),
+    ("resnet18w8-fmnist-adam", "resnet18", (1, 28, 28), 2048, 64, "adam", 0.001, 0.0, None,
+     0.125),
 ]
 
 
-def build(arch, shape, rate):
+def scaled(planes, width):
+    """models::ResNetImpl::scaled_planes: round half away from zero, at least 1."""
+    return max(1, math.floor(planes * width + 0.5))
+
+
+def narrow_resnet18(model, in_channels, width):
+    """torchvision's ResNet-18 rebuilt with every width (stem, stages) times `width`, as
+    model.width does in Quilt (models/resnet.cc), with torchvision's initialisation."""
+    from torchvision.models.resnet import BasicBlock
+    w = [scaled(c, width) for c in (64, 128, 256, 512)]
+    model.inplanes = w[0]
+    model.conv1 = torch.nn.Conv2d(in_channels, w[0], 7, 2, 3, bias=False)
+    model.bn1 = torch.nn.BatchNorm2d(w[0])
+    model.layer1 = model._make_layer(BasicBlock, w[0], 2)
+    model.layer2 = model._make_layer(BasicBlock, w[1], 2, stride=2)
+    model.layer3 = model._make_layer(BasicBlock, w[2], 2, stride=2)
+    model.layer4 = model._make_layer(BasicBlock, w[3], 2, stride=2)
+    model.fc = torch.nn.Linear(w[3], model.fc.out_features)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.constant_(m.weight, 1)
+            torch.nn.init.constant_(m.bias, 0)
+    return model
+
+
+def build(arch, shape, rate, width=1.0):
     torch.manual_seed(0)
     if arch == "resnet18":
         model = torchvision.models.resnet18(num_classes=10)
-        if shape[0] != 3:
+        if width != 1.0:
+            model = narrow_resnet18(model, shape[0], width)
+        elif shape[0] != 3:
             model.conv1 = torch.nn.Conv2d(shape[0], 64, 7, 2, 3, bias=False)
         if rate:
-            code = -(-256 // rate)  # ceil, as models::encoded_channels
-            model.layer3 = torch.nn.Sequential(model.layer3, torch.nn.Conv2d(256, code, 1),
-                                               torch.nn.Conv2d(code, 256, 1))
+            c3 = scaled(256, width)
+            code = -(-c3 // rate)  # ceil, as models::encoded_channels
+            model.layer3 = torch.nn.Sequential(model.layer3, torch.nn.Conv2d(c3, code, 1),
+                                               torch.nn.Conv2d(code, c3, 1))
         return model
     return torch.nn.Sequential(torch.nn.Linear(shape[0], 512), torch.nn.ReLU(),
                                torch.nn.Linear(512, 512), torch.nn.ReLU(),
@@ -86,8 +124,8 @@ def epoch(model, opt, x, y, gen, batch):
 class PyTorchSide:
     """The model, optimizer and data of one case, warmed up once; rate() measures one repetition."""
 
-    def __init__(self, arch, shape, samples, batch, optimizer, lr, weight_decay, rate):
-        self.model = build(arch, shape, rate)
+    def __init__(self, arch, shape, samples, batch, optimizer, lr, weight_decay, rate, width):
+        self.model = build(arch, shape, rate, width)
         if optimizer == "adam":
             self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         else:
@@ -145,8 +183,8 @@ def main():
     load_before = load_average()
     rows = []
     ap_cases = [c for c in CASES if not args.cases or c[0] in args.cases]
-    for name, arch, shape, samples, batch, optimizer, lr, wd, rate in ap_cases:
-        side = PyTorchSide(arch, shape, samples, batch, optimizer, lr, wd, rate)
+    for name, arch, shape, samples, batch, optimizer, lr, wd, rate, width in ap_cases:
+        side = PyTorchSide(arch, shape, samples, batch, optimizer, lr, wd, rate, width)
         py, qu = [], []
         # One repetition of each side at a time, alternating, so that a change of load on the
         # machine affects both sides alike; the median of the repetitions counts.
