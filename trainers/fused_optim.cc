@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 namespace quilt::trainers {
 namespace {
@@ -27,6 +30,23 @@ bool all_fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups, S
   }
   return true;
 }
+
+// Flush-to-zero and denormals-are-zero on this thread while it lives. A parameter whose gradient
+// stays 0 (a dead unit; the one-float code of a 512x autoencoder) has momentum and second
+// moments that decay by beta each step into the denormal range, where every multiply takes a
+// microcode assist: a long Adam run on a UCI MLP slowed from 2 to 6 s per epoch over 200 epochs.
+// Values below 1.2e-38 become 0, which changes no update by more than float rounding.
+class FlushDenormals {
+ public:
+#if defined(__x86_64__) || defined(__i386__)
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFtz | kDaz); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  static constexpr unsigned kFtz = 0x8000, kDaz = 0x0040;
+  unsigned saved_;
+#endif
+};
 
 std::string key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
@@ -71,6 +91,7 @@ torch::Tensor FusedSgd::step(LossClosure closure) {
                   .data_ptr<float>();
       }
       at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
+        const FlushDenormals ftz;
         for (int64_t i = begin; i < end; ++i) {
           float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
           if (buf != nullptr) {
@@ -134,6 +155,7 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       float* m = s.exp_avg().data_ptr<float>();
       float* v = s.exp_avg_sq().data_ptr<float>();
       at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
+        const FlushDenormals ftz;
         for (int64_t i = begin; i < end; ++i) {
           const float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
           const float mi = b1 * m[i] + one_b1 * d;

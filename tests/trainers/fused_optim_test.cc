@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <xmmintrin.h>
 
 #include <memory>
 #include <sstream>
@@ -88,6 +89,31 @@ TEST(FusedSgd, StateLoadsIntoTorchSgd) {
     ref.step();
   }
   expect_close(params, ref_params);
+}
+
+// A parameter whose gradient stays 0 has moments that decay into the denormal range, where each
+// multiply is a microcode assist; the fused step flushes them to 0 (and leaves this thread's
+// floating-point mode as it was).
+TEST(FusedOptim, DenormalStateIsFlushedToZero) {
+  const unsigned mxcsr_before = _mm_getcsr();
+  auto p = torch::zeros({64}).requires_grad_(true);
+  FusedAdam adam({p}, torch::optim::AdamOptions(1e-3));
+  p.mutable_grad() = torch::full({64}, 1e-20f);  // squared: 1e-40, a denormal second moment
+  adam.step();
+  auto& s = static_cast<torch::optim::AdamParamState&>(
+      *adam.state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+  EXPECT_EQ(s.exp_avg_sq().abs().max().item<float>(), 0.0f);
+  EXPECT_GT(s.exp_avg().abs().min().item<float>(), 0.0f);  // 1e-21: normal, kept
+  auto q = torch::zeros({64}).requires_grad_(true);
+  FusedSgd sgd({q}, torch::optim::SGDOptions(0.1).momentum(0.9));
+  q.mutable_grad() = torch::full({64}, 1e-39f);  // a denormal gradient: read as 0
+  sgd.step();  // the first step copies the gradient into the momentum buffer
+  sgd.step();  // 0.9 * buf + grad, both read as 0
+  auto& b = static_cast<torch::optim::SGDParamState&>(
+      *sgd.state().at(c10::guts::to_string(q.unsafeGetTensorImpl())));
+  EXPECT_EQ(b.momentum_buffer().abs().max().item<float>(), 0.0f);
+  const unsigned kFlags = 0x3f;  // sticky exception flags, set by any operation
+  EXPECT_EQ(_mm_getcsr() & ~kFlags, mxcsr_before & ~kFlags);
 }
 
 TEST(Grads, ClearThenFillGivesZeros) {
