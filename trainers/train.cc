@@ -262,7 +262,8 @@ class TrainLoop {
     }
     while (state_.phase <= num_phases_) {
       // A run resumed from a checkpoint written after its last phase had converged is complete.
-      if (options_.converge_window > 0 && state_.phase == num_phases_ &&
+      if (options_.converge_window > 0 && options_.lr_schedule == LrSchedule::kConstant &&
+          state_.phase == num_phases_ &&
           is_flat(final_phase_top1(result_.epochs, num_phases_), options_.converge_window,
                   options_.converge_margin))
         break;
@@ -477,9 +478,12 @@ class TrainLoop {
     return false;
   }
 
-  // The convergence rule ends the last phase early: its test accuracy has stopped moving.
+  // The convergence rule ends the last phase early: its test accuracy has stopped moving. Not
+  // under a decaying schedule: three epochs that happen to agree while the rate is still high
+  // are not convergence, so the schedule runs to its end and finish() applies the rule there.
   bool converged_now(const EpochRecord& rec, bool last) {
-    if (options_.converge_window <= 0 || state_.phase != num_phases_ || rec.test.samples <= 0)
+    if (options_.converge_window <= 0 || state_.phase != num_phases_ || rec.test.samples <= 0 ||
+        options_.lr_schedule != LrSchedule::kConstant)
       return false;
     auto top1 = final_phase_top1(result_.epochs, state_.phase);
     top1.push_back(rec.test.top1);

@@ -91,6 +91,8 @@ struct TrainOptions {
   double lr = 0.01;  ///< learning rate (the schedule's peak)
   /// How the learning rate moves over a phase's epochs (lr_at_epoch). Each phase (and the
   /// pretraining, which is a phase of its own) restarts the schedule over its maximum epochs.
+  /// Under a decaying schedule the convergence rule does not stop a phase early: the phase runs
+  /// its schedule to the end, and the rule is applied to its last converge_window epochs.
   LrSchedule lr_schedule = LrSchedule::kConstant;
   double momentum = 0.9;           ///< SGD only
   double weight_decay = 0.0;       ///< L2, both optimizers

@@ -314,5 +314,26 @@ TEST(Train, CosineScheduleStartsAtLrAndDecaysPerPhaseEpoch) {
   EXPECT_NE(constant.epochs[1].train_loss, cosine.epochs[1].train_loss);
 }
 
+TEST(Train, UnderACosineScheduleTheConvergenceRuleJudgesTheEndAndDoesNotStopEarly) {
+  auto data = synthetic({16});
+  auto run = [&](LrSchedule s) {
+    auto model = mlp(16, 4);
+    auto o = quiet();
+    o.epochs = 4;
+    o.lr = 0.05;
+    o.lr_schedule = s;
+    o.converge_window = 2;
+    o.converge_margin = 1.0;  // every window is flat
+    auto r = train(model, data, o);
+    EXPECT_TRUE(r.ok) << r.failure;
+    return r;
+  };
+  const auto constant = run(LrSchedule::kConstant), cosine = run(LrSchedule::kCosine);
+  EXPECT_EQ(constant.epochs.size(), 2u);  // stopped as soon as 2 epochs agreed
+  EXPECT_TRUE(constant.converged);
+  EXPECT_EQ(cosine.epochs.size(), 4u);  // the whole schedule
+  EXPECT_TRUE(cosine.converged);
+}
+
 }  // namespace
 }  // namespace quilt::trainers
