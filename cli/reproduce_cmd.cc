@@ -383,7 +383,7 @@ void Reproduction::run_experiments(const std::vector<ExperimentState*>& todo) {
   const int total = static_cast<int>(todo.size());
   int done = 0, used = 0;
   size_t next = 0;
-  double last_line_s = -1e9;
+  double last_line_s = seconds_since(t0_);  // the start lines are enough for the first 10 s
   std::string last_runs;
   auto finished = [&](ExperimentState& e) {
     ++done;
@@ -426,6 +426,7 @@ void Reproduction::run_experiments(const std::vector<ExperimentState*>& todo) {
       used += slots_of(e);
       write_manifest();
     }
+    bool ended = false;
     for (auto it = running.begin(); it != running.end();) {
       if (!poll_child_process(it->child)) {
         ++it;
@@ -437,8 +438,10 @@ void Reproduction::run_experiments(const std::vector<ExperimentState*>& todo) {
       it = running.erase(it);
       finish_experiment(e, result);
       finished(e);
+      ended = true;
     }
     if (running.empty() && (g_signal || next >= todo.size())) break;
+    if (ended) continue;  // start the next ones now
     // Progress: which experiments are running, where each is, and the time left.
     std::vector<std::string> parts;
     std::string runs;
