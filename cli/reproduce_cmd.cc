@@ -456,7 +456,7 @@ void Reproduction::run_experiments(const std::vector<ExperimentState*>& todo) {
     std::string line =
         running.size() == 1
             ? fmt::format("[{}/{}] {}", running[0].e->position, total, parts[0])
-            : fmt::format("[{} of {} done] running {}", done, total, fmt::join(parts, ", "));
+            : fmt::format("[{} of {} done] running {}", done, total, fmt::join(parts, " | "));
     if (!left.empty()) line += "; " + left;
     const double now_s = seconds_since(t0_);
     if (tty_) {

@@ -302,10 +302,10 @@ def test_jobs_must_be_a_positive_integer(tmp_path):
 
 
 def test_jobs_2_runs_two_experiments_at_the_same_time(tmp_path):
-    """Two 1-rank experiments with --jobs 2: both run at once (their spans overlap), each with
-    its own log, wall time and status, and the report records the jobs count."""
+    """--jobs 2: a 4-rank experiment runs alone, then two 1-rank ones run at once (their spans
+    overlap), each with its own log, wall time and status; the report records the jobs count."""
     out = str(tmp_path / "jobs2")
-    names = ["feasibility", "accuracy"]
+    names = ["partition_auto", "feasibility", "accuracy"]
     r = run_group([QUILT, "reproduce", "--scale", "smoke", "--out", out, "--jobs", "2",
                    "--only", ",".join(names)], timeout=240)
     with open(os.path.join(out, "reproduce.json")) as f:
@@ -320,7 +320,8 @@ def test_jobs_2_runs_two_experiments_at_the_same_time(tmp_path):
         with open(os.path.join(out, e["log"])) as f:
             log = f.read()
         assert log.startswith("==== ") and re.search(r"^==== \S+ exit 0 after", log, re.M)
-    a, b = exps["feasibility"], exps["accuracy"]
+    wide, a, b = exps["partition_auto"], exps["feasibility"], exps["accuracy"]
+    assert wide["ranks"] == 4 and wide["end_s"] <= a["start_s"]  # wider than N: alone, first
     # Both started before either ended: they ran at the same time, in file order.
     assert a["start_s"] <= b["start_s"] < min(a["end_s"], b["end_s"]), (a, b)
     for n in exps:
@@ -332,7 +333,7 @@ def test_jobs_2_runs_two_experiments_at_the_same_time(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "\r" not in r.stdout and "\x1b" not in r.stdout
     for i, n in enumerate(names, start=1):
-        assert re.search(rf"^\[{i}/2\] {n}: ok in .*\b{i} of 2 done", r.stdout, re.M), r.stdout
+        assert re.search(rf"^\[{i}/3\] {n}: ok in .*\b[123] of 3 done", r.stdout, re.M), r.stdout
     # The report: every experiment's section, the jobs count, when each one ran.
     with open(os.path.join(out, "index.html")) as f:
         text = f.read()
