@@ -119,7 +119,8 @@ struct ExperimentState {
   size_t runs = 0;
   bool training = false;
   std::string hash;
-  std::string status = "pending";  // ok | failed | complete | interrupted | not-run | pending
+  // pending, running, then ok | failed | complete | interrupted | not-run
+  std::string status = "pending";
   std::string reason;
   std::vector<std::string> command;
   ChildResult result;
