@@ -159,7 +159,9 @@ class Reproduction {
   void finish_experiment(ExperimentState& e, const ChildResult& r);
   void run_experiments(const std::vector<ExperimentState*>& todo);
   int slots_of(const ExperimentState& e) const { return std::min(e.ranks, o_.jobs); }
-  void run_analysis(AnalysisState& a);
+  std::vector<std::string> analysis_command(AnalysisState& a);
+  void finish_analysis(AnalysisState& a, const ChildResult& r);
+  void run_analyses();
   bool build_report();
   ChildResult run_child(const std::vector<std::string>& argv, const std::string& log,
                         const std::string& stdout_file);
@@ -478,14 +480,14 @@ void Reproduction::run_experiments(const std::vector<ExperimentState*>& todo) {
   }
 }
 
-void Reproduction::run_analysis(AnalysisState& a) {
+std::vector<std::string> Reproduction::analysis_command(AnalysisState& a) {
   std::vector<std::string> missing;
   for (const auto& r : a.required)
     if (!fs::exists(h5(r))) missing.push_back(r + ".h5");
   if (!missing.empty()) {
     a.status = "not-run";
     a.reason = fmt::format("{} missing", fmt::join(missing, ", "));
-    return;
+    return {};
   }
   // A fresh folder: the report shows every file in it, so nothing stale may stay.
   const fs::path out_dir = dir_ / "analysis" / a.name;
@@ -513,7 +515,12 @@ void Reproduction::run_analysis(AnalysisState& a) {
     }
   }
   a.command = argv;
-  a.result = run_child(argv, a.log, a.stdout_file);
+  return argv;
+}
+
+void Reproduction::finish_analysis(AnalysisState& a, const ChildResult& r) {
+  a.result = r;
+  log_footer(a.log, r);
   if (!a.result.error.empty()) {
     a.status = "failed";
     a.reason = a.result.error;
@@ -522,6 +529,52 @@ void Reproduction::run_analysis(AnalysisState& a) {
   } else {
     a.status = "failed";
     a.reason = exit_reason(a.result, /*quilt_run=*/false);
+  }
+}
+
+void Reproduction::run_analyses() {
+  // Up to --jobs scripts at a time (each a single process); they read the result files only and
+  // write to their own folders.
+  std::vector<std::pair<AnalysisState*, RunningChild>> running;
+  size_t next = 0;
+  auto finished = [&](AnalysisState& a) {
+    const bool selected =
+        o_.only.empty() || std::find(o_.only.begin(), o_.only.end(), a.experiment) != o_.only.end();
+    if (a.status == "failed" || (a.status != "ok" && selected))
+      say(fmt::format("  {}: {}{}", a.name,
+                      a.status == "failed" ? "FAILED: " : "not run: ", a.reason));
+    write_manifest();
+  };
+  for (;;) {
+    if (g_signal)
+      for (auto& r : running) stop_child_process(r.second);
+    while (!g_signal && next < analyses_.size() && running.size() < static_cast<size_t>(o_.jobs)) {
+      AnalysisState& a = analyses_[next++];
+      std::vector<std::string> argv = analysis_command(a);
+      if (argv.empty()) {
+        finished(a);
+        continue;
+      }
+      log_header(a.log, argv);
+      running.emplace_back(
+          &a, start_child_process(argv, (dir_ / a.log).string(),
+                                  a.stdout_file.empty() ? "" : (dir_ / a.stdout_file).string()));
+    }
+    bool ended = false;
+    for (auto it = running.begin(); it != running.end();) {
+      if (!poll_child_process(it->second)) {
+        ++it;
+        continue;
+      }
+      AnalysisState& a = *it->first;
+      const ChildResult result = it->second.result;
+      it = running.erase(it);
+      finish_analysis(a, result);
+      finished(a);
+      ended = true;
+    }
+    if (running.empty() && (g_signal || next >= analyses_.size())) break;
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
@@ -657,17 +710,9 @@ int Reproduction::run() {
   write_manifest();
   run_experiments(todo);
   if (!g_signal) {
-    say(fmt::format("analysis: {} script(s) ...", analyses_.size()));
-    for (auto& a : analyses_) {
-      if (g_signal) break;
-      run_analysis(a);
-      const bool selected = o_.only.empty() || std::find(o_.only.begin(), o_.only.end(),
-                                                         a.experiment) != o_.only.end();
-      if (a.status == "failed" || (a.status != "ok" && selected))
-        say(fmt::format("  {}: {}{}", a.name,
-                        a.status == "failed" ? "FAILED: " : "not run: ", a.reason));
-      write_manifest();
-    }
+    say(fmt::format("analysis: {} script(s){} ...", analyses_.size(),
+                    o_.jobs > 1 ? fmt::format(", up to {} at a time", o_.jobs) : ""));
+    run_analyses();
   }
   for (auto& a : analyses_)
     if (a.status == "pending") {
