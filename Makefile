@@ -2,7 +2,8 @@
 #   make quickstart   install what is missing, build, run the quickstart experiment under mpirun
 #   make test         install what is missing, build, run the whole test suite
 #   make paper        install what is missing, build, reproduce the whole paper into one report
-#                     (quilt reproduce; SCALE=here|smoke|paper, OUT=DIR)
+#                     (quilt reproduce; SCALE=here|smoke|paper, OUT=DIR, PAPER_JOBS=N experiments
+#                     at a time)
 # Everything else is plain CMake: see README.md.
 
 PRESET ?= release
@@ -39,7 +40,7 @@ quickstart: build-quilt
 	mpirun -n 2 $(BUILD)/bin/quilt run experiments/quickstart.yaml --overwrite
 
 paper: build
-	$(BUILD)/bin/quilt reproduce --scale $(SCALE) $(if $(OUT),--out $(OUT))
+	$(BUILD)/bin/quilt reproduce --scale $(SCALE) $(if $(OUT),--out $(OUT)) $(if $(PAPER_JOBS),--jobs $(PAPER_JOBS))
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j2 --timeout 900

@@ -70,6 +70,19 @@ def logged_wall_s(path):
     return sum(float(x) for x in FOOTER_RE.findall(read_text(path, 50_000_000)))
 
 
+def span(x):
+    """When this invocation ran the experiment, in seconds since quilt reproduce started: with
+    --jobs N the overlapping spans are the experiments that ran at the same time."""
+    start, end = x.get("start_s", -1), x.get("end_s", -1)
+    if start is None or start < 0:
+        return "–"
+    return f"+{fmt_s(start)} – " + (f"+{fmt_s(end)}" if end is not None and end >= 0 else "…")
+
+
+def jobs_text(man):
+    return f"{man.get('jobs', 1)} job(s) at a time"
+
+
 def read_csv(path):
     try:
         with open(path, newline="", errors="replace") as f:
@@ -277,7 +290,7 @@ def write_html(root, man, exps, verdicts):
              f"<code>{e_(man['host'])}</code>; started {e_(man['started_utc'])}, "
              f"{e_(fmt_s(man['wall_s']))} this invocation, "
              f"{e_(fmt_s(sum(x['total_wall_s'] for x in exps)))} of experiment runs over all "
-             f"invocations; launcher <code>{e_(man['launcher'])}</code>. "
+             f"invocations; launcher <code>{e_(man['launcher'])}</code>, {e_(jobs_text(man))}. "
              f"{len(exps) - len(failed)} of {len(exps)} experiments without failure, "
              f"{len(failed_steps)} analysis step(s) failed."
              + (" <b>Interrupted by signal " + str(man["interrupted_by_signal"]) + ".</b>"
@@ -308,10 +321,12 @@ def write_html(root, man, exps, verdicts):
         rows.append([(f'<a href="#exp-{e_(x["name"])}">{e_(x["name"])}</a>', ""), x["paper"],
                      x["ranks"], f"{s.get('ok', 0)}/{x['runs']}", status_cell(x["status"]),
                      exit_text(x), fmt_s(x["total_wall_s"]), fmt_s(x["wall_s"]),
-                     fmt_s(s.get("run_s")), s.get("time_model", "–"), s.get("profile", "–")])
+                     fmt_s(s.get("run_s")), s.get("time_model", "–"), s.get("profile", "–"),
+                     span(x)])
     h.append(html_table(["experiment", "paper", "ranks", "runs ok", "status", "exit",
                          "wall time (all invocations)", "this invocation", "run time in file",
-                         "time model", "board profile"], rows, table_id="experiments-table"))
+                         "time model", "board profile", "ran (since start)"], rows,
+                        table_id="experiments-table"))
 
     h.append('<h2 id="provenance">Provenance</h2>')
     rows = []
@@ -326,7 +341,8 @@ def write_html(root, man, exps, verdicts):
                      p.get("mpi_version", ""), f"{p.get('hdf5_version', '')} / XRT {p.get('xrt_version', '')}"])
     h.append(html_table(["experiment", "git commit", "hosts", "created (UTC)", "scale", "Quilt",
                          "LibTorch", "MPI", "HDF5 / XRT"], rows, table_id="provenance-table"))
-    h.append(f"<p class=\"muted\">Binary: <code>{e_(man['quilt'])}</code>; sources: "
+    h.append(f"<p class=\"muted\">quilt reproduce ran with <code>--jobs {e_(str(man.get('jobs', 1)))}</code> "
+             f"(launcher <code>{e_(man['launcher'])}</code>). Binary: <code>{e_(man['quilt'])}</code>; sources: "
              f"<code>{e_(man['source_dir'])}</code>; manifest: <a href=\"reproduce.json\">reproduce.json</a>.</p>")
 
     profiles = board_profiles(man, exps)
@@ -350,8 +366,10 @@ def write_html(root, man, exps, verdicts):
                  f"<code>{e_(man['scale'])}</code>; result <code>{e_(x['result'])}</code>; "
                  f"log <a href=\"{e_(x['log'])}\">{e_(x['log'])}</a>; wall time "
                  f"{e_(fmt_s(x['total_wall_s']))} over all invocations "
-                 f"({e_(fmt_s(x['wall_s']))} this one), {e_(fmt_s((s or {}).get('run_s')))} "
-                 "of runs recorded in the file.</p>")
+                 f"({e_(fmt_s(x['wall_s']))} this one"
+                 + (f", from {e_(x['started_utc'])} to {e_(x['ended_utc'] or '…')}"
+                    if x.get("started_utc") else "")
+                 + f"), {e_(fmt_s((s or {}).get('run_s')))} of runs recorded in the file.</p>")
         if x["command"]:
             h.append(f"<pre>{e_(x['command'])}</pre>")
         if x["config_error"]:
@@ -425,7 +443,7 @@ def write_md(root, man, exps, verdicts):
     m.append(f"Host `{man['host']}`, started {man['started_utc']}, {fmt_s(man['wall_s'])} this "
              f"invocation, {fmt_s(sum(x['total_wall_s'] for x in exps))} of experiment runs over "
              "all invocations, "
-             f"launcher `{man['launcher']}`." + (f" Interrupted by signal {man['interrupted_by_signal']}."
+             f"launcher `{man['launcher']}`, {jobs_text(man)}." + (f" Interrupted by signal {man['interrupted_by_signal']}."
                                                  if man.get("interrupted_by_signal") else ""))
     if man["scale"] == "smoke":
         m += ["", "**Smoke scale**: tiny runs so the pipeline runs in minutes; its numbers and "
@@ -439,13 +457,13 @@ def write_md(root, man, exps, verdicts):
           "", "## Experiments", ""]
     m.append(md_table(["experiment", "paper", "ranks", "runs ok", "status", "exit",
                        "wall time (all invocations)", "this invocation", "run time in file",
-                       "time model", "board profile"],
+                       "time model", "board profile", "ran (since start)"],
                       [[x["name"], x["paper"], x["ranks"],
                         f"{(x['summary'] or {}).get('ok', 0)}/{x['runs']}", x["status"],
                         exit_text(x), fmt_s(x["total_wall_s"]), fmt_s(x["wall_s"]),
                         fmt_s((x["summary"] or {}).get("run_s")),
                         (x["summary"] or {}).get("time_model", "–"),
-                        (x["summary"] or {}).get("profile", "–")] for x in exps]))
+                        (x["summary"] or {}).get("profile", "–"), span(x)] for x in exps]))
     m += ["", "## Provenance", ""]
     rows = []
     for x in exps:
@@ -456,6 +474,7 @@ def write_md(root, man, exps, verdicts):
                      p.get("hdf5_version", ""), p.get("xrt_version", "")])
     m.append(md_table(["experiment", "git commit", "hosts", "created (UTC)", "scale", "LibTorch",
                        "MPI", "HDF5", "XRT"], rows))
+    m += ["", f"quilt reproduce ran with `--jobs {man.get('jobs', 1)}` (launcher `{man['launcher']}`)."]
     profiles = board_profiles(man, exps)
     if profiles:
         m += ["", "## Board profiles", ""]
@@ -470,8 +489,9 @@ def write_md(root, man, exps, verdicts):
               f"Status **{x['status']}**" + (f" ({x['reason']})" if x["reason"] else "")
               + f"; {x['ranks']} rank(s); `{x['file']}`; result `{x['result']}`; log "
               f"[{x['log']}]({x['log']}); wall time {fmt_s(x['total_wall_s'])} over all invocations "
-              f"({fmt_s(x['wall_s'])} this one), "
-              f"{fmt_s((s or {}).get('run_s'))} of runs in the file."]
+              f"({fmt_s(x['wall_s'])} this one"
+              + (f", from {x['started_utc']} to {x['ended_utc'] or '…'}" if x.get("started_utc") else "")
+              + f"), {fmt_s((s or {}).get('run_s'))} of runs in the file."]
         if s:
             m += ["", f"Runs: {s['ok']} ok, {s['failed']} failed, {s['invalid']} invalid of "
                   f"{s['runs']}; time model {s['time_model']}; board profile {s['profile']}."]

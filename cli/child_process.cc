@@ -51,16 +51,17 @@ std::string command_text(const std::vector<std::string>& argv) {
   return fmt::format("{}", fmt::join(q, " "));
 }
 
-ChildResult run_child_process(const std::vector<std::string>& argv, const std::string& log_path,
-                              const std::string& stdout_path,
-                              const std::function<bool()>& should_stop,
-                              const std::function<void(double elapsed_s)>& on_tick, int poll_ms) {
-  ChildResult res;
-  const auto t0 = Clock::now();
+double RunningChild::elapsed_s() const { return seconds_since(t0); }
+
+RunningChild start_child_process(const std::vector<std::string>& argv, const std::string& log_path,
+                                 const std::string& stdout_path) {
+  RunningChild c;
+  c.t0 = Clock::now();
   pid_t pid = fork();
   if (pid < 0) {
-    res.error = fmt::format("fork failed: {}", std::strerror(errno));
-    return res;
+    c.result.error = fmt::format("fork failed: {}", std::strerror(errno));
+    c.done = true;
+    return c;
   }
   if (pid == 0) {
     setpgid(0, 0);  // its own group: a signal to reproduce is forwarded to the whole job
@@ -85,35 +86,50 @@ ChildResult run_child_process(const std::vector<std::string>& argv, const std::s
     _exit(127);
   }
   setpgid(pid, pid);
+  c.pid = pid;
+  return c;
+}
+
+bool poll_child_process(RunningChild& c) {
+  if (c.done) return true;
   int status = 0;
-  Clock::time_point stop_sent{};
-  bool term_sent = false, kill_sent = false;
-  for (;;) {
-    pid_t w = waitpid(pid, &status, WNOHANG);
-    if (w == pid) break;
-    if (w < 0 && errno != EINTR) {
-      res.error = fmt::format("waitpid failed: {}", std::strerror(errno));
-      break;
+  pid_t w = waitpid(c.pid, &status, WNOHANG);
+  if (w == c.pid) {
+    if (WIFEXITED(status)) c.result.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) c.result.signal = WTERMSIG(status);
+  } else if (w < 0 && errno != EINTR) {
+    c.result.error = fmt::format("waitpid failed: {}", std::strerror(errno));
+  } else {
+    if (c.term_sent && !c.kill_sent && seconds_since(c.stop_sent) > 10) {
+      kill(-c.pid, SIGKILL);
+      c.kill_sent = true;
     }
-    if (!term_sent && should_stop()) {
-      kill(-pid, SIGTERM);
-      term_sent = true;
-      res.interrupted = true;
-      stop_sent = Clock::now();
-    }
-    if (term_sent && !kill_sent && seconds_since(stop_sent) > 10) {
-      kill(-pid, SIGKILL);
-      kill_sent = true;
-    }
-    on_tick(seconds_since(t0));
+    return false;
+  }
+  c.result.wall_s = seconds_since(c.t0);
+  c.done = true;
+  return true;
+}
+
+void stop_child_process(RunningChild& c) {
+  if (c.done || c.term_sent) return;
+  kill(-c.pid, SIGTERM);
+  c.term_sent = true;
+  c.result.interrupted = true;
+  c.stop_sent = Clock::now();
+}
+
+ChildResult run_child_process(const std::vector<std::string>& argv, const std::string& log_path,
+                              const std::string& stdout_path,
+                              const std::function<bool()>& should_stop,
+                              const std::function<void(double elapsed_s)>& on_tick, int poll_ms) {
+  RunningChild c = start_child_process(argv, log_path, stdout_path);
+  while (!poll_child_process(c)) {
+    if (should_stop()) stop_child_process(c);
+    on_tick(c.elapsed_s());
     std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
   }
-  res.wall_s = seconds_since(t0);
-  if (res.error.empty()) {
-    if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
-  }
-  return res;
+  return c.result;
 }
 
 }  // namespace quilt::harness

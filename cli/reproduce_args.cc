@@ -77,6 +77,10 @@ ReproduceOptions parse_reproduce_args(int argc, char** argv) {
                   o.only.push_back(n);
                 }
               })
+      .option("--jobs", "N",
+              "run up to N experiments at a time: one of r ranks takes r of the N slots (one "
+              "wider than N runs alone); the start order stays the file order (default 1)",
+              &o.jobs, 1)
       .option("--launcher", "L",
               "auto (srun when SLURM_JOB_ID is set, else mpirun), mpirun or srun",
               [&o](const std::string& v) {
@@ -91,6 +95,8 @@ ReproduceOptions parse_reproduce_args(int argc, char** argv) {
           "says why), 2 bad arguments, 128+N interrupted by signal N (finished work is kept and "
           "reported)")
       .example("quilt reproduce --scale smoke --out /tmp/paper", "the whole paper in minutes")
+      .example("quilt reproduce --jobs 2",
+               "two experiments at a time (the 1-rank accuracy ones use both cores)")
       .example("make paper SCALE=here", "the same through make, at the default scale");
   if (!p.parse(argc, argv)) std::exit(0);  // --help was printed
   if (o.scale != "here" && o.scale != "smoke" && o.scale != "paper")

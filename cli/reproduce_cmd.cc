@@ -26,6 +26,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 namespace quilt::harness {
 namespace {
@@ -118,11 +119,19 @@ struct ExperimentState {
   size_t runs = 0;
   bool training = false;
   std::string hash;
-  std::string status = "pending";  // ok | failed | complete | interrupted | not-run | pending
+  // pending, running, then ok | failed | complete | interrupted | not-run
+  std::string status = "pending";
   std::string reason;
   std::vector<std::string> command;
   ChildResult result;
-  std::string log;  // relative to DIR
+  std::string log;      // relative to DIR
+  size_t position = 0;  // 1-based among the experiments this invocation runs (progress lines)
+  // When this invocation started and ended its child, in seconds since quilt reproduce started
+  // (-1: not started); with --jobs N these show which experiments ran at the same time.
+  double start_s = -1, end_s = -1;
+  std::string started_utc, ended_utc;
+  std::streamoff log_start = 0;  // where this invocation's output begins in the log
+  std::string run_text;          // ", run 3/12": the run it is on, from its log
 };
 
 struct AnalysisState {
@@ -146,14 +155,20 @@ class Reproduction {
 
  private:
   void plan();
-  void run_experiment(ExperimentState& e);
-  void run_analysis(AnalysisState& a);
+  std::vector<std::string> experiment_command(ExperimentState& e);
+  void finish_experiment(ExperimentState& e, const ChildResult& r);
+  void run_experiments(const std::vector<ExperimentState*>& todo);
+  int slots_of(const ExperimentState& e) const { return std::min(e.ranks, o_.jobs); }
+  std::vector<std::string> analysis_command(AnalysisState& a);
+  void finish_analysis(AnalysisState& a, const ChildResult& r);
+  void run_analyses();
   bool build_report();
   ChildResult run_child(const std::vector<std::string>& argv, const std::string& log,
-                        const std::string& stdout_file, const std::string& label,
-                        const ExperimentState* progress_of);
+                        const std::string& stdout_file);
   void write_manifest();
-  std::string estimate_left(const ExperimentState* current, double current_elapsed_s) const;
+  std::string estimate_left() const;
+  std::streamoff log_header(const std::string& log, const std::vector<std::string>& argv);
+  void log_footer(const std::string& log, const ChildResult& r);
   std::string h5(const std::string& name) const { return (dir_ / (name + ".h5")).string(); }
   void say(const std::string& line);
 
@@ -164,7 +179,6 @@ class Reproduction {
   // Whether a signal to quilt reproduce stops the running child. Not for the report, which is
   // written after an interruption too (a child that had already exec'd would die of it).
   bool stop_child_on_signal_ = true;
-  int progress_index_ = 0, progress_total_ = 0;  // position of the running experiment
   std::string launcher_;
   std::vector<ExperimentState> experiments_;
   std::vector<AnalysisState> analyses_;
@@ -228,8 +242,7 @@ void Reproduction::plan() {
   for (auto& a : analyses_) a.log = "logs/analysis-" + a.name + ".log";
 }
 
-std::string Reproduction::estimate_left(const ExperimentState* current,
-                                        double current_elapsed_s) const {
+std::string Reproduction::estimate_left() const {
   // Seconds per run, from the experiments this invocation ran, separately for training and
   // pipeline runs (a training run costs orders of magnitude more).
   double s[2] = {0, 0}, n[2] = {0, 0};
@@ -238,75 +251,76 @@ std::string Reproduction::estimate_left(const ExperimentState* current,
       s[e.training] += e.result.wall_s;
       n[e.training] += static_cast<double>(e.runs);
     }
-  auto per_run = [&](bool training) -> double {
-    if (n[training] > 0) return s[training] / n[training];
+  auto estimate = [&](const ExperimentState& e) -> double {
+    if (n[e.training] > 0) return s[e.training] / n[e.training] * static_cast<double>(e.runs);
     return -1;
   };
-  double left = 0;
+  // The schedule replayed with those estimates: the running ones end when their estimate says,
+  // the pending ones start in file order as slots free up (what run_experiments does).
   bool known = true;
+  std::multiset<std::pair<double, int>> ends;  // (seconds from now, slots)
+  int used = 0;
+  double makespan = 0, last_start = 0;
+  const double now_s = seconds_since(t0_);
   for (const auto& e : experiments_) {
-    bool todo = e.selected && e.config_error.empty() && (e.status == "pending" || &e == current);
-    if (!todo) continue;
-    double r = per_run(e.training);
-    if (r < 0) {
-      known = false;
-      continue;
-    }
-    double est = r * static_cast<double>(e.runs);
-    if (&e == current) est = std::max(0.0, est - current_elapsed_s);
-    left += est;
+    if (e.status != "running") continue;
+    double est = estimate(e);
+    if (est < 0) known = false;
+    double left = std::max(0.0, est - (now_s - e.start_s));
+    ends.insert({left, slots_of(e)});
+    used += slots_of(e);
+    makespan = std::max(makespan, left);
   }
-  if (!known) return left > 0 ? fmt::format("at least {} left", duration_text(left)) : "";
-  return fmt::format("about {} left", duration_text(left));
+  for (const auto& e : experiments_) {
+    if (!(e.selected && e.config_error.empty() && e.status == "pending")) continue;
+    double est = estimate(e);
+    if (est < 0) {
+      known = false;
+      est = 0;
+    }
+    double start = last_start;
+    while (used + slots_of(e) > o_.jobs && !ends.empty()) {
+      start = std::max(start, ends.begin()->first);
+      used -= ends.begin()->second;
+      ends.erase(ends.begin());
+    }
+    ends.insert({start + est, slots_of(e)});
+    used += slots_of(e);
+    makespan = std::max(makespan, start + est);
+    last_start = start;
+  }
+  if (!known) return makespan > 0 ? fmt::format("at least {} left", duration_text(makespan)) : "";
+  return fmt::format("about {} left", duration_text(makespan));
 }
 
-ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const std::string& log,
-                                    const std::string& stdout_file, const std::string& label,
-                                    const ExperimentState* progress_of) {
+std::streamoff Reproduction::log_header(const std::string& log,
+                                        const std::vector<std::string>& argv) {
   const std::string log_path = (dir_ / log).string();
   {
     std::ofstream header(log_path, std::ios::app);
     header << fmt::format("==== {} quilt reproduce: {}\n", utc_now_iso8601(), command_text(argv));
   }
-  std::streamoff log_start = 0;
-  {
-    std::ifstream in(log_path, std::ios::ate);
-    log_start = in ? static_cast<std::streamoff>(in.tellg()) : 0;
-  }
-  double last_line_s = 0;
-  std::string last_run;
-  auto tick = [&](double el) {
-    if (progress_of == nullptr) return;
-    std::string run_text;
-    if (auto r = current_run(log_path, log_start))
-      run_text = fmt::format(", run {}/{}", r->first, r->second);
-    std::string left = estimate_left(progress_of, el);
-    std::string line = fmt::format("[{}/{}] {}: {}{}{}", progress_index_, progress_total_, label,
-                                   duration_text(el), run_text, left.empty() ? "" : "; " + left);
-    if (tty_) {
-      std::fputs(("\r\033[K" + line).c_str(), stdout);
-      std::fflush(stdout);
-      live_line_ = true;
-    } else if (el - last_line_s >= 60 || (run_text != last_run && el - last_line_s >= 10)) {
-      // Batch jobs: a plain line at most every 10 s when the run changes, every minute
-      // otherwise.
-      say(line);
-      last_line_s = el;
-    }
-    last_run = run_text;
-  };
+  std::ifstream in(log_path, std::ios::ate);
+  return in ? static_cast<std::streamoff>(in.tellg()) : 0;
+}
+
+void Reproduction::log_footer(const std::string& log, const ChildResult& r) {
+  std::ofstream footer((dir_ / log).string(), std::ios::app);
+  footer << fmt::format("==== {} exit {}{} after {:.1f} s\n", utc_now_iso8601(), r.exit_code,
+                        r.signal ? fmt::format(" (signal {})", r.signal) : "", r.wall_s);
+}
+
+ChildResult Reproduction::run_child(const std::vector<std::string>& argv, const std::string& log,
+                                    const std::string& stdout_file) {
+  log_header(log, argv);
   ChildResult res = run_child_process(
-      argv, log_path, stdout_file.empty() ? "" : (dir_ / stdout_file).string(),
-      [this] { return g_signal != 0 && stop_child_on_signal_; }, tick, tty_ ? 250 : 500);
-  {
-    std::ofstream footer(log_path, std::ios::app);
-    footer << fmt::format("==== {} exit {}{} after {:.1f} s\n", utc_now_iso8601(), res.exit_code,
-                          res.signal ? fmt::format(" (signal {})", res.signal) : "", res.wall_s);
-  }
+      argv, (dir_ / log).string(), stdout_file.empty() ? "" : (dir_ / stdout_file).string(),
+      [this] { return g_signal != 0 && stop_child_on_signal_; }, [](double) {}, 200);
+  log_footer(log, res);
   return res;
 }
 
-void Reproduction::run_experiment(ExperimentState& e) {
+std::vector<std::string> Reproduction::experiment_command(ExperimentState& e) {
   const std::string out = h5(e.paper.name);
   // Complete already (same experiment and scale, every run ok): nothing to run.
   bool exists = fs::exists(out);
@@ -319,46 +333,161 @@ void Reproduction::run_experiment(ExperimentState& e) {
       if (rec.experiment_hash == e.hash && ok.size() == e.runs) {
         e.status = "complete";
         e.reason = "complete in " + e.paper.name + ".h5 (not re-run)";
-        return;
+        return {};
       }
     } catch (const std::exception&) {
       // Damaged or foreign: `quilt run --resume` says why, in the log and the report.
     }
   }
   std::vector<std::string> argv;
-  if (launcher_ == "srun")
+  if (launcher_ == "srun") {
+    // One job step per experiment; with --jobs N, N steps share the allocation (--overcommit).
     argv = {"srun",         "--mpi=pmix",          "-n", std::to_string(e.ranks),
             "--overcommit", "--kill-on-bad-exit=1"};
-  else
+  } else {
     argv = {"mpirun", "-n", std::to_string(e.ranks)};
+    // Each mpirun binds its ranks from core 0 on, unaware of the others: concurrent jobs would
+    // all share the first cores.
+    if (o_.jobs > 1) argv.insert(argv.end(), {"--bind-to", "none"});
+  }
   for (const auto& a : std::vector<std::string>{o_.quilt_exe, "run", e.file, "--scale", o_.scale,
                                                 "--output", out, "--keep-going"})
     argv.push_back(a);
   if (exists) argv.push_back("--resume");
   e.command = argv;
-  e.result = run_child(argv, e.log, "", e.paper.name, &e);
-  if (e.result.interrupted) {
+  return argv;
+}
+
+void Reproduction::finish_experiment(ExperimentState& e, const ChildResult& r) {
+  e.result = r;
+  e.end_s = seconds_since(t0_);
+  e.ended_utc = utc_now_iso8601();
+  log_footer(e.log, r);
+  if (r.interrupted) {
     e.status = "interrupted";
     e.reason = "stopped by a signal to quilt reproduce";
-  } else if (!e.result.error.empty()) {
+  } else if (!r.error.empty()) {
     e.status = "failed";
-    e.reason = e.result.error;
-  } else if (e.result.exit_code == 0) {
+    e.reason = r.error;
+  } else if (r.exit_code == 0) {
     e.status = "ok";
   } else {
     e.status = "failed";
-    e.reason = exit_reason(e.result, /*quilt_run=*/true);
+    e.reason = exit_reason(r, /*quilt_run=*/true);
   }
 }
 
-void Reproduction::run_analysis(AnalysisState& a) {
+void Reproduction::run_experiments(const std::vector<ExperimentState*>& todo) {
+  struct Running {
+    ExperimentState* e;
+    RunningChild child;
+  };
+  std::vector<Running> running;
+  const int total = static_cast<int>(todo.size());
+  int done = 0, used = 0;
+  size_t next = 0;
+  double last_line_s = seconds_since(t0_);  // the start lines are enough for the first 10 s
+  std::string last_runs;
+  auto finished = [&](ExperimentState& e) {
+    ++done;
+    std::string left = estimate_left();
+    std::string what = e.status == "complete" ? "complete in its result file, skipped"
+                       : e.status == "ok" ? fmt::format("ok in {}", duration_text(e.result.wall_s))
+                                          : fmt::format("{} after {}: {}",
+                                                        e.status == "failed" ? "FAILED" : e.status,
+                                                        duration_text(e.result.wall_s), e.reason);
+    say(fmt::format("[{}/{}] {}: {}; {} of {} done{}", e.position, total, e.paper.name, what, done,
+                    total, left.empty() || done == total ? "" : ", " + left));
+    if (e.status == "failed") {
+      std::string tail = tail_of((dir_ / e.log).string(), 8);
+      std::istringstream lines(tail);
+      for (std::string l; std::getline(lines, l);) say("    | " + l);
+    }
+    write_manifest();
+  };
+  for (;;) {
+    if (g_signal)
+      for (auto& r : running) stop_child_process(r.child);
+    // Start what fits, strictly in file order: an experiment of r ranks takes min(r, N) of the
+    // N slots (one wider than N runs alone), so the head of the queue always starts eventually.
+    while (!g_signal && next < todo.size()) {
+      ExperimentState& e = *todo[next];
+      if (used + slots_of(e) > o_.jobs) break;
+      ++next;
+      std::vector<std::string> argv = experiment_command(e);
+      if (argv.empty()) {
+        finished(e);
+        continue;
+      }
+      say(fmt::format("[{}/{}] {} ({}): {} run(s) on {} rank(s) ...", e.position, total,
+                      e.paper.name, e.paper.paper, e.runs, e.ranks));
+      e.log_start = log_header(e.log, argv);
+      e.status = "running";
+      e.start_s = seconds_since(t0_);
+      e.started_utc = utc_now_iso8601();
+      running.push_back({&e, start_child_process(argv, (dir_ / e.log).string(), "")});
+      used += slots_of(e);
+      write_manifest();
+    }
+    bool ended = false;
+    for (auto it = running.begin(); it != running.end();) {
+      if (!poll_child_process(it->child)) {
+        ++it;
+        continue;
+      }
+      ExperimentState& e = *it->e;
+      const ChildResult result = it->child.result;
+      used -= slots_of(e);
+      it = running.erase(it);
+      finish_experiment(e, result);
+      finished(e);
+      ended = true;
+    }
+    if (running.empty() && (g_signal || next >= todo.size())) break;
+    if (ended) continue;  // start the next ones now
+    // Progress: which experiments are running, where each is, and the time left.
+    std::vector<std::string> parts;
+    std::string runs;
+    for (auto& r : running) {
+      if (auto cur = current_run((dir_ / r.e->log).string(), r.e->log_start))
+        r.e->run_text = fmt::format(", run {}/{}", cur->first, cur->second);
+      runs += r.e->run_text + ";";
+      parts.push_back(fmt::format("{}: {}{}", r.e->paper.name, duration_text(r.child.elapsed_s()),
+                                  r.e->run_text));
+    }
+    std::string left = estimate_left();
+    std::string line =
+        running.size() == 1
+            ? fmt::format("[{}/{}] {}", running[0].e->position, total, parts[0])
+            : fmt::format("[{} of {} done] running {}", done, total, fmt::join(parts, " | "));
+    if (!left.empty()) line += "; " + left;
+    const double now_s = seconds_since(t0_);
+    if (tty_) {
+      std::fputs(("\r\033[K" + line).c_str(), stdout);
+      std::fflush(stdout);
+      live_line_ = true;
+    } else if (now_s - last_line_s >= 60 || (runs != last_runs && now_s - last_line_s >= 10)) {
+      // Batch jobs: a plain line at most every 10 s when a run changes, every minute otherwise.
+      say(line);
+      last_line_s = now_s;
+    }
+    last_runs = runs;
+    std::this_thread::sleep_for(std::chrono::milliseconds(tty_ ? 250 : 500));
+  }
+  for (size_t i = next; i < todo.size(); ++i) {
+    todo[i]->status = "not-run";
+    todo[i]->reason = "quilt reproduce was interrupted before it";
+  }
+}
+
+std::vector<std::string> Reproduction::analysis_command(AnalysisState& a) {
   std::vector<std::string> missing;
   for (const auto& r : a.required)
     if (!fs::exists(h5(r))) missing.push_back(r + ".h5");
   if (!missing.empty()) {
     a.status = "not-run";
     a.reason = fmt::format("{} missing", fmt::join(missing, ", "));
-    return;
+    return {};
   }
   // A fresh folder: the report shows every file in it, so nothing stale may stay.
   const fs::path out_dir = dir_ / "analysis" / a.name;
@@ -386,7 +515,12 @@ void Reproduction::run_analysis(AnalysisState& a) {
     }
   }
   a.command = argv;
-  a.result = run_child(argv, a.log, a.stdout_file, a.name, nullptr);
+  return argv;
+}
+
+void Reproduction::finish_analysis(AnalysisState& a, const ChildResult& r) {
+  a.result = r;
+  log_footer(a.log, r);
   if (!a.result.error.empty()) {
     a.status = "failed";
     a.reason = a.result.error;
@@ -398,11 +532,57 @@ void Reproduction::run_analysis(AnalysisState& a) {
   }
 }
 
+void Reproduction::run_analyses() {
+  // Up to --jobs scripts at a time (each a single process); they read the result files only and
+  // write to their own folders.
+  std::vector<std::pair<AnalysisState*, RunningChild>> running;
+  size_t next = 0;
+  auto finished = [&](AnalysisState& a) {
+    const bool selected =
+        o_.only.empty() || std::find(o_.only.begin(), o_.only.end(), a.experiment) != o_.only.end();
+    if (a.status == "failed" || (a.status != "ok" && selected))
+      say(fmt::format("  {}: {}{}", a.name,
+                      a.status == "failed" ? "FAILED: " : "not run: ", a.reason));
+    write_manifest();
+  };
+  for (;;) {
+    if (g_signal)
+      for (auto& r : running) stop_child_process(r.second);
+    while (!g_signal && next < analyses_.size() && running.size() < static_cast<size_t>(o_.jobs)) {
+      AnalysisState& a = analyses_[next++];
+      std::vector<std::string> argv = analysis_command(a);
+      if (argv.empty()) {
+        finished(a);
+        continue;
+      }
+      log_header(a.log, argv);
+      running.emplace_back(
+          &a, start_child_process(argv, (dir_ / a.log).string(),
+                                  a.stdout_file.empty() ? "" : (dir_ / a.stdout_file).string()));
+    }
+    bool ended = false;
+    for (auto it = running.begin(); it != running.end();) {
+      if (!poll_child_process(it->second)) {
+        ++it;
+        continue;
+      }
+      AnalysisState& a = *it->first;
+      const ChildResult result = it->second.result;
+      it = running.erase(it);
+      finish_analysis(a, result);
+      finished(a);
+      ended = true;
+    }
+    if (running.empty() && (g_signal || next >= analyses_.size())) break;
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 bool Reproduction::build_report() {
   const std::string script = (fs::path(o_.source_dir) / "analysis" / "report.py").string();
   std::vector<std::string> argv = {o_.python, script, dir_.string()};
   stop_child_on_signal_ = false;
-  ChildResult r = run_child(argv, "logs/report.log", "", "report", nullptr);
+  ChildResult r = run_child(argv, "logs/report.log", "");
   stop_child_on_signal_ = true;
   if (r.exit_code == 0) {
     report_status_ = "ok";
@@ -423,6 +603,7 @@ void Reproduction::write_manifest() {
                    json_string(o_.scale), json_string(fs::absolute(dir_).string()));
   s += fmt::format("  \"launcher\": {},\n  \"quilt\": {},\n  \"source_dir\": {},\n",
                    json_string(launcher_), json_string(o_.quilt_exe), json_string(o_.source_dir));
+  s += fmt::format("  \"jobs\": {},\n", o_.jobs);
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   s += fmt::format("  \"host\": {},\n  \"started_utc\": {},\n  \"updated_utc\": {},\n",
@@ -437,12 +618,14 @@ void Reproduction::write_manifest() {
     s += fmt::format(
         "    {{\"name\": {}, \"paper\": {}, \"file\": {}, \"selected\": {}, \"ranks\": {}, "
         "\"runs\": {}, \"training\": {}, \"status\": {}, \"reason\": {}, \"config_error\": {}, "
-        "\"result\": {}, \"log\": {}, \"command\": {}, {}}}{}\n",
+        "\"result\": {}, \"log\": {}, \"command\": {}, \"started_utc\": {}, \"ended_utc\": {}, "
+        "\"start_s\": {:.3f}, \"end_s\": {:.3f}, {}}}{}\n",
         json_string(e.paper.name), json_string(e.paper.paper),
         json_string("experiments/" + e.paper.name + ".yaml"), e.selected ? "true" : "false",
         e.ranks, e.runs, e.training ? "true" : "false", json_string(e.status),
         json_string(e.reason), json_string(e.config_error), json_string(e.paper.name + ".h5"),
-        json_string(e.log), json_string(command_text(e.command)), child_json(e.result),
+        json_string(e.log), json_string(command_text(e.command)), json_string(e.started_utc),
+        json_string(e.ended_utc), e.start_s, e.end_s, child_json(e.result),
         i + 1 < experiments_.size() ? "," : "");
   }
   s += "  ],\n  \"analysis\": [\n";
@@ -507,6 +690,7 @@ int Reproduction::run() {
       continue;
     }
     todo.push_back(&e);
+    e.position = todo.size();
     total_runs += e.runs;
   }
   struct sigaction sa {};
@@ -517,54 +701,18 @@ int Reproduction::run() {
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
 
-  say(fmt::format("quilt reproduce: scale {}, {} experiment(s), {} run(s), launcher {}, output {}",
-                  o_.scale, todo.size(), total_runs, launcher_, dir_.string()));
+  say(fmt::format(
+      "quilt reproduce: scale {}, {} experiment(s), {} run(s), launcher {}, {} job(s), output {}",
+      o_.scale, todo.size(), total_runs, launcher_, o_.jobs, dir_.string()));
   for (const auto& e : experiments_)
     if (!e.config_error.empty())
       say(fmt::format("  {}: FAILED to load: {}", e.paper.name, e.config_error));
   write_manifest();
-  int done = 0;
-  for (size_t i = 0; i < todo.size(); ++i) {
-    ExperimentState& e = *todo[i];
-    if (g_signal) {
-      e.status = "not-run";
-      e.reason = "quilt reproduce was interrupted before it";
-      continue;
-    }
-    say(fmt::format("[{}/{}] {} ({}): {} run(s) on {} rank(s) ...", i + 1, todo.size(),
-                    e.paper.name, e.paper.paper, e.runs, e.ranks));
-    progress_index_ = static_cast<int>(i + 1);
-    progress_total_ = static_cast<int>(todo.size());
-    run_experiment(e);
-    ++done;
-    std::string left = estimate_left(nullptr, 0);
-    std::string what = e.status == "complete" ? "complete in its result file, skipped"
-                       : e.status == "ok" ? fmt::format("ok in {}", duration_text(e.result.wall_s))
-                                          : fmt::format("{} after {}: {}",
-                                                        e.status == "failed" ? "FAILED" : e.status,
-                                                        duration_text(e.result.wall_s), e.reason);
-    say(fmt::format("[{}/{}] {}: {}; {} of {} done{}", i + 1, todo.size(), e.paper.name, what, done,
-                    todo.size(),
-                    left.empty() || done == static_cast<int>(todo.size()) ? "" : ", " + left));
-    if (e.status == "failed") {
-      std::string tail = tail_of((dir_ / e.log).string(), 8);
-      std::istringstream lines(tail);
-      for (std::string l; std::getline(lines, l);) say("    | " + l);
-    }
-    write_manifest();
-  }
+  run_experiments(todo);
   if (!g_signal) {
-    say(fmt::format("analysis: {} script(s) ...", analyses_.size()));
-    for (auto& a : analyses_) {
-      if (g_signal) break;
-      run_analysis(a);
-      const bool selected = o_.only.empty() || std::find(o_.only.begin(), o_.only.end(),
-                                                         a.experiment) != o_.only.end();
-      if (a.status == "failed" || (a.status != "ok" && selected))
-        say(fmt::format("  {}: {}{}", a.name,
-                        a.status == "failed" ? "FAILED: " : "not run: ", a.reason));
-      write_manifest();
-    }
+    say(fmt::format("analysis: {} script(s){} ...", analyses_.size(),
+                    o_.jobs > 1 ? fmt::format(", up to {} at a time", o_.jobs) : ""));
+    run_analyses();
   }
   for (auto& a : analyses_)
     if (a.status == "pending") {

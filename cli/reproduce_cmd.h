@@ -24,8 +24,9 @@ struct ReproduceOptions {
   std::string out_dir;            ///< results, logs, analysis outputs, report; default below
   std::string launcher = "auto";  ///< auto (srun when SLURM_JOB_ID is set) | mpirun | srun
   std::vector<std::string> only;  ///< run just these experiments (names); empty = all
-  std::string source_dir;         ///< where experiments/ and analysis/ are
-  std::string quilt_exe;          ///< the quilt binary the runs use (this one)
+  int jobs = 1;  ///< slots: experiments run at the same time, an experiment of r ranks takes r
+  std::string source_dir;                   ///< where experiments/ and analysis/ are
+  std::string quilt_exe;                    ///< the quilt binary the runs use (this one)
   std::string python = "/usr/bin/python3";  ///< interpreter of the analysis scripts
   std::string python_path;                  ///< directory of the `quilt` Python module
 };
@@ -35,8 +36,9 @@ struct ReproduceOptions {
 /// QUILT_SOURCE_DIR, QUILT_PYTHON and QUILT_PYTHONPATH). Throws ConfigError on bad arguments.
 ReproduceOptions parse_reproduce_args(int argc, char** argv);
 
-/// Runs the whole reproduction; blocks until every child is done. Progress goes to stdout
-/// (a live line on a terminal, plain lines otherwise). A failed experiment or script is
+/// Runs the whole reproduction; blocks until every child is done. Experiments start in file
+/// order as slots free up (`jobs` slots; one of r ranks takes min(r, jobs)). Progress goes to
+/// stdout (a live line on a terminal, plain lines otherwise). A failed experiment or script is
 /// recorded and the rest go on. Writes DIR/reproduce.json, DIR/logs/, DIR/index.html and
 /// DIR/report.md. Returns the exit code: 0 everything succeeded, 1 an experiment, a script or
 /// the report failed (the report says which), 128 + signal when interrupted by SIGINT/SIGTERM

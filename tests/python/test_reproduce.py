@@ -290,3 +290,94 @@ def test_sigkill_leaves_no_job_behind(tmp_path):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_jobs_must_be_a_positive_integer(tmp_path):
+    for bad in ("0", "-1", "two"):
+        r = subprocess.run([QUILT, "reproduce", "--out", str(tmp_path / "bad"), "--jobs", bad],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (bad, r.stdout, r.stderr)
+        assert "--jobs" in r.stderr and ">= 1" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "bad" / "reproduce.json")  # refused before any work
+
+
+def test_jobs_2_runs_two_experiments_at_the_same_time(tmp_path):
+    """--jobs 2: a 4-rank experiment runs alone, then two 1-rank ones run at once (their spans
+    overlap), each with its own log, wall time and status; the report records the jobs count."""
+    out = str(tmp_path / "jobs2")
+    names = ["partition_auto", "feasibility", "accuracy"]
+    r = run_group([QUILT, "reproduce", "--scale", "smoke", "--out", out, "--jobs", "2",
+                   "--only", ",".join(names)], timeout=240)
+    with open(os.path.join(out, "reproduce.json")) as f:
+        m = json.load(f)
+    assert m["jobs"] == 2
+    exps = {e["name"]: e for e in m["experiments"]}
+    for n in names:
+        e = exps[n]
+        assert e["status"] == "ok", (e, r.stdout, r.stderr)
+        assert "--bind-to none" in e["command"]  # two mpiruns must not share core 0
+        assert 0 <= e["start_s"] < e["end_s"] and e["wall_s"] > 0, e
+        with open(os.path.join(out, e["log"])) as f:
+            log = f.read()
+        assert log.startswith("==== ") and re.search(r"^==== \S+ exit 0 after", log, re.M)
+    wide, a, b = exps["partition_auto"], exps["feasibility"], exps["accuracy"]
+    assert wide["ranks"] == 4 and wide["end_s"] <= a["start_s"]  # wider than N: alone, first
+    # Both started before either ended: they ran at the same time, in file order.
+    assert a["start_s"] <= b["start_s"] < min(a["end_s"], b["end_s"]), (a, b)
+    for n in exps:
+        if n not in names:
+            assert exps[n]["status"] == "not-run" and exps[n]["start_s"] < 0
+    for s in m["analysis"]:
+        if s["experiment"] in names and s["name"] != "fig5_sensitivity":
+            assert s["status"] == "ok", s
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "\r" not in r.stdout and "\x1b" not in r.stdout
+    for i, n in enumerate(names, start=1):
+        assert re.search(rf"^\[{i}/3\] {n}: ok in .*\b[123] of 3 done", r.stdout, re.M), r.stdout
+    # The report: every experiment's section, the jobs count, when each one ran.
+    with open(os.path.join(out, "index.html")) as f:
+        text = f.read()
+    for n in EXPERIMENTS:
+        assert f'id="exp-{n}"' in text
+    assert "2 job(s) at a time" in text and "<code>--jobs 2</code>" in text
+    assert "ran (since start)" in text and a["started_utc"] in text
+    with open(os.path.join(out, "report.md")) as f:
+        md = f.read()
+    assert "2 job(s) at a time" in md and "`--jobs 2`" in md
+    for n in EXPERIMENTS:
+        assert f"## {n}:" in md
+
+
+def test_jobs_2_sigterm_stops_every_running_experiment(tmp_path):
+    out = str(tmp_path / "jobs2-term")
+    names = ["weight_freezing", "tradeoff"]
+    p = subprocess.Popen([QUILT, "reproduce", "--scale", "smoke", "--out", out, "--jobs", "2",
+                          "--only", ",".join(names)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=die_with_parent)
+    patterns = [f"--output {out}/{n}.h5" for n in names]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if all(subprocess.run(["pgrep", "-f", "--", pat], capture_output=True).returncode == 0
+                   for pat in patterns):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the two experiments were never running at the same time")
+        p.send_signal(signal.SIGTERM)
+        out_text, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 128 + signal.SIGTERM, out_text
+    with open(os.path.join(out, "reproduce.json")) as f:
+        m = json.load(f)
+    for e in m["experiments"]:
+        if e["name"] in names:
+            assert e["status"] == "interrupted", e
+    assert m["interrupted_by_signal"] == signal.SIGTERM
+    assert os.path.exists(os.path.join(out, "index.html"))
+    for pat in patterns:  # no mpirun nor rank of either outlives it
+        ps = subprocess.run(["pgrep", "-f", "--", pat], capture_output=True, text=True)
+        assert ps.stdout.strip() == "", pat

@@ -182,3 +182,20 @@ def test_reproduce_inside_an_allocation_launches_with_srun(tmp_path):
     assert e["command"].startswith("srun --mpi=pmix -n 4 "), e["command"]
     check_results(out / "interposition_multi.h5", runs=2, boards=4)
     assert (out / "index.html").exists() and (out / "report.md").exists()
+
+
+def test_reproduce_jobs_2_runs_two_srun_steps_at_once(tmp_path):
+    """`quilt reproduce --jobs 2` in a 2-task allocation: two 1-rank experiments, each its own
+    `srun` step (with --overcommit), running at the same time."""
+    out = tmp_path / "paper"
+    cmd = f"{quilt()} reproduce --scale smoke --only feasibility,accuracy --jobs 2 --out {out}"
+    r, job = sbatch_wait(["--ntasks=2", "--wrap", cmd], tmp_path, timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr + logs(tmp_path)
+    m = json.loads((out / "reproduce.json").read_text())
+    assert m["launcher"] == "srun" and m["jobs"] == 2
+    e = {x["name"]: x for x in m["experiments"]}
+    for name in ("feasibility", "accuracy"):
+        assert e[name]["status"] == "ok", e[name]
+        assert e[name]["command"].startswith("srun --mpi=pmix -n 1 --overcommit "), e[name]
+    a, b = e["feasibility"], e["accuracy"]
+    assert a["start_s"] <= b["start_s"] < min(a["end_s"], b["end_s"]), (a, b)
