@@ -67,6 +67,25 @@ def main_guard(name, body, argv=None):
         return 2
 
 
+def script_main(module_name, name, body):
+    """The `main(argv=None)` of an analysis script: body(argv) under main_guard(name). When the
+    script runs as a program (module_name == "__main__"), runs it and exits with its code."""
+    def main(argv=None):
+        return main_guard(name, body, argv)
+    if module_name == "__main__":
+        sys.exit(main())
+    return main
+
+
+def save_figure(fig, base, context, also=(".txt", ".csv")):
+    """Writes <base>.png (quilt.plotting.save, `context` as its caption), prints what the script
+    wrote (the PNG and the files named by `also`) and returns 0, the script's exit code."""
+    from quilt import plotting
+    plotting.save(fig, base + ".png", context)
+    print("wrote " + ", ".join(base + ext for ext in (".png", *also)))
+    return 0
+
+
 def output_base(input_path, out_dir, stem):
     """<out_dir or the input's directory>/<stem>, the directory created."""
     d = out_dir or os.path.dirname(os.path.abspath(input_path))

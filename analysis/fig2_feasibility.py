@@ -12,7 +12,6 @@ their difference lies within ±LOSS_MARGIN.
 Reads results/feasibility.h5 (experiments/feasibility.yaml) and writes fig2_feasibility.png,
 .txt and .csv beside it (or in --out-dir). Exit codes: 0 ok, 2 missing or unusable input.
 """
-import sys
 
 import common
 import numpy as np
@@ -108,14 +107,7 @@ def body(argv):
     b.set_ylabel("cross-entropy loss")
     b.set_title(f"(b) loss over epochs, {pick['data_set']} (first seed)")
     plotting.legend_outside(b)
-    plotting.save(fig, base + ".png", context)
-    print(f"wrote {base}.png, {base}.txt, {base}.csv")
-    return 0
+    return common.save_figure(fig, base, context)
 
 
-def main(argv=None):
-    return common.main_guard("fig2_feasibility", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "fig2_feasibility", body)

@@ -17,7 +17,6 @@ Writes fig4_tradeoff.png, .txt and .csv beside the first file (or in --out-dir).
 Exit codes: 0 ok, 2 missing or unusable input.
 """
 import math
-import sys
 
 import common
 import pandas as pd
@@ -187,14 +186,7 @@ def body(argv):
     b.set_xlabel("reduction rate R")
     b.set_ylabel("autoencoder-only reconstruction loss (MSE)")
     b.set_title("(b) proxy")
-    plotting.save(fig, stem + ".png", context)
-    print(f"wrote {stem}.png, {stem}.txt, {stem}.csv")
-    return 0
+    return common.save_figure(fig, stem, context)
 
 
-def main(argv=None):
-    return common.main_guard("fig4_tradeoff", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "fig4_tradeoff", body)

@@ -19,7 +19,6 @@ Reads results/efficiency.h5 (experiments/efficiency.yaml), writes fig5_efficienc
 missing or unusable input.
 """
 import math
-import sys
 
 import common
 import pandas as pd
@@ -132,14 +131,7 @@ def body(argv):
                                  label="paper (at requested R)")]
     h, l = axes[1].get_legend_handles_labels()
     plotting.legend_outside(axes[1], h + marks, l + [m.get_label() for m in marks])
-    plotting.save(fig, base + ".png", context)
-    print(f"wrote {base}.png, {base}.txt, {base}.csv")
-    return 0
+    return common.save_figure(fig, base, context)
 
 
-def main(argv=None):
-    return common.main_guard("fig5_efficiency", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "fig5_efficiency", body)

@@ -16,7 +16,6 @@ beside it (or in --out-dir). Under the `measured` time model on CPU emulators th
 host<->board transfers (h2d/d2h are empty): the table then shows the MPI waits and says so.
 Exit codes: 0 ok, 2 missing or unusable input.
 """
-import sys
 
 import common
 import numpy as np
@@ -97,14 +96,7 @@ def body(argv):
         ax.set_ylabel("ms per batch")
         ax.set_title(paper.LABELS.get(arch, arch))
     plotting.legend_outside(axes[-1])
-    plotting.save(fig, base + ".png", context)
-    print(f"wrote {base}.png, {base}.txt, {base}.csv")
-    return 0
+    return common.save_figure(fig, base, context)
 
 
-def main(argv=None):
-    return common.main_guard("fig6_breakdown", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "fig6_breakdown", body)

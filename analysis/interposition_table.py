@@ -124,9 +124,4 @@ def body(argv):
     return 0
 
 
-def main(argv=None):
-    return common.main_guard("interposition_table", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "interposition_table", body)

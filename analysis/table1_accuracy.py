@@ -11,7 +11,6 @@ Reads results/accuracy.h5 (experiments/accuracy.yaml) and writes table1_accuracy
 error per epoch), .txt and .csv beside it (or in --out-dir). Exit codes: 0 ok, 2 missing or
 unusable input.
 """
-import sys
 
 import common
 import pandas as pd
@@ -87,14 +86,7 @@ def body(argv):
     ax.set_ylabel("test top-1 error (%)")
     ax.set_title("Table 1: from-scratch training")
     plotting.legend_outside(ax)
-    plotting.save(fig, stem + ".png", context)
-    print(f"wrote {stem}.png, {stem}.txt, {stem}.csv")
-    return 0
+    return common.save_figure(fig, stem, context)
 
 
-def main(argv=None):
-    return common.main_guard("table1_accuracy", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "table1_accuracy", body)

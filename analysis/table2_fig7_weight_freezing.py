@@ -12,7 +12,6 @@ Reads results/weight_freezing.h5 (experiments/weight_freezing.yaml) and writes
 table2_fig7_weight_freezing.png (test top-1 per epoch), .txt and .csv beside it (or in
 --out-dir). Exit codes: 0 ok, 2 missing or unusable input.
 """
-import sys
 
 import common
 import pandas as pd
@@ -98,14 +97,7 @@ def body(argv):
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_title("Fig. 7: weight freezing (mean over seeds)")
     plotting.legend_outside(ax)
-    plotting.save(fig, stem + ".png", context)
-    print(f"wrote {stem}.png, {stem}.txt, {stem}.csv")
-    return 0
+    return common.save_figure(fig, stem, context)
 
 
-def main(argv=None):
-    return common.main_guard("table2_fig7_weight_freezing", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "table2_fig7_weight_freezing", body)

@@ -11,7 +11,6 @@ Reads results/interposition_accuracy.h5 (experiments/interposition_accuracy.yaml
 table3_interposition_accuracy.txt and .csv beside it (or in --out-dir).
 Exit codes: 0 ok, 2 missing or unusable input.
 """
-import sys
 
 import common
 import pandas as pd
@@ -72,9 +71,4 @@ def body(argv):
     return 0
 
 
-def main(argv=None):
-    return common.main_guard("table3_interposition_accuracy", body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = common.script_main(__name__, "table3_interposition_accuracy", body)
