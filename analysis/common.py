@@ -243,9 +243,17 @@ def protocol_note(df):
                   else [])
         if len(window):
             margin = df["training.converge_margin_pt"].dropna()
-            parts.append(f"at most {'/'.join(map(str, epochs))} epochs, stopped once test top-1 "
-                         f"was flat within {margin.iloc[0]:g} pt over {int(window.iloc[0])} "
-                         "epochs")
+            schedule = (sorted(set(df["training.lr_schedule"].dropna().astype(str)))
+                        if "training.lr_schedule" in df else [])
+            if schedule and schedule != ["constant"]:
+                # A decaying schedule runs to its end; the rule judges its last epochs.
+                parts.append(f"{'/'.join(map(str, epochs))} epochs of a {'/'.join(schedule)} "
+                             f"learning-rate schedule, converged when test top-1 of the last "
+                             f"{int(window.iloc[0])} epochs is within {margin.iloc[0]:g} pt")
+            else:
+                parts.append(f"at most {'/'.join(map(str, epochs))} epochs, stopped once test "
+                             f"top-1 was flat within {margin.iloc[0]:g} pt over "
+                             f"{int(window.iloc[0])} epochs")
         elif epochs:
             parts.append(f"{'/'.join(map(str, epochs))} epoch(s) (no convergence rule)")
     n = seeds(df).nunique() if len(df) else 0
