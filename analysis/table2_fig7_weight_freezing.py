@@ -38,7 +38,9 @@ def body(argv):
         if f.empty or u.empty:
             continue
         arch = key[0]
-        name = f"{arch}-Quilt {key[1]:g}x" + (f" ({key[2]} samples)" if len(key) > 2 else "")
+        # data.train_samples 0 = the whole training split (a limited-data sweep names its size).
+        limit = str(key[2]) if len(key) > 2 else "0"
+        name = f"{arch}-Quilt {key[1]:g}x" + (f" ({limit} samples)" if limit not in ("0", "") else "")
         d = common.diff_estimate(u, f, "final_top1", 100)
         conv = common.converged(ep, g["id"])
         p = paper.TABLE2.get(arch)
