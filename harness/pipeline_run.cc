@@ -61,26 +61,10 @@ std::vector<at::Tensor> make_inputs(const RunConfig& run, const models::Shape& i
   return pool;
 }
 
+// Every stored field of the stage (results::FieldList), then the batch end times.
 std::string pack_stage(const results::StageRecord& s, const std::vector<double>& end_s) {
   Packer p;
-  p.put(s.rank);
-  p.put(s.host);
-  p.put(s.board);
-  p.put(s.board_description);
-  p.put(s.units);
-  p.put(s.in_shape);
-  p.put(s.out_shape);
-  p.put(s.bytes_sent);
-  p.put(s.bytes_received);
-  p.put(s.compute_s);
-  p.put(s.recv_wait_s);
-  p.put(s.send_wait_s);
-  p.put(s.predicted_compute_s);
-  p.put(s.predicted_comm_s);
-  p.put(s.predicted_exec_s);
-  p.put(s.h2d_s);
-  p.put(s.d2h_s);
-  p.put(s.energy_j);
+  results::for_each_field(s, [&](const results::Field&, const auto& value) { p.put(value); });
   p.put(end_s);
   return p.bytes();
 }
@@ -88,24 +72,7 @@ std::string pack_stage(const results::StageRecord& s, const std::vector<double>&
 results::StageRecord unpack_stage(const std::string& bytes, std::vector<double>* end_s) {
   results::StageRecord s;
   Unpacker u(bytes);
-  u.get(s.rank);
-  u.get(s.host);
-  u.get(s.board);
-  u.get(s.board_description);
-  u.get(s.units);
-  u.get(s.in_shape);
-  u.get(s.out_shape);
-  u.get(s.bytes_sent);
-  u.get(s.bytes_received);
-  u.get(s.compute_s);
-  u.get(s.recv_wait_s);
-  u.get(s.send_wait_s);
-  u.get(s.predicted_compute_s);
-  u.get(s.predicted_comm_s);
-  u.get(s.predicted_exec_s);
-  u.get(s.h2d_s);
-  u.get(s.d2h_s);
-  u.get(s.energy_j);
+  results::for_each_field(s, [&](const results::Field&, auto& value) { u.get(value); });
   u.get(*end_s);
   return s;
 }

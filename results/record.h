@@ -8,12 +8,42 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace quilt::results {
 
 /// Version of the file layout documented in results/SCHEMA.md.
 inline constexpr int kSchemaVersion = 2;
+
+/// One stored field of a record: the name it has in the file (HDF5 attribute or dataset), in
+/// the Python dicts of quilt._core and in results/SCHEMA.md. Where it goes follows from the
+/// member's type: scalars (int, int64_t, double, bool as int64 0/1, std::string) are attributes,
+/// std::vector<...> are 1-D datasets, and `text_dataset` strings are scalar string datasets.
+struct Field {
+  const char* name;
+  /// For fields added after the first files were written: the reader reads the field only when
+  /// the attribute or dataset of this name (often the field itself) exists, and otherwise keeps
+  /// the member's default. nullptr: the field is in every file.
+  const char* present_if = nullptr;
+  bool text_dataset = false;  ///< a std::string stored as a scalar string dataset
+};
+
+/// The field list of a record type: `FieldList<R>::visit(v)` calls `v(Field, &R::member)` once
+/// per stored field, in the order the writer stores them. Specialised below for StageRecord,
+/// MetricCheck, TrainingRecord, RunRecord (its attributes and datasets; not its id, which is
+/// the group name, nor params, checks, stages, training, trace) and Provenance. Adding a field
+/// to one of these records is one line in its list (plus its entry in results/SCHEMA.md).
+template <class R>
+struct FieldList;
+
+/// Calls `v(const Field&, member)` for every stored field of `rec` (const or not), with the
+/// member as a reference into `rec`.
+template <class R, class V>
+void for_each_field(R& rec, V&& v) {
+  FieldList<std::remove_const_t<R>>::visit(
+      [&](const Field& field, auto member) { v(field, rec.*member); });
+}
 
 /// What one pipeline stage (one rank, one board) measured in one run.
 struct StageRecord {
@@ -42,6 +72,33 @@ struct StageRecord {
   double predicted_compute_s = -1, predicted_comm_s = -1, predicted_exec_s = -1;
 };
 
+template <>
+struct FieldList<StageRecord> {
+  template <class V>
+  static void visit(V&& v) {
+    using S = StageRecord;
+    v(Field{"rank"}, &S::rank);
+    v(Field{"host"}, &S::host);
+    v(Field{"board"}, &S::board);
+    v(Field{"board_description"}, &S::board_description);
+    v(Field{"units"}, &S::units);
+    v(Field{"bytes_sent"}, &S::bytes_sent);
+    v(Field{"bytes_received"}, &S::bytes_received);
+    v(Field{"predicted_compute_s"}, &S::predicted_compute_s);
+    v(Field{"predicted_comm_s"}, &S::predicted_comm_s);
+    v(Field{"predicted_exec_s"}, &S::predicted_exec_s);
+    v(Field{"in_shape"}, &S::in_shape);
+    v(Field{"out_shape"}, &S::out_shape);
+    v(Field{"compute_s"}, &S::compute_s);
+    v(Field{"recv_wait_s"}, &S::recv_wait_s);
+    v(Field{"send_wait_s"}, &S::send_wait_s);
+    v(Field{"h2d_s", "h2d_s"}, &S::h2d_s);
+    v(Field{"d2h_s", "d2h_s"}, &S::d2h_s);
+    v(Field{"busy_s", "busy_s"}, &S::busy_s);
+    v(Field{"energy_j", "energy_j"}, &S::energy_j);
+  }
+};
+
 /// A metric compared with a reference value from the experiment file.
 struct MetricCheck {
   std::string metric;    ///< e.g. "throughput_sps"
@@ -50,6 +107,20 @@ struct MetricCheck {
   double tolerance = 0;  ///< relative
   std::string better;    ///< "higher" or "lower"
   bool passed = false;   ///< higher: value >= reference*(1-tol); lower: value <= reference*(1+tol)
+};
+
+template <>
+struct FieldList<MetricCheck> {
+  template <class V>
+  static void visit(V&& v) {
+    using C = MetricCheck;
+    v(Field{"metric"}, &C::metric);
+    v(Field{"value"}, &C::value);
+    v(Field{"reference"}, &C::reference);
+    v(Field{"tolerance"}, &C::tolerance);
+    v(Field{"better"}, &C::better);
+    v(Field{"passed"}, &C::passed);
+  }
 };
 
 /// What a training run (training.mode != none) produced: per epoch and phase, one entry in each
@@ -106,6 +177,51 @@ struct TrainingRecord {
   /// not evaluated (fp32, proxy runs, files written before).
   std::string precision;
   double precision_top1 = 0, precision_agreement = 0;
+};
+
+template <>
+struct FieldList<TrainingRecord> {
+  template <class V>
+  static void visit(V&& v) {
+    using T = TrainingRecord;
+    v(Field{"mode"}, &T::mode);
+    v(Field{"dataset"}, &T::dataset);
+    v(Field{"data_source"}, &T::data_source);
+    v(Field{"stand_in"}, &T::stand_in);
+    v(Field{"train_samples"}, &T::train_samples);
+    v(Field{"test_samples"}, &T::test_samples);
+    v(Field{"classes"}, &T::classes);
+    v(Field{"ranks"}, &T::ranks);
+    v(Field{"global_batch"}, &T::global_batch);
+    v(Field{"phase1_epochs"}, &T::phase1_epochs);
+    v(Field{"final_test_loss"}, &T::final_test_loss);
+    v(Field{"final_top1"}, &T::final_top1);
+    v(Field{"final_top5"}, &T::final_top5);
+    v(Field{"train_s"}, &T::train_s);
+    v(Field{"full_epoch_s"}, &T::full_epoch_s);
+    v(Field{"proxy_speedup"}, &T::proxy_speedup);
+    v(Field{"checkpoint"}, &T::checkpoint);
+    v(Field{"pretrained"}, &T::pretrained);
+    v(Field{"pretrain_top1"}, &T::pretrain_top1);
+    // Added with the convergence rule (older files: -1 = no rule).
+    v(Field{"converged", "converged"}, &T::converged);
+    v(Field{"converge_window", "converged"}, &T::converge_window);
+    v(Field{"converge_margin_pt", "converged"}, &T::converge_margin_pt);
+    // Added with boards.precision (the reader sets NaN accuracies in older files).
+    v(Field{"precision", "precision"}, &T::precision);
+    v(Field{"precision_top1", "precision"}, &T::precision_top1);
+    v(Field{"precision_agreement", "precision"}, &T::precision_agreement);
+    // Per epoch: all of the length of `epoch` (the reader checks).
+    v(Field{"epoch"}, &T::epoch);
+    v(Field{"phase"}, &T::phase);
+    v(Field{"train_loss"}, &T::train_loss);
+    v(Field{"train_top1"}, &T::train_top1);
+    v(Field{"test_loss"}, &T::test_loss);
+    v(Field{"test_top1"}, &T::test_top1);
+    v(Field{"test_top5"}, &T::test_top5);
+    v(Field{"epoch_s"}, &T::epoch_s);
+    v(Field{"samples_per_s"}, &T::samples_per_s);
+  }
 };
 
 /// One run: one point of a sweep.
@@ -173,6 +289,54 @@ struct RunRecord {
   TraceRecord trace;
 };
 
+template <>
+struct FieldList<RunRecord> {
+  template <class V>
+  static void visit(V&& v) {
+    using R = RunRecord;
+    v(Field{"status"}, &R::status);
+    v(Field{"failure"}, &R::failure);
+    v(Field{"batch_size"}, &R::batch_size);
+    v(Field{"warmup_batches"}, &R::warmup_batches);
+    v(Field{"measured_batches"}, &R::measured_batches);
+    v(Field{"start_unix_s"}, &R::start_unix_s);
+    v(Field{"end_unix_s"}, &R::end_unix_s);
+    v(Field{"throughput_sps"}, &R::throughput_sps);
+    v(Field{"duration_s"}, &R::duration_s);
+    v(Field{"latency_p50_s"}, &R::latency_p50_s);
+    v(Field{"latency_p90_s"}, &R::latency_p90_s);
+    v(Field{"latency_p99_s"}, &R::latency_p99_s);
+    v(Field{"max_abs_error"}, &R::max_abs_error);
+    v(Field{"failed_rank"}, &R::failed_rank);
+    v(Field{"repetitions"}, &R::repetitions);
+    v(Field{"throughput_median_sps"}, &R::throughput_median_sps);
+    v(Field{"throughput_mean_sps"}, &R::throughput_mean_sps);
+    v(Field{"throughput_std_sps"}, &R::throughput_std_sps);
+    v(Field{"throughput_ci95_low_sps"}, &R::throughput_ci95_low_sps);
+    v(Field{"throughput_ci95_high_sps"}, &R::throughput_ci95_high_sps);
+    v(Field{"validity"}, &R::validity);
+    // Added after the first files were written (older files keep the defaults).
+    v(Field{"time_model", "time_model"}, &R::time_model);
+    v(Field{"precision", "precision"}, &R::precision);
+    v(Field{"element_bytes", "precision"}, &R::element_bytes);
+    v(Field{"dilation", "time_model"}, &R::dilation);
+    v(Field{"overruns", "time_model"}, &R::overruns);
+    v(Field{"cpu_wait_fraction", "cpu_wait_fraction"}, &R::cpu_wait_fraction);
+    v(Field{"energy_j", "time_model"}, &R::energy_j);
+    v(Field{"energy_per_sample_j", "time_model"}, &R::energy_per_sample_j);
+    v(Field{"energy_source", "time_model"}, &R::energy_source);
+    v(Field{"latency_s"}, &R::latency_s);
+    v(Field{"cut_names"}, &R::cut_names);
+    v(Field{"cut_bytes_per_sample"}, &R::cut_bytes_per_sample);
+    v(Field{"cut_wire_bytes_per_sample"}, &R::cut_wire_bytes_per_sample);
+    v(Field{"cut_requested_rate"}, &R::cut_requested_rate);
+    v(Field{"cut_effective_rate"}, &R::cut_effective_rate);
+    v(Field{"repetition_throughput_sps"}, &R::repetition_throughput_sps);
+    v(Field{"repetition_duration_s"}, &R::repetition_duration_s);
+    v(Field{"invalid_reasons"}, &R::invalid_reasons);
+  }
+};
+
 /// Where and how the file was made.
 struct Provenance {
   std::string quilt_version;
@@ -188,6 +352,32 @@ struct Provenance {
   std::vector<std::string> boards;  ///< board description per rank
   std::string created_utc;          ///< ISO 8601, when the file was first written
   std::string start_utc, end_utc;   ///< this invocation's start and last write
+};
+
+template <>
+struct FieldList<Provenance> {
+  template <class V>
+  static void visit(V&& v) {
+    using P = Provenance;
+    v(Field{"quilt_version"}, &P::quilt_version);
+    v(Field{"git_commit"}, &P::git_commit);
+    v(Field{"git_dirty"}, &P::git_dirty);
+    v(Field{"torch_version"}, &P::torch_version);
+    v(Field{"mpi_version"}, &P::mpi_version);
+    v(Field{"hdf5_version"}, &P::hdf5_version);
+    v(Field{"xrt_version"}, &P::xrt_version);
+    v(Field{"compiler"}, &P::compiler);
+    v(Field{"command_line"}, &P::command_line);
+    v(Field{"experiment_path"}, &P::experiment_path);
+    v(Field{"created_utc"}, &P::created_utc);
+    v(Field{"start_utc"}, &P::start_utc);
+    v(Field{"end_utc"}, &P::end_utc);
+    v(Field{"scale"}, &P::scale);
+    v(Field{"hosts"}, &P::hosts);
+    v(Field{"boards"}, &P::boards);
+    v(Field{"experiment_text", nullptr, true}, &P::experiment_text);
+    v(Field{"resolved_experiment", nullptr, true}, &P::resolved_experiment);
+  }
 };
 
 /// A whole result file.

@@ -12,6 +12,7 @@
 #include <set>
 #include <utility>
 
+#include "results/fields_io.h"
 #include "results/h5.h"
 #include "results/trace_io.h"
 
@@ -90,97 +91,20 @@ void validate(const std::string& path, const ExperimentRecord& record) {
 }
 
 void write_provenance(const h5::Group& root, const Provenance& p) {
-  h5::Group g = root.create_group("provenance");
-  g.write_attribute("quilt_version", p.quilt_version);
-  g.write_attribute("git_commit", p.git_commit);
-  g.write_attribute("git_dirty", static_cast<int64_t>(p.git_dirty ? 1 : 0));
-  g.write_attribute("torch_version", p.torch_version);
-  g.write_attribute("mpi_version", p.mpi_version);
-  g.write_attribute("hdf5_version", p.hdf5_version);
-  g.write_attribute("xrt_version", p.xrt_version);
-  g.write_attribute("compiler", p.compiler);
-  g.write_attribute("command_line", p.command_line);
-  g.write_attribute("experiment_path", p.experiment_path);
-  g.write_attribute("created_utc", p.created_utc);
-  g.write_attribute("start_utc", p.start_utc);
-  g.write_attribute("end_utc", p.end_utc);
-  g.write_attribute("scale", p.scale);
-  g.write_dataset("hosts", p.hosts);
-  g.write_dataset("boards", p.boards);
-  g.write_string_dataset("experiment_text", p.experiment_text);
-  g.write_string_dataset("resolved_experiment", p.resolved_experiment);
+  fields::write(root.create_group("provenance"), p);
 }
 
 void write_stage(const h5::Group& stages, size_t k, const StageRecord& s) {
-  h5::Group g = stages.create_group(std::to_string(k));
-  g.write_attribute("rank", static_cast<int64_t>(s.rank));
-  g.write_attribute("host", s.host);
-  g.write_attribute("board", s.board);
-  g.write_attribute("board_description", s.board_description);
-  g.write_attribute("units", s.units);
-  g.write_attribute("bytes_sent", s.bytes_sent);
-  g.write_attribute("bytes_received", s.bytes_received);
-  g.write_attribute("predicted_compute_s", s.predicted_compute_s);
-  g.write_attribute("predicted_comm_s", s.predicted_comm_s);
-  g.write_attribute("predicted_exec_s", s.predicted_exec_s);
-  g.write_dataset("in_shape", s.in_shape);
-  g.write_dataset("out_shape", s.out_shape);
-  g.write_dataset("compute_s", s.compute_s);
-  g.write_dataset("recv_wait_s", s.recv_wait_s);
-  g.write_dataset("send_wait_s", s.send_wait_s);
-  g.write_dataset("h2d_s", s.h2d_s);
-  g.write_dataset("d2h_s", s.d2h_s);
-  g.write_attribute("busy_s", s.busy_s);
-  g.write_attribute("energy_j", s.energy_j);
+  fields::write(stages.create_group(std::to_string(k)), s);
 }
 
 void write_check(const h5::Group& checks, size_t k, const MetricCheck& c) {
-  h5::Group g = checks.create_group(std::to_string(k));
-  g.write_attribute("metric", c.metric);
-  g.write_attribute("value", c.value);
-  g.write_attribute("reference", c.reference);
-  g.write_attribute("tolerance", c.tolerance);
-  g.write_attribute("better", c.better);
-  g.write_attribute("passed", static_cast<int64_t>(c.passed ? 1 : 0));
+  fields::write(checks.create_group(std::to_string(k)), c);
 }
 
 // Training runs only: a "training" group beside the pipeline fields (SCHEMA.md).
 void write_training(const h5::Group& run, const TrainingRecord& t) {
-  h5::Group g = run.create_group("training");
-  g.write_attribute("mode", t.mode);
-  g.write_attribute("dataset", t.dataset);
-  g.write_attribute("data_source", t.data_source);
-  g.write_attribute("stand_in", t.stand_in);
-  g.write_attribute("train_samples", t.train_samples);
-  g.write_attribute("test_samples", t.test_samples);
-  g.write_attribute("classes", t.classes);
-  g.write_attribute("ranks", t.ranks);
-  g.write_attribute("global_batch", t.global_batch);
-  g.write_attribute("phase1_epochs", t.phase1_epochs);
-  g.write_attribute("final_test_loss", t.final_test_loss);
-  g.write_attribute("final_top1", t.final_top1);
-  g.write_attribute("final_top5", t.final_top5);
-  g.write_attribute("train_s", t.train_s);
-  g.write_attribute("full_epoch_s", t.full_epoch_s);
-  g.write_attribute("proxy_speedup", t.proxy_speedup);
-  g.write_attribute("checkpoint", t.checkpoint);
-  g.write_attribute("pretrained", t.pretrained);
-  g.write_attribute("pretrain_top1", t.pretrain_top1);
-  g.write_attribute("converged", t.converged);
-  g.write_attribute("converge_window", t.converge_window);
-  g.write_attribute("converge_margin_pt", t.converge_margin_pt);
-  g.write_attribute("precision", t.precision);
-  g.write_attribute("precision_top1", t.precision_top1);
-  g.write_attribute("precision_agreement", t.precision_agreement);
-  g.write_dataset("epoch", t.epoch);
-  g.write_dataset("phase", t.phase);
-  g.write_dataset("train_loss", t.train_loss);
-  g.write_dataset("train_top1", t.train_top1);
-  g.write_dataset("test_loss", t.test_loss);
-  g.write_dataset("test_top1", t.test_top1);
-  g.write_dataset("test_top5", t.test_top5);
-  g.write_dataset("epoch_s", t.epoch_s);
-  g.write_dataset("samples_per_s", t.samples_per_s);
+  fields::write(run.create_group("training"), t);
 }
 
 void validate_run_id(const std::string& where, const std::string& id) {
@@ -191,49 +115,12 @@ void validate_run_id(const std::string& where, const std::string& id) {
 
 void write_run(const h5::Group& runs, const RunRecord& r) {
   h5::Group g = runs.create_group(r.id);
-  g.write_attribute("status", r.status);
-  g.write_attribute("failure", r.failure);
-  g.write_attribute("batch_size", r.batch_size);
-  g.write_attribute("warmup_batches", r.warmup_batches);
-  g.write_attribute("measured_batches", r.measured_batches);
-  g.write_attribute("start_unix_s", r.start_unix_s);
-  g.write_attribute("end_unix_s", r.end_unix_s);
-  g.write_attribute("throughput_sps", r.throughput_sps);
-  g.write_attribute("duration_s", r.duration_s);
-  g.write_attribute("latency_p50_s", r.latency_p50_s);
-  g.write_attribute("latency_p90_s", r.latency_p90_s);
-  g.write_attribute("latency_p99_s", r.latency_p99_s);
-  g.write_attribute("max_abs_error", r.max_abs_error);
-  g.write_attribute("failed_rank", r.failed_rank);
-  g.write_attribute("repetitions", r.repetitions);
-  g.write_attribute("throughput_median_sps", r.throughput_median_sps);
-  g.write_attribute("throughput_mean_sps", r.throughput_mean_sps);
-  g.write_attribute("throughput_std_sps", r.throughput_std_sps);
-  g.write_attribute("throughput_ci95_low_sps", r.throughput_ci95_low_sps);
-  g.write_attribute("throughput_ci95_high_sps", r.throughput_ci95_high_sps);
-  g.write_attribute("validity", r.validity);
-  g.write_attribute("time_model", r.time_model);
-  g.write_attribute("precision", r.precision);
-  g.write_attribute("element_bytes", r.element_bytes);
-  g.write_attribute("dilation", r.dilation);
-  g.write_attribute("overruns", r.overruns);
-  g.write_attribute("cpu_wait_fraction", r.cpu_wait_fraction);
-  g.write_attribute("energy_j", r.energy_j);
-  g.write_attribute("energy_per_sample_j", r.energy_per_sample_j);
-  g.write_attribute("energy_source", r.energy_source);
+  fields::write(g, r, fields::Which::kAttributes);
   {
     h5::Group params = g.create_group("params");
     for (const auto& [key, value] : r.params) params.write_attribute(key, value);
   }
-  g.write_dataset("latency_s", r.latency_s);
-  g.write_dataset("cut_names", r.cut_names);
-  g.write_dataset("cut_bytes_per_sample", r.cut_bytes_per_sample);
-  g.write_dataset("cut_wire_bytes_per_sample", r.cut_wire_bytes_per_sample);
-  g.write_dataset("cut_requested_rate", r.cut_requested_rate);
-  g.write_dataset("cut_effective_rate", r.cut_effective_rate);
-  g.write_dataset("repetition_throughput_sps", r.repetition_throughput_sps);
-  g.write_dataset("repetition_duration_s", r.repetition_duration_s);
-  g.write_dataset("invalid_reasons", r.invalid_reasons);
+  fields::write(g, r, fields::Which::kDatasets);
   {
     h5::Group checks = g.create_group("checks", /*track_order=*/true);
     for (size_t k = 0; k < r.checks.size(); ++k) write_check(checks, k, r.checks[k]);

@@ -80,109 +80,29 @@ py::dict summary(const std::string& arch, std::optional<std::vector<int64_t>> in
   return d;
 }
 
-py::dict stage_dict(const results::StageRecord& s) {
+// Every stored field of `rec` (results::FieldList) under its file name: numbers, strings,
+// bools, and lists for the datasets.
+template <class R>
+py::dict fields_dict(const R& rec) {
   py::dict d;
-  d["rank"] = s.rank;
-  d["host"] = s.host;
-  d["board"] = s.board;
-  d["board_description"] = s.board_description;
-  d["units"] = s.units;
-  d["in_shape"] = s.in_shape;
-  d["out_shape"] = s.out_shape;
-  d["bytes_sent"] = s.bytes_sent;
-  d["bytes_received"] = s.bytes_received;
-  d["compute_s"] = s.compute_s;
-  d["recv_wait_s"] = s.recv_wait_s;
-  d["send_wait_s"] = s.send_wait_s;
-  d["h2d_s"] = s.h2d_s;
-  d["d2h_s"] = s.d2h_s;
-  d["busy_s"] = s.busy_s;
-  d["energy_j"] = s.energy_j;
-  d["predicted_compute_s"] = s.predicted_compute_s;
-  d["predicted_comm_s"] = s.predicted_comm_s;
-  d["predicted_exec_s"] = s.predicted_exec_s;
+  results::for_each_field(
+      rec, [&](const results::Field& f, const auto& value) { d[f.name] = py::cast(value); });
   return d;
 }
 
 py::dict run_dict(const results::RunRecord& r) {
-  py::dict d;
+  py::dict d = fields_dict(r);
   d["id"] = r.id;
-  d["status"] = r.status;
-  d["failure"] = r.failure;
   d["params"] = r.params;
-  d["batch_size"] = r.batch_size;
-  d["warmup_batches"] = r.warmup_batches;
-  d["measured_batches"] = r.measured_batches;
-  d["start_unix_s"] = r.start_unix_s;
-  d["end_unix_s"] = r.end_unix_s;
-  d["throughput_sps"] = r.throughput_sps;
-  d["duration_s"] = r.duration_s;
-  d["latency_s"] = r.latency_s;
-  d["latency_p50_s"] = r.latency_p50_s;
-  d["latency_p90_s"] = r.latency_p90_s;
-  d["latency_p99_s"] = r.latency_p99_s;
-  d["cut_names"] = r.cut_names;
-  d["cut_bytes_per_sample"] = r.cut_bytes_per_sample;
-  d["cut_wire_bytes_per_sample"] = r.cut_wire_bytes_per_sample;
-  d["cut_requested_rate"] = r.cut_requested_rate;
-  d["cut_effective_rate"] = r.cut_effective_rate;
-  d["max_abs_error"] = r.max_abs_error;
-  d["precision"] = r.precision;
-  d["element_bytes"] = r.element_bytes;
-  d["time_model"] = r.time_model;
-  d["dilation"] = r.dilation;
-  d["overruns"] = r.overruns;
-  d["cpu_wait_fraction"] = r.cpu_wait_fraction;
-  d["energy_j"] = r.energy_j;
-  d["energy_per_sample_j"] = r.energy_per_sample_j;
-  d["energy_source"] = r.energy_source;
-  d["validity"] = r.validity;
-  d["invalid_reasons"] = r.invalid_reasons;
-  d["failed_rank"] = r.failed_rank;
-  d["repetitions"] = r.repetitions;
-  d["repetition_throughput_sps"] = r.repetition_throughput_sps;
   py::list stages;
-  for (const auto& s : r.stages) stages.append(stage_dict(s));
+  for (const auto& s : r.stages) stages.append(fields_dict(s));
   d["stages"] = stages;
   // Training runs only (results/SCHEMA.md, /runs/<id>/training); None for pipeline runs.
   if (!r.training.mode.empty()) {
-    const auto& t = r.training;
-    py::dict tr;
-    tr["mode"] = t.mode;
-    tr["dataset"] = t.dataset;
-    tr["data_source"] = t.data_source;
-    tr["stand_in"] = t.stand_in;
-    tr["train_samples"] = t.train_samples;
-    tr["test_samples"] = t.test_samples;
-    tr["classes"] = t.classes;
-    tr["ranks"] = t.ranks;
-    tr["global_batch"] = t.global_batch;
-    tr["phase1_epochs"] = t.phase1_epochs;
-    tr["epoch"] = t.epoch;
-    tr["phase"] = t.phase;
-    tr["train_loss"] = t.train_loss;
-    tr["train_top1"] = t.train_top1;
-    tr["test_loss"] = t.test_loss;
-    tr["test_top1"] = t.test_top1;
-    tr["test_top5"] = t.test_top5;
-    tr["epoch_s"] = t.epoch_s;
-    tr["samples_per_s"] = t.samples_per_s;
-    tr["final_test_loss"] = t.final_test_loss;
-    tr["final_top1"] = t.final_top1;
-    tr["final_top5"] = t.final_top5;
-    tr["train_s"] = t.train_s;
-    tr["full_epoch_s"] = t.full_epoch_s;
-    tr["proxy_speedup"] = t.proxy_speedup;
-    tr["checkpoint"] = t.checkpoint;
-    tr["pretrained"] = t.pretrained;
-    tr["pretrain_top1"] = t.pretrain_top1;
+    py::dict tr = fields_dict(r.training);
     // None when the run had no convergence rule (quilt.verdicts prints "unknown").
-    tr["converged"] = t.converged < 0 ? py::object(py::none()) : py::object(py::bool_(t.converged));
-    tr["converge_window"] = t.converge_window;
-    tr["converge_margin_pt"] = t.converge_margin_pt;
-    tr["precision"] = t.precision;
-    tr["precision_top1"] = t.precision_top1;
-    tr["precision_agreement"] = t.precision_agreement;
+    tr["converged"] = r.training.converged < 0 ? py::object(py::none())
+                                               : py::object(py::bool_(r.training.converged));
     d["training"] = tr;
   } else {
     d["training"] = py::none();
@@ -196,26 +116,7 @@ py::dict read_results(const std::string& path) {
   d["schema_version"] = e.schema_version;
   d["name"] = e.name;
   d["experiment_hash"] = e.experiment_hash;
-  const auto& p = e.provenance;
-  py::dict prov;
-  prov["quilt_version"] = p.quilt_version;
-  prov["git_commit"] = p.git_commit;
-  prov["git_dirty"] = p.git_dirty;
-  prov["torch_version"] = p.torch_version;
-  prov["mpi_version"] = p.mpi_version;
-  prov["hdf5_version"] = p.hdf5_version;
-  prov["xrt_version"] = p.xrt_version;
-  prov["compiler"] = p.compiler;
-  prov["command_line"] = p.command_line;
-  prov["hosts"] = p.hosts;
-  prov["experiment_path"] = p.experiment_path;
-  prov["experiment_text"] = p.experiment_text;
-  prov["created_utc"] = p.created_utc;
-  prov["start_utc"] = p.start_utc;
-  prov["end_utc"] = p.end_utc;
-  prov["scale"] = p.scale;
-  prov["boards"] = p.boards;
-  d["provenance"] = prov;
+  d["provenance"] = fields_dict(e.provenance);
   py::list runs;
   for (const auto& r : e.runs) runs.append(run_dict(r));
   d["runs"] = runs;

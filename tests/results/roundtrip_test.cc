@@ -184,9 +184,9 @@ TEST(results_roundtrip, ManyRunsRewrittenAfterEachRun) {
 }
 
 // Guards against a field added to results/record.h but not stored: if this fails, add the field
-// to results/writer.cc, results/reader.cc, results/SCHEMA.md, tests/results/expect_equal.h,
-// tests/results/sample_record.h and tests/python/test_results_schema.py,
-// then update the sizes here.
+// to its FieldList in results/record.h (the writer, reader, MPI gather, Python module and
+// tests/results/expect_equal.h follow it), to results/SCHEMA.md, tests/results/sample_record.h
+// and tests/python/test_results_schema.py, then update the sizes here.
 TEST(results_roundtrip, RecordLayoutUnchanged) {
 #if defined(__x86_64__) && defined(__GLIBCXX__) && defined(_GLIBCXX_USE_CXX11_ABI) && \
     _GLIBCXX_USE_CXX11_ABI

@@ -3,7 +3,9 @@
 // field set to a distinct, non-default value so that a field lost in a round trip shows.
 
 #include <cstdint>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "results/record.h"
 
@@ -120,6 +122,52 @@ inline RunRecord make_sample_run(const std::string& id, int index, int stage_cou
   return r;
 }
 
+/// A training record (not part of make_sample_record's runs): `mode` "freeze" sets every field
+/// to a non-default value; "proxy" has the NaN accuracies and no precision of a proxy run.
+inline TrainingRecord make_sample_training(const std::string& mode) {
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  TrainingRecord t;
+  t.mode = mode;
+  t.dataset = "fashion-mnist";
+  t.data_source = "/usr/share/datasets/fashion-mnist";
+  t.stand_in = "Fashion-MNIST (28x28 grey, 10 classes) instead of ImageNet/CIFAR-10";
+  t.train_samples = 6000;
+  t.test_samples = 2000;
+  t.classes = 10;
+  t.ranks = 2;
+  t.global_batch = 64;
+  t.phase1_epochs = mode == "freeze" ? 1 : 0;
+  t.epoch = {1, 2, 3};
+  t.phase = mode == "freeze" ? std::vector<std::string>{"freeze", "unfreeze", "unfreeze"}
+                             : std::vector<std::string>{"proxy", "proxy", "proxy"};
+  t.train_loss = {1.5, 0.75, 0.5};
+  t.train_top1 = mode == "proxy" ? std::vector<double>{kNaN, kNaN, kNaN}
+                                 : std::vector<double>{0.5, 0.75, 0.875};
+  t.test_loss = {1.25, 0.625, 0.4375};
+  t.test_top1 = {0.625, 0.75, 0.8125};
+  t.test_top5 = {0.875, 0.9375, 0.96875};
+  t.epoch_s = {10.5, 11.25, 9.75};
+  t.samples_per_s = {571.4, 533.3, 615.4};
+  t.final_test_loss = 0.4375;
+  t.final_top1 = 0.8125;
+  t.final_top5 = 0.96875;
+  t.train_s = 31.5;
+  t.full_epoch_s = mode == "proxy" ? 42.0 : -1;
+  t.proxy_speedup = mode == "proxy" ? 12.5 : -1;
+  t.checkpoint = "results/ck-abc.pt";
+  t.pretrained = "2 epoch(s) from scratch on 8000 samples of fashion-mnist in this run";
+  t.pretrain_top1 = mode == "proxy" ? kNaN : 0.84375;
+  if (mode != "proxy") {
+    t.converged = 1;
+    t.converge_window = 3;
+    t.converge_margin_pt = 0.3;
+  }
+  t.precision = mode == "proxy" ? "" : "int8";
+  t.precision_top1 = mode == "proxy" ? kNaN : 0.78125;
+  t.precision_agreement = mode == "proxy" ? kNaN : 0.953125;
+  return t;
+}
+
 /// An experiment with three runs in an order that is not alphabetical, one failed, and one with
 /// 12 stages (so that stage "10" sorts before "2" by name).
 inline ExperimentRecord make_sample_record() {
@@ -133,7 +181,7 @@ inline ExperimentRecord make_sample_record() {
   p.torch_version = "2.1.2";
   p.mpi_version = "Open MPI v4.1.4";
   p.hdf5_version = "1.10.8";
-  p.xrt_version = "";
+  p.xrt_version = "not built";
   p.compiler = "GCC 12.2.0";
   p.command_line = "mpirun -n 2 quilt run experiments/efficiency.yaml";
   p.hosts = {"node0.cluster", "node1.cluster"};
