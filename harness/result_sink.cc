@@ -15,14 +15,14 @@ void ConsoleSink::run_started(const RunConfig& run, size_t index, size_t total, 
   for (const auto& [k, v] : run.swept) swept += fmt::format(" {}={}", k, v);
   fmt::print("[{}/{}] run {}{}{}\n", index + 1, total, run.id, swept,
              skipped ? ": complete in the file, skipped" : "");
-  if (!skipped && run.training.mode != "none") fmt::print("  {}\n", describe_training(run));
+  if (!skipped && run.training.mode) fmt::print("  {}\n", describe_training(run));
   std::fflush(stdout);
 }
 
 void ConsoleSink::run_finished(const RunConfig& run, const results::RunRecord& rec,
                                const results::Provenance& provenance) {
   (void)provenance;
-  if (run.training.mode != "none") return;
+  if (run.training.mode) return;
   if (rec.status == "interrupted") {
     fmt::print("  INTERRUPTED: {}\n", rec.failure);
   } else if (rec.status != "ok" && rec.stages.empty()) {  // failed before it was measured
