@@ -5,18 +5,9 @@
 
 namespace quilt::backends {
 
-const char* precision_name(Precision p) {
-  // The table's names are literals: their data is NUL-terminated.
-  return common::enum_name(kPrecisionNames, p).data();
-}
-
 const std::vector<std::string>& precision_names() {
   static const std::vector<std::string> names = common::enum_names(kPrecisionNames);
   return names;
-}
-
-std::optional<Precision> parse_precision(const std::string& name) {
-  return common::enum_parse(kPrecisionNames, name);
 }
 
 int64_t element_bytes(Precision p) {

@@ -105,20 +105,10 @@ E parse_named(const common::EnumTable<E, N>& table, const std::string& text, con
 }
 }  // namespace
 
-std::string to_string(Mode mode) { return std::string(common::enum_name(kModeNames, mode)); }
-
 Mode parse_mode(const std::string& text) { return parse_named(kModeNames, text, "training mode"); }
-
-std::string to_string(OptimizerKind kind) {
-  return std::string(common::enum_name(kOptimizerNames, kind));
-}
 
 OptimizerKind parse_optimizer(const std::string& text) {
   return parse_named(kOptimizerNames, text, "optimizer");
-}
-
-std::string to_string(LrSchedule schedule) {
-  return std::string(common::enum_name(kLrScheduleNames, schedule));
 }
 
 LrSchedule parse_lr_schedule(const std::string& text) {

@@ -34,7 +34,9 @@ inline constexpr common::EnumTable<Mode, 4> kModeNames = {{{Mode::kScratch, "scr
                                                            {Mode::kProxy, "proxy"}}};
 
 /// "scratch", "freeze", "finetune", "proxy" (kModeNames).
-std::string to_string(Mode mode);
+inline std::string to_string(Mode mode) {
+  return std::string(common::enum_name(kModeNames, mode));
+}
 /// Parses the names of kModeNames; throws TrainerError listing them otherwise.
 Mode parse_mode(const std::string& text);
 
@@ -49,7 +51,9 @@ inline constexpr common::EnumTable<OptimizerKind, 2> kOptimizerNames = {
     {{OptimizerKind::kSgd, "sgd"}, {OptimizerKind::kAdam, "adam"}}};
 
 /// "sgd", "adam" (kOptimizerNames).
-std::string to_string(OptimizerKind kind);
+inline std::string to_string(OptimizerKind kind) {
+  return std::string(common::enum_name(kOptimizerNames, kind));
+}
 /// Parses the names of kOptimizerNames; throws TrainerError listing them otherwise.
 OptimizerKind parse_optimizer(const std::string& text);
 
@@ -64,7 +68,9 @@ inline constexpr common::EnumTable<LrSchedule, 2> kLrScheduleNames = {
     {{LrSchedule::kConstant, "constant"}, {LrSchedule::kCosine, "cosine"}}};
 
 /// "constant", "cosine" (kLrScheduleNames).
-std::string to_string(LrSchedule schedule);
+inline std::string to_string(LrSchedule schedule) {
+  return std::string(common::enum_name(kLrScheduleNames, schedule));
+}
 /// Parses the names of kLrScheduleNames; throws TrainerError naming the valid values otherwise.
 LrSchedule parse_lr_schedule(const std::string& text);
 
