@@ -319,10 +319,11 @@ int cmd_plan(int argc, char** argv) {
           "links.mpi_latency_s{})\n",
           run.links.mpi_gbps > 0 ? fmt::format("{}", run.links.mpi_gbps) : "profile's",
           run.links.mpi_latency_s,
-          run.boards.time_model == quilt::harness::TimeModel::kMeasured ? "; measured time: the network must be "
-                                                "shaped to it, e.g. tests/hosts/testbed.sh "
-                                                "shape-from"
-                                              : "");
+          run.boards.time_model == quilt::harness::TimeModel::kMeasured
+              ? "; measured time: the network must be "
+                "shaped to it, e.g. tests/hosts/testbed.sh "
+                "shape-from"
+              : "");
     if (plan.searched)
       fmt::print("    cuts chosen by the search ({}, {:.3f} ms): {}\n", plan.objective,
                  1e3 * plan.objective_s, fmt::join(plan.cuts, ", "));
@@ -338,8 +339,7 @@ int cmd_plan(int argc, char** argv) {
                  quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
                  t.bytes_per_sample / 4 * plan.element_bytes,
                  t.wire_bytes_per_sample / 4 * plan.element_bytes,
-                 quilt::backends::precision_name(plan.precision),
-                 t.effective_rate);
+                 quilt::backends::precision_name(plan.precision), t.effective_rate);
   }
   return kExitOk;
 }

@@ -346,8 +346,7 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (run.model.width != 1.0) P["model.width"] = fmt::format("{}", run.model.width);
 
   Section data = section("data");
-  if (auto n = data["kind"])
-    run.data.kind = choose(r, n, "data.kind", kDataKindNames);
+  if (auto n = data["kind"]) run.data.kind = choose(r, n, "data.kind", kDataKindNames);
   if (auto n = data["path"]) run.data.path = r.text(n, "data.path");
   if (auto n = data["seed"]) run.data.seed = r.integer(n, "data.seed", 0, INT64_MAX);
   if (auto n = data["augment"]) run.data.augment = r.boolean(n, "data.augment");
@@ -621,8 +620,7 @@ std::vector<Reference> parse_references(const Reader& r, const YAML::Node& node)
     ref.value = r.real(item["value"], "references.value", -1e300, 1e300);
     if (item["tolerance"])
       ref.tolerance = r.real(item["tolerance"], "references.tolerance", 0, 1e6);
-    if (item["better"])
-      ref.better = choose(r, item["better"], "references.better", kBetterNames);
+    if (item["better"]) ref.better = choose(r, item["better"], "references.better", kBetterNames);
     if (auto w = item["when"]) {
       if (!w.IsMap())
         r.fail(w, "references.when", "must map keys to values, e.g. {autoencoder.rate: 64}");

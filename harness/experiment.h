@@ -156,12 +156,12 @@ struct DataConfig {
 };
 
 struct BoardsConfig {
-  int count = 1;                        ///< number of boards = pipeline stages = MPI ranks
-  Backend backend = Backend::kEmulator;  ///< emulator | null | xrt
-  std::string profile = "cpu";          ///< board profile name or file (backends/profiles)
+  int count = 1;                                ///< number of boards = pipeline stages = MPI ranks
+  Backend backend = Backend::kEmulator;         ///< emulator | null | xrt
+  std::string profile = "cpu";                  ///< board profile name or file (backends/profiles)
   TimeModel time_model = TimeModel::kMeasured;  ///< measured | dilated | modeled
-  int threads = 1;                      ///< intra-op threads per rank
-  std::string xclbin;                   ///< xrt: the user's kernel binary
+  int threads = 1;                              ///< intra-op threads per rank
+  std::string xclbin;                           ///< xrt: the user's kernel binary
   std::vector<std::string> devices;     ///< xrt: device index or PCIe BDF per rank; empty = local
   Fallback fallback = Fallback::kNone;  ///< xrt: none | emulator (when the board cannot open)
   /// fp32 | bf16 | int8; empty = the board profile's `precision` (fp32 when it states none).
@@ -181,17 +181,17 @@ struct LinksConfig {
 };
 
 struct PartitionConfig {
-  std::vector<std::string> cuts;      ///< cut names in model order; empty with auto = true
-  bool automatic = false;             ///< `cuts: auto`: chosen by the cost model's search
+  std::vector<std::string> cuts;  ///< cut names in model order; empty with auto = true
+  bool automatic = false;         ///< `cuts: auto`: chosen by the cost model's search
   /// balance (kPaper: the paper's sum |max - exec_i|) | minmax
   partitioners::Objective objective = partitioners::Objective::kPaper;
-  std::vector<std::string> fixed;     ///< cuts the search must keep (auto only)
+  std::vector<std::string> fixed;  ///< cuts the search must keep (auto only)
 };
 
 struct AutoencoderConfig {
   AutoencoderKind kind = AutoencoderKind::kAuto;  ///< auto | conv | linear
-  double rate = 1.0;          ///< reduction rate R >= 1; 1 = no autoencoder
-  int64_t kernel = 1;         ///< odd kernel size of the conv encoder/decoder
+  double rate = 1.0;                              ///< reduction rate R >= 1; 1 = no autoencoder
+  int64_t kernel = 1;                             ///< odd kernel size of the conv encoder/decoder
 };
 
 struct TrainingConfig {

@@ -201,7 +201,7 @@ void check_references(results::RunRecord& rec, const std::vector<Reference>& ref
     c.tolerance = ref.tolerance;
     c.better = to_string(ref.better);
     c.passed = ref.better == Better::kHigher ? c.value >= ref.value * (1 - ref.tolerance)
-                                      : c.value <= ref.value * (1 + ref.tolerance);
+                                             : c.value <= ref.value * (1 + ref.tolerance);
     rec.checks.push_back(c);
   }
 }

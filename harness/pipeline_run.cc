@@ -371,11 +371,10 @@ std::pair<double, double> output_errors(PreparedRun& prep, const StageIo& io) {
   torch::NoGradGuard no_grad;
   // bf16 / int8: the reference is the same model quantized the same way in one process
   // (backends::run_in_precision), not float32, so the check asks for the same numbers.
-  at::Tensor ref =
-      prep.plan.precision == backends::Precision::kFp32
-          ? prep.qm->forward(io.pool[0])
-          : backends::run_in_precision(*prep.qm, prep.plan.precision, prep.calibration,
-                                       {io.pool[0]})[0];
+  at::Tensor ref = prep.plan.precision == backends::Precision::kFp32
+                       ? prep.qm->forward(io.pool[0])
+                       : backends::run_in_precision(*prep.qm, prep.plan.precision, prep.calibration,
+                                                    {io.pool[0]})[0];
   const double ref_max = ref.abs().max().item<double>();
   const double scale = std::max(ref_max, 1e-12);
   max_abs = 0;

@@ -62,21 +62,20 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
                                   "valid: {} (the profile's precision), or leave it out",
                                   precision_name(run.boards.precision), run.boards.profile,
                                   precision_name(profile_precision)));
-  plan.precision = run.boards.precision.value_or(
-      profile_precision.value_or(backends::Precision::kFp32));
+  plan.precision =
+      run.boards.precision.value_or(profile_precision.value_or(backends::Precision::kFp32));
   plan.element_bytes = backends::element_bytes(plan.precision);
   // The emulator's bf16/int8 lowering covers the zoo's layers; a TorchScript stage runs through
   // LibTorch's JIT in float32. Refused here, before anything runs, not as a failed run.
   if (run.model.arch == models::kTorchScriptArch && plan.precision != backends::Precision::kFp32 &&
       run.boards.backend != Backend::kNull)
-    throw ConfigError(
-        file, 0, 0, "boards.precision",
-        fmt::format("`{}`{} is not available for `arch: torchscript` models yet: "
-                    "they run in float32 (valid: fp32)",
-                    backends::precision_name(plan.precision),
-                    !run.boards.precision
-                        ? fmt::format(" (from board profile `{}`)", run.boards.profile)
-                        : ""));
+    throw ConfigError(file, 0, 0, "boards.precision",
+                      fmt::format("`{}`{} is not available for `arch: torchscript` models yet: "
+                                  "they run in float32 (valid: fp32)",
+                                  backends::precision_name(plan.precision),
+                                  !run.boards.precision ? fmt::format(" (from board profile `{}`)",
+                                                                      run.boards.profile)
+                                                        : ""));
   if (plan.precision == backends::Precision::kInt8 && run.boards.calibration_batches < 1)
     throw ConfigError(file, 0, 0, "boards.calibration_batches",
                       "int8 needs calibration data: set boards.calibration_batches to the number "

@@ -34,10 +34,11 @@ void ConsoleSink::run_finished(const RunConfig& run, const results::RunRecord& r
                  rec.throughput_ci95_high_sps, rec.repetitions);
     fmt::print(", latency p50 {:.1f} ms", 1e3 * rec.latency_p50_s);
     if (rec.energy_per_sample_j >= 0) fmt::print(", {:.4g} J/sample", rec.energy_per_sample_j);
-    if (rec.time_model != "measured")
+    if (run.boards.time_model != TimeModel::kMeasured)
       fmt::print(" ({} board time{})", rec.time_model,
-                 rec.time_model == "dilated" ? fmt::format(", dilation {:.3g}", rec.dilation)
-                                             : std::string());
+                 run.boards.time_model == TimeModel::kDilated
+                     ? fmt::format(", dilation {:.3g}", rec.dilation)
+                     : std::string());
     if (rec.validity != "valid") fmt::print("  INVALID: {}", fmt::join(rec.invalid_reasons, "; "));
     for (const auto& c : rec.checks)
       fmt::print("  {} {} {:.4g} vs {:.4g}", c.passed ? "PASS" : "FAIL", c.metric, c.value,

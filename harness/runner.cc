@@ -128,14 +128,15 @@ void check_cuts(const RunConfig& run, const models::Model& base, const RunPlace&
     for (const auto& t : qm->traffic()) {
       const bool flat = t.tensors.front().shape.size() == 1;  // UNet's skips: all 3-D
       const AutoencoderKind kind = run.autoencoder.kind;
-      if (run.autoencoder.rate > 1 && ((kind == AutoencoderKind::kConv && flat) ||
-                                       (kind == AutoencoderKind::kLinear && !flat)))
-        throw where("autoencoder.kind",
-                    fmt::format("`{}` does not fit cut {} (a {} tensor of shape {}); use "
-                                "`auto`, or `{}`",
-                                to_string(kind), t.cut, flat ? "1-D" : "feature-map",
-                                models::to_string(t.shape),
-                                to_string(flat ? AutoencoderKind::kLinear : AutoencoderKind::kConv)));
+      if (run.autoencoder.rate > 1 &&
+          ((kind == AutoencoderKind::kConv && flat) || (kind == AutoencoderKind::kLinear && !flat)))
+        throw where(
+            "autoencoder.kind",
+            fmt::format("`{}` does not fit cut {} (a {} tensor of shape {}); use "
+                        "`auto`, or `{}`",
+                        to_string(kind), t.cut, flat ? "1-D" : "feature-map",
+                        models::to_string(t.shape),
+                        to_string(flat ? AutoencoderKind::kLinear : AutoencoderKind::kConv)));
     }
   } catch (const models::ModelError& e) {
     throw where("partition.cuts", e.what());

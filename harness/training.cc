@@ -76,10 +76,9 @@ trainers::Dataset load_data(const RunConfig& run, const models::Model& base) {
   }
   trainers::Dataset data = trainers::fit_to_model(trainers::load_dataset(o), base->input_shape());
   if (data.num_classes > base->num_classes())
-    throw trainers::DataError(
-        fmt::format("{} has {} classes but the model has {} outputs; set model.classes: {}",
-                    to_string(run.data.kind), data.num_classes, base->num_classes(),
-                    data.num_classes));
+    throw trainers::DataError(fmt::format(
+        "{} has {} classes but the model has {} outputs; set model.classes: {}",
+        to_string(run.data.kind), data.num_classes, base->num_classes(), data.num_classes));
   return data;
 }
 
@@ -298,8 +297,7 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
              "rates above 1";
     }
   }
-  if (two_phases(t.mode) && t.pretrain_epochs == 0 &&
-      run.model.weights == "random") {
+  if (two_phases(t.mode) && t.pretrain_epochs == 0 && run.model.weights == "random") {
     *key = "model.weights";
     return fmt::format(
         "`{}` retrains a pretrained model (the paper: ImageNet weights, then the autoencoders are "
@@ -322,8 +320,8 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
   }
   if (t.converge_window > 0 && t.mode && t.mode != trainers::Mode::kProxy) {
     const int64_t phase1 = t.mode == trainers::Mode::kScratch ? 0
-                           : t.freeze_epochs > 0 ? t.freeze_epochs
-                                                 : std::max<int64_t>(1, t.epochs / 2);
+                           : t.freeze_epochs > 0              ? t.freeze_epochs
+                                                              : std::max<int64_t>(1, t.epochs / 2);
     if (t.epochs - phase1 < t.converge_window) {
       *key = "training.converge_window";
       return fmt::format(
@@ -512,8 +510,9 @@ class TrainingRun {
       else
         pretrain_converged_ = 0, epochs_run = run_.training.pretrain_epochs;
     }
-    tr_.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {}{}, loaded from {}",
-                                 epochs_run, pre_n, to_string(run_.data.kind), converged_note(), cache);
+    tr_.pretrained =
+        fmt::format("{} epoch(s) from scratch on {} samples of {}{}, loaded from {}", epochs_run,
+                    pre_n, to_string(run_.data.kind), converged_note(), cache);
     if (print_) fmt::print("  pretrained weights from {}\n", cache);
   }
 
@@ -611,8 +610,7 @@ class TrainingRun {
   // fresh copy, scaled to the epochs the proxy ran.
   void price_full_training() {
     models::Model fresh = build_base(run_);
-    models::QuiltModel full(fresh, run_.partition.cuts,
-                            autoencoder_options(run_.autoencoder));
+    models::QuiltModel full(fresh, run_.partition.cuts, autoencoder_options(run_.autoencoder));
     trainers::Dataset sample = data_;
     sample.train = trainers::stratified_subset(
         data_.train, std::min<int64_t>(data_.train.size(), kCostBatches * run_.training.batch),
@@ -665,8 +663,7 @@ class TrainingRun {
   }
 
   trainers::TrainResult train_model(TraceRecorder& trace) {
-    qm_ = models::QuiltModel(base_, run_.partition.cuts,
-                             autoencoder_options(run_.autoencoder));
+    qm_ = models::QuiltModel(base_, run_.partition.cuts, autoencoder_options(run_.autoencoder));
     trainers::TrainOptions o = train_options(run_, base_->input_shape(), print_);
     o.mode = run_.training.mode.value();
     if (!run_.training.checkpoint.empty()) {

@@ -1,9 +1,9 @@
 #include "trainers/train.h"
 
+#include "common/text.h"
 #include "models/state_dict.h"
 #include "models/summary.h"
 #include "models/zoo.h"
-#include "common/text.h"
 #include "trainers/checkpoint.h"
 #include "trainers/checkpoint_io.h"
 #include "trainers/fused_optim.h"

@@ -34,9 +34,7 @@ inline constexpr common::EnumTable<Mode, 4> kModeNames = {{{Mode::kScratch, "scr
                                                            {Mode::kProxy, "proxy"}}};
 
 /// "scratch", "freeze", "finetune", "proxy" (kModeNames).
-inline std::string to_string(Mode mode) {
-  return std::string(common::enum_name(kModeNames, mode));
-}
+inline std::string to_string(Mode mode) { return std::string(common::enum_name(kModeNames, mode)); }
 /// Parses the names of kModeNames; throws TrainerError listing them otherwise.
 Mode parse_mode(const std::string& text);
 

@@ -107,12 +107,12 @@ TEST(ConfigEnums, BadValuesListTheTable) {
 }
 
 TEST(ConfigEnums, ParsedOnceAndRecordedAsBefore) {
-  const auto e = parse_experiment(
-      std::string(kBase) +
-          "data: {kind: fashion-mnist}\n"
-          "training: {mode: freeze, optimizer: adam, lr_schedule: cosine}\n"
-          "references: [{metric: throughput_sps, value: 1, better: lower}]\n",
-      "exp.yaml");
+  const auto e =
+      parse_experiment(std::string(kBase) +
+                           "data: {kind: fashion-mnist}\n"
+                           "training: {mode: freeze, optimizer: adam, lr_schedule: cosine}\n"
+                           "references: [{metric: throughput_sps, value: 1, better: lower}]\n",
+                       "exp.yaml");
   const RunConfig& run = e.runs.at(0);
   EXPECT_TRUE(run.data.kind == DataKind::kFashionMnist);
   EXPECT_TRUE(run.training.mode == trainers::Mode::kFreeze);
