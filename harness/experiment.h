@@ -164,7 +164,8 @@ struct BoardsConfig {
   std::string xclbin;                           ///< xrt: the user's kernel binary
   std::vector<std::string> devices;     ///< xrt: device index or PCIe BDF per rank; empty = local
   Fallback fallback = Fallback::kNone;  ///< xrt: none | emulator (when the board cannot open)
-  /// fp32 | bf16 | int8; empty = the board profile's `precision` (fp32 when it states none).
+  /// fp32 | bf16 | int8; std::nullopt (key not given) = the board profile's `precision` (fp32 when
+  /// it states none).
   std::optional<backends::Precision> precision;
   /// int8: batches of the experiment's data that calibrate the activation ranges (>= 1 then).
   int64_t calibration_batches = 0;
@@ -195,7 +196,7 @@ struct AutoencoderConfig {
 };
 
 struct TrainingConfig {
-  /// none (pipeline measurement only) | scratch | freeze | finetune | proxy
+  /// none (std::nullopt: pipeline measurement only) | scratch | freeze | finetune | proxy
   TrainingMode mode;
   int64_t epochs = 10;
   int64_t batch = 64;
