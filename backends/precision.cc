@@ -5,28 +5,9 @@
 
 namespace quilt::backends {
 
-const char* precision_name(Precision p) {
-  switch (p) {
-    case Precision::kFp32:
-      return "fp32";
-    case Precision::kBf16:
-      return "bf16";
-    case Precision::kInt8:
-      return "int8";
-  }
-  return "?";
-}
-
 const std::vector<std::string>& precision_names() {
-  static const std::vector<std::string> names = {"fp32", "bf16", "int8"};
+  static const std::vector<std::string> names = common::enum_names(kPrecisionNames);
   return names;
-}
-
-std::optional<Precision> parse_precision(const std::string& name) {
-  if (name == "fp32") return Precision::kFp32;
-  if (name == "bf16") return Precision::kBf16;
-  if (name == "int8") return Precision::kInt8;
-  return std::nullopt;
 }
 
 int64_t element_bytes(Precision p) {

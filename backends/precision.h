@@ -2,6 +2,8 @@
 // The number format a board computes in (boards.precision), and what follows from it: the element
 // size of the tensors on the wire and their dtype. Free of LibTorch and YAML.
 
+#include "common/enum_table.h"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -15,11 +17,20 @@ namespace quilt::backends {
 /// scale and zero point (0, or 128 for signed codes) fixed by calibration.
 enum class Precision { kFp32, kBf16, kInt8 };
 
+/// The spellings of Precision, in order (boards.precision, board profiles' `precision`).
+inline constexpr common::EnumTable<Precision, 3> kPrecisionNames = {
+    {{Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}, {Precision::kInt8, "int8"}}};
+
 /// "fp32", "bf16", "int8".
-const char* precision_name(Precision p);
+inline const char* precision_name(Precision p) {
+  // The table's names are literals: their data is NUL-terminated.
+  return common::enum_name(kPrecisionNames, p).data();
+}
 
 /// The precision spelled `name` ("fp32" | "bf16" | "int8"), or std::nullopt.
-std::optional<Precision> parse_precision(const std::string& name);
+inline std::optional<Precision> parse_precision(const std::string& name) {
+  return common::enum_parse(kPrecisionNames, name);
+}
 
 /// The spellings parse_precision accepts, in order.
 const std::vector<std::string>& precision_names();

@@ -3,6 +3,7 @@
 #include "backends/board.h"
 #include "backends/emulator.h"
 #include "backends/inference.h"
+#include "common/text.h"
 #include "common/yaml_reader.h"
 #include "models/quilt_model.h"
 #include "partitioners/error.h"
@@ -181,9 +182,10 @@ BoardProfileFile parse_board_profile(const std::string& text, const std::string&
   if (e.count("precision")) {
     const YAML::Node& n = e.at("precision").second;
     p.precision = r.text(n, "precision");
-    if (p.precision != "fp32" && p.precision != "bf16" && p.precision != "int8")
+    if (!parse_precision(p.precision))
       r.fail(n, "precision",
-             fmt::format("`{}` is not a precision; valid: fp32, bf16, int8", p.precision));
+             fmt::format("`{}` is not a precision; valid: {}", p.precision,
+                         common::join(precision_names())));
   }
   if (e.count("calibration")) {
     const YAML::Node& c = e.at("calibration").second;

@@ -87,7 +87,9 @@ std::string pct(double x) { return std::isfinite(x) ? fmt::format("{:.2f}%", 100
 
 std::string headline(const results::RunRecord& r) {
   if (is_training(r)) {
-    if (r.training.mode == "proxy") return fmt::format("recon {:.4g}", r.training.final_test_loss);
+    // The record spells the mode as run.params does (trainers::kModeNames).
+    if (common::enum_parse(trainers::kModeNames, r.training.mode) == trainers::Mode::kProxy)
+      return fmt::format("recon {:.4g}", r.training.final_test_loss);
     return "top-1 " + pct(r.training.final_top1);
   }
   return fmt::format("{:.3f} samples/s", r.throughput_sps);

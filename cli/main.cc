@@ -288,26 +288,20 @@ int cmd_plan(int argc, char** argv) {
              e.hash, e.scale.empty() ? "" : ", scale " + e.scale);
   torch::NoGradGuard no_grad;
   for (const auto& run : e.runs) {
-    quilt::models::ModelOptions opts;
-    opts.input_shape = run.model.input;
-    opts.num_classes = run.model.classes;
-    opts.width = run.model.width;
-    opts.path = run.model.path;
-    opts.cuts = run.model.cuts;
-    auto base = quilt::models::make_model(run.model.arch, opts);
+    auto base = quilt::models::make_model(run.model.arch, quilt::harness::model_options(run.model));
     std::vector<std::string> cuts = run.partition.cuts;
     quilt::harness::RunPlan plan;
-    if (run.training.mode == "none") {
+    if (!run.training.mode) {
       plan = quilt::harness::plan_run(run, base, e.path);
       cuts = plan.cuts;
     }
-    quilt::models::QuiltModel qm(base, cuts, {run.autoencoder.rate, run.autoencoder.kernel});
+    quilt::models::QuiltModel qm(base, cuts, quilt::harness::autoencoder_options(run.autoencoder));
     const std::string arch = run.model.width == 1.0
                                  ? run.model.arch
                                  : fmt::format("{} (width {})", run.model.arch, run.model.width);
-    if (run.training.mode == "none")
+    if (!run.training.mode)
       fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
-                 run.id, run.index, arch, run.boards.count, run.boards.backend,
+                 run.id, run.index, arch, run.boards.count, to_string(run.boards.backend),
                  run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
                  run.measurement.warmup_batches);
     else  // Training runs: their own plan; the measurement keys do not apply.
@@ -325,10 +319,11 @@ int cmd_plan(int argc, char** argv) {
           "links.mpi_latency_s{})\n",
           run.links.mpi_gbps > 0 ? fmt::format("{}", run.links.mpi_gbps) : "profile's",
           run.links.mpi_latency_s,
-          run.boards.time_model == "measured" ? "; measured time: the network must be "
-                                                "shaped to it, e.g. tests/hosts/testbed.sh "
-                                                "shape-from"
-                                              : "");
+          run.boards.time_model == quilt::harness::TimeModel::kMeasured
+              ? "; measured time: the network must be "
+                "shaped to it, e.g. tests/hosts/testbed.sh "
+                "shape-from"
+              : "");
     if (plan.searched)
       fmt::print("    cuts chosen by the search ({}, {:.3f} ms): {}\n", plan.objective,
                  1e3 * plan.objective_s, fmt::join(plan.cuts, ", "));
@@ -343,8 +338,8 @@ int cmd_plan(int argc, char** argv) {
       fmt::print("    cut {}: {} -> {} per sample ({} -> {} B in {}, effective R {:.2f})\n", t.cut,
                  quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
                  t.bytes_per_sample / 4 * plan.element_bytes,
-                 t.wire_bytes_per_sample / 4 * plan.element_bytes, plan.precision,
-                 t.effective_rate);
+                 t.wire_bytes_per_sample / 4 * plan.element_bytes,
+                 quilt::backends::precision_name(plan.precision), t.effective_rate);
   }
   return kExitOk;
 }

@@ -212,7 +212,7 @@ void Reproduction::plan() {
       e.training = !x.runs.empty();
       for (const auto& r : x.runs) {
         e.ranks = std::max(e.ranks, r.boards.count);
-        if (r.training.mode == "none") e.training = false;
+        if (!r.training.mode) e.training = false;
       }
     } catch (const std::exception& ex) {
       e.config_error = ex.what();

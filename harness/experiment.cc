@@ -274,6 +274,13 @@ std::vector<std::string> name_list(const Reader& r, const YAML::Node& n, const s
   return out;
 }
 
+// An enum-like key: one of its table's names (the message lists them), as the enum.
+template <typename E, size_t N>
+E choose(const Reader& r, const YAML::Node& n, const std::string& key,
+         const common::EnumTable<E, N>& table) {
+  return *common::enum_parse(table, r.choice(n, key, common::enum_names(table)));
+}
+
 RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& overrides) {
   RunConfig run;
   auto section = [&](const std::string& name) -> Section {
@@ -339,16 +346,13 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (run.model.width != 1.0) P["model.width"] = fmt::format("{}", run.model.width);
 
   Section data = section("data");
-  if (auto n = data["kind"])
-    run.data.kind = r.choice(n, "data.kind",
-                             {"synthetic", "fashion-mnist", "uci-iris", "uci-wine",
-                              "uci-breast-cancer", "uci-digits", "cifar10", "tensor-folder"});
+  if (auto n = data["kind"]) run.data.kind = choose(r, n, "data.kind", kDataKindNames);
   if (auto n = data["path"]) run.data.path = r.text(n, "data.path");
   if (auto n = data["seed"]) run.data.seed = r.integer(n, "data.seed", 0, INT64_MAX);
   if (auto n = data["augment"]) run.data.augment = r.boolean(n, "data.augment");
   if (auto n = data["train_samples"])
     run.data.train_samples = r.integer(n, "data.train_samples", 0, INT64_MAX);
-  P["data.kind"] = run.data.kind;
+  P["data.kind"] = to_string(run.data.kind);
   P["data.path"] = run.data.path;
   P["data.seed"] = std::to_string(run.data.seed);
   P["data.augment"] = run.data.augment ? "true" : "false";
@@ -357,10 +361,10 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   Section boards = section("boards");
   if (auto n = boards["count"]) run.boards.count = r.integer(n, "boards.count", 1, 4096);
   if (auto n = boards["backend"])
-    run.boards.backend = r.choice(n, "boards.backend", {"emulator", "null", "xrt"});
+    run.boards.backend = choose(r, n, "boards.backend", kBackendNames);
   if (auto n = boards["profile"]) run.boards.profile = r.text(n, "boards.profile");
   if (auto n = boards["time_model"])
-    run.boards.time_model = r.choice(n, "boards.time_model", {"measured", "dilated", "modeled"});
+    run.boards.time_model = choose(r, n, "boards.time_model", kTimeModelNames);
   if (auto n = boards["threads"]) run.boards.threads = r.integer(n, "boards.threads", 1, 1024);
   if (auto n = boards["xclbin"]) run.boards.xclbin = r.text(n, "boards.xclbin");
   if (auto n = boards["devices"]) {
@@ -370,38 +374,38 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
              fmt::format("lists {} device(s) for {} board(s); give one per board or none",
                          run.boards.devices.size(), run.boards.count));
   }
-  if (run.boards.backend == "xrt" && run.boards.xclbin.empty())
+  if (run.boards.backend == Backend::kXrt && run.boards.xclbin.empty())
     r.fail(boards["backend"], "boards.xclbin",
            "is required with `backend: xrt` (the kernel binary)");
   if (auto n = boards["fallback"])
-    run.boards.fallback = r.choice(n, "boards.fallback", {"none", "emulator"});
+    run.boards.fallback = choose(r, n, "boards.fallback", kFallbackNames);
   // A real board runs in real time: it cannot stretch or model its own clock.
-  if (run.boards.backend == "xrt" && run.boards.time_model != "measured")
+  if (run.boards.backend == Backend::kXrt && run.boards.time_model != TimeModel::kMeasured)
     r.fail(boards["time_model"], "boards.time_model",
            fmt::format("`{}` cannot be honoured by `backend: xrt` (a real board's time is "
                        "measured); use `measured`, or the emulator for dilated/modeled time",
-                       run.boards.time_model));
+                       to_string(run.boards.time_model)));
   P["boards.count"] = std::to_string(run.boards.count);
-  P["boards.backend"] = run.boards.backend;
+  P["boards.backend"] = to_string(run.boards.backend);
   P["boards.profile"] = run.boards.profile;
-  P["boards.time_model"] = run.boards.time_model;
+  P["boards.time_model"] = to_string(run.boards.time_model);
   P["boards.threads"] = std::to_string(run.boards.threads);
   P["boards.xclbin"] = run.boards.xclbin;
   P["boards.devices"] = list_text(run.boards.devices);
   if (auto n = boards["precision"])
-    run.boards.precision = r.choice(n, "boards.precision", {"fp32", "bf16", "int8"});
+    run.boards.precision = choose(r, n, "boards.precision", backends::kPrecisionNames);
   if (auto n = boards["calibration_batches"])
     run.boards.calibration_batches = r.integer(n, "boards.calibration_batches", 1, 100000);
-  if (run.boards.precision == "int8" && run.boards.calibration_batches < 1)
+  if (run.boards.precision == backends::Precision::kInt8 && run.boards.calibration_batches < 1)
     r.fail(boards["precision"], "boards.calibration_batches",
            "int8 needs calibration data: set boards.calibration_batches to the number of batches "
            "(>= 1) of the experiment's data whose activation ranges fix the quantization");
   // Recorded only when stated, so that the ids of runs without them stay what they were.
-  if (!run.boards.precision.empty()) P["boards.precision"] = run.boards.precision;
+  if (run.boards.precision) P["boards.precision"] = precision_name(run.boards.precision);
   if (run.boards.calibration_batches > 0)
     P["boards.calibration_batches"] = std::to_string(run.boards.calibration_batches);
   // Only xrt runs can fall back; recording it for them alone keeps other runs' ids unchanged.
-  if (run.boards.backend == "xrt") P["boards.fallback"] = run.boards.fallback;
+  if (run.boards.backend == Backend::kXrt) P["boards.fallback"] = to_string(run.boards.fallback);
 
   Section links = section("links");
   if (auto n = links["h2d_gbps"]) run.links.h2d_gbps = r.real(n, "links.h2d_gbps", 1e-6, 1e6);
@@ -427,7 +431,7 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     }
   }
   if (auto n = partition["objective"])
-    run.partition.objective = r.choice(n, "partition.objective", {"balance", "minmax"});
+    run.partition.objective = choose(r, n, "partition.objective", kObjectiveNames);
   if (auto n = partition["fixed"]) {
     if (!run.partition.automatic)
       r.fail(n, "partition.fixed", "only applies with `cuts: auto` (explicit cuts are all fixed)");
@@ -438,7 +442,7 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   const bool training = [&] {
     Section t = section("training");
     auto n = t["mode"];
-    return n && n.IsScalar() && n.Scalar() != "none";
+    return n && n.IsScalar() && n.Scalar() != kNoTrainingMode;
   }();
   if (!training && !run.partition.automatic &&
       static_cast<int>(run.partition.cuts.size()) != run.boards.count - 1) {
@@ -455,12 +459,12 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
                        run.partition.fixed.size(), run.boards.count, run.boards.count - 1));
   run.model.cuts = run.partition.automatic ? run.partition.fixed : run.partition.cuts;
   P["partition.cuts"] = run.partition.automatic ? "auto" : list_text(run.partition.cuts);
-  P["partition.objective"] = run.partition.objective;
+  P["partition.objective"] = objective_name(run.partition.objective);
   P["partition.fixed"] = list_text(run.partition.fixed);
 
   Section ae = section("autoencoder");
   if (auto n = ae["kind"])
-    run.autoencoder.kind = r.choice(n, "autoencoder.kind", {"auto", "conv", "linear"});
+    run.autoencoder.kind = choose(r, n, "autoencoder.kind", kAutoencoderKindNames);
   if (auto n = ae["rate"]) run.autoencoder.rate = r.real(n, "autoencoder.rate", 1.0, 1e9);
   if (auto n = ae["kernel"]) {
     run.autoencoder.kernel = r.integer(n, "autoencoder.kernel", 1, 15);
@@ -468,20 +472,23 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
       r.fail(n, "autoencoder.kernel",
              fmt::format("must be odd (got {}; valid: 1, 3, 5, ..., 15)", run.autoencoder.kernel));
   }
-  P["autoencoder.kind"] = run.autoencoder.kind;
+  P["autoencoder.kind"] = to_string(run.autoencoder.kind);
   P["autoencoder.rate"] = fmt::format("{}", run.autoencoder.rate);
   P["autoencoder.kernel"] = std::to_string(run.autoencoder.kernel);
 
   Section t = section("training");
   auto& tr = run.training;
-  if (auto n = t["mode"])
-    tr.mode = r.choice(n, "training.mode", {"none", "scratch", "freeze", "finetune", "proxy"});
+  if (auto n = t["mode"]) {
+    const auto name = r.choice(n, "training.mode", training_mode_names());
+    if (name != kNoTrainingMode) tr.mode = common::enum_parse(trainers::kModeNames, name);
+  }
   if (auto n = t["epochs"]) tr.epochs = r.integer(n, "training.epochs", 1, 1 << 20);
   if (auto n = t["batch"]) tr.batch = r.integer(n, "training.batch", 1, 1 << 20);
   if (auto n = t["lr"]) tr.lr = r.real(n, "training.lr", 1e-12, 100);
   if (auto n = t["lr_schedule"])
-    tr.lr_schedule = r.choice(n, "training.lr_schedule", {"constant", "cosine"});
-  if (auto n = t["optimizer"]) tr.optimizer = r.choice(n, "training.optimizer", {"sgd", "adam"});
+    tr.lr_schedule = choose(r, n, "training.lr_schedule", trainers::kLrScheduleNames);
+  if (auto n = t["optimizer"])
+    tr.optimizer = choose(r, n, "training.optimizer", trainers::kOptimizerNames);
   if (auto n = t["momentum"]) tr.momentum = r.real(n, "training.momentum", 0, 1);
   if (auto n = t["weight_decay"]) tr.weight_decay = r.real(n, "training.weight_decay", 0, 1);
   if (auto n = t["freeze_epochs"])
@@ -505,18 +512,19 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   }
   if (auto n = t["converge_margin_pt"])
     tr.converge_margin_pt = r.real(n, "training.converge_margin_pt", 0, 100);
-  if (tr.mode == "freeze" && run.autoencoder.rate == 1)
+  if (tr.mode == trainers::Mode::kFreeze && run.autoencoder.rate == 1)
     r.fail(t["mode"], "training.mode",
            "`freeze` trains the autoencoders first, but `autoencoder.rate` is 1 (no autoencoder); "
            "set a rate above 1 or use `finetune`");
-  P["training.mode"] = tr.mode;
-  if (tr.mode != "none") {
+  P["training.mode"] = to_string(tr.mode);
+  if (tr.mode) {
     P["training.epochs"] = std::to_string(tr.epochs);
     P["training.batch"] = std::to_string(tr.batch);
     P["training.lr"] = fmt::format("{}", tr.lr);
-    P["training.optimizer"] = tr.optimizer;
+    P["training.optimizer"] = trainers::to_string(tr.optimizer);
     // Recorded only when not the default, so that earlier files and caches keep their keys.
-    if (tr.lr_schedule != "constant") P["training.lr_schedule"] = tr.lr_schedule;
+    if (tr.lr_schedule != trainers::LrSchedule::kConstant)
+      P["training.lr_schedule"] = trainers::to_string(tr.lr_schedule);
     P["training.momentum"] = fmt::format("{}", tr.momentum);
     P["training.weight_decay"] = fmt::format("{}", tr.weight_decay);
     P["training.freeze_epochs"] = std::to_string(tr.freeze_epochs);
@@ -612,8 +620,7 @@ std::vector<Reference> parse_references(const Reader& r, const YAML::Node& node)
     ref.value = r.real(item["value"], "references.value", -1e300, 1e300);
     if (item["tolerance"])
       ref.tolerance = r.real(item["tolerance"], "references.tolerance", 0, 1e6);
-    if (item["better"])
-      ref.better = r.choice(item["better"], "references.better", {"higher", "lower"});
+    if (item["better"]) ref.better = choose(r, item["better"], "references.better", kBetterNames);
     if (auto w = item["when"]) {
       if (!w.IsMap())
         r.fail(w, "references.when", "must map keys to values, e.g. {autoencoder.rate: 64}");
@@ -754,6 +761,30 @@ std::vector<Point> expand_sweep(const Reader& r, const YAML::Node& sweep) {
 }
 
 }  // namespace
+
+std::string to_string(DataKind v) { return std::string(common::enum_name(kDataKindNames, v)); }
+std::string to_string(Backend v) { return std::string(common::enum_name(kBackendNames, v)); }
+std::string to_string(TimeModel v) { return std::string(common::enum_name(kTimeModelNames, v)); }
+std::string to_string(Fallback v) { return std::string(common::enum_name(kFallbackNames, v)); }
+std::string to_string(AutoencoderKind v) {
+  return std::string(common::enum_name(kAutoencoderKindNames, v));
+}
+std::string to_string(Better v) { return std::string(common::enum_name(kBetterNames, v)); }
+std::string to_string(const TrainingMode& v) {
+  return std::string(v ? common::enum_name(trainers::kModeNames, *v) : kNoTrainingMode);
+}
+std::string objective_name(partitioners::Objective v) {
+  return std::string(common::enum_name(kObjectiveNames, v));
+}
+std::string precision_name(const std::optional<backends::Precision>& v) {
+  return v ? std::string(common::enum_name(backends::kPrecisionNames, *v)) : std::string();
+}
+
+std::vector<std::string> training_mode_names() {
+  std::vector<std::string> out = {std::string(kNoTrainingMode)};
+  for (const auto& name : common::enum_names(trainers::kModeNames)) out.push_back(name);
+  return out;
+}
 
 ConfigError::ConfigError(std::string file, int line, int column, std::string key,
                          std::string message)
@@ -912,19 +943,21 @@ void record_resolved_model(std::map<std::string, std::string>* params,
 
 std::string describe_training(const RunConfig& run) {
   const TrainingConfig& t = run.training;
-  if (t.mode == "none") return "";
-  std::string out = fmt::format("training {}: {}{} epoch(s)", t.mode,
+  if (!t.mode) return "";
+  std::string out = fmt::format("training {}: {}{} epoch(s)", to_string(t.mode),
                                 t.converge_window > 0 ? "at most " : "", t.epochs);
-  if (t.mode == "freeze" && t.freeze_epochs > 0)
+  if (t.mode == trainers::Mode::kFreeze && t.freeze_epochs > 0)
     out += fmt::format(" (phase 1 at most {})", t.freeze_epochs);
-  out += fmt::format(", batch {}, {} lr {}{}", t.batch, t.optimizer, t.lr,
-                     t.lr_schedule == "constant" ? "" : " " + t.lr_schedule);
+  out += fmt::format(", batch {}, {} lr {}{}", t.batch, trainers::to_string(t.optimizer), t.lr,
+                     t.lr_schedule == trainers::LrSchedule::kConstant
+                         ? ""
+                         : " " + trainers::to_string(t.lr_schedule));
   std::vector<std::string> data;
   if (run.data.augment) data.push_back("augmented");
   if (run.data.train_samples > 0)
     data.push_back(fmt::format("{} train samples", run.data.train_samples));
   if (!run.data.path.empty()) data.push_back(run.data.path);
-  out += fmt::format(", data {}", run.data.kind);
+  out += fmt::format(", data {}", to_string(run.data.kind));
   if (!data.empty()) out += " (" + join(data) + ")";
   if (t.test_samples > 0) out += fmt::format(", test on {} samples", t.test_samples);
   if (t.pretrain_epochs > 0)

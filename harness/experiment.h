@@ -4,10 +4,15 @@
 // out-of-range values are ConfigErrors that name the file, line, column and key.
 // The format is documented in experiments/README.md.
 
+#include "backends/precision.h"
+#include "common/enum_table.h"
 #include "common/text.h"
+#include "partitioners/search.h"
+#include "trainers/train_enums.h"
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -40,6 +45,92 @@ class ConfigError : public std::runtime_error {
 using common::clip;
 using common::did_you_mean;
 
+// The enum-like keys of an experiment file, parsed once when the file is read. Each enum has one
+// name table (common/enum_table.h): its spellings in files and in recorded parameters
+// (run.params), and the valid values that error messages list. Enums that another folder owns
+// are reused with that folder's table (trainers::Mode, trainers::OptimizerKind,
+// trainers::LrSchedule, backends::Precision); partition.objective spells partitioners::Objective
+// the file's way (`balance` for the paper's objective).
+
+/// data.kind: the data set a training run trains on.
+enum class DataKind {
+  kSynthetic,
+  kFashionMnist,
+  kUciIris,
+  kUciWine,
+  kUciBreastCancer,
+  kUciDigits,
+  kCifar10,
+  kTensorFolder,
+};
+inline constexpr common::EnumTable<DataKind, 8> kDataKindNames = {
+    {{DataKind::kSynthetic, "synthetic"},
+     {DataKind::kFashionMnist, "fashion-mnist"},
+     {DataKind::kUciIris, "uci-iris"},
+     {DataKind::kUciWine, "uci-wine"},
+     {DataKind::kUciBreastCancer, "uci-breast-cancer"},
+     {DataKind::kUciDigits, "uci-digits"},
+     {DataKind::kCifar10, "cifar10"},
+     {DataKind::kTensorFolder, "tensor-folder"}}};
+
+/// boards.backend: the Board implementation (its name in backends::BoardRegistry).
+enum class Backend { kEmulator, kNull, kXrt };
+inline constexpr common::EnumTable<Backend, 3> kBackendNames = {
+    {{Backend::kEmulator, "emulator"}, {Backend::kNull, "null"}, {Backend::kXrt, "xrt"}}};
+
+/// boards.time_model: how a pipeline run's times are taken (harness/time_model.h).
+enum class TimeModel { kMeasured, kDilated, kModeled };
+inline constexpr common::EnumTable<TimeModel, 3> kTimeModelNames = {
+    {{TimeModel::kMeasured, "measured"},
+     {TimeModel::kDilated, "dilated"},
+     {TimeModel::kModeled, "modeled"}}};
+
+/// boards.fallback: what an xrt run does when its board cannot open.
+enum class Fallback { kNone, kEmulator };
+inline constexpr common::EnumTable<Fallback, 2> kFallbackNames = {
+    {{Fallback::kNone, "none"}, {Fallback::kEmulator, "emulator"}}};
+
+/// partition.objective: the file's spellings of the search's objective.
+inline constexpr common::EnumTable<partitioners::Objective, 2> kObjectiveNames = {
+    {{partitioners::Objective::kPaper, "balance"}, {partitioners::Objective::kMinMax, "minmax"}}};
+
+/// autoencoder.kind: which autoencoder a cut gets.
+enum class AutoencoderKind {
+  kAuto,    ///< conv for feature maps, linear for vectors
+  kConv,    ///< conv only (a 1-D cut is an error)
+  kLinear,  ///< linear only (a feature-map cut is an error)
+};
+inline constexpr common::EnumTable<AutoencoderKind, 3> kAutoencoderKindNames = {
+    {{AutoencoderKind::kAuto, "auto"},
+     {AutoencoderKind::kConv, "conv"},
+     {AutoencoderKind::kLinear, "linear"}}};
+
+/// training.mode: std::nullopt is `none` (a pipeline run), else the trainers' mode.
+using TrainingMode = std::optional<trainers::Mode>;
+/// The spelling of `none` in training.mode.
+inline constexpr std::string_view kNoTrainingMode = "none";
+
+/// references.better: which way a metric is better.
+enum class Better { kHigher, kLower };
+inline constexpr common::EnumTable<Better, 2> kBetterNames = {
+    {{Better::kHigher, "higher"}, {Better::kLower, "lower"}}};
+
+/// The spellings of each enum of the file (its table's; "none" for an empty training mode, the
+/// empty string for an unstated precision).
+std::string to_string(DataKind v);
+std::string to_string(Backend v);
+std::string to_string(TimeModel v);
+std::string to_string(Fallback v);
+std::string to_string(AutoencoderKind v);
+std::string to_string(Better v);
+std::string to_string(const TrainingMode& v);
+std::string objective_name(partitioners::Objective v);
+std::string precision_name(const std::optional<backends::Precision>& v);
+
+/// The valid values of training.mode, in the order messages list them: none, then
+/// trainers::kModeNames.
+std::vector<std::string> training_mode_names();
+
 struct ModelConfig {
   std::string arch;                ///< a name of models::model_names(), or `torchscript`
   std::vector<int64_t> input;      ///< per-sample input shape; empty = the model's default
@@ -57,7 +148,7 @@ struct ModelConfig {
 struct DataConfig {
   /// synthetic | fashion-mnist | uci-iris | uci-wine | uci-breast-cancer | uci-digits |
   /// cifar10 | tensor-folder. Pipeline runs use synthetic inputs; the others feed training.
-  std::string kind = "synthetic";
+  DataKind kind = DataKind::kSynthetic;
   std::string path;           ///< where the data lives; empty = the kind's default location
   uint64_t seed = 1;          ///< seed of synthetic inputs, shuffling and augmentation
   bool augment = false;       ///< random crop, flip and small affine skew (training only)
@@ -65,16 +156,17 @@ struct DataConfig {
 };
 
 struct BoardsConfig {
-  int count = 1;                        ///< number of boards = pipeline stages = MPI ranks
-  std::string backend = "emulator";     ///< emulator | null | xrt
-  std::string profile = "cpu";          ///< board profile name or file (backends/profiles)
-  std::string time_model = "measured";  ///< measured | dilated | modeled
-  int threads = 1;                      ///< intra-op threads per rank
-  std::string xclbin;                   ///< xrt: the user's kernel binary
+  int count = 1;                                ///< number of boards = pipeline stages = MPI ranks
+  Backend backend = Backend::kEmulator;         ///< emulator | null | xrt
+  std::string profile = "cpu";                  ///< board profile name or file (backends/profiles)
+  TimeModel time_model = TimeModel::kMeasured;  ///< measured | dilated | modeled
+  int threads = 1;                              ///< intra-op threads per rank
+  std::string xclbin;                           ///< xrt: the user's kernel binary
   std::vector<std::string> devices;     ///< xrt: device index or PCIe BDF per rank; empty = local
-  std::string fallback = "none";        ///< xrt: none | emulator (when the board cannot open)
-  /// fp32 | bf16 | int8; empty = the board profile's `precision` (fp32 when it states none).
-  std::string precision;
+  Fallback fallback = Fallback::kNone;  ///< xrt: none | emulator (when the board cannot open)
+  /// fp32 | bf16 | int8; std::nullopt (key not given) = the board profile's `precision` (fp32 when
+  /// it states none).
+  std::optional<backends::Precision> precision;
   /// int8: batches of the experiment's data that calibrate the activation ranges (>= 1 then).
   int64_t calibration_batches = 0;
 };
@@ -90,26 +182,28 @@ struct LinksConfig {
 };
 
 struct PartitionConfig {
-  std::vector<std::string> cuts;      ///< cut names in model order; empty with auto = true
-  bool automatic = false;             ///< `cuts: auto`: chosen by the cost model's search
-  std::string objective = "balance";  ///< balance (the paper's sum |max - exec_i|) | minmax
-  std::vector<std::string> fixed;     ///< cuts the search must keep (auto only)
+  std::vector<std::string> cuts;  ///< cut names in model order; empty with auto = true
+  bool automatic = false;         ///< `cuts: auto`: chosen by the cost model's search
+  /// balance (kPaper: the paper's sum |max - exec_i|) | minmax
+  partitioners::Objective objective = partitioners::Objective::kPaper;
+  std::vector<std::string> fixed;  ///< cuts the search must keep (auto only)
 };
 
 struct AutoencoderConfig {
-  std::string kind = "auto";  ///< auto (conv for feature maps, linear for vectors) | conv | linear
-  double rate = 1.0;          ///< reduction rate R >= 1; 1 = no autoencoder
-  int64_t kernel = 1;         ///< odd kernel size of the conv encoder/decoder
+  AutoencoderKind kind = AutoencoderKind::kAuto;  ///< auto | conv | linear
+  double rate = 1.0;                              ///< reduction rate R >= 1; 1 = no autoencoder
+  int64_t kernel = 1;                             ///< odd kernel size of the conv encoder/decoder
 };
 
 struct TrainingConfig {
-  /// none (pipeline measurement only) | scratch | freeze | finetune | proxy
-  std::string mode = "none";
+  /// none (std::nullopt: pipeline measurement only) | scratch | freeze | finetune | proxy
+  TrainingMode mode;
   int64_t epochs = 10;
   int64_t batch = 64;
   double lr = 0.01;
-  std::string lr_schedule = "constant";  ///< constant | cosine (per phase, over its max epochs)
-  std::string optimizer = "sgd";         ///< sgd | adam
+  /// constant | cosine (per phase, over its max epochs)
+  trainers::LrSchedule lr_schedule = trainers::LrSchedule::kConstant;
+  trainers::OptimizerKind optimizer = trainers::OptimizerKind::kSgd;  ///< sgd | adam
   double momentum = 0.9;
   double weight_decay = 0;
   int64_t freeze_epochs = 0;    ///< freeze: at most this many phase-1 epochs (0 = epochs)
@@ -170,7 +264,7 @@ struct Reference {
   std::string metric;  ///< e.g. throughput_sps, latency_p50_s
   double value = 0;
   double tolerance = 0.1;                   ///< relative
-  std::string better = "higher";            ///< higher | lower
+  Better better = Better::kHigher;          ///< higher | lower
   std::map<std::string, std::string> when;  ///< applies to runs whose params match all of these
 };
 

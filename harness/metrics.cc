@@ -199,9 +199,9 @@ void check_references(results::RunRecord& rec, const std::vector<Reference>& ref
     c.value = metric_value(rec, ref.metric);
     c.reference = ref.value;
     c.tolerance = ref.tolerance;
-    c.better = ref.better;
-    c.passed = ref.better == "higher" ? c.value >= ref.value * (1 - ref.tolerance)
-                                      : c.value <= ref.value * (1 + ref.tolerance);
+    c.better = to_string(ref.better);
+    c.passed = ref.better == Better::kHigher ? c.value >= ref.value * (1 - ref.tolerance)
+                                             : c.value <= ref.value * (1 + ref.tolerance);
     rec.checks.push_back(c);
   }
 }

@@ -144,7 +144,7 @@ std::unique_ptr<backends::Board> load_board(const RunConfig& run, const RunConte
   backends::StageAssignment assignment{prep.qm.ptr(), static_cast<size_t>(ctx.me),
                                        run.measurement.batch};
   assignment.xclbin = run.boards.xclbin;
-  assignment.precision = *backends::parse_precision(prep.plan.precision);
+  assignment.precision = prep.plan.precision;
   if (assignment.precision == backends::Precision::kInt8) {
     // The same batches on every rank (the experiment's data seed), carried through the float32
     // stages before this one: each cut gets one quantization on both sides.
@@ -160,8 +160,9 @@ std::unique_ptr<backends::Board> load_board(const RunConfig& run, const RunConte
                "here; the results stay correct\n",
                run.id);
   if (!run.boards.devices.empty()) assignment.device = run.boards.devices.at(ctx.me);
-  return backends::make_loaded_board(ctx.registry, run.boards.backend, assignment,
-                                     run.boards.fallback == "emulator" ? "emulator" : "");
+  return backends::make_loaded_board(
+      ctx.registry, to_string(run.boards.backend), assignment,
+      run.boards.fallback == Fallback::kEmulator ? to_string(Backend::kEmulator) : "");
 }
 
 // Set-up on this rank: model, plan, board. Returns why it failed, or empty.
@@ -170,7 +171,7 @@ std::string prepare_run(const RunConfig& run, RunContext& ctx, PreparedRun& prep
   at::set_num_threads(run.boards.threads);
   try {
     torch::NoGradGuard no_grad;
-    models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
+    const models::AutoencoderOptions ae = autoencoder_options(run.autoencoder);
     bool quilt_weights = false;
     models::Model base = ctx.models.get(run, &quilt_weights);
     record_resolved_model(params, base->input_shape(), base->num_classes());
@@ -249,7 +250,7 @@ StageIo stage_io(const RunConfig& run, const PreparedRun& prep, const RunContext
   io.in_shape.insert(io.in_shape.end(), spec.in_shape.begin(), spec.in_shape.end());
   io.out_shape.insert(io.out_shape.end(), spec.out_shape.begin(), spec.out_shape.end());
   io.last = ctx.me == ctx.n - 1;
-  io.check = run.measurement.check_outputs && run.boards.backend != "null";
+  io.check = run.measurement.check_outputs && run.boards.backend != Backend::kNull;
   if (ctx.root || (io.last && io.check))
     io.pool = make_inputs(run, prep.qm->base()->input_shape(), kInputPool);
   return io;
@@ -337,11 +338,10 @@ std::pair<double, double> output_errors(PreparedRun& prep, const StageIo& io) {
   torch::NoGradGuard no_grad;
   // bf16 / int8: the reference is the same model quantized the same way in one process
   // (backends::run_in_precision), not float32, so the check asks for the same numbers.
-  at::Tensor ref =
-      prep.plan.precision == "fp32"
-          ? prep.qm->forward(io.pool[0])
-          : backends::run_in_precision(*prep.qm, *backends::parse_precision(prep.plan.precision),
-                                       prep.calibration, {io.pool[0]})[0];
+  at::Tensor ref = prep.plan.precision == backends::Precision::kFp32
+                       ? prep.qm->forward(io.pool[0])
+                       : backends::run_in_precision(*prep.qm, prep.plan.precision, prep.calibration,
+                                                    {io.pool[0]})[0];
   const double ref_max = ref.abs().max().item<double>();
   const double scale = std::max(ref_max, 1e-12);
   max_abs = 0;
@@ -449,7 +449,7 @@ void finish_record(const RunConfig& run, const PreparedRun& prep, const Repetiti
   m.cpu_wait_fraction = g.cpu_wait_fraction;
   m.cpu_wait_rank = g.cpu_wait_rank;
   aggregate_timing(rec, run.measurement, m);
-  rec.precision = prep.plan.precision;
+  rec.precision = backends::precision_name(prep.plan.precision);
   rec.element_bytes = prep.plan.element_bytes;
   fill_energy(rec,
               {prep.plan.power_busy_w, prep.plan.power_idle_w, prep.plan.link_energy_j_per_byte});
@@ -510,8 +510,16 @@ bool run_pipeline_run(const RunConfig& run, RunContext& ctx) {
   PipelineOptions popts;
   popts.warmup_batches = run.measurement.warmup_batches;
   popts.batches = run.measurement.batches;
-  if (prep.plan.precision == "bf16") popts.wire_dtype = at::kBFloat16;
-  if (prep.plan.precision == "int8") popts.wire_dtype = at::kByte;
+  switch (prep.plan.precision) {
+    case backends::Precision::kFp32:
+      break;  // float32, PipelineOptions' default
+    case backends::Precision::kBf16:
+      popts.wire_dtype = at::kBFloat16;
+      break;
+    case backends::Precision::kInt8:
+      popts.wire_dtype = at::kByte;
+      break;
+  }
   const PipelineFn run_once = [&](const PipelineOptions& o) {
     try {
       return run_pipeline(*prep.board, io.in_shape, io.out_shape,

@@ -13,23 +13,35 @@
 
 namespace quilt::harness {
 
-models::Model build_base(const ModelConfig& m, bool load_weights) {
-  torch::manual_seed(m.seed);
+models::ModelOptions model_options(const ModelConfig& m) {
   models::ModelOptions opts;
   opts.input_shape = m.input;
   opts.num_classes = m.classes;
   opts.width = m.width;
   opts.path = m.path;
   opts.cuts = m.cuts;
-  models::Model model = models::make_model(m.arch, opts);
+  return opts;
+}
+
+models::Model build_base(const ModelConfig& m, bool load_weights) {
+  torch::manual_seed(m.seed);
+  models::Model model = models::make_model(m.arch, model_options(m));
   if (m.weights != "random" && load_weights) models::load_state_dict(*model, m.weights);
   return model;
+}
+
+models::AutoencoderOptions autoencoder_options(const AutoencoderConfig& ae) {
+  models::AutoencoderOptions o;
+  o.rate = ae.rate;
+  o.kernel = ae.kernel;
+  return o;
 }
 
 RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
   RunPlan plan;
   partitioners::BoardProfile board;
-  std::string profile_precision;
+  // The profile's `precision` (load_board_profile checked its spelling); empty when unstated.
+  std::optional<backends::Precision> profile_precision;
   try {
     auto loaded = backends::load_board_profile(run.boards.profile);
     board = loaded.board;
@@ -37,34 +49,34 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
     plan.power_idle_w = loaded.power_idle_w.value_or(-1);
     plan.power_busy_w = loaded.power_busy_w.value_or(-1);
     plan.link_energy_j_per_byte = loaded.link_energy_j_per_byte.value_or(0);
-    profile_precision = loaded.precision;
+    profile_precision = backends::parse_precision(loaded.precision);
   } catch (const std::exception& e) {
     throw ConfigError(file, 0, 0, "boards.profile", e.what());
   }
   // A real board computes in the precision its engine was built for; the emulator can emulate
   // any of them.
-  if (run.boards.backend == "xrt" && !profile_precision.empty() && !run.boards.precision.empty() &&
+  if (run.boards.backend == Backend::kXrt && profile_precision && run.boards.precision &&
       run.boards.precision != profile_precision)
     throw ConfigError(file, 0, 0, "boards.precision",
                       fmt::format("`{}` is not what an xrt board of profile `{}` computes in; "
                                   "valid: {} (the profile's precision), or leave it out",
-                                  run.boards.precision, run.boards.profile, profile_precision));
-  plan.precision = !run.boards.precision.empty() ? run.boards.precision
-                   : !profile_precision.empty()  ? profile_precision
-                                                 : "fp32";
-  plan.element_bytes = backends::element_bytes(*backends::parse_precision(plan.precision));
+                                  precision_name(run.boards.precision), run.boards.profile,
+                                  precision_name(profile_precision)));
+  plan.precision =
+      run.boards.precision.value_or(profile_precision.value_or(backends::Precision::kFp32));
+  plan.element_bytes = backends::element_bytes(plan.precision);
   // The emulator's bf16/int8 lowering covers the zoo's layers; a TorchScript stage runs through
   // LibTorch's JIT in float32. Refused here, before anything runs, not as a failed run.
-  if (run.model.arch == models::kTorchScriptArch && plan.precision != "fp32" && run.boards.backend != "null")
-    throw ConfigError(
-        file, 0, 0, "boards.precision",
-        fmt::format("`{}`{} is not available for `arch: torchscript` models yet: "
-                    "they run in float32 (valid: fp32)",
-                    plan.precision,
-                    run.boards.precision.empty()
-                        ? fmt::format(" (from board profile `{}`)", run.boards.profile)
-                        : ""));
-  if (plan.precision == "int8" && run.boards.calibration_batches < 1)
+  if (run.model.arch == models::kTorchScriptArch && plan.precision != backends::Precision::kFp32 &&
+      run.boards.backend != Backend::kNull)
+    throw ConfigError(file, 0, 0, "boards.precision",
+                      fmt::format("`{}`{} is not available for `arch: torchscript` models yet: "
+                                  "they run in float32 (valid: fp32)",
+                                  backends::precision_name(plan.precision),
+                                  !run.boards.precision ? fmt::format(" (from board profile `{}`)",
+                                                                      run.boards.profile)
+                                                        : ""));
+  if (plan.precision == backends::Precision::kInt8 && run.boards.calibration_batches < 1)
     throw ConfigError(file, 0, 0, "boards.calibration_batches",
                       "int8 needs calibration data: set boards.calibration_batches to the number "
                       "of batches (>= 1) of the experiment's data whose activation ranges fix the "
@@ -79,8 +91,7 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   partitioners::ModelProfile profile = partitioners::profile_model(base);
   partitioners::SearchOptions options;
   options.stages = run.boards.count;
-  options.objective = run.partition.objective == "minmax" ? partitioners::Objective::kMinMax
-                                                          : partitioners::Objective::kPaper;
+  options.objective = run.partition.objective;
   options.cost.batch = run.measurement.batch;
   options.cost.rate = run.autoencoder.rate;
   options.cost.kernel = run.autoencoder.kernel;
@@ -104,7 +115,7 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
     throw ConfigError(file, 0, 0, run.partition.automatic ? "partition.fixed" : "partition.cuts",
                       e.what());
   }
-  plan.objective = run.partition.objective;
+  plan.objective = objective_name(run.partition.objective);
   plan.objective_s = result.objective_s;
   for (const auto& st : result.stages) {
     PredictedStage p;

@@ -4,7 +4,9 @@
 // stage, which the run stores beside what it measures.
 
 #include "harness/experiment.h"
+#include "models/autoencoder.h"
 #include "models/model.h"
+#include "models/zoo.h"
 
 #include <string>
 #include <vector>
@@ -29,16 +31,24 @@ struct RunPlan {
   /// The board profile's power figures (negative when the profile has none), for energy.
   double power_idle_w = -1, power_busy_w = -1, link_energy_j_per_byte = 0;
   /// The precision the boards compute in: boards.precision, else the profile's, else fp32.
-  std::string precision = "fp32";
+  backends::Precision precision = backends::Precision::kFp32;
   /// Bytes per element of the tensors between stages in that precision (4, 2, 1).
   int64_t element_bytes = 4;
 };
+
+/// The model options of the file's model section (input shape, classes, width, TorchScript path
+/// and cuts): the one conversion from ModelConfig, for every model a run builds.
+models::ModelOptions model_options(const ModelConfig& m);
 
 /// The base model of `m`, initialised from torch::manual_seed(m.seed); its weights are loaded
 /// from m.weights unless that is "random" or `load_weights` is false (a file with autoencoders,
 /// which loads into the QuiltModel instead). Throws ModelError for an unknown arch or weights
 /// that do not fit.
 models::Model build_base(const ModelConfig& m, bool load_weights = true);
+
+/// The autoencoders a run interposes at its cuts (rate, kernel), for models::QuiltModel. The
+/// one conversion from the file's autoencoder section: every QuiltModel of a run is built with it.
+models::AutoencoderOptions autoencoder_options(const AutoencoderConfig& ae);
 
 /// Plans `run` on `base` (a model built from run.model). Pure and deterministic: every rank
 /// computes the same plan. Throws ConfigError naming the key at fault (boards.profile for a

@@ -1,5 +1,6 @@
 #include "harness/report.h"
 
+#include "harness/experiment.h"
 #include "harness/metrics.h"
 
 #include <fmt/format.h>
@@ -10,6 +11,15 @@
 namespace quilt::harness {
 
 namespace {
+
+// Records read from a file spell the enums as run.params do: compared through the tables, so
+// that the names live in one place (harness/experiment.h, trainers/train_enums.h).
+bool is_proxy(const results::TrainingRecord& t) {
+  return common::enum_parse(trainers::kModeNames, t.mode) == trainers::Mode::kProxy;
+}
+std::optional<TimeModel> time_model_of(const results::RunRecord& run) {
+  return common::enum_parse(kTimeModelNames, run.time_model);
+}
 
 std::string swept_text(const results::RunRecord& run) {
   // The parameters most users sweep, when present; the id names the rest.
@@ -67,7 +77,7 @@ std::string training_report(const results::RunRecord& run) {
                        t.epoch[e], t.phase[e], t.train_loss[e], pct(t.train_top1[e]),
                        loss(t.test_loss[e]), pct(t.test_top1[e]), top5(t, t.test_top5[e]),
                        t.epoch_s[e], t.samples_per_s[e]);
-  if (t.mode == "proxy") {
+  if (is_proxy(t)) {
     out += fmt::format("  final reconstruction loss {:.5g}; proxy {:.1f} s", t.final_test_loss,
                        t.train_s);
     if (t.proxy_speedup > 0)
@@ -102,7 +112,7 @@ std::string training_summary_line(const results::RunRecord& run) {
   std::string head = fmt::format("{:<12} {:<8} R {:>5} {:<18}", run.id, t.mode,
                                  param("autoencoder.rate"), t.dataset);
   if (run.status != "ok") return fmt::format("{} FAILED: {}\n", head, run.failure);
-  if (t.mode == "proxy")
+  if (is_proxy(t))
     return fmt::format(
         "{} reconstruction loss {:.5g}, proxy {:.1f} s ({:.1f}x cheaper than full "
         "training)\n",
@@ -148,10 +158,10 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
         run.repetitions, run.measured_batches);
     out += fmt::format("  precision {} ({} byte(s) per element on the wire)\n", run.precision,
                        run.element_bytes);
-    if (run.time_model != "measured")
+    if (time_model_of(run) != TimeModel::kMeasured)
       out += fmt::format(
           "  times are board time ({} time model{})\n", run.time_model,
-          run.time_model == "dilated"
+          time_model_of(run) == TimeModel::kDilated
               ? fmt::format(", dilation {:.4g}, {} overrun(s)", run.dilation, run.overruns)
               : std::string());
     if (run.cpu_wait_fraction >= 0)

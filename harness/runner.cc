@@ -58,13 +58,7 @@ const models::Model& checked_base(const RunConfig& run, const RunPlace& where,
   try {
     if (!bases.count(key)) {
       torch::NoGradGuard no_grad;
-      models::ModelOptions opts;
-      opts.input_shape = run.model.input;
-      opts.num_classes = run.model.classes;
-      opts.width = run.model.width;
-      opts.path = run.model.path;
-      opts.cuts = run.model.cuts;
-      bases.emplace(key, models::make_model(run.model.arch, opts));
+      bases.emplace(key, models::make_model(run.model.arch, model_options(run.model)));
     }
   } catch (const models::ModelError& e) {
     // TorchScript errors name their own key (model.path, model.input, partition.cuts).
@@ -104,11 +98,11 @@ void check_model(const RunConfig& run, const RunPlace& where) {
     throw where("model.weights", fmt::format("weights file `{}` does not exist (give a state_dict "
                                              "saved with torch.save, or `random`)",
                                              clip(run.model.weights)));
-  if (torchscript && run.training.mode != "none")
+  if (torchscript && run.training.mode)
     throw where("training.mode",
                 fmt::format("training is not supported for TorchScript models (their weights "
                             "are frozen into the graph); use `mode: none`, got `{}`",
-                            run.training.mode));
+                            to_string(run.training.mode)));
 }
 
 // The cuts of `run` on `base`: known names, few enough boards, autoencoders that fit.
@@ -130,17 +124,19 @@ void check_cuts(const RunConfig& run, const models::Model& base, const RunPlace&
                             base->cuts().size(), base->cuts().size() + 1, run.boards.count));
   if (run.partition.automatic) return;
   try {
-    models::AutoencoderOptions ae{run.autoencoder.rate, run.autoencoder.kernel};
-    models::QuiltModel qm(base, run.partition.cuts, ae);
+    models::QuiltModel qm(base, run.partition.cuts, autoencoder_options(run.autoencoder));
     for (const auto& t : qm->traffic()) {
       const bool flat = t.tensors.front().shape.size() == 1;  // UNet's skips: all 3-D
+      const AutoencoderKind kind = run.autoencoder.kind;
       if (run.autoencoder.rate > 1 &&
-          ((run.autoencoder.kind == "conv" && flat) || (run.autoencoder.kind == "linear" && !flat)))
-        throw where("autoencoder.kind",
-                    fmt::format("`{}` does not fit cut {} (a {} tensor of shape {}); use "
-                                "`auto`, or `{}`",
-                                run.autoencoder.kind, t.cut, flat ? "1-D" : "feature-map",
-                                models::to_string(t.shape), flat ? "linear" : "conv"));
+          ((kind == AutoencoderKind::kConv && flat) || (kind == AutoencoderKind::kLinear && !flat)))
+        throw where(
+            "autoencoder.kind",
+            fmt::format("`{}` does not fit cut {} (a {} tensor of shape {}); use "
+                        "`auto`, or `{}`",
+                        to_string(kind), t.cut, flat ? "1-D" : "feature-map",
+                        models::to_string(t.shape),
+                        to_string(flat ? AutoencoderKind::kLinear : AutoencoderKind::kConv)));
     }
   } catch (const models::ModelError& e) {
     throw where("partition.cuts", e.what());
@@ -163,7 +159,7 @@ void check_experiment(const Experiment& experiment, int ranks) {
     const models::Model& base = checked_base(run, where, bases);
     check_cuts(run, base, where);
     // Pipeline runs: the profile must load and the cuts must be plannable (`auto` searched).
-    if (run.training.mode == "none") {
+    if (!run.training.mode) {
       try {
         plan_run(run, base, experiment.path);
       } catch (const ConfigError& e) {
@@ -179,13 +175,13 @@ void check_experiment(const Experiment& experiment, int ranks) {
 }
 
 std::string unavailable_reason(const RunConfig& run) {
-  if (run.training.mode == "none" && run.data.kind != "synthetic")
+  if (!run.training.mode && run.data.kind != DataKind::kSynthetic)
     return fmt::format("data.kind `{}` feeds training; pipeline runs use synthetic inputs",
-                       run.data.kind);
-  if (run.boards.backend == "xrt" && !backends::xrt_built())
+                       to_string(run.data.kind));
+  if (run.boards.backend == Backend::kXrt && !backends::xrt_built())
     return "boards.backend `xrt`: this build has no XRT backend (install libxrt-dev and uuid-dev "
            "and reconfigure; -DQUILT_XRT=ON makes it required); valid here: emulator, null";
-  if (run.boards.time_model == "measured" &&
+  if (run.boards.time_model == TimeModel::kMeasured &&
       (run.links.h2d_gbps > 0 || run.links.d2h_gbps > 0 || run.links.latency_s > 0))
     return "links: h2d_gbps, d2h_gbps and latency_s model the host<->board link, which only "
            "the dilated and modeled time models have; under `measured` the link is this "
@@ -267,8 +263,8 @@ void check_xrt_boards(const Experiment& experiment, MPI_Comm comm) {
   std::set<std::pair<std::string, std::string>> checked;
   std::string error;
   for (const RunConfig& run : experiment.runs) {
-    if (run.boards.backend != "xrt" || run.boards.fallback == "emulator" ||
-        run.training.mode != "none" || !unavailable_reason(run).empty())
+    if (run.boards.backend != Backend::kXrt || run.boards.fallback == Fallback::kEmulator ||
+        run.training.mode || !unavailable_reason(run).empty())
       continue;
     const std::string device =
         run.boards.devices.empty() ? "" : run.boards.devices.at(static_cast<size_t>(me));
@@ -358,7 +354,7 @@ results::ExperimentRecord run_experiment(const Experiment& experiment, const Run
     if (!skip && sweep.stop_now()) break;
     if (root) sweep.started(run, r, experiment.runs.size(), skip);
     if (skip) continue;
-    if (run.training.mode != "none") {  // accuracy runs: harness/training.h
+    if (run.training.mode) {  // accuracy runs: harness/training.h
       results::RunRecord rec = run_training(run, {experiment.path, output, options.print}, comm);
       if (root) sweep.finished(run, rec);
       if (options.fail_fast && rec.status != "ok") break;

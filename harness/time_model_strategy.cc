@@ -20,7 +20,7 @@ constexpr int64_t kModeledRealBatches = 2;
 // The wall clock of the real execution: the CPU is the accelerator.
 class Measured final : public TimeModelStrategy {
  public:
-  std::string name() const override { return "measured"; }
+  std::string name() const override { return to_string(TimeModel::kMeasured); }
   bool wall_clock() const override { return true; }
 };
 
@@ -28,7 +28,7 @@ class Measured final : public TimeModelStrategy {
 class Dilated final : public TimeModelStrategy {
  public:
   explicit Dilated(StageContext stage) : stage_(std::move(stage)) {}
-  std::string name() const override { return "dilated"; }
+  std::string name() const override { return to_string(TimeModel::kDilated); }
   double dilation() const override { return dilation_; }
 
   void before(PipelineOptions& options, const PipelineFn& run, MPI_Comm comm) override {
@@ -68,7 +68,7 @@ class Dilated final : public TimeModelStrategy {
 class Modeled final : public TimeModelStrategy {
  public:
   explicit Modeled(StageContext stage) : stage_(std::move(stage)) {}
-  std::string name() const override { return "modeled"; }
+  std::string name() const override { return to_string(TimeModel::kModeled); }
   bool real_time() const override { return false; }
 
   void before(PipelineOptions& options, const PipelineFn& run, MPI_Comm comm) override {
@@ -113,11 +113,16 @@ class Modeled final : public TimeModelStrategy {
 
 }  // namespace
 
-std::unique_ptr<TimeModelStrategy> make_time_model(const std::string& name, StageContext stage) {
-  if (name == "measured") return std::make_unique<Measured>();
-  if (name == "dilated") return std::make_unique<Dilated>(std::move(stage));
-  if (name == "modeled") return std::make_unique<Modeled>(std::move(stage));
-  throw std::invalid_argument("unknown time model `" + name + "`");
+std::unique_ptr<TimeModelStrategy> make_time_model(TimeModel model, StageContext stage) {
+  switch (model) {
+    case TimeModel::kMeasured:
+      return std::make_unique<Measured>();
+    case TimeModel::kDilated:
+      return std::make_unique<Dilated>(std::move(stage));
+    case TimeModel::kModeled:
+      return std::make_unique<Modeled>(std::move(stage));
+  }
+  throw std::invalid_argument("unknown time model");  // not a TimeModel: a bug
 }
 
 }  // namespace quilt::harness

@@ -5,6 +5,7 @@
 // conversion back to board time). The runner (harness/runner.cc) drives any of them the same
 // way. The pure parts (the schedule simulation, energy) are in harness/time_model.h.
 
+#include "harness/experiment.h"
 #include "harness/pipeline.h"
 #include "harness/time_model.h"
 #include "harness/trace.h"
@@ -70,8 +71,7 @@ class TimeModelStrategy {
   virtual void to_board_time(StageTiming& t) const { (void)t; }
 };
 
-/// The strategy for `name` (measured | dilated | modeled; the parser has checked it) on this
-/// rank's `stage`. Throws std::invalid_argument for another name.
-std::unique_ptr<TimeModelStrategy> make_time_model(const std::string& name, StageContext stage);
+/// The strategy of boards.time_model `model` on this rank's `stage`.
+std::unique_ptr<TimeModelStrategy> make_time_model(TimeModel model, StageContext stage);
 
 }  // namespace quilt::harness

@@ -33,7 +33,14 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // inside the epoch, oneDNN's first-call set-up is a small share of eight).
 constexpr int64_t kCostBatches = 8;
 
-std::string loader_name(const std::string& kind) {
+// freeze and finetune: a phase 1 (freeze_epochs at most), then `epochs` more.
+bool two_phases(const TrainingMode& mode) {
+  return mode == trainers::Mode::kFreeze || mode == trainers::Mode::kFinetune;
+}
+
+// The name trainers::load_dataset knows a data.kind by.
+std::string loader_name(DataKind data_kind) {
+  const std::string kind = to_string(data_kind);
   if (kind.rfind("uci-", 0) == 0) {
     std::string name = kind.substr(4);
     for (auto& c : name)
@@ -45,9 +52,14 @@ std::string loader_name(const std::string& kind) {
 
 std::string data_source(const RunConfig& run) {
   if (!run.data.path.empty()) return run.data.path;
-  if (run.data.kind == "synthetic") return "generated";
-  if (run.data.kind == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
-  return "default location of " + run.data.kind;
+  switch (run.data.kind) {
+    case DataKind::kSynthetic:
+      return "generated";
+    case DataKind::kFashionMnist:
+      return "/usr/share/datasets/fashion-mnist";
+    default:
+      return "default location of " + to_string(run.data.kind);
+  }
 }
 
 // The data a run trains on, fitted to the model's input. train_samples is applied by the caller
@@ -58,15 +70,15 @@ trainers::Dataset load_data(const RunConfig& run, const models::Model& base) {
   o.root = run.data.path;
   o.seed = run.data.seed;
   o.test_samples = run.training.test_samples;
-  if (run.data.kind == "synthetic") {
+  if (run.data.kind == DataKind::kSynthetic) {
     o.synthetic_shape = base->input_shape();
     o.synthetic_classes = std::max<int64_t>(2, std::min<int64_t>(base->num_classes(), 10));
   }
   trainers::Dataset data = trainers::fit_to_model(trainers::load_dataset(o), base->input_shape());
   if (data.num_classes > base->num_classes())
-    throw trainers::DataError(
-        fmt::format("{} has {} classes but the model has {} outputs; set model.classes: {}",
-                    run.data.kind, data.num_classes, base->num_classes(), data.num_classes));
+    throw trainers::DataError(fmt::format(
+        "{} has {} classes but the model has {} outputs; set model.classes: {}",
+        to_string(run.data.kind), data.num_classes, base->num_classes(), data.num_classes));
   return data;
 }
 
@@ -177,9 +189,9 @@ std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& con
 trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& input, bool print) {
   const auto& t = run.training;
   trainers::TrainOptions o;
-  o.optimizer = trainers::parse_optimizer(t.optimizer);
+  o.optimizer = t.optimizer;
   o.lr = t.lr;
-  o.lr_schedule = trainers::parse_lr_schedule(t.lr_schedule);
+  o.lr_schedule = t.lr_schedule;
   o.momentum = t.momentum;
   o.weight_decay = t.weight_decay;
   o.batch_size = t.batch;
@@ -190,7 +202,7 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
   o.progress.style = print ? trainers::ProgressStyle::kAuto : trainers::ProgressStyle::kSilent;
   o.progress.line_interval_s = 30;
   o.settle_tolerance = t.settle_tolerance;
-  if (t.mode == "freeze" || t.mode == "finetune") {
+  if (two_phases(t.mode)) {
     const int64_t phase1 =
         t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
     o.freeze_epochs = phase1;
@@ -201,6 +213,24 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
   return o;
 }
 
+// The one conversion from the file's training section to the proxy's options (rate and cut of
+// the run's single autoencoder).
+trainers::ProxyOptions proxy_options(const RunConfig& run) {
+  trainers::ProxyOptions po;
+  po.rates = {run.autoencoder.rate};
+  po.cut = run.partition.cuts.at(0);
+  po.kernel = run.autoencoder.kernel;
+  po.optimizer = run.training.optimizer;
+  po.lr = run.training.lr;
+  po.lr_schedule = run.training.lr_schedule;
+  po.momentum = run.training.momentum;
+  po.weight_decay = run.training.weight_decay;
+  po.batch_size = run.training.batch;
+  po.epochs = run.training.epochs;
+  po.seed = shuffle_seed(run);
+  return po;
+}
+
 std::string fmt_pct(double x) { return std::isnan(x) ? "-" : fmt::format("{:.2f}%", 100 * x); }
 
 // Top-1 accuracy of `qm` compiled in run.boards.precision on the test set, and top-1 agreement
@@ -208,7 +238,7 @@ std::string fmt_pct(double x) { return std::isnan(x) ? "-" : fmt::format("{:.2f}
 // training batches of training.batch samples.
 void precision_accuracy(models::QuiltModelImpl& qm, const RunConfig& run,
                         const trainers::Dataset& data, results::TrainingRecord& tr) {
-  const auto precision = *backends::parse_precision(run.boards.precision);
+  const backends::Precision precision = run.boards.precision.value();
   torch::NoGradGuard no_grad;
   qm.eval();
   std::vector<at::Tensor> calibration;
@@ -232,20 +262,21 @@ void precision_accuracy(models::QuiltModelImpl& qm, const RunConfig& run,
     agree += pred.eq(ref).sum().item<int64_t>();
     offset += inputs[i].size(0);
   }
-  tr.precision = run.boards.precision;
+  tr.precision = precision_name(run.boards.precision);
   tr.precision_top1 = offset > 0 ? static_cast<double>(correct) / offset : kNaN;
   tr.precision_agreement = offset > 0 ? static_cast<double>(agree) / offset : kNaN;
 }
 
 }  // namespace
 
-std::string stand_in_note(const std::string& data_kind, const std::string& arch) {
+std::string stand_in_note(DataKind kind, const std::string& arch) {
   std::string note;
+  const std::string data_kind = to_string(kind);
   const bool uci = data_kind.rfind("uci-", 0) == 0;
-  if (data_kind == "fashion-mnist")
+  if (kind == DataKind::kFashionMnist)
     note = arch == "mlp" ? "Fashion-MNIST instead of MNIST"
                          : "Fashion-MNIST (28x28 grey, 10 classes) instead of ImageNet/CIFAR-10";
-  else if (data_kind == "synthetic")
+  else if (kind == DataKind::kSynthetic)
     note = "synthetic Gaussian classes instead of the paper's data";
   else if (uci && arch != "mlp")
     note = fmt::format("UCI {} instead of ImageNet/CIFAR-10", data_kind.substr(4));
@@ -255,7 +286,7 @@ std::string stand_in_note(const std::string& data_kind, const std::string& arch)
 
 std::string training_config_error(const RunConfig& run, std::string* key) {
   const auto& t = run.training;
-  if (t.mode == "proxy") {
+  if (t.mode == trainers::Mode::kProxy) {
     if (run.partition.automatic || run.partition.cuts.size() != 1) {
       *key = "partition.cuts";
       return "`proxy` trains the autoencoder of one cut: give exactly one cut name";
@@ -266,8 +297,7 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
              "rates above 1";
     }
   }
-  if ((t.mode == "freeze" || t.mode == "finetune") && t.pretrain_epochs == 0 &&
-      run.model.weights == "random") {
+  if (two_phases(t.mode) && t.pretrain_epochs == 0 && run.model.weights == "random") {
     *key = "model.weights";
     return fmt::format(
         "`{}` retrains a pretrained model (the paper: ImageNet weights, then the autoencoders are "
@@ -275,9 +305,9 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
         "model.weights to a state_dict file saved from Python (e.g. torchvision's "
         "resnet50(weights=\"IMAGENET1K_V1\").state_dict(), see README.md \"Pretrained "
         "weights\"), or training.pretrain_epochs > 0 to pretrain here",
-        t.mode);
+        to_string(t.mode));
   }
-  if (t.mode == "freeze" || t.mode == "finetune") {
+  if (two_phases(t.mode)) {
     const int64_t phase1 =
         t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
     if (t.epochs <= phase1) {
@@ -285,13 +315,13 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
       return fmt::format(
           "`{}` runs at most training.freeze_epochs = {} phase-1 epochs and then training.epochs - "
           "freeze_epochs phase-2 epochs; training.epochs = {} leaves none: raise it above {}",
-          t.mode, phase1, t.epochs, phase1);
+          to_string(t.mode), phase1, t.epochs, phase1);
     }
   }
-  if (t.converge_window > 0 && t.mode != "proxy" && t.mode != "none") {
-    const int64_t phase1 = t.mode == "scratch"   ? 0
-                           : t.freeze_epochs > 0 ? t.freeze_epochs
-                                                 : std::max<int64_t>(1, t.epochs / 2);
+  if (t.converge_window > 0 && t.mode && t.mode != trainers::Mode::kProxy) {
+    const int64_t phase1 = t.mode == trainers::Mode::kScratch ? 0
+                           : t.freeze_epochs > 0              ? t.freeze_epochs
+                                                              : std::max<int64_t>(1, t.epochs / 2);
     if (t.epochs - phase1 < t.converge_window) {
       *key = "training.converge_window";
       return fmt::format(
@@ -315,7 +345,7 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
         "put `{{id}}` in the path (replaced by the run id), e.g. `results/ck-{{id}}.pt`",
         t.checkpoint);
   }
-  if (t.mode != "none" && run.partition.automatic) {
+  if (t.mode && run.partition.automatic) {
     *key = "partition.cuts";
     return "training runs place autoencoders at named cuts; `cuts: auto` applies to pipeline runs";
   }
@@ -353,7 +383,7 @@ class TrainingRun {
       data_.train =
           trainers::stratified_subset(data_.train, run_.data.train_samples, run_.data.seed);
     tr_.train_samples = data_.train.size();
-    if (run_.training.mode == "proxy") return run_proxy();
+    if (run_.training.mode == trainers::Mode::kProxy) return run_proxy();
     return run_data_parallel();
   }
 
@@ -363,11 +393,11 @@ class TrainingRun {
     rec_.params = run_.params;
     rec_.batch_size = run_.training.batch;
     rec_.start_unix_s = unix_now_s();
-    tr_.mode = run_.training.mode;
-    tr_.dataset = run_.data.kind;
+    tr_.mode = to_string(run_.training.mode);
+    tr_.dataset = to_string(run_.data.kind);
     tr_.data_source = data_source(run_);
     tr_.stand_in = stand_in_note(run_.data.kind, run_.model.arch);
-    tr_.ranks = run_.training.mode == "proxy" ? 1 : n_;
+    tr_.ranks = run_.training.mode == trainers::Mode::kProxy ? 1 : n_;
     tr_.global_batch = run_.training.batch;
     tr_.final_test_loss = tr_.final_top1 = tr_.final_top5 = kNaN;
     tr_.pretrain_top1 = kNaN;
@@ -398,7 +428,7 @@ class TrainingRun {
     if (print_) {
       if (failed_) {
         fmt::print("  FAILED: {}\n", rec_.failure);
-      } else if (tr_.mode == "proxy") {
+      } else if (run_.training.mode == trainers::Mode::kProxy) {
         fmt::print(
             "  reconstruction MSE {:.4g} (test), proxy {:.1f} s, {:.1f}x cheaper than full "
             "training\n",
@@ -427,7 +457,7 @@ class TrainingRun {
       base_ = build_base(run_);
       data_ = load_data(run_, base_);
     } catch (const std::exception& e) {
-      return fmt::format("data.kind {}: {}", run_.data.kind, e.what());
+      return fmt::format("data.kind {}: {}", to_string(run_.data.kind), e.what());
     }
     return "";
   }
@@ -480,8 +510,9 @@ class TrainingRun {
       else
         pretrain_converged_ = 0, epochs_run = run_.training.pretrain_epochs;
     }
-    tr_.pretrained = fmt::format("{} epoch(s) from scratch on {} samples of {}{}, loaded from {}",
-                                 epochs_run, pre_n, run_.data.kind, converged_note(), cache);
+    tr_.pretrained =
+        fmt::format("{} epoch(s) from scratch on {} samples of {}{}, loaded from {}", epochs_run,
+                    pre_n, to_string(run_.data.kind), converged_note(), cache);
     if (print_) fmt::print("  pretrained weights from {}\n", cache);
   }
 
@@ -513,7 +544,7 @@ class TrainingRun {
     tr_.pretrained = fmt::format(
         "{} epoch(s) from scratch on {} samples of {}{} in this run "
         "(cached in {})",
-        result.epochs.size(), pre_n, run_.data.kind, converged_note(), cache);
+        result.epochs.size(), pre_n, to_string(run_.data.kind), converged_note(), cache);
   }
 
   // The proxy is single-process by design (features once, then small autoencoders): rank 0
@@ -546,18 +577,7 @@ class TrainingRun {
 
   // Rank 0: trains the proxy and prices full training. Returns why it failed, or empty.
   std::string train_proxy_on_root() {
-    trainers::ProxyOptions po;
-    po.rates = {run_.autoencoder.rate};
-    po.cut = run_.partition.cuts.at(0);
-    po.kernel = run_.autoencoder.kernel;
-    po.optimizer = trainers::parse_optimizer(run_.training.optimizer);
-    po.lr = run_.training.lr;
-    po.lr_schedule = trainers::parse_lr_schedule(run_.training.lr_schedule);
-    po.momentum = run_.training.momentum;
-    po.weight_decay = run_.training.weight_decay;
-    po.batch_size = run_.training.batch;
-    po.epochs = run_.training.epochs;
-    po.seed = shuffle_seed(run_);
+    trainers::ProxyOptions po = proxy_options(run_);
     po.progress.style =
         context_.print ? trainers::ProgressStyle::kAuto : trainers::ProgressStyle::kSilent;
     po.progress.line_interval_s = 30;
@@ -590,8 +610,7 @@ class TrainingRun {
   // fresh copy, scaled to the epochs the proxy ran.
   void price_full_training() {
     models::Model fresh = build_base(run_);
-    models::QuiltModel full(fresh, run_.partition.cuts,
-                            {run_.autoencoder.rate, run_.autoencoder.kernel});
+    models::QuiltModel full(fresh, run_.partition.cuts, autoencoder_options(run_.autoencoder));
     trainers::Dataset sample = data_;
     sample.train = trainers::stratified_subset(
         data_.train, std::min<int64_t>(data_.train.size(), kCostBatches * run_.training.batch),
@@ -644,10 +663,9 @@ class TrainingRun {
   }
 
   trainers::TrainResult train_model(TraceRecorder& trace) {
-    qm_ = models::QuiltModel(base_, run_.partition.cuts,
-                             {run_.autoencoder.rate, run_.autoencoder.kernel});
+    qm_ = models::QuiltModel(base_, run_.partition.cuts, autoencoder_options(run_.autoencoder));
     trainers::TrainOptions o = train_options(run_, base_->input_shape(), print_);
-    o.mode = trainers::parse_mode(run_.training.mode);
+    o.mode = run_.training.mode.value();
     if (!run_.training.checkpoint.empty()) {
       const std::string path = substitute_id(run_.training.checkpoint, run_.id);
       o.checkpoint_path = path;
@@ -672,7 +690,9 @@ class TrainingRun {
   void record_result(const trainers::TrainResult& result) {
     for (const auto& e : result.epochs) {
       tr_.epoch.push_back(e.epoch);
-      tr_.phase.push_back(tr_.mode == "freeze" ? (e.phase == 1 ? "freeze" : "unfreeze") : "train");
+      tr_.phase.push_back(run_.training.mode == trainers::Mode::kFreeze
+                              ? (e.phase == 1 ? "freeze" : "unfreeze")
+                              : "train");
       tr_.train_loss.push_back(e.train_loss);
       tr_.train_top1.push_back(e.train_top1);
       // An epoch without evaluation has no test numbers (NaN), not zeros.
@@ -682,7 +702,7 @@ class TrainingRun {
       tr_.test_top5.push_back(tested ? e.test.top5 : kNaN);
       tr_.epoch_s.push_back(e.seconds);
       tr_.samples_per_s.push_back(e.seconds > 0 ? static_cast<double>(e.samples) / e.seconds : 0);
-      if (e.phase == 1 && (tr_.mode == "freeze" || tr_.mode == "finetune")) ++tr_.phase1_epochs;
+      if (e.phase == 1 && two_phases(run_.training.mode)) ++tr_.phase1_epochs;
     }
     tr_.train_s = result.seconds;
     if (run_.training.converge_window > 0) {
@@ -704,8 +724,8 @@ class TrainingRun {
   // boards.precision bf16 / int8: the trained model as a pipeline in that precision computes
   // it, on the test set, against float32 (rank 0; the weights are the same on every rank).
   void check_precision() {
-    if (failed_ || !root_ || tr_.mode == "proxy" || run_.boards.precision.empty() ||
-        run_.boards.precision == "fp32")
+    if (failed_ || !root_ || run_.training.mode == trainers::Mode::kProxy ||
+        !run_.boards.precision || run_.boards.precision == backends::Precision::kFp32)
       return;
     try {
       precision_accuracy(*qm_, run_, data_, tr_);
@@ -715,7 +735,8 @@ class TrainingRun {
     } catch (const std::exception& e) {
       failed_ = true;
       rec_.failed_rank = 0;
-      rec_.failure = fmt::format("evaluating in {}: {}", run_.boards.precision, e.what());
+      rec_.failure =
+          fmt::format("evaluating in {}: {}", precision_name(run_.boards.precision), e.what());
     }
   }
 

@@ -39,6 +39,6 @@ results::RunRecord run_training(const RunConfig& run, const TrainingContext& con
 
 /// The note stored in TrainingRecord::stand_in for a run on `data_kind` with model `arch`: which
 /// of the paper's data (and model) the run stands in for, or empty when it uses the paper's.
-std::string stand_in_note(const std::string& data_kind, const std::string& arch);
+std::string stand_in_note(DataKind data_kind, const std::string& arch);
 
 }  // namespace quilt::harness

@@ -1,5 +1,6 @@
 #include "trainers/train.h"
 
+#include "common/text.h"
 #include "models/state_dict.h"
 #include "models/summary.h"
 #include "models/zoo.h"
@@ -94,40 +95,24 @@ std::string test_summary(const Evaluation& test, int64_t num_classes) {
 
 }  // namespace
 
-std::string to_string(Mode mode) {
-  switch (mode) {
-    case Mode::kScratch:
-      return "scratch";
-    case Mode::kFreeze:
-      return "freeze";
-    case Mode::kFinetune:
-      return "finetune";
-    case Mode::kProxy:
-      return "proxy";
-  }
-  return "?";
+namespace {
+// The one parse of every training enum: the message lists the table's names.
+template <typename E, size_t N>
+E parse_named(const common::EnumTable<E, N>& table, const std::string& text, const char* what) {
+  if (auto v = common::enum_parse(table, text)) return *v;
+  throw TrainerError(fmt::format("unknown {} \"{}\"; valid: {}", what, text,
+                                 common::join(common::enum_names(table))));
 }
+}  // namespace
 
-Mode parse_mode(const std::string& text) {
-  for (Mode m : {Mode::kScratch, Mode::kFreeze, Mode::kFinetune, Mode::kProxy}) {
-    if (text == to_string(m)) return m;
-  }
-  throw TrainerError(
-      fmt::format("unknown training mode \"{}\"; valid: scratch, freeze, finetune, proxy", text));
-}
-
-std::string to_string(OptimizerKind kind) { return kind == OptimizerKind::kAdam ? "adam" : "sgd"; }
+Mode parse_mode(const std::string& text) { return parse_named(kModeNames, text, "training mode"); }
 
 OptimizerKind parse_optimizer(const std::string& text) {
-  if (text == "sgd") return OptimizerKind::kSgd;
-  if (text == "adam") return OptimizerKind::kAdam;
-  throw TrainerError(fmt::format("unknown optimizer \"{}\"; valid: sgd, adam", text));
+  return parse_named(kOptimizerNames, text, "optimizer");
 }
 
 LrSchedule parse_lr_schedule(const std::string& text) {
-  if (text == "constant") return LrSchedule::kConstant;
-  if (text == "cosine") return LrSchedule::kCosine;
-  throw TrainerError(fmt::format("unknown lr schedule \"{}\"; valid: constant, cosine", text));
+  return parse_named(kLrScheduleNames, text, "lr schedule");
 }
 
 double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs) {

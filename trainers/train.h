@@ -9,6 +9,7 @@
 #include "trainers/converge.h"
 #include "trainers/data.h"
 #include "trainers/progress.h"
+#include "trainers/train_enums.h"
 
 #include <torch/types.h>
 
@@ -18,39 +19,6 @@
 #include <vector>
 
 namespace quilt::trainers {
-
-/// Training modes.
-enum class Mode {
-  /// All weights trainable from random init (or from `pretrained`), `epochs` epochs, one phase.
-  kScratch,
-  /// Weight freezing. Phase 1: only the autoencoders train, every other weight frozen (no
-  /// gradient, BatchNorm layers of the base in eval mode so their running statistics stay
-  /// fixed), until the epoch training loss settles (|L_e - L_{e-1}| / L_{e-1} < settle_tolerance)
-  /// or after freeze_epochs epochs, whichever comes first. Phase 2: everything trainable for
-  /// `epochs` epochs with a fresh optimizer. Needs at least one autoencoder (R > 1).
-  kFreeze,
-  /// Fine-tuning without freezing: the same two-phase schedule as kFreeze (phase 1 ends by the
-  /// same settle rule or freeze_epochs, then `epochs` epochs with a fresh optimizer), but every
-  /// weight trainable from the start. Works with R = 1 too.
-  kFinetune,
-  /// Autoencoder-only proxy: see train_proxy(); train() refuses it.
-  kProxy,
-};
-
-/// "scratch", "freeze", "finetune", "proxy".
-std::string to_string(Mode mode);
-/// Parses the names of to_string(Mode); throws TrainerError listing them otherwise.
-Mode parse_mode(const std::string& text);
-
-/// Optimizers.
-enum class OptimizerKind {
-  kSgd,   ///< SGD with momentum (heavy ball, as torch.optim.SGD) and L2 weight decay
-  kAdam,  ///< Adam (betas 0.9, 0.999; eps 1e-8) with L2 weight decay (torch.optim.Adam)
-};
-/// "sgd", "adam".
-std::string to_string(OptimizerKind kind);
-/// Parses "sgd", "adam"; throws TrainerError listing them otherwise.
-OptimizerKind parse_optimizer(const std::string& text);
 
 /// Data-parallel context: this rank's place and the collective that joins the ranks. The
 /// default is a single process. Every rank calls train() with the same options and data; each
@@ -71,20 +39,11 @@ struct Parallel {
 /// Phases of one optimizer step, for timelines (harness/trace.h).
 enum class StepPhase { kData, kForward, kBackward, kAllreduce, kOptimizer };
 
-/// Training settings. Units in names; epochs count passes over the (sharded) training split.
-/// Learning-rate schedule of a training phase.
-enum class LrSchedule {
-  kConstant,  ///< `lr` every epoch
-  kCosine,    ///< lr * (1 + cos(pi * e / E)) / 2 at 0-based epoch e of a phase of at most E epochs
-};
-
-/// "constant" | "cosine"; TrainerError naming the valid values otherwise.
-LrSchedule parse_lr_schedule(const std::string& text);
-
 /// The learning rate of 0-based epoch `epoch` of a phase of at most `phase_epochs` epochs.
 /// Cosine reaches lr * (1 + cos(pi (E-1)/E)) / 2 > 0 in the phase's last epoch, never 0.
 double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs);
 
+/// Training settings. Units in names; epochs count passes over the (sharded) training split.
 struct TrainOptions {
   Mode mode = Mode::kScratch;
   OptimizerKind optimizer = OptimizerKind::kSgd;

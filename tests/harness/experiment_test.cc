@@ -85,7 +85,7 @@ TEST(Experiment, RateBelowOneIsRejectedWithLine) {
 TEST(Experiment, LrScheduleIsAChoiceRecordedWhenNotConstant) {
   const std::string training = "training: {mode: scratch, epochs: 4, lr_schedule: cosine}\n";
   auto e = parse_experiment(std::string(kBase) + training, "exp.yaml");
-  EXPECT_EQ(e.runs[0].training.lr_schedule, "cosine");
+  EXPECT_EQ(e.runs[0].training.lr_schedule, trainers::LrSchedule::kCosine);
   EXPECT_EQ(e.runs[0].params.at("training.lr_schedule"), "cosine");
   auto msg = error_of(std::string(kBase) + "training: {mode: scratch, lr_schedule: linear}\n");
   EXPECT_NE(msg.find("training.lr_schedule"), std::string::npos) << msg;
@@ -130,7 +130,7 @@ TEST(Experiment, MissingVersionAndBadSweepKey) {
 TEST(Experiment, BareNullIsTheNullBackend) {
   std::string text = kBase;
   text.replace(text.find("backend: emulator"), 17, "backend: null");
-  EXPECT_EQ(parse_experiment(text, "exp.yaml").runs[0].boards.backend, "null");
+  EXPECT_EQ(parse_experiment(text, "exp.yaml").runs[0].boards.backend, Backend::kNull);
   std::string empty = kBase;
   empty.replace(empty.find("backend: emulator"), 17, "backend:");
   EXPECT_NE(error_of(empty).find("the value is empty"), std::string::npos) << error_of(empty);

@@ -90,8 +90,8 @@ TEST(Aggregation, ReferencesAndProfileEnergy) {
   results::RunRecord rec;
   rec.throughput_sps = 95;
   rec.latency_p50_s = 0.2;
-  Reference higher{"throughput_sps", 100, 0.1, "higher", {}};
-  Reference lower{"latency_p50_s", 0.1, 0.5, "lower", {}};
+  Reference higher{"throughput_sps", 100, 0.1, Better::kHigher, {}};
+  Reference lower{"latency_p50_s", 0.1, 0.5, Better::kLower, {}};
   check_references(rec, {higher, lower});
   ASSERT_EQ(rec.checks.size(), 2u);
   EXPECT_TRUE(rec.checks[0].passed);   // 95 >= 100 x 0.9
