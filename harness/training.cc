@@ -620,6 +620,7 @@ class TrainingRun {
     o.mode = trainers::Mode::kScratch;
     o.epochs = 1;
     o.eval_every_epoch = false;
+    o.converge_window = 0;  // a timed epoch, not a run: no convergence rule (it needs evaluation)
     auto cost = trainers::train(full, sample, o);
     if (cost.samples > 0 && cost.seconds > 0) {
       tr_.full_epoch_s = cost.seconds / static_cast<double>(cost.samples) *

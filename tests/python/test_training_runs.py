@@ -198,8 +198,11 @@ def test_resume_skips_finished_training_runs(tmp_path):
 
 
 def test_proxy_records_reconstruction_loss_and_cost(tmp_path):
+    # With the convergence rule set file-wide, as tradeoff.yaml's `here` scale does for its
+    # scratch arms: the proxy's pricing epoch must not inherit it (it failed every proxy run).
     text = BASE.replace("mode: scratch", "mode: proxy").replace(
-        "autoencoder.rate: [1, 8]", "autoencoder.rate: [2, 16]")
+        "autoencoder.rate: [1, 8]", "autoencoder.rate: [2, 16]").replace(
+        "epochs: 3,", "epochs: 3, converge_window: 2,")
     out = tmp_path / "o.h5"
     r = quilt("run", experiment(tmp_path, text), "--output", out)
     assert r.returncode == 0, r.stdout + r.stderr
