@@ -285,6 +285,22 @@ TEST(Train, OptionsAndNamesAreValidated) {
                              {"shape 8", "takes 16", "fit_to_model"});
 }
 
+// The 16-input MLP trained on synthetic data with lr 0.05 under `schedule` for `epochs`, with the
+// convergence rule (window, margin) when window > 0.
+TrainResult train_mlp(LrSchedule schedule, int64_t epochs, int64_t window = 0,
+                      double margin = 0.003) {
+  auto data = synthetic({16});
+  auto model = mlp(16, 4);
+  auto o = quiet();
+  o.epochs = epochs;
+  o.lr = 0.05;
+  o.lr_schedule = schedule;
+  o.converge_window = window;
+  o.converge_margin = margin;
+  auto r = train(model, data, o);
+  EXPECT_TRUE(r.ok) << r.failure;
+  return r;
+}
 
 TEST(Train, CosineScheduleStartsAtLrAndDecaysPerPhaseEpoch) {
   EXPECT_EQ(parse_lr_schedule("cosine"), LrSchedule::kCosine);
@@ -296,18 +312,8 @@ TEST(Train, CosineScheduleStartsAtLrAndDecaysPerPhaseEpoch) {
   EXPECT_LT(lr_at_epoch(LrSchedule::kCosine, 0.1, 7, 8), 0.004);
   // Applied: epoch 1 of a cosine run equals the constant run bit for bit (same lr); epoch 2
   // (lr halved over 2 epochs) does not.
-  auto data = synthetic({16});
-  auto run = [&](LrSchedule s) {
-    auto model = mlp(16, 4);
-    auto o = quiet();
-    o.epochs = 2;
-    o.lr = 0.05;
-    o.lr_schedule = s;
-    auto r = train(model, data, o);
-    EXPECT_TRUE(r.ok) << r.failure;
-    return r;
-  };
-  const auto constant = run(LrSchedule::kConstant), cosine = run(LrSchedule::kCosine);
+  const auto constant = train_mlp(LrSchedule::kConstant, 2),
+             cosine = train_mlp(LrSchedule::kCosine, 2);
   ASSERT_EQ(constant.epochs.size(), 2u);
   ASSERT_EQ(cosine.epochs.size(), 2u);
   EXPECT_EQ(constant.epochs[0].train_loss, cosine.epochs[0].train_loss);
@@ -315,20 +321,9 @@ TEST(Train, CosineScheduleStartsAtLrAndDecaysPerPhaseEpoch) {
 }
 
 TEST(Train, UnderACosineScheduleTheConvergenceRuleJudgesTheEndAndDoesNotStopEarly) {
-  auto data = synthetic({16});
-  auto run = [&](LrSchedule s) {
-    auto model = mlp(16, 4);
-    auto o = quiet();
-    o.epochs = 4;
-    o.lr = 0.05;
-    o.lr_schedule = s;
-    o.converge_window = 2;
-    o.converge_margin = 1.0;  // every window is flat
-    auto r = train(model, data, o);
-    EXPECT_TRUE(r.ok) << r.failure;
-    return r;
-  };
-  const auto constant = run(LrSchedule::kConstant), cosine = run(LrSchedule::kCosine);
+  // converge_margin 1.0: every window is flat.
+  const auto constant = train_mlp(LrSchedule::kConstant, 4, 2, 1.0);
+  const auto cosine = train_mlp(LrSchedule::kCosine, 4, 2, 1.0);
   EXPECT_EQ(constant.epochs.size(), 2u);  // stopped as soon as 2 epochs agreed
   EXPECT_TRUE(constant.converged);
   EXPECT_EQ(cosine.epochs.size(), 4u);  // the whole schedule
