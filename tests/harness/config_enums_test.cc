@@ -3,6 +3,7 @@
 // table's names.
 #include "common/text.h"
 #include "harness/experiment.h"
+#include "tests/harness/error_of.h"
 
 #include <gtest/gtest.h>
 
@@ -65,14 +66,7 @@ partition: {cuts: [after_layer2]}
 autoencoder: {rate: 4}
 )";
 
-std::string error_of(const std::string& text) {
-  try {
-    parse_experiment(text, "exp.yaml");
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 // `section: {key: bogus}` (merged over kBase's section when it has one): the message names the
 // key and lists `valid` (the table's names, joined as the message joins them).

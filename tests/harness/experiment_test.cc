@@ -1,4 +1,5 @@
 #include "harness/experiment.h"
+#include "tests/harness/error_of.h"
 
 #include <gtest/gtest.h>
 
@@ -25,14 +26,7 @@ measurement:
   batches: 3
 )";
 
-std::string error_of(const std::string& text) {
-  try {
-    parse_experiment(text, "exp.yaml");
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Experiment, ParsesAllSections) {
   auto e = parse_experiment(kBase, "exp.yaml");
