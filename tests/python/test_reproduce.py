@@ -233,16 +233,15 @@ def test_resume_reruns_only_what_is_incomplete_and_report_loads_in_chromium(firs
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_sigterm_stops_the_children_and_keeps_what_finished(tmp_path):
-    out = str(tmp_path / "interrupted")
-    p = subprocess.Popen([QUILT, "reproduce", "--scale", "smoke", "--out", out, "--only",
-                          "weight_freezing"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True, preexec_fn=die_with_parent)
+def sigterm_when(p, ready, never=None, timeout=120):
+    """Waits up to `timeout` s for ready() (fails the test with `never` if given and it does not
+    come), sends SIGTERM to `p` and returns its stdout; SIGKILLs its group if it is still there."""
     try:
-        log = os.path.join(out, "logs", "weight_freezing.log")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if os.path.exists(log) and "] run " in open(log).read():
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                if never:
+                    pytest.fail(never)
                 break
             time.sleep(0.2)
         p.send_signal(signal.SIGTERM)
@@ -250,6 +249,16 @@ def test_sigterm_stops_the_children_and_keeps_what_finished(tmp_path):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+    return out_text
+
+
+def test_sigterm_stops_the_children_and_keeps_what_finished(tmp_path):
+    out = str(tmp_path / "interrupted")
+    p = subprocess.Popen([QUILT, "reproduce", "--scale", "smoke", "--out", out, "--only",
+                          "weight_freezing"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, preexec_fn=die_with_parent)
+    log = os.path.join(out, "logs", "weight_freezing.log")
+    out_text = sigterm_when(p, lambda: os.path.exists(log) and "] run " in open(log).read())
     assert p.returncode == 128 + signal.SIGTERM, out_text
     with open(os.path.join(out, "reproduce.json")) as f:
         m = json.load(f)
@@ -356,20 +365,10 @@ def test_jobs_2_sigterm_stops_every_running_experiment(tmp_path):
                          stderr=subprocess.PIPE, text=True, start_new_session=True,
                          preexec_fn=die_with_parent)
     patterns = [f"--output {out}/{n}.h5" for n in names]
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if all(subprocess.run(["pgrep", "-f", "--", pat], capture_output=True).returncode == 0
-                   for pat in patterns):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the two experiments were never running at the same time")
-        p.send_signal(signal.SIGTERM)
-        out_text, _ = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
+    out_text = sigterm_when(
+        p, lambda: all(subprocess.run(["pgrep", "-f", "--", pat], capture_output=True).returncode
+                       == 0 for pat in patterns),
+        never="the two experiments were never running at the same time")
     assert p.returncode == 128 + signal.SIGTERM, out_text
     with open(os.path.join(out, "reproduce.json")) as f:
         m = json.load(f)
