@@ -38,6 +38,13 @@ bool two_phases(const TrainingMode& mode) {
   return mode == trainers::Mode::kFreeze || mode == trainers::Mode::kFinetune;
 }
 
+// Phase 1's epochs at most: training.freeze_epochs, or half of training.epochs (at least 1) when
+// it is unset; 0 for the modes with one phase.
+int64_t phase1_epochs(const TrainingConfig& t) {
+  if (!two_phases(t.mode)) return 0;
+  return t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
+}
+
 // The name trainers::load_dataset knows a data.kind by.
 std::string loader_name(DataKind data_kind) {
   const std::string kind = to_string(data_kind);
@@ -203,8 +210,7 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
   o.progress.line_interval_s = 30;
   o.settle_tolerance = t.settle_tolerance;
   if (two_phases(t.mode)) {
-    const int64_t phase1 =
-        t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
+    const int64_t phase1 = phase1_epochs(t);
     o.freeze_epochs = phase1;
     o.epochs = t.epochs - phase1;
   } else {
@@ -308,8 +314,7 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
         to_string(t.mode));
   }
   if (two_phases(t.mode)) {
-    const int64_t phase1 =
-        t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
+    const int64_t phase1 = phase1_epochs(t);
     if (t.epochs <= phase1) {
       *key = "training.epochs";
       return fmt::format(
@@ -319,9 +324,7 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
     }
   }
   if (t.converge_window > 0 && t.mode && t.mode != trainers::Mode::kProxy) {
-    const int64_t phase1 = t.mode == trainers::Mode::kScratch ? 0
-                           : t.freeze_epochs > 0              ? t.freeze_epochs
-                                                              : std::max<int64_t>(1, t.epochs / 2);
+    const int64_t phase1 = phase1_epochs(t);
     if (t.epochs - phase1 < t.converge_window) {
       *key = "training.converge_window";
       return fmt::format(
