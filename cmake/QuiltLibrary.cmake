@@ -1,13 +1,18 @@
-# quilt_add_library(NAME SOURCES src... [PUBLIC dep...] [PRIVATE dep...] [PCH header... | PCH_FROM
-#                   target]): the static library quilt_NAME with its alias quilt::NAME, our
-# warnings (link-only), includes from the repository root (#include "models/zoo.h"), and either
-# its own precompiled headers (PCH) or those of another target (PCH_FROM, e.g. quilt_models for
-# LibTorch). Included from the top-level CMakeLists.txt; each folder keeps its source list as a
-# plain list in its call.
+# quilt_add_library(NAME [ON_MODELS] [PUBLIC dep...] [PRIVATE dep...]
+#                   [PCH header... | PCH_FROM target] SOURCES src...): the static library
+# quilt_NAME with its alias quilt::NAME, our warnings (link-only), includes from the repository
+# root (#include "models/zoo.h"), and either its own precompiled headers (PCH) or those of another
+# target (PCH_FROM). ON_MODELS: a LibTorch library on top of models/ (PUBLIC quilt::models and
+# quilt::torch, quilt_models' precompiled LibTorch header). Included from the top-level
+# CMakeLists.txt; each folder keeps its source list as a plain list in its call.
 function(quilt_add_library name)
-  cmake_parse_arguments(ARG "" "PCH_FROM" "SOURCES;PUBLIC;PRIVATE;PCH" ${ARGN})
+  cmake_parse_arguments(ARG "ON_MODELS" "PCH_FROM" "SOURCES;PUBLIC;PRIVATE;PCH" ${ARGN})
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "quilt_add_library(${name}): unknown arguments `${ARG_UNPARSED_ARGUMENTS}`")
+  endif()
+  if(ARG_ON_MODELS)
+    list(APPEND ARG_PUBLIC quilt::models quilt::torch)
+    set(ARG_PCH_FROM quilt_models)
   endif()
   set(target quilt_${name})
   add_library(${target} ${ARG_SOURCES})

@@ -14,6 +14,7 @@
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 
+#include <array>
 #include <functional>
 #include <optional>
 #include <sstream>
@@ -66,22 +67,25 @@ int64_t window_out(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int6
   return out;
 }
 
-// A Conv2d or ConvTranspose2d takes {in_channels, H, W}.
+// The kernel, stride and dilation of a Conv2d or ConvTranspose2d, which takes {in_channels, H, W}.
+struct ConvWindow {
+  std::array<int64_t, 2> k, s, d;
+};
+
 template <typename Conv>
-void expect_conv_input(const Conv& conv, const Shape& in) {
+ConvWindow conv_window(const Conv& conv, const Shape& in) {
   expect_rank(conv, in, 3, "{C, H, W}");
-  if (in[0] != conv.options.in_channels()) {
-    fail(conv, fmt::format("expects {} input channels, got shape {}", conv.options.in_channels(),
-                           to_string(in)));
+  const auto& o = conv.options;
+  if (in[0] != o.in_channels()) {
+    fail(conv,
+         fmt::format("expects {} input channels, got shape {}", o.in_channels(), to_string(in)));
   }
+  return ConvWindow{*o.kernel_size(), *o.stride(), *o.dilation()};
 }
 
 int64_t conv2d(const torch::nn::Conv2dImpl& conv, const Shape& in, Shape& out) {
   const auto& o = conv.options;
-  expect_conv_input(conv, in);
-  const auto& k = *o.kernel_size();
-  const auto& s = *o.stride();
-  const auto& d = *o.dilation();
+  const auto [k, s, d] = conv_window(conv, in);
   Shape result = {o.out_channels(), 0, 0};
   for (int i = 0; i < 2; ++i) {
     if (c10::get_if<torch::enumtype::kSame>(&o.padding())) {
@@ -102,10 +106,7 @@ int64_t conv2d(const torch::nn::Conv2dImpl& conv, const Shape& in, Shape& out) {
 
 int64_t conv_transpose2d(const torch::nn::ConvTranspose2dImpl& conv, const Shape& in, Shape& out) {
   const auto& o = conv.options;
-  expect_conv_input(conv, in);
-  const auto& k = *o.kernel_size();
-  const auto& s = *o.stride();
-  const auto& d = *o.dilation();
+  const auto [k, s, d] = conv_window(conv, in);
   const auto& op = *o.output_padding();
   int64_t pad[2] = {0, 0};
   if (const auto* p = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
