@@ -3,6 +3,7 @@
 // layer. Conv2d C -> ceil(C/R) -> C for feature maps (kernel configurable, "same" padding),
 // Linear for 1-D tensors and over the last dimension of 2-D ones (token sequences).
 
+#include "common/chained_setter.h"
 #include "models/model.h"
 
 #include <torch/nn/modules/container/any.h>
@@ -16,16 +17,9 @@ struct AutoencoderOptions {
   double rate = 1.0;   ///< requested reduction rate R (finite, >= 1)
   int64_t kernel = 1;  ///< encoder/decoder kernel size for feature maps (odd, >= 1)
 
-  /// Chained setter for rate.
-  AutoencoderOptions& set_rate(double r) {
-    rate = r;
-    return *this;
-  }
-  /// Chained setter for kernel.
-  AutoencoderOptions& set_kernel(int64_t k) {
-    kernel = k;
-    return *this;
-  }
+  /// Chained setters.
+  QUILT_CHAINED_SETTER(AutoencoderOptions, double, rate)
+  QUILT_CHAINED_SETTER(AutoencoderOptions, int64_t, kernel)
 };
 
 /// Throws ModelError unless `options` is valid: rate finite and >= 1, kernel odd and >= 1.

@@ -112,16 +112,7 @@ torch::Tensor EfficientNetHeadImpl::forward(torch::Tensor x) {
 
 EfficientNetImpl::EfficientNetImpl(const Shape& input_shape, int64_t num_classes)
     : ModelImpl("efficientnet_b0") {
-  if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
-    throw ModelError(
-        fmt::format("{}: input shape {} must be {{channels, height, width}} with positive sizes",
-                    arch_, to_string(input_shape)));
-  }
-  if (num_classes < 1) {
-    throw ModelError(fmt::format("{}: num_classes {} must be >= 1", arch_, num_classes));
-  }
-  input_shape_ = input_shape;
-  num_classes_ = num_classes;
+  set_image_io(input_shape, num_classes);
 
   NestedSequential f;
   f->push_back(conv_norm_activation(input_shape[0], kB0[0].in, 3, 2, 1, true));

@@ -93,6 +93,19 @@ void ModelImpl::add_cut(std::string name, std::vector<CutTensor> tensors) {
   cuts_.back().tensors = std::move(tensors);
 }
 
+void ModelImpl::set_image_io(const Shape& input_shape, int64_t num_classes) {
+  if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
+    throw ModelError(
+        fmt::format("{}: input shape {} must be {{channels, height, width}} with positive sizes",
+                    arch_, to_string(input_shape)));
+  }
+  if (num_classes < 1) {
+    throw ModelError(fmt::format("{}: num_classes {} must be >= 1", arch_, num_classes));
+  }
+  input_shape_ = input_shape;
+  num_classes_ = num_classes;
+}
+
 void ModelImpl::finish() {
   TORCH_INTERNAL_ASSERT(!input_shape_.empty() && !units_.empty(), "finish() before setup");
   Shape shape = input_shape_;

@@ -125,6 +125,9 @@ class ModelImpl : public torch::nn::Module {
   /// Declares a cut after the most recently added unit where `tensors` cross (in packed
   /// order); finish() checks that the unit's output is their packed shape.
   void add_cut(std::string name, std::vector<CutTensor> tensors);
+  /// Sets input_shape_ and num_classes_ of an image model; throws ModelError naming arch_ unless
+  /// input_shape is {channels, height, width} with positive sizes and num_classes >= 1.
+  void set_image_io(const Shape& input_shape, int64_t num_classes);
   /// Computes cut shapes by shape inference (no forward pass); subclasses call it at the end of
   /// their constructor, after setting input_shape_ and num_classes_. Throws ModelError when the
   /// input shape does not fit the layers (e.g. too small an image).

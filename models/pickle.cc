@@ -7,7 +7,10 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <cstring>
+#include <initializer_list>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -20,35 +23,24 @@ PyRef make(Kind kind) {
 }
 
 const char* kind_name(Kind k) {
-  switch (k) {
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return "bool";
-    case Kind::kInt:
-      return "int";
-    case Kind::kBigInt:
-      return "int";
-    case Kind::kFloat:
-      return "float";
-    case Kind::kStr:
-      return "str";
-    case Kind::kBytes:
-      return "bytes";
-    case Kind::kTuple:
-      return "tuple";
-    case Kind::kList:
-      return "list";
-    case Kind::kDict:
-      return "dict";
-    case Kind::kGlobal:
-      return "class or function";
-    case Kind::kStorage:
-      return "storage";
-    case Kind::kTensor:
-      return "tensor";
-  }
-  return "?";
+  // Indexed by Kind, in its order.
+  static const char* const kNames[] = {"None",
+                                       "bool",
+                                       "int",
+                                       "int",
+                                       "float",
+                                       "str",
+                                       "bytes",
+                                       "tuple",
+                                       "list",
+                                       "dict",
+                                       "class or function",
+                                       "storage",
+                                       "tensor"};
+  static_assert(std::size(kNames) == static_cast<size_t>(Kind::kTensor) + 1,
+                "kind_name: one name per Kind");
+  const auto i = static_cast<size_t>(k);
+  return i < std::size(kNames) ? kNames[i] : "?";
 }
 
 const PyRef* dict_get(const PyObj& dict, const std::string& key) {
@@ -56,23 +48,19 @@ const PyRef* dict_get(const PyObj& dict, const std::string& key) {
   return it == dict.str_index.end() ? nullptr : &dict.entries[it->second].second;
 }
 
-// Storage class names torch.save writes (torch.FloatStorage, ...) and their dtypes.
+// Storage class names torch.save writes (torch.FloatStorage, ...) and their dtypes: PyTorch's
+// legacy storage classes are named after the dtype's legacy name, which is c10's (Float, Long,
+// ComplexDouble); torch.UntypedStorage holds bytes.
 std::optional<torch::ScalarType> storage_dtype(const std::string& global) {
-  static const std::map<std::string, torch::ScalarType> kTypes = {
-      {"torch.DoubleStorage", torch::kFloat64},
-      {"torch.FloatStorage", torch::kFloat32},
-      {"torch.HalfStorage", torch::kFloat16},
-      {"torch.BFloat16Storage", torch::kBFloat16},
-      {"torch.LongStorage", torch::kInt64},
-      {"torch.IntStorage", torch::kInt32},
-      {"torch.ShortStorage", torch::kInt16},
-      {"torch.CharStorage", torch::kInt8},
-      {"torch.ByteStorage", torch::kUInt8},
-      {"torch.BoolStorage", torch::kBool},
-      {"torch.ComplexFloatStorage", torch::kComplexFloat},
-      {"torch.ComplexDoubleStorage", torch::kComplexDouble},
-      {"torch.UntypedStorage", torch::kUInt8},
-  };
+  static const std::map<std::string, torch::ScalarType> kTypes = [] {
+    std::map<std::string, torch::ScalarType> types = {{"torch.UntypedStorage", torch::kUInt8}};
+    for (const auto t : {torch::kFloat64, torch::kFloat32, torch::kFloat16, torch::kBFloat16,
+                         torch::kInt64, torch::kInt32, torch::kInt16, torch::kInt8, torch::kUInt8,
+                         torch::kBool, torch::kComplexFloat, torch::kComplexDouble}) {
+      types.emplace(fmt::format("torch.{}Storage", c10::toString(t)), t);
+    }
+    return types;
+  }();
   auto it = kTypes.find(global);
   if (it == kTypes.end()) return std::nullopt;
   return it->second;
@@ -217,214 +205,194 @@ class Unpickler::Machine {
     return make_str(Kind::kGlobal, full);
   }
 
+  // One opcode's handler; `op` is the opcode (several share a handler), `at` its byte offset.
+  using Handler = void (Machine::*)(uint8_t op, size_t at);
+
+  // The handler of every opcode this unpickler knows (nullptr for the others).
+  static const std::array<Handler, 256>& handlers() {
+    static const std::array<Handler, 256> kHandlers = [] {
+      std::array<Handler, 256> h{};
+      auto set = [&h](std::initializer_list<uint8_t> ops, Handler f) {
+        for (const uint8_t op : ops) h[op] = f;
+      };
+      set({0x80}, &Machine::op_proto);
+      set({0x95}, &Machine::op_frame);
+      set({'('}, &Machine::op_mark);
+      set({'0'}, &Machine::op_pop);
+      set({'1'}, &Machine::op_pop_mark);
+      set({'2'}, &Machine::op_dup);
+      set({'N'}, &Machine::op_none);
+      set({0x88, 0x89}, &Machine::op_bool);
+      set({'J', 'K', 'M'}, &Machine::op_int);
+      set({0x8a, 0x8b}, &Machine::op_long);
+      set({'G'}, &Machine::op_binfloat);
+      set({'X', 0x8c, 0x8d}, &Machine::op_unicode);
+      set({'T', 'U', 'B', 'C', 0x8e}, &Machine::op_bytes);
+      set({')', ']', '}'}, &Machine::op_empty);
+      set({'t'}, &Machine::op_tuple);
+      set({0x85, 0x86, 0x87}, &Machine::op_small_tuple);
+      set({'l'}, &Machine::op_list);
+      set({'a'}, &Machine::op_append);
+      set({'e'}, &Machine::op_appends);
+      set({'d'}, &Machine::op_dict);
+      set({'s'}, &Machine::op_setitem);
+      set({'u'}, &Machine::op_setitems);
+      set({'c'}, &Machine::op_global);
+      set({0x93}, &Machine::op_stack_global);
+      set({'R', 0x81}, &Machine::op_reduce);
+      set({'b'}, &Machine::op_build);
+      set({'Q'}, &Machine::op_binpersid);
+      set({'q', 'r', 0x94}, &Machine::op_put);
+      set({'h', 'j'}, &Machine::op_get);
+      return h;
+    }();
+    return kHandlers;
+  }
+
   void step(uint8_t op, size_t at) {
-    switch (op) {
-      case 0x80: {  // PROTO
-        const uint8_t proto = u8();
-        if (proto < 2 || proto > 5) fail(at, fmt::format("unsupported pickle protocol {}", proto));
-        return;
-      }
-      case 0x95:
-        take(8);
-        return;  // FRAME: a framing hint only
-      case '(':
-        marks_.push_back(stack_.size());
-        return;  // MARK
-      case '0':
-        pop();
-        return;  // POP
-      case '1':
-        pop_mark();
-        return;  // POP_MARK
-      case '2':
-        stack_.push_back(top());
-        return;  // DUP
-      case 'N':
-        stack_.push_back(make(Kind::kNone));
-        return;
-      case 0x88:
-      case 0x89: {  // NEWTRUE, NEWFALSE
-        auto o = make(Kind::kBool);
-        o->b = op == 0x88;
-        stack_.push_back(o);
-        return;
-      }
-      case 'J':
-        stack_.push_back(make_int(little<int32_t>()));
-        return;  // BININT
-      case 'K':
-        stack_.push_back(make_int(u8()));
-        return;  // BININT1
-      case 'M':
-        stack_.push_back(make_int(little<uint16_t>()));
-        return;  // BININT2
-      case 0x8a:
-      case 0x8b: {  // LONG1, LONG4: little-endian two's complement
-        const size_t n = op == 0x8a ? u8() : little<uint32_t>();
-        const char* bytes = take(n);
-        if (n > 8) {
-          stack_.push_back(make_str(Kind::kBigInt, std::string(bytes, n)));
-          return;
-        }
-        uint64_t v = 0;
-        for (size_t k = 0; k < n; ++k)
-          v |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[k])) << (8 * k);
-        if (n > 0 && n < 8 && (bytes[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);
-        stack_.push_back(make_int(static_cast<int64_t>(v)));
-        return;
-      }
-      case 'G': {  // BINFLOAT: big-endian double
-        uint64_t bits = 0;
-        const char* b = take(8);
-        for (int k = 0; k < 8; ++k) bits = (bits << 8) | static_cast<uint8_t>(b[k]);
-        auto o = make(Kind::kFloat);
-        std::memcpy(&o->f, &bits, sizeof(double));
-        stack_.push_back(o);
-        return;
-      }
-      case 'X':     // BINUNICODE
-      case 0x8c:    // SHORT_BINUNICODE
-      case 0x8d: {  // BINUNICODE8
-        const uint64_t n = op == 'X' ? little<uint32_t>() : op == 0x8c ? u8() : little<uint64_t>();
-        stack_.push_back(make_str(Kind::kStr, std::string(take(n), n)));
-        return;
-      }
-      case 'T':     // BINSTRING
-      case 'U':     // SHORT_BINSTRING
-      case 'B':     // BINBYTES
-      case 'C':     // SHORT_BINBYTES
-      case 0x8e: {  // BINBYTES8
-        const uint64_t n = (op == 'U' || op == 'C') ? u8()
-                           : op == 0x8e             ? little<uint64_t>()
-                                                    : little<uint32_t>();
-        stack_.push_back(make_str(Kind::kBytes, std::string(take(n), n)));
-        return;
-      }
-      case ')':
-        stack_.push_back(tuple({}));
-        return;  // EMPTY_TUPLE
-      case 't':
-        stack_.push_back(tuple(pop_mark()));
-        return;
-      case 0x85:
-      case 0x86:
-      case 0x87: {  // TUPLE1..3
-        const size_t n = op - 0x84;
-        std::vector<PyRef> items(n);
-        for (size_t k = n; k-- > 0;) items[k] = pop();
-        stack_.push_back(tuple(std::move(items)));
-        return;
-      }
-      case ']':
-        stack_.push_back(make(Kind::kList));
-        return;    // EMPTY_LIST
-      case 'l': {  // LIST
-        auto l = make(Kind::kList);
-        l->items = pop_mark();
-        stack_.push_back(l);
-        return;
-      }
-      case 'a': {  // APPEND
-        PyRef v = pop();
-        PyRef& l = top();
-        if (l->kind != Kind::kList) fail(at, "APPEND to a non-list");
-        l->items.push_back(std::move(v));
-        return;
-      }
-      case 'e': {  // APPENDS
-        auto items = pop_mark();
-        PyRef& l = top();
-        if (l->kind != Kind::kList) fail(at, "APPENDS to a non-list");
-        for (auto& v : items) l->items.push_back(std::move(v));
-        return;
-      }
-      case '}':
-        stack_.push_back(make(Kind::kDict));
-        return;    // EMPTY_DICT
-      case 'd': {  // DICT
-        auto items = pop_mark();
-        if (items.size() % 2) fail(at, "DICT with an odd number of items");
-        auto d = make(Kind::kDict);
-        for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
-        stack_.push_back(d);
-        return;
-      }
-      case 's': {  // SETITEM
-        PyRef v = pop();
-        PyRef k = pop();
-        PyRef& d = top();
-        if (d->kind != Kind::kDict) fail(at, "SETITEM on a non-dict");
-        dict_set(*d, std::move(k), std::move(v));
-        return;
-      }
-      case 'u': {  // SETITEMS
-        auto items = pop_mark();
-        PyRef& d = top();
-        if (d->kind != Kind::kDict) fail(at, "SETITEMS on a non-dict");
-        if (items.size() % 2) fail(at, "SETITEMS with an odd number of items");
-        for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
-        return;
-      }
-      case 'c': {  // GLOBAL
-        std::string module = line();
-        std::string name = line();
-        stack_.push_back(global(module, name, at));
-        return;
-      }
-      case 0x93: {  // STACK_GLOBAL
-        PyRef name = pop();
-        PyRef module = pop();
-        if (module->kind != Kind::kStr || name->kind != Kind::kStr) {
-          fail(at, "STACK_GLOBAL needs two strings");
-        }
-        stack_.push_back(global(module->s, name->s, at));
-        return;
-      }
-      case 'R': {  // REDUCE
-        PyRef args = pop();
-        PyRef callable = pop();
-        stack_.push_back(call(*callable, *args, at, 0));
-        return;
-      }
-      case 0x81: {  // NEWOBJ: cls.__new__(cls, *args); only for the allowed classes
-        PyRef args = pop();
-        PyRef cls = pop();
-        stack_.push_back(call(*cls, *args, at, 0));
-        return;
-      }
-      case 'b': {  // BUILD: obj.__setstate__(state)
-        PyRef state = pop();
-        PyRef& obj = top();
-        if (obj->kind == Kind::kDict) {
-          obj->state = std::move(state);  // an OrderedDict's __dict__, e.g. {'_metadata': ...}
-        } else if (obj->kind != Kind::kTensor) {
-          fail(at, fmt::format("BUILD on a {}", kind_name(obj->kind)));
-        }
-        return;
-      }
-      case 'Q': {  // BINPERSID
-        PyRef pid = pop();
-        stack_.push_back(load_(pid));
-        return;
-      }
-      case 'q':
-        memo_put(u8());
-        return;  // BINPUT
-      case 'r':
-        memo_put(little<uint32_t>());
-        return;  // LONG_BINPUT
-      case 0x94:
-        memo_put(memo_.size());
-        return;  // MEMOIZE
-      case 'h':
-        memo_get(u8(), at);
-        return;  // BINGET
-      case 'j':
-        memo_get(little<uint32_t>(), at);
-        return;  // LONG_BINGET
-      default:
-        fail(at, fmt::format("unsupported pickle opcode 0x{:02x}", op));
+    const Handler f = handlers()[op];
+    if (f == nullptr) fail(at, fmt::format("unsupported pickle opcode 0x{:02x}", op));
+    (this->*f)(op, at);
+  }
+
+  void op_proto(uint8_t, size_t at) {
+    const uint8_t proto = u8();
+    if (proto < 2 || proto > 5) fail(at, fmt::format("unsupported pickle protocol {}", proto));
+  }
+  void op_frame(uint8_t, size_t) { take(8); }  // a framing hint only
+  void op_mark(uint8_t, size_t) { marks_.push_back(stack_.size()); }
+  void op_pop(uint8_t, size_t) { pop(); }
+  void op_pop_mark(uint8_t, size_t) { pop_mark(); }
+  void op_dup(uint8_t, size_t) { stack_.push_back(top()); }
+  void op_none(uint8_t, size_t) { stack_.push_back(make(Kind::kNone)); }
+  void op_bool(uint8_t op, size_t) {  // NEWTRUE, NEWFALSE
+    auto o = make(Kind::kBool);
+    o->b = op == 0x88;
+    stack_.push_back(o);
+  }
+  void op_int(uint8_t op, size_t) {  // BININT, BININT1, BININT2
+    const int64_t v = op == 'J'   ? int64_t{little<int32_t>()}
+                      : op == 'K' ? int64_t{u8()}
+                                  : int64_t{little<uint16_t>()};
+    stack_.push_back(make_int(v));
+  }
+  void op_long(uint8_t op, size_t) {  // LONG1, LONG4: little-endian two's complement
+    const size_t n = op == 0x8a ? u8() : little<uint32_t>();
+    const char* bytes = take(n);
+    if (n > 8) {
+      stack_.push_back(make_str(Kind::kBigInt, std::string(bytes, n)));
+      return;
     }
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; ++k)
+      v |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[k])) << (8 * k);
+    if (n > 0 && n < 8 && (bytes[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);
+    stack_.push_back(make_int(static_cast<int64_t>(v)));
+  }
+  void op_binfloat(uint8_t, size_t) {  // big-endian double
+    uint64_t bits = 0;
+    const char* b = take(8);
+    for (int k = 0; k < 8; ++k) bits = (bits << 8) | static_cast<uint8_t>(b[k]);
+    auto o = make(Kind::kFloat);
+    std::memcpy(&o->f, &bits, sizeof(double));
+    stack_.push_back(o);
+  }
+  void op_unicode(uint8_t op, size_t) {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+    const uint64_t n = op == 'X' ? little<uint32_t>() : op == 0x8c ? u8() : little<uint64_t>();
+    stack_.push_back(make_str(Kind::kStr, std::string(take(n), n)));
+  }
+  // BINSTRING, SHORT_BINSTRING, BINBYTES, SHORT_BINBYTES, BINBYTES8
+  void op_bytes(uint8_t op, size_t) {
+    const uint64_t n = (op == 'U' || op == 'C') ? u8()
+                       : op == 0x8e             ? little<uint64_t>()
+                                                : little<uint32_t>();
+    stack_.push_back(make_str(Kind::kBytes, std::string(take(n), n)));
+  }
+  void op_empty(uint8_t op, size_t) {  // EMPTY_TUPLE, EMPTY_LIST, EMPTY_DICT
+    stack_.push_back(op == ')' ? tuple({}) : make(op == ']' ? Kind::kList : Kind::kDict));
+  }
+  void op_tuple(uint8_t, size_t) { stack_.push_back(tuple(pop_mark())); }
+  void op_small_tuple(uint8_t op, size_t) {  // TUPLE1..3
+    const size_t n = op - 0x84;
+    std::vector<PyRef> items(n);
+    for (size_t k = n; k-- > 0;) items[k] = pop();
+    stack_.push_back(tuple(std::move(items)));
+  }
+  void op_list(uint8_t, size_t) {
+    auto l = make(Kind::kList);
+    l->items = pop_mark();
+    stack_.push_back(l);
+  }
+  void op_append(uint8_t, size_t at) {
+    PyRef v = pop();
+    PyRef& l = top();
+    if (l->kind != Kind::kList) fail(at, "APPEND to a non-list");
+    l->items.push_back(std::move(v));
+  }
+  void op_appends(uint8_t, size_t at) {
+    auto items = pop_mark();
+    PyRef& l = top();
+    if (l->kind != Kind::kList) fail(at, "APPENDS to a non-list");
+    for (auto& v : items) l->items.push_back(std::move(v));
+  }
+  void op_dict(uint8_t, size_t at) {
+    auto items = pop_mark();
+    if (items.size() % 2) fail(at, "DICT with an odd number of items");
+    auto d = make(Kind::kDict);
+    for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
+    stack_.push_back(d);
+  }
+  void op_setitem(uint8_t, size_t at) {
+    PyRef v = pop();
+    PyRef k = pop();
+    PyRef& d = top();
+    if (d->kind != Kind::kDict) fail(at, "SETITEM on a non-dict");
+    dict_set(*d, std::move(k), std::move(v));
+  }
+  void op_setitems(uint8_t, size_t at) {
+    auto items = pop_mark();
+    PyRef& d = top();
+    if (d->kind != Kind::kDict) fail(at, "SETITEMS on a non-dict");
+    if (items.size() % 2) fail(at, "SETITEMS with an odd number of items");
+    for (size_t k = 0; k < items.size(); k += 2) dict_set(*d, items[k], items[k + 1]);
+  }
+  void op_global(uint8_t, size_t at) {
+    std::string module = line();
+    std::string name = line();
+    stack_.push_back(global(module, name, at));
+  }
+  void op_stack_global(uint8_t, size_t at) {
+    PyRef name = pop();
+    PyRef module = pop();
+    if (module->kind != Kind::kStr || name->kind != Kind::kStr) {
+      fail(at, "STACK_GLOBAL needs two strings");
+    }
+    stack_.push_back(global(module->s, name->s, at));
+  }
+  // REDUCE, and NEWOBJ (cls.__new__(cls, *args)): only for the allowed classes.
+  void op_reduce(uint8_t, size_t at) {
+    PyRef args = pop();
+    PyRef callable = pop();
+    stack_.push_back(call(*callable, *args, at, 0));
+  }
+  void op_build(uint8_t, size_t at) {  // obj.__setstate__(state)
+    PyRef state = pop();
+    PyRef& obj = top();
+    if (obj->kind == Kind::kDict) {
+      obj->state = std::move(state);  // an OrderedDict's __dict__, e.g. {'_metadata': ...}
+    } else if (obj->kind != Kind::kTensor) {
+      fail(at, fmt::format("BUILD on a {}", kind_name(obj->kind)));
+    }
+  }
+  void op_binpersid(uint8_t, size_t) {
+    PyRef pid = pop();
+    stack_.push_back(load_(pid));
+  }
+  void op_put(uint8_t op, size_t) {  // BINPUT, LONG_BINPUT, MEMOIZE
+    memo_put(op == 'q' ? u8() : op == 'r' ? little<uint32_t>() : memo_.size());
+  }
+  void op_get(uint8_t op, size_t at) {  // BINGET, LONG_BINGET
+    memo_get(op == 'h' ? u8() : little<uint32_t>(), at);
   }
 
   std::vector<int64_t> ints(const PyObj& t, size_t at, const char* what) {

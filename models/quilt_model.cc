@@ -70,6 +70,34 @@ torch::Tensor CutCodecImpl::forward(torch::Tensor x) {
   return pack(parts);
 }
 
+namespace {
+
+// The cuts named `cuts` of `base`, checked: known, each once, in model order.
+std::vector<const CutPoint*> resolve_cuts(const ModelImpl& base,
+                                          const std::vector<std::string>& cuts) {
+  std::vector<const CutPoint*> points;
+  std::map<std::string, size_t> position;  // cut name -> index in base.cuts()
+  for (size_t i = 0; i < base.cuts().size(); ++i) position[base.cuts()[i].name] = i;
+  for (const auto& name : cuts) {
+    const CutPoint& point = base.cut(name);  // throws for unknown names
+    for (const CutPoint* p : points) {
+      if (p->name == name) {
+        throw ModelError(fmt::format("cut \"{}\" given twice for {}; each cut may appear once",
+                                     name, base.arch()));
+      }
+    }
+    if (!points.empty() && position[name] < position[points.back()->name]) {
+      throw ModelError(fmt::format(
+          "cuts must be in model order: \"{}\" comes before \"{}\" in {}; model order: {}", name,
+          points.back()->name, base.arch(), base.cut_names()));
+    }
+    points.push_back(&point);
+  }
+  return points;
+}
+
+}  // namespace
+
 QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
                                const AutoencoderOptions& options)
     : base_(std::move(base)), options_(options) {
@@ -77,87 +105,77 @@ QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
   validate(options);
 
   // Resolve and order-check the cuts before building anything.
-  std::vector<const CutPoint*> points;
-  std::map<std::string, size_t> position;  // cut name -> index in base_->cuts()
-  for (size_t i = 0; i < base_->cuts().size(); ++i) position[base_->cuts()[i].name] = i;
-  for (const auto& name : cuts) {
-    const CutPoint& point = base_->cut(name);  // throws for unknown names
-    for (const CutPoint* p : points) {
-      if (p->name == name) {
-        throw ModelError(fmt::format("cut \"{}\" given twice for {}; each cut may appear once",
-                                     name, base_->arch()));
-      }
-    }
-    if (!points.empty() && position[name] < position[points.back()->name]) {
-      throw ModelError(fmt::format(
-          "cuts must be in model order: \"{}\" comes before \"{}\" in {}; model order: {}", name,
-          points.back()->name, base_->arch(), base_->cut_names()));
-    }
-    points.push_back(&point);
-  }
+  const std::vector<const CutPoint*> points = resolve_cuts(*base_, cuts);
 
   // The base model's layers are registered directly (no prefix) so that the state_dict keeps
   // the reference names; the views in base_->units() share them.
   for (const auto& child : base_->named_children()) register_module(child.key(), child.value());
 
-  const bool with_ae = options.rate > 1.0;
-  for (const CutPoint* p : points) {
-    CutTraffic t = cut_traffic(*p, options);
-    std::vector<Autoencoder> aes;
-    torch::nn::AnyModule encoder, decoder;
-    if (with_ae && t.tensors.size() == 1) {
-      aes.push_back(register_module(autoencoder_module_name(p->name),
-                                    Autoencoder(t.tensors[0].shape, options)));
-      encoder = aes[0]->encoder();
-      decoder = aes[0]->decoder();
-    } else if (with_ae) {
-      torch::nn::ModuleList list;
-      for (const auto& tensor : t.tensors) {
-        aes.emplace_back(tensor.shape, options);
-        list->push_back(aes.back());
-      }
-      register_module(autoencoder_module_name(p->name), list);
-      encoder = torch::nn::AnyModule(CutCodec(aes, true));
-      decoder = torch::nn::AnyModule(CutCodec(aes, false));
-    }
-    autoencoders_.push_back(std::move(aes));
-    encoders_.push_back(std::move(encoder));
-    decoders_.push_back(std::move(decoder));
-    traffic_.push_back(std::move(t));
-  }
-
+  for (const CutPoint* p : points) add_cut_autoencoders(*p);
   const ModelSummary summary = summarize(base_);
   size_t first = 0;
   for (size_t k = 0; k <= points.size(); ++k) {
-    StageSpec s;
-    s.first_unit = first;
-    s.end_unit = k < points.size() ? points[k]->after_unit + 1 : base_->units().size();
-    s.in_shape = summary.units[s.first_unit].in_shape;
-    s.out_shape = summary.units[s.end_unit - 1].out_shape;
-    for (size_t u = s.first_unit; u < s.end_unit; ++u) {
-      s.macs += summary.units[u].macs;
-      s.params += summary.units[u].params;
-    }
-    if (k > 0 && !autoencoders_[k - 1].empty()) {
-      s.in_shape = traffic_[k - 1].wire_shape;
-      for (const auto& ae : autoencoders_[k - 1]) {
-        s.macs += module_macs(*ae->decoder().ptr(), ae->code_shape(), nullptr);
-        s.params += count_params(*ae->decoder().ptr());
-      }
-    }
-    if (k < points.size() && !autoencoders_[k].empty()) {
-      s.out_shape = traffic_[k].wire_shape;
-      for (const auto& ae : autoencoders_[k]) {
-        s.macs += module_macs(*ae->encoder().ptr(), ae->shape(), nullptr);
-        s.params += count_params(*ae->encoder().ptr());
-      }
-    }
-    s.flops = 2 * s.macs;
-    // Two cuts at the same place cannot happen (names are unique, one cut per unit boundary).
-    TORCH_INTERNAL_ASSERT(s.first_unit < s.end_unit, "empty stage ", k);
-    first = s.end_unit;
-    stages_.push_back(std::move(s));
+    const size_t end = k < points.size() ? points[k]->after_unit + 1 : base_->units().size();
+    stages_.push_back(stage_spec(summary, k, first, end));
+    first = end;
   }
+}
+
+void QuiltModelImpl::add_cut_autoencoders(const CutPoint& cut) {
+  const bool with_ae = options_.rate > 1.0;
+  CutTraffic t = cut_traffic(cut, options_);
+  std::vector<Autoencoder> aes;
+  torch::nn::AnyModule encoder, decoder;
+  if (with_ae && t.tensors.size() == 1) {
+    aes.push_back(register_module(autoencoder_module_name(cut.name),
+                                  Autoencoder(t.tensors[0].shape, options_)));
+    encoder = aes[0]->encoder();
+    decoder = aes[0]->decoder();
+  } else if (with_ae) {
+    torch::nn::ModuleList list;
+    for (const auto& tensor : t.tensors) {
+      aes.emplace_back(tensor.shape, options_);
+      list->push_back(aes.back());
+    }
+    register_module(autoencoder_module_name(cut.name), list);
+    encoder = torch::nn::AnyModule(CutCodec(aes, true));
+    decoder = torch::nn::AnyModule(CutCodec(aes, false));
+  }
+  autoencoders_.push_back(std::move(aes));
+  encoders_.push_back(std::move(encoder));
+  decoders_.push_back(std::move(decoder));
+  traffic_.push_back(std::move(t));
+}
+
+StageSpec QuiltModelImpl::stage_spec(const ModelSummary& summary, size_t k, size_t first,
+                                     size_t end) const {
+  StageSpec s;
+  s.first_unit = first;
+  s.end_unit = end;
+  s.in_shape = summary.units[s.first_unit].in_shape;
+  s.out_shape = summary.units[s.end_unit - 1].out_shape;
+  for (size_t u = s.first_unit; u < s.end_unit; ++u) {
+    s.macs += summary.units[u].macs;
+    s.params += summary.units[u].params;
+  }
+  if (k > 0 && !autoencoders_[k - 1].empty()) {
+    s.in_shape = traffic_[k - 1].wire_shape;
+    for (const auto& ae : autoencoders_[k - 1]) {
+      s.macs += module_macs(*ae->decoder().ptr(), ae->code_shape(), nullptr);
+      s.params += count_params(*ae->decoder().ptr());
+    }
+  }
+  if (k < autoencoders_.size() && !autoencoders_[k].empty()) {
+    s.out_shape = traffic_[k].wire_shape;
+    for (const auto& ae : autoencoders_[k]) {
+      s.macs += module_macs(*ae->encoder().ptr(), ae->shape(), nullptr);
+      s.params += count_params(*ae->encoder().ptr());
+    }
+  }
+  s.flops = 2 * s.macs;
+  // Two cuts at the same place cannot happen (names are unique, one cut per unit boundary).
+  TORCH_INTERNAL_ASSERT(s.first_unit < s.end_unit, "empty stage ", k);
+  return s;
 }
 
 Autoencoder QuiltModelImpl::autoencoder(size_t k) const {

@@ -16,6 +16,8 @@
 
 namespace quilt::models {
 
+struct ModelSummary;  // models/summary.h
+
 /// One pipeline stage: units [first_unit, end_unit) of the base model.
 struct StageSpec {
   size_t first_unit = 0;
@@ -130,6 +132,11 @@ class QuiltModelImpl : public torch::nn::Module {
   void train(bool on = true) override;
 
  private:
+  // Registers the autoencoders of `cut` (none where R == 1) and records its traffic.
+  void add_cut_autoencoders(const CutPoint& cut);
+  // Stage k: base units [first, end) plus the decoders of cut k - 1 and the encoders of cut k.
+  StageSpec stage_spec(const ModelSummary& summary, size_t k, size_t first, size_t end) const;
+
   Model base_{nullptr};
   AutoencoderOptions options_;
   std::vector<StageSpec> stages_;

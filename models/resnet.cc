@@ -35,6 +35,20 @@ torch::Tensor downsample_forward(torch::nn::Sequential& downsample, const torch:
   return downsample[1]->as<torch::nn::BatchNorm2dImpl>()->forward(y);
 }
 
+// torchvision: kaiming_normal_(fan_out, relu) for every conv, BN weight 1 / bias 0; fc keeps
+// PyTorch's default Linear init (which LibTorch's Linear already applied).
+void init_weights(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : model.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      torch::nn::init::ones_(bn->weight);
+      torch::nn::init::zeros_(bn->bias);
+    }
+  }
+}
+
 }  // namespace
 
 // Registration order follows torchvision's __init__, so named_parameters() lists the same
@@ -113,27 +127,24 @@ ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes,
     throw ModelError(
         fmt::format("{}: width {} must be in (0, {}]", arch_, width, common::kMaxModelWidth));
   }
-  if (input_shape.size() != 3 || input_shape[0] < 1 || input_shape[1] < 1 || input_shape[2] < 1) {
-    throw ModelError(
-        fmt::format("{}: input shape {} must be {{channels, height, width}} with positive sizes",
-                    arch_, to_string(input_shape)));
-  }
-  if (num_classes < 1) {
-    throw ModelError(fmt::format("{}: num_classes {} must be >= 1", arch_, num_classes));
-  }
-  input_shape_ = input_shape;
-  num_classes_ = num_classes;
+  set_image_io(input_shape, num_classes);
+  build_layers();
+  init_weights(*this);
+  add_units();
+  finish();
+}
 
+void ResNetImpl::build_layers() {
   // torchvision's widths (64, 128, 256, 512) at width 1; the multiplier scales each one.
-  auto planes_of = [width](int64_t planes) { return scaled_planes(planes, width); };
+  auto planes_of = [this](int64_t planes) { return scaled_planes(planes, width_); };
   const int64_t stem = planes_of(64);
   conv1 = register_module(
-      "conv1", Conv2d(Conv2dOptions(input_shape[0], stem, 7).stride(2).padding(3).bias(false)));
+      "conv1", Conv2d(Conv2dOptions(input_shape_[0], stem, 7).stride(2).padding(3).bias(false)));
   bn1 = register_module("bn1", BatchNorm2d(stem));
   maxpool = register_module(
       "maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
 
-  const bool bottleneck = depth == 50;
+  const bool bottleneck = depth_ == 50;
   const int64_t expansion = bottleneck ? 4 : 1;
   const std::array<int64_t, 4> blocks =
       bottleneck ? std::array<int64_t, 4>{3, 4, 6, 3} : std::array<int64_t, 4>{2, 2, 2, 2};
@@ -156,20 +167,10 @@ ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes,
   layer2 = register_module("layer2", make_layer(planes_of(128), blocks[1], 2));
   layer3 = register_module("layer3", make_layer(planes_of(256), blocks[2], 2));
   layer4 = register_module("layer4", make_layer(planes_of(512), blocks[3], 2));
-  fc = register_module("fc", torch::nn::Linear(planes_of(512) * expansion, num_classes));
+  fc = register_module("fc", torch::nn::Linear(planes_of(512) * expansion, num_classes_));
+}
 
-  // torchvision: kaiming_normal_(fan_out, relu) for every conv, BN weight 1 / bias 0; fc keeps
-  // PyTorch's default Linear init (which LibTorch's Linear already applied).
-  torch::NoGradGuard no_grad;
-  for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* conv = m->as<torch::nn::Conv2d>()) {
-      torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
-      torch::nn::init::ones_(bn->weight);
-      torch::nn::init::zeros_(bn->bias);
-    }
-  }
-
+void ResNetImpl::add_units() {
   add_unit("stem", torch::nn::AnyModule(ResNetStem(conv1, bn1, maxpool)));
   add_cut("after_stem");
   // One unit per residual block (the finest granularity at which a ResNet has a single tensor
@@ -186,7 +187,6 @@ ResNetImpl::ResNetImpl(int depth, const Shape& input_shape, int64_t num_classes,
     }
   }
   add_unit("head", torch::nn::AnyModule(ResNetHead(fc)));
-  finish();
 }
 
 }  // namespace quilt::models

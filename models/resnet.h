@@ -97,6 +97,11 @@ class ResNetImpl : public ModelImpl {
   torch::nn::Linear fc{nullptr};
 
  private:
+  // The stem, the four stages and fc, registered under torchvision's names.
+  void build_layers();
+  // The units (stem, one per residual block, head) and the cuts between them.
+  void add_units();
+
   int depth_ = 0;
   double width_ = 1.0;
 };

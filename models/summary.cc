@@ -14,7 +14,11 @@
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 
+#include <array>
+#include <functional>
+#include <optional>
 #include <sstream>
+#include <type_traits>
 #include <unordered_map>
 
 namespace quilt::models {
@@ -63,16 +67,25 @@ int64_t window_out(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int6
   return out;
 }
 
-int64_t conv2d(const torch::nn::Conv2dImpl& conv, const Shape& in, Shape* out) {
-  const auto& o = conv.options;
+// The kernel, stride and dilation of a Conv2d or ConvTranspose2d, which takes {in_channels, H, W}.
+struct ConvWindow {
+  std::array<int64_t, 2> k, s, d;
+};
+
+template <typename Conv>
+ConvWindow conv_window(const Conv& conv, const Shape& in) {
   expect_rank(conv, in, 3, "{C, H, W}");
+  const auto& o = conv.options;
   if (in[0] != o.in_channels()) {
     fail(conv,
          fmt::format("expects {} input channels, got shape {}", o.in_channels(), to_string(in)));
   }
-  const auto& k = *o.kernel_size();
-  const auto& s = *o.stride();
-  const auto& d = *o.dilation();
+  return ConvWindow{*o.kernel_size(), *o.stride(), *o.dilation()};
+}
+
+int64_t conv2d(const torch::nn::Conv2dImpl& conv, const Shape& in, Shape& out) {
+  const auto& o = conv.options;
+  const auto [k, s, d] = conv_window(conv, in);
   Shape result = {o.out_channels(), 0, 0};
   for (int i = 0; i < 2; ++i) {
     if (c10::get_if<torch::enumtype::kSame>(&o.padding())) {
@@ -86,20 +99,14 @@ int64_t conv2d(const torch::nn::Conv2dImpl& conv, const Shape& in, Shape* out) {
   if (result[1] < 1 || result[2] < 1) {
     fail(conv, fmt::format("input {} is too small for kernel {}x{}", to_string(in), k[0], k[1]));
   }
-  *out = result;
+  out = result;
+  // Grouped and depthwise convs: in_channels / groups inputs per output.
   return numel(result) * (o.in_channels() / o.groups()) * k[0] * k[1];
 }
 
-int64_t conv_transpose2d(const torch::nn::ConvTranspose2dImpl& conv, const Shape& in, Shape* out) {
+int64_t conv_transpose2d(const torch::nn::ConvTranspose2dImpl& conv, const Shape& in, Shape& out) {
   const auto& o = conv.options;
-  expect_rank(conv, in, 3, "{C, H, W}");
-  if (in[0] != o.in_channels()) {
-    fail(conv,
-         fmt::format("expects {} input channels, got shape {}", o.in_channels(), to_string(in)));
-  }
-  const auto& k = *o.kernel_size();
-  const auto& s = *o.stride();
-  const auto& d = *o.dilation();
+  const auto [k, s, d] = conv_window(conv, in);
   const auto& op = *o.output_padding();
   int64_t pad[2] = {0, 0};
   if (const auto* p = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
@@ -112,50 +119,59 @@ int64_t conv_transpose2d(const torch::nn::ConvTranspose2dImpl& conv, const Shape
   if (result[1] < 1 || result[2] < 1) {
     fail(conv, fmt::format("input {} gives an empty output", to_string(in)));
   }
-  *out = result;
+  out = result;
   // Every input pixel scatters a k x k window to out_channels / groups channels.
   return in[1] * in[2] * o.in_channels() * (o.out_channels() / o.groups()) * k[0] * k[1];
 }
 
-int64_t max_pool2d(const torch::nn::MaxPool2dImpl& pool, const Shape& in, Shape* out) {
+// MaxPool2d or AvgPool2d (no dilation: 1).
+template <typename Pool>
+int64_t pool2d(const Pool& pool, const Shape& in, Shape& out) {
   const auto& o = pool.options;
   expect_rank(pool, in, 3, "{C, H, W}");
   Shape result = {in[0], 0, 0};
   for (int i = 0; i < 2; ++i) {
+    int64_t dilation = 1;
+    if constexpr (std::is_same_v<Pool, torch::nn::MaxPool2dImpl>) dilation = (*o.dilation())[i];
     result[i + 1] = window_out(in[i + 1], (*o.kernel_size())[i], (*o.stride())[i],
-                               (*o.padding())[i], (*o.dilation())[i], o.ceil_mode());
+                               (*o.padding())[i], dilation, o.ceil_mode());
   }
   if (result[1] < 1 || result[2] < 1) fail(pool, "input " + to_string(in) + " is too small");
-  *out = result;
+  out = result;
   return 0;
 }
 
-int64_t avg_pool2d(const torch::nn::AvgPool2dImpl& pool, const Shape& in, Shape* out) {
-  const auto& o = pool.options;
+int64_t batch_norm2d(const torch::nn::BatchNorm2dImpl& bn, const Shape& in, Shape& out) {
+  expect_rank(bn, in, 3, "{C, H, W}");
+  if (in[0] != bn.options.num_features()) {
+    fail(bn, fmt::format("expects {} channels, got shape {}", bn.options.num_features(),
+                         to_string(in)));
+  }
+  out = in;
+  return 0;
+}
+
+int64_t adaptive_avg_pool2d(const torch::nn::AdaptiveAvgPool2dImpl& pool, const Shape& in,
+                            Shape& out) {
   expect_rank(pool, in, 3, "{C, H, W}");
-  Shape result = {in[0], 0, 0};
-  for (int i = 0; i < 2; ++i) {
-    result[i + 1] = window_out(in[i + 1], (*o.kernel_size())[i], (*o.stride())[i],
-                               (*o.padding())[i], 1, o.ceil_mode());
-  }
-  if (result[1] < 1 || result[2] < 1) fail(pool, "input " + to_string(in) + " is too small");
-  *out = result;
+  const auto& size = *pool.options.output_size();
+  out = {in[0], size[0].value_or(in[1]), size[1].value_or(in[2])};
   return 0;
 }
 
-int64_t linear(const torch::nn::LinearImpl& fc, const Shape& in, Shape* out) {
+int64_t linear(const torch::nn::LinearImpl& fc, const Shape& in, Shape& out) {
   const auto& o = fc.options;
   if (in.empty() || in.back() != o.in_features()) {
     fail(fc,
          fmt::format("expects {} input features, got shape {}", o.in_features(), to_string(in)));
   }
-  *out = in;
-  out->back() = o.out_features();
+  out = in;
+  out.back() = o.out_features();
   return numel(in) * o.out_features();
 }
 
 // Per-sample flatten: sample dim i is tensor dim i + 1.
-Shape flatten(const torch::nn::FlattenImpl& f, const Shape& in) {
+int64_t flatten(const torch::nn::FlattenImpl& f, const Shape& in, Shape& out) {
   const int64_t rank = static_cast<int64_t>(in.size()) + 1;
   int64_t start = f.options.start_dim(), end = f.options.end_dim();
   if (start < 0) start += rank;
@@ -164,12 +180,19 @@ Shape flatten(const torch::nn::FlattenImpl& f, const Shape& in) {
     fail(f, fmt::format("cannot flatten dims {}..{} of a per-sample shape {} (batch dim kept)",
                         f.options.start_dim(), f.options.end_dim(), to_string(in)));
   }
-  Shape out(in.begin(), in.begin() + (start - 1));
+  Shape result(in.begin(), in.begin() + (start - 1));
   int64_t n = 1;
   for (int64_t i = start; i <= end; ++i) n *= in[i - 1];
-  out.push_back(n);
-  out.insert(out.end(), in.begin() + end, in.end());
-  return out;
+  result.push_back(n);
+  result.insert(result.end(), in.begin() + end, in.end());
+  out = std::move(result);
+  return 0;
+}
+
+// Elementwise layers (activations, dropout, identity).
+int64_t same_shape(const Module&, const Shape& in, Shape& out) {
+  out = in;
+  return 0;
 }
 
 int64_t chain(const std::vector<const Module*>& modules, const Shape& in, Shape* out) {
@@ -200,192 +223,205 @@ int64_t residual_block(const Block& block, const std::vector<const Module*>& mai
   return macs;
 }
 
+// A unit that runs for the one packed input shape it was built for must get it.
+void expect_packed(const Module& m, const std::vector<Shape>& shapes, const Shape& in) {
+  if (in != packed_shape(shapes)) {
+    fail(m, fmt::format("expects {}, got {}", to_string(packed_shape(shapes)), to_string(in)));
+  }
+}
+
+int64_t squeeze_excitation(const SqueezeExcitationImpl& se, const Shape& in, Shape& out) {
+  expect_rank(se, in, 3, "{C, H, W}");
+  Shape scale;
+  const int64_t macs = chain({se.fc1.get(), se.fc2.get()}, {in[0], 1, 1}, &scale);
+  if (scale[0] != in[0]) fail(se, fmt::format("scales {} channels of {}", scale[0], to_string(in)));
+  out = in;
+  return macs;
+}
+
+int64_t mbconv(const MBConvImpl& b, const Shape& in, Shape& out) {
+  const int64_t macs = module_macs(*b.block, in, &out);
+  if (b.use_res_connect && in != out) {
+    fail(b,
+         fmt::format("residual needs equal shapes, got {} -> {}", to_string(in), to_string(out)));
+  }
+  return macs;
+}
+
+int64_t unet_unit(const UNetUnitImpl& unit, const Shape& in, Shape& out) {
+  expect_packed(unit, unit.in_shapes(), in);
+  const auto& ins = unit.in_shapes();
+  Shape y;
+  int64_t macs = 0;
+  if (unit.kind() == UNetUnitImpl::Kind::kMerge) {
+    const auto* up = unit.layer()->as<UpImpl>();
+    TORCH_INTERNAL_ASSERT(up != nullptr && ins.size() >= 2, "UNet merge unit without Up");
+    Shape upsampled;
+    macs += module_macs(*up->up, ins.back(), &upsampled);
+    const Shape& skip = ins[ins.size() - 2];
+    if (upsampled.size() != 3 || skip.size() != 3 || upsampled[1] != skip[1] ||
+        upsampled[2] != skip[2]) {
+      fail(unit, fmt::format("upsampled {} does not match skip {}", to_string(upsampled),
+                             to_string(skip)));
+    }
+    macs += module_macs(*up->conv, {skip[0] + upsampled[0], skip[1], skip[2]}, &y);
+  } else {
+    macs += module_macs(*unit.layer(), ins.back(), &y);
+  }
+  if (y != unit.out_shapes().back()) {
+    fail(unit, fmt::format("produces {}, declared {}", to_string(y),
+                           to_string(unit.out_shapes().back())));
+  }
+  out = packed_shape(unit.out_shapes());
+  return macs;
+}
+
+// A TorchScript segment runs for the one input shape it was cut for.
+int64_t script_segment(const ScriptSegmentImpl& seg, const Shape& in, Shape& out) {
+  expect_packed(seg, seg.in_shapes(), in);
+  out = packed_shape(seg.out_shapes());
+  return seg.macs();
+}
+
+int64_t autoencoder(const AutoencoderImpl& ae, const Shape& in, Shape& out) {
+  if (in != ae.shape()) {
+    fail(ae, fmt::format("built for {}, got {}", to_string(ae.shape()), to_string(in)));
+  }
+  return chain({ae.encoder().ptr().get(), ae.decoder().ptr().get()}, in, &out);
+}
+
+int64_t cut_codec(const CutCodecImpl& codec, const Shape& in, Shape& out) {
+  const std::vector<Shape> ins = codec.in_shapes();
+  expect_packed(codec, ins, in);
+  int64_t macs = 0;
+  std::vector<Shape> outs;
+  for (size_t i = 0; i < ins.size(); ++i) {
+    const auto& ae = codec.autoencoders()[i];
+    Shape o;
+    macs += module_macs(codec.encodes() ? *ae->encoder().ptr() : *ae->decoder().ptr(), ins[i], &o);
+    outs.push_back(std::move(o));
+  }
+  out = packed_shape(outs);
+  return macs;
+}
+
+int64_t quilt_model(const QuiltModelImpl& quilt, const Shape& in, Shape& out) {
+  int64_t macs = 0;
+  Shape shape = in;
+  for (size_t k = 0; k < quilt.num_stages(); ++k) {
+    macs += quilt.stage(k).macs;
+    shape = quilt.stage(k).out_shape;
+  }
+  if (in != quilt.stage(0).in_shape) {
+    fail(quilt,
+         fmt::format("expects {}, got {}", to_string(quilt.stage(0).in_shape), to_string(in)));
+  }
+  out = shape;
+  return macs;
+}
+
+// One rule of module_macs: for a module of its type, the MACs per sample (and the output
+// shape in `out`); nullopt for a module of another type.
+using Rule = std::function<std::optional<int64_t>(const Module&, const Shape&, Shape&)>;
+
+// The rule `f(const T&, in, out) -> MACs` for modules of type T.
+template <typename T, typename F>
+Rule rule(F f) {
+  return [f](const Module& m, const Shape& in, Shape& out) -> std::optional<int64_t> {
+    const auto* t = dynamic_cast<const T*>(&m);
+    if (t == nullptr) return std::nullopt;
+    return f(*t, in, out);
+  };
+}
+
+// The rule of a leaf layer, which summarize_layers() also records.
+template <typename T, typename F>
+Rule leaf_rule(F f) {
+  return rule<T>([f](const T& t, const Shape& in, Shape& out) {
+    const int64_t macs = f(t, in, out);
+    return leaf(t, in, out, macs);
+  });
+}
+
+// The rule of a container: the MACs of its parts, run in order.
+template <typename T, typename F>
+Rule chain_rule(F parts) {
+  return rule<T>(
+      [parts](const T& t, const Shape& in, Shape& out) { return chain(parts(t), in, &out); });
+}
+
+// The rules in the order they are tried (a subclass before its base).
+const std::vector<Rule>& rules() {
+  using Modules = std::vector<const Module*>;
+  static const std::vector<Rule> kRules = {
+      leaf_rule<torch::nn::Conv2dImpl>(conv2d),
+      leaf_rule<torch::nn::ConvTranspose2dImpl>(conv_transpose2d),
+      leaf_rule<torch::nn::BatchNorm2dImpl>(batch_norm2d),
+      leaf_rule<torch::nn::ReLUImpl>(same_shape),
+      leaf_rule<torch::nn::SiLUImpl>(same_shape),
+      leaf_rule<torch::nn::SigmoidImpl>(same_shape),
+      leaf_rule<torch::nn::DropoutImpl>(same_shape),
+      leaf_rule<torch::nn::IdentityImpl>(same_shape),
+      leaf_rule<torch::nn::MaxPool2dImpl>(pool2d<torch::nn::MaxPool2dImpl>),
+      leaf_rule<torch::nn::AvgPool2dImpl>(pool2d<torch::nn::AvgPool2dImpl>),
+      leaf_rule<torch::nn::AdaptiveAvgPool2dImpl>(adaptive_avg_pool2d),
+      leaf_rule<torch::nn::FlattenImpl>(flatten),
+      leaf_rule<torch::nn::LinearImpl>(linear),
+      chain_rule<torch::nn::SequentialImpl>([](const torch::nn::SequentialImpl& seq) {
+        Modules children;
+        for (const auto& child : seq.children()) children.push_back(child.get());
+        return children;
+      }),
+      rule<BottleneckImpl>([](const BottleneckImpl& b, const Shape& in, Shape& out) {
+        return residual_block(
+            b, {b.conv1.get(), b.bn1.get(), b.conv2.get(), b.bn2.get(), b.conv3.get(), b.bn3.get()},
+            in, &out);
+      }),
+      rule<BasicBlockImpl>([](const BasicBlockImpl& b, const Shape& in, Shape& out) {
+        return residual_block(b, {b.conv1.get(), b.bn1.get(), b.conv2.get(), b.bn2.get()}, in,
+                              &out);
+      }),
+      chain_rule<ResNetStemImpl>([](const ResNetStemImpl& stem) {
+        return Modules{stem.conv1.get(), stem.bn1.get(), stem.maxpool.get()};
+      }),
+      rule<ResNetHeadImpl>([](const ResNetHeadImpl& head, const Shape& in, Shape& out) {
+        expect_rank(head, in, 3, "{C, H, W}");
+        return module_macs(*head.fc, {in[0]}, &out);
+      }),
+      chain_rule<LinearReluImpl>([](const LinearReluImpl& unit) { return Modules{unit.fc.get()}; }),
+      rule<SqueezeExcitationImpl>(squeeze_excitation),
+      rule<MBConvImpl>(mbconv),
+      rule<EfficientNetHeadImpl>([](const EfficientNetHeadImpl& head, const Shape& in, Shape& out) {
+        expect_rank(head, in, 3, "{C, H, W}");
+        return module_macs(*head.classifier, {in[0]}, &out);
+      }),
+      chain_rule<DoubleConvImpl>(
+          [](const DoubleConvImpl& d) { return Modules{d.double_conv.get()}; }),
+      chain_rule<DownImpl>([](const DownImpl& d) { return Modules{d.maxpool_conv.get()}; }),
+      chain_rule<OutConvImpl>([](const OutConvImpl& o) { return Modules{o.conv.get()}; }),
+      rule<UNetUnitImpl>(unet_unit),
+      rule<ScriptSegmentImpl>(script_segment),
+      chain_rule<SequentialUnitImpl>(
+          [](const SequentialUnitImpl& unit) { return Modules{unit.seq.get()}; }),
+      rule<AutoencoderImpl>(autoencoder),
+      rule<CutCodecImpl>(cut_codec),
+      chain_rule<ModelImpl>([](const ModelImpl& model) {
+        Modules units;
+        for (const auto& u : model.units()) units.push_back(u.module.ptr().get());
+        return units;
+      }),
+      rule<QuiltModelImpl>(quilt_model),
+  };
+  return kRules;
+}
+
 }  // namespace
 
 int64_t module_macs(const Module& m, const Shape& in, Shape* out_ptr) {
   Shape scratch;
   Shape& out = out_ptr ? *out_ptr : scratch;
-  if (const auto* conv = dynamic_cast<const torch::nn::Conv2dImpl*>(&m)) {
-    // Grouped and depthwise convs: conv2d counts in_channels / groups inputs per output.
-    return leaf(m, in, out, conv2d(*conv, in, &out));
-  }
-  if (const auto* conv = dynamic_cast<const torch::nn::ConvTranspose2dImpl*>(&m)) {
-    return leaf(m, in, out, conv_transpose2d(*conv, in, &out));
-  }
-  if (const auto* bn = dynamic_cast<const torch::nn::BatchNorm2dImpl*>(&m)) {
-    expect_rank(m, in, 3, "{C, H, W}");
-    if (in[0] != bn->options.num_features()) {
-      fail(m, fmt::format("expects {} channels, got shape {}", bn->options.num_features(),
-                          to_string(in)));
-    }
-    out = in;
-    return leaf(m, in, out, 0);
-  }
-  if (dynamic_cast<const torch::nn::ReLUImpl*>(&m) ||
-      dynamic_cast<const torch::nn::SiLUImpl*>(&m) ||
-      dynamic_cast<const torch::nn::SigmoidImpl*>(&m) ||
-      dynamic_cast<const torch::nn::DropoutImpl*>(&m) ||
-      dynamic_cast<const torch::nn::IdentityImpl*>(&m)) {
-    out = in;
-    return leaf(m, in, out, 0);
-  }
-  if (const auto* pool = dynamic_cast<const torch::nn::MaxPool2dImpl*>(&m)) {
-    return leaf(m, in, out, max_pool2d(*pool, in, &out));
-  }
-  if (const auto* pool = dynamic_cast<const torch::nn::AvgPool2dImpl*>(&m)) {
-    return leaf(m, in, out, avg_pool2d(*pool, in, &out));
-  }
-  if (const auto* pool = dynamic_cast<const torch::nn::AdaptiveAvgPool2dImpl*>(&m)) {
-    expect_rank(m, in, 3, "{C, H, W}");
-    const auto& size = *pool->options.output_size();
-    out = {in[0], size[0].value_or(in[1]), size[1].value_or(in[2])};
-    return leaf(m, in, out, 0);
-  }
-  if (const auto* f = dynamic_cast<const torch::nn::FlattenImpl*>(&m)) {
-    out = flatten(*f, in);
-    return leaf(m, in, out, 0);
-  }
-  if (const auto* fc = dynamic_cast<const torch::nn::LinearImpl*>(&m)) {
-    return leaf(m, in, out, linear(*fc, in, &out));
-  }
-  if (const auto* seq = dynamic_cast<const torch::nn::SequentialImpl*>(&m)) {
-    std::vector<const Module*> children;
-    for (const auto& child : seq->children()) children.push_back(child.get());
-    return chain(children, in, &out);
-  }
-  if (const auto* b = dynamic_cast<const BottleneckImpl*>(&m)) {
-    return residual_block(
-        *b,
-        {b->conv1.get(), b->bn1.get(), b->conv2.get(), b->bn2.get(), b->conv3.get(), b->bn3.get()},
-        in, &out);
-  }
-  if (const auto* b = dynamic_cast<const BasicBlockImpl*>(&m)) {
-    return residual_block(*b, {b->conv1.get(), b->bn1.get(), b->conv2.get(), b->bn2.get()}, in,
-                          &out);
-  }
-  if (const auto* stem = dynamic_cast<const ResNetStemImpl*>(&m)) {
-    return chain({stem->conv1.get(), stem->bn1.get(), stem->maxpool.get()}, in, &out);
-  }
-  if (const auto* head = dynamic_cast<const ResNetHeadImpl*>(&m)) {
-    expect_rank(m, in, 3, "{C, H, W}");
-    return module_macs(*head->fc, {in[0]}, &out);
-  }
-  if (const auto* unit = dynamic_cast<const LinearReluImpl*>(&m)) {
-    return module_macs(*unit->fc, in, &out);
-  }
-  if (const auto* se = dynamic_cast<const SqueezeExcitationImpl*>(&m)) {
-    expect_rank(m, in, 3, "{C, H, W}");
-    Shape scale;
-    const int64_t macs = chain({se->fc1.get(), se->fc2.get()}, {in[0], 1, 1}, &scale);
-    if (scale[0] != in[0])
-      fail(m, fmt::format("scales {} channels of {}", scale[0], to_string(in)));
-    out = in;
-    return macs;
-  }
-  if (const auto* b = dynamic_cast<const MBConvImpl*>(&m)) {
-    const int64_t macs = module_macs(*b->block, in, &out);
-    if (b->use_res_connect && in != out) {
-      fail(m,
-           fmt::format("residual needs equal shapes, got {} -> {}", to_string(in), to_string(out)));
-    }
-    return macs;
-  }
-  if (const auto* head = dynamic_cast<const EfficientNetHeadImpl*>(&m)) {
-    expect_rank(m, in, 3, "{C, H, W}");
-    return module_macs(*head->classifier, {in[0]}, &out);
-  }
-  if (const auto* d = dynamic_cast<const DoubleConvImpl*>(&m)) {
-    return module_macs(*d->double_conv, in, &out);
-  }
-  if (const auto* d = dynamic_cast<const DownImpl*>(&m)) {
-    return module_macs(*d->maxpool_conv, in, &out);
-  }
-  if (const auto* o = dynamic_cast<const OutConvImpl*>(&m)) {
-    return module_macs(*o->conv, in, &out);
-  }
-  if (const auto* unit = dynamic_cast<const UNetUnitImpl*>(&m)) {
-    if (in != packed_shape(unit->in_shapes())) {
-      fail(m, fmt::format("expects {}, got {}", to_string(packed_shape(unit->in_shapes())),
-                          to_string(in)));
-    }
-    const auto& ins = unit->in_shapes();
-    Shape y;
-    int64_t macs = 0;
-    if (unit->kind() == UNetUnitImpl::Kind::kMerge) {
-      const auto* up = unit->layer()->as<UpImpl>();
-      TORCH_INTERNAL_ASSERT(up != nullptr && ins.size() >= 2, "UNet merge unit without Up");
-      Shape upsampled;
-      macs += module_macs(*up->up, ins.back(), &upsampled);
-      const Shape& skip = ins[ins.size() - 2];
-      if (upsampled.size() != 3 || skip.size() != 3 || upsampled[1] != skip[1] ||
-          upsampled[2] != skip[2]) {
-        fail(m, fmt::format("upsampled {} does not match skip {}", to_string(upsampled),
-                            to_string(skip)));
-      }
-      macs += module_macs(*up->conv, {skip[0] + upsampled[0], skip[1], skip[2]}, &y);
-    } else {
-      macs += module_macs(*unit->layer(), ins.back(), &y);
-    }
-    if (y != unit->out_shapes().back()) {
-      fail(m, fmt::format("produces {}, declared {}", to_string(y),
-                          to_string(unit->out_shapes().back())));
-    }
-    out = packed_shape(unit->out_shapes());
-    return macs;
-  }
-  if (const auto* seg = dynamic_cast<const ScriptSegmentImpl*>(&m)) {
-    // A TorchScript segment runs for the one input shape it was cut for.
-    if (in != packed_shape(seg->in_shapes())) {
-      fail(m, fmt::format("expects {}, got {}", to_string(packed_shape(seg->in_shapes())),
-                          to_string(in)));
-    }
-    out = packed_shape(seg->out_shapes());
-    return seg->macs();
-  }
-  if (const auto* unit = dynamic_cast<const SequentialUnitImpl*>(&m)) {
-    return module_macs(*unit->seq, in, &out);
-  }
-  if (const auto* ae = dynamic_cast<const AutoencoderImpl*>(&m)) {
-    if (in != ae->shape()) {
-      fail(m, fmt::format("built for {}, got {}", to_string(ae->shape()), to_string(in)));
-    }
-    return chain({ae->encoder().ptr().get(), ae->decoder().ptr().get()}, in, &out);
-  }
-  if (const auto* codec = dynamic_cast<const CutCodecImpl*>(&m)) {
-    const std::vector<Shape> ins = codec->in_shapes();
-    if (in != packed_shape(ins)) {
-      fail(m, fmt::format("expects {}, got {}", to_string(packed_shape(ins)), to_string(in)));
-    }
-    int64_t macs = 0;
-    std::vector<Shape> outs;
-    for (size_t i = 0; i < ins.size(); ++i) {
-      const auto& ae = codec->autoencoders()[i];
-      Shape o;
-      macs +=
-          module_macs(codec->encodes() ? *ae->encoder().ptr() : *ae->decoder().ptr(), ins[i], &o);
-      outs.push_back(std::move(o));
-    }
-    out = packed_shape(outs);
-    return macs;
-  }
-  if (const auto* model = dynamic_cast<const ModelImpl*>(&m)) {
-    std::vector<const Module*> units;
-    for (const auto& u : model->units()) units.push_back(u.module.ptr().get());
-    return chain(units, in, &out);
-  }
-  if (const auto* quilt = dynamic_cast<const QuiltModelImpl*>(&m)) {
-    int64_t macs = 0;
-    Shape shape = in;
-    for (size_t k = 0; k < quilt->num_stages(); ++k) {
-      macs += quilt->stage(k).macs;
-      shape = quilt->stage(k).out_shape;
-    }
-    if (in != quilt->stage(0).in_shape) {
-      fail(m,
-           fmt::format("expects {}, got {}", to_string(quilt->stage(0).in_shape), to_string(in)));
-    }
-    out = shape;
-    return macs;
+  for (const Rule& r : rules()) {
+    if (const auto macs = r(m, in, out)) return *macs;
   }
   throw ModelError(fmt::format(
       "shape inference does not know the layer type {}; supported: Conv2d, ConvTranspose2d, "

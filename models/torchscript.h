@@ -63,7 +63,7 @@ class ScriptSegmentImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ScriptSegment);
 
-struct TorchScriptGraph;  // the frozen graph and its cut analysis (torchscript.cc)
+struct TorchScriptGraph;  // the frozen graph and its cut analysis (torchscript_graph.h)
 
 /// A TorchScript model as a Model of the zoo's shape (arch "torchscript"). Its cuts are the
 /// default ones (each top-level submodule boundary of forward that is a valid cut) plus the

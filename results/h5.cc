@@ -137,6 +137,23 @@ ScopedErrorSilence::~ScopedErrorSilence() {
   if (saved_ && !g_unclosed_file.load()) H5Eset_auto2(H5E_DEFAULT, func_, data_);
 }
 
+namespace {
+
+// Closes a group, dataset, attribute, dataspace, datatype or property list with its own close
+// function, anything else by dropping our reference.
+herr_t close_id(hid_t id) {
+  using Close = herr_t (*)(hid_t);
+  static const std::pair<H5I_type_t, Close> kClose[] = {
+      {H5I_GROUP, H5Gclose},     {H5I_DATASET, H5Dclose},  {H5I_ATTR, H5Aclose},
+      {H5I_DATASPACE, H5Sclose}, {H5I_DATATYPE, H5Tclose}, {H5I_GENPROP_LST, H5Pclose}};
+  const H5I_type_t type = H5Iget_type(id);
+  for (const auto& [t, close] : kClose)
+    if (t == type) return close(id);
+  return H5Idec_ref(id) < 0 ? -1 : 0;
+}
+
+}  // namespace
+
 Handle& Handle::operator=(Handle&& other) noexcept {
   if (this != &other) {
     reset();
@@ -161,26 +178,8 @@ bool Handle::reset() {
         H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
       }
       break;
-    case H5I_GROUP:
-      status = H5Gclose(id);
-      break;
-    case H5I_DATASET:
-      status = H5Dclose(id);
-      break;
-    case H5I_ATTR:
-      status = H5Aclose(id);
-      break;
-    case H5I_DATASPACE:
-      status = H5Sclose(id);
-      break;
-    case H5I_DATATYPE:
-      status = H5Tclose(id);
-      break;
-    case H5I_GENPROP_LST:
-      status = H5Pclose(id);
-      break;
     default:
-      status = H5Idec_ref(id) < 0 ? -1 : 0;
+      status = close_id(id);
       break;
   }
   // Destructors cannot throw; drop the error stack so it does not leak into the next report.

@@ -270,22 +270,43 @@ std::string Group::read_string_attribute(const std::string& name) const {
       .front();
 }
 
-int64_t Group::read_int64_attribute(const std::string& name) const {
-  const std::string where = location_.describe() + " attribute '" + name + "'";
-  OpenAttribute a = open_attribute(*this, name);
-  check_numeric(a.type.get(), /*integer_only=*/true, where);
-  int64_t value = 0;
-  check(H5Aread(a.attr.get(), H5T_NATIVE_INT64, &value), where, "H5Aread");
+namespace {
+
+// A numeric scalar attribute of g read as T (mem_type its native HDF5 type); integer_only
+// refuses a float attribute.
+template <typename T>
+T read_numeric_attribute(const Group& g, const std::string& name, hid_t mem_type,
+                         bool integer_only) {
+  const std::string where = g.location().describe() + " attribute '" + name + "'";
+  OpenAttribute a = open_attribute(g, name);
+  check_numeric(a.type.get(), integer_only, where);
+  T value = 0;
+  check(H5Aread(a.attr.get(), mem_type, &value), where, "H5Aread");
   return value;
 }
 
+// The strings of dataset `name` of g: a scalar (rank 0, one string) or a 1-D dataset (rank 1).
+std::vector<std::string> read_string_values(const Group& g, const std::string& name, int rank) {
+  const std::string where = g.location().describe(name);
+  OpenDataset d = open_dataset(g, name, rank);
+  const hid_t dataset = d.dataset.get();
+  const Handle dxpl =
+      transfer_list(static_cast<size_t>(d.shape.points), H5Tget_size(d.type.get()), where);
+  const hid_t xfer = dxpl.get();
+  const size_t count = rank == 0 ? 1 : static_cast<size_t>(d.shape.points);
+  return read_strings(d.type.get(), count, where, [dataset, xfer](hid_t mem_type, void* buffer) {
+    return H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, xfer, buffer);
+  });
+}
+
+}  // namespace
+
+int64_t Group::read_int64_attribute(const std::string& name) const {
+  return read_numeric_attribute<int64_t>(*this, name, H5T_NATIVE_INT64, /*integer_only=*/true);
+}
+
 double Group::read_double_attribute(const std::string& name) const {
-  const std::string where = location_.describe() + " attribute '" + name + "'";
-  OpenAttribute a = open_attribute(*this, name);
-  check_numeric(a.type.get(), /*integer_only=*/false, where);
-  double value = 0;
-  check(H5Aread(a.attr.get(), H5T_NATIVE_DOUBLE, &value), where, "H5Aread");
-  return value;
+  return read_numeric_attribute<double>(*this, name, H5T_NATIVE_DOUBLE, /*integer_only=*/false);
 }
 
 void Group::write_string_dataset(const std::string& name, const std::string& value) const {
@@ -407,17 +428,7 @@ void Group::remove_attribute(const std::string& name) const {
 }
 
 std::string Group::read_string_dataset(const std::string& name) const {
-  const std::string where = location_.describe(name);
-  OpenDataset d = open_dataset(*this, name, 0);
-  const hid_t dataset = d.dataset.get();
-  const Handle dxpl =
-      transfer_list(static_cast<size_t>(d.shape.points), H5Tget_size(d.type.get()), where);
-  const hid_t xfer = dxpl.get();
-  return read_strings(d.type.get(), 1, where,
-                      [dataset, xfer](hid_t mem_type, void* buffer) {
-                        return H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, xfer, buffer);
-                      })
-      .front();
+  return read_string_values(*this, name, /*rank=*/0).front();
 }
 
 std::vector<double> Group::read_double_vector(const std::string& name) const {
@@ -429,16 +440,7 @@ std::vector<int64_t> Group::read_int64_vector(const std::string& name) const {
 }
 
 std::vector<std::string> Group::read_string_vector(const std::string& name) const {
-  const std::string where = location_.describe(name);
-  OpenDataset d = open_dataset(*this, name, 1);
-  const hid_t dataset = d.dataset.get();
-  const Handle dxpl =
-      transfer_list(static_cast<size_t>(d.shape.points), H5Tget_size(d.type.get()), where);
-  const hid_t xfer = dxpl.get();
-  return read_strings(d.type.get(), static_cast<size_t>(d.shape.points), where,
-                      [dataset, xfer](hid_t mem_type, void* buffer) {
-                        return H5Dread(dataset, mem_type, H5S_ALL, H5S_ALL, xfer, buffer);
-                      });
+  return read_string_values(*this, name, /*rank=*/1);
 }
 
 File::File(ScopedErrorSilence silence, Handle file, std::string path)

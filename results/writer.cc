@@ -21,25 +21,13 @@ namespace {
 
 // "No space left on device (ENOSPC)": the text and the name users search for.
 std::string errno_text(int err) {
+  static const std::pair<int, const char*> kNames[] = {
+      {ENOSPC, "ENOSPC"},   {EROFS, "EROFS"},   {EACCES, "EACCES"}, {ENAMETOOLONG, "ENAMETOOLONG"},
+      {ENOTDIR, "ENOTDIR"}, {EDQUOT, "EDQUOT"}, {EIO, "EIO"}};
   std::string text = std::strerror(err);
-  switch (err) {
-    case ENOSPC:
-      return text + " (ENOSPC)";
-    case EROFS:
-      return text + " (EROFS)";
-    case EACCES:
-      return text + " (EACCES)";
-    case ENAMETOOLONG:
-      return text + " (ENAMETOOLONG)";
-    case ENOTDIR:
-      return text + " (ENOTDIR)";
-    case EDQUOT:
-      return text + " (EDQUOT)";
-    case EIO:
-      return text + " (EIO)";
-    default:
-      return text;
-  }
+  for (const auto& [code, name] : kNames)
+    if (code == err) return text + " (" + name + ")";
+  return text;
 }
 
 std::string parent_directory(const std::string& path) {

@@ -3,6 +3,8 @@
 // small affine skew. Off by default. Every random choice comes from (seed, epoch, batch), so a
 // run is reproducible and a resumed run draws what the uninterrupted run would have drawn.
 
+#include "common/chained_setter.h"
+
 #include <torch/types.h>
 
 #include <cstdint>
@@ -23,18 +25,9 @@ struct AugmentOptions {
   /// True when any augmentation is on.
   bool enabled() const { return crop_padding > 0 || horizontal_flip || skew > 0.0; }
   /// Chained setters.
-  AugmentOptions& set_crop_padding(int64_t p) {
-    crop_padding = p;
-    return *this;
-  }
-  AugmentOptions& set_horizontal_flip(bool on) {
-    horizontal_flip = on;
-    return *this;
-  }
-  AugmentOptions& set_skew(double s) {
-    skew = s;
-    return *this;
-  }
+  QUILT_CHAINED_SETTER(AugmentOptions, int64_t, crop_padding)
+  QUILT_CHAINED_SETTER(AugmentOptions, bool, horizontal_flip)
+  QUILT_CHAINED_SETTER(AugmentOptions, double, skew)
 };
 
 /// Throws TrainerError naming the option for crop_padding < 0 or skew outside [0, 1].
