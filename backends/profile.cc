@@ -107,6 +107,110 @@ std::string quoted(const std::string& s) {
   return out.c_str();
 }
 
+using Entries = std::map<std::string, std::pair<YAML::Node, YAML::Node>>;
+
+// The document of a board profile: a non-empty YAML mapping, else a ProfileError.
+YAML::Node load_profile_root(const std::string& text, const std::string& source, const Reader& r) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ProfileError(source, e.mark.line >= 0 ? e.mark.line + 1 : 0, "",
+                       fmt::format("malformed YAML: {}", e.msg));
+  }
+  if (!root.IsDefined() || root.IsNull()) {
+    throw ProfileError(source, 0, "",
+                       "the board profile is empty; it needs at least `name` and `peak_flops`");
+  }
+  if (!root.IsMap()) r.fail(root, "", "a board profile must be a YAML mapping of keys to values");
+  return root;
+}
+
+// The value of optional key `key` checked against `ok` (`range` says what is valid in words).
+std::optional<double> optional_real(const Reader& r, const Entries& e, const char* key,
+                                    const std::string& range,
+                                    const std::function<bool(double)>& ok) {
+  auto it = e.find(key);
+  if (it == e.end()) return std::nullopt;
+  return r.real(it->second.second, key, range, ok);
+}
+
+bool in_unit_interval(double v) { return v > 0 && v <= 1; }
+
+// The real-valued keys of partitioners::BoardProfile, in the order they are checked.
+struct BoardReal {
+  const char* key;
+  const char* range;
+  bool (*ok)(double);
+  double partitioners::BoardProfile::*field;
+};
+
+const BoardReal kBoardReals[] = {
+    {"peak_flops", "finite and > 0 FLOP/s", positive_finite,
+     &partitioners::BoardProfile::peak_flops},
+    {"efficiency", "in (0, 1]", in_unit_interval, &partitioners::BoardProfile::efficiency},
+    {"overhead_s", "finite and >= 0 seconds", non_negative_finite,
+     &partitioners::BoardProfile::overhead_s},
+    {"h2d_gbps", "> 0 GB/s (.inf = free)", positive_or_inf, &partitioners::BoardProfile::h2d_gbps},
+    {"d2h_gbps", "> 0 GB/s (.inf = free)", positive_or_inf, &partitioners::BoardProfile::d2h_gbps},
+    {"link_latency_s", "finite and >= 0 seconds", non_negative_finite,
+     &partitioners::BoardProfile::link_latency_s},
+    {"mpi_gbps", "> 0 GB/s (.inf = free)", positive_or_inf, &partitioners::BoardProfile::mpi_gbps},
+    {"mpi_latency_s", "finite and >= 0 seconds", non_negative_finite,
+     &partitioners::BoardProfile::mpi_latency_s},
+};
+
+// name, description and the cost model's numbers (a key not given keeps its default).
+void parse_board(const Reader& r, const Entries& e, BoardProfileFile& p) {
+  auto& b = p.board;
+  b.name = r.text(e.at("name").second, "name");
+  if (b.name.empty()) r.fail(e.at("name").second, "name", "must not be empty");
+  if (e.count("description")) p.description = r.text(e.at("description").second, "description");
+  for (const BoardReal& k : kBoardReals)
+    b.*k.field = optional_real(r, e, k.key, k.range, k.ok).value_or(b.*k.field);
+}
+
+// Power and link energy, with busy power >= idle power.
+void parse_power(const Reader& r, const Entries& e, BoardProfileFile& p) {
+  p.power_idle_w = optional_real(r, e, "power_idle_w", "finite and >= 0 W", non_negative_finite);
+  p.power_busy_w = optional_real(r, e, "power_busy_w", "finite and >= 0 W", non_negative_finite);
+  if (p.power_idle_w && p.power_busy_w && *p.power_busy_w < *p.power_idle_w) {
+    r.fail(e.at("power_busy_w").second, "power_busy_w",
+           fmt::format("{} W is below power_idle_w = {} W; busy power must be >= idle power",
+                       *p.power_busy_w, *p.power_idle_w));
+  }
+  p.link_energy_j_per_byte =
+      optional_real(r, e, "link_energy_j_per_byte", "finite and >= 0 J/byte", non_negative_finite);
+}
+
+// The `calibration` mapping that quilt calibrate writes.
+CalibrationInfo parse_calibration(const Reader& r, const YAML::Node& c) {
+  if (!c.IsMap()) r.fail(c, "calibration", "must be a mapping (written by quilt calibrate)");
+  const auto ce = r.entries(c, "calibration",
+                            {"model", "input", "batch", "threads", "repeats", "samples",
+                             "mean_relative_error", "r_squared", "host"});
+  CalibrationInfo info;
+  auto field = [&](const char* key) -> const YAML::Node* {
+    auto it = ce.find(key);
+    return it == ce.end() ? nullptr : &it->second.second;
+  };
+  const std::string pre = "calibration.";
+  if (auto* n = field("model")) info.model = r.text(*n, pre + "model");
+  if (auto* n = field("input")) info.input = r.text(*n, pre + "input");
+  if (auto* n = field("host")) info.host = r.text(*n, pre + "host");
+  if (auto* n = field("batch")) info.batch = r.integer(*n, pre + "batch");
+  if (auto* n = field("threads")) info.threads = r.integer(*n, pre + "threads");
+  if (auto* n = field("repeats")) info.repeats = r.integer(*n, pre + "repeats");
+  if (auto* n = field("samples")) info.samples = r.integer(*n, pre + "samples");
+  if (auto* n = field("mean_relative_error"))
+    info.mean_relative_error =
+        r.real(*n, pre + "mean_relative_error", "finite and >= 0", non_negative_finite);
+  if (auto* n = field("r_squared"))
+    info.r_squared = r.real(*n, pre + "r_squared", "finite and <= 1",
+                            [](double v) { return std::isfinite(v) && v <= 1; });
+  return info;
+}
+
 }  // namespace
 
 ProfileError::ProfileError(std::string file, int line, std::string key, const std::string& message)
@@ -122,19 +226,8 @@ std::vector<std::string> builtin_board_profiles() {
 }
 
 BoardProfileFile parse_board_profile(const std::string& text, const std::string& source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    throw ProfileError(source, e.mark.line >= 0 ? e.mark.line + 1 : 0, "",
-                       fmt::format("malformed YAML: {}", e.msg));
-  }
   Reader r(source);
-  if (!root.IsDefined() || root.IsNull()) {
-    throw ProfileError(source, 0, "",
-                       "the board profile is empty; it needs at least `name` and `peak_flops`");
-  }
-  if (!root.IsMap()) r.fail(root, "", "a board profile must be a YAML mapping of keys to values");
+  const YAML::Node root = load_profile_root(text, source, r);
   const auto e =
       r.entries(root, "",
                 {"name", "description", "peak_flops", "efficiency", "overhead_s", "h2d_gbps",
@@ -147,38 +240,8 @@ BoardProfileFile parse_board_profile(const std::string& text, const std::string&
   }
   BoardProfileFile p;
   p.source = source;
-  auto& b = p.board;
-  b.name = r.text(e.at("name").second, "name");
-  if (b.name.empty()) r.fail(e.at("name").second, "name", "must not be empty");
-  auto real = [&](const char* key, const std::string& range,
-                  const std::function<bool(double)>& ok) -> std::optional<double> {
-    auto it = e.find(key);
-    if (it == e.end()) return std::nullopt;
-    return r.real(it->second.second, key, range, ok);
-  };
-  if (e.count("description")) p.description = r.text(e.at("description").second, "description");
-  b.peak_flops = *real("peak_flops", "finite and > 0 FLOP/s", positive_finite);
-  b.efficiency = real("efficiency", "in (0, 1]", [](double v) {
-                   return v > 0 && v <= 1;
-                 }).value_or(b.efficiency);
-  b.overhead_s =
-      real("overhead_s", "finite and >= 0 seconds", non_negative_finite).value_or(b.overhead_s);
-  b.h2d_gbps = real("h2d_gbps", "> 0 GB/s (.inf = free)", positive_or_inf).value_or(b.h2d_gbps);
-  b.d2h_gbps = real("d2h_gbps", "> 0 GB/s (.inf = free)", positive_or_inf).value_or(b.d2h_gbps);
-  b.link_latency_s = real("link_latency_s", "finite and >= 0 seconds", non_negative_finite)
-                         .value_or(b.link_latency_s);
-  b.mpi_gbps = real("mpi_gbps", "> 0 GB/s (.inf = free)", positive_or_inf).value_or(b.mpi_gbps);
-  b.mpi_latency_s = real("mpi_latency_s", "finite and >= 0 seconds", non_negative_finite)
-                        .value_or(b.mpi_latency_s);
-  p.power_idle_w = real("power_idle_w", "finite and >= 0 W", non_negative_finite);
-  p.power_busy_w = real("power_busy_w", "finite and >= 0 W", non_negative_finite);
-  if (p.power_idle_w && p.power_busy_w && *p.power_busy_w < *p.power_idle_w) {
-    r.fail(e.at("power_busy_w").second, "power_busy_w",
-           fmt::format("{} W is below power_idle_w = {} W; busy power must be >= idle power",
-                       *p.power_busy_w, *p.power_idle_w));
-  }
-  p.link_energy_j_per_byte =
-      real("link_energy_j_per_byte", "finite and >= 0 J/byte", non_negative_finite);
+  parse_board(r, e, p);
+  parse_power(r, e, p);
   if (e.count("precision")) {
     const YAML::Node& n = e.at("precision").second;
     p.precision = r.text(n, "precision");
@@ -187,36 +250,10 @@ BoardProfileFile parse_board_profile(const std::string& text, const std::string&
              fmt::format("`{}` is not a precision; valid: {}", p.precision,
                          common::join(precision_names())));
   }
-  if (e.count("calibration")) {
-    const YAML::Node& c = e.at("calibration").second;
-    if (!c.IsMap()) r.fail(c, "calibration", "must be a mapping (written by quilt calibrate)");
-    const auto ce = r.entries(c, "calibration",
-                              {"model", "input", "batch", "threads", "repeats", "samples",
-                               "mean_relative_error", "r_squared", "host"});
-    CalibrationInfo info;
-    auto field = [&](const char* key) -> const YAML::Node* {
-      auto it = ce.find(key);
-      return it == ce.end() ? nullptr : &it->second.second;
-    };
-    const std::string pre = "calibration.";
-    if (auto* n = field("model")) info.model = r.text(*n, pre + "model");
-    if (auto* n = field("input")) info.input = r.text(*n, pre + "input");
-    if (auto* n = field("host")) info.host = r.text(*n, pre + "host");
-    if (auto* n = field("batch")) info.batch = r.integer(*n, pre + "batch");
-    if (auto* n = field("threads")) info.threads = r.integer(*n, pre + "threads");
-    if (auto* n = field("repeats")) info.repeats = r.integer(*n, pre + "repeats");
-    if (auto* n = field("samples")) info.samples = r.integer(*n, pre + "samples");
-    if (auto* n = field("mean_relative_error"))
-      info.mean_relative_error =
-          r.real(*n, pre + "mean_relative_error", "finite and >= 0", non_negative_finite);
-    if (auto* n = field("r_squared"))
-      info.r_squared = r.real(*n, pre + "r_squared", "finite and <= 1",
-                              [](double v) { return std::isfinite(v) && v <= 1; });
-    p.calibration = info;
-  }
+  if (e.count("calibration")) p.calibration = parse_calibration(r, e.at("calibration").second);
   // The per-field checks above cover partitioners::validate; this keeps the two in step.
   try {
-    partitioners::validate(b, fmt::format("board profile '{}'", b.name));
+    partitioners::validate(p.board, fmt::format("board profile '{}'", p.board.name));
   } catch (const partitioners::PartitionError& err) {
     throw ProfileError(source, 0, "", err.what());
   }

@@ -4,6 +4,7 @@
 
 #include "backends/xrt_board.h"
 
+#include "common/enum_table.h"
 #include "models/model.h"
 #include "models/quilt_model.h"
 
@@ -93,29 +94,22 @@ bool is_index(const std::string& s) {
          std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
+constexpr common::EnumTable<ert_cmd_state, 9> kStateNames = {{
+    {ERT_CMD_STATE_NEW, "NEW"},
+    {ERT_CMD_STATE_QUEUED, "QUEUED"},
+    {ERT_CMD_STATE_RUNNING, "RUNNING"},
+    {ERT_CMD_STATE_COMPLETED, "COMPLETED"},
+    {ERT_CMD_STATE_ERROR, "ERROR"},
+    {ERT_CMD_STATE_ABORT, "ABORT"},
+    {ERT_CMD_STATE_SUBMITTED, "SUBMITTED"},
+    {ERT_CMD_STATE_TIMEOUT, "TIMEOUT"},
+    {ERT_CMD_STATE_NORESPONSE, "NORESPONSE"},
+}};
+
+// The table's names are string literals: NUL-terminated.
 const char* state_name(ert_cmd_state state) {
-  switch (state) {
-    case ERT_CMD_STATE_NEW:
-      return "NEW";
-    case ERT_CMD_STATE_QUEUED:
-      return "QUEUED";
-    case ERT_CMD_STATE_RUNNING:
-      return "RUNNING";
-    case ERT_CMD_STATE_COMPLETED:
-      return "COMPLETED";
-    case ERT_CMD_STATE_ERROR:
-      return "ERROR";
-    case ERT_CMD_STATE_ABORT:
-      return "ABORT";
-    case ERT_CMD_STATE_SUBMITTED:
-      return "SUBMITTED";
-    case ERT_CMD_STATE_TIMEOUT:
-      return "TIMEOUT";
-    case ERT_CMD_STATE_NORESPONSE:
-      return "NORESPONSE";
-    default:
-      return "UNKNOWN";
-  }
+  const std::string_view name = common::enum_name(kStateNames, state);
+  return name == "?" ? "UNKNOWN" : name.data();
 }
 
 // The devices that exist, for error messages: "0 (name, bdf), 1 (...)".
@@ -204,6 +198,32 @@ void refuse_bitstreamless_on_hardware(const std::string& path) {
       path));
 }
 
+xrt::xclbin read_xclbin(const std::string& path) {
+  return xrt_call(fmt::format("reading xclbin `{}`", path),
+                  "is it an xclbin built by v++ --link for this board?",
+                  [&] { return xrt::xclbin(path); });
+}
+
+// Kernel `name` (of stage `stage`) of `xclbin`, read from `path`; a BoardError listing the
+// kernels it has when it lacks that one.
+xrt::xclbin::kernel find_kernel(const xrt::xclbin& xclbin, const std::string& path,
+                                const std::string& name, size_t stage) {
+  std::vector<std::string> names;
+  xrt::xclbin::kernel found;
+  for (const auto& k :
+       xrt_call("listing the kernels of " + path, "", [&] { return xclbin.get_kernels(); })) {
+    names.push_back(k.get_name());
+    if (k.get_name() == name) found = k;
+  }
+  if (!found)
+    throw BoardError(fmt::format(
+        "kernel `{}` (stage {}) is not in xclbin `{}`; it has: {}. By Quilt's convention stage k "
+        "runs kernel quilt_stage<k>(float* in, float* out, uint batch)",
+        name, stage, path,
+        names.empty() ? "no kernels" : fmt::format("{}", fmt::join(names, ", "))));
+  return found;
+}
+
 }  // namespace
 
 bool xrt_built() { return true; }
@@ -235,19 +255,7 @@ void check_xrt_stage(const std::string& device, const std::string& xclbin,
                     "directory quilt run starts in)",
                     xclbin));
   const std::string name = kernel.empty() ? xrt_stage_kernel_name(stage) : kernel;
-  xrt::xclbin file = xrt_call(fmt::format("reading xclbin `{}`", xclbin),
-                              "is it an xclbin built by v++ --link for this board?",
-                              [&] { return xrt::xclbin(xclbin); });
-  std::vector<std::string> names;
-  for (const auto& k :
-       xrt_call("listing the kernels of " + xclbin, "", [&] { return file.get_kernels(); }))
-    names.push_back(k.get_name());
-  if (std::find(names.begin(), names.end(), name) == names.end())
-    throw BoardError(fmt::format(
-        "kernel `{}` (stage {}) is not in xclbin `{}`; it has: {}. By Quilt's convention stage k "
-        "runs kernel quilt_stage<k>(float* in, float* out, uint batch)",
-        name, stage, xclbin,
-        names.empty() ? "no kernels" : fmt::format("{}", fmt::join(names, ", "))));
+  find_kernel(read_xclbin(xclbin), xclbin, name, stage);
 }
 
 std::vector<XrtDeviceInfo> list_xrt_devices() {
@@ -377,7 +385,10 @@ std::string XrtBoard::description() const {
                      uuid_text(impl_->uuid), impl_->kernel_name, noop);
 }
 
-void XrtBoard::load(const StageAssignment& a) {
+namespace {
+
+// What load() can check before touching XRT.
+void check_assignment(const StageAssignment& a) {
   if (!a.model) throw BoardError("xrt board: the stage assignment has no model");
   const auto& model = *a.model;
   if (a.stage >= model.num_stages())
@@ -394,6 +405,62 @@ void XrtBoard::load(const StageAssignment& a) {
         fmt::format("xclbin `{}` does not exist or is not a file (boards.xclbin); "
                     "give the path of the .xclbin that v++ --link wrote",
                     a.xclbin));
+}
+
+// The shapes, dtypes and sizes of the stage's input and output batches.
+void set_tensors(XrtBoard::Impl& b, const StageAssignment& a) {
+  const auto& model = *a.model;
+  const auto& spec = model.stage(a.stage);
+  b.in_shape = {a.batch_size};
+  b.in_shape.insert(b.in_shape.end(), spec.in_shape.begin(), spec.in_shape.end());
+  b.out_shape = {a.batch_size};
+  b.out_shape.insert(b.out_shape.end(), spec.out_shape.begin(), spec.out_shape.end());
+  // Tensors between stages are in the wire format of the precision (bf16, int8's uint8 codes);
+  // the model's input and output are float32.
+  auto wire = [&](bool wired) {
+    if (!wired || a.precision == Precision::kFp32) return at::kFloat;
+    return a.precision == Precision::kBf16 ? at::kBFloat16 : at::kByte;
+  };
+  b.in_dtype = wire(a.stage > 0);
+  b.out_dtype = wire(a.stage + 1 < model.num_stages());
+  auto bytes_of = [](const std::vector<int64_t>& shape, at::ScalarType dtype) {
+    size_t n = c10::elementSize(dtype);
+    for (auto d : shape) n *= static_cast<size_t>(d);
+    return n;
+  };
+  b.in_bytes = bytes_of(b.in_shape, b.in_dtype);
+  b.out_bytes = bytes_of(b.out_shape, b.out_dtype);
+}
+
+// The kernel's buffers, zeroed on the board, and its run with the arguments set.
+void allocate_buffers(XrtBoard::Impl& b, int64_t batch_size) {
+  const std::string& kname = b.kernel_name;
+  b.in = xrt_call(fmt::format("allocating the {}-byte input buffer of `{}`", b.in_bytes, kname),
+                  "is the batch too large for the bank the xclbin connects argument 0 to?",
+                  [&] { return xrt::bo(b.device, b.in_bytes, b.kernel.group_id(0)); });
+  b.out = xrt_call(fmt::format("allocating the {}-byte output buffer of `{}`", b.out_bytes, kname),
+                   "is the batch too large for the bank the xclbin connects argument 1 to?",
+                   [&] { return xrt::bo(b.device, b.out_bytes, b.kernel.group_id(1)); });
+  // Defined contents from the start: a kernel that writes only part of its output (or the noop
+  // shim, which writes nothing) must not hand the pipeline uninitialised memory.
+  xrt_call("clearing the buffers", "", [&] {
+    std::memset(b.in.map(), 0, b.in_bytes);
+    std::memset(b.out.map(), 0, b.out_bytes);
+    b.in.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+    b.out.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  });
+  xrt_call(fmt::format("setting the arguments of `{}`", kname), "", [&] {
+    b.run = xrt::run(b.kernel);
+    b.run.set_arg(0, b.in);
+    b.run.set_arg(1, b.out);
+    b.run.set_arg(2, static_cast<uint32_t>(batch_size));
+  });
+}
+
+}  // namespace
+
+void XrtBoard::load(const StageAssignment& a) {
+  check_assignment(a);
   refuse_bitstreamless_on_hardware(a.xclbin);
   impl_.reset();
   auto impl = std::make_unique<Impl>();
@@ -406,22 +473,8 @@ void XrtBoard::load(const StageAssignment& a) {
   impl->kernel_name = a.kernel.empty() ? xrt_stage_kernel_name(a.stage) : a.kernel;
   const std::string& kname = impl->kernel_name;
 
-  xrt::xclbin xclbin = xrt_call(fmt::format("reading xclbin `{}`", a.xclbin),
-                                "is it an xclbin built by v++ --link for this board?",
-                                [&] { return xrt::xclbin(a.xclbin); });
-  std::vector<std::string> names;
-  xrt::xclbin::kernel found;
-  for (const auto& k :
-       xrt_call("listing the kernels of " + a.xclbin, "", [&] { return xclbin.get_kernels(); })) {
-    names.push_back(k.get_name());
-    if (k.get_name() == kname) found = k;
-  }
-  if (!found)
-    throw BoardError(fmt::format(
-        "kernel `{}` (stage {}) is not in xclbin `{}`; it has: {}. By Quilt's convention stage k "
-        "runs kernel quilt_stage<k>(float* in, float* out, uint batch)",
-        kname, a.stage, a.xclbin,
-        names.empty() ? "no kernels" : fmt::format("{}", fmt::join(names, ", "))));
+  xrt::xclbin xclbin = read_xclbin(a.xclbin);
+  const xrt::xclbin::kernel found = find_kernel(xclbin, a.xclbin, kname, a.stage);
   if (found.get_num_args() != 3)
     throw BoardError(fmt::format(
         "kernel `{}` in `{}` has {} argument(s); Quilt's convention is 3: (float* in, float* out, "
@@ -433,49 +486,8 @@ void XrtBoard::load(const StageAssignment& a) {
                         [&] { return impl->device.load_xclbin(xclbin); });
   impl->kernel = xrt_call(fmt::format("opening kernel `{}` of `{}`", kname, a.xclbin), "",
                           [&] { return xrt::kernel(impl->device, impl->uuid, kname); });
-
-  const auto& spec = model.stage(a.stage);
-  impl->in_shape = {a.batch_size};
-  impl->in_shape.insert(impl->in_shape.end(), spec.in_shape.begin(), spec.in_shape.end());
-  impl->out_shape = {a.batch_size};
-  impl->out_shape.insert(impl->out_shape.end(), spec.out_shape.begin(), spec.out_shape.end());
-  // Tensors between stages are in the wire format of the precision (bf16, int8's uint8 codes);
-  // the model's input and output are float32.
-  auto wire = [&](bool wired) {
-    if (!wired || a.precision == Precision::kFp32) return at::kFloat;
-    return a.precision == Precision::kBf16 ? at::kBFloat16 : at::kByte;
-  };
-  impl->in_dtype = wire(a.stage > 0);
-  impl->out_dtype = wire(a.stage + 1 < model.num_stages());
-  auto bytes_of = [](const std::vector<int64_t>& shape, at::ScalarType dtype) {
-    size_t n = c10::elementSize(dtype);
-    for (auto d : shape) n *= static_cast<size_t>(d);
-    return n;
-  };
-  impl->in_bytes = bytes_of(impl->in_shape, impl->in_dtype);
-  impl->out_bytes = bytes_of(impl->out_shape, impl->out_dtype);
-  impl->in =
-      xrt_call(fmt::format("allocating the {}-byte input buffer of `{}`", impl->in_bytes, kname),
-               "is the batch too large for the bank the xclbin connects argument 0 to?",
-               [&] { return xrt::bo(impl->device, impl->in_bytes, impl->kernel.group_id(0)); });
-  impl->out =
-      xrt_call(fmt::format("allocating the {}-byte output buffer of `{}`", impl->out_bytes, kname),
-               "is the batch too large for the bank the xclbin connects argument 1 to?",
-               [&] { return xrt::bo(impl->device, impl->out_bytes, impl->kernel.group_id(1)); });
-  // Defined contents from the start: a kernel that writes only part of its output (or the noop
-  // shim, which writes nothing) must not hand the pipeline uninitialised memory.
-  xrt_call("clearing the buffers", "", [&] {
-    std::memset(impl->in.map(), 0, impl->in_bytes);
-    std::memset(impl->out.map(), 0, impl->out_bytes);
-    impl->in.sync(XCL_BO_SYNC_BO_TO_DEVICE);
-    impl->out.sync(XCL_BO_SYNC_BO_TO_DEVICE);
-  });
-  xrt_call(fmt::format("setting the arguments of `{}`", kname), "", [&] {
-    impl->run = xrt::run(impl->kernel);
-    impl->run.set_arg(0, impl->in);
-    impl->run.set_arg(1, impl->out);
-    impl->run.set_arg(2, static_cast<uint32_t>(a.batch_size));
-  });
+  set_tensors(*impl, a);
+  allocate_buffers(*impl, a.batch_size);
   impl_ = std::move(impl);
 }
 
