@@ -176,6 +176,22 @@ void check_same_model(const CheckpointInfo& info, models::QuiltModel& model,
   }
 }
 
+// Copies each of `tensors` (the model's parameters or buffers, `what`) from the archive.
+void copy_tensors(torch::serialize::InputArchive& weights,
+                  const torch::OrderedDict<std::string, torch::Tensor>& tensors, const char* what,
+                  const std::string& path) {
+  for (const auto& p : tensors) {
+    torch::Tensor t;
+    if (!weights.try_read(p.key(), t) || !t.sizes().equals(p.value().sizes())) {
+      throw TrainerError(
+          fmt::format("checkpoint \"{}\": {} \"{}\" is missing or of another shape "
+                      "(damaged?)",
+                      path, what, p.key()));
+    }
+    p.value().copy_(t);
+  }
+}
+
 void load_weights(torch::serialize::InputArchive& archive, models::QuiltModel& model,
                   const std::string& path) {
   torch::serialize::InputArchive weights;
@@ -183,26 +199,8 @@ void load_weights(torch::serialize::InputArchive& archive, models::QuiltModel& m
     throw TrainerError(fmt::format("checkpoint \"{}\" has no model weights (damaged?)", path));
   }
   torch::NoGradGuard no_grad;
-  for (auto& p : model->named_parameters()) {
-    torch::Tensor t;
-    if (!weights.try_read(p.key(), t) || !t.sizes().equals(p.value().sizes())) {
-      throw TrainerError(
-          fmt::format("checkpoint \"{}\": parameter \"{}\" is missing or of another shape "
-                      "(damaged?)",
-                      path, p.key()));
-    }
-    p.value().copy_(t);
-  }
-  for (auto& b : model->named_buffers()) {
-    torch::Tensor t;
-    if (!weights.try_read(b.key(), t) || !t.sizes().equals(b.value().sizes())) {
-      throw TrainerError(
-          fmt::format("checkpoint \"{}\": buffer \"{}\" is missing or of another shape "
-                      "(damaged?)",
-                      path, b.key()));
-    }
-    b.value().copy_(t);
-  }
+  copy_tensors(weights, model->named_parameters(), "parameter", path);
+  copy_tensors(weights, model->named_buffers(), "buffer", path);
 }
 
 }  // namespace
