@@ -61,10 +61,6 @@ std::string test_summary(const Evaluation& test, int64_t num_classes) {
   return out;
 }
 
-}  // namespace
-
-namespace {
-
 // One call of train(): the loop over phases, epochs and batches, and what it accumulates.
 class TrainLoop {
  public:

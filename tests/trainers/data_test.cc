@@ -123,6 +123,17 @@ TEST(Uci, SklearnSetsLoadStratifiedAndStandardised) {
             (std::vector<std::string>{"setosa", "versicolor", "virginica"}));
 }
 
+TEST(DataKinds, LoaderNamesFollowTheFileSpellings) {
+  EXPECT_EQ(dataset_names(),
+            (std::vector<std::string>{"fashion-mnist", "iris", "wine", "breast_cancer", "digits",
+                                      "synthetic", "cifar10", "tensor-folder"}));
+  EXPECT_EQ(dataset_name(DataKind::kUciBreastCancer), "breast_cancer");
+  EXPECT_EQ(to_string(DataKind::kUciBreastCancer), "uci-breast-cancer");
+  for (const auto& entry : kDataKindNames) {
+    EXPECT_TRUE(parse_dataset(dataset_name(entry.value)) == entry.value) << entry.name;
+  }
+}
+
 TEST(Uci, MalformedCsvNamesFileAndLine) {
   ScratchDir dir;
   DataOptions o;
