@@ -762,7 +762,6 @@ std::vector<Point> expand_sweep(const Reader& r, const YAML::Node& sweep) {
 
 }  // namespace
 
-std::string to_string(DataKind v) { return std::string(common::enum_name(kDataKindNames, v)); }
 std::string to_string(Backend v) { return std::string(common::enum_name(kBackendNames, v)); }
 std::string to_string(TimeModel v) { return std::string(common::enum_name(kTimeModelNames, v)); }
 std::string to_string(Fallback v) { return std::string(common::enum_name(kFallbackNames, v)); }

@@ -48,30 +48,13 @@ using common::did_you_mean;
 // The enum-like keys of an experiment file, parsed once when the file is read. Each enum has one
 // name table (common/enum_table.h): its spellings in files and in recorded parameters
 // (run.params), and the valid values that error messages list. Enums that another folder owns
-// are reused with that folder's table (trainers::Mode, trainers::OptimizerKind,
-// trainers::LrSchedule, backends::Precision); partition.objective spells partitioners::Objective
-// the file's way (`balance` for the paper's objective).
+// are reused with that folder's table (trainers::DataKind, trainers::Mode,
+// trainers::OptimizerKind, trainers::LrSchedule, backends::Precision); partition.objective spells
+// partitioners::Objective the file's way (`balance` for the paper's objective).
 
-/// data.kind: the data set a training run trains on.
-enum class DataKind {
-  kSynthetic,
-  kFashionMnist,
-  kUciIris,
-  kUciWine,
-  kUciBreastCancer,
-  kUciDigits,
-  kCifar10,
-  kTensorFolder,
-};
-inline constexpr common::EnumTable<DataKind, 8> kDataKindNames = {
-    {{DataKind::kSynthetic, "synthetic"},
-     {DataKind::kFashionMnist, "fashion-mnist"},
-     {DataKind::kUciIris, "uci-iris"},
-     {DataKind::kUciWine, "uci-wine"},
-     {DataKind::kUciBreastCancer, "uci-breast-cancer"},
-     {DataKind::kUciDigits, "uci-digits"},
-     {DataKind::kCifar10, "cifar10"},
-     {DataKind::kTensorFolder, "tensor-folder"}}};
+/// data.kind: the data set a training run trains on (its table is the trainers', which load it).
+using trainers::DataKind;
+using trainers::kDataKindNames;
 
 /// boards.backend: the Board implementation (its name in backends::BoardRegistry).
 enum class Backend { kEmulator, kNull, kXrt };
@@ -116,8 +99,8 @@ inline constexpr common::EnumTable<Better, 2> kBetterNames = {
     {{Better::kHigher, "higher"}, {Better::kLower, "lower"}}};
 
 /// The spellings of each enum of the file (its table's; "none" for an empty training mode, the
-/// empty string for an unstated precision).
-std::string to_string(DataKind v);
+/// empty string for an unstated precision). to_string(DataKind) is the trainers'
+/// (trainers/train_enums.h).
 std::string to_string(Backend v);
 std::string to_string(TimeModel v);
 std::string to_string(Fallback v);

@@ -45,18 +45,6 @@ int64_t phase1_epochs(const TrainingConfig& t) {
   return t.freeze_epochs > 0 ? t.freeze_epochs : std::max<int64_t>(1, t.epochs / 2);
 }
 
-// The name trainers::load_dataset knows a data.kind by.
-std::string loader_name(DataKind data_kind) {
-  const std::string kind = to_string(data_kind);
-  if (kind.rfind("uci-", 0) == 0) {
-    std::string name = kind.substr(4);
-    for (auto& c : name)
-      if (c == '-') c = '_';
-    return name;  // uci-breast-cancer -> breast_cancer
-  }
-  return kind;
-}
-
 std::string data_source(const RunConfig& run) {
   if (!run.data.path.empty()) return run.data.path;
   switch (run.data.kind) {
@@ -73,7 +61,7 @@ std::string data_source(const RunConfig& run) {
 // (after pretraining, which uses the full split).
 trainers::Dataset load_data(const RunConfig& run, const models::Model& base) {
   trainers::DataOptions o;
-  o.name = loader_name(run.data.kind);
+  o.kind = run.data.kind;
   o.root = run.data.path;
   o.seed = run.data.seed;
   o.test_samples = run.training.test_samples;

@@ -71,6 +71,47 @@ void check_keys(const py::dict& d, const std::set<std::string>& valid,
   }
 }
 
+// A named field of a result or profile struct: the key of its dict entry and its member.
+template <typename S, typename T>
+struct Field {
+  const char* key;
+  T S::*member;
+};
+
+// The number fields of a board profile (board_profile() and the boards' dicts), in dict order.
+constexpr Field<BoardProfile, double> kBoardNumbers[] = {
+    {"peak_flops", &BoardProfile::peak_flops}, {"efficiency", &BoardProfile::efficiency},
+    {"overhead_s", &BoardProfile::overhead_s}, {"h2d_gbps", &BoardProfile::h2d_gbps},
+    {"d2h_gbps", &BoardProfile::d2h_gbps},     {"link_latency_s", &BoardProfile::link_latency_s},
+    {"mpi_gbps", &BoardProfile::mpi_gbps},     {"mpi_latency_s", &BoardProfile::mpi_latency_s}};
+
+// A stage's layer range and per-sample counts, then its seconds per batch, in dict order.
+constexpr Field<StageCost, int64_t> kStageCounts[] = {{"first_layer", &StageCost::first_layer},
+                                                      {"end_layer", &StageCost::end_layer},
+                                                      {"flops", &StageCost::flops},
+                                                      {"ae_flops", &StageCost::ae_flops},
+                                                      {"in_bytes", &StageCost::in_bytes},
+                                                      {"out_bytes", &StageCost::out_bytes}};
+constexpr Field<StageCost, double> kStageSeconds[] = {
+    {"layers_s", &StageCost::layers_s},     {"ae_s", &StageCost::ae_s},
+    {"overhead_s", &StageCost::overhead_s}, {"compute_s", &StageCost::compute_s},
+    {"h2d_s", &StageCost::h2d_s},           {"d2h_s", &StageCost::d2h_s},
+    {"mpi_s", &StageCost::mpi_s},           {"comm_s", &StageCost::comm_s},
+    {"exec_s", &StageCost::exec_s}};
+
+// A search result's seconds per batch, in dict order.
+constexpr Field<SearchResult, double> kResultSeconds[] = {
+    {"objective_s", &SearchResult::objective_s},
+    {"imbalance_s", &SearchResult::imbalance_s},
+    {"max_exec_s", &SearchResult::max_exec_s},
+    {"sum_exec_s", &SearchResult::sum_exec_s}};
+
+// d[key] = s.*member for each field, in order.
+template <typename S, typename T, size_t N>
+void put_fields(py::dict& d, const S& s, const Field<S, T> (&fields)[N]) {
+  for (const auto& f : fields) d[f.key] = s.*f.member;
+}
+
 Shape to_shape(const py::handle& v, const std::string& what) {
   if (!py::isinstance<py::sequence>(v) || py::isinstance<py::str>(v)) {
     throw PartitionError(fmt::format("{} must be a list of ints ({{C, H, W}} or {{F}}), got {}",
@@ -154,23 +195,14 @@ ModelProfile to_model(const py::handle& layers, int64_t input_bytes, const std::
 
 BoardProfile to_board(const py::handle& v, const std::string& what) {
   const py::dict d = to_dict(v, what);
-  check_keys(d,
-             {"name", "peak_flops", "efficiency", "overhead_s", "h2d_gbps", "d2h_gbps",
-              "link_latency_s", "mpi_gbps", "mpi_latency_s"},
-             {}, what);
+  std::set<std::string> keys{"name"};
+  for (const auto& f : kBoardNumbers) keys.insert(f.key);
+  check_keys(d, keys, {}, what);
   BoardProfile b;
-  const auto num = [&](const char* key, double* field) {
-    if (d.contains(key)) *field = to_double(d[key], fmt::format("{} {}", what, key));
-  };
   if (d.contains("name")) b.name = to_str(d["name"], what + " name");
-  num("peak_flops", &b.peak_flops);
-  num("efficiency", &b.efficiency);
-  num("overhead_s", &b.overhead_s);
-  num("h2d_gbps", &b.h2d_gbps);
-  num("d2h_gbps", &b.d2h_gbps);
-  num("link_latency_s", &b.link_latency_s);
-  num("mpi_gbps", &b.mpi_gbps);
-  num("mpi_latency_s", &b.mpi_latency_s);
+  for (const auto& f : kBoardNumbers) {
+    if (d.contains(f.key)) b.*f.member = to_double(d[f.key], fmt::format("{} {}", what, f.key));
+  }
   return b;
 }
 
@@ -191,14 +223,7 @@ std::vector<BoardProfile> to_boards(const py::handle& v) {
 py::dict board_dict(const BoardProfile& b) {
   py::dict d;
   d["name"] = b.name;
-  d["peak_flops"] = b.peak_flops;
-  d["efficiency"] = b.efficiency;
-  d["overhead_s"] = b.overhead_s;
-  d["h2d_gbps"] = b.h2d_gbps;
-  d["d2h_gbps"] = b.d2h_gbps;
-  d["link_latency_s"] = b.link_latency_s;
-  d["mpi_gbps"] = b.mpi_gbps;
-  d["mpi_latency_s"] = b.mpi_latency_s;
+  put_fields(d, b, kBoardNumbers);
   return d;
 }
 
@@ -206,31 +231,15 @@ py::dict stage_dict(const StageCost& c) {
   py::dict d;
   d["stage"] = c.stage;
   d["board"] = c.board;
-  d["first_layer"] = c.first_layer;
-  d["end_layer"] = c.end_layer;
-  d["flops"] = c.flops;
-  d["ae_flops"] = c.ae_flops;
-  d["in_bytes"] = c.in_bytes;
-  d["out_bytes"] = c.out_bytes;
-  d["layers_s"] = c.layers_s;
-  d["ae_s"] = c.ae_s;
-  d["overhead_s"] = c.overhead_s;
-  d["compute_s"] = c.compute_s;
-  d["h2d_s"] = c.h2d_s;
-  d["d2h_s"] = c.d2h_s;
-  d["mpi_s"] = c.mpi_s;
-  d["comm_s"] = c.comm_s;
-  d["exec_s"] = c.exec_s;
+  put_fields(d, c, kStageCounts);
+  put_fields(d, c, kStageSeconds);
   return d;
 }
 
 py::dict result_dict(const SearchResult& r) {
   py::dict d;
   d["objective"] = to_string(r.objective);
-  d["objective_s"] = r.objective_s;
-  d["imbalance_s"] = r.imbalance_s;
-  d["max_exec_s"] = r.max_exec_s;
-  d["sum_exec_s"] = r.sum_exec_s;
+  put_fields(d, r, kResultSeconds);
   d["cuts"] = r.cuts;
   d["cut_names"] = r.cut_names;
   py::list stages;

@@ -341,12 +341,12 @@ class PaperSearch {
 }  // namespace
 
 std::string to_string(Objective objective) {
-  return objective == Objective::kPaper ? "paper" : "minmax";
+  return std::string(common::enum_name(kObjectiveNames, objective));
 }
 
 Objective parse_objective(const std::string& name) {
-  if (name == "paper") return Objective::kPaper;
-  if (name == "minmax" || name == "min-max" || name == "min_max") return Objective::kMinMax;
+  if (auto v = common::enum_parse(kObjectiveNames, name)) return *v;
+  if (auto v = common::enum_parse(kObjectiveAliases, name)) return *v;
   throw PartitionError(fmt::format(
       "unknown objective '{}'; valid: 'paper' (sum of |exec_max - exec_i|, QuiltNet §3.4) or "
       "'minmax' (the slowest stage)",

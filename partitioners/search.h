@@ -31,6 +31,7 @@
 //     ~0.1-0.3 s).
 // brute_force() enumerates every admissible combination of cuts: the test oracle.
 
+#include "common/enum_table.h"
 #include "partitioners/cost_model.h"
 #include "partitioners/profile.h"
 
@@ -46,10 +47,18 @@ enum class Objective {
   kMinMax,  ///< exec_max (the slowest stage)
 };
 
-/// "paper" or "minmax".
+/// The spellings of Objective (common/enum_table.h), in the order messages list them.
+inline constexpr common::EnumTable<Objective, 2> kObjectiveNames = {
+    {{Objective::kPaper, "paper"}, {Objective::kMinMax, "minmax"}}};
+/// Other spellings parse_objective() accepts.
+inline constexpr common::EnumTable<Objective, 2> kObjectiveAliases = {
+    {{Objective::kMinMax, "min-max"}, {Objective::kMinMax, "min_max"}}};
+
+/// "paper" or "minmax" (kObjectiveNames).
 std::string to_string(Objective objective);
 
-/// Parses "paper" or "minmax" (also "min-max", "min_max"); throws PartitionError otherwise.
+/// Parses "paper" or "minmax" (also "min-max", "min_max": kObjectiveAliases); throws
+/// PartitionError otherwise.
 Objective parse_objective(const std::string& name);
 
 /// One partitioning request.

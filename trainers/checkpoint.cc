@@ -5,6 +5,7 @@
 
 #include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
+
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/serialize.h>
@@ -13,6 +14,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 
 namespace quilt::trainers {
 namespace fs = std::filesystem;
@@ -23,92 +27,71 @@ constexpr int64_t kCheckpointVersion = 1;
 constexpr int64_t kEpochFields = 11;
 constexpr int64_t kPhaseFields = 13;
 
-torch::Tensor epochs_to_tensor(const std::vector<EpochRecord>& v) {
-  auto t = torch::zeros({static_cast<int64_t>(v.size()), kEpochFields}, torch::kFloat64);
+// The columns of a checkpoint's epoch and phase rows, in order: the one definition of the row
+// layout, for writing and for reading (changing it needs a new kCheckpointVersion).
+constexpr auto epoch_columns = [](auto& e) {
+  return std::tie(e.phase, e.epoch, e.train_loss, e.train_top1, e.test.loss, e.test.top1,
+                  e.test.top5, e.test.samples, e.test.seconds, e.seconds, e.samples);
+};
+constexpr auto phase_columns = [](auto& p) {
+  return std::tie(p.phase, p.epochs, p.settled, p.trainable_params, p.seconds, p.samples,
+                  p.test.loss, p.test.top1, p.test.top5, p.test.samples, p.test.seconds,
+                  p.train_loss, p.train_top1);
+};
+static_assert(std::tuple_size_v<decltype(epoch_columns(std::declval<EpochRecord&>()))> ==
+              kEpochFields);
+static_assert(std::tuple_size_v<decltype(phase_columns(std::declval<PhaseRecord&>()))> ==
+              kPhaseFields);
+
+// One float64 row per record: its columns in order.
+template <typename Record, typename Columns>
+torch::Tensor to_rows(const std::vector<Record>& v, int64_t fields, Columns columns) {
+  auto t = torch::zeros({static_cast<int64_t>(v.size()), fields}, torch::kFloat64);
   auto a = t.accessor<double, 2>();
   for (size_t i = 0; i < v.size(); ++i) {
-    const auto& e = v[i];
-    const double row[kEpochFields] = {static_cast<double>(e.phase),
-                                      static_cast<double>(e.epoch),
-                                      e.train_loss,
-                                      e.train_top1,
-                                      e.test.loss,
-                                      e.test.top1,
-                                      e.test.top5,
-                                      static_cast<double>(e.test.samples),
-                                      e.test.seconds,
-                                      e.seconds,
-                                      static_cast<double>(e.samples)};
-    for (int64_t j = 0; j < kEpochFields; ++j) a[static_cast<int64_t>(i)][j] = row[j];
+    int64_t j = 0;
+    std::apply(
+        [&](const auto&... x) {
+          ((a[static_cast<int64_t>(i)][j++] = static_cast<double>(x)), ...);
+        },
+        columns(v[i]));
   }
   return t;
 }
 
-std::vector<EpochRecord> epochs_from_tensor(const torch::Tensor& t) {
-  std::vector<EpochRecord> v;
+// The records of float64 rows, each column cast back to its field's type.
+template <typename Record, typename Columns>
+std::vector<Record> from_rows(const torch::Tensor& t, Columns columns) {
+  std::vector<Record> v;
   auto a = t.accessor<double, 2>();
   for (int64_t i = 0; i < t.size(0); ++i) {
-    EpochRecord e;
-    e.phase = static_cast<int>(a[i][0]);
-    e.epoch = static_cast<int64_t>(a[i][1]);
-    e.train_loss = a[i][2];
-    e.train_top1 = a[i][3];
-    e.test.loss = a[i][4];
-    e.test.top1 = a[i][5];
-    e.test.top5 = a[i][6];
-    e.test.samples = static_cast<int64_t>(a[i][7]);
-    e.test.seconds = a[i][8];
-    e.seconds = a[i][9];
-    e.samples = static_cast<int64_t>(a[i][10]);
-    v.push_back(e);
+    Record r;
+    int64_t j = 0;
+    std::apply(
+        [&](auto&... x) {
+          ((x = static_cast<std::remove_reference_t<decltype(x)>>(a[i][j++])), ...);
+        },
+        columns(r));
+    v.push_back(r);
   }
   return v;
 }
 
+torch::Tensor epochs_to_tensor(const std::vector<EpochRecord>& v) {
+  return to_rows(v, kEpochFields, epoch_columns);
+}
+
+std::vector<EpochRecord> epochs_from_tensor(const torch::Tensor& t) {
+  return from_rows<EpochRecord>(t, epoch_columns);
+}
+
 torch::Tensor phases_to_tensor(const std::vector<PhaseRecord>& v) {
-  auto t = torch::zeros({static_cast<int64_t>(v.size()), kPhaseFields}, torch::kFloat64);
-  auto a = t.accessor<double, 2>();
-  for (size_t i = 0; i < v.size(); ++i) {
-    const auto& p = v[i];
-    const double row[kPhaseFields] = {static_cast<double>(p.phase),
-                                      static_cast<double>(p.epochs),
-                                      p.settled ? 1.0 : 0.0,
-                                      static_cast<double>(p.trainable_params),
-                                      p.seconds,
-                                      static_cast<double>(p.samples),
-                                      p.test.loss,
-                                      p.test.top1,
-                                      p.test.top5,
-                                      static_cast<double>(p.test.samples),
-                                      p.test.seconds,
-                                      p.train_loss,
-                                      p.train_top1};
-    for (int64_t j = 0; j < kPhaseFields; ++j) a[static_cast<int64_t>(i)][j] = row[j];
-  }
-  return t;
+  return to_rows(v, kPhaseFields, phase_columns);
 }
 
 std::vector<PhaseRecord> phases_from_tensor(const torch::Tensor& t, Mode mode) {
-  std::vector<PhaseRecord> v;
-  auto a = t.accessor<double, 2>();
-  for (int64_t i = 0; i < t.size(0); ++i) {
-    PhaseRecord p;
-    p.phase = static_cast<int>(a[i][0]);
-    p.trains = mode == Mode::kFreeze && p.phase == 1 ? "autoencoders" : "all";
-    p.epochs = static_cast<int64_t>(a[i][1]);
-    p.settled = a[i][2] != 0.0;
-    p.trainable_params = static_cast<int64_t>(a[i][3]);
-    p.seconds = a[i][4];
-    p.samples = static_cast<int64_t>(a[i][5]);
-    p.test.loss = a[i][6];
-    p.test.top1 = a[i][7];
-    p.test.top5 = a[i][8];
-    p.test.samples = static_cast<int64_t>(a[i][9]);
-    p.test.seconds = a[i][10];
-    p.train_loss = a[i][11];
-    p.train_top1 = a[i][12];
-    v.push_back(p);
-  }
+  std::vector<PhaseRecord> v = from_rows<PhaseRecord>(t, phase_columns);
+  for (auto& p : v) p.trains = mode == Mode::kFreeze && p.phase == 1 ? "autoencoders" : "all";
   return v;
 }
 
@@ -176,6 +159,22 @@ void check_same_model(const CheckpointInfo& info, models::QuiltModel& model,
   }
 }
 
+// Copies each of `tensors` (the model's parameters or buffers, `what`) from the archive.
+void copy_tensors(torch::serialize::InputArchive& weights,
+                  const torch::OrderedDict<std::string, torch::Tensor>& tensors, const char* what,
+                  const std::string& path) {
+  for (const auto& p : tensors) {
+    torch::Tensor t;
+    if (!weights.try_read(p.key(), t) || !t.sizes().equals(p.value().sizes())) {
+      throw TrainerError(
+          fmt::format("checkpoint \"{}\": {} \"{}\" is missing or of another shape "
+                      "(damaged?)",
+                      path, what, p.key()));
+    }
+    p.value().copy_(t);
+  }
+}
+
 void load_weights(torch::serialize::InputArchive& archive, models::QuiltModel& model,
                   const std::string& path) {
   torch::serialize::InputArchive weights;
@@ -183,26 +182,8 @@ void load_weights(torch::serialize::InputArchive& archive, models::QuiltModel& m
     throw TrainerError(fmt::format("checkpoint \"{}\" has no model weights (damaged?)", path));
   }
   torch::NoGradGuard no_grad;
-  for (auto& p : model->named_parameters()) {
-    torch::Tensor t;
-    if (!weights.try_read(p.key(), t) || !t.sizes().equals(p.value().sizes())) {
-      throw TrainerError(
-          fmt::format("checkpoint \"{}\": parameter \"{}\" is missing or of another shape "
-                      "(damaged?)",
-                      path, p.key()));
-    }
-    p.value().copy_(t);
-  }
-  for (auto& b : model->named_buffers()) {
-    torch::Tensor t;
-    if (!weights.try_read(b.key(), t) || !t.sizes().equals(b.value().sizes())) {
-      throw TrainerError(
-          fmt::format("checkpoint \"{}\": buffer \"{}\" is missing or of another shape "
-                      "(damaged?)",
-                      path, b.key()));
-    }
-    b.value().copy_(t);
-  }
+  copy_tensors(weights, model->named_parameters(), "parameter", path);
+  copy_tensors(weights, model->named_buffers(), "buffer", path);
 }
 
 }  // namespace

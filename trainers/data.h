@@ -5,6 +5,7 @@
 // (float32 samples, int64 labels); fit_to_model() reshapes it for a zoo model's input.
 
 #include "models/model.h"
+#include "trainers/train_enums.h"
 
 #include <torch/types.h>
 
@@ -49,9 +50,8 @@ struct Dataset {
 
 /// Everything a loader needs. Fields that do not apply to a dataset are ignored.
 struct DataOptions {
-  /// One of dataset_names(): "fashion-mnist", "iris", "wine", "breast_cancer", "digits",
-  /// "synthetic", "cifar10", "tensor-folder".
-  std::string name = "synthetic";
+  /// The data set (dataset_name(kind) is its loader's name).
+  DataKind kind = DataKind::kSynthetic;
   /// Directory of the files; empty = the default for the dataset
   /// (/usr/share/datasets/fashion-mnist; sklearn's datasets/data directory for the UCI sets).
   /// cifar10 and tensor-folder have no default.
@@ -78,10 +78,18 @@ struct DataOptions {
   double synthetic_separation = 1.0;     ///< distance scale between class means (noise sd 1)
 };
 
-/// Names load_dataset() accepts.
+/// The loader's name of a data set: its kDataKindNames spelling, the UCI sets by scikit-learn's
+/// file names ("uci-breast-cancer" -> "breast_cancer"). Dataset::name and messages use it.
+std::string dataset_name(DataKind kind);
+
+/// The loaders' names of every data set, in the order messages list them: "fashion-mnist",
+/// "iris", "wine", "breast_cancer", "digits", "synthetic", "cifar10", "tensor-folder".
 std::vector<std::string> dataset_names();
 
-/// Loads the dataset `options.name` with the options applied. Throws DataError naming the file
+/// The data set of a loader's name; throws DataError listing dataset_names() otherwise.
+DataKind parse_dataset(const std::string& text);
+
+/// Loads the dataset `options.kind` with the options applied. Throws DataError naming the file
 /// and what was expected for a missing, truncated or malformed file, or the option and the valid
 /// values for a bad option.
 Dataset load_dataset(const DataOptions& options);
@@ -98,7 +106,8 @@ torch::Tensor read_idx(const std::string& path, const std::vector<int64_t>& expe
 /// classes, the official split.
 Dataset load_fashion_mnist(const DataOptions& options);
 
-/// A UCI set shipped by scikit-learn ("iris", "wine", "breast_cancer", "digits"): the header
+/// A UCI set shipped by scikit-learn (kUciIris, kUciWine, kUciBreastCancer, kUciDigits: "iris",
+/// "wine", "breast_cancer", "digits"): the header
 /// line "n_samples,n_features,class names..." (iris, wine, breast_cancer) or no header (digits,
 /// 64 pixel features and the label, gzip), one sample per line, label last. Split by
 /// options.test_fraction (stratified, seeded). Sample shape {n_features}.

@@ -50,6 +50,17 @@ class FlushDenormals {
 
 std::string key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
+// The loss of `closure` (undefined without one), computed with autograd on as torch's step()
+// does; the caller's NoGradGuard covers the update that follows.
+torch::Tensor run_closure(const torch::optim::Optimizer::LossClosure& closure) {
+  torch::Tensor loss = {};
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  return loss;
+}
+
 }  // namespace
 
 torch::Tensor FusedSgd::step(LossClosure closure) {
@@ -61,11 +72,7 @@ torch::Tensor FusedSgd::step(LossClosure closure) {
   };
   if (!all_fusable(param_groups_, state_ok)) return SGD::step(std::move(closure));
   torch::NoGradGuard no_grad;
-  torch::Tensor loss = {};
-  if (closure != nullptr) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  torch::Tensor loss = run_closure(closure);
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
     const float lr = static_cast<float>(o.lr()), wd = static_cast<float>(o.weight_decay());
@@ -121,11 +128,7 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
   }
   if (amsgrad || !all_fusable(param_groups_, state_ok)) return Adam::step(std::move(closure));
   torch::NoGradGuard no_grad;
-  torch::Tensor loss = {};
-  if (closure != nullptr) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  torch::Tensor loss = run_closure(closure);
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
     const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());

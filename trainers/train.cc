@@ -1,41 +1,30 @@
 #include "trainers/train.h"
 
-#include "common/text.h"
 #include "models/state_dict.h"
 #include "models/summary.h"
-#include "models/zoo.h"
 #include "trainers/checkpoint.h"
 #include "trainers/checkpoint_io.h"
 #include "trainers/fused_optim.h"
+#include "trainers/train_detail.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <optional>
 
 namespace quilt::trainers {
+using detail::lr_hint;
+using detail::make_optimizer;
+using detail::now_s;
+using detail::set_lr;
+using detail::shard;
+using detail::sum_over_ranks;
+
 namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(OptimizerKind kind,
-                                                        const std::vector<torch::Tensor>& params,
-                                                        double lr, double momentum,
-                                                        double weight_decay) {
-  if (kind == OptimizerKind::kAdam) {
-    return std::make_unique<FusedAdam>(params,
-                                       torch::optim::AdamOptions(lr).weight_decay(weight_decay));
-  }
-  return std::make_unique<FusedSgd>(
-      params, torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(weight_decay));
-}
 
 int64_t count_elements(const std::vector<torch::Tensor>& params) {
   int64_t n = 0;
@@ -43,28 +32,9 @@ int64_t count_elements(const std::vector<torch::Tensor>& params) {
   return n;
 }
 
-// Rank `rank`'s contiguous share [begin, end) of `count` items split over `size` ranks.
-std::pair<int64_t, int64_t> shard(int64_t count, int rank, int size) {
-  return {count * rank / size, count * (rank + 1) / size};
-}
-
-// Element-wise sum over ranks through the averaging collective (mean x size).
-void sum_over_ranks(std::vector<torch::Tensor>& tensors, const Parallel& parallel) {
-  if (parallel.size <= 1) return;
-  parallel.average(tensors);
-  for (auto& t : tensors) t.mul_(parallel.size);
-}
-
-std::string lr_hint(double lr) { return fmt::format("lr {:g} too large?", lr); }
-
 void check_fits(models::QuiltModel& model, const Dataset& data) {
   const auto base = model->base();
-  if (data.sample_shape != base->input_shape()) {
-    throw TrainerError(fmt::format(
-        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)",
-        data.name, models::to_string(data.sample_shape), base->arch(),
-        models::to_string(base->input_shape())));
-  }
+  detail::check_input_shape(base, data);
   if (data.num_classes > base->num_classes()) {
     throw TrainerError(fmt::format("dataset \"{}\" has {} classes but model {} has {} outputs",
                                    data.name, data.num_classes, base->arch(), base->num_classes()));
@@ -82,8 +52,6 @@ std::vector<double> final_phase_top1(const std::vector<EpochRecord>& epochs, int
   return out;
 }
 
-int64_t topk_for(int64_t num_classes) { return num_classes > 5 ? 5 : 1; }
-
 // "test loss 0.4102 top1 0.8512 top5 0.9901" for the console; top-5 only when it can differ from
 // top-1 (more than 5 classes); "test —" when the epoch had no evaluation.
 std::string test_summary(const Evaluation& test, int64_t num_classes) {
@@ -92,116 +60,6 @@ std::string test_summary(const Evaluation& test, int64_t num_classes) {
   if (num_classes > 5) out += fmt::format(" top5 {:.4f}", test.top5);
   return out;
 }
-
-}  // namespace
-
-namespace {
-// The one parse of every training enum: the message lists the table's names.
-template <typename E, size_t N>
-E parse_named(const common::EnumTable<E, N>& table, const std::string& text, const char* what) {
-  if (auto v = common::enum_parse(table, text)) return *v;
-  throw TrainerError(fmt::format("unknown {} \"{}\"; valid: {}", what, text,
-                                 common::join(common::enum_names(table))));
-}
-}  // namespace
-
-Mode parse_mode(const std::string& text) { return parse_named(kModeNames, text, "training mode"); }
-
-OptimizerKind parse_optimizer(const std::string& text) {
-  return parse_named(kOptimizerNames, text, "optimizer");
-}
-
-LrSchedule parse_lr_schedule(const std::string& text) {
-  return parse_named(kLrScheduleNames, text, "lr schedule");
-}
-
-double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs) {
-  if (schedule == LrSchedule::kConstant || phase_epochs <= 0) return lr;
-  const double t = static_cast<double>(std::clamp<int64_t>(epoch, 0, phase_epochs - 1)) /
-                   static_cast<double>(phase_epochs);
-  return lr * 0.5 * (1.0 + std::cos(M_PI * t));
-}
-
-namespace {
-void set_lr(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
-}
-}  // namespace
-
-void validate(const TrainOptions& o) {
-  auto bad = [](const std::string& what) { throw TrainerError("training option " + what); };
-  if (o.mode == Mode::kProxy) bad("mode proxy is trained by train_proxy(), not train()");
-  if (!(o.lr > 0.0) || !std::isfinite(o.lr)) bad(fmt::format("lr {} must be finite and > 0", o.lr));
-  if (!(o.momentum >= 0.0 && o.momentum < 1.0))
-    bad(fmt::format("momentum {} must be in [0, 1)", o.momentum));
-  if (!(o.weight_decay >= 0.0) || !std::isfinite(o.weight_decay)) {
-    bad(fmt::format("weight_decay {} must be finite and >= 0", o.weight_decay));
-  }
-  if (o.batch_size < 1) bad(fmt::format("batch_size {} must be >= 1", o.batch_size));
-  if (o.eval_batch_size < 1) bad(fmt::format("eval_batch_size {} must be >= 1", o.eval_batch_size));
-  if (o.epochs < 0) bad(fmt::format("epochs {} must be >= 0", o.epochs));
-  if (o.stop_after_epochs < 0) {
-    bad(fmt::format("stop_after_epochs {} must be >= 0 (0 = no limit)", o.stop_after_epochs));
-  }
-  if (o.freeze_epochs < 1 && o.mode != Mode::kScratch) {
-    bad(fmt::format("freeze_epochs {} must be >= 1", o.freeze_epochs));
-  }
-  if (!(o.settle_tolerance >= 0.0)) {
-    bad(fmt::format("settle_tolerance {} must be >= 0", o.settle_tolerance));
-  }
-  if (o.converge_window < 0 || o.converge_window == 1) {
-    bad(fmt::format("converge_window {} must be 0 (off) or >= 2", o.converge_window));
-  }
-  if (!(o.converge_margin >= 0.0) || !std::isfinite(o.converge_margin)) {
-    bad(fmt::format("converge_margin {} must be finite and >= 0", o.converge_margin));
-  }
-  if (o.converge_window > 0 && !o.eval_every_epoch) {
-    bad("converge_window needs eval_every_epoch (the rule reads the test accuracy of every epoch)");
-  }
-  validate(o.augment);
-}
-
-void set_base_trainable(models::QuiltModel& model, bool trainable) {
-  for (auto& p : model->base()->parameters()) p.set_requires_grad(trainable);
-}
-
-Evaluation evaluate(models::QuiltModel& model, const Split& split, int64_t num_classes,
-                    int64_t batch_size, const Parallel& parallel) {
-  const double t0 = now_s();
-  c10::InferenceMode inference;  // no autograd records at all (cheaper than NoGradGuard)
-  model->eval();
-  const int64_t k = std::min<int64_t>(topk_for(num_classes), model->base()->num_classes());
-  auto [begin, end] = shard(split.size(), parallel.rank, parallel.size);
-  double loss_sum = 0.0, top1 = 0.0, topk = 0.0;
-  for (int64_t i = begin; i < end; i += batch_size) {
-    const int64_t n = std::min(batch_size, end - i);
-    auto x = split.x.narrow(0, i, n);
-    auto y = split.y.narrow(0, i, n);
-    auto out = model->forward(x);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    auto pred = std::get<1>(out.topk(k, 1));
-    auto hit = pred.eq(y.unsqueeze(1));
-    top1 += hit.select(1, 0).sum().item<double>();
-    topk += hit.any(1).sum().item<double>();
-  }
-  std::vector<torch::Tensor> sums{
-      torch::tensor({loss_sum, top1, topk, static_cast<double>(end - begin)}, torch::kFloat64)};
-  sum_over_ranks(sums, parallel);
-  auto s = sums[0];
-  Evaluation e;
-  e.samples = static_cast<int64_t>(std::llround(s[3].item<double>()));
-  if (e.samples > 0) {
-    e.loss = s[0].item<double>() / e.samples;
-    e.top1 = s[1].item<double>() / e.samples;
-    e.top5 = s[2].item<double>() / e.samples;
-  }
-  e.seconds = now_s() - t0;
-  return e;
-}
-
-namespace {
 
 // One call of train(): the loop over phases, epochs and batches, and what it accumulates.
 class TrainLoop {
@@ -551,151 +409,6 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
     }
   } restore{model};
   return TrainLoop(model, data, options, parallel).run();
-}
-
-namespace {
-
-void check_proxy_options(const models::Model& base, const Dataset& data,
-                         const ProxyOptions& options) {
-  if (data.sample_shape != base->input_shape()) {
-    throw TrainerError(fmt::format(
-        "dataset \"{}\" has samples of shape {} but model {} takes {} (use fit_to_model)",
-        data.name, models::to_string(data.sample_shape), base->arch(),
-        models::to_string(base->input_shape())));
-  }
-  if (options.rates.empty()) throw TrainerError("proxy training needs at least one rate (rates)");
-  for (double r : options.rates) {
-    if (!(r > 1.0) || !std::isfinite(r)) {
-      throw TrainerError(
-          fmt::format("proxy rate {} must be finite and > 1 (R = 1 has no autoencoder)", r));
-    }
-  }
-  if (!(options.lr > 0.0) || options.batch_size < 1 || options.epochs < 1) {
-    throw TrainerError(
-        fmt::format("proxy options: lr {} must be > 0, batch_size {} >= 1, epochs {} >= 1",
-                    options.lr, options.batch_size, options.epochs));
-  }
-}
-
-// f_L(x) of every sample of `s`: the base's units up to `cut`, in chunks of 256.
-torch::Tensor cut_features(models::Model base, const Split& s, const models::CutPoint& cut) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> parts;
-  for (int64_t i = 0; i < s.size(); i += 256) {
-    parts.push_back(base->forward_units(s.x.narrow(0, i, std::min<int64_t>(256, s.size() - i)), 0,
-                                        cut.after_unit + 1));
-  }
-  if (parts.empty()) {
-    std::vector<int64_t> shape{0};
-    shape.insert(shape.end(), cut.shape.begin(), cut.shape.end());
-    return torch::empty(shape);
-  }
-  return torch::cat(parts).contiguous();
-}
-
-// Test reconstruction error, per element as the training loss.
-double test_mse(models::Autoencoder& ae, const torch::Tensor& test_f) {
-  ae->eval();
-  torch::NoGradGuard no_grad;
-  double test_sum = 0.0;
-  for (int64_t i = 0; i < test_f.size(0); i += 256) {
-    auto t = test_f.narrow(0, i, std::min<int64_t>(256, test_f.size(0) - i));
-    test_sum += torch::mse_loss(ae->forward(t), t, torch::Reduction::Sum).item<double>();
-  }
-  return test_f.numel() > 0 ? test_sum / static_cast<double>(test_f.numel()) : 0.0;
-}
-
-// One training epoch of `ae` on the features; false (result.failure set) when the loss stopped
-// being finite.
-bool proxy_epoch(models::Autoencoder& ae, torch::optim::Optimizer& optimizer,
-                 const torch::Tensor& train_f, int64_t epoch, const ProxyOptions& options,
-                 Progress& progress, ProxyRecord& rec, ProxyResult& result) {
-  const int64_t n = train_f.size(0);
-  const auto ae_params = ae->parameters();
-  ae->train(true);
-  at::Generator gen = at::detail::createCPUGenerator(batch_seed(options.seed, epoch, -1));
-  auto perm = torch::randperm(n, gen, torch::kLong);
-  progress.start_epoch(fmt::format("proxy R {:g} epoch {}/{}", rec.rate, epoch, options.epochs), n);
-  double sum = 0.0;
-  for (int64_t first = 0, b = 0; first < n; first += options.batch_size, ++b) {
-    const int64_t count = std::min(options.batch_size, n - first);
-    auto target = train_f.index_select(0, perm.narrow(0, first, count));
-    clear_grads(ae_params);
-    auto loss = torch::mse_loss(ae->forward(target), target);
-    const double value = loss.item<double>();
-    if (!std::isfinite(value)) {
-      result.ok = false;
-      result.failure = fmt::format(
-          "reconstruction loss became {} for R {:g} at epoch {} batch {} ({})",
-          std::isnan(value) ? "NaN" : "Inf", rec.rate, epoch, b + 1, lr_hint(options.lr));
-      progress.message(result.failure);
-      return false;
-    }
-    loss.backward();
-    fill_missing_grads(ae_params);
-    optimizer.step();
-    sum += value * static_cast<double>(count);
-    rec.samples += count;
-    progress.advance(count, sum / static_cast<double>(first + count));
-  }
-  rec.train_mse.push_back(n > 0 ? sum / static_cast<double>(n) : 0.0);
-  return true;
-}
-
-}  // namespace
-
-ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOptions& options) {
-  check_proxy_options(base, data, options);
-  const models::CutPoint cut = [&] {
-    try {
-      return base->cut(options.cut);
-    } catch (const models::ModelError& e) {
-      throw TrainerError(e.what());
-    }
-  }();
-  ProxyResult result;
-  result.cut = cut.name;
-  result.cut_shape = cut.shape;
-  Progress progress(options.progress, 0);
-
-  // f_L(x) once for both splits: the base is frozen, so the features never change.
-  const double t_feat = now_s();
-  base->eval();
-  const auto train_f = cut_features(base, data.train, cut);
-  const auto test_f = cut_features(base, data.test, cut);
-  result.feature_seconds = now_s() - t_feat;
-  const auto summary = models::summarize(base);
-  double per_sample = 0.0;
-  for (size_t u = 0; u <= cut.after_unit; ++u)
-    per_sample += static_cast<double>(summary.units[u].flops);
-  result.feature_flops = per_sample * static_cast<double>(data.train.size() + data.test.size());
-
-  for (size_t ri = 0; ri < options.rates.size(); ++ri) {
-    const double rate = options.rates[ri];
-    torch::manual_seed(options.seed + ri);
-    models::Autoencoder ae(cut.shape, models::AutoencoderOptions{rate, options.kernel});
-    auto optimizer = make_optimizer(options.optimizer, ae->parameters(), options.lr,
-                                    options.momentum, options.weight_decay);
-    ProxyRecord rec;
-    rec.rate = rate;
-    rec.effective_rate = models::effective_rate(cut.shape[0], rate);
-    const double ae_flops = static_cast<double>(models::module_flops(*ae, cut.shape, nullptr));
-    const double t0 = now_s();
-    for (int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
-      set_lr(*optimizer, lr_at_epoch(options.lr_schedule, options.lr, epoch - 1, options.epochs));
-      if (!proxy_epoch(ae, *optimizer, train_f, epoch, options, progress, rec, result)) {
-        result.rates.push_back(rec);
-        return result;
-      }
-      rec.test_mse.push_back(test_mse(ae, test_f));
-      progress.end_epoch(fmt::format("train mse {:.5f} test mse {:.5f}", rec.train_mse.back(),
-                                     rec.test_mse.back()));
-    }
-    rec.seconds = now_s() - t0;
-    rec.train_flops = 3.0 * ae_flops * static_cast<double>(rec.samples);
-    result.rates.push_back(rec);
-  }
-  return result;
 }
 
 }  // namespace quilt::trainers

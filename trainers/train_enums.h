@@ -9,6 +9,35 @@
 
 namespace quilt::trainers {
 
+/// The data sets load_dataset() reads (trainers/data.h).
+enum class DataKind {
+  kSynthetic,
+  kFashionMnist,
+  kUciIris,
+  kUciWine,
+  kUciBreastCancer,
+  kUciDigits,
+  kCifar10,
+  kTensorFolder,
+};
+
+/// The spellings of DataKind in experiment files (data.kind) and recorded parameters; the
+/// loaders' names (dataset_name() in trainers/data.h) follow from them.
+inline constexpr common::EnumTable<DataKind, 8> kDataKindNames = {
+    {{DataKind::kSynthetic, "synthetic"},
+     {DataKind::kFashionMnist, "fashion-mnist"},
+     {DataKind::kUciIris, "uci-iris"},
+     {DataKind::kUciWine, "uci-wine"},
+     {DataKind::kUciBreastCancer, "uci-breast-cancer"},
+     {DataKind::kUciDigits, "uci-digits"},
+     {DataKind::kCifar10, "cifar10"},
+     {DataKind::kTensorFolder, "tensor-folder"}}};
+
+/// "synthetic", "fashion-mnist", "uci-iris", ... (kDataKindNames).
+inline std::string to_string(DataKind kind) {
+  return std::string(common::enum_name(kDataKindNames, kind));
+}
+
 /// Training modes.
 enum class Mode {
   /// All weights trainable from random init (or from `pretrained`), `epochs` epochs, one phase.

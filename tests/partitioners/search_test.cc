@@ -382,5 +382,15 @@ TEST(SearchErrors, ParseObjective) {
   expect_error([] { parse_objective("fastest"); }, {"'fastest'", "'paper'", "'minmax'"});
 }
 
+TEST(SearchErrors, ObjectiveSpellingsRoundTrip) {
+  for (const auto& entry : kObjectiveNames) {
+    EXPECT_EQ(to_string(entry.value), entry.name);
+    EXPECT_EQ(parse_objective(std::string(entry.name)), entry.value);
+  }
+  for (const auto& alias : kObjectiveAliases)
+    EXPECT_EQ(parse_objective(std::string(alias.name)), alias.value);
+  EXPECT_EQ(to_string(Objective::kMinMax), "minmax");
+}
+
 }  // namespace
 }  // namespace quilt::partitioners

@@ -62,7 +62,7 @@ TEST(ReadIdx, RefusesMissingTruncatedAndForeignFiles) {
 
 TEST(FashionMnist, DebianFilesLoadWithTheOfficialSplit) {
   DataOptions o;
-  o.name = "fashion-mnist";
+  o.kind = DataKind::kFashionMnist;
   o.train_samples = 500;
   o.test_samples = 300;
   auto d = load_dataset(o);
@@ -82,7 +82,7 @@ TEST(FashionMnist, DebianFilesLoadWithTheOfficialSplit) {
 TEST(FashionMnist, MissingOrWrongFilesNameTheFile) {
   ScratchDir dir;
   DataOptions o;
-  o.name = "fashion-mnist";
+  o.kind = DataKind::kFashionMnist;
   o.root = dir.path().string();
   expect_error([&] { load_dataset(o); },
                {"train-images-idx3-ubyte.gz", "does not exist", "60000x28x28"});
@@ -100,7 +100,7 @@ TEST(Uci, SklearnSetsLoadStratifiedAndStandardised) {
                  Case{"breast_cancer", 569, 30, 2}, Case{"digits", 1797, 64, 10}}) {
     SCOPED_TRACE(c.name);
     DataOptions o;
-    o.name = c.name;
+    o.kind = parse_dataset(c.name);
     o.seed = 3;
     auto d = load_dataset(o);
     EXPECT_EQ(d.train.size() + d.test.size(), c.samples);
@@ -118,15 +118,26 @@ TEST(Uci, SklearnSetsLoadStratifiedAndStandardised) {
     EXPECT_FALSE(torch::equal(load_dataset(o).train.x, d.train.x));
   }
   DataOptions iris;
-  iris.name = "iris";
+  iris.kind = DataKind::kUciIris;
   EXPECT_EQ(load_dataset(iris).class_names,
             (std::vector<std::string>{"setosa", "versicolor", "virginica"}));
+}
+
+TEST(DataKinds, LoaderNamesFollowTheFileSpellings) {
+  EXPECT_EQ(dataset_names(),
+            (std::vector<std::string>{"fashion-mnist", "iris", "wine", "breast_cancer", "digits",
+                                      "synthetic", "cifar10", "tensor-folder"}));
+  EXPECT_EQ(dataset_name(DataKind::kUciBreastCancer), "breast_cancer");
+  EXPECT_EQ(to_string(DataKind::kUciBreastCancer), "uci-breast-cancer");
+  for (const auto& entry : kDataKindNames) {
+    EXPECT_TRUE(parse_dataset(dataset_name(entry.value)) == entry.value) << entry.name;
+  }
 }
 
 TEST(Uci, MalformedCsvNamesFileAndLine) {
   ScratchDir dir;
   DataOptions o;
-  o.name = "iris";
+  o.kind = DataKind::kUciIris;
   o.root = dir.path().string();
   expect_error([&] { load_dataset(o); }, {"iris.csv", "does not exist"});
   testing::write_raw(dir.file("iris.csv"), "150,4,a,b,c\n5.1,3.5,1.4,0.2,0\n4.9,3.0,1.4\n");
@@ -137,8 +148,8 @@ TEST(Uci, MalformedCsvNamesFileAndLine) {
   expect_error([&] { load_dataset(o); }, {"iris.csv:2", "label 7", "0..2"});
   testing::write_raw(dir.file("iris.csv"), "150,4,a,b,c\n5.1,3.5,1.4,0.2,1\n");
   expect_error([&] { load_dataset(o); }, {"1 samples, expected 150"});
-  o.name = "nope";
-  expect_error([&] { load_dataset(o); }, {"unknown dataset \"nope\"", "fashion-mnist", "iris"});
+  expect_error([&] { parse_dataset("nope"); },
+               {"unknown dataset \"nope\"", "fashion-mnist", "iris"});
 }
 
 TEST(Synthetic, SeededAndShaped) {
@@ -176,7 +187,7 @@ TEST(Cifar10, BinaryBatchesLoadAndTruncationIsRefused) {
   testing::write_raw(dir.file("data_batch_2.bin"), cifar_records(8, 3));
   testing::write_raw(dir.file("test_batch.bin"), cifar_records(5, 1));
   DataOptions o;
-  o.name = "cifar10";
+  o.kind = DataKind::kCifar10;
   o.root = dir.path().string();
   o.standardize = false;
   auto d = load_dataset(o);
@@ -206,7 +217,7 @@ TEST(TensorFolder, ReadsSamplesAndBatchesAndRefusesDamage) {
   write_tensor_file(dir.file("val/dog/0.qt"), torch::full({3, 4, 4}, -3.0));
   testing::write_raw(dir.file("train/dog/README"), "ignored");
   DataOptions o;
-  o.name = "tensor-folder";
+  o.kind = DataKind::kTensorFolder;
   o.root = dir.path().string();
   auto d = load_dataset(o);
   EXPECT_EQ(d.class_names, (std::vector<std::string>{"cat", "dog"}));

@@ -68,7 +68,7 @@ TEST(Train, ScratchBaselineLearnsSyntheticData) {
 
 TEST(Train, ScratchWithThePapers512xAutoencoderLearnsIris) {
   DataOptions d;
-  d.name = "iris";
+  d.kind = DataKind::kUciIris;
   auto data = load_dataset(d);
   auto model = mlp(4, 3, {"after_hidden1"}, 512.0);
   ASSERT_EQ(model->traffic().at(0).wire_shape, (models::Shape{1}));
@@ -246,7 +246,7 @@ TEST(Train, ProxyReconstructionLossDecreasesAndGrowsWithRate) {
 
 TEST(Train, ResNetOnFashionMnistWithAugmentation) {
   DataOptions d;
-  d.name = "fashion-mnist";
+  d.kind = DataKind::kFashionMnist;
   d.train_samples = 64;
   d.test_samples = 64;
   auto data = load_dataset(d);
