@@ -71,9 +71,10 @@ const std::vector<std::string>& metric_names() {
   return kNames;
 }
 
-Experiment parse_experiment(const std::string& text, const std::string& path,
-                            const std::string& scale) {
-  Reader r(path, text);
+namespace {
+
+// The document: one YAML mapping of known sections, in the format version this build reads.
+YAML::Node load_document(const Reader& r, const std::string& text, const std::string& path) {
   YAML::Node root;
   check_single_document(path, text);
   check_list_lengths(path, text);
@@ -101,20 +102,15 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
     r.fail(root["quilt"], "quilt",
            fmt::format("format version {} is not supported by this build (supported: {})", version,
                        kFormatVersion));
+  return root;
+}
 
-  Experiment e;
-  e.path = path;
-  e.text = text;
-  if (!root["name"]) throw ConfigError(path, 1, 1, "name", "is required (a short identifier)");
-  e.name = r.text(root["name"], "name");
-  if (e.name.empty() || e.name.find_first_of("/ \t") != std::string::npos)
-    r.fail(root["name"], "name", "must be a non-empty identifier without spaces or slashes");
-  if (root["description"]) e.description = r.text(root["description"], "description");
-  e.output = root["output"] ? r.text(root["output"], "output") : "results/" + e.name + ".h5";
-
-  // Scales: named sets of overrides (e.g. `here` and `paper`), one chosen per invocation.
+// Scales: named sets of overrides (e.g. `here` and `paper`), one chosen per invocation. Returns
+// the chosen scale's overrides and sets e->scale; a scale's `sweep` replaces `*sweep`.
+Overrides scale_overrides(const Reader& r, const YAML::Node& root, const std::string& scale,
+                          YAML::Node* sweep, Experiment* e) {
+  const std::string& path = r.file();
   Overrides base;
-  YAML::Node sweep = root["sweep"];
   std::vector<std::string> scale_names;
   if (auto scales = root["scales"]) {
     if (!scales.IsMap() || scales.size() == 0)
@@ -150,14 +146,20 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
         r.fail(kv.first, "scales." + chosen + "." + kv.first.Scalar(),
                "duplicate key: the scale sets it twice");
       if (kv.first.IsScalar() && kv.first.Scalar() == "sweep") {
-        sweep = kv.second;
+        *sweep = kv.second;
         continue;
       }
       base[checked_path(r, kv.first, "scales." + chosen)] = kv.second;
     }
-    e.scale = chosen;
+    e->scale = chosen;
   }
+  return base;
+}
 
+// The runs of the sweep's points, each with the references that apply to it; every reference
+// must apply to some run.
+void resolve_runs(const Reader& r, const YAML::Node& root, const YAML::Node& sweep,
+                  const Overrides& base, Experiment* e) {
   std::vector<Reference> references;
   if (auto refs = root["references"]) references = parse_references(r, refs);
 
@@ -167,7 +169,7 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
     Overrides overrides = base;
     for (const auto& [key, value] : p) overrides[key] = value;
     RunConfig run = resolve_run(r, root, overrides);
-    run.index = e.runs.size();
+    run.index = e->runs.size();
     for (const auto& [key, value] : p) run.swept[key] = scalar_text(value);
     if (!ids.insert(run.id).second)
       r.fail(sweep, "sweep",
@@ -178,23 +180,49 @@ Experiment parse_experiment(const std::string& text, const std::string& path,
         applies = applies && param_matches(run.params, k, v);
       if (applies) run.references.push_back(references[i]), reference_used[i] = true;
     }
-    e.runs.push_back(std::move(run));
+    e->runs.push_back(std::move(run));
   }
   for (size_t i = 0; i < references.size(); ++i)
     if (!reference_used[i])
       r.fail(root["references"][i], "references",
              fmt::format("the reference for `{}` matches no run (check its `when`)",
                          references[i].metric));
+}
 
+// The resolved runs as YAML (Experiment::resolved).
+std::string resolved_yaml(const std::vector<RunConfig>& runs) {
   YAML::Emitter resolved;
   resolved << YAML::BeginSeq;
-  for (const auto& run : e.runs) {
+  for (const auto& run : runs) {
     resolved << YAML::BeginMap << YAML::Key << "id" << YAML::Value << run.id;
     for (const auto& [k, v] : run.params) resolved << YAML::Key << k << YAML::Value << v;
     resolved << YAML::EndMap;
   }
   resolved << YAML::EndSeq;
-  e.resolved = resolved.c_str();
+  return resolved.c_str();
+}
+
+}  // namespace
+
+Experiment parse_experiment(const std::string& text, const std::string& path,
+                            const std::string& scale) {
+  Reader r(path, text);
+  YAML::Node root = load_document(r, text, path);
+
+  Experiment e;
+  e.path = path;
+  e.text = text;
+  if (!root["name"]) throw ConfigError(path, 1, 1, "name", "is required (a short identifier)");
+  e.name = r.text(root["name"], "name");
+  if (e.name.empty() || e.name.find_first_of("/ \t") != std::string::npos)
+    r.fail(root["name"], "name", "must be a non-empty identifier without spaces or slashes");
+  if (root["description"]) e.description = r.text(root["description"], "description");
+  e.output = root["output"] ? r.text(root["output"], "output") : "results/" + e.name + ".h5";
+
+  YAML::Node sweep = root["sweep"];
+  Overrides base = scale_overrides(r, root, scale, &sweep, &e);
+  resolve_runs(r, root, sweep, base, &e);
+  e.resolved = resolved_yaml(e.runs);
 
   std::string all;
   for (const auto& run : e.runs) all += run.id + ";";

@@ -11,22 +11,39 @@ namespace quilt::harness::detail {
 
 using common::join;
 
-RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& overrides) {
-  RunConfig run;
-  auto section = [&](const std::string& name) -> Section {
-    YAML::Node n = root[name];
+namespace {
+
+// The sections of the document as one run sees them (the file's values, with the scale's and the
+// sweep's values for this run on top): `section("model")` checks the section's keys once more and
+// gives its nodes.
+class Sections {
+ public:
+  Sections(const Reader& r, const YAML::Node& root, const Overrides& overrides)
+      : r_(r), root_(root), overrides_(overrides) {}
+  Section operator()(const std::string& name) const {
+    YAML::Node n = root_[name];
     if (n.IsDefined() && !n.IsNull()) {
       for (const auto& [sec, keys] : schema())
-        if (sec == name) r.check_keys(n, name, keys);
+        if (sec == name) r_.check_keys(n, name, keys);
     }
-    return Section(n, name, overrides);
-  };
-  auto& P = run.params;
+    return Section(n, name, overrides_);
+  }
+  /// The whole document (for errors about a missing section).
+  const YAML::Node& root() const { return root_; }
 
+ private:
+  const Reader& r_;
+  const YAML::Node& root_;
+  const Overrides& overrides_;
+};
+
+// The `model` section: reads and checks its keys into the run and records its parameters.
+void resolve_model(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section model = section("model");
   if (!model["arch"])
-    r.fail(root["model"].IsDefined() ? root["model"] : root, "model.arch",
-           "is required (e.g. `arch: resnet50`)");
+    r.fail(section.root()["model"].IsDefined() ? section.root()["model"] : section.root(),
+           "model.arch", "is required (e.g. `arch: resnet50`)");
   run.model.arch = r.text(model["arch"], "model.arch");
   if (auto n = model["input"]) {
     if (!n.IsSequence() || n.size() == 0 || n.size() > 3)
@@ -74,7 +91,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (!run.model.path.empty()) P["model.path"] = run.model.path;
   // Only when not 1, for the same reason: absent means 1 (results/SCHEMA.md).
   if (run.model.width != 1.0) P["model.width"] = fmt::format("{}", run.model.width);
+}
 
+// The `data` section: reads and checks its keys into the run and records its parameters.
+void resolve_data(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section data = section("data");
   if (auto n = data["kind"]) run.data.kind = choose(r, n, "data.kind", kDataKindNames);
   if (auto n = data["path"]) run.data.path = r.text(n, "data.path");
@@ -87,7 +108,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["data.seed"] = std::to_string(run.data.seed);
   P["data.augment"] = run.data.augment ? "true" : "false";
   P["data.train_samples"] = std::to_string(run.data.train_samples);
+}
 
+// The `boards` section: reads and checks its keys into the run and records its parameters.
+void resolve_boards(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section boards = section("boards");
   if (auto n = boards["count"]) run.boards.count = r.integer(n, "boards.count", 1, 4096);
   if (auto n = boards["backend"])
@@ -136,7 +161,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
     P["boards.calibration_batches"] = std::to_string(run.boards.calibration_batches);
   // Only xrt runs can fall back; recording it for them alone keeps other runs' ids unchanged.
   if (run.boards.backend == Backend::kXrt) P["boards.fallback"] = to_string(run.boards.fallback);
+}
 
+// The `links` section: reads and checks its keys into the run and records its parameters.
+void resolve_links(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section links = section("links");
   if (auto n = links["h2d_gbps"]) run.links.h2d_gbps = r.real(n, "links.h2d_gbps", 1e-6, 1e6);
   if (auto n = links["d2h_gbps"]) run.links.d2h_gbps = r.real(n, "links.d2h_gbps", 1e-6, 1e6);
@@ -151,7 +180,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   if (run.links.mpi_gbps > 0) P["links.mpi_gbps"] = fmt::format("{}", run.links.mpi_gbps);
   if (run.links.mpi_latency_s > 0)
     P["links.mpi_latency_s"] = fmt::format("{}", run.links.mpi_latency_s);
+}
 
+// The `partition` section: reads and checks its keys into the run and records its parameters.
+void resolve_partition(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section partition = section("partition");
   if (auto n = partition["cuts"]) {
     if (n.IsScalar() && n.Scalar() == "auto") {
@@ -176,7 +209,7 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   }();
   if (!training && !run.partition.automatic &&
       static_cast<int>(run.partition.cuts.size()) != run.boards.count - 1) {
-    YAML::Node where = partition["cuts"] ? partition["cuts"] : root["boards"];
+    YAML::Node where = partition["cuts"] ? partition["cuts"] : section.root()["boards"];
     r.fail(where, "partition.cuts",
            fmt::format("{} board(s) need {} cut(s), got {} ({}); or use `cuts: auto`",
                        run.boards.count, run.boards.count - 1, run.partition.cuts.size(),
@@ -191,7 +224,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["partition.cuts"] = run.partition.automatic ? "auto" : list_text(run.partition.cuts);
   P["partition.objective"] = objective_name(run.partition.objective);
   P["partition.fixed"] = list_text(run.partition.fixed);
+}
 
+// The `autoencoder` section: reads and checks its keys into the run and records its parameters.
+void resolve_autoencoder(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section ae = section("autoencoder");
   if (auto n = ae["kind"])
     run.autoencoder.kind = choose(r, n, "autoencoder.kind", kAutoencoderKindNames);
@@ -205,7 +242,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["autoencoder.kind"] = to_string(run.autoencoder.kind);
   P["autoencoder.rate"] = fmt::format("{}", run.autoencoder.rate);
   P["autoencoder.kernel"] = std::to_string(run.autoencoder.kernel);
+}
 
+// The `training` section: reads and checks its keys into the run and records its parameters.
+void resolve_training(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section t = section("training");
   auto& tr = run.training;
   if (auto n = t["mode"]) {
@@ -271,7 +312,11 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
       P["training.converge_margin_pt"] = fmt::format("{}", tr.converge_margin_pt);
     }
   }
+}
 
+// The `measurement` section: reads and checks its keys into the run and records its parameters.
+void resolve_measurement(const Reader& r, const Sections& section, RunConfig& run) {
+  auto& P = run.params;
   Section m = section("measurement");
   auto& ms = run.measurement;
   if (auto n = m["batch"]) ms.batch = r.integer(n, "measurement.batch", 1, 1 << 20);
@@ -329,6 +374,20 @@ RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& 
   P["measurement.min_samples"] = std::to_string(ms.min_samples);
   P["measurement.check_outputs"] = ms.check_outputs ? "true" : "false";
   P["measurement.tolerance"] = fmt::format("{}", ms.tolerance);
+}
+
+// The sections in the order their keys are checked (the first error in this order is reported).
+using SectionResolver = void (*)(const Reader& r, const Sections& section, RunConfig& run);
+constexpr SectionResolver kSectionResolvers[] = {
+    resolve_model,     resolve_data,        resolve_boards,   resolve_links,
+    resolve_partition, resolve_autoencoder, resolve_training, resolve_measurement};
+
+}  // namespace
+
+RunConfig resolve_run(const Reader& r, const YAML::Node& root, const Overrides& overrides) {
+  RunConfig run;
+  const Sections section(r, root, overrides);
+  for (SectionResolver resolve : kSectionResolvers) resolve(r, section, run);
 
   std::string canonical;
   for (const auto& [k, v] : run.params) canonical += k + "=" + v + "\n";

@@ -53,7 +53,6 @@ bool param_matches(const std::map<std::string, std::string>& params, const std::
 
 namespace {
 
-
 // More runs than this is a mistake, not an experiment (and would exhaust memory).
 constexpr size_t kMaxRuns = kMaxListValues;
 
@@ -69,98 +68,123 @@ std::vector<Point> cross(const std::vector<Point>& points, const std::string& ke
     }
   return next;
 }
+
+// The keys a sweep sets, each at most once.
+class SweptKeys {
+ public:
+  explicit SweptKeys(const Reader& r) : r_(r) {}
+  // The checked dotted key of `key_node`, which must not be swept yet.
+  std::string take(const YAML::Node& key_node, const std::string& where) {
+    auto path = checked_path(r_, key_node, where);
+    if (!used_.insert(path).second)
+      r_.fail(key_node, where, fmt::format("`{}` is swept twice", path));
+    return path;
+  }
+  bool swept(const std::string& path) const { return used_.count(path) > 0; }
+
+ private:
+  const Reader& r_;
+  std::set<std::string> used_;
+};
+
+// sweep.matrix: the cross product of every key's values.
+void sweep_matrix(const Reader& r, const YAML::Node& matrix, SweptKeys& keys,
+                  std::vector<Point>& points) {
+  if (!matrix.IsMap() || matrix.size() == 0)
+    r.fail(matrix, "sweep.matrix",
+           "must map keys to lists of values, e.g. `autoencoder.rate: [1, 64]`");
+  for (const auto& kv : matrix) {
+    auto path = keys.take(kv.first, "sweep.matrix");
+    if (!kv.second.IsSequence() || kv.second.size() == 0)
+      r.fail(kv.second, "sweep.matrix." + path, "must be a non-empty list of values");
+    if (points.size() * kv.second.size() > kMaxRuns)
+      r.fail(kv.first, "sweep.matrix",
+             fmt::format("the sweep expands to more than {} runs: too many runs for one "
+                         "experiment (split it, or sweep fewer values)",
+                         kMaxRuns));
+    points = cross(points, path, kv.second);
+  }
+}
+
+// sweep.zip: lists of equal length advanced together, crossed with the matrix's points.
+void sweep_zip(const Reader& r, const YAML::Node& zip, SweptKeys& keys,
+               std::vector<Point>& points) {
+  if (!zip.IsMap() || zip.size() == 0)
+    r.fail(zip, "sweep.zip", "must map keys to lists of equal length, advanced together");
+  size_t length = 0;
+  std::vector<std::pair<std::string, YAML::Node>> lists;
+  for (const auto& kv : zip) {
+    auto path = keys.take(kv.first, "sweep.zip");
+    if (!kv.second.IsSequence() || kv.second.size() == 0)
+      r.fail(kv.second, "sweep.zip." + path, "must be a non-empty list of values");
+    if (length != 0 && kv.second.size() != length)
+      r.fail(kv.second, "sweep.zip." + path,
+             fmt::format("has {} values but the other zip lists have {}; zip lists advance "
+                         "together and must have equal length",
+                         kv.second.size(), length));
+    length = kv.second.size();
+    lists.emplace_back(path, kv.second);
+  }
+  if (points.size() * length > kMaxRuns)
+    r.fail(zip, "sweep.zip",
+           fmt::format("the sweep expands to more than {} runs: too many runs for one "
+                       "experiment",
+                       kMaxRuns));
+  std::vector<Point> next;
+  for (const auto& p : points)
+    for (size_t i = 0; i < length; ++i) {
+      auto q = p;
+      for (const auto& [path, values] : lists) q.emplace_back(path, values[i]);
+      next.push_back(std::move(q));
+    }
+  points = std::move(next);
+}
+
+// sweep.exclude: drops the points that match all keys of one rule; every rule must drop some.
+void sweep_exclude(const Reader& r, const YAML::Node& exclude, const SweptKeys& keys,
+                   std::vector<Point>& points) {
+  if (!exclude.IsSequence())
+    r.fail(exclude, "sweep.exclude",
+           "must be a list of {key: value} maps; a run matching all "
+           "keys of one map is left out");
+  for (const auto& rule : exclude) {
+    if (!rule.IsMap() || rule.size() == 0)
+      r.fail(rule, "sweep.exclude", "each entry must be a non-empty {key: value} map");
+    std::vector<std::pair<std::string, std::string>> conds;
+    for (const auto& kv : rule) {
+      auto path = checked_path(r, kv.first, "sweep.exclude");
+      if (!keys.swept(path))
+        r.fail(kv.first, "sweep.exclude",
+               fmt::format("`{}` is not swept, so excluding on it would drop every run or none",
+                           path));
+      conds.emplace_back(path, scalar_text(kv.second));
+    }
+    size_t before = points.size();
+    points.erase(std::remove_if(points.begin(), points.end(),
+                                [&](const Point& p) {
+                                  std::map<std::string, std::string> values;
+                                  for (const auto& [k, v] : p) values[k] = scalar_text(v);
+                                  for (const auto& [k, v] : conds)
+                                    if (!param_matches(values, k, v)) return false;
+                                  return true;
+                                }),
+                 points.end());
+    if (points.size() == before)
+      r.fail(rule, "sweep.exclude", "matches no run of the sweep (a typo in a value?)");
+  }
+  if (points.empty()) r.fail(exclude, "sweep.exclude", "leaves no run at all");
+}
+
 }  // namespace
 
 std::vector<Point> expand_sweep(const Reader& r, const YAML::Node& sweep) {
   std::vector<Point> points = {{}};
   if (!sweep.IsDefined() || sweep.IsNull()) return points;
   r.check_keys(sweep, "sweep", {"matrix", "zip", "exclude"});
-  std::set<std::string> used;
-  auto take = [&](const YAML::Node& key_node, const std::string& where) {
-    auto path = checked_path(r, key_node, where);
-    if (!used.insert(path).second)
-      r.fail(key_node, where, fmt::format("`{}` is swept twice", path));
-    return path;
-  };
-  if (auto matrix = sweep["matrix"]) {
-    if (!matrix.IsMap() || matrix.size() == 0)
-      r.fail(matrix, "sweep.matrix",
-             "must map keys to lists of values, e.g. `autoencoder.rate: [1, 64]`");
-    for (const auto& kv : matrix) {
-      auto path = take(kv.first, "sweep.matrix");
-      if (!kv.second.IsSequence() || kv.second.size() == 0)
-        r.fail(kv.second, "sweep.matrix." + path, "must be a non-empty list of values");
-      if (points.size() * kv.second.size() > kMaxRuns)
-        r.fail(kv.first, "sweep.matrix",
-               fmt::format("the sweep expands to more than {} runs: too many runs for one "
-                           "experiment (split it, or sweep fewer values)",
-                           kMaxRuns));
-      points = cross(points, path, kv.second);
-    }
-  }
-  if (auto zip = sweep["zip"]) {
-    if (!zip.IsMap() || zip.size() == 0)
-      r.fail(zip, "sweep.zip", "must map keys to lists of equal length, advanced together");
-    size_t length = 0;
-    std::vector<std::pair<std::string, YAML::Node>> lists;
-    for (const auto& kv : zip) {
-      auto path = take(kv.first, "sweep.zip");
-      if (!kv.second.IsSequence() || kv.second.size() == 0)
-        r.fail(kv.second, "sweep.zip." + path, "must be a non-empty list of values");
-      if (length != 0 && kv.second.size() != length)
-        r.fail(kv.second, "sweep.zip." + path,
-               fmt::format("has {} values but the other zip lists have {}; zip lists advance "
-                           "together and must have equal length",
-                           kv.second.size(), length));
-      length = kv.second.size();
-      lists.emplace_back(path, kv.second);
-    }
-    if (points.size() * length > kMaxRuns)
-      r.fail(zip, "sweep.zip",
-             fmt::format("the sweep expands to more than {} runs: too many runs for one "
-                         "experiment",
-                         kMaxRuns));
-    std::vector<Point> next;
-    for (const auto& p : points)
-      for (size_t i = 0; i < length; ++i) {
-        auto q = p;
-        for (const auto& [path, values] : lists) q.emplace_back(path, values[i]);
-        next.push_back(std::move(q));
-      }
-    points = std::move(next);
-  }
-  if (auto exclude = sweep["exclude"]) {
-    if (!exclude.IsSequence())
-      r.fail(exclude, "sweep.exclude",
-             "must be a list of {key: value} maps; a run matching all "
-             "keys of one map is left out");
-    for (const auto& rule : exclude) {
-      if (!rule.IsMap() || rule.size() == 0)
-        r.fail(rule, "sweep.exclude", "each entry must be a non-empty {key: value} map");
-      std::vector<std::pair<std::string, std::string>> conds;
-      for (const auto& kv : rule) {
-        auto path = checked_path(r, kv.first, "sweep.exclude");
-        if (!used.count(path))
-          r.fail(kv.first, "sweep.exclude",
-                 fmt::format("`{}` is not swept, so excluding on it would drop every run or none",
-                             path));
-        conds.emplace_back(path, scalar_text(kv.second));
-      }
-      size_t before = points.size();
-      points.erase(std::remove_if(points.begin(), points.end(),
-                                  [&](const Point& p) {
-                                    std::map<std::string, std::string> values;
-                                    for (const auto& [k, v] : p) values[k] = scalar_text(v);
-                                    for (const auto& [k, v] : conds)
-                                      if (!param_matches(values, k, v)) return false;
-                                    return true;
-                                  }),
-                   points.end());
-      if (points.size() == before)
-        r.fail(rule, "sweep.exclude", "matches no run of the sweep (a typo in a value?)");
-    }
-    if (points.empty()) r.fail(exclude, "sweep.exclude", "leaves no run at all");
-  }
+  SweptKeys keys(r);
+  if (auto matrix = sweep["matrix"]) sweep_matrix(r, matrix, keys, points);
+  if (auto zip = sweep["zip"]) sweep_zip(r, zip, keys, points);
+  if (auto exclude = sweep["exclude"]) sweep_exclude(r, exclude, keys, points);
   return points;
 }
 
