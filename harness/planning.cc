@@ -37,8 +37,13 @@ models::AutoencoderOptions autoencoder_options(const AutoencoderConfig& ae) {
   return o;
 }
 
-RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
-  RunPlan plan;
+namespace {
+
+// The board a run's stages are planned on: its profile (source, power figures and precision into
+// `plan`) with the experiment's link overrides; the precision checked against the board and the
+// model.
+partitioners::BoardProfile plan_board(const RunConfig& run, const std::string& file,
+                                      RunPlan& plan) {
   partitioners::BoardProfile board;
   // The profile's `precision` (load_board_profile checked its spelling); empty when unstated.
   std::optional<backends::Precision> profile_precision;
@@ -87,6 +92,14 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   if (run.links.latency_s > 0) board.link_latency_s = run.links.latency_s;
   if (run.links.mpi_gbps > 0) board.mpi_gbps = run.links.mpi_gbps;
   if (run.links.mpi_latency_s > 0) board.mpi_latency_s = run.links.mpi_latency_s;
+  return board;
+}
+
+}  // namespace
+
+RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
+  RunPlan plan;
+  const partitioners::BoardProfile board = plan_board(run, file, plan);
 
   partitioners::ModelProfile profile = partitioners::profile_model(base);
   partitioners::SearchOptions options;
