@@ -131,16 +131,9 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   plan.objective = objective_name(run.partition.objective);
   plan.objective_s = result.objective_s;
   for (const auto& st : result.stages) {
-    PredictedStage p;
-    p.units = profile.layers.at(static_cast<size_t>(st.first_layer)).name;
+    PredictedStage p{st, profile.layers.at(static_cast<size_t>(st.first_layer)).name};
     if (st.end_layer - st.first_layer > 1)
       p.units += ".." + profile.layers.at(static_cast<size_t>(st.end_layer - 1)).name;
-    p.compute_s = st.compute_s;
-    p.comm_s = st.comm_s;
-    p.exec_s = st.exec_s;
-    p.h2d_s = st.h2d_s;
-    p.d2h_s = st.d2h_s;
-    p.mpi_s = st.mpi_s;
     plan.stages.push_back(p);
   }
   return plan;
