@@ -26,6 +26,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <utility>
 
 namespace quilt::harness {
 
@@ -358,6 +359,15 @@ std::pair<double, double> output_errors(PreparedRun& prep, const StageIo& io) {
   return {max_abs, max_rel};
 }
 
+// The per-batch series of a stage record, taken over from the rank's timing as they are.
+using Series = std::vector<double>;
+constexpr std::pair<Series results::StageRecord::*, Series StageTiming::*> kStageSeries[] = {
+    {&results::StageRecord::compute_s, &StageTiming::compute_s},
+    {&results::StageRecord::recv_wait_s, &StageTiming::recv_wait_s},
+    {&results::StageRecord::send_wait_s, &StageTiming::send_wait_s},
+    {&results::StageRecord::h2d_s, &StageTiming::h2d_s},
+    {&results::StageRecord::d2h_s, &StageTiming::d2h_s}};
+
 // This rank's stage record (what it measured, what the cost model predicted).
 results::StageRecord stage_record(const PreparedRun& prep, const StageIo& io,
                                   const Repetitions& reps, const TimeModelStrategy& time_model,
@@ -374,11 +384,7 @@ results::StageRecord stage_record(const PreparedRun& prep, const StageIo& io,
   stage.out_shape = spec.out_shape;
   stage.bytes_sent = all.bytes_sent;
   stage.bytes_received = all.bytes_received;
-  stage.compute_s = all.compute_s;
-  stage.recv_wait_s = all.recv_wait_s;
-  stage.send_wait_s = all.send_wait_s;
-  stage.h2d_s = all.h2d_s;
-  stage.d2h_s = all.d2h_s;
+  for (const auto& [to, from] : kStageSeries) stage.*to = all.*from;
   stage.energy_j = time_model.wall_clock() ? all.board_energy_j : -1;
   stage.predicted_compute_s = prep.plan.stages.at(io.k).compute_s;
   stage.predicted_comm_s = prep.plan.stages.at(io.k).comm_s;

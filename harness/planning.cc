@@ -37,8 +37,13 @@ models::AutoencoderOptions autoencoder_options(const AutoencoderConfig& ae) {
   return o;
 }
 
-RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
-  RunPlan plan;
+namespace {
+
+// The board a run's stages are planned on: its profile (source, power figures and precision into
+// `plan`) with the experiment's link overrides; the precision checked against the board and the
+// model.
+partitioners::BoardProfile plan_board(const RunConfig& run, const std::string& file,
+                                      RunPlan& plan) {
   partitioners::BoardProfile board;
   // The profile's `precision` (load_board_profile checked its spelling); empty when unstated.
   std::optional<backends::Precision> profile_precision;
@@ -87,6 +92,14 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   if (run.links.latency_s > 0) board.link_latency_s = run.links.latency_s;
   if (run.links.mpi_gbps > 0) board.mpi_gbps = run.links.mpi_gbps;
   if (run.links.mpi_latency_s > 0) board.mpi_latency_s = run.links.mpi_latency_s;
+  return board;
+}
+
+}  // namespace
+
+RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::string& file) {
+  RunPlan plan;
+  const partitioners::BoardProfile board = plan_board(run, file, plan);
 
   partitioners::ModelProfile profile = partitioners::profile_model(base);
   partitioners::SearchOptions options;
@@ -118,16 +131,9 @@ RunPlan plan_run(const RunConfig& run, const models::Model& base, const std::str
   plan.objective = objective_name(run.partition.objective);
   plan.objective_s = result.objective_s;
   for (const auto& st : result.stages) {
-    PredictedStage p;
-    p.units = profile.layers.at(static_cast<size_t>(st.first_layer)).name;
+    PredictedStage p{st, profile.layers.at(static_cast<size_t>(st.first_layer)).name};
     if (st.end_layer - st.first_layer > 1)
       p.units += ".." + profile.layers.at(static_cast<size_t>(st.end_layer - 1)).name;
-    p.compute_s = st.compute_s;
-    p.comm_s = st.comm_s;
-    p.exec_s = st.exec_s;
-    p.h2d_s = st.h2d_s;
-    p.d2h_s = st.d2h_s;
-    p.mpi_s = st.mpi_s;
     plan.stages.push_back(p);
   }
   return plan;

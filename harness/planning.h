@@ -7,18 +7,17 @@
 #include "models/autoencoder.h"
 #include "models/model.h"
 #include "models/zoo.h"
+#include "partitioners/cost_model.h"
 
 #include <string>
 #include <vector>
 
 namespace quilt::harness {
 
-/// The cost model's prediction for one stage and one batch, in seconds.
-struct PredictedStage {
+/// The cost model's prediction for one stage and one batch: its StageCost (compute_s, comm_s,
+/// exec_s and comm_s's parts h2d_s, d2h_s, mpi_s, in seconds), with the stage's units.
+struct PredictedStage : partitioners::StageCost {
   std::string units;  ///< first..last unit of the stage
-  double compute_s = 0, comm_s = 0, exec_s = 0;
-  /// The parts of comm_s: host->board, board->host, and the MPI hop to the next rank.
-  double h2d_s = 0, d2h_s = 0, mpi_s = 0;
 };
 
 struct RunPlan {

@@ -101,6 +101,71 @@ std::string training_report(const results::RunRecord& run) {
   return out;
 }
 
+// One stage's line: measured times and, when there is one, the cost model's prediction.
+std::string stage_report(const results::StageRecord& st) {
+  std::string out;
+  // Measured time of one batch on the stage: compute plus the waits the stage spent on its
+  // own transfers; compared with the cost model's prediction when there is one.
+  std::vector<double> busy;
+  for (size_t b = 0; b < st.compute_s.size(); ++b)
+    busy.push_back(st.compute_s[b] + (b < st.h2d_s.size() ? st.h2d_s[b] : 0) +
+                   (b < st.d2h_s.size() ? st.d2h_s[b] : 0));
+  double measured = median(busy);
+  out += fmt::format("  stage {} ({}): compute {:.2f} ms, recv wait {:.2f} ms, send wait {:.2f} ms",
+                     st.rank, st.units, 1e3 * median(st.compute_s), 1e3 * median(st.recv_wait_s),
+                     1e3 * median(st.send_wait_s));
+  if (!st.h2d_s.empty())
+    out += fmt::format(", h2d {:.3f} ms, d2h {:.3f} ms", 1e3 * median(st.h2d_s),
+                       1e3 * median(st.d2h_s));
+  if (st.predicted_exec_s >= 0)
+    out +=
+        fmt::format("; predicted {:.2f} ms (compute {:.2f} + comm {:.2f}), error {:+.1f}%",
+                    1e3 * st.predicted_exec_s, 1e3 * st.predicted_compute_s,
+                    1e3 * st.predicted_comm_s, 100 * (st.predicted_exec_s - measured) / measured);
+  out += "\n";
+  return out;
+}
+
+// A pipeline run's measurements: throughput, latency, precision, time model, host load, energy,
+// cuts and stages.
+std::string pipeline_report(const results::RunRecord& run) {
+  std::string out;
+  out += fmt::format(
+      "  throughput {:.3f} samples/s (median of {}; mean {:.3f}, sd {:.3f}, 95% CI "
+      "{:.3f}..{:.3f})\n",
+      run.throughput_sps, run.repetitions, run.throughput_mean_sps, run.throughput_std_sps,
+      run.throughput_ci95_low_sps, run.throughput_ci95_high_sps);
+  out += fmt::format(
+      "  latency p50 {:.2f} ms, p90 {:.2f} ms, p99 {:.2f} ms; batch {}, {} x {} "
+      "measured batches\n",
+      1e3 * run.latency_p50_s, 1e3 * run.latency_p90_s, 1e3 * run.latency_p99_s, run.batch_size,
+      run.repetitions, run.measured_batches);
+  out += fmt::format("  precision {} ({} byte(s) per element on the wire)\n", run.precision,
+                     run.element_bytes);
+  if (time_model_of(run) != TimeModel::kMeasured)
+    out += fmt::format(
+        "  times are board time ({} time model{})\n", run.time_model,
+        time_model_of(run) == TimeModel::kDilated
+            ? fmt::format(", dilation {:.4g}, {} overrun(s)", run.dilation, run.overruns)
+            : std::string());
+  if (run.cpu_wait_fraction >= 0)
+    out +=
+        fmt::format("  host load: the busiest rank waited for a CPU {:.1f}% of the measured time\n",
+                    100 * run.cpu_wait_fraction);
+  if (run.energy_per_sample_j >= 0)
+    out +=
+        fmt::format("  energy {:.6g} J/sample ({:.4g} J over the measured windows, from the {})\n",
+                    run.energy_per_sample_j, run.energy_j, run.energy_source);
+  else
+    out += "  energy unavailable (no power figures in the board profile or from the board)\n";
+  for (size_t c = 0; c < run.cut_names.size(); ++c)
+    out += fmt::format("  cut {}: {} -> {} B/sample (effective R {:.2f})\n", run.cut_names[c],
+                       run.cut_bytes_per_sample[c], run.cut_wire_bytes_per_sample[c],
+                       run.cut_effective_rate[c]);
+  for (const auto& st : run.stages) out += stage_report(st);
+  return out;
+}
+
 }  // namespace
 
 std::string training_summary_line(const results::RunRecord& run) {
@@ -146,60 +211,7 @@ std::string report_table(const results::ExperimentRecord& record, bool* all_good
       out += training_report(run);
       continue;
     }
-    out += fmt::format(
-        "  throughput {:.3f} samples/s (median of {}; mean {:.3f}, sd {:.3f}, 95% CI "
-        "{:.3f}..{:.3f})\n",
-        run.throughput_sps, run.repetitions, run.throughput_mean_sps, run.throughput_std_sps,
-        run.throughput_ci95_low_sps, run.throughput_ci95_high_sps);
-    out += fmt::format(
-        "  latency p50 {:.2f} ms, p90 {:.2f} ms, p99 {:.2f} ms; batch {}, {} x {} "
-        "measured batches\n",
-        1e3 * run.latency_p50_s, 1e3 * run.latency_p90_s, 1e3 * run.latency_p99_s, run.batch_size,
-        run.repetitions, run.measured_batches);
-    out += fmt::format("  precision {} ({} byte(s) per element on the wire)\n", run.precision,
-                       run.element_bytes);
-    if (time_model_of(run) != TimeModel::kMeasured)
-      out += fmt::format(
-          "  times are board time ({} time model{})\n", run.time_model,
-          time_model_of(run) == TimeModel::kDilated
-              ? fmt::format(", dilation {:.4g}, {} overrun(s)", run.dilation, run.overruns)
-              : std::string());
-    if (run.cpu_wait_fraction >= 0)
-      out += fmt::format(
-          "  host load: the busiest rank waited for a CPU {:.1f}% of the measured time\n",
-          100 * run.cpu_wait_fraction);
-    if (run.energy_per_sample_j >= 0)
-      out += fmt::format(
-          "  energy {:.6g} J/sample ({:.4g} J over the measured windows, from the {})\n",
-          run.energy_per_sample_j, run.energy_j, run.energy_source);
-    else
-      out += "  energy unavailable (no power figures in the board profile or from the board)\n";
-    for (size_t c = 0; c < run.cut_names.size(); ++c)
-      out += fmt::format("  cut {}: {} -> {} B/sample (effective R {:.2f})\n", run.cut_names[c],
-                         run.cut_bytes_per_sample[c], run.cut_wire_bytes_per_sample[c],
-                         run.cut_effective_rate[c]);
-    for (const auto& st : run.stages) {
-      // Measured time of one batch on the stage: compute plus the waits the stage spent on its
-      // own transfers; compared with the cost model's prediction when there is one.
-      std::vector<double> busy;
-      for (size_t b = 0; b < st.compute_s.size(); ++b)
-        busy.push_back(st.compute_s[b] + (b < st.h2d_s.size() ? st.h2d_s[b] : 0) +
-                       (b < st.d2h_s.size() ? st.d2h_s[b] : 0));
-      double measured = median(busy);
-      out += fmt::format(
-          "  stage {} ({}): compute {:.2f} ms, recv wait {:.2f} ms, send wait {:.2f} ms", st.rank,
-          st.units, 1e3 * median(st.compute_s), 1e3 * median(st.recv_wait_s),
-          1e3 * median(st.send_wait_s));
-      if (!st.h2d_s.empty())
-        out += fmt::format(", h2d {:.3f} ms, d2h {:.3f} ms", 1e3 * median(st.h2d_s),
-                           1e3 * median(st.d2h_s));
-      if (st.predicted_exec_s >= 0)
-        out += fmt::format("; predicted {:.2f} ms (compute {:.2f} + comm {:.2f}), error {:+.1f}%",
-                           1e3 * st.predicted_exec_s, 1e3 * st.predicted_compute_s,
-                           1e3 * st.predicted_comm_s,
-                           100 * (st.predicted_exec_s - measured) / measured);
-      out += "\n";
-    }
+    out += pipeline_report(run);
     if (run.validity != "valid") {
       *all_good = false;
       out += fmt::format("  INVALID: {}\n", fmt::join(run.invalid_reasons, "; "));

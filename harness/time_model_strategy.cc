@@ -24,11 +24,27 @@ class Measured final : public TimeModelStrategy {
   bool wall_clock() const override { return true; }
 };
 
-// Real execution paced to the profile's board times, all stretched by one factor.
-class Dilated final : public TimeModelStrategy {
+// A time model that works from the profile's board times of this rank's stage (dilated,
+// modeled).
+class OnBoardTimes : public TimeModelStrategy {
  public:
-  explicit Dilated(StageContext stage) : stage_(std::move(stage)) {}
-  std::string name() const override { return to_string(TimeModel::kDilated); }
+  OnBoardTimes(TimeModel model, StageContext stage) : model_(model), stage_(std::move(stage)) {}
+  std::string name() const final { return to_string(model_); }
+
+ protected:
+  // This rank's board times of one batch.
+  const BoardTimes& my_board_times() const {
+    return stage_.board_times.at(static_cast<size_t>(stage_.stage));
+  }
+
+  const TimeModel model_;
+  StageContext stage_;
+};
+
+// Real execution paced to the profile's board times, all stretched by one factor.
+class Dilated final : public OnBoardTimes {
+ public:
+  explicit Dilated(StageContext stage) : OnBoardTimes(TimeModel::kDilated, std::move(stage)) {}
   double dilation() const override { return dilation_; }
 
   void before(PipelineOptions& options, const PipelineFn& run, MPI_Comm comm) override {
@@ -38,7 +54,7 @@ class Dilated final : public TimeModelStrategy {
     pilot.warmup_batches = 1;
     pilot.batches = 2;
     StageTiming t = run(pilot);
-    const BoardTimes& mine = stage_.board_times.at(static_cast<size_t>(stage_.stage));
+    const BoardTimes& mine = my_board_times();
     double ratio = 0, real = t.compute_s.empty() ? 0 : median(t.compute_s);
     if (mine.compute_s > 0) ratio = real / mine.compute_s;
     double busy = mine.busy_s() > 0 ? mine.busy_s() : 1e300;
@@ -60,15 +76,13 @@ class Dilated final : public TimeModelStrategy {
   }
 
  private:
-  StageContext stage_;
   double dilation_ = 1;
 };
 
 // Virtual time: the pipeline schedule simulated on the profile's numbers.
-class Modeled final : public TimeModelStrategy {
+class Modeled final : public OnBoardTimes {
  public:
-  explicit Modeled(StageContext stage) : stage_(std::move(stage)) {}
-  std::string name() const override { return to_string(TimeModel::kModeled); }
+  explicit Modeled(StageContext stage) : OnBoardTimes(TimeModel::kModeled, std::move(stage)) {}
   bool real_time() const override { return false; }
 
   void before(PipelineOptions& options, const PipelineFn& run, MPI_Comm comm) override {
@@ -86,8 +100,7 @@ class Modeled final : public TimeModelStrategy {
   int64_t traced_repetitions(int64_t) const override { return 1; }
   void attach_trace(TraceRecorder& trace, PipelineOptions&) override {
     if (trace.enabled())
-      record_simulated(trace, simulated_, stage_.board_times.at(static_cast<size_t>(stage_.stage)),
-                       warmup_, stage_.stage, stage_.stages);
+      record_simulated(trace, simulated_, my_board_times(), warmup_, stage_.stage, stage_.stages);
   }
   bool runs_pipeline(int64_t rep) const override { return rep == 0; }
 
@@ -106,7 +119,6 @@ class Modeled final : public TimeModelStrategy {
   }
 
  private:
-  StageContext stage_;
   SimulatedStage simulated_;
   int64_t warmup_ = 0, batches_ = 0;
 };

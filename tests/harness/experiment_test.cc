@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 namespace quilt::harness {
 namespace {
@@ -27,6 +29,19 @@ measurement:
 )";
 
 using testing::error_of;
+
+// `text` with its first `from` replaced by `to` (which must be there).
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return text.replace(at, from.size(), to);
+}
+
+// `msg` holds every one of `parts`.
+void expect_has(const std::string& msg, std::initializer_list<const char*> parts) {
+  for (const char* part : parts)
+    EXPECT_NE(msg.find(part), std::string::npos) << part << ": " << msg;
+}
 
 TEST(Experiment, ParsesAllSections) {
   auto e = parse_experiment(kBase, "exp.yaml");
@@ -59,21 +74,13 @@ TEST(Experiment, MatrixSweepIsCrossProductWithStableIds) {
 }
 
 TEST(Experiment, UnknownKeySuggestsTheRightOne) {
-  std::string text = kBase;
-  text.replace(text.find("  rate: 4"), 9, "  reduction_rate: 4");
-  auto msg = error_of(text);
-  EXPECT_NE(msg.find("exp.yaml:13:3"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("autoencoder.reduction_rate"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("did you mean `rate`"), std::string::npos) << msg;
+  expect_has(error_of(replaced(kBase, "  rate: 4", "  reduction_rate: 4")),
+             {"exp.yaml:13:3", "autoencoder.reduction_rate", "did you mean `rate`"});
 }
 
 TEST(Experiment, RateBelowOneIsRejectedWithLine) {
-  std::string text = kBase;
-  text.replace(text.find("rate: 4"), 7, "rate: 0.5");
-  auto msg = error_of(text);
-  EXPECT_NE(msg.find("exp.yaml:13:9"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("autoencoder.rate"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("[1,"), std::string::npos) << msg;
+  expect_has(error_of(replaced(kBase, "rate: 4", "rate: 0.5")),
+             {"exp.yaml:13:9", "autoencoder.rate", "[1,"});
 }
 
 TEST(Experiment, LrScheduleIsAChoiceRecordedWhenNotConstant) {
@@ -90,22 +97,16 @@ TEST(Experiment, LrScheduleIsAChoiceRecordedWhenNotConstant) {
 }
 
 TEST(Experiment, WrongTypesAndValues) {
-  std::string t1 = kBase;
-  t1.replace(t1.find("count: 2"), 8, "count: two");
-  EXPECT_NE(error_of(t1).find("must be an integer"), std::string::npos) << error_of(t1);
-  std::string t2 = kBase;
-  t2.replace(t2.find("backend: emulator"), 17, "backend: gpu");
-  EXPECT_NE(error_of(t2).find("valid values: emulator, null"), std::string::npos) << error_of(t2);
-  std::string t3 = kBase;
-  t3.replace(t3.find("cuts: [after_layer2]"), 20, "cuts: []");
-  EXPECT_NE(error_of(t3).find("2 board(s) need 1 cut(s)"), std::string::npos) << error_of(t3);
+  expect_has(error_of(replaced(kBase, "count: 2", "count: two")), {"must be an integer"});
+  expect_has(error_of(replaced(kBase, "backend: emulator", "backend: gpu")),
+             {"valid values: emulator, null"});
+  expect_has(error_of(replaced(kBase, "cuts: [after_layer2]", "cuts: []")),
+             {"2 board(s) need 1 cut(s)"});
   std::string t4 = std::string(kBase) + "  kernel: 2\n";
   t4.replace(t4.find("measurement:"), 0, "");
   // kernel under measurement is unknown; under autoencoder even kernels are rejected.
   EXPECT_NE(error_of(t4).find("unknown key"), std::string::npos);
-  std::string t5 = kBase;
-  t5.replace(t5.find("rate: 4"), 7, "rate: 4\n  kernel: 2");
-  EXPECT_NE(error_of(t5).find("must be odd"), std::string::npos) << error_of(t5);
+  expect_has(error_of(replaced(kBase, "rate: 4", "rate: 4\n  kernel: 2")), {"must be odd"});
 }
 
 TEST(Experiment, SyntaxErrorNamesThePlace) {
@@ -122,12 +123,9 @@ TEST(Experiment, MissingVersionAndBadSweepKey) {
 }
 
 TEST(Experiment, BareNullIsTheNullBackend) {
-  std::string text = kBase;
-  text.replace(text.find("backend: emulator"), 17, "backend: null");
+  const std::string text = replaced(kBase, "backend: emulator", "backend: null");
   EXPECT_EQ(parse_experiment(text, "exp.yaml").runs[0].boards.backend, Backend::kNull);
-  std::string empty = kBase;
-  empty.replace(empty.find("backend: emulator"), 17, "backend:");
-  EXPECT_NE(error_of(empty).find("the value is empty"), std::string::npos) << error_of(empty);
+  expect_has(error_of(replaced(kBase, "backend: emulator", "backend:")), {"the value is empty"});
 }
 
 TEST(Experiment, ZipExcludeScalesAndReferences) {
@@ -161,41 +159,32 @@ TEST(Experiment, ZipExcludeScalesAndReferences) {
 }
 
 TEST(Experiment, ImpossibleSweepsAreErrors) {
-  auto with = [](const std::string& sweep) { return error_of(std::string(kBase) + sweep); };
-  EXPECT_NE(with("sweep:\n  zip:\n    measurement.batch: [1, 2]\n    data.seed: [1]\n")
-                .find("must have equal length"),
-            std::string::npos);
-  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n  exclude:\n    - "
-                 "{autoencoder.rate: 3}\n")
-                .find("matches no run"),
-            std::string::npos);
-  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n  exclude:\n    - "
-                 "{measurement.batch: 3}\n")
-                .find("is not swept"),
-            std::string::npos);
-  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 1]\n").find("same parameters"),
-            std::string::npos);
-  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1]\n  zip:\n    "
-                 "autoencoder.rate: [2]\n")
-                .find("swept twice"),
-            std::string::npos);
-  EXPECT_NE(with("sweep:\n  matrix:\n    autoencoder.rate: [1, 64]\n  exclude:\n    - "
-                 "{autoencoder.rate: 1}\n    - {autoencoder.rate: 64}\n")
-                .find("leaves no run"),
-            std::string::npos);
-  EXPECT_NE(
-      with("references:\n  - {metric: speed, value: 1}\n").find("valid values: throughput_sps"),
-      std::string::npos);
+  // What follows kBase, and what its error says.
+  const std::pair<const char*, const char*> kCases[] = {
+      {"sweep:\n  zip:\n    measurement.batch: [1, 2]\n    data.seed: [1]\n",
+       "must have equal length"},
+      {"sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n  exclude:\n    - "
+       "{autoencoder.rate: 3}\n",
+       "matches no run"},
+      {"sweep:\n  matrix:\n    autoencoder.rate: [1, 8]\n  exclude:\n    - "
+       "{measurement.batch: 3}\n",
+       "is not swept"},
+      {"sweep:\n  matrix:\n    autoencoder.rate: [1, 1]\n", "same parameters"},
+      {"sweep:\n  matrix:\n    autoencoder.rate: [1]\n  zip:\n    autoencoder.rate: [2]\n",
+       "swept twice"},
+      {"sweep:\n  matrix:\n    autoencoder.rate: [1, 64]\n  exclude:\n    - "
+       "{autoencoder.rate: 1}\n    - {autoencoder.rate: 64}\n",
+       "leaves no run"},
+      {"references:\n  - {metric: speed, value: 1}\n", "valid values: throughput_sps"},
+  };
+  for (const auto& [tail, says] : kCases) expect_has(error_of(std::string(kBase) + tail), {says});
 }
 
 TEST(Experiment, SamplesRoundUpToWholeBatches) {
-  std::string text = kBase;
-  text.replace(text.find("  batches: 3\n"), 13, "  samples: 7\n");
+  const std::string text = replaced(kBase, "  batches: 3\n", "  samples: 7\n");
   EXPECT_EQ(parse_experiment(text, "exp.yaml").runs[0].measurement.batches, 4);  // batch 2
-  std::string both = std::string(kBase) + "";
-  both.replace(both.find("  batches: 3\n"), 13, "  batches: 3\n  samples: 7\n");
-  EXPECT_NE(error_of(both).find("either `samples` or `batches`"), std::string::npos)
-      << error_of(both);
+  expect_has(error_of(replaced(kBase, "  batches: 3\n", "  batches: 3\n  samples: 7\n")),
+             {"either `samples` or `batches`"});
 }
 
 TEST(Experiment, NetworkLinkIsParsedAndRecordedOnlyWhenStated) {
@@ -233,15 +222,13 @@ TEST(Experiment, ModelWidthIsParsedRecordedOnlyWhenNotOneAndSweepable) {
   EXPECT_EQ(plain.model.width, 1.0);
   EXPECT_EQ(plain.params.count("model.width"), 0u);  // ids of runs without it unchanged
 
-  std::string half = kBase;
-  half.replace(half.find("classes: 10"), 11, "classes: 10\n  width: 0.5");
+  const std::string half = replaced(kBase, "classes: 10", "classes: 10\n  width: 0.5");
   auto narrow = parse_experiment(half, "exp.yaml").runs.at(0);
   EXPECT_EQ(narrow.model.width, 0.5);
   EXPECT_EQ(narrow.params.at("model.width"), "0.5");
   EXPECT_NE(narrow.id, plain.id);
 
-  std::string one = kBase;
-  one.replace(one.find("classes: 10"), 11, "classes: 10\n  width: 1");
+  const std::string one = replaced(kBase, "classes: 10", "classes: 10\n  width: 1");
   EXPECT_EQ(parse_experiment(one, "exp.yaml").runs.at(0).id, plain.id);
 
   auto swept = parse_experiment(
@@ -250,16 +237,11 @@ TEST(Experiment, ModelWidthIsParsedRecordedOnlyWhenNotOneAndSweepable) {
   EXPECT_EQ(swept.runs[0].model.width, 0.25);
   EXPECT_EQ(swept.runs[2].params.count("model.width"), 0u);
 
-  std::string zero = kBase;
-  zero.replace(zero.find("classes: 10"), 11, "classes: 10\n  width: 0");
-  const std::string msg = error_of(zero);
-  EXPECT_NE(msg.find("exp.yaml:7:10"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("`model.width`: must be a number in (0, 4]"), std::string::npos) << msg;
-  std::string mlp = kBase;
-  mlp.replace(mlp.find("arch: resnet18"), 14, "arch: mlp");
-  mlp.replace(mlp.find("classes: 10"), 11, "classes: 10\n  width: 2");
-  EXPECT_NE(error_of(mlp).find("`mlp` has no width multiplier"), std::string::npos)
-      << error_of(mlp);
+  expect_has(error_of(replaced(kBase, "classes: 10", "classes: 10\n  width: 0")),
+             {"exp.yaml:7:10", "`model.width`: must be a number in (0, 4]"});
+  const std::string mlp = replaced(replaced(kBase, "arch: resnet18", "arch: mlp"), "classes: 10",
+                                   "classes: 10\n  width: 2");
+  expect_has(error_of(mlp), {"`mlp` has no width multiplier"});
   // A sweep that gives a width to an arch without one fails on the run that does.
   EXPECT_NE(error_of(std::string(kBase) +
                      "sweep: {zip: {model.arch: [resnet50, unet], model.width: [0.5, 0.5]}}\n")
