@@ -16,7 +16,6 @@
 #include <fstream>
 #include <map>
 #include <set>
-#include <tuple>
 
 namespace quilt::harness {
 
@@ -122,122 +121,154 @@ std::string key_text(const results::RunRecord& r, const std::vector<std::string>
   return parts.empty() ? std::string("(all runs)") : fmt::format("{}", fmt::join(parts, " "));
 }
 
-// One run as runs_table sees it: the record, its file, and what several columns derive from it.
-struct RunCells {
-  const std::string& path;
-  const results::ExperimentRecord& rec;
-  const results::RunRecord& r;
-  bool training = false;
-  int64_t passed = 0, failed = 0;
-  double requested = 1, effective = 1;
-  int64_t cut_bytes = 0, wire_bytes = 0;
-  // Pipeline-only and training-only cells are empty for the other kind of run.
-  std::string p(std::string cell) const { return training ? std::string() : cell; }
-  std::string tr(std::string cell) const { return training ? cell : std::string(); }
-};
-
-RunCells run_cells(const std::string& path, const results::ExperimentRecord& rec,
-                   const results::RunRecord& r) {
-  RunCells c{path, rec, r};
-  c.training = is_training(r);
-  for (const auto& check : r.checks) (check.passed ? c.passed : c.failed) += 1;
-  std::tie(c.requested, c.effective) = rates(r);
-  for (auto b : r.cut_bytes_per_sample) c.cut_bytes += b;
-  for (auto b : r.cut_wire_bytes_per_sample) c.wire_bytes += b;
-  return c;
+// runs_table's fixed columns, in the order run_row fills them; the runs' parameters follow.
+std::vector<std::string> fixed_columns() {
+  return {"file",
+          "experiment",
+          "id",
+          "status",
+          "failure",
+          "failed_rank",
+          "verdict",
+          "validity",
+          "invalid_reasons",
+          "time_model",
+          "dilation",
+          "overruns",
+          "cpu_wait_fraction",
+          "scale",
+          "git_commit",
+          "git_dirty",
+          "stages",
+          "batch_size",
+          "warmup_batches",
+          "measured_batches",
+          "repetitions",
+          "throughput_sps",
+          "throughput_mean_sps",
+          "throughput_std_sps",
+          "throughput_ci95_low_sps",
+          "throughput_ci95_high_sps",
+          "duration_s",
+          "latency_p50_s",
+          "latency_p90_s",
+          "latency_p99_s",
+          "energy_j",
+          "energy_per_sample_j",
+          "energy_source",
+          "max_abs_error",
+          "cut_names",
+          "requested_rate",
+          "effective_rate",
+          "cut_bytes_per_sample",
+          "cut_wire_bytes_per_sample",
+          "checks_passed",
+          "checks_failed",
+          "training_mode",
+          "dataset",
+          "stand_in",
+          "classes",
+          "train_samples",
+          "test_samples",
+          "epochs",
+          "final_top1",
+          "final_top5",
+          "final_test_loss",
+          "final_train_loss",
+          "train_s",
+          "proxy_speedup",
+          "pretrain_top1",
+          "converged"};
 }
 
-// runs_table's fixed columns in order, each with its cell; the runs' parameters follow them.
-using Column = std::pair<const char*, std::string (*)(const RunCells&)>;
-const Column kRunColumns[] = {
-    {"file", [](const RunCells& c) { return c.path; }},
-    {"experiment", [](const RunCells& c) { return c.rec.name; }},
-    {"id", [](const RunCells& c) { return c.r.id; }},
-    {"status", [](const RunCells& c) { return c.r.status; }},
-    {"failure", [](const RunCells& c) { return c.r.failure; }},
-    {"failed_rank",
-     [](const RunCells& c) { return c.r.failed_rank >= 0 ? num(c.r.failed_rank) : std::string(); }},
-    {"verdict", [](const RunCells& c) { return verdict(c.r); }},
-    {"validity", [](const RunCells& c) { return c.r.validity; }},
-    {"invalid_reasons", [](const RunCells& c) { return joined(c.r.invalid_reasons); }},
-    {"time_model", [](const RunCells& c) { return c.r.time_model; }},
-    {"dilation", [](const RunCells& c) { return num(c.r.dilation); }},
-    {"overruns", [](const RunCells& c) { return num(c.r.overruns); }},
-    {"cpu_wait_fraction", [](const RunCells& c) { return nonneg(c.r.cpu_wait_fraction); }},
-    {"scale", [](const RunCells& c) { return c.rec.provenance.scale; }},
-    {"git_commit", [](const RunCells& c) { return c.rec.provenance.git_commit; }},
-    {"git_dirty", [](const RunCells& c) { return boolean(c.rec.provenance.git_dirty); }},
-    {"stages", [](const RunCells& c) { return num(static_cast<int64_t>(c.r.stages.size())); }},
-    {"batch_size", [](const RunCells& c) { return num(c.r.batch_size); }},
-    {"warmup_batches", [](const RunCells& c) { return c.p(num(c.r.warmup_batches)); }},
-    {"measured_batches", [](const RunCells& c) { return c.p(num(c.r.measured_batches)); }},
-    {"repetitions", [](const RunCells& c) { return c.p(num(c.r.repetitions)); }},
-    {"throughput_sps", [](const RunCells& c) { return c.p(num(c.r.throughput_sps)); }},
-    {"throughput_mean_sps", [](const RunCells& c) { return c.p(num(c.r.throughput_mean_sps)); }},
-    {"throughput_std_sps", [](const RunCells& c) { return c.p(num(c.r.throughput_std_sps)); }},
-    {"throughput_ci95_low_sps",
-     [](const RunCells& c) { return c.p(num(c.r.throughput_ci95_low_sps)); }},
-    {"throughput_ci95_high_sps",
-     [](const RunCells& c) { return c.p(num(c.r.throughput_ci95_high_sps)); }},
-    {"duration_s", [](const RunCells& c) { return c.p(num(c.r.duration_s)); }},
-    {"latency_p50_s", [](const RunCells& c) { return c.p(num(c.r.latency_p50_s)); }},
-    {"latency_p90_s", [](const RunCells& c) { return c.p(num(c.r.latency_p90_s)); }},
-    {"latency_p99_s", [](const RunCells& c) { return c.p(num(c.r.latency_p99_s)); }},
-    {"energy_j", [](const RunCells& c) { return c.p(nonneg(c.r.energy_j)); }},
-    {"energy_per_sample_j", [](const RunCells& c) { return c.p(nonneg(c.r.energy_per_sample_j)); }},
-    {"energy_source", [](const RunCells& c) { return c.p(c.r.energy_source); }},
-    {"max_abs_error", [](const RunCells& c) { return c.p(nonneg(c.r.max_abs_error)); }},
-    {"cut_names", [](const RunCells& c) { return joined(c.r.cut_names); }},
-    {"requested_rate", [](const RunCells& c) { return num(c.requested); }},
-    {"effective_rate", [](const RunCells& c) { return num(c.effective); }},
-    {"cut_bytes_per_sample", [](const RunCells& c) { return num(c.cut_bytes); }},
-    {"cut_wire_bytes_per_sample", [](const RunCells& c) { return num(c.wire_bytes); }},
-    {"checks_passed", [](const RunCells& c) { return num(c.passed); }},
-    {"checks_failed", [](const RunCells& c) { return num(c.failed); }},
-    {"training_mode", [](const RunCells& c) { return c.r.training.mode; }},
-    {"dataset", [](const RunCells& c) { return c.r.training.dataset; }},
-    {"stand_in", [](const RunCells& c) { return c.r.training.stand_in; }},
-    {"classes", [](const RunCells& c) { return c.tr(num(c.r.training.classes)); }},
-    {"train_samples", [](const RunCells& c) { return c.tr(num(c.r.training.train_samples)); }},
-    {"test_samples", [](const RunCells& c) { return c.tr(num(c.r.training.test_samples)); }},
-    {"epochs",
-     [](const RunCells& c) { return c.tr(num(static_cast<int64_t>(c.r.training.epoch.size()))); }},
-    {"final_top1", [](const RunCells& c) { return c.tr(num(c.r.training.final_top1)); }},
-    {"final_top5", [](const RunCells& c) { return c.tr(num(c.r.training.final_top5)); }},
-    {"final_test_loss", [](const RunCells& c) { return c.tr(num(c.r.training.final_test_loss)); }},
-    {"final_train_loss",
-     [](const RunCells& c) {
-       const auto& loss = c.r.training.train_loss;
-       return c.tr(loss.empty() ? std::string() : num(loss.back()));
-     }},
-    {"train_s", [](const RunCells& c) { return c.tr(num(c.r.training.train_s)); }},
-    {"proxy_speedup", [](const RunCells& c) { return c.tr(nonneg(c.r.training.proxy_speedup)); }},
-    {"pretrain_top1", [](const RunCells& c) { return c.tr(num(c.r.training.pretrain_top1)); }},
-    {"converged", [](const RunCells& c) {
-       const auto converged = c.r.training.converged;
-       return c.tr(converged < 0 ? std::string() : (converged ? "True" : "False"));
-     }}};
+// One run's fixed cells (fixed_columns) followed by its values of `keys`.
+std::vector<std::string> run_row(const std::string& path, const results::ExperimentRecord& rec,
+                                 const results::RunRecord& r, const std::set<std::string>& keys) {
+  const bool training = is_training(r);
+  const bool pipeline = !training;
+  auto p = [&](std::string cell) { return pipeline ? cell : std::string(); };
+  auto tr = [&](std::string cell) { return training ? cell : std::string(); };
+  int64_t passed = 0, failed = 0;
+  for (const auto& c : r.checks) (c.passed ? passed : failed) += 1;
+  const auto [requested, effective] = rates(r);
+  int64_t cut_bytes = 0, wire_bytes = 0;
+  for (auto b : r.cut_bytes_per_sample) cut_bytes += b;
+  for (auto b : r.cut_wire_bytes_per_sample) wire_bytes += b;
+  const auto& x = r.training;
+  std::vector<std::string> row = {
+      path,
+      rec.name,
+      r.id,
+      r.status,
+      r.failure,
+      r.failed_rank >= 0 ? num(r.failed_rank) : std::string(),
+      verdict(r),
+      r.validity,
+      joined(r.invalid_reasons),
+      r.time_model,
+      num(r.dilation),
+      num(r.overruns),
+      nonneg(r.cpu_wait_fraction),
+      rec.provenance.scale,
+      rec.provenance.git_commit,
+      boolean(rec.provenance.git_dirty),
+      num(static_cast<int64_t>(r.stages.size())),
+      num(r.batch_size),
+      p(num(r.warmup_batches)),
+      p(num(r.measured_batches)),
+      p(num(r.repetitions)),
+      p(num(r.throughput_sps)),
+      p(num(r.throughput_mean_sps)),
+      p(num(r.throughput_std_sps)),
+      p(num(r.throughput_ci95_low_sps)),
+      p(num(r.throughput_ci95_high_sps)),
+      p(num(r.duration_s)),
+      p(num(r.latency_p50_s)),
+      p(num(r.latency_p90_s)),
+      p(num(r.latency_p99_s)),
+      p(nonneg(r.energy_j)),
+      p(nonneg(r.energy_per_sample_j)),
+      p(r.energy_source),
+      p(nonneg(r.max_abs_error)),
+      joined(r.cut_names),
+      num(requested),
+      num(effective),
+      num(cut_bytes),
+      num(wire_bytes),
+      num(passed),
+      num(failed),
+      x.mode,
+      x.dataset,
+      x.stand_in,
+      tr(num(x.classes)),
+      tr(num(x.train_samples)),
+      tr(num(x.test_samples)),
+      tr(num(static_cast<int64_t>(x.epoch.size()))),
+      tr(num(x.final_top1)),
+      tr(num(x.final_top5)),
+      tr(num(x.final_test_loss)),
+      tr(x.train_loss.empty() ? std::string() : num(x.train_loss.back())),
+      tr(num(x.train_s)),
+      tr(nonneg(x.proxy_speedup)),
+      tr(num(x.pretrain_top1)),
+      tr(x.converged < 0 ? std::string() : (x.converged ? "True" : "False"))};
+  for (const auto& k : keys) row.push_back(param_or(r, k, ""));
+  return row;
+}
 
 }  // namespace
 
 RunsTable runs_table(const std::vector<NamedRecord>& files) {
   RunsTable t;
-  for (const auto& [name, cell] : kRunColumns) t.columns.push_back(name);
+  t.columns = fixed_columns();
   std::set<std::string> keys;
   for (const auto& [path, rec] : files)
     for (const auto& r : rec.runs)
       for (const auto& [k, v] : r.params) keys.insert(k);
   for (const auto& k : keys) t.columns.push_back(k);
 
-  for (const auto& [path, rec] : files) {
-    for (const auto& r : rec.runs) {
-      const RunCells c = run_cells(path, rec, r);
-      std::vector<std::string> row;
-      for (const auto& [name, cell] : kRunColumns) row.push_back(cell(c));
-      for (const auto& k : keys) row.push_back(param_or(r, k, ""));
-      t.rows.push_back(std::move(row));
-    }
-  }
+  for (const auto& [path, rec] : files)
+    for (const auto& r : rec.runs) t.rows.push_back(run_row(path, rec, r, keys));
   return t;
 }
 
