@@ -88,11 +88,13 @@ std::optional<std::pair<int, int>> current_run(const std::string& log, std::stre
   return last;
 }
 
-std::string Reproduction::estimate_left() const {
+std::string time_left_text(const std::vector<ExperimentState>& experiments, int jobs,
+                           double now_s) {
+  auto slots_of = [jobs](const ExperimentState& e) { return std::min(e.ranks, jobs); };
   // Seconds per run, from the experiments this invocation ran, separately for training and
   // pipeline runs (a training run costs orders of magnitude more).
   double s[2] = {0, 0}, n[2] = {0, 0};
-  for (const auto& e : experiments_)
+  for (const auto& e : experiments)
     if ((e.status == "ok" || e.status == "failed") && e.runs > 0 && e.result.wall_s > 0) {
       s[e.training] += e.result.wall_s;
       n[e.training] += static_cast<double>(e.runs);
@@ -107,8 +109,7 @@ std::string Reproduction::estimate_left() const {
   std::multiset<std::pair<double, int>> ends;  // (seconds from now, slots)
   int used = 0;
   double makespan = 0, last_start = 0;
-  const double now_s = seconds_since(t0_);
-  for (const auto& e : experiments_) {
+  for (const auto& e : experiments) {
     if (e.status != "running") continue;
     double est = estimate(e);
     if (est < 0) known = false;
@@ -117,7 +118,7 @@ std::string Reproduction::estimate_left() const {
     used += slots_of(e);
     makespan = std::max(makespan, left);
   }
-  for (const auto& e : experiments_) {
+  for (const auto& e : experiments) {
     if (!(e.selected && e.config_error.empty() && e.status == "pending")) continue;
     double est = estimate(e);
     if (est < 0) {
@@ -125,7 +126,7 @@ std::string Reproduction::estimate_left() const {
       est = 0;
     }
     double start = last_start;
-    while (used + slots_of(e) > o_.jobs && !ends.empty()) {
+    while (used + slots_of(e) > jobs && !ends.empty()) {
       start = std::max(start, ends.begin()->first);
       used -= ends.begin()->second;
       ends.erase(ends.begin());
@@ -137,6 +138,10 @@ std::string Reproduction::estimate_left() const {
   }
   if (!known) return makespan > 0 ? fmt::format("at least {} left", duration_text(makespan)) : "";
   return fmt::format("about {} left", duration_text(makespan));
+}
+
+std::string Reproduction::estimate_left() const {
+  return time_left_text(experiments_, o_.jobs, seconds_since(t0_));
 }
 
 std::streamoff Reproduction::log_header(const std::string& log,

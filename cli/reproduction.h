@@ -74,6 +74,13 @@ struct AnalysisState {
   std::string stdout_file;  // relative to DIR; when set, the command's stdout is this output
 };
 
+/// The time left for the progress lines: "about 3m05s left"; "at least ..." while a kind of run
+/// (training, pipeline) has no measured time yet; "" when nothing is known. The schedule of
+/// run_experiments replayed with the seconds per run that the finished experiments took: the
+/// running ones end when their estimate says, the pending ones start in file order as `jobs`
+/// slots free up. `now_s`: seconds since quilt reproduce started.
+std::string time_left_text(const std::vector<ExperimentState>& experiments, int jobs, double now_s);
+
 /// A child of quilt reproduce and the experiment or script it runs.
 template <class State>
 struct Running {
