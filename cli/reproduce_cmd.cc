@@ -83,6 +83,7 @@ void Reproduction::plan() {
       e.hash = x.hash;
       e.training = !x.runs.empty();
       for (const auto& r : x.runs) {
+        e.cost += run_cost(r);
         e.ranks = std::max(e.ranks, r.boards.count);
         if (!r.training.mode) e.training = false;
       }

@@ -88,19 +88,26 @@ std::optional<std::pair<int, int>> current_run(const std::string& log, std::stre
   return last;
 }
 
+double run_cost(const RunConfig& run) {
+  if (run.training.mode)
+    return static_cast<double>(run.training.epochs + run.training.pretrain_epochs);
+  return static_cast<double>(run.measurement.repetitions);
+}
+
 std::string time_left_text(const std::vector<ExperimentState>& experiments, int jobs,
                            double now_s) {
   auto slots_of = [jobs](const ExperimentState& e) { return std::min(e.ranks, jobs); };
-  // Seconds per run, from the experiments this invocation ran, separately for training and
-  // pipeline runs (a training run costs orders of magnitude more).
+  // Seconds per unit of run cost (an epoch, a repetition), from the experiments this invocation
+  // ran, separately for training and pipeline runs (a training run costs orders of magnitude
+  // more). Weighted, not per run: 2-epoch runs say little of the time of 16-epoch ones.
   double s[2] = {0, 0}, n[2] = {0, 0};
   for (const auto& e : experiments)
-    if ((e.status == "ok" || e.status == "failed") && e.runs > 0 && e.result.wall_s > 0) {
+    if ((e.status == "ok" || e.status == "failed") && e.cost > 0 && e.result.wall_s > 0) {
       s[e.training] += e.result.wall_s;
-      n[e.training] += static_cast<double>(e.runs);
+      n[e.training] += e.cost;
     }
   auto estimate = [&](const ExperimentState& e) -> double {
-    if (n[e.training] > 0) return s[e.training] / n[e.training] * static_cast<double>(e.runs);
+    if (n[e.training] > 0) return s[e.training] / n[e.training] * e.cost;
     return -1;
   };
   // The schedule replayed with those estimates: the running ones end when their estimate says,

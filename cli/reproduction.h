@@ -5,6 +5,7 @@
 
 #include "cli/child_process.h"
 #include "cli/reproduce_cmd.h"
+#include "harness/experiment.h"
 
 #include <signal.h>
 
@@ -44,6 +45,7 @@ struct ExperimentState {
   std::string config_error;
   int ranks = 1;
   size_t runs = 0;
+  double cost = 0;  // its runs' run_cost, summed: what the time-left estimate scales by
   bool training = false;
   std::string hash;
   // pending, running, then ok | failed | complete | interrupted | not-run
@@ -74,9 +76,16 @@ struct AnalysisState {
   std::string stdout_file;  // relative to DIR; when set, the command's stdout is this output
 };
 
+/// What one run costs, for the time-left estimate, in units that scale its time within its kind:
+/// a training run's maximum epochs (pretraining included; the convergence rule may stop it
+/// earlier), a pipeline run's repetitions.
+double run_cost(const RunConfig& run);
+
 /// The time left for the progress lines: "about 3m05s left"; "at least ..." while a kind of run
 /// (training, pipeline) has no measured time yet; "" when nothing is known. The schedule of
-/// run_experiments replayed with the seconds per run that the finished experiments took: the
+/// run_experiments replayed with the seconds per unit of run_cost that the finished experiments
+/// of the same kind took (so that a pending experiment of long runs is not priced at the rate of
+/// short ones): the
 /// running ones end when their estimate says, the pending ones start in file order as `jobs`
 /// slots free up. `now_s`: seconds since quilt reproduce started.
 std::string time_left_text(const std::vector<ExperimentState>& experiments, int jobs, double now_s);
