@@ -7,7 +7,9 @@
 #include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
+#include <type_traits>
 
 namespace quilt::harness::cli {
 namespace {
@@ -98,52 +100,56 @@ Parser& Parser::option(const std::string& name, const std::string& value_name,
   return *this;
 }
 
-Parser& Parser::option(const std::string& name, const std::string& value_name,
-                       const std::string& help, int64_t* out, int64_t min) {
-  return option(name, value_name, help, [command = command_, name, out, min](const std::string& v) {
+namespace {
+
+// A number as a numeric option of type T reads it: std::stod for a double, std::stoll otherwise;
+// `used` gets how many characters it took.
+template <class T>
+auto parse_number(const std::string& v, size_t* used) {
+  if constexpr (std::is_floating_point_v<T>)
+    return std::stod(v, used);
+  else
+    return std::stoll(v, used);
+}
+
+// A numeric option's setter: the whole value must be the number, at least `min` and at most
+// what T holds (below 1e300 for a double).
+template <class T>
+std::function<void(const std::string&)> number_setter(const std::string& command,
+                                                      const std::string& name, T* out, T min) {
+  return [command, name, out, min](const std::string& v) {
     try {
       size_t used = 0;
-      const long long x = std::stoll(v, &used);
-      if (used == v.size() && x >= min) {
-        *out = x;
+      const auto x = parse_number<T>(v, &used);
+      const bool fits =
+          std::is_floating_point_v<T> ? x < 1e300 : x <= std::numeric_limits<T>::max();
+      if (used == v.size() && x >= min && fits) {
+        *out = static_cast<T>(x);
         return;
       }
     } catch (const std::exception&) {
     }
-    fail_for(command, name, fmt::format("needs an integer >= {} (got `{}`)", min, v));
-  });
+    fail_for(command, name,
+             fmt::format("needs {} >= {} (got `{}`)",
+                         std::is_floating_point_v<T> ? "a number" : "an integer", min, v));
+  };
+}
+
+}  // namespace
+
+Parser& Parser::option(const std::string& name, const std::string& value_name,
+                       const std::string& help, int64_t* out, int64_t min) {
+  return option(name, value_name, help, number_setter(command_, name, out, min));
 }
 
 Parser& Parser::option(const std::string& name, const std::string& value_name,
                        const std::string& help, int* out, int min) {
-  return option(name, value_name, help, [command = command_, name, out, min](const std::string& v) {
-    try {
-      size_t used = 0;
-      const long x = std::stol(v, &used);
-      if (used == v.size() && x >= min && x <= INT32_MAX) {
-        *out = static_cast<int>(x);
-        return;
-      }
-    } catch (const std::exception&) {
-    }
-    fail_for(command, name, fmt::format("needs an integer >= {} (got `{}`)", min, v));
-  });
+  return option(name, value_name, help, number_setter(command_, name, out, min));
 }
 
 Parser& Parser::option(const std::string& name, const std::string& value_name,
                        const std::string& help, double* out, double min) {
-  return option(name, value_name, help, [command = command_, name, out, min](const std::string& v) {
-    try {
-      size_t used = 0;
-      const double x = std::stod(v, &used);
-      if (used == v.size() && x >= min && x < 1e300) {
-        *out = x;
-        return;
-      }
-    } catch (const std::exception&) {
-    }
-    fail_for(command, name, fmt::format("needs a number >= {} (got `{}`)", min, v));
-  });
+  return option(name, value_name, help, number_setter(command_, name, out, min));
 }
 
 Parser& Parser::optional_value(const std::string& name, const std::string& value_name,

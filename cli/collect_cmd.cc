@@ -121,146 +121,154 @@ std::string key_text(const results::RunRecord& r, const std::vector<std::string>
   return parts.empty() ? std::string("(all runs)") : fmt::format("{}", fmt::join(parts, " "));
 }
 
+// runs_table's fixed columns, in the order run_row fills them; the runs' parameters follow.
+std::vector<std::string> fixed_columns() {
+  return {"file",
+          "experiment",
+          "id",
+          "status",
+          "failure",
+          "failed_rank",
+          "verdict",
+          "validity",
+          "invalid_reasons",
+          "time_model",
+          "dilation",
+          "overruns",
+          "cpu_wait_fraction",
+          "scale",
+          "git_commit",
+          "git_dirty",
+          "stages",
+          "batch_size",
+          "warmup_batches",
+          "measured_batches",
+          "repetitions",
+          "throughput_sps",
+          "throughput_mean_sps",
+          "throughput_std_sps",
+          "throughput_ci95_low_sps",
+          "throughput_ci95_high_sps",
+          "duration_s",
+          "latency_p50_s",
+          "latency_p90_s",
+          "latency_p99_s",
+          "energy_j",
+          "energy_per_sample_j",
+          "energy_source",
+          "max_abs_error",
+          "cut_names",
+          "requested_rate",
+          "effective_rate",
+          "cut_bytes_per_sample",
+          "cut_wire_bytes_per_sample",
+          "checks_passed",
+          "checks_failed",
+          "training_mode",
+          "dataset",
+          "stand_in",
+          "classes",
+          "train_samples",
+          "test_samples",
+          "epochs",
+          "final_top1",
+          "final_top5",
+          "final_test_loss",
+          "final_train_loss",
+          "train_s",
+          "proxy_speedup",
+          "pretrain_top1",
+          "converged"};
+}
+
+// One run's fixed cells (fixed_columns) followed by its values of `keys`.
+std::vector<std::string> run_row(const std::string& path, const results::ExperimentRecord& rec,
+                                 const results::RunRecord& r, const std::set<std::string>& keys) {
+  const bool training = is_training(r);
+  const bool pipeline = !training;
+  auto p = [&](std::string cell) { return pipeline ? cell : std::string(); };
+  auto tr = [&](std::string cell) { return training ? cell : std::string(); };
+  int64_t passed = 0, failed = 0;
+  for (const auto& c : r.checks) (c.passed ? passed : failed) += 1;
+  const auto [requested, effective] = rates(r);
+  int64_t cut_bytes = 0, wire_bytes = 0;
+  for (auto b : r.cut_bytes_per_sample) cut_bytes += b;
+  for (auto b : r.cut_wire_bytes_per_sample) wire_bytes += b;
+  const auto& x = r.training;
+  std::vector<std::string> row = {
+      path,
+      rec.name,
+      r.id,
+      r.status,
+      r.failure,
+      r.failed_rank >= 0 ? num(r.failed_rank) : std::string(),
+      verdict(r),
+      r.validity,
+      joined(r.invalid_reasons),
+      r.time_model,
+      num(r.dilation),
+      num(r.overruns),
+      nonneg(r.cpu_wait_fraction),
+      rec.provenance.scale,
+      rec.provenance.git_commit,
+      boolean(rec.provenance.git_dirty),
+      num(static_cast<int64_t>(r.stages.size())),
+      num(r.batch_size),
+      p(num(r.warmup_batches)),
+      p(num(r.measured_batches)),
+      p(num(r.repetitions)),
+      p(num(r.throughput_sps)),
+      p(num(r.throughput_mean_sps)),
+      p(num(r.throughput_std_sps)),
+      p(num(r.throughput_ci95_low_sps)),
+      p(num(r.throughput_ci95_high_sps)),
+      p(num(r.duration_s)),
+      p(num(r.latency_p50_s)),
+      p(num(r.latency_p90_s)),
+      p(num(r.latency_p99_s)),
+      p(nonneg(r.energy_j)),
+      p(nonneg(r.energy_per_sample_j)),
+      p(r.energy_source),
+      p(nonneg(r.max_abs_error)),
+      joined(r.cut_names),
+      num(requested),
+      num(effective),
+      num(cut_bytes),
+      num(wire_bytes),
+      num(passed),
+      num(failed),
+      x.mode,
+      x.dataset,
+      x.stand_in,
+      tr(num(x.classes)),
+      tr(num(x.train_samples)),
+      tr(num(x.test_samples)),
+      tr(num(static_cast<int64_t>(x.epoch.size()))),
+      tr(num(x.final_top1)),
+      tr(num(x.final_top5)),
+      tr(num(x.final_test_loss)),
+      tr(x.train_loss.empty() ? std::string() : num(x.train_loss.back())),
+      tr(num(x.train_s)),
+      tr(nonneg(x.proxy_speedup)),
+      tr(num(x.pretrain_top1)),
+      tr(x.converged < 0 ? std::string() : (x.converged ? "True" : "False"))};
+  for (const auto& k : keys) row.push_back(param_or(r, k, ""));
+  return row;
+}
+
 }  // namespace
 
 RunsTable runs_table(const std::vector<NamedRecord>& files) {
   RunsTable t;
-  t.columns = {"file",
-               "experiment",
-               "id",
-               "status",
-               "failure",
-               "failed_rank",
-               "verdict",
-               "validity",
-               "invalid_reasons",
-               "time_model",
-               "dilation",
-               "overruns",
-               "cpu_wait_fraction",
-               "scale",
-               "git_commit",
-               "git_dirty",
-               "stages",
-               "batch_size",
-               "warmup_batches",
-               "measured_batches",
-               "repetitions",
-               "throughput_sps",
-               "throughput_mean_sps",
-               "throughput_std_sps",
-               "throughput_ci95_low_sps",
-               "throughput_ci95_high_sps",
-               "duration_s",
-               "latency_p50_s",
-               "latency_p90_s",
-               "latency_p99_s",
-               "energy_j",
-               "energy_per_sample_j",
-               "energy_source",
-               "max_abs_error",
-               "cut_names",
-               "requested_rate",
-               "effective_rate",
-               "cut_bytes_per_sample",
-               "cut_wire_bytes_per_sample",
-               "checks_passed",
-               "checks_failed",
-               "training_mode",
-               "dataset",
-               "stand_in",
-               "classes",
-               "train_samples",
-               "test_samples",
-               "epochs",
-               "final_top1",
-               "final_top5",
-               "final_test_loss",
-               "final_train_loss",
-               "train_s",
-               "proxy_speedup",
-               "pretrain_top1",
-               "converged"};
+  t.columns = fixed_columns();
   std::set<std::string> keys;
   for (const auto& [path, rec] : files)
     for (const auto& r : rec.runs)
       for (const auto& [k, v] : r.params) keys.insert(k);
   for (const auto& k : keys) t.columns.push_back(k);
 
-  for (const auto& [path, rec] : files) {
-    for (const auto& r : rec.runs) {
-      const bool training = is_training(r);
-      const bool pipeline = !training;
-      auto p = [&](std::string cell) { return pipeline ? cell : std::string(); };
-      auto tr = [&](std::string cell) { return training ? cell : std::string(); };
-      int64_t passed = 0, failed = 0;
-      for (const auto& c : r.checks) (c.passed ? passed : failed) += 1;
-      const auto [requested, effective] = rates(r);
-      int64_t cut_bytes = 0, wire_bytes = 0;
-      for (auto b : r.cut_bytes_per_sample) cut_bytes += b;
-      for (auto b : r.cut_wire_bytes_per_sample) wire_bytes += b;
-      const auto& x = r.training;
-      std::vector<std::string> row = {
-          path,
-          rec.name,
-          r.id,
-          r.status,
-          r.failure,
-          r.failed_rank >= 0 ? num(r.failed_rank) : std::string(),
-          verdict(r),
-          r.validity,
-          joined(r.invalid_reasons),
-          r.time_model,
-          num(r.dilation),
-          num(r.overruns),
-          nonneg(r.cpu_wait_fraction),
-          rec.provenance.scale,
-          rec.provenance.git_commit,
-          boolean(rec.provenance.git_dirty),
-          num(static_cast<int64_t>(r.stages.size())),
-          num(r.batch_size),
-          p(num(r.warmup_batches)),
-          p(num(r.measured_batches)),
-          p(num(r.repetitions)),
-          p(num(r.throughput_sps)),
-          p(num(r.throughput_mean_sps)),
-          p(num(r.throughput_std_sps)),
-          p(num(r.throughput_ci95_low_sps)),
-          p(num(r.throughput_ci95_high_sps)),
-          p(num(r.duration_s)),
-          p(num(r.latency_p50_s)),
-          p(num(r.latency_p90_s)),
-          p(num(r.latency_p99_s)),
-          p(nonneg(r.energy_j)),
-          p(nonneg(r.energy_per_sample_j)),
-          p(r.energy_source),
-          p(nonneg(r.max_abs_error)),
-          joined(r.cut_names),
-          num(requested),
-          num(effective),
-          num(cut_bytes),
-          num(wire_bytes),
-          num(passed),
-          num(failed),
-          x.mode,
-          x.dataset,
-          x.stand_in,
-          tr(num(x.classes)),
-          tr(num(x.train_samples)),
-          tr(num(x.test_samples)),
-          tr(num(static_cast<int64_t>(x.epoch.size()))),
-          tr(num(x.final_top1)),
-          tr(num(x.final_top5)),
-          tr(num(x.final_test_loss)),
-          tr(x.train_loss.empty() ? std::string() : num(x.train_loss.back())),
-          tr(num(x.train_s)),
-          tr(nonneg(x.proxy_speedup)),
-          tr(num(x.pretrain_top1)),
-          tr(x.converged < 0 ? std::string() : (x.converged ? "True" : "False"))};
-      for (const auto& k : keys) row.push_back(param_or(r, k, ""));
-      t.rows.push_back(std::move(row));
-    }
-  }
+  for (const auto& [path, rec] : files)
+    for (const auto& r : rec.runs) t.rows.push_back(run_row(path, rec, r, keys));
   return t;
 }
 
@@ -326,8 +334,12 @@ std::string multi_report_table(const std::vector<NamedRecord>& files, bool* all_
   return out;
 }
 
-std::string compare_by_params(const NamedRecord& base, const NamedRecord& other,
-                              const std::vector<std::string>& by) {
+namespace {
+
+// The parameters that pair runs: `by`, each checked to be a parameter of every run of both
+// files, or when empty the ones that vary in either file.
+std::vector<std::string> pairing_keys(const NamedRecord& base, const NamedRecord& other,
+                                      const std::vector<std::string>& by) {
   std::vector<std::string> keys = by;
   if (keys.empty()) {
     auto a = varying_keys(base.second), b = varying_keys(other.second);
@@ -347,6 +359,55 @@ std::string compare_by_params(const NamedRecord& base, const NamedRecord& other,
       }
     }
   }
+  return keys;
+}
+
+// One pair's line (throughput and latency, or top-1 for training runs) and, when the pair
+// differs beyond the keys they were paired by, a line saying how.
+std::string pair_text(const results::RunRecord& a, const results::RunRecord& b,
+                      const std::vector<std::string>& keys) {
+  auto ratio = [](double x, double y) {
+    return x > 0 && std::isfinite(y) ? fmt::format("{:.3f}", y / x) : std::string("-");
+  };
+  std::string out;
+  if (is_training(a) || is_training(b)) {
+    out += fmt::format(
+        "{:<14} {:<14} {:>14} {:>14} {:>8} {:>12} {:>12} {:>8}  {}\n", a.id, b.id,
+        "top-1 " + pct(a.training.final_top1), pct(b.training.final_top1),
+        std::isfinite(a.training.final_top1 - b.training.final_top1)
+            ? fmt::format("{:+.2f}pt", 100 * (b.training.final_top1 - a.training.final_top1))
+            : "-",
+        "", "", "", key_text(a, keys));
+  } else {
+    out += fmt::format("{:<14} {:<14} {:>14.3f} {:>14.3f} {:>8} {:>12.2f} {:>12.2f} {:>8}  {}\n",
+                       a.id, b.id, a.throughput_sps, b.throughput_sps,
+                       ratio(a.throughput_sps, b.throughput_sps), 1e3 * a.latency_p50_s,
+                       1e3 * b.latency_p50_s, ratio(a.latency_p50_s, b.latency_p50_s),
+                       key_text(a, keys));
+  }
+  // What differs between the pair beyond the keys they were paired by.
+  std::set<std::string> names;
+  for (const auto& [k, v] : a.params) names.insert(k);
+  for (const auto& [k, v] : b.params) names.insert(k);
+  std::vector<std::string> diffs;
+  for (const auto& k : names) {
+    if (is_output_key(k)) continue;
+    const std::string va = param_or(a, k, "(absent)"), vb = param_or(b, k, "(absent)");
+    if (normalized(va) != normalized(vb)) diffs.push_back(fmt::format("{}: {} -> {}", k, va, vb));
+  }
+  if (a.time_model != b.time_model)
+    diffs.push_back(fmt::format("time model: {} -> {}", a.time_model, b.time_model));
+  if (verdict(a) != "OK" || verdict(b) != "OK")
+    diffs.push_back(fmt::format("verdict: {} -> {}", verdict(a), verdict(b)));
+  if (!diffs.empty()) out += fmt::format("    differs: {}\n", fmt::join(diffs, "; "));
+  return out;
+}
+
+}  // namespace
+
+std::string compare_by_params(const NamedRecord& base, const NamedRecord& other,
+                              const std::vector<std::string>& by) {
+  const std::vector<std::string> keys = pairing_keys(base, other, by);
   auto key_of = [&](const results::RunRecord& r) {
     std::vector<std::string> k;
     for (const auto& name : keys) k.push_back(normalized(param_or(r, name, "")));
@@ -358,9 +419,6 @@ std::string compare_by_params(const NamedRecord& base, const NamedRecord& other,
                                              : fmt::format("{}", fmt::join(keys, ", ")));
   out += fmt::format("{:<14} {:<14} {:>14} {:>14} {:>8} {:>12} {:>12} {:>8}  {}\n", "base run",
                      "other run", "base", "other", "ratio", "base p50 ms", "other", "ratio", "key");
-  auto ratio = [](double x, double y) {
-    return x > 0 && std::isfinite(y) ? fmt::format("{:.3f}", y / x) : std::string("-");
-  };
   std::vector<const results::RunRecord*> only_base;
   for (const auto& a : base.second.runs) {
     const auto ka = key_of(a);
@@ -374,37 +432,7 @@ std::string compare_by_params(const NamedRecord& base, const NamedRecord& other,
       only_base.push_back(&a);
       continue;
     }
-    const auto& b = *match;
-    if (is_training(a) || is_training(b)) {
-      out += fmt::format(
-          "{:<14} {:<14} {:>14} {:>14} {:>8} {:>12} {:>12} {:>8}  {}\n", a.id, b.id,
-          "top-1 " + pct(a.training.final_top1), pct(b.training.final_top1),
-          std::isfinite(a.training.final_top1 - b.training.final_top1)
-              ? fmt::format("{:+.2f}pt", 100 * (b.training.final_top1 - a.training.final_top1))
-              : "-",
-          "", "", "", key_text(a, keys));
-    } else {
-      out += fmt::format("{:<14} {:<14} {:>14.3f} {:>14.3f} {:>8} {:>12.2f} {:>12.2f} {:>8}  {}\n",
-                         a.id, b.id, a.throughput_sps, b.throughput_sps,
-                         ratio(a.throughput_sps, b.throughput_sps), 1e3 * a.latency_p50_s,
-                         1e3 * b.latency_p50_s, ratio(a.latency_p50_s, b.latency_p50_s),
-                         key_text(a, keys));
-    }
-    // What differs between the pair beyond the keys they were paired by.
-    std::set<std::string> names;
-    for (const auto& [k, v] : a.params) names.insert(k);
-    for (const auto& [k, v] : b.params) names.insert(k);
-    std::vector<std::string> diffs;
-    for (const auto& k : names) {
-      if (is_output_key(k)) continue;
-      const std::string va = param_or(a, k, "(absent)"), vb = param_or(b, k, "(absent)");
-      if (normalized(va) != normalized(vb)) diffs.push_back(fmt::format("{}: {} -> {}", k, va, vb));
-    }
-    if (a.time_model != b.time_model)
-      diffs.push_back(fmt::format("time model: {} -> {}", a.time_model, b.time_model));
-    if (verdict(a) != "OK" || verdict(b) != "OK")
-      diffs.push_back(fmt::format("verdict: {} -> {}", verdict(a), verdict(b)));
-    if (!diffs.empty()) out += fmt::format("    differs: {}\n", fmt::join(diffs, "; "));
+    out += pair_text(a, *match, keys);
   }
   for (const auto* a : only_base)
     out += fmt::format("{:<14} only in the base file  {}\n", a->id, key_text(*a, keys));

@@ -227,20 +227,23 @@ int cmd_validate(int argc, char** argv) {
   return rc;
 }
 
-int cmd_plan(int argc, char** argv) {
+// `quilt plan`'s arguments; --slurm [PATH] and its options write a job array instead of the plan.
+struct PlanArgs {
   std::string scale, file;
-  // --slurm [PATH] and its options write a job array instead of the plan.
   bool slurm = false;
   std::string slurm_path;
   quilt::harness::SlurmOptions so;
+};
+
+quilt::harness::cli::Parser plan_parser(PlanArgs* a) {
   quilt::harness::cli::Parser p(
       "plan",
       "The runs an experiment file expands to, without running them: per run the model, boards, "
       "swept values, the measurement or training plan, the cuts (searched ones included), the "
       "predicted stage times and the bytes per cut. With --slurm, an sbatch job array instead.");
   auto slurm_only = [&](const std::string& help) { return help + " (with --slurm)"; };
-  p.positional("FILE", "an experiment file", &file)
-      .option("--scale", "NAME", kScaleHelp, &scale)
+  p.positional("FILE", "an experiment file", &a->file)
+      .option("--scale", "NAME", kScaleHelp, &a->scale)
       .optional_value(
           "--slurm", "PATH",
           "write an sbatch job array (one task per run, each resuming its own result file) to "
@@ -248,99 +251,116 @@ int cmd_plan(int argc, char** argv) {
           [](const std::string& next) {
             return next.rfind("--", 0) != 0 && next.find(".yaml") == std::string::npos;
           },
-          [&](const std::string& v) {
-            slurm = true;
-            slurm_path = v;
+          [a](const std::string& v) {
+            a->slurm = true;
+            a->slurm_path = v;
           })
-      .option("--partition", "P", slurm_only("SLURM partition"), &so.partition)
-      .option("--time-limit-s", "S", slurm_only("time limit per task, seconds"), &so.time_limit_s,
-              0)
-      .option("--boards", "N", slurm_only("boards (MPI ranks) per task"), &so.boards_count, 0)
-      .option("--runs-per-task", "N", slurm_only("runs per array task"), &so.runs_per_task, 0)
+      .option("--partition", "P", slurm_only("SLURM partition"), &a->so.partition)
+      .option("--time-limit-s", "S", slurm_only("time limit per task, seconds"),
+              &a->so.time_limit_s, 0)
+      .option("--boards", "N", slurm_only("boards (MPI ranks) per task"), &a->so.boards_count, 0)
+      .option("--runs-per-task", "N", slurm_only("runs per array task"), &a->so.runs_per_task, 0)
       .option("--max-parallel", "N", slurm_only("array tasks running at once"),
-              &so.max_parallel_tasks, 0)
-      .option("--build-dir", "DIR", slurm_only("the build holding bin/quilt"), &so.build_dir)
+              &a->so.max_parallel_tasks, 0)
+      .option("--build-dir", "DIR", slurm_only("the build holding bin/quilt"), &a->so.build_dir)
       .option("--output-dir", "DIR", slurm_only("where the tasks write their result files"),
-              &so.output_dir)
-      .option("--launcher", "srun|mpirun", slurm_only("how a task starts its ranks"), &so.launcher)
+              &a->so.output_dir)
+      .option("--launcher", "srun|mpirun", slurm_only("how a task starts its ranks"),
+              &a->so.launcher)
       .example("quilt plan experiments/quickstart.yaml")
       .example("quilt plan experiments/efficiency.yaml --slurm jobs.sbatch --partition gpu",
                "then: sbatch jobs.sbatch");
+  return p;
+}
+
+// The sbatch job array of `e` to PATH, or to stdout without one.
+void write_slurm(const quilt::harness::Experiment& e, const PlanArgs& a) {
+  const std::string& slurm_path = a.slurm_path;
+  std::string script = quilt::harness::slurm_job_array(e, a.so);
+  if (slurm_path.empty()) {
+    fmt::print("{}", script);
+  } else {
+    std::ofstream out(slurm_path);
+    out << script;
+    if (!out.flush())
+      throw ConfigError(slurm_path, 0, 0, "--slurm", "cannot write the job script there");
+    fmt::print(stderr, "wrote {} ({} run(s)); submit with: sbatch {}\n", slurm_path, e.runs.size(),
+               slurm_path);
+  }
+}
+
+// One run's plan: model, boards, swept values, network link, cuts, predicted stage times and
+// the bytes per cut (or why it cannot run in this build).
+void print_run_plan(const quilt::harness::Experiment& e, const quilt::harness::RunConfig& run) {
+  auto base = quilt::models::make_model(run.model.arch, quilt::harness::model_options(run.model));
+  std::vector<std::string> cuts = run.partition.cuts;
+  quilt::harness::RunPlan plan;
+  if (!run.training.mode) {
+    plan = quilt::harness::plan_run(run, base, e.path);
+    cuts = plan.cuts;
+  }
+  quilt::models::QuiltModel qm(base, cuts, quilt::harness::autoencoder_options(run.autoencoder));
+  const std::string arch = run.model.width == 1.0
+                               ? run.model.arch
+                               : fmt::format("{} (width {})", run.model.arch, run.model.width);
+  if (!run.training.mode)
+    fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
+               run.id, run.index, arch, run.boards.count, to_string(run.boards.backend),
+               run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
+               run.measurement.warmup_batches);
+  else  // Training runs: their own plan; the measurement keys do not apply.
+    fmt::print("run {} (#{}): {} on {} rank(s), {}\n", run.id, run.index, arch, run.boards.count,
+               quilt::harness::describe_training(run));
+  for (const auto& [k, v] : run.swept) fmt::print("    {} = {}\n", k, v);
+  auto why = quilt::harness::unavailable_reason(run);
+  if (!why.empty()) {
+    fmt::print("    not runnable in this build: {}\n", why);
+    return;
+  }
+  if (run.links.mpi_gbps > 0 || run.links.mpi_latency_s > 0)
+    fmt::print(
+        "    network link: {} GB/s, {} s latency per hop (links.mpi_gbps, "
+        "links.mpi_latency_s{})\n",
+        run.links.mpi_gbps > 0 ? fmt::format("{}", run.links.mpi_gbps) : "profile's",
+        run.links.mpi_latency_s,
+        run.boards.time_model == quilt::harness::TimeModel::kMeasured
+            ? "; measured time: the network must be "
+              "shaped to it, e.g. tests/hosts/testbed.sh "
+              "shape-from"
+            : "");
+  if (plan.searched)
+    fmt::print("    cuts chosen by the search ({}, {:.3f} ms): {}\n", plan.objective,
+               1e3 * plan.objective_s, fmt::join(plan.cuts, ", "));
+  for (size_t k = 0; k < plan.stages.size(); ++k)
+    fmt::print(
+        "    stage {} {}: predicted {:.2f} ms per batch (compute {:.2f}, comm {:.2f}; "
+        "profile {})\n",
+        k, plan.stages[k].units, 1e3 * plan.stages[k].exec_s, 1e3 * plan.stages[k].compute_s,
+        1e3 * plan.stages[k].comm_s, plan.profile);
+  // Bytes in the boards' precision (the model counts float32).
+  for (const auto& t : qm->traffic())
+    fmt::print("    cut {}: {} -> {} per sample ({} -> {} B in {}, effective R {:.2f})\n", t.cut,
+               quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
+               t.bytes_per_sample / 4 * plan.element_bytes,
+               t.wire_bytes_per_sample / 4 * plan.element_bytes,
+               quilt::backends::precision_name(plan.precision), t.effective_rate);
+}
+
+int cmd_plan(int argc, char** argv) {
+  PlanArgs a;
+  quilt::harness::cli::Parser p = plan_parser(&a);
   if (!p.parse(argc, argv)) return kExitOk;
-  std::vector<std::string> files{file};
-  auto e = quilt::harness::load_experiment(files[0], scale);
+  std::vector<std::string> files{a.file};
+  auto e = quilt::harness::load_experiment(files[0], a.scale);
   quilt::harness::check_experiment(e, 0);
-  if (slurm) {
-    std::string script = quilt::harness::slurm_job_array(e, so);
-    if (slurm_path.empty()) {
-      fmt::print("{}", script);
-    } else {
-      std::ofstream out(slurm_path);
-      out << script;
-      if (!out.flush())
-        throw ConfigError(slurm_path, 0, 0, "--slurm", "cannot write the job script there");
-      fmt::print(stderr, "wrote {} ({} run(s)); submit with: sbatch {}\n", slurm_path,
-                 e.runs.size(), slurm_path);
-    }
+  if (a.slurm) {
+    write_slurm(e, a);
     return kExitOk;
   }
   fmt::print("{}: {} run(s), output {}, experiment hash {}{}\n", e.name, e.runs.size(), e.output,
              e.hash, e.scale.empty() ? "" : ", scale " + e.scale);
   torch::NoGradGuard no_grad;
-  for (const auto& run : e.runs) {
-    auto base = quilt::models::make_model(run.model.arch, quilt::harness::model_options(run.model));
-    std::vector<std::string> cuts = run.partition.cuts;
-    quilt::harness::RunPlan plan;
-    if (!run.training.mode) {
-      plan = quilt::harness::plan_run(run, base, e.path);
-      cuts = plan.cuts;
-    }
-    quilt::models::QuiltModel qm(base, cuts, quilt::harness::autoencoder_options(run.autoencoder));
-    const std::string arch = run.model.width == 1.0
-                                 ? run.model.arch
-                                 : fmt::format("{} (width {})", run.model.arch, run.model.width);
-    if (!run.training.mode)
-      fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
-                 run.id, run.index, arch, run.boards.count, to_string(run.boards.backend),
-                 run.measurement.batch, run.measurement.repetitions, run.measurement.batches,
-                 run.measurement.warmup_batches);
-    else  // Training runs: their own plan; the measurement keys do not apply.
-      fmt::print("run {} (#{}): {} on {} rank(s), {}\n", run.id, run.index, arch, run.boards.count,
-                 quilt::harness::describe_training(run));
-    for (const auto& [k, v] : run.swept) fmt::print("    {} = {}\n", k, v);
-    auto why = quilt::harness::unavailable_reason(run);
-    if (!why.empty()) {
-      fmt::print("    not runnable in this build: {}\n", why);
-      continue;
-    }
-    if (run.links.mpi_gbps > 0 || run.links.mpi_latency_s > 0)
-      fmt::print(
-          "    network link: {} GB/s, {} s latency per hop (links.mpi_gbps, "
-          "links.mpi_latency_s{})\n",
-          run.links.mpi_gbps > 0 ? fmt::format("{}", run.links.mpi_gbps) : "profile's",
-          run.links.mpi_latency_s,
-          run.boards.time_model == quilt::harness::TimeModel::kMeasured
-              ? "; measured time: the network must be "
-                "shaped to it, e.g. tests/hosts/testbed.sh "
-                "shape-from"
-              : "");
-    if (plan.searched)
-      fmt::print("    cuts chosen by the search ({}, {:.3f} ms): {}\n", plan.objective,
-                 1e3 * plan.objective_s, fmt::join(plan.cuts, ", "));
-    for (size_t k = 0; k < plan.stages.size(); ++k)
-      fmt::print(
-          "    stage {} {}: predicted {:.2f} ms per batch (compute {:.2f}, comm {:.2f}; "
-          "profile {})\n",
-          k, plan.stages[k].units, 1e3 * plan.stages[k].exec_s, 1e3 * plan.stages[k].compute_s,
-          1e3 * plan.stages[k].comm_s, plan.profile);
-    // Bytes in the boards' precision (the model counts float32).
-    for (const auto& t : qm->traffic())
-      fmt::print("    cut {}: {} -> {} per sample ({} -> {} B in {}, effective R {:.2f})\n", t.cut,
-                 quilt::models::to_string(t.shape), quilt::models::to_string(t.wire_shape),
-                 t.bytes_per_sample / 4 * plan.element_bytes,
-                 t.wire_bytes_per_sample / 4 * plan.element_bytes,
-                 quilt::backends::precision_name(plan.precision), t.effective_rate);
-  }
+  for (const auto& run : e.runs) print_run_plan(e, run);
   return kExitOk;
 }
 
@@ -395,6 +415,59 @@ quilt::harness::cli::Parser run_parser(quilt::harness::RunOptions* options, std:
   return p;
 }
 
+// Loads and checks the experiment for `quilt run` on n ranks: the error message, empty when
+// every run that --run-index selects can run here.
+std::string load_for_run(const std::string& file, const std::string& scale,
+                         const quilt::harness::RunOptions& options, int n,
+                         quilt::harness::Experiment* out) {
+  quilt::harness::Experiment& experiment = *out;
+  try {
+    experiment = quilt::harness::load_experiment(file, scale);
+    if (options.run_index >= static_cast<int64_t>(experiment.runs.size()))
+      throw ConfigError(file, 0, 0, "--run-index",
+                        fmt::format("run {} does not exist; the sweep has runs 0..{}",
+                                    options.run_index, experiment.runs.size() - 1));
+    quilt::harness::check_experiment(experiment, n);
+    for (const auto& run : experiment.runs) {
+      if (options.run_index >= 0 && static_cast<size_t>(options.run_index) != run.index) continue;
+      auto why = quilt::harness::unavailable_reason(run);
+      if (!why.empty())
+        throw ConfigError(file, 0, 0, "", fmt::format("run {} cannot run here: {}", run.id, why));
+    }
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The first non-empty message of the ranks' errors.
+std::string first_error(const std::vector<std::string>& errors) {
+  for (const auto& e : errors)
+    if (!e.empty()) return e;
+  return "";
+}
+
+// Rank 0 after the sweep: the summary table, what stopped it, and the exit code.
+int run_summary(const quilt::results::ExperimentRecord& record,
+                const quilt::harness::RunOutcome& outcome, const std::string& out) {
+  int rc = kExitOk;
+  fmt::print("{}", quilt::harness::summary_table(record));
+  for (const auto& r : record.runs)
+    if (r.status != "ok") rc = kExitRunsFailed;
+  if (outcome.interrupt_signal) {
+    fmt::print(stderr,
+               "quilt: interrupted by signal {} ({}); {} keeps every finished run; continue "
+               "with --resume\n",
+               outcome.interrupt_signal, strsignal(outcome.interrupt_signal), out);
+    rc = kExitInterrupted;
+  }
+  if (!outcome.output_error.empty()) {
+    fmt::print(stderr, "quilt: error: the sweep stopped: {}\n", outcome.output_error);
+    rc = kExitOutputFailed;
+  }
+  return rc;
+}
+
 // Every rank parses and checks; all must agree before anything runs or is written.
 int cmd_run(int argc, char** argv) {
   quilt::harness::RunOptions options;
@@ -421,38 +494,13 @@ int cmd_run(int argc, char** argv) {
   if (options.resume && options.overwrite && error.empty())
     error = "quilt run: --resume and --overwrite exclude each other";
   quilt::harness::Experiment experiment;
-  if (error.empty()) {
-    try {
-      experiment = quilt::harness::load_experiment(file, scale);
-      if (options.run_index >= static_cast<int64_t>(experiment.runs.size()))
-        throw ConfigError(file, 0, 0, "--run-index",
-                          fmt::format("run {} does not exist; the sweep has runs 0..{}",
-                                      options.run_index, experiment.runs.size() - 1));
-      quilt::harness::check_experiment(experiment, n);
-      for (const auto& run : experiment.runs) {
-        if (options.run_index >= 0 && static_cast<size_t>(options.run_index) != run.index) continue;
-        auto why = quilt::harness::unavailable_reason(run);
-        if (!why.empty())
-          throw ConfigError(file, 0, 0, "", fmt::format("run {} cannot run here: {}", run.id, why));
-      }
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
+  if (error.empty()) error = load_for_run(file, scale, options, n, &experiment);
   // The option can differ between ranks only by a broken launcher; rank 0's value wins.
   mpi::check(MPI_Bcast(&stall_timeout_s, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD), "MPI_Bcast");
   mpi::start_watchdog(n > 1 ? stall_timeout_s : 0, me);
   auto errors = mpi::gather_strings(error);
   if (!mpi::all_ok(error.empty())) {
-    if (me == 0) {
-      std::string first;
-      for (const auto& e : errors)
-        if (!e.empty()) {
-          first = e;
-          break;
-        }
-      fmt::print(stderr, "quilt: error: {}\n", first);
-    }
+    if (me == 0) fmt::print(stderr, "quilt: error: {}\n", first_error(errors));
     return kExitUsage;
   }
   if (me == 0) {
@@ -480,23 +528,8 @@ int cmd_run(int argc, char** argv) {
     return kExitInternal;
   }
   int rc = kExitOk;
-  if (me == 0) {
-    fmt::print("{}", quilt::harness::summary_table(record));
-    for (const auto& r : record.runs)
-      if (r.status != "ok") rc = kExitRunsFailed;
-    const std::string& out = options.output.empty() ? experiment.output : options.output;
-    if (outcome.interrupt_signal) {
-      fmt::print(stderr,
-                 "quilt: interrupted by signal {} ({}); {} keeps every finished run; continue "
-                 "with --resume\n",
-                 outcome.interrupt_signal, strsignal(outcome.interrupt_signal), out);
-      rc = kExitInterrupted;
-    }
-    if (!outcome.output_error.empty()) {
-      fmt::print(stderr, "quilt: error: the sweep stopped: {}\n", outcome.output_error);
-      rc = kExitOutputFailed;
-    }
-  }
+  if (me == 0)
+    rc = run_summary(record, outcome, options.output.empty() ? experiment.output : options.output);
   mpi::check(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD), "MPI_Bcast");
   return rc;
 }

@@ -164,23 +164,25 @@ std::vector<Row> make_rows(const models::Model& model, const models::ModelSummar
   return rows;
 }
 
+// The first of the module holders `Holders` that `m` is, called on x; nullopt when none.
+template <class... Holders>
+std::optional<torch::Tensor> forward_as(torch::nn::Module& m, const torch::Tensor& x) {
+  std::optional<torch::Tensor> y;
+  // Stops at the first match (the casts are inside the timed loop).
+  auto try_one = [&](auto* layer) {
+    if (layer) y = layer->forward(x);
+    return layer != nullptr;
+  };
+  (try_one(m.as<Holders>()) || ...);
+  return y;
+}
+
 // Runs one leaf layer's own forward; nullopt for a type this does not know how to call.
 std::optional<torch::Tensor> run_layer(torch::nn::Module& m, const torch::Tensor& x) {
   namespace nn = torch::nn;
-  if (auto* l = m.as<nn::Conv2d>()) return l->forward(x);
-  if (auto* l = m.as<nn::ConvTranspose2d>()) return l->forward(x);
-  if (auto* l = m.as<nn::BatchNorm2d>()) return l->forward(x);
-  if (auto* l = m.as<nn::ReLU>()) return l->forward(x);
-  if (auto* l = m.as<nn::SiLU>()) return l->forward(x);
-  if (auto* l = m.as<nn::Sigmoid>()) return l->forward(x);
-  if (auto* l = m.as<nn::MaxPool2d>()) return l->forward(x);
-  if (auto* l = m.as<nn::AvgPool2d>()) return l->forward(x);
-  if (auto* l = m.as<nn::AdaptiveAvgPool2d>()) return l->forward(x);
-  if (auto* l = m.as<nn::Flatten>()) return l->forward(x);
-  if (auto* l = m.as<nn::Linear>()) return l->forward(x);
-  if (auto* l = m.as<nn::Dropout>()) return l->forward(x);
-  if (auto* l = m.as<nn::Identity>()) return l->forward(x);
-  return std::nullopt;
+  return forward_as<nn::Conv2d, nn::ConvTranspose2d, nn::BatchNorm2d, nn::ReLU, nn::SiLU,
+                    nn::Sigmoid, nn::MaxPool2d, nn::AvgPool2d, nn::AdaptiveAvgPool2d, nn::Flatten,
+                    nn::Linear, nn::Dropout, nn::Identity>(m, x);
 }
 
 // Times every leaf layer's forward on a random input of its own shape: eval mode,
@@ -241,6 +243,86 @@ std::string json_string(const std::string& s) {
 
 std::string json_shape(const models::Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
+// The CSV table: one row per unit, each followed by its layer rows.
+std::string csv_text(const Args& a, const std::vector<Row>& rows) {
+  const double batch = static_cast<double>(a.timing.batch);
+  // Unit rows have an empty `layer`; each is followed by its layer rows (same `unit`).
+  std::string text =
+      "unit,in_shape,out_shape,flops,params,out_bytes,cut_after,measured_s,measured_s_per_"
+      "sample,layer,type\n";
+  auto time = [&](const std::optional<double>& t, double per) {
+    return t ? fmt::format("{}", *t / per) : std::string();
+  };
+  for (const auto& r : rows) {
+    text += fmt::format("{},{},{},{},{},{},{},{},{},,\n", r.unit.name,
+                        models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
+                        r.unit.flops, r.unit.params, r.unit.out_bytes, r.cut_after,
+                        time(r.measured_s, 1), time(r.measured_s, batch));
+    for (const auto& l : r.layers) {
+      text += fmt::format("{},{},{},{},{},{},,{},{},{},{}\n", r.unit.name,
+                          models::to_string(l.layer.in_shape), models::to_string(l.layer.out_shape),
+                          l.layer.flops, l.layer.params, l.layer.out_bytes, time(l.measured_s, 1),
+                          time(l.measured_s, batch), l.layer.name, l.layer.type);
+    }
+  }
+  return text;
+}
+
+// The JSON document: the model, the measurement settings when measured, then the units with
+// their layers.
+std::string json_text(const Args& a, const models::ModelSummary& s, const std::vector<Row>& rows) {
+  const double batch = static_cast<double>(a.timing.batch);
+  std::string text = fmt::format(
+      "{{\n  \"model\": {},\n  \"input_shape\": {},\n  \"num_classes\": {},\n  \"flops\": {},\n"
+      "  \"params\": {},\n  \"measured\": {},\n",
+      json_string(s.arch), json_shape(s.input_shape), s.num_classes, s.flops, s.params,
+      a.measure ? "true" : "false");
+  if (a.measure) {
+    text += fmt::format(
+        "  \"batch\": {},\n  \"threads\": {},\n  \"repeats\": {},\n  \"warmup\": {},\n"
+        "  \"method\": \"each unit compiled alone by backends::CompiledStage; median\",\n"
+        "  \"layer_method\": \"each leaf layer's own forward, eager LibTorch in "
+        "InferenceMode; median\",\n"
+        "  \"cpu\": {},\n",
+        a.timing.batch, a.timing.threads, a.timing.repeats, a.timing.warmup,
+        json_string(backends::cpu_model_name()));
+  }
+  text += "  \"units\": [\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    text += fmt::format(
+        "    {{\"name\": {}, \"in_shape\": {}, \"out_shape\": {}, \"flops\": {}, \"params\": {}, "
+        "\"out_bytes\": {}, \"cut_after\": {}",
+        json_string(r.unit.name), json_shape(r.unit.in_shape), json_shape(r.unit.out_shape),
+        r.unit.flops, r.unit.params, r.unit.out_bytes,
+        r.cut_after.empty() ? "null" : json_string(r.cut_after));
+    if (r.measured_s) {
+      text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}", *r.measured_s,
+                          *r.measured_s / batch);
+    }
+    if (!r.layers.empty()) {
+      text += ", \"layers\": [\n";
+      for (size_t j = 0; j < r.layers.size(); ++j) {
+        const LayerRow& l = r.layers[j];
+        text += fmt::format(
+            "      {{\"name\": {}, \"type\": {}, \"in_shape\": {}, \"out_shape\": {}, "
+            "\"flops\": {}, \"params\": {}, \"out_bytes\": {}",
+            json_string(l.layer.name), json_string(l.layer.type), json_shape(l.layer.in_shape),
+            json_shape(l.layer.out_shape), l.layer.flops, l.layer.params, l.layer.out_bytes);
+        if (l.measured_s) {
+          text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}", *l.measured_s,
+                              *l.measured_s / batch);
+        }
+        text += j + 1 < r.layers.size() ? "},\n" : "}\n";
+      }
+      text += "    ]";
+    }
+    text += i + 1 < rows.size() ? "},\n" : "}\n";
+  }
+  text += "  ]\n}\n";
+  return text;
+}
+
 void write_rows(const std::string& path, const Args& a, const models::ModelSummary& s,
                 const std::vector<Row>& rows) {
   const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
@@ -248,78 +330,7 @@ void write_rows(const std::string& path, const Args& a, const models::ModelSumma
   if (!json && !csv) {
     throw UsageError(fmt::format("--output {}: the file name must end in .csv or .json", path));
   }
-  std::string text;
-  const double batch = static_cast<double>(a.timing.batch);
-  if (csv) {
-    // Unit rows have an empty `layer`; each is followed by its layer rows (same `unit`).
-    text =
-        "unit,in_shape,out_shape,flops,params,out_bytes,cut_after,measured_s,measured_s_per_"
-        "sample,layer,type\n";
-    auto time = [&](const std::optional<double>& t, double per) {
-      return t ? fmt::format("{}", *t / per) : std::string();
-    };
-    for (const auto& r : rows) {
-      text += fmt::format("{},{},{},{},{},{},{},{},{},,\n", r.unit.name,
-                          models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
-                          r.unit.flops, r.unit.params, r.unit.out_bytes, r.cut_after,
-                          time(r.measured_s, 1), time(r.measured_s, batch));
-      for (const auto& l : r.layers) {
-        text += fmt::format(
-            "{},{},{},{},{},{},,{},{},{},{}\n", r.unit.name, models::to_string(l.layer.in_shape),
-            models::to_string(l.layer.out_shape), l.layer.flops, l.layer.params, l.layer.out_bytes,
-            time(l.measured_s, 1), time(l.measured_s, batch), l.layer.name, l.layer.type);
-      }
-    }
-  } else {
-    text = fmt::format(
-        "{{\n  \"model\": {},\n  \"input_shape\": {},\n  \"num_classes\": {},\n  \"flops\": {},\n"
-        "  \"params\": {},\n  \"measured\": {},\n",
-        json_string(s.arch), json_shape(s.input_shape), s.num_classes, s.flops, s.params,
-        a.measure ? "true" : "false");
-    if (a.measure) {
-      text += fmt::format(
-          "  \"batch\": {},\n  \"threads\": {},\n  \"repeats\": {},\n  \"warmup\": {},\n"
-          "  \"method\": \"each unit compiled alone by backends::CompiledStage; median\",\n"
-          "  \"layer_method\": \"each leaf layer's own forward, eager LibTorch in "
-          "InferenceMode; median\",\n"
-          "  \"cpu\": {},\n",
-          a.timing.batch, a.timing.threads, a.timing.repeats, a.timing.warmup,
-          json_string(backends::cpu_model_name()));
-    }
-    text += "  \"units\": [\n";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const Row& r = rows[i];
-      text += fmt::format(
-          "    {{\"name\": {}, \"in_shape\": {}, \"out_shape\": {}, \"flops\": {}, \"params\": {}, "
-          "\"out_bytes\": {}, \"cut_after\": {}",
-          json_string(r.unit.name), json_shape(r.unit.in_shape), json_shape(r.unit.out_shape),
-          r.unit.flops, r.unit.params, r.unit.out_bytes,
-          r.cut_after.empty() ? "null" : json_string(r.cut_after));
-      if (r.measured_s) {
-        text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}", *r.measured_s,
-                            *r.measured_s / batch);
-      }
-      if (!r.layers.empty()) {
-        text += ", \"layers\": [\n";
-        for (size_t j = 0; j < r.layers.size(); ++j) {
-          const LayerRow& l = r.layers[j];
-          text += fmt::format(
-              "      {{\"name\": {}, \"type\": {}, \"in_shape\": {}, \"out_shape\": {}, "
-              "\"flops\": {}, \"params\": {}, \"out_bytes\": {}",
-              json_string(l.layer.name), json_string(l.layer.type), json_shape(l.layer.in_shape),
-              json_shape(l.layer.out_shape), l.layer.flops, l.layer.params, l.layer.out_bytes);
-          if (l.measured_s) {
-            text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}",
-                                *l.measured_s, *l.measured_s / batch);
-          }
-          text += j + 1 < r.layers.size() ? "},\n" : "}\n";
-        }
-        text += "    ]";
-      }
-      text += i + 1 < rows.size() ? "},\n" : "}\n";
-    }
-    text += "  ]\n}\n";
-  }
+  const std::string text = csv ? csv_text(a, rows) : json_text(a, s, rows);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
   if (!out.flush()) throw UsageError(fmt::format("--output {}: cannot write the file", path));
