@@ -284,7 +284,7 @@ namespace {
 
 // How many ops of each kind the compiled stages of `qm` hold, all of which must be on the fast
 // path (no fallbacks).
-std::map<std::string, int> fast_path_op_kinds(const models::QuiltModel& qm, int64_t batch) {
+std::map<std::string, int> fast_path_op_kinds(models::QuiltModel qm, int64_t batch) {
   std::map<std::string, int> kinds;
   for (size_t k = 0; k < qm->num_stages(); ++k) {
     CompiledStage stage(*qm, k, batch);
