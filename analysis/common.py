@@ -86,6 +86,17 @@ def save_figure(fig, base, context, also=(".txt", ".csv")):
     return 0
 
 
+def save_epoch_figure(fig, ax, ylabel, title, base, context):
+    """Finishes the one-axes figure of a per-epoch curve (epochs on x, `ylabel`, `title`, the
+    legend outside) and writes it as save_figure does; returns 0."""
+    from quilt import plotting
+    plotting.epoch_axis(ax)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    plotting.legend_outside(ax)
+    return save_figure(fig, base, context)
+
+
 def output_base(input_path, out_dir, stem):
     """<out_dir or the input's directory>/<stem>, the directory created."""
     d = out_dir or os.path.dirname(os.path.abspath(input_path))
@@ -110,6 +121,19 @@ def ok_runs(df, what):
     if ok.empty:
         raise InputError(f"no finished runs of {what}")
     return ok, lines
+
+
+def experiment_runs(doc, argv, experiment, keep, run):
+    """(args, ok, left-out lines) of a script whose input is the result file of
+    experiments/<experiment>.yaml (results/<experiment>.h5 by default): `argv` parsed by
+    parser(doc, ...), the runs that keep(runs) selects, those that finished with their `rate`
+    column, one line per other run. `run`, the command that writes the file, is named when no run
+    finished."""
+    args = parser(doc, [("results", f"results/{experiment}.h5",
+                         f"result file of experiments/{experiment}.yaml")]).parse_args(argv)
+    runs = qr.runs(args.results)
+    ok, left_out = ok_runs(runs[keep(runs)], f"{args.results} (run: {run})")
+    return args, ok.assign(rate=rate_of(ok)), left_out
 
 
 def context_lines(df):

@@ -21,13 +21,9 @@ RUN = "mpirun -n 1 quilt run experiments/accuracy.yaml"
 
 
 def body(argv):
-    args = common.parser(__doc__, [("results", "results/accuracy.h5",
-                                    "result file of experiments/accuracy.yaml")]).parse_args(argv)
-    runs = qr.runs(args.results)
-    runs = runs[runs["training_mode"] == "scratch"]
-    ok, left_out = common.ok_runs(runs, f"{args.results} (run: {RUN})")
-    ok = ok.assign(rate=common.rate_of(ok), top1_err=1 - ok["final_top1"],
-                   top5_err=1 - ok["final_top5"])
+    args, ok, left_out = common.experiment_runs(
+        __doc__, argv, "accuracy", lambda runs: runs["training_mode"] == "scratch", RUN)
+    ok = ok.assign(top1_err=1 - ok["final_top1"], top5_err=1 - ok["final_top5"])
     base = ok[ok["rate"] == 1]
     if base.empty or not (ok["rate"] > 1).any():
         raise qr.InputError(f"{args.results}: needs a finished scratch run with R=1 and one with "
@@ -82,11 +78,8 @@ def body(argv):
         ax.plot(curve.index, 100 * (1 - curve.values), marker="o",
                 label=("baseline" if rate == 1 else f"Quilt R={rate:g}")
                 + f" (mean of {g['id'].nunique()} run(s))")
-    plotting.epoch_axis(ax)
-    ax.set_ylabel("test top-1 error (%)")
-    ax.set_title("Table 1: from-scratch training")
-    plotting.legend_outside(ax)
-    return common.save_figure(fig, stem, context)
+    return common.save_epoch_figure(fig, ax, "test top-1 error (%)",
+                                    "Table 1: from-scratch training", stem, context)
 
 
 main = common.script_main(__name__, "table1_accuracy", body)

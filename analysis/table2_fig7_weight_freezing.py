@@ -22,13 +22,9 @@ RUN = "mpirun -n 1 quilt run experiments/weight_freezing.yaml"
 
 
 def body(argv):
-    args = common.parser(__doc__, [("results", "results/weight_freezing.h5",
-                                    "result file of experiments/weight_freezing.yaml")]
-                         ).parse_args(argv)
-    runs = qr.runs(args.results)
-    runs = runs[runs["training_mode"].isin(["freeze", "finetune"])]
-    ok, left_out = common.ok_runs(runs, f"{args.results} (run: {RUN})")
-    ok = ok.assign(rate=common.rate_of(ok))
+    args, ok, left_out = common.experiment_runs(
+        __doc__, argv, "weight_freezing",
+        lambda runs: runs["training_mode"].isin(["freeze", "finetune"]), RUN)
     keys = [k for k in ("model.arch", "rate", "data.train_samples") if k in ok]
     ep = qr.epochs(args.results)
     rows, lines_v, groups = [], [], []
@@ -95,11 +91,8 @@ def body(argv):
             ax.axvline(ph.max() + 0.5, color="grey", lw=0.8, ls=":")
             ax.text(ph.max() + 0.55, 0.02, " unfreeze", color="grey", va="bottom",
                     transform=ax.get_xaxis_transform())
-    plotting.epoch_axis(ax)
-    ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title("Fig. 7: weight freezing (mean over seeds)")
-    plotting.legend_outside(ax)
-    return common.save_figure(fig, stem, context)
+    return common.save_epoch_figure(fig, ax, "test top-1 accuracy (%)",
+                                    "Fig. 7: weight freezing (mean over seeds)", stem, context)
 
 
 main = common.script_main(__name__, "table2_fig7_weight_freezing", body)

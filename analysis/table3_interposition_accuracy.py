@@ -22,13 +22,9 @@ RUN = "mpirun -n 1 quilt run experiments/interposition_accuracy.yaml"
 
 
 def body(argv):
-    args = common.parser(__doc__, [("results", "results/interposition_accuracy.h5",
-                                    "result file of experiments/interposition_accuracy.yaml")]
-                         ).parse_args(argv)
-    runs = qr.runs(args.results)
-    runs = runs[runs["training_mode"] == "scratch"]
-    ok, left_out = common.ok_runs(runs, f"{args.results} (run: {RUN})")
-    ok = ok.assign(rate=common.rate_of(ok))
+    args, ok, left_out = common.experiment_runs(
+        __doc__, argv, "interposition_accuracy",
+        lambda runs: runs["training_mode"] == "scratch", RUN)
     cuts = (ok["partition.cuts"] if "partition.cuts" in ok else ok["cut_names"]).map(
         common.parse_cuts)
     ok = ok.assign(placement=[() if r == 1 else c for r, c in zip(ok["rate"], cuts)])

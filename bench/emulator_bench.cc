@@ -5,10 +5,10 @@
 
 #include "backends/emulator.h"
 #include "backends/null_board.h"
+#include "bench/bench_util.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
 
-#include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -22,23 +22,14 @@ using quilt::backends::Board;
 using quilt::backends::CompileOptions;
 using quilt::backends::EmulatorBoard;
 using quilt::backends::NullBoard;
+using quilt::bench::batched;
+using quilt::bench::time_batches;
 
 constexpr int64_t kBatch = 8;
 
-// One ResNet-50 per process; QuiltModels for both rates share it.
-quilt::models::Model resnet50() {
-  static quilt::models::Model base = [] {
-    torch::manual_seed(0);
-    auto m = quilt::models::make_model("resnet50");
-    m->eval();
-    return m;
-  }();
-  return base;
-}
-
 quilt::models::QuiltModel quilt_model(double rate) {
   torch::manual_seed(1);
-  quilt::models::QuiltModel qm(resnet50(), {"after_layer3"},
+  quilt::models::QuiltModel qm(quilt::bench::shared_resnet50(), {"after_layer3"},
                                quilt::models::AutoencoderOptions{rate, 1});
   qm->eval();
   return qm;
@@ -46,51 +37,40 @@ quilt::models::QuiltModel quilt_model(double rate) {
 
 void run_board(benchmark::State& state, Board& board, const quilt::models::QuiltModel& qm,
                size_t stage) {
-  std::vector<int64_t> shape = {kBatch};
-  const auto& in = qm->stage(stage).in_shape;
-  shape.insert(shape.end(), in.begin(), in.end());
   torch::manual_seed(2);
-  at::Tensor input = torch::randn(shape);
+  at::Tensor input = torch::randn(batched(kBatch, qm->stage(stage).in_shape));
   board.load({qm.ptr(), stage, kBatch});
   for (int i = 0; i < 2; ++i) board.run(input);  // warm-up beyond load()'s own
-  for (auto _ : state) {
-    at::Tensor out = board.run(input);
-    benchmark::DoNotOptimize(out.data_ptr());
-  }
-  state.SetItemsProcessed(state.iterations() * kBatch);
+  time_batches(state, kBatch, [&] { return board.run(input); });
   state.SetLabel(board.description());
 }
 
 void register_all() {
+  // The emulator's fast path, then the same stage through the modules' own forward (eager
+  // LibTorch, force_fallback): what the fast path saves.
+  struct Path {
+    std::string name;
+    bool eager;
+    int repetitions;
+  };
   for (double rate : {1.0, 64.0}) {
     for (size_t stage : {0, 1}) {
       const std::string suffix = fmt::format("stage:{}/R:{}/batch:{}", stage, rate, kBatch);
-      benchmark::RegisterBenchmark(("resnet50_after_layer3/emulator/" + suffix).c_str(),
-                                   [=](benchmark::State& s) {
-                                     auto qm = quilt_model(rate);
-                                     EmulatorBoard board;
-                                     run_board(s, board, qm, stage);
-                                   })
-          ->Unit(benchmark::kMillisecond)
-          ->MinTime(0.6)
-          ->Repetitions(5)
-          ->ReportAggregatesOnly(true)
-          ->UseRealTime();
-      // The same stage through the modules' own forward (eager LibTorch): what the fast path
-      // saves.
-      benchmark::RegisterBenchmark(("resnet50_after_layer3/eager/" + suffix).c_str(),
-                                   [=](benchmark::State& s) {
-                                     auto qm = quilt_model(rate);
-                                     CompileOptions o;
-                                     o.force_fallback = true;
-                                     EmulatorBoard board(o);
-                                     run_board(s, board, qm, stage);
-                                   })
-          ->Unit(benchmark::kMillisecond)
-          ->MinTime(0.6)
-          ->Repetitions(3)
-          ->ReportAggregatesOnly(true)
-          ->UseRealTime();
+      for (const Path& p : {Path{"emulator", false, 5}, Path{"eager", true, 3}}) {
+        benchmark::RegisterBenchmark(("resnet50_after_layer3/" + p.name + "/" + suffix).c_str(),
+                                     [=](benchmark::State& s) {
+                                       auto qm = quilt_model(rate);
+                                       CompileOptions o;
+                                       o.force_fallback = p.eager;
+                                       EmulatorBoard board(o);
+                                       run_board(s, board, qm, stage);
+                                     })
+            ->Unit(benchmark::kMillisecond)
+            ->MinTime(0.6)
+            ->Repetitions(p.repetitions)
+            ->ReportAggregatesOnly(true)
+            ->UseRealTime();
+      }
     }
   }
   // The harness-overhead board: what a run costs when the board does nothing.
@@ -130,17 +110,10 @@ void register_zoo() {
               CompileOptions o;
               o.force_fallback = eager;
               EmulatorBoard board(o);
-              std::vector<int64_t> shape = {c.batch};
-              const auto& in = qm->stage(stage).in_shape;
-              shape.insert(shape.end(), in.begin(), in.end());
-              at::Tensor input = torch::randn(shape);
+              at::Tensor input = torch::randn(batched(c.batch, qm->stage(stage).in_shape));
               board.load({qm.ptr(), stage, c.batch});
               board.run(input);
-              for (auto _ : s) {
-                at::Tensor out = board.run(input);
-                benchmark::DoNotOptimize(out.data_ptr());
-              }
-              s.SetItemsProcessed(s.iterations() * c.batch);
+              time_batches(s, c.batch, [&] { return board.run(input); });
               s.SetLabel(board.description());
             })
             ->Unit(benchmark::kMillisecond)
@@ -154,14 +127,8 @@ void register_zoo() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // One thread per process, as under mpirun with one rank per board.
-  at::set_num_threads(1);
-  register_all();
-  register_zoo();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("torch_threads", std::to_string(at::get_num_threads()));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return quilt::bench::main_at_one_thread(argc, argv, [] {
+    register_all();
+    register_zoo();
+  });
 }

@@ -17,19 +17,13 @@ Run with Debian's Python (the one that sees python3-torch and python3-torchvisio
 Measure on a quiet machine: the table prints the load average before and after.
 """
 
-import os
-
 # One thread everywhere, before torch is imported (OpenMP and OpenBLAS read these at load).
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+import _common  # before torch: pins the thread counts
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -98,36 +92,21 @@ def ofi_stages():
 def quilt_rate(binary, stage, rate):
     """(wall, cpu) img/s of the C++ benchmark's median repetition for one stage."""
     name = f"resnet50_after_layer3/emulator/stage:{stage}/R:{rate}/"
-    cmd = [binary, "--benchmark_format=json", "--benchmark_filter=" + name]
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
-    data = json.loads(res.stdout)
-    for b in data["benchmarks"]:
+    for b in _common.benchmarks(binary, "--benchmark_filter=" + name):
         if b.get("aggregate_name") != "median":
             continue
         fields = dict(p.split(":", 1) for p in b["run_name"].split("/") if ":" in p)
         if int(fields["stage"]) != stage or int(float(fields["R"])) != rate:
             continue
-        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-        return b["items_per_second"], int(fields["batch"]) / (b["cpu_time"] * scale)
+        return b["items_per_second"], _common.items_per_cpu_s(b, int(fields["batch"]))
     sys.exit(f"{binary} reported no median for {name}")
 
 
-def load_average():
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("binary", help="path to quilt_bench_emulator")
-    ap.add_argument("--repetitions", type=int, default=5)
-    ap.add_argument("--min-time", type=float, default=0.6, help="seconds per repetition")
-    args = ap.parse_args()
+    args = _common.parser(__doc__, "path to quilt_bench_emulator", 0.6).parse_args()
 
     torch.set_num_threads(1)
-    load_before = load_average()
+    load_before = _common.load_average()
     print("preparing PyTorch optimize_for_inference stages ...", file=sys.stderr, flush=True)
     ofi = ofi_stages()
     # PyTorch and Quilt alternate stage by stage, so that a change of load on the machine
@@ -141,7 +120,7 @@ def main():
                 qu[(k, rate)] = quilt_rate(args.binary, k, rate)
                 print(f"  stage {k} R={rate}: ofi {py[(k, rate)][0]:.2f}, "
                       f"quilt {qu[(k, rate)][0]:.2f} img/s", file=sys.stderr, flush=True)
-    load_after = load_average()
+    load_after = _common.load_average()
     context = {"num_cpus": os.cpu_count()}
 
     print(f"ResNet-50 cut after layer3, batch {BATCH}, 224x224, 1 thread "

@@ -16,58 +16,44 @@ namespace {
 constexpr int kAcc = 12;  // independent accumulator chains
 constexpr long kInner = 1 << 20;
 
-__attribute__((target("avx512f"))) void fp32_fma(benchmark::State& state) {
-  __m512 acc[kAcc];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  const __m512 x = _mm512_set1_ps(1e-9f), y = _mm512_set1_ps(1.f);
-  for (auto _ : state) {
-    for (long i = 0; i < kInner; ++i) {
-#pragma GCC unroll 12
-      for (int k = 0; k < kAcc; ++k) acc[k] = _mm512_fmadd_ps(x, y, acc[k]);
-    }
+// void NAME(benchmark::State&), compiled for the instruction set FEATURES (its own `target`
+// attribute: the intrinsics need it, and the other functions must not get it): skips with
+// MISSING unless SUPPORTED; kAcc accumulators of type ACC start at ZERO; each inner step sets
+// acc[k] = STEP, an expression of acc[k] and the operands x = X and y = Y; the counter
+// `mac_per_s` counts MACS_PER_STEP multiply-accumulates per step (per instruction).
+#define QUILT_ISA_PEAK_BENCH(NAME, FEATURES, SUPPORTED, MISSING, ACC, ZERO, X, Y, STEP, \
+                             MACS_PER_STEP)                                             \
+  __attribute__((target(FEATURES))) void NAME(benchmark::State& state) {                \
+    if (!(SUPPORTED)) {                                                                 \
+      state.SkipWithError(MISSING);                                                     \
+      return;                                                                           \
+    }                                                                                   \
+    ACC acc[kAcc];                                                                      \
+    for (auto& a : acc) a = ZERO;                                                       \
+    const auto x = X, y = Y;                                                            \
+    for (auto _ : state) {                                                              \
+      for (long i = 0; i < kInner; ++i) {                                               \
+        _Pragma("GCC unroll 12") for (int k = 0; k < kAcc; ++k) acc[k] = STEP;          \
+      }                                                                                 \
+    }                                                                                   \
+    benchmark::DoNotOptimize(acc);                                                      \
+    state.counters["mac_per_s"] = benchmark::Counter(                                   \
+        static_cast<double>(state.iterations()) * kInner * kAcc * MACS_PER_STEP,        \
+        benchmark::Counter::kIsRate);                                                   \
   }
-  benchmark::DoNotOptimize(acc);
-  state.counters["mac_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * kInner * kAcc * 16, benchmark::Counter::kIsRate);
-}
 
-__attribute__((target("avx512f,avx512bf16"))) void bf16_dpbf16(benchmark::State& state) {
-  if (!__builtin_cpu_supports("avx512bf16")) {
-    state.SkipWithError("this CPU has no AVX-512 BF16");
-    return;
-  }
-  __m512 acc[kAcc];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3000), y = (__m512bh)_mm512_set1_epi16(0x3f80);
-  for (auto _ : state) {
-    for (long i = 0; i < kInner; ++i) {
-#pragma GCC unroll 12
-      for (int k = 0; k < kAcc; ++k) acc[k] = _mm512_dpbf16_ps(acc[k], x, y);
-    }
-  }
-  benchmark::DoNotOptimize(acc);
-  state.counters["mac_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * kInner * kAcc * 32, benchmark::Counter::kIsRate);
-}
+QUILT_ISA_PEAK_BENCH(fp32_fma, "avx512f", true, "", __m512, _mm512_setzero_ps(),
+                     _mm512_set1_ps(1e-9f), _mm512_set1_ps(1.f), _mm512_fmadd_ps(x, y, acc[k]), 16)
+QUILT_ISA_PEAK_BENCH(bf16_dpbf16, "avx512f,avx512bf16", __builtin_cpu_supports("avx512bf16"),
+                     "this CPU has no AVX-512 BF16", __m512, _mm512_setzero_ps(),
+                     (__m512bh)_mm512_set1_epi16(0x3000), (__m512bh)_mm512_set1_epi16(0x3f80),
+                     _mm512_dpbf16_ps(acc[k], x, y), 32)
+QUILT_ISA_PEAK_BENCH(int8_vnni, "avx512f,avx512vnni", __builtin_cpu_supports("avx512vnni"),
+                     "this CPU has no AVX-512 VNNI", __m512i, _mm512_setzero_si512(),
+                     _mm512_set1_epi8(1), _mm512_set1_epi8(1), _mm512_dpbusd_epi32(acc[k], x, y),
+                     64)
 
-__attribute__((target("avx512f,avx512vnni"))) void int8_vnni(benchmark::State& state) {
-  if (!__builtin_cpu_supports("avx512vnni")) {
-    state.SkipWithError("this CPU has no AVX-512 VNNI");
-    return;
-  }
-  __m512i acc[kAcc];
-  for (auto& a : acc) a = _mm512_setzero_si512();
-  const __m512i x = _mm512_set1_epi8(1), y = _mm512_set1_epi8(1);
-  for (auto _ : state) {
-    for (long i = 0; i < kInner; ++i) {
-#pragma GCC unroll 12
-      for (int k = 0; k < kAcc; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], x, y);
-    }
-  }
-  benchmark::DoNotOptimize(acc);
-  state.counters["mac_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * kInner * kAcc * 64, benchmark::Counter::kIsRate);
-}
+#undef QUILT_ISA_PEAK_BENCH
 
 }  // namespace
 

@@ -138,28 +138,37 @@ void BM_Chain1000(benchmark::State& state, qp::Objective objective, bool heterog
   run(state, model, boards(k, heterogeneous), options(k, objective));
 }
 
-}  // namespace
+// The searches timed, in this order: BM_<model>/<objective>[_hetero]/<k> for each k.
+struct Series {
+  const char* name;
+  void (*fn)(benchmark::State&, qp::Objective, bool);
+  qp::Objective objective;
+  bool heterogeneous;
+  std::vector<int64_t> ks;
+  benchmark::TimeUnit unit;
+};
 
-BENCHMARK_CAPTURE(BM_ResNet50, paper, qp::Objective::kPaper, false)
-    ->DenseRange(1, 8)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_ResNet50, minmax, qp::Objective::kMinMax, false)
-    ->DenseRange(1, 8)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_ResNet50, paper_hetero, qp::Objective::kPaper, true)
-    ->DenseRange(2, 8, 6)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_Chain1000, paper, qp::Objective::kPaper, false)
-    ->Arg(16)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Chain1000, minmax, qp::Objective::kMinMax, false)
-    ->Arg(16)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Chain1000, paper_hetero, qp::Objective::kPaper, true)
-    ->Arg(16)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Chain1000, minmax_hetero, qp::Objective::kMinMax, true)
-    ->Arg(16)
-    ->Unit(benchmark::kMillisecond);
+[[maybe_unused]] const int kRegistered = [] {
+  constexpr auto kPaper = qp::Objective::kPaper, kMinMax = qp::Objective::kMinMax;
+  const std::vector<int64_t> one_to_eight = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<Series> series = {
+      {"BM_ResNet50/paper", BM_ResNet50, kPaper, false, one_to_eight, benchmark::kMicrosecond},
+      {"BM_ResNet50/minmax", BM_ResNet50, kMinMax, false, one_to_eight, benchmark::kMicrosecond},
+      {"BM_ResNet50/paper_hetero", BM_ResNet50, kPaper, true, {2, 8}, benchmark::kMicrosecond},
+      {"BM_Chain1000/paper", BM_Chain1000, kPaper, false, {16}, benchmark::kMillisecond},
+      {"BM_Chain1000/minmax", BM_Chain1000, kMinMax, false, {16}, benchmark::kMillisecond},
+      {"BM_Chain1000/paper_hetero", BM_Chain1000, kPaper, true, {16}, benchmark::kMillisecond},
+      {"BM_Chain1000/minmax_hetero", BM_Chain1000, kMinMax, true, {16}, benchmark::kMillisecond},
+  };
+  for (const Series& s : series) {
+    auto* b = benchmark::RegisterBenchmark(
+        s.name, [s](benchmark::State& state) { s.fn(state, s.objective, s.heterogeneous); });
+    for (int64_t k : s.ks) b->Arg(k);
+    b->Unit(s.unit);
+  }
+  return 0;
+}();
+
+}  // namespace
 
 BENCHMARK_MAIN();

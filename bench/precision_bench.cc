@@ -8,10 +8,10 @@
 
 #include "backends/inference.h"
 #include "backends/precision.h"
+#include "bench/bench_util.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
 
-#include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -24,24 +24,12 @@ using quilt::backends::Precision;
 
 constexpr int64_t kBatch = 8;
 
-quilt::models::Model resnet50() {
-  static quilt::models::Model base = [] {
-    torch::manual_seed(0);
-    auto m = quilt::models::make_model("resnet50");
-    m->eval();
-    return m;
-  }();
-  return base;
-}
-
 void stage_bench(benchmark::State& state, Precision precision, size_t stage, double rate) {
   torch::manual_seed(1);
-  quilt::models::QuiltModel qm(resnet50(), {"after_layer3"},
+  quilt::models::QuiltModel qm(quilt::bench::shared_resnet50(), {"after_layer3"},
                                quilt::models::AutoencoderOptions{rate, 1});
   qm->eval();
-  std::vector<int64_t> shape = {kBatch};
-  const auto& in_shape = qm->stage(0).in_shape;
-  shape.insert(shape.end(), in_shape.begin(), in_shape.end());
+  const std::vector<int64_t> shape = quilt::bench::batched(kBatch, qm->stage(0).in_shape);
   torch::manual_seed(2);
   std::vector<at::Tensor> model_inputs = {torch::randn(shape), torch::randn(shape)};
   CompileOptions o;
@@ -62,11 +50,7 @@ void stage_bench(benchmark::State& state, Precision precision, size_t stage, dou
   }
   CompiledStage compiled(*qm, stage, kBatch, o);
   for (int i = 0; i < 2; ++i) compiled.run(x[0]);
-  for (auto _ : state) {
-    at::Tensor out = compiled.run(x[0]);
-    benchmark::DoNotOptimize(out.data_ptr());
-  }
-  state.SetItemsProcessed(state.iterations() * kBatch);
+  quilt::bench::time_batches(state, kBatch, [&] { return compiled.run(x[0]); });
   state.SetLabel(compiled.summary().substr(0, 60));
 }
 
@@ -85,12 +69,5 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  at::set_num_threads(1);  // one thread per rank, as under mpirun
-  register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("torch_threads", std::to_string(at::get_num_threads()));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return quilt::bench::main_at_one_thread(argc, argv, register_all);
 }

@@ -4,11 +4,11 @@
 // bench/train_vs_pytorch.py runs the same loop in Python with python3-torch and compares, one
 // repetition of each side at a time, alternating (pass --benchmark_repetitions=N for a median).
 
+#include "bench/bench_util.h"
 #include "models/quilt_model.h"
 #include "models/zoo.h"
 #include "trainers/train.h"
 
-#include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -111,12 +111,5 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  at::set_num_threads(1);
-  register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("torch_threads", std::to_string(at::get_num_threads()));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return quilt::bench::main_at_one_thread(argc, argv, register_all);
 }

@@ -22,18 +22,13 @@ Run with Debian's Python (the one that sees python3-torch and python3-torchvisio
     /usr/bin/python3 bench/train_vs_pytorch.py build/release/bench/quilt_bench_train
 """
 
-import os
+# One thread everywhere, before torch is imported.
+import _common  # before torch: pins the thread counts
 
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
-
-import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -154,32 +149,20 @@ class PyTorchSide:
 
 def quilt_rate(binary, arch, samples, min_time_s):
     """(wall, cpu) samples/s of one repetition of the C++ benchmark."""
-    cmd = [binary, "--benchmark_format=json", f"--benchmark_filter=train/{arch}/",
-           f"--benchmark_min_time={min_time_s}", "--benchmark_repetitions=1"]
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
-    for b in json.loads(res.stdout)["benchmarks"]:
+    for b in _common.benchmarks(binary, f"--benchmark_filter=train/{arch}/",
+                                f"--benchmark_min_time={min_time_s}",
+                                "--benchmark_repetitions=1"):
         if b["run_name"].startswith(f"train/{arch}/") and b.get("run_type") == "iteration":
-            scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-            return b["items_per_second"], samples / (b["cpu_time"] * scale)
+            return b["items_per_second"], _common.items_per_cpu_s(b, samples)
     sys.exit(f"{binary} reported nothing for train/{arch}/")
 
 
-def load_average():
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("binary", help="path to quilt_bench_train")
-    ap.add_argument("--repetitions", type=int, default=5)
-    ap.add_argument("--min-time", type=float, default=1.0, help="seconds per repetition")
+    ap = _common.parser(__doc__, "path to quilt_bench_train", 1.0)
     ap.add_argument("--cases", nargs="*", help="names of the cases to run (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    load_before = load_average()
+    load_before = _common.load_average()
     rows = []
     ap_cases = [c for c in CASES if not args.cases or c[0] in args.cases]
     for name, arch, shape, samples, batch, optimizer, lr, wd, rate, width in ap_cases:
@@ -198,7 +181,7 @@ def main():
     print(f"training throughput, 1 thread "
           f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs)")
-    print(f"load average before: {load_before}; after: {load_average()}")
+    print(f"load average before: {load_before}; after: {_common.load_average()}")
     print("samples/s by wall clock; in brackets by process CPU time (less sensitive to other load)")
     print(f"{'case':>21} {'input':>8} {'batch':>5} {'opt':>4} {'PyTorch samples/s':>20} "
           f"{'Quilt samples/s':>20} {'ratio':>12}")

@@ -82,17 +82,8 @@ TEST(BoardProfile, SaveAndLoadRoundTrip) {
   p.power_idle_w = 20;
   p.power_busy_w = 75.5;
   p.link_energy_j_per_byte = 1e-10;
-  CalibrationInfo c;
-  c.model = "resnet18";
-  c.input = "3x32x32";
-  c.batch = 4;
-  c.threads = 1;
-  c.repeats = 7;
-  c.samples = 10;
-  c.mean_relative_error = 0.0712;
-  c.r_squared = 0.987;
-  c.host = "AMD EPYC";
-  p.calibration = c;
+  // model, input, batch, threads, repeats, samples, mean_relative_error, r_squared, host
+  p.calibration = CalibrationInfo{"resnet18", "3x32x32", 4, 1, 7, 10, 0.0712, 0.987, "AMD EPYC"};
   const std::string path = temp_path("roundtrip.yaml");
   save_board_profile(path, p);
   const BoardProfileFile q = load_board_profile(path);
@@ -109,8 +100,14 @@ TEST(BoardProfile, SaveAndLoadRoundTrip) {
   EXPECT_EQ(q.link_energy_j_per_byte, p.link_energy_j_per_byte);
   ASSERT_TRUE(q.calibration.has_value());
   EXPECT_EQ(q.calibration->model, "resnet18");
+  EXPECT_EQ(q.calibration->input, "3x32x32");
+  EXPECT_EQ(q.calibration->batch, 4);
+  EXPECT_EQ(q.calibration->threads, 1);
   EXPECT_EQ(q.calibration->repeats, 7);
+  EXPECT_EQ(q.calibration->samples, 10);
+  EXPECT_EQ(q.calibration->mean_relative_error, 0.0712);
   EXPECT_EQ(q.calibration->r_squared, 0.987);
+  EXPECT_EQ(q.calibration->host, "AMD EPYC");
   EXPECT_EQ(q.source, path);
   std::remove(path.c_str());
 }

@@ -1,5 +1,7 @@
 #include "models/autoencoder.h"
 
+#include "tests/models/error_of.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,14 +11,7 @@
 namespace quilt::models {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ModelError& e) {
-    return e.what();
-  }
-  return "(no ModelError)";
-}
+using testing::error_of;
 
 TEST(Autoencoder, ChannelArithmetic) {
   EXPECT_EQ(encoded_channels(1024, 1), 1024);

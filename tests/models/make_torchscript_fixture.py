@@ -41,12 +41,20 @@ class TupleOutput(nn.Module):
         return y, self.b(y)
 
 
-class Loop(nn.Module):
-    def __init__(self):
+class HeadMiddleTail(nn.Module):
+    """head 8 -> 8, a middle layer 8 -> 8 named `middle`, tail 8 -> 2 (registered in that order):
+    the layers of the control-flow models, whose forward() says where the middle one runs."""
+
+    def __init__(self, middle):
         super().__init__()
         self.head = nn.Linear(8, 8)
-        self.body = nn.Linear(8, 8)
+        setattr(self, middle, nn.Linear(8, 8))
         self.tail = nn.Linear(8, 2)
+
+
+class Loop(HeadMiddleTail):
+    def __init__(self):
+        super().__init__("body")
 
     def forward(self, x):
         x = self.head(x)
@@ -55,12 +63,9 @@ class Loop(nn.Module):
         return self.tail(x)
 
 
-class Branch(nn.Module):
+class Branch(HeadMiddleTail):
     def __init__(self):
-        super().__init__()
-        self.head = nn.Linear(8, 8)
-        self.odd = nn.Linear(8, 8)
-        self.tail = nn.Linear(8, 2)
+        super().__init__("odd")
 
     def forward(self, x):
         x = self.head(x)

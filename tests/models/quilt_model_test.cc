@@ -4,6 +4,7 @@
 #include "models/resnet.h"
 #include "models/summary.h"
 #include "models/zoo.h"
+#include "tests/models/error_of.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -18,14 +19,7 @@ Model small_resnet18() {
   return to_model(ResNet(18, Shape{3, 64, 64}, 10));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ModelError& e) {
-    return e.what();
-  }
-  return "(no ModelError)";
-}
+using testing::error_of;
 
 TEST(QuiltModel, RateOneEqualsBaseExactly) {
   Model base = small_resnet18();

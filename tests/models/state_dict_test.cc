@@ -33,6 +33,13 @@ void expect_contains(const std::string& text, const std::string& part) {
   EXPECT_NE(text.find(part), std::string::npos) << "\"" << part << "\" not in: " << text;
 }
 
+// Loading `path` into a fresh small_mlp() fails with a message that holds every one of `parts`.
+void expect_mlp_load_error(const std::string& path, const std::vector<std::string>& parts) {
+  Mlp mlp = small_mlp();
+  const std::string e = load_error(*mlp, path);
+  for (const std::string& part : parts) expect_contains(e, part);
+}
+
 TEST(StateDict, ReadsKeysInFileOrder) {
   const auto entries = read_state_dict(fixture("mlp_od.pt"));
   std::vector<std::string> keys;
@@ -54,15 +61,11 @@ TEST(StateDict, LoadedMlpReproducesPython) {
 }
 
 TEST(StateDict, MissingKey) {
-  Mlp mlp = small_mlp();
-  const std::string e = load_error(*mlp, fixture("mlp_missing.pt"));
-  expect_contains(e, "missing key \"fc3.bias\"");
-  expect_contains(e, "mlp_missing.pt");
+  expect_mlp_load_error(fixture("mlp_missing.pt"), {"missing key \"fc3.bias\"", "mlp_missing.pt"});
 }
 
 TEST(StateDict, UnexpectedKey) {
-  Mlp mlp = small_mlp();
-  expect_contains(load_error(*mlp, fixture("mlp_unexpected.pt")), "unexpected key \"fc4.weight\"");
+  expect_mlp_load_error(fixture("mlp_unexpected.pt"), {"unexpected key \"fc4.weight\""});
 }
 
 TEST(StateDict, ShapeMismatchNamesKeyAndShapesAndCopiesNothing) {
@@ -75,17 +78,14 @@ TEST(StateDict, ShapeMismatchNamesKeyAndShapesAndCopiesNothing) {
 }
 
 TEST(StateDict, CheckpointIsNotAStateDict) {
-  Mlp mlp = small_mlp();
-  const std::string e = load_error(*mlp, fixture("mlp_checkpoint.pt"));
-  expect_contains(e, "key \"model\" holds a dict, not a tensor");
-  expect_contains(e, "checkpoint");
+  expect_mlp_load_error(fixture("mlp_checkpoint.pt"),
+                        {"key \"model\" holds a dict, not a tensor", "checkpoint"});
 }
 
 TEST(StateDict, MissingFile) {
-  Mlp mlp = small_mlp();
-  const std::string e = load_error(*mlp, "/nonexistent/weights.pt");
-  expect_contains(e, "cannot open state_dict file \"/nonexistent/weights.pt\"");
-  expect_contains(e, "No such file");
+  expect_mlp_load_error(
+      "/nonexistent/weights.pt",
+      {"cannot open state_dict file \"/nonexistent/weights.pt\"", "No such file"});
 }
 
 TEST(StateDict, NotATorchFile) {

@@ -173,59 +173,42 @@ TEST(TorchScript, StateDictWeightsLoad) {
 }
 
 TEST(TorchScript, BadInputsNameWhatIsValid) {
-  ModelOptions o;
-  o.input_shape = kImage;
-  auto msg = expect_model_error([&] {
-    o.path = "/nonexistent/m.pt";
-    make_model(kTorchScriptArch, o);
-  });
+  // The options of the TorchScript file `path` taking `input`, cut at `cuts`.
+  const auto options = [](const std::string& path, Shape input, std::vector<std::string> cuts) {
+    ModelOptions o;
+    o.path = path;
+    o.input_shape = std::move(input);
+    o.cuts = std::move(cuts);
+    return o;
+  };
+  // The message of the ModelError that make_model throws for those options.
+  const auto error_for = [&](const std::string& path, Shape input,
+                             std::vector<std::string> cuts = {}) {
+    const ModelOptions o = options(path, std::move(input), std::move(cuts));
+    return expect_model_error([&] { make_model(kTorchScriptArch, o); });
+  };
+  auto msg = error_for("/nonexistent/m.pt", kImage);
   EXPECT_NE(msg.find("does not exist"), std::string::npos) << msg;
-  msg = expect_model_error([&] {
-    o.path = fixture("not_torchscript.pt");
-    make_model(kTorchScriptArch, o);
-  });
+  msg = error_for(fixture("not_torchscript.pt"), kImage);
   EXPECT_NE(msg.find("is not a TorchScript file"), std::string::npos) << msg;
   msg = expect_model_error([&] { load("vit", {"after_nothing"}); });
   EXPECT_NE(msg.find("unknown cut \"after_nothing\""), std::string::npos) << msg;
   EXPECT_NE(msg.find("after_encoder.layers.encoder_layer_0"), std::string::npos) << msg;
-  msg = expect_model_error([&] {
-    o.path = fixture("vit.pt");
-    o.input_shape = {3, 40, 40};
-    make_model(kTorchScriptArch, o);
-  });
+  msg = error_for(fixture("vit.pt"), {3, 40, 40});
   EXPECT_NE(msg.find("rejects input 3x40x40"), std::string::npos) << msg;
   EXPECT_NE(msg.find("Wrong image height"), std::string::npos) << msg;
-  o.input_shape = {8};
-  msg = expect_model_error([&] {
-    o.path = fixture("tuple_output.pt");
-    make_model(kTorchScriptArch, o);
-  });
+  msg = error_for(fixture("tuple_output.pt"), {8});
   EXPECT_NE(msg.find("output count"), std::string::npos) << msg;
-  msg = expect_model_error([&] {
-    o.path = fixture("two_inputs.pt");
-    make_model(kTorchScriptArch, o);
-  });
+  msg = error_for(fixture("two_inputs.pt"), {8});
   EXPECT_NE(msg.find("takes 2 argument(s)"), std::string::npos) << msg;
-  o.path = fixture("loop.pt");
-  EXPECT_EQ(make_model(kTorchScriptArch, o)->cut_names(), "after_head");
-  msg = expect_model_error([&] {
-    o.cuts = {"after_body"};
-    make_model(kTorchScriptArch, o);
-  });
+  EXPECT_EQ(make_model(kTorchScriptArch, options(fixture("loop.pt"), {8}, {}))->cut_names(),
+            "after_head");
+  msg = error_for(fixture("loop.pt"), {8}, {"after_body"});
   EXPECT_NE(msg.find("inside a loop"), std::string::npos) << msg;
   EXPECT_NE(msg.find("valid cuts: after_head"), std::string::npos) << msg;
-  msg = expect_model_error([&] {
-    o.path = fixture("branch.pt");
-    o.cuts = {"after_odd"};
-    make_model(kTorchScriptArch, o);
-  });
+  msg = error_for(fixture("branch.pt"), {8}, {"after_odd"});
   EXPECT_NE(msg.find("inside an `if`"), std::string::npos) << msg;
-  msg = expect_model_error([&] {
-    o.path = fixture("vit.pt");
-    o.input_shape = kImage;
-    o.cuts = {};
-    QuiltModel(make_model(kTorchScriptArch, o), {"after_nothing"}, {1.0, 1});
-  });
+  msg = expect_model_error([&] { QuiltModel(load("vit"), {"after_nothing"}, {1.0, 1}); });
   EXPECT_NE(msg.find("valid cuts: after_encoder"), std::string::npos) << msg;
 }
 

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -41,6 +42,25 @@ class FakeBoard : public backends::Board {
  private:
   int rank_;
 };
+
+// `warmup` batches, then `measured` ones, traced into `trace` when it is given.
+PipelineOptions batches(int64_t warmup, int64_t measured, TraceRecorder* trace = nullptr) {
+  PipelineOptions options;
+  options.warmup_batches = warmup;
+  options.batches = measured;
+  options.trace = trace;
+  return options;
+}
+
+// This rank's part of the pipeline of `board`s over a pool of one random batch.
+StageTiming run_one_input(
+    backends::Board& board, const PipelineOptions& options,
+    const std::function<void(int64_t, const at::Tensor&)>& on_output = nullptr) {
+  const int me = mpi::rank();
+  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
+  return run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, on_output, options,
+                      MPI_COMM_WORLD);
+}
 
 TEST(PipelineMpi, EveryBatchArrivesInOrderAndIntact) {
   const int me = mpi::rank(), n = mpi::size();
@@ -104,14 +124,8 @@ TEST(PipelineMpi, AFailingBoardDoesNotHangThePipeline) {
   for (bool nan : {false, true}) {
     const int culprit = n / 2;
     FailingBoard board(me, me == culprit, nan);
-    std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
-    PipelineOptions options;
-    options.warmup_batches = 1;
-    options.batches = 8;
     int64_t seen = 0;
-    auto timing = run_pipeline(
-        board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool,
-        [&](int64_t, const at::Tensor&) { ++seen; }, options, MPI_COMM_WORLD);
+    auto timing = run_one_input(board, batches(1, 8), [&](int64_t, const at::Tensor&) { ++seen; });
     if (me == culprit) {
       EXPECT_NE(timing.error.find(nan ? "non-finite" : "simulated board fault"), std::string::npos)
           << timing.error;
@@ -150,12 +164,7 @@ class SensingBoard : public FakeBoard {
 TEST(PipelineMpi, BoardTimedTransfersAndEnergyCoverTheMeasuredBatchesOnly) {
   const int me = mpi::rank();
   SensingBoard board(me);
-  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
-  PipelineOptions options;
-  options.warmup_batches = 3;
-  options.batches = 4;
-  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
-                             options, MPI_COMM_WORLD);
+  auto timing = run_one_input(board, batches(3, 4));
   EXPECT_EQ(timing.error, "");
   EXPECT_EQ(timing.h2d_s, std::vector<double>(4, 1e-6));
   EXPECT_EQ(timing.d2h_s, std::vector<double>(4, 2e-6));
@@ -165,13 +174,9 @@ TEST(PipelineMpi, BoardTimedTransfersAndEnergyCoverTheMeasuredBatchesOnly) {
 TEST(PipelineMpi, PacingStretchesEveryBatchToItsBoardTime) {
   const int me = mpi::rank();
   FakeBoard board(me);
-  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
-  PipelineOptions options;
-  options.warmup_batches = 1;
-  options.batches = 3;
+  PipelineOptions options = batches(1, 3);
   options.pacing = {0.01, 0.06, 0.02};  // 90 ms per batch, far above the fake board's compute
-  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
-                             options, MPI_COMM_WORLD);
+  auto timing = run_one_input(board, options);
   EXPECT_EQ(timing.error, "");
   ASSERT_EQ(timing.compute_s.size(), 3u);
   EXPECT_EQ(timing.h2d_s, std::vector<double>(3, 0.01));
@@ -196,15 +201,9 @@ class SlowBoard : public FakeBoard {
 TEST(PipelineMpi, TraceEventsNestAcrossRanks) {
   const int me = mpi::rank(), n = mpi::size();
   SlowBoard board(me);
-  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
   constexpr int64_t kWarm = 2, kMeasured = 8;
   TraceRecorder trace(100, 7);
-  PipelineOptions options;
-  options.warmup_batches = kWarm;
-  options.batches = kMeasured;
-  options.trace = &trace;
-  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
-                             options, MPI_COMM_WORLD);
+  auto timing = run_one_input(board, batches(kWarm, kMeasured, &trace));
   ASSERT_EQ(timing.error, "");
   auto rec = gather_trace(trace, timing.origin_s, 1.0, "wall", MPI_COMM_WORLD);
   if (me != 0) {
@@ -263,14 +262,8 @@ TEST(PipelineMpi, TraceEventsNestAcrossRanks) {
 TEST(PipelineMpi, TraceKeepsTheFirstBatchesAndCountsTheRest) {
   const int me = mpi::rank();
   FakeBoard board(me);
-  std::vector<at::Tensor> pool = {at::randn({kBatch, width(0)}, at::kFloat)};
   TraceRecorder trace(3, 7);
-  PipelineOptions options;
-  options.warmup_batches = 1;
-  options.batches = 4;
-  options.trace = &trace;
-  auto timing = run_pipeline(board, {kBatch, width(me)}, {kBatch, width(me + 1)}, pool, nullptr,
-                             options, MPI_COMM_WORLD);
+  auto timing = run_one_input(board, batches(1, 4, &trace));
   ASSERT_EQ(timing.error, "");
   EXPECT_GT(trace.dropped(), 0);
   for (const auto& e : trace.events()) EXPECT_LT(e.batch, 2);  // batches -1, 0, 1 kept

@@ -206,6 +206,21 @@ TEST(Search, BreaksExactTiesLikeBruteForce) {
   }
 }
 
+// search(m, boards, o) with o.stages = k under each objective (kPaper, then kMinMax); `check`
+// gets the options of each search and its result.
+void search_each_objective(
+    const ModelProfile& m, const std::vector<BoardProfile>& boards, int64_t k,
+    const std::function<void(const SearchOptions&, const SearchResult&)>& check,
+    std::vector<std::string> fixed_cuts = {}) {
+  SearchOptions o;
+  o.stages = k;
+  o.fixed_cuts = std::move(fixed_cuts);
+  for (Objective obj : {Objective::kPaper, Objective::kMinMax}) {
+    o.objective = obj;
+    check(o, search(m, boards, o));
+  }
+}
+
 BoardProfile free_links(double peak_flops) {
   BoardProfile b;
   b.peak_flops = peak_flops;
@@ -216,15 +231,11 @@ BoardProfile free_links(double peak_flops) {
 TEST(Search, TieBreakPrefersEarliestCuts) {
   ModelProfile m;
   for (const char* name : {"a", "b", "c"}) m.layers.push_back(chain_layer(name, 1, 0, {1}));
-  SearchOptions o;
-  o.stages = 2;
-  for (Objective obj : {Objective::kPaper, Objective::kMinMax}) {
-    o.objective = obj;
-    const SearchResult r = search(m, {free_links(1)}, o);
+  search_each_objective(m, {free_links(1)}, 2, [](const SearchOptions&, const SearchResult& r) {
     EXPECT_EQ(r.cut_names, std::vector<std::string>{"a"});
     EXPECT_EQ(r.max_exec_s, 2);
     EXPECT_EQ(r.imbalance_s, 1);
-  }
+  });
 }
 
 TEST(Search, HandExampleTwoStages) {
@@ -232,17 +243,13 @@ TEST(Search, HandExampleTwoStages) {
   ModelProfile m;
   m.layers = {chain_layer("a", 1, 0, {1}), chain_layer("b", 4, 0, {1}),
               chain_layer("c", 6, 0, {1})};
-  SearchOptions o;
-  o.stages = 2;
-  for (Objective obj : {Objective::kPaper, Objective::kMinMax}) {
-    o.objective = obj;
-    const SearchResult r = search(m, {free_links(1)}, o);
+  search_each_objective(m, {free_links(1)}, 2, [](const SearchOptions& o, const SearchResult& r) {
     EXPECT_EQ(r.cut_names, std::vector<std::string>{"b"});
     EXPECT_EQ(r.max_exec_s, 6);
     EXPECT_EQ(r.sum_exec_s, 11);
     EXPECT_EQ(r.imbalance_s, 1);
-    EXPECT_EQ(r.objective_s, obj == Objective::kPaper ? 1 : 6);
-  }
+    EXPECT_EQ(r.objective_s, o.objective == Objective::kPaper ? 1 : 6);
+  });
 }
 
 TEST(Search, PaperObjectiveCanAcceptASlowerBottleneck) {
@@ -270,18 +277,14 @@ TEST(Search, SingleStageHasNoCuts) {
   m.layers = {chain_layer("a", 10, 0, {3}), chain_layer("b", 20, 0, {2})};
   BoardProfile b;
   b.peak_flops = 10;
-  SearchOptions o;
-  o.stages = 1;
-  for (Objective obj : {Objective::kPaper, Objective::kMinMax}) {
-    o.objective = obj;
-    const SearchResult r = search(m, {b}, o);
+  search_each_objective(m, {b}, 1, [](const SearchOptions&, const SearchResult& r) {
     EXPECT_TRUE(r.cuts.empty());
     ASSERT_EQ(r.stages.size(), 1u);
     EXPECT_EQ(r.imbalance_s, 0);
     EXPECT_EQ(r.stages[0].in_bytes, 12);
     EXPECT_EQ(r.stages[0].out_bytes, 8);
     EXPECT_EQ(r.stages[0].mpi_s, 0);
-  }
+  });
 }
 
 TEST(Search, SkipConnectionsCostOneAutoencoderEach) {
@@ -346,15 +349,12 @@ TEST(SearchErrors, BadFixedCuts) {
 
 TEST(SearchErrors, FixedCutsAreHonoured) {
   ModelProfile m = chain(6);
-  SearchOptions o;
-  o.stages = 3;
-  o.fixed_cuts = {"L0"};
-  for (Objective obj : {Objective::kPaper, Objective::kMinMax}) {
-    o.objective = obj;
-    const SearchResult r = search(m, {board()}, o);
-    EXPECT_EQ(r.cut_names.front(), "L0");
-    EXPECT_EQ(r.cut_names, brute_force(m, {board()}, o).cut_names);
-  }
+  search_each_objective(m, {board()}, 3,
+                        [&](const SearchOptions& o, const SearchResult& r) {
+                          EXPECT_EQ(r.cut_names.front(), "L0");
+                          EXPECT_EQ(r.cut_names, brute_force(m, {board()}, o).cut_names);
+                        },
+                        {"L0"});
 }
 
 TEST(SearchErrors, EvaluateRejectsBadCuts) {

@@ -1,14 +1,14 @@
 """Runs that survive: resume, overwrite, failures recorded with rank and reason, fail-fast,
 validity rules, references and `quilt report`, run indices and scales. Small MLP pipelines
 under mpiexec; result files checked with h5py."""
+import functools
 import os
 import subprocess
-from pathlib import Path
 
 import h5py
 import pytest
 
-from conftest import BUILD, ENV, MPIEXEC, requires_build  # noqa: E402
+from conftest import ENV, MPIEXEC, QUILT, local_quilt as local, mpi_quilt, requires_build  # noqa: E402
 
 pytestmark = requires_build
 
@@ -25,14 +25,7 @@ sweep:
 """
 
 
-def quilt(*args, ranks=3, timeout=180):
-    cmd = [MPIEXEC, "-n", str(ranks), str(Path(BUILD) / "bin" / "quilt"), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def local(*args, timeout=120):
-    return subprocess.run([str(Path(BUILD) / "bin" / "quilt"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=ENV)
+quilt = functools.partial(mpi_quilt, ranks=3, timeout=180)
 
 
 def experiment(tmp_path, text=BASE, weights="random", name="exp.yaml"):
@@ -166,9 +159,8 @@ def test_measured_runs_beside_a_cpu_hog_are_invalid(tmp_path):
         text = BASE.replace("repetitions: 3}", "repetitions: 2, max_cv: 0}").replace(
             "model.seed: [1, 2, 3]", "model.seed: [1]")
         out = tmp_path / "o.h5"
-        cmd = ["taskset", "-c", str(cpu), MPIEXEC, "--bind-to", "none", "-n", "3",
-               str(Path(BUILD) / "bin" / "quilt"), "run", str(experiment(tmp_path, text)),
-               "--output", str(out)]
+        cmd = ["taskset", "-c", str(cpu), MPIEXEC, "--bind-to", "none", "-n", "3", QUILT, "run",
+               str(experiment(tmp_path, text)), "--output", str(out)]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=ENV)
     finally:
         for h in hogs:

@@ -1,19 +1,15 @@
 """boards.precision end to end (issue 13): a two-rank ResNet-18 pipeline at fp32, bf16 and int8
 with and without an autoencoder; wire bytes, the recorded precision, the output check against
 the same model quantized the same way, `quilt report`; and the bad inputs (exit 2)."""
-import os
-import subprocess
+import functools
 from pathlib import Path
 
 import h5py
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
-pytestmark = pytest.mark.skipif(not BUILD, reason="QUILT_BUILD_DIR is not set (run through CTest)")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
-QUILT = str(Path(BUILD or ".") / "bin" / "quilt")
+from conftest import BUILD, local_quilt as local, requires_build, run_ok  # noqa: E402
+
+pytestmark = requires_build
 
 PIPELINE = """quilt: 1
 name: precision
@@ -28,22 +24,12 @@ sweep:
 """
 
 
-def quilt(*args, ranks=2, timeout=300):
-    cmd = [MPIEXEC, "-n", str(ranks), QUILT, *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def local(*args, timeout=120):
-    return subprocess.run([QUILT, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+# `quilt run` of an experiment text into <tmp>/<name>.h5, which must succeed (conftest.run_ok).
+run = functools.partial(run_ok, ranks=2, timeout=300)
 
 
 def test_pipeline_in_each_precision(tmp_path):
-    exp = tmp_path / "p.yaml"
-    exp.write_text(PIPELINE)
-    out = tmp_path / "p.h5"
-    r = quilt("run", exp, "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run(tmp_path, PIPELINE, "p")
     by = {}
     invalid = False
     with h5py.File(out, "r") as f:
@@ -78,11 +64,8 @@ def test_precision_in_python_module(tmp_path):
     import sys
     sys.path.insert(0, str(Path(BUILD) / "python"))
     quilt_py = pytest.importorskip("quilt")
-    exp = tmp_path / "p.yaml"
-    exp.write_text(PIPELINE.replace("[fp32, bf16, int8]", "[int8]").replace("[1, 4]", "[4]"))
-    out = tmp_path / "p.h5"
-    r = quilt("run", exp, "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run(tmp_path, PIPELINE.replace("[fp32, bf16, int8]", "[int8]").replace("[1, 4]", "[4]"),
+              "p")
     runs = quilt_py.read_results(str(out))["runs"]
     assert [x["precision"] for x in runs] == ["int8"]
     assert [x["element_bytes"] for x in runs] == [1]
@@ -122,17 +105,13 @@ partition: {{cuts: [after_hidden1]}}
 def test_profile_precision_is_the_default(tmp_path):
     profile = tmp_path / "bf16-board.yaml"
     profile.write_text("name: bf16-board\npeak_flops: 1.0e12\nprecision: bf16\n")
-    exp = tmp_path / "p.yaml"
-    exp.write_text(f"""quilt: 1
+    out = run(tmp_path, f"""quilt: 1
 name: profile-precision
 model: {{arch: resnet18, input: [3, 32, 32], classes: 10}}
 boards: {{count: 2, profile: {profile}}}
 partition: {{cuts: [after_layer2]}}
 measurement: {{batch: 2, warmup_batches: 1, batches: 3}}
-""")
-    out = tmp_path / "p.h5"
-    r = quilt("run", exp, "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+""", "p")
     with h5py.File(out, "r") as f:
         (rid,) = list(f["runs"])
         assert f["runs"][rid].attrs["status"] == "ok"

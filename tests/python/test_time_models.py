@@ -1,15 +1,13 @@
 """The emulator's time models: `dilated` (real execution, paced to the board profile, stretched by
 one factor) and `modeled` (virtual time from the profile) agree within 10% on the same
 experiment; `modeled` follows the cost model; energy comes from the profile's power figures."""
-import os
-import subprocess
-from pathlib import Path
+import functools
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import BUILD, ENV, MPIEXEC, requires_build  # noqa: E402
+from conftest import local_quilt as local, mpi_quilt, requires_build, run_ok  # noqa: E402
 
 pytestmark = requires_build
 
@@ -28,20 +26,13 @@ sweep:
     autoencoder.rate: [1, 8]
 """
 
-
-def quilt(*args, ranks=2, timeout=600):
-    cmd = [MPIEXEC, "-n", str(ranks), str(Path(BUILD) / "bin" / "quilt"), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+quilt = functools.partial(mpi_quilt, ranks=2, timeout=600)
+run = functools.partial(run_ok, ranks=2, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tm")
-    exp = tmp / "tm.yaml"
-    exp.write_text(EXPERIMENT)
-    out = tmp / "tm.h5"
-    r = quilt("run", exp, "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run(tmp_path_factory.mktemp("tm"), EXPERIMENT, "tm")
     runs = {}
     with h5py.File(out, "r") as f:
         for rid in f["runs"]:
@@ -116,13 +107,9 @@ def test_energy_from_the_profile_power(result):
 
 
 def test_measured_on_the_emulator_has_no_energy_without_power_figures(tmp_path):
-    exp = tmp_path / "m.yaml"
-    exp.write_text(EXPERIMENT.replace("profile: alveo-u200", "profile: cpu")
-                   .replace("[modeled, dilated]", "[measured]").replace("[1, 8]", "[1]")
-                   .replace("batches: 12, repetitions: 3", "batches: 3"))
-    out = tmp_path / "m.h5"
-    r = quilt("run", exp, "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run(tmp_path, EXPERIMENT.replace("profile: alveo-u200", "profile: cpu")
+              .replace("[modeled, dilated]", "[measured]").replace("[1, 8]", "[1]")
+              .replace("batches: 12, repetitions: 3", "batches: 3"), "m")
     with h5py.File(out, "r") as f:
         (g,) = f["runs"].values()
         assert g.attrs["time_model"] == "measured" and g.attrs["dilation"] == 1
@@ -145,11 +132,9 @@ def test_network_link_is_modeled_and_stated_under_measured(tmp_path):
     exp = tmp_path / "n.yaml"
     base = EXPERIMENT.replace("[modeled, dilated]", "[modeled]").replace("[1, 8]", "[1]")
     exp.write_text(base)
-    fast = subprocess.run([str(Path(BUILD) / "bin" / "quilt"), "plan", exp], capture_output=True,
-                          text=True, env=ENV)
+    fast = local("plan", exp)
     exp.write_text(base + "links: {mpi_gbps: 0.001}\n")
-    slow = subprocess.run([str(Path(BUILD) / "bin" / "quilt"), "plan", exp], capture_output=True,
-                          text=True, env=ENV)
+    slow = local("plan", exp)
     assert fast.returncode == 0 and slow.returncode == 0, fast.stderr + slow.stderr
     assert "network link: 0.001 GB/s" in slow.stdout and "network link" not in fast.stdout
     comm = lambda out: float(out.split("stage 0")[1].split("comm ")[1].split(";")[0])

@@ -2,20 +2,18 @@
 families that are not in the zoo (tests/models/make_torchscript_fixture.py writes them), 2- and
 3-stage pipelines with and without autoencoders, skips across the cut, 3-D (ViT token) tensors
 at the cut; the bad inputs exit 2 on every rank and write nothing; `quilt models --file`."""
+import functools
 import os
-import subprocess
 from pathlib import Path
 
 import h5py
 import pytest
 
-BUILD = os.environ.get("QUILT_BUILD_DIR")
+from conftest import BUILD, local_quilt, mpi_quilt  # noqa: E402
+
 FIXTURE = os.environ.get("QUILT_TORCHSCRIPT_FIXTURE_DIR")
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
 pytestmark = pytest.mark.skipif(not BUILD or not FIXTURE,
                                 reason="QUILT_BUILD_DIR / fixture not set (run through CTest)")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 
 EXPERIMENT = """quilt: 1
 name: byom
@@ -29,9 +27,7 @@ sweep:
 """
 
 
-def quilt(*args, ranks=2, timeout=300):
-    cmd = [MPIEXEC, "-n", str(ranks), str(Path(BUILD) / "bin" / "quilt"), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+quilt = functools.partial(mpi_quilt, ranks=2, timeout=300)
 
 
 def write(tmp_path, model, cuts, rates="[1, 4]", input="[3, 32, 32]", backend="emulator",
@@ -114,9 +110,7 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path, kind, expect):
 
 
 def test_models_lists_cuts_with_bytes():
-    r = subprocess.run([str(Path(BUILD) / "bin" / "quilt"), "models", "--file",
-                        str(Path(FIXTURE) / "vit.pt"), "--input", "3,32,32"],
-                       capture_output=True, text=True, timeout=120, env=ENV)
+    r = local_quilt("models", "--file", Path(FIXTURE) / "vit.pt", "--input", "3,32,32")
     assert r.returncode == 0, r.stderr
     lines = {l.split()[0]: l for l in r.stdout.splitlines()[1:] if l.startswith("  ")}
     assert "default" in lines["after_encoder"] and "4352 B" in lines["after_encoder"]

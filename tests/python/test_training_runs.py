@@ -3,8 +3,8 @@ ranks (data parallel), the records of results/SCHEMA.md (/runs/<id>/training) ch
 h5py; failures (NaN loss, missing data, a checkpoint of another model) recorded with their reason
 while the sweep goes on; --resume; the proxy and weight freezing with pretraining. Tiny MLPs on
 synthetic and UCI data, a few epochs, so the whole file takes well under a minute of CPU."""
+import functools
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from conftest import BUILD, ENV, MPIEXEC, requires_build  # noqa: E402
+from conftest import BUILD, ENV, local_quilt as local, mpi_quilt, requires_build  # noqa: E402
 
 pytestmark = requires_build
 
@@ -30,14 +30,7 @@ sweep:
 """
 
 
-def quilt(*args, ranks=1, timeout=300):
-    cmd = [MPIEXEC, "-n", str(ranks), str(Path(BUILD) / "bin" / "quilt"), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def local(*args, timeout=120):
-    return subprocess.run([str(Path(BUILD) / "bin" / "quilt"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=ENV)
+quilt = functools.partial(mpi_quilt, ranks=1, timeout=300)
 
 
 def experiment(tmp_path, text=BASE, ranks=1, name="exp.yaml", **subs):
@@ -47,6 +40,15 @@ def experiment(tmp_path, text=BASE, ranks=1, name="exp.yaml", **subs):
     p = tmp_path / name
     p.write_text(text)
     return p
+
+
+def run_ok(tmp_path, text=BASE, out="o.h5"):
+    """`quilt run` (one rank) of the experiment `text` into tmp_path / out, which must succeed;
+    returns the output's path."""
+    out = tmp_path / out
+    r = quilt("run", experiment(tmp_path, text), "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
 
 
 def s(x):
@@ -170,9 +172,7 @@ def test_swept_runs_need_their_own_checkpoint(tmp_path):
     assert r.returncode == 2 and "training.checkpoint" in r.stderr and "{id}" in r.stderr
     # Quoted: braces are YAML flow syntax.
     text = BASE.replace("lr: 0.01,", f"lr: 0.01, checkpoint: '{tmp_path / 'ck-{id}.pt'}',")
-    out = tmp_path / "o.h5"
-    r = quilt("run", experiment(tmp_path, text), "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run_ok(tmp_path, text)
     for rid, _, _, t, _ in runs(out):
         assert t["checkpoint"] == str(tmp_path / f"ck-{rid}.pt") and Path(t["checkpoint"]).exists()
 
@@ -203,9 +203,7 @@ def test_proxy_records_reconstruction_loss_and_cost(tmp_path):
     text = BASE.replace("mode: scratch", "mode: proxy").replace(
         "autoencoder.rate: [1, 8]", "autoencoder.rate: [2, 16]").replace(
         "epochs: 3,", "epochs: 3, converge_window: 2,")
-    out = tmp_path / "o.h5"
-    r = quilt("run", experiment(tmp_path, text), "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run_ok(tmp_path, text)
     rs = runs(out)
     losses = []
     for _, a, _, t, d in rs:
@@ -224,9 +222,7 @@ def test_weight_freezing_with_pretraining(tmp_path):
         "lr: 0.01, optimizer: adam}").replace(
         "autoencoder.rate: [1, 8]", "training.mode: [freeze, finetune]").replace(
         "data: {kind: synthetic, seed: 3}", "data: {kind: synthetic, seed: 3, train_samples: 200}")
-    out = tmp_path / "o.h5"
-    r = quilt("run", experiment(tmp_path, text), "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run_ok(tmp_path, text)
     (_, _, _, f, fd), (_, _, _, u, ud) = runs(out)
     assert fd["phase"] == ["freeze", "unfreeze", "unfreeze"] and f["phase1_epochs"] == 1
     assert ud["phase"] == ["train"] * 3 and u["phase1_epochs"] == 1
@@ -291,9 +287,7 @@ def test_convergence_rule_stops_the_run_and_is_recorded(tmp_path):
     text = BASE.replace("epochs: 3,", "epochs: 20, converge_window: 3, converge_margin_pt: 100,")
     text = text.replace("autoencoder.rate: [1, 8]", "autoencoder.rate: [1, 8]\n"
                         "    training.converge_margin_pt: [100, 0]")
-    out = tmp_path / "o.h5"
-    r = quilt("run", experiment(tmp_path, text), "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run_ok(tmp_path, text)
     rs = runs(out)
     assert len(rs) == 4
     for _, _, params, t, d in rs:
@@ -323,9 +317,7 @@ def test_training_seed_repeats_an_arm_on_the_same_split(tmp_path):
     # model.seed still moves the initialisation under the same training.seed.
     text = BASE.replace("sweep:\n  matrix:\n    autoencoder.rate: [1, 8]",
                         "sweep:\n  zip:\n    training.seed: [1, 2, 1]\n    model.seed: [0, 0, 5]")
-    out = tmp_path / "o.h5"
-    r = quilt("run", experiment(tmp_path, text), "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run_ok(tmp_path, text)
     (_, _, p1, t1, d1), (_, _, p2, t2, d2), (_, _, _, _, d3) = runs(out)
     assert p1["training.seed"] == "1" and p2["training.seed"] == "2"
     assert t1["test_samples"] == t2["test_samples"] and t1["train_samples"] == t2["train_samples"]
@@ -337,9 +329,7 @@ def test_training_reports_accuracy_in_the_boards_precision(tmp_path):
     # boards.precision int8: the trained model compiled in int8 on the test set, against fp32.
     text = BASE.replace("boards: {count: RANKS}",
                         "boards: {count: RANKS, precision: int8, calibration_batches: 2}")
-    out = tmp_path / "p.h5"
-    r = quilt("run", experiment(tmp_path, text), "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run_ok(tmp_path, text, "p.h5")
     got = runs(out)
     assert len(got) == 2
     for _, attrs, params, tr, _ in got:
@@ -371,9 +361,7 @@ sweep:
   matrix:
     model.width: [0.25, 0.5]
 """
-    out = tmp_path / "n.h5"
-    r = quilt("run", experiment(tmp_path, text), "--output", out)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = run_ok(tmp_path, text, "n.h5")
     rs = runs(out)
     assert [p["model.width"] for _, _, p, _, _ in rs] == ["0.25", "0.5"]
     for _, attrs, _, t, d in rs:

@@ -7,6 +7,7 @@
 #include <hdf5.h>
 
 #include <fstream>
+#include <functional>
 
 #include "results/writer.h"
 #include "tests/results/sample_record.h"
@@ -30,6 +31,13 @@ std::string read_error(const std::string& path) {
   }
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "") << "HDF5 printed to stderr";
   return message;
+}
+
+// Reading `path` fails with a message that names the file and holds `part`.
+void expect_read_error(const std::string& path, const std::string& part) {
+  const std::string message = read_error(path);
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr(part));
 }
 
 // Raw HDF5 edits of a written file, to make files the writer never would. Each function asserts
@@ -80,12 +88,20 @@ class RawFile {
   hid_t id_;
 };
 
+// <dir>/<name> holding make_sample_record(), then changed by `edit`: its path.
+std::string edited_sample(const ScratchDir& dir, const std::string& name,
+                          const std::function<void(RawFile&)>& edit) {
+  const std::string path = dir.file(name);
+  write_experiment(path, make_sample_record());
+  RawFile file(path);
+  edit(file);
+  return path;
+}
+
 TEST(results_reader, MissingFile) {
   ScratchDir dir;
   const std::string path = dir.file("nope.h5");
-  const std::string message = read_error(path);
-  EXPECT_THAT(message, HasSubstr(path));
-  EXPECT_THAT(message, HasSubstr("not found"));
+  expect_read_error(path, "not found");
 }
 
 TEST(results_reader, DirectoryInsteadOfFile) {
@@ -100,18 +116,14 @@ TEST(results_reader, GarbageBytes) {
     std::ofstream out(path, std::ios::binary);
     for (int i = 0; i < 4096; ++i) out.put(static_cast<char>((i * 7919) & 0xff));
   }
-  const std::string message = read_error(path);
-  EXPECT_THAT(message, HasSubstr(path));
-  EXPECT_THAT(message, HasSubstr("not an HDF5 file"));
+  expect_read_error(path, "not an HDF5 file");
 }
 
 TEST(results_reader, EmptyFile) {
   ScratchDir dir;
   const std::string path = dir.file("empty.h5");
   std::ofstream(path).close();
-  const std::string message = read_error(path);
-  EXPECT_THAT(message, HasSubstr(path));
-  EXPECT_THAT(message, HasSubstr("HDF5"));
+  expect_read_error(path, "HDF5");
 }
 
 TEST(results_reader, TruncatedFile) {
@@ -147,17 +159,17 @@ TEST(results_reader, ForeignHdf5File) {
 
 TEST(results_reader, WrongFormatName) {
   ScratchDir dir;
-  const std::string path = dir.file("other.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).set_fixed_string_attribute("/", "quilt_format", "quilt-plans");
+  const std::string path = edited_sample(dir, "other.h5", [](RawFile& f) {
+    f.set_fixed_string_attribute("/", "quilt_format", "quilt-plans");
+  });
   EXPECT_THAT(read_error(path), HasSubstr("'quilt_format' is 'quilt-plans'"));
 }
 
 TEST(results_reader, FutureSchemaVersion) {
   ScratchDir dir;
-  const std::string path = dir.file("future.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).set_int64_attribute("/", "schema_version", kSchemaVersion + 1);
+  const std::string path = edited_sample(dir, "future.h5", [](RawFile& f) {
+    f.set_int64_attribute("/", "schema_version", kSchemaVersion + 1);
+  });
   const std::string message = read_error(path);
   EXPECT_THAT(message, HasSubstr(path));
   EXPECT_THAT(message, HasSubstr("schema_version " + std::to_string(kSchemaVersion + 1)));
@@ -166,9 +178,8 @@ TEST(results_reader, FutureSchemaVersion) {
 
 TEST(results_reader, InvalidSchemaVersion) {
   ScratchDir dir;
-  const std::string path = dir.file("zero.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).set_int64_attribute("/", "schema_version", 0);
+  const std::string path = edited_sample(
+      dir, "zero.h5", [](RawFile& f) { f.set_int64_attribute("/", "schema_version", 0); });
   EXPECT_THAT(read_error(path), HasSubstr("invalid schema_version 0"));
 }
 
@@ -186,9 +197,9 @@ TEST(results_reader, IncompleteRunIsSkipped) {
 
 TEST(results_reader, MissingAttributeNamesObjectPath) {
   ScratchDir dir;
-  const std::string path = dir.file("missing_attr.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).delete_attribute("/runs/r-mm03", "throughput_sps");
+  const std::string path = edited_sample(dir, "missing_attr.h5", [](RawFile& f) {
+    f.delete_attribute("/runs/r-mm03", "throughput_sps");
+  });
   const std::string message = read_error(path);
   EXPECT_THAT(message, HasSubstr(path + ":/runs/r-mm03 attribute 'throughput_sps'"));
   EXPECT_THAT(message, HasSubstr("missing"));
@@ -196,18 +207,17 @@ TEST(results_reader, MissingAttributeNamesObjectPath) {
 
 TEST(results_reader, MissingDatasetNamesObjectPath) {
   ScratchDir dir;
-  const std::string path = dir.file("missing_ds.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).delete_link("/runs/r-zz01/stages/1/compute_s");
+  const std::string path = edited_sample(
+      dir, "missing_ds.h5", [](RawFile& f) { f.delete_link("/runs/r-zz01/stages/1/compute_s"); });
   EXPECT_THAT(read_error(path),
               HasSubstr(path + ":/runs/r-zz01/stages/1/compute_s: missing dataset"));
 }
 
 TEST(results_reader, MissingCheckNamesObjectPath) {
   ScratchDir dir;
-  const std::string path = dir.file("missing_check.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).delete_attribute("/runs/r-aa02/checks/10", "passed");
+  const std::string path = edited_sample(dir, "missing_check.h5", [](RawFile& f) {
+    f.delete_attribute("/runs/r-aa02/checks/10", "passed");
+  });
   EXPECT_THAT(read_error(path), HasSubstr(path + ":/runs/r-aa02/checks/10 attribute 'passed'"));
   RawFile(path).delete_link("/runs/r-aa02/checks/3");  // 0..11 with a gap: 11 is never reached
   EXPECT_THAT(read_error(path), HasSubstr(path + ":/runs/r-aa02/checks/3"));
@@ -215,9 +225,9 @@ TEST(results_reader, MissingCheckNamesObjectPath) {
 
 TEST(results_reader, WrongTypeNamesObjectPath) {
   ScratchDir dir;
-  const std::string path = dir.file("wrong_type.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).set_fixed_string_attribute("/runs/r-zz01", "batch_size", "eight");
+  const std::string path = edited_sample(dir, "wrong_type.h5", [](RawFile& f) {
+    f.set_fixed_string_attribute("/runs/r-zz01", "batch_size", "eight");
+  });
   const std::string message = read_error(path);
   EXPECT_THAT(message, HasSubstr(path + ":/runs/r-zz01 attribute 'batch_size'"));
   EXPECT_THAT(message, HasSubstr("expected an integer"));
@@ -235,9 +245,9 @@ TEST(results_reader, ListedRunWithoutGroupIsSkipped) {
 
 TEST(results_reader, AcceptsFixedLengthStringsFromOtherTools) {
   ScratchDir dir;
-  const std::string path = dir.file("fixed.h5");
-  write_experiment(path, make_sample_record());
-  RawFile(path).set_fixed_string_attribute("/", "name", "renamed by h5py");
+  const std::string path = edited_sample(dir, "fixed.h5", [](RawFile& f) {
+    f.set_fixed_string_attribute("/", "name", "renamed by h5py");
+  });
   EXPECT_EQ(read_experiment(path).name, "renamed by h5py");
 }
 

@@ -61,11 +61,7 @@ TEST(ReadIdx, RefusesMissingTruncatedAndForeignFiles) {
 }
 
 TEST(FashionMnist, DebianFilesLoadWithTheOfficialSplit) {
-  DataOptions o;
-  o.kind = DataKind::kFashionMnist;
-  o.train_samples = 500;
-  o.test_samples = 300;
-  auto d = load_dataset(o);
+  auto d = testing::fashion_mnist(500, 300);
   EXPECT_EQ(d.num_classes, 10);
   EXPECT_EQ(d.sample_shape, (models::Shape{1, 28, 28}));
   EXPECT_EQ(d.train.x.sizes().vec(), (std::vector<int64_t>{500, 1, 28, 28}));

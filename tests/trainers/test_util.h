@@ -52,6 +52,15 @@ inline std::string read_raw(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+/// The first `train_samples` and `test_samples` of the Fashion-MNIST files that Debian installs.
+inline Dataset fashion_mnist(int64_t train_samples, int64_t test_samples) {
+  DataOptions o;
+  o.kind = DataKind::kFashionMnist;
+  o.train_samples = train_samples;
+  o.test_samples = test_samples;
+  return load_dataset(o);
+}
+
 /// Runs f, expects a DataError (or TrainerError) whose message contains every one of `parts`.
 template <typename Error = DataError>
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {

@@ -37,6 +37,14 @@ TrainOptions quiet(Mode mode = Mode::kScratch) {
   return o;
 }
 
+// quiet() training from scratch for `epochs` at learning rate `lr`.
+TrainOptions scratch(int64_t epochs, double lr) {
+  auto o = quiet();
+  o.epochs = epochs;
+  o.lr = lr;
+  return o;
+}
+
 std::map<std::string, torch::Tensor> snapshot(const torch::nn::Module& m) {
   std::map<std::string, torch::Tensor> out;
   for (const auto& p : m.named_parameters()) out[p.key()] = p.value().detach().clone();
@@ -49,10 +57,7 @@ bool is_autoencoder(const std::string& name) { return name.rfind("ae_", 0) == 0;
 TEST(Train, ScratchBaselineLearnsSyntheticData) {
   auto data = synthetic({16});
   auto model = mlp(16, 4);
-  auto o = quiet();
-  o.epochs = 3;
-  o.lr = 0.05;
-  auto r = train(model, data, o);
+  auto r = train(model, data, scratch(3, 0.05));
   ASSERT_TRUE(r.ok) << r.failure;
   ASSERT_EQ(r.epochs.size(), 3u);
   ASSERT_EQ(r.phases.size(), 1u);
@@ -172,10 +177,7 @@ TEST(Train, FinetuneStartsFromPretrainedBaseWeights) {
   testing::ScratchDir dir;
   auto data = synthetic({16});
   auto base = mlp(16, 4);
-  auto o = quiet();
-  o.epochs = 3;
-  o.lr = 0.05;
-  auto pre = train(base, data, o);
+  auto pre = train(base, data, scratch(3, 0.05));
   export_state_dict(*base->base(), dir.file("base.pt"));
 
   auto model = mlp(16, 4, {"after_hidden1"}, 4.0, /*seed=*/9);
@@ -197,10 +199,8 @@ TEST(Train, FinetuneStartsFromPretrainedBaseWeights) {
 TEST(Train, NanLossStopsWithAReason) {
   auto data = synthetic({16});
   auto model = mlp(16, 4);
-  auto o = quiet();
-  o.lr = 1e12;
+  auto o = scratch(3, 1e12);
   o.momentum = 0.0;
-  o.epochs = 3;
   auto r = train(model, data, o);
   ASSERT_FALSE(r.ok);
   EXPECT_NE(r.failure.find("loss became"), std::string::npos) << r.failure;
@@ -245,11 +245,7 @@ TEST(Train, ProxyReconstructionLossDecreasesAndGrowsWithRate) {
 }
 
 TEST(Train, ResNetOnFashionMnistWithAugmentation) {
-  DataOptions d;
-  d.kind = DataKind::kFashionMnist;
-  d.train_samples = 64;
-  d.test_samples = 64;
-  auto data = load_dataset(d);
+  auto data = testing::fashion_mnist(64, 64);
   torch::manual_seed(0);
   models::QuiltModel model(models::make_model("resnet18", {{1, 28, 28}, 10}), {}, {});
   auto o = quiet();
@@ -291,9 +287,7 @@ TrainResult train_mlp(LrSchedule schedule, int64_t epochs, int64_t window = 0,
                       double margin = 0.003) {
   auto data = synthetic({16});
   auto model = mlp(16, 4);
-  auto o = quiet();
-  o.epochs = epochs;
-  o.lr = 0.05;
+  auto o = scratch(epochs, 0.05);
   o.lr_schedule = schedule;
   o.converge_window = window;
   o.converge_margin = margin;
