@@ -239,11 +239,13 @@ def test_second_job_on_the_same_output_is_refused_naming_the_first(tmp_path, job
     deadline = time.time() + 30
     while not (lock.exists() and lock.read_text()) and time.time() < deadline:
         time.sleep(0.05)
+    # The holder, read while the first job surely runs (on a loaded host it may finish while the
+    # second job starts).
+    holder_pid = int(lock.read_text().split()[1])
+    assert holder_pid in rank_pids(out)
     second = quilt("run", exp, "--output", out, "--overwrite", timeout=30)
     assert second.returncode == 2, second.stdout + second.stderr
     assert "another quilt job" in second.stderr and socket.gethostname() in second.stderr
-    holder_pid = int(lock.read_text().split()[1])
-    assert holder_pid in rank_pids(out)
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stdout + stderr
     assert len(statuses(out)) == 10 and not lock.exists()
@@ -276,7 +278,9 @@ def test_all_nan_weights_fail_the_run(tmp_path):
 # ---- SIGTERM, SIGKILL, a stalled rank -----------------------------------------------------------
 
 def test_sigterm_to_every_rank_interrupts_cleanly_and_resume_completes(tmp_path, jobs):
-    exp = sweep(tmp_path, runs=8, batches=30, reps=3)
+    # ~0.15 s a run on an idle machine: the signal lands while runs remain (at 30 batches the last
+    # six runs took under 0.15 s, and the job could end before the signal came).
+    exp = sweep(tmp_path, runs=8, batches=300, reps=3)
     out = tmp_path / "o.h5"
     job = start(jobs, "run", exp, "--output", out)
     wait_for_runs(out, 2)
@@ -297,7 +301,9 @@ def test_sigterm_to_every_rank_interrupts_cleanly_and_resume_completes(tmp_path,
 
 
 def test_sigkill_of_one_rank_ends_the_job_and_resume_completes(tmp_path, jobs):
-    exp = sweep(tmp_path, runs=8, batches=30, reps=3)
+    # ~0.15 s a run on an idle machine: the signal lands while runs remain (at 30 batches the last
+    # six runs took under 0.15 s, and the job could end before the signal came).
+    exp = sweep(tmp_path, runs=8, batches=300, reps=3)
     out = tmp_path / "o.h5"
     job = start(jobs, "run", exp, "--output", out)
     wait_for_runs(out, 2)
@@ -314,7 +320,9 @@ def test_sigkill_of_one_rank_ends_the_job_and_resume_completes(tmp_path, jobs):
 
 
 def test_stalled_rank_ends_the_job_with_exit_6(tmp_path, jobs):
-    exp = sweep(tmp_path, runs=8, batches=30, reps=3)
+    # ~0.15 s a run on an idle machine: the signal lands while runs remain (at 30 batches the last
+    # six runs took under 0.15 s, and the job could end before the signal came).
+    exp = sweep(tmp_path, runs=8, batches=300, reps=3)
     out = tmp_path / "o.h5"
     job = start(jobs, "run", exp, "--output", out, "--stall-timeout", 3)
     wait_for_runs(out, 1)
