@@ -42,6 +42,13 @@ def sweep(tmp_path, runs=6, batches=4, reps=1, backend="emulator", name="exp.yam
     return p
 
 
+def signal_sweep(tmp_path):
+    """8 runs of ~0.15 s each on an idle machine, for the tests that signal or stop a rank once
+    runs are done: the signal lands while runs remain (at 30 batches a run the last six took under
+    0.15 s, and the job could end before the signal came)."""
+    return sweep(tmp_path, runs=8, batches=300, reps=3)
+
+
 def cmd(*args, ranks=2):
     return [MPIEXEC, "-n", str(ranks), QUILT, *map(str, args)]
 
@@ -278,9 +285,7 @@ def test_all_nan_weights_fail_the_run(tmp_path):
 # ---- SIGTERM, SIGKILL, a stalled rank -----------------------------------------------------------
 
 def test_sigterm_to_every_rank_interrupts_cleanly_and_resume_completes(tmp_path, jobs):
-    # ~0.15 s a run on an idle machine: the signal lands while runs remain (at 30 batches the last
-    # six runs took under 0.15 s, and the job could end before the signal came).
-    exp = sweep(tmp_path, runs=8, batches=300, reps=3)
+    exp = signal_sweep(tmp_path)
     out = tmp_path / "o.h5"
     job = start(jobs, "run", exp, "--output", out)
     wait_for_runs(out, 2)
@@ -301,9 +306,7 @@ def test_sigterm_to_every_rank_interrupts_cleanly_and_resume_completes(tmp_path,
 
 
 def test_sigkill_of_one_rank_ends_the_job_and_resume_completes(tmp_path, jobs):
-    # ~0.15 s a run on an idle machine: the signal lands while runs remain (at 30 batches the last
-    # six runs took under 0.15 s, and the job could end before the signal came).
-    exp = sweep(tmp_path, runs=8, batches=300, reps=3)
+    exp = signal_sweep(tmp_path)
     out = tmp_path / "o.h5"
     job = start(jobs, "run", exp, "--output", out)
     wait_for_runs(out, 2)
@@ -320,9 +323,7 @@ def test_sigkill_of_one_rank_ends_the_job_and_resume_completes(tmp_path, jobs):
 
 
 def test_stalled_rank_ends_the_job_with_exit_6(tmp_path, jobs):
-    # ~0.15 s a run on an idle machine: the signal lands while runs remain (at 30 batches the last
-    # six runs took under 0.15 s, and the job could end before the signal came).
-    exp = sweep(tmp_path, runs=8, batches=300, reps=3)
+    exp = signal_sweep(tmp_path)
     out = tmp_path / "o.h5"
     job = start(jobs, "run", exp, "--output", out, "--stall-timeout", 3)
     wait_for_runs(out, 1)
