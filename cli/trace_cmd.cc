@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -67,10 +68,14 @@ std::string chrome_trace_json(const results::RunRecord& run, const std::string& 
     // Two sends may be in flight: alternate batches on two lanes, so each lane's events nest.
     const int64_t lane = (t.batch[i] % 2 + 2) % 2;
     const int64_t tid = code == send_code ? kSendThread * (1 + lane) + t.rank[i] : t.rank[i];
+    // Round both ends to whole nanoseconds before taking the difference: rounding ts and dur
+    // separately can make an event end 1 ns after the next one starts, a partial overlap.
+    const int64_t start_ns = std::llround(1e9 * t.start_s[i]);
+    const int64_t dur_ns = std::max<int64_t>(0, std::llround(1e9 * t.end_s[i]) - start_ns);
     line(fmt::format(
         R"j({{"name":{},"cat":"{}","ph":"X","ts":{:.3f},"dur":{:.3f},"pid":{},"tid":{},"args":{{"batch":{},"repetition":{}}}}})j",
         json_string(t.phases.at(code)), run.training.mode.empty() ? "pipeline" : "training",
-        1e6 * t.start_s[i], std::max(0.0, 1e6 * (t.end_s[i] - t.start_s[i])), t.rank[i], tid,
+        start_ns / 1e3, dur_ns / 1e3, t.rank[i], tid,
         t.batch[i], t.repetition[i]));
   }
   out += "\n],\n\"displayTimeUnit\":\"ms\",\n";
