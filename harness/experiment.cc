@@ -241,13 +241,16 @@ std::string describe_training(const RunConfig& run) {
   const TrainingConfig& t = run.training;
   if (!t.mode) return "";
   std::string out = fmt::format("training {}: {}{} epoch(s)", to_string(t.mode),
-                                t.converge_window > 0 ? "at most " : "", t.epochs);
+                                t.converge_window > 0 && t.hold_epochs == 0 ? "at most " : "",
+                                t.epochs);
   if (t.mode == trainers::Mode::kFreeze && t.freeze_epochs > 0)
     out += fmt::format(" (phase 1 at most {})", t.freeze_epochs);
   out += fmt::format(", batch {}, {} lr {}{}", t.batch, trainers::to_string(t.optimizer), t.lr,
                      t.lr_schedule == trainers::LrSchedule::kConstant
                          ? ""
                          : " " + trainers::to_string(t.lr_schedule));
+  if (t.lr_floor > 0) out += fmt::format(" to {:g} x lr", t.lr_floor);
+  if (t.hold_epochs > 0) out += fmt::format(", then at most {} epoch(s) held there", t.hold_epochs);
   std::vector<std::string> data;
   if (run.data.augment) data.push_back("augmented");
   if (run.data.train_samples > 0)
@@ -261,8 +264,8 @@ std::string describe_training(const RunConfig& run) {
         ", after {} pretraining epoch(s){}", t.pretrain_epochs,
         t.pretrain_samples > 0 ? fmt::format(" on {} samples", t.pretrain_samples) : std::string());
   if (t.converge_window > 0)
-    out += fmt::format(", until test top-1 is flat within {:g} pt over {} epochs",
-                       t.converge_margin_pt, t.converge_window);
+    out += fmt::format(", until test top-1 is flat within {:g} pt over {}{} epochs",
+                       t.converge_margin_pt, t.converge_window, t.hold_epochs > 0 ? " held" : "");
   if (t.seed > 0) out += fmt::format(", seed {}", t.seed);
   if (!t.checkpoint.empty()) out += fmt::format(", checkpoint {}", t.checkpoint);
   return out;

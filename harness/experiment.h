@@ -184,8 +184,12 @@ struct TrainingConfig {
   int64_t epochs = 10;
   int64_t batch = 64;
   double lr = 0.01;
-  /// constant | cosine (per phase, over its max epochs)
+  /// constant | cosine (per phase, over its max epochs; with hold_epochs, over its decay epochs)
   trainers::LrSchedule lr_schedule = trainers::LrSchedule::kConstant;
+  double lr_floor = 0;  ///< cosine decays to lr * lr_floor ([0, 1); trainers::TrainOptions)
+  /// Cosine: after the decay, the last phase (and pretraining) runs at most this many more
+  /// epochs at lr * lr_floor, and the convergence rule judges those only (0 = no hold).
+  int64_t hold_epochs = 0;
   trainers::OptimizerKind optimizer = trainers::OptimizerKind::kSgd;  ///< sgd | adam
   double momentum = 0.9;
   double weight_decay = 0;

@@ -26,7 +26,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"training",
        {"mode", "epochs", "batch", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
         "freeze_epochs", "settle_tolerance", "checkpoint", "test_samples", "pretrain_epochs",
-        "pretrain_samples", "seed", "converge_window", "converge_margin_pt"}},
+        "pretrain_samples", "seed", "converge_window", "converge_margin_pt", "lr_floor", "hold_epochs"}},
       {"measurement",
        {"batch", "warmup_batches", "batches", "samples", "repetitions", "min_duration_s",
         "min_samples", "max_cpu_wait", "max_cv", "check_outputs", "tolerance", "trace"}},

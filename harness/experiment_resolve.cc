@@ -283,6 +283,29 @@ void resolve_training(const Reader& r, const Sections& section, RunConfig& run) 
   }
   if (auto n = t["converge_margin_pt"])
     tr.converge_margin_pt = r.real(n, "training.converge_margin_pt", 0, 100);
+  if (auto n = t["lr_floor"]) {
+    tr.lr_floor = r.real(n, "training.lr_floor", 0, 1);
+    if (tr.lr_floor >= 1)
+      r.fail(n, "training.lr_floor", "must be below 1: a fraction of training.lr, e.g. 0.05");
+    if (tr.lr_floor > 0 && tr.lr_schedule == trainers::LrSchedule::kConstant)
+      r.fail(n, "training.lr_floor",
+             "needs `lr_schedule: cosine`: a constant rate has no floor to decay to");
+  }
+  if (auto n = t["hold_epochs"]) {
+    tr.hold_epochs = r.integer(n, "training.hold_epochs", 0, 1 << 20);
+    if (tr.hold_epochs > 0 && tr.lr_schedule == trainers::LrSchedule::kConstant)
+      r.fail(n, "training.hold_epochs",
+             "needs `lr_schedule: cosine` (a constant rate is held already; use epochs)");
+    if (tr.hold_epochs > 0 && !(tr.lr_floor > 0))
+      r.fail(n, "training.hold_epochs",
+             "needs training.lr_floor > 0 (e.g. 0.05): epochs held at a rate of 0 would be "
+             "flat whether or not the model had converged");
+    if (tr.hold_epochs > 0 && tr.hold_epochs < tr.converge_window)
+      r.fail(n, "training.hold_epochs",
+             fmt::format("{} is fewer than training.converge_window = {}: the rule judges held "
+                         "epochs only, so it could never be met; hold at least {}",
+                         tr.hold_epochs, tr.converge_window, tr.converge_window));
+  }
   if (tr.mode == trainers::Mode::kFreeze && run.autoencoder.rate == 1)
     r.fail(t["mode"], "training.mode",
            "`freeze` trains the autoencoders first, but `autoencoder.rate` is 1 (no autoencoder); "
@@ -296,6 +319,8 @@ void resolve_training(const Reader& r, const Sections& section, RunConfig& run) 
     // Recorded only when not the default, so that earlier files and caches keep their keys.
     if (tr.lr_schedule != trainers::LrSchedule::kConstant)
       P["training.lr_schedule"] = trainers::to_string(tr.lr_schedule);
+    if (tr.lr_floor > 0) P["training.lr_floor"] = fmt::format("{}", tr.lr_floor);
+    if (tr.hold_epochs > 0) P["training.hold_epochs"] = std::to_string(tr.hold_epochs);
     P["training.momentum"] = fmt::format("{}", tr.momentum);
     P["training.weight_decay"] = fmt::format("{}", tr.weight_decay);
     P["training.freeze_epochs"] = std::to_string(tr.freeze_epochs);

@@ -157,7 +157,8 @@ std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& con
   }
   // Keys added later: only when set, so that earlier caches keep their names.
   for (const char* k : {"training.seed", "training.converge_window", "training.converge_margin_pt",
-                        "model.width", "training.lr_schedule"})
+                        "model.width", "training.lr_schedule", "training.lr_floor",
+                        "training.hold_epochs"})
     if (auto it = run.params.find(k); it != run.params.end())
       key += fmt::format(";{}={}", k, it->second);
   auto dir = std::filesystem::path(context.output).parent_path();
@@ -173,6 +174,7 @@ Options optimizer_settings(const RunConfig& run) {
   Options o;
   std::tie(o.optimizer, o.lr, o.lr_schedule, o.momentum, o.weight_decay, o.batch_size) =
       std::tie(t.optimizer, t.lr, t.lr_schedule, t.momentum, t.weight_decay, t.batch);
+  o.lr_floor = t.lr_floor;
   o.seed = shuffle_seed(run);
   return o;
 }
@@ -183,6 +185,7 @@ trainers::TrainOptions train_options(const RunConfig& run, const models::Shape& 
   o.augment = augment_options(run, input);
   o.converge_window = t.converge_window;
   o.converge_margin = t.converge_margin_pt / 100.0;
+  o.hold_epochs = t.hold_epochs;
   o.progress.style = print ? trainers::ProgressStyle::kAuto : trainers::ProgressStyle::kSilent;
   o.progress.line_interval_s = 30;
   o.settle_tolerance = t.settle_tolerance;
@@ -296,7 +299,7 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
           to_string(t.mode), phase1, t.epochs, phase1);
     }
   }
-  if (t.converge_window > 0 && t.mode && t.mode != trainers::Mode::kProxy) {
+  if (t.converge_window > 0 && t.hold_epochs == 0 && t.mode && t.mode != trainers::Mode::kProxy) {
     const int64_t phase1 = phase1_epochs(t);
     if (t.epochs - phase1 < t.converge_window) {
       *key = "training.converge_window";
@@ -306,7 +309,8 @@ std::string training_config_error(const RunConfig& run, std::string* key) {
           t.converge_window, t.epochs, t.epochs - phase1);
     }
   }
-  if (t.converge_window > 0 && t.pretrain_epochs > 0 && t.pretrain_epochs < t.converge_window) {
+  if (t.converge_window > 0 && t.hold_epochs == 0 && t.pretrain_epochs > 0 &&
+      t.pretrain_epochs < t.converge_window) {
     *key = "training.pretrain_epochs";
     return fmt::format(
         "pretraining stops by the same convergence rule, which needs {} epochs; "

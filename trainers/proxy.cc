@@ -142,7 +142,8 @@ ProxyResult train_proxy(models::Model base, const Dataset& data, const ProxyOpti
     const double ae_flops = static_cast<double>(models::module_flops(*ae, cut.shape, nullptr));
     const double t0 = now_s();
     for (int64_t epoch = 1; epoch <= options.epochs; ++epoch) {
-      set_lr(*optimizer, lr_at_epoch(options.lr_schedule, options.lr, epoch - 1, options.epochs));
+      set_lr(*optimizer, lr_at_epoch(options.lr_schedule, options.lr, epoch - 1, options.epochs,
+                                     options.lr_floor));
       if (!proxy_epoch(ae, *optimizer, train_f, epoch, options, progress, rec, result)) {
         result.rates.push_back(rec);
         return result;

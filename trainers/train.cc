@@ -105,8 +105,7 @@ class TrainLoop {
     }
     while (state_.phase <= num_phases_) {
       // A run resumed from a checkpoint written after its last phase had converged is complete.
-      if (options_.converge_window > 0 && options_.lr_schedule == LrSchedule::kConstant &&
-          state_.phase == num_phases_ &&
+      if (options_.converge_window > 0 && state_.phase == num_phases_ && rule_may_stop() &&
           is_flat(final_phase_top1(result_.epochs, num_phases_), options_.converge_window,
                   options_.converge_margin))
         break;
@@ -128,7 +127,19 @@ class TrainLoop {
     return frozen_phase1_ && phase == 1 ? model_->autoencoder_parameters() : model_->parameters();
   }
   int64_t phase_epochs_max(int phase) const {
+    if (two_phase_ && phase == 1) return options_.freeze_epochs;
+    return options_.epochs + (options_.epochs > 0 ? options_.hold_epochs : 0);
+  }
+  // The epochs over which phase `phase`'s schedule decays (the hold comes after them).
+  int64_t decay_epochs(int phase) const {
     return two_phase_ && phase == 1 ? options_.freeze_epochs : options_.epochs;
+  }
+  // Whether the last converge_window epochs of the last phase may stop it: always under a
+  // constant rate; with a hold, once they are all held epochs; never under a bare anneal.
+  bool rule_may_stop() const {
+    if (options_.lr_schedule == LrSchedule::kConstant) return true;
+    return options_.hold_epochs > 0 &&
+           state_.phase_epochs - options_.epochs >= options_.converge_window;
   }
 
   std::unique_ptr<torch::optim::Optimizer> start_phase(int phase) {
@@ -169,10 +180,11 @@ class TrainLoop {
     progress_->start_epoch(
         two_phase_ ? fmt::format("phase {} epoch {} ({}/{})", state_.phase, epoch,
                                  state_.phase_epochs + 1, phase_epochs_max(state_.phase))
-                   : fmt::format("epoch {}/{}", epoch, options_.epochs),
+                   : fmt::format("epoch {}/{}{}", epoch, phase_epochs_max(1),
+                                 state_.phase_epochs >= options_.epochs ? " (held)" : ""),
         n_train_);
     set_lr(*optimizer_, lr_at_epoch(options_.lr_schedule, options_.lr, state_.phase_epochs,
-                                    phase_epochs_max(state_.phase)));
+                                    decay_epochs(state_.phase), options_.lr_floor));
     const double t0 = now_s();
     EpochSums sums;
     const auto params = trainable(state_.phase);
@@ -321,12 +333,13 @@ class TrainLoop {
     return false;
   }
 
-  // The convergence rule ends the last phase early: its test accuracy has stopped moving. Not
-  // under a decaying schedule: three epochs that happen to agree while the rate is still high
-  // are not convergence, so the schedule runs to its end and finish() applies the rule there.
+  // The convergence rule ends the last phase early: its test accuracy has stopped moving. Under
+  // a decaying schedule only over held epochs: three epochs that happen to agree while the rate
+  // is still high are not convergence, so a bare anneal runs to its end and finish() applies
+  // the rule there.
   bool converged_now(const EpochRecord& rec, bool last) {
     if (options_.converge_window <= 0 || state_.phase != num_phases_ || rec.test.samples <= 0 ||
-        options_.lr_schedule != LrSchedule::kConstant)
+        !rule_may_stop())
       return false;
     auto top1 = final_phase_top1(result_.epochs, state_.phase);
     top1.push_back(rec.test.top1);
@@ -360,7 +373,8 @@ class TrainLoop {
     if (options_.converge_window > 0 && !result_.epochs.empty() && result_.ok) {
       result_.converged = is_flat(final_phase_top1(result_.epochs, result_.epochs.back().phase),
                                   options_.converge_window, options_.converge_margin) &&
-                          result_.epochs.back().phase == num_phases_;
+                          result_.epochs.back().phase == num_phases_ &&
+                          (options_.hold_epochs == 0 || rule_may_stop());
     }
     return result_;
   }

@@ -39,9 +39,12 @@ struct Parallel {
 /// Phases of one optimizer step, for timelines (harness/trace.h).
 enum class StepPhase { kData, kForward, kBackward, kAllreduce, kOptimizer };
 
-/// The learning rate of 0-based epoch `epoch` of a phase of at most `phase_epochs` epochs.
-/// Cosine reaches lr * (1 + cos(pi (E-1)/E)) / 2 > 0 in the phase's last epoch, never 0.
-double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs);
+/// The learning rate of 0-based epoch `epoch` of a phase whose schedule decays over
+/// `phase_epochs` epochs. Cosine decays from lr towards lr * floor (floor in [0, 1)):
+/// lr * (floor + (1 - floor) (1 + cos(pi e / E)) / 2) for e < E, which is above lr * floor in
+/// the last decay epoch; epochs e >= E (a hold, TrainOptions::hold_epochs) run at lr * floor.
+double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs,
+                   double floor = 0.0);
 
 /// Training settings. Units in names; epochs count passes over the (sharded) training split.
 struct TrainOptions {
@@ -50,9 +53,18 @@ struct TrainOptions {
   double lr = 0.01;  ///< learning rate (the schedule's peak)
   /// How the learning rate moves over a phase's epochs (lr_at_epoch). Each phase (and the
   /// pretraining, which is a phase of its own) restarts the schedule over its maximum epochs.
-  /// Under a decaying schedule the convergence rule does not stop a phase early: the phase runs
-  /// its schedule to the end, and the rule is applied to its last converge_window epochs.
+  /// Under a decaying schedule without a hold the convergence rule does not stop a phase early:
+  /// the phase runs its schedule to the end, and the rule is applied to its last
+  /// converge_window epochs (the steepest part of the anneal). With a hold, see hold_epochs.
   LrSchedule lr_schedule = LrSchedule::kConstant;
+  /// Cosine only: the rate decays to lr * lr_floor instead of towards 0 ([0, 1)).
+  double lr_floor = 0.0;
+  /// Cosine only, last phase only: after its `epochs` of decay the phase runs at most this many
+  /// more epochs at lr * lr_floor (> 0), and the convergence rule judges those alone: it stops
+  /// the phase once converge_window held epochs are flat, and a run whose held epochs never are
+  /// is not converged. Accuracy that still climbs at a fixed, non-zero rate has not converged;
+  /// one that climbs during the anneal may just be annealing. 0 = no hold.
+  int64_t hold_epochs = 0;
   double momentum = 0.9;           ///< SGD only
   double weight_decay = 0.0;       ///< L2, both optimizers
   int64_t batch_size = 64;         ///< global batch (split over ranks)
@@ -176,6 +188,7 @@ struct ProxyOptions {
   OptimizerKind optimizer = OptimizerKind::kAdam;
   double lr = 1e-3;
   LrSchedule lr_schedule = LrSchedule::kConstant;  ///< over `epochs`, as TrainOptions
+  double lr_floor = 0.0;                           ///< as TrainOptions (no hold)
   double momentum = 0.9;
   double weight_decay = 0.0;
   int64_t batch_size = 64;

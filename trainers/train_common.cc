@@ -88,11 +88,13 @@ LrSchedule parse_lr_schedule(const std::string& text) {
   return parse_named(kLrScheduleNames, text, "lr schedule");
 }
 
-double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs) {
+double lr_at_epoch(LrSchedule schedule, double lr, int64_t epoch, int64_t phase_epochs,
+                   double floor) {
   if (schedule == LrSchedule::kConstant || phase_epochs <= 0) return lr;
-  const double t = static_cast<double>(std::clamp<int64_t>(epoch, 0, phase_epochs - 1)) /
-                   static_cast<double>(phase_epochs);
-  return lr * 0.5 * (1.0 + std::cos(M_PI * t));
+  if (epoch >= phase_epochs) return lr * floor;  // the hold
+  const double t =
+      static_cast<double>(std::max<int64_t>(epoch, 0)) / static_cast<double>(phase_epochs);
+  return lr * (floor + (1.0 - floor) * 0.5 * (1.0 + std::cos(M_PI * t)));
 }
 
 void validate(const TrainOptions& o) {
@@ -121,6 +123,21 @@ void validate(const TrainOptions& o) {
   }
   if (!(o.converge_margin >= 0.0) || !std::isfinite(o.converge_margin)) {
     bad(fmt::format("converge_margin {} must be finite and >= 0", o.converge_margin));
+  }
+  if (!(o.lr_floor >= 0.0 && o.lr_floor < 1.0))
+    bad(fmt::format("lr_floor {} must be in [0, 1) (a fraction of lr)", o.lr_floor));
+  if (o.lr_floor > 0.0 && o.lr_schedule == LrSchedule::kConstant)
+    bad("lr_floor needs a decaying lr_schedule (cosine); a constant rate has no floor");
+  if (o.hold_epochs < 0) bad(fmt::format("hold_epochs {} must be >= 0", o.hold_epochs));
+  if (o.hold_epochs > 0) {
+    if (o.lr_schedule == LrSchedule::kConstant)
+      bad("hold_epochs needs a decaying lr_schedule (cosine): a constant rate is held already");
+    if (!(o.lr_floor > 0.0))
+      bad("hold_epochs needs lr_floor > 0: epochs held at a rate of 0 would be flat trivially");
+    if (o.converge_window > o.hold_epochs)
+      bad(fmt::format("converge_window {} exceeds hold_epochs {}: the rule judges held epochs "
+                      "only, so it could never be met",
+                      o.converge_window, o.hold_epochs));
   }
   if (o.converge_window > 0 && !o.eval_every_epoch) {
     bad("converge_window needs eval_every_epoch (the rule reads the test accuracy of every epoch)");

@@ -304,6 +304,28 @@ def test_convergence_rule_stops_the_run_and_is_recorded(tmp_path):
     assert "converged: yes (rule: test top-1 of the last 3 epochs within 100 pt)" in rep.stdout
 
 
+def test_with_a_hold_the_rule_judges_held_epochs_only(tmp_path):
+    # Cosine over 3 epochs to 0.1 x lr, then at most 3 held epochs. A margin of 100 points is met
+    # as soon as 2 held epochs exist: epoch 5, never inside the decay (epochs 1-3 may agree).
+    # A margin of 0: the record agrees with the held epochs, and an unconverged run held all 3.
+    text = BASE.replace("epochs: 3,", "epochs: 3, lr_schedule: cosine, lr_floor: 0.1, "
+                        "hold_epochs: 3, converge_window: 2, converge_margin_pt: 100,")
+    text = text.replace("autoencoder.rate: [1, 8]", "autoencoder.rate: [8]\n"
+                        "    training.converge_margin_pt: [100, 0]")
+    out = run_ok(tmp_path, text)
+    rs = runs(out)
+    assert len(rs) == 2
+    for _, _, params, t, d in rs:
+        assert params["training.hold_epochs"] == "3" and params["training.lr_floor"] == "0.1"
+        top1 = list(d["test_top1"])
+        if params["training.converge_margin_pt"] == "100":
+            assert t["converged"] == 1 and len(top1) == 5, (t, top1)
+        else:
+            flat = len(top1) >= 5 and top1[-1] == top1[-2]
+            assert t["converged"] == (1 if flat else 0), (t, top1)
+            assert len(top1) == 6 or flat
+
+
 def test_runs_without_the_rule_record_minus_one(tmp_path):
     out = tmp_path / "o.h5"
     assert quilt("run", experiment(tmp_path), "--output", out).returncode == 0

@@ -284,13 +284,15 @@ TEST(Train, OptionsAndNamesAreValidated) {
 // The 16-input MLP trained on synthetic data with lr 0.05 under `schedule` for `epochs`, with the
 // convergence rule (window, margin) when window > 0.
 TrainResult train_mlp(LrSchedule schedule, int64_t epochs, int64_t window = 0,
-                      double margin = 0.003) {
+                      double margin = 0.003, int64_t hold = 0, double floor = 0.0) {
   auto data = synthetic({16});
   auto model = mlp(16, 4);
   auto o = scratch(epochs, 0.05);
   o.lr_schedule = schedule;
   o.converge_window = window;
   o.converge_margin = margin;
+  o.hold_epochs = hold;
+  o.lr_floor = floor;
   auto r = train(model, data, o);
   EXPECT_TRUE(r.ok) << r.failure;
   return r;
@@ -322,6 +324,50 @@ TEST(Train, UnderACosineScheduleTheConvergenceRuleJudgesTheEndAndDoesNotStopEarl
   EXPECT_TRUE(constant.converged);
   EXPECT_EQ(cosine.epochs.size(), 4u);  // the whole schedule
   EXPECT_TRUE(cosine.converged);
+}
+
+TEST(Train, CosineDecaysToItsFloorAndHoldsThere) {
+  // floor 0.1 of lr 0.1: the decay starts at 0.1, passes 0.055 halfway, stays above 0.01 in its
+  // last epoch; the held epochs after it run at exactly 0.01.
+  EXPECT_DOUBLE_EQ(lr_at_epoch(LrSchedule::kCosine, 0.1, 0, 8, 0.1), 0.1);
+  EXPECT_NEAR(lr_at_epoch(LrSchedule::kCosine, 0.1, 4, 8, 0.1), 0.055, 1e-15);
+  EXPECT_GT(lr_at_epoch(LrSchedule::kCosine, 0.1, 7, 8, 0.1), 0.01);
+  EXPECT_DOUBLE_EQ(lr_at_epoch(LrSchedule::kCosine, 0.1, 8, 8, 0.1), 0.01);
+  EXPECT_DOUBLE_EQ(lr_at_epoch(LrSchedule::kCosine, 0.1, 11, 8, 0.1), 0.01);
+  EXPECT_DOUBLE_EQ(lr_at_epoch(LrSchedule::kConstant, 0.1, 11, 8, 0.0), 0.1);
+}
+
+TEST(Train, WithAHoldTheRuleJudgesHeldEpochsOnlyAndStopsOnceTheyAreFlat) {
+  // margin 1.0: every window is flat, so the rule stops as early as it may: after the 3 decay
+  // epochs and the first 2 held ones (of at most 4), never inside the decay.
+  const auto held = train_mlp(LrSchedule::kCosine, 3, 2, 1.0, 4, 0.1);
+  EXPECT_EQ(held.epochs.size(), 5u);
+  EXPECT_TRUE(held.converged);
+  // margin 0: the rule stops only when two held epochs agree exactly; converged says whether
+  // the last two did, and a run that is not converged ran the whole hold.
+  const auto strict = train_mlp(LrSchedule::kCosine, 3, 2, 0.0, 4, 0.1);
+  ASSERT_GE(strict.epochs.size(), 5u);
+  const size_t n = strict.epochs.size();
+  EXPECT_EQ(strict.converged, strict.epochs[n - 1].test.top1 == strict.epochs[n - 2].test.top1);
+  if (!strict.converged) EXPECT_EQ(n, 7u);
+}
+
+TEST(Train, AHoldNeedsACosineScheduleAFloorAndRoomForTheWindow) {
+  auto o = quiet();
+  o.hold_epochs = 3;
+  expect_error<TrainerError>([&] { validate(o); }, {"hold_epochs", "cosine"});
+  o.lr_floor = 0.1;
+  expect_error<TrainerError>([&] { validate(o); }, {"lr_floor needs", "cosine"});
+  o.lr_schedule = LrSchedule::kCosine;
+  o.lr_floor = 0.0;
+  expect_error<TrainerError>([&] { validate(o); }, {"lr_floor > 0", "trivially"});
+  o.lr_floor = 0.1;
+  o.converge_window = 4;
+  expect_error<TrainerError>([&] { validate(o); }, {"converge_window 4 exceeds hold_epochs 3"});
+  o.converge_window = 3;
+  EXPECT_NO_THROW(validate(o));
+  o.lr_floor = 1.0;
+  expect_error<TrainerError>([&] { validate(o); }, {"lr_floor 1 must be in [0, 1)"});
 }
 
 }  // namespace
