@@ -2,14 +2,18 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <thread>
+
+#include <unistd.h>
 
 namespace quilt::harness::mpi {
 
@@ -52,6 +56,24 @@ Watchdog& watchdog() {
   std::_Exit(code);  // MPI_Abort does not return; if it did, still end this rank
 }
 
+}  // namespace
+
+double stall_stretch(double load1, long cpus) {
+  if (!(load1 > 0) || cpus < 1) return 1.0;
+  return std::clamp(load1 / (2.0 * static_cast<double>(cpus)), 1.0, 8.0);
+}
+
+namespace {
+
+// stall_stretch of this host now: /proc/loadavg's 1-minute figure over the online CPUs (1 where
+// either cannot be read).
+double host_stall_stretch() {
+  std::ifstream in("/proc/loadavg");
+  double load1 = 0;
+  if (!(in >> load1)) return 1.0;
+  return stall_stretch(load1, sysconf(_SC_NPROCESSORS_ONLN));
+}
+
 void watch() {
   Watchdog& w = watchdog();
   std::unique_lock<std::mutex> lock(w.mutex);
@@ -73,12 +95,18 @@ void watch() {
     }
     if (w.stall_timeout_s > 0 && !w.waits.empty() &&
         now - w.last_progress_s.load() > w.stall_timeout_s) {
+      // On a host starved of CPU every rank is slow: the timeout stretches with the load.
+      const double stretch = host_stall_stretch();
+      if (now - w.last_progress_s.load() <= w.stall_timeout_s * stretch) continue;
+      const std::string stretched =
+          stretch > 1.0 ? fmt::format(", stretched x{:.1f} for this host's load", stretch) : "";
       std::fprintf(stderr,
                    "quilt: rank %d: stalled: no progress for %.0f s while waiting for %s; a peer "
-                   "rank or the link to it is dead or stuck (stall timeout: --stall-timeout). "
-                   "Aborting the job (exit %d); every finished run is in the result file, "
-                   "--resume continues.\n",
-                   w.rank, now - w.last_progress_s.load(), w.waits.back().c_str(), kExitStalled);
+                   "rank or the link to it is dead or stuck (stall timeout: --stall-timeout "
+                   "%.0f s%s). Aborting the job (exit %d); every finished run is in the result "
+                   "file, --resume continues.\n",
+                   w.rank, now - w.last_progress_s.load(), w.waits.back().c_str(),
+                   w.stall_timeout_s, stretched.c_str(), kExitStalled);
       abort_job(kExitStalled);
     }
   }

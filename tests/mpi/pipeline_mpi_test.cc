@@ -62,6 +62,17 @@ StageTiming run_one_input(
                       MPI_COMM_WORLD);
 }
 
+// The stall timeout stretches only on a host with more than twice as many runnable tasks as
+// CPUs (issue 10: `breakdown` aborted as stalled at a load of 15 on 2 CPUs), and at most 8 times.
+TEST(PipelineMpi, StallTimeoutStretchesWithLoadBeyondTwiceTheCpus) {
+  EXPECT_DOUBLE_EQ(mpi::stall_stretch(0.5, 2), 1.0);
+  EXPECT_DOUBLE_EQ(mpi::stall_stretch(4.0, 2), 1.0);  // busy, not starved
+  EXPECT_DOUBLE_EQ(mpi::stall_stretch(15.0, 2), 3.75);
+  EXPECT_DOUBLE_EQ(mpi::stall_stretch(400.0, 2), 8.0);
+  EXPECT_DOUBLE_EQ(mpi::stall_stretch(15.0, 0), 1.0);  // unknown CPU count
+  EXPECT_DOUBLE_EQ(mpi::stall_stretch(-1.0, 2), 1.0);  // unreadable load
+}
+
 TEST(PipelineMpi, EveryBatchArrivesInOrderAndIntact) {
   const int me = mpi::rank(), n = mpi::size();
   FakeBoard board(me);
