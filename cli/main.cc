@@ -350,9 +350,11 @@ void print_run_plan(const quilt::harness::Experiment& e, const quilt::harness::R
     cuts = plan.cuts;
   }
   quilt::models::QuiltModel qm(base, cuts, quilt::harness::autoencoder_options(run.autoencoder));
-  const std::string arch = run.model.width == 1.0
-                               ? run.model.arch
-                               : fmt::format("{} (width {})", run.model.arch, run.model.width);
+  std::string arch = run.model.width == 1.0
+                         ? run.model.arch
+                         : fmt::format("{} (width {})", run.model.arch, run.model.width);
+  if (run.model.arch == quilt::models::kTorchScriptArch)
+    arch = fmt::format("{} ({})", arch, run.model.path);
   if (!run.training.mode)
     fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
                run.id, run.index, arch, run.boards.count, to_string(run.boards.backend),
