@@ -86,7 +86,9 @@ std::vector<TorchScriptUnitProfile> profile_torchscript(const TorchScriptModelIm
 /// tensor per in_shapes entry) counting the operations inside the `if`s its inputs decide (as
 /// profile_torchscript does): `top_level_macs` when its graph has no top-level `if`, else found
 /// by running it a few times on small random batches (own random generator; the global one is
-/// not touched). `path` names the file in messages. Throws ModelError if it rejects a batch of 3.
+/// not touched); `top_level_macs` too when the segment fails on those batches (the probe of
+/// zeros at batch 2 accepted it: an assert on the values, a fixed batch size). `path` names the
+/// file in messages. Does not throw for a model's refusal.
 int64_t resolved_macs(const torch::jit::Module& segment, const std::vector<Shape>& in_shapes,
                       const std::string& path, int64_t top_level_macs);
 

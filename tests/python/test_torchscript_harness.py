@@ -138,6 +138,16 @@ def test_profile_measure_times_units_and_operations(tmp_path):
     assert "sum of units:" in r.stdout and "ms/batch" in r.stdout
 
 
+def test_calibrate_fits_a_profile_to_a_torchscript_model(tmp_path):
+    out = tmp_path / "fit.yaml"
+    r = local_quilt("calibrate", "--file", model("vgg11"), "--input", "3,32,32", "--profile",
+                    "cpu", "--output", out, "--repeats", "3", "--warmup", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "fit quality over 3 unit(s)" in r.stdout
+    text = out.read_text()
+    assert "calibration:" in text and "vgg11.pt" in text
+
+
 BAD = [
     (["profile", "--file", "MISSING", "--input", "3,32,32"], "--file: TorchScript file"),
     (["profile", "--file", "not_torchscript", "--input", "3,32,32"],
