@@ -106,27 +106,6 @@ std::optional<at::Tensor> tensor_of(const Value* v, const Capture& cap) {
   return iv->toTensor();
 }
 
-// Replaces every top-level `if` whose condition the run decided by the branch it took (the
-// condition becomes a constant; constant propagation inlines the branch). Returns false when
-// there was none.
-bool resolve_ifs(const std::shared_ptr<Graph>& g, const Capture& cap) {
-  bool changed = false;
-  for (Node* n : g->nodes()) {
-    if (n->kind() != c10::prim::If || n->input(0)->node()->kind() == c10::prim::Constant) continue;
-    auto cond = value_of(n->input(0), cap);
-    if (!cond || !cond->isBool()) continue;
-    torch::jit::WithInsertPoint guard(n);
-    n->replaceInput(0, g->insertConstant(cond->toBool()));
-    changed = true;
-  }
-  if (!changed) return false;
-  std::shared_ptr<Graph> graph = g;
-  torch::jit::ConstantPropagation(graph);
-  torch::jit::LowerSimpleTuples(graph);
-  torch::jit::EliminateDeadCode(graph);
-  return true;
-}
-
 // Random inputs from a generator of their own: building a model must not move the global
 // random stream (the autoencoders are initialised from it after the model is built).
 std::vector<c10::IValue> random_inputs(const std::vector<Shape>& shapes, int64_t batch,
@@ -258,21 +237,77 @@ bool has_top_level_if(const Graph& g) {
   return false;
 }
 
+// Every `if` with a condition computed at run time, at any depth, except inside loops (whose
+// bodies run many times), in graph order.
+void collect_ifs(Block* b, std::vector<Node*>& out) {
+  for (Node* n : b->nodes()) {
+    if (n->kind() == c10::prim::Loop) continue;
+    if (n->kind() == c10::prim::If && n->input(0)->node()->kind() != c10::prim::Constant)
+      out.push_back(n);
+    for (Block* sub : n->blocks()) collect_ifs(sub, out);
+  }
+}
+
+// Replaces every `if` that a run on `in_shapes` (batch kBatchA, seed 0) reaches by the branch
+// it takes: one instrumented run records each one's condition (every `if` appends its index and
+// its condition to two lists the graph returns), the conditions become constants and constant
+// propagation inlines the branches. One run resolves all depths at once; returns false when
+// there was nothing to resolve.
+bool resolve_ifs(const std::shared_ptr<Graph>& g, const std::vector<Shape>& in_shapes,
+                 const std::string& path) {
+  std::vector<Node*> ifs;
+  collect_ifs(g->block(), ifs);
+  if (ifs.empty()) return false;
+  Node* ids = nullptr;
+  Node* conds = nullptr;
+  {
+    torch::jit::WithInsertPoint guard(*g->nodes().begin());
+    ids = g->insertNode(g->createList(c10::IntType::get(), {}));
+    conds = g->insertNode(g->createList(c10::BoolType::get(), {}));
+  }
+  std::vector<Node*> probes;
+  for (size_t k = 0; k < ifs.size(); ++k) {
+    torch::jit::WithInsertPoint guard(ifs[k]);
+    Value* id = g->insertConstant(static_cast<int64_t>(k));
+    probes.push_back(g->insert(c10::aten::append, {ids->output(), id})->node());
+    probes.push_back(g->insert(c10::aten::append, {conds->output(), ifs[k]->input(0)})->node());
+  }
+  Capture cap;
+  try {
+    cap = capture(g, random_inputs(in_shapes, kBatchA, 0));
+  } catch (const std::exception& e) {
+    throw ModelError(fmt::format("profile of `{}`: a unit fails on a random batch of {}: {}", path,
+                                 kBatchA, e.what()));
+  }
+  const std::vector<int64_t> taken_ids = cap.at(ids->output()).toIntVector();
+  const c10::List<bool> taken = cap.at(conds->output()).toBoolList();
+  for (Node* p : probes) p->destroy();
+  ids->destroy();
+  conds->destroy();
+  bool changed = false;
+  for (size_t i = 0; i < taken_ids.size(); ++i) {
+    Node* n = ifs.at(static_cast<size_t>(taken_ids[i]));
+    if (n->input(0)->node()->kind() == c10::prim::Constant) continue;
+    torch::jit::WithInsertPoint guard(n);
+    n->replaceInput(0, g->insertConstant(static_cast<bool>(taken.get(i))));
+    changed = true;
+  }
+  if (!changed) return false;
+  std::shared_ptr<Graph> graph = g;
+  torch::jit::ConstantPropagation(graph);
+  torch::jit::LowerSimpleTuples(graph);
+  torch::jit::EliminateDeadCode(graph);
+  return true;
+}
+
 // A segment's graph, `if`s resolved for random inputs of `in_shapes` (seed 0).
 std::shared_ptr<Graph> resolved_graph(const torch::jit::Module& segment,
                                       const std::vector<Shape>& in_shapes,
                                       const std::string& path) {
   auto g = without_self(*segment.get_method("forward").graph());
-  for (int round = 0; round < kMaxRounds && has_top_level_if(*g); ++round) {
-    Capture cap;
-    try {
-      cap = capture(g, random_inputs(in_shapes, kBatchA, 0));
-    } catch (const std::exception& e) {
-      throw ModelError(fmt::format("profile of `{}`: a unit fails on a random batch of {}: {}",
-                                   path, kBatchA, e.what()));
-    }
-    if (!resolve_ifs(g, cap)) break;
-  }
+  // Usually one round: a second finds only what the first could not decide.
+  for (int round = 0; round < kMaxRounds; ++round)
+    if (!resolve_ifs(g, in_shapes, path)) break;
   return g;
 }
 

@@ -12,7 +12,9 @@
 // per sample. An `if` of forward whose condition the run decides (the fast-path checks of
 // nn.MultiheadAttention, shape asserts) is replaced by the branch taken for these inputs, so the
 // operations inside it (attention's projections and matmuls) are counted and shown; a loop stays
-// one row.
+// one row. One instrumented run (batch 2) finds every such condition, at any depth. A unit
+// without an `if` costs two runs (batches 2 and 3), one with `if`s three; TorchScriptModel
+// pays this for its units with `if`s when it is built (resolved_macs).
 //
 // FLOPs of one operation per sample: 2 x MACs for aten::conv*/_convolution/conv_transpose*
 // (output elements x weight elements per output channel), linear (output elements x in
