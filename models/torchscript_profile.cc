@@ -505,15 +505,18 @@ int64_t resolved_macs(const torch::jit::Module& segment, const std::vector<Shape
   torch::jit::GraphOptimizerEnabledGuard plain(false);
   try {
     auto g = resolved_graph(segment, in_shapes, path);
-    const auto [a, b] = accounting_runs(g, in_shapes, path, "");
+    // One run suffices here: the MACs of batched tensors are the batch's over its size (the
+    // convention of the model's top-level count).
+    const Capture a = capture(g, random_inputs(in_shapes, kBatchA, 0));
     int64_t macs = 0;
     for (const Node* n : g->nodes())
-      if (!is_free(n))
-        macs += std::max<int64_t>(0, count_batch(n, b).macs - count_batch(n, a).macs);
-    return macs;
+      if (!is_free(n)) macs += count_batch(n, a).macs;
+    return macs / kBatchA;
   } catch (const ModelError&) {
-    // The probe of zeros at batch 2 accepted the model; one that refuses random inputs or a
-    // batch of 3 (an assert on its values, a fixed batch size) keeps the top-level count.
+    // The probe of zeros accepted the model; one that refuses random inputs (an assert on its
+    // values) keeps the top-level count.
+    return top_level_macs;
+  } catch (const c10::Error&) {
     return top_level_macs;
   }
 }

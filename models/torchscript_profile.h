@@ -14,7 +14,7 @@
 // operations inside it (attention's projections and matmuls) are counted and shown; a loop stays
 // one row. One instrumented run (batch 2) finds every such condition, at any depth. A unit
 // without an `if` costs two runs (batches 2 and 3), one with `if`s three; TorchScriptModel
-// pays this for its units with `if`s when it is built (resolved_macs).
+// pays two runs at batch 2 for each of its units with `if`s when it is built (resolved_macs).
 //
 // FLOPs of one operation per sample: 2 x MACs for aten::conv*/_convolution/conv_transpose*
 // (output elements x weight elements per output channel), linear (output elements x in
@@ -87,10 +87,10 @@ std::vector<TorchScriptUnitProfile> profile_torchscript(const TorchScriptModelIm
 /// MACs per sample of a segment module (one graph of a TorchScript model, forward taking one
 /// tensor per in_shapes entry) counting the operations inside the `if`s its inputs decide (as
 /// profile_torchscript does): `top_level_macs` when its graph has no top-level `if`, else found
-/// by running it a few times on small random batches (own random generator; the global one is
-/// not touched); `top_level_macs` too when the segment fails on those batches (the probe of
-/// zeros at batch 2 accepted it: an assert on the values, a fixed batch size). `path` names the
-/// file in messages. Does not throw for a model's refusal.
+/// by running it twice on a random batch of 2 (own random generator; the global one is
+/// not touched); `top_level_macs` too when the segment fails on that batch (the probe of zeros
+/// accepted it: an assert on the values). `path` names the file in messages. Does not throw for
+/// a model's refusal.
 int64_t resolved_macs(const torch::jit::Module& segment, const std::vector<Shape>& in_shapes,
                       const std::string& path, int64_t top_level_macs);
 
