@@ -61,7 +61,9 @@ struct TorchScriptNodeProfile {
 };
 
 /// One unit with its operations. Counts are per sample; each is the sum over `nodes` (params
-/// and param_bytes count a weight read by several operations of the unit once).
+/// and param_bytes count a weight read by several operations of the unit once: they are the
+/// frozen graph's distinct constants, and freezing pools equal ones, so an untrained model's
+/// batch norms, all ones and zeros, show fewer parameters than the module declares).
 struct TorchScriptUnitProfile {
   std::string name;
   Shape in_shape, out_shape;  ///< packed per-sample shapes (model.h's pack)
