@@ -3,6 +3,7 @@
 #include "backends/board.h"
 #include "backends/emulator.h"
 #include "backends/inference.h"
+#include "backends/torchscript_stage.h"
 #include "common/text.h"
 #include "common/yaml_reader.h"
 #include "models/quilt_model.h"
@@ -382,11 +383,20 @@ std::vector<UnitTiming> measure_unit_times(const models::Model& model,
   std::vector<UnitTiming> timings;
   for (size_t k = 0; k < qm->num_stages(); ++k) {
     const models::StageSpec& spec = qm->stage(k);
-    CompiledStage stage(*qm, k, options.batch);
+    // A TorchScript model's stages run as the emulator runs them: frozen and optimised by
+    // LibTorch (TorchScriptStage), not lowered by CompiledStage.
+    std::function<at::Tensor(const at::Tensor&)> run;
+    if (is_torchscript(*qm)) {
+      auto stage = std::make_shared<TorchScriptStage>(*qm, k);
+      run = [stage](const at::Tensor& x) { return stage->run(x); };
+    } else {
+      auto stage = std::make_shared<CompiledStage>(*qm, k, options.batch);
+      run = [stage](const at::Tensor& x) { return stage->run(x); };
+    }
     std::vector<int64_t> shape = {options.batch};
     shape.insert(shape.end(), spec.in_shape.begin(), spec.in_shape.end());
     const at::Tensor input = torch::randn(shape);
-    for (int64_t i = 0; i < options.warmup; ++i) stage.run(input);
+    for (int64_t i = 0; i < options.warmup; ++i) run(input);
     UnitTiming t;
     t.first_unit = spec.first_unit;
     t.end_unit = spec.end_unit;
@@ -394,7 +404,7 @@ std::vector<UnitTiming> measure_unit_times(const models::Model& model,
     if (spec.end_unit - spec.first_unit > 1) t.name += ".." + units[spec.end_unit - 1].name;
     for (int64_t i = 0; i < options.repeats; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      at::Tensor out = stage.run(input);
+      at::Tensor out = run(input);
       const auto t1 = std::chrono::steady_clock::now();
       // The result's storage is touched after the clock stops so the compiler keeps the run.
       TORCH_INTERNAL_ASSERT(out.defined());

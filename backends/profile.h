@@ -121,8 +121,10 @@ struct UnitTiming {
 /// (folded BatchNorm, oneDNN blocked layout, no autograd) and run on random inputs of its own
 /// input shape: `warmup` untimed runs, then `repeats` timed ones. Puts the model in eval mode.
 /// Each unit starts from a dense input and ends with a dense output, so the layout conversions a
-/// longer stage would skip are included (a few percent on large feature maps). Blocks; runs on
-/// the calling thread. Throws BoardError for invalid options.
+/// longer stage would skip are included (a few percent on large feature maps). A TorchScript
+/// model's stages run as the emulator runs them instead: frozen and optimised by
+/// backends::TorchScriptStage. Blocks; runs on the calling thread. Throws BoardError for invalid
+/// options.
 std::vector<UnitTiming> measure_unit_times(const models::Model& model,
                                            const UnitTimingOptions& options);
 

@@ -20,6 +20,7 @@
 #include "models/quilt_model.h"
 #include "models/summary.h"
 #include "models/torchscript.h"
+#include "models/torchscript_profile.h"
 #include "models/zoo.h"
 #include "results/error.h"
 #include "results/reader.h"
@@ -145,13 +146,18 @@ int cmd_models(int argc, char** argv) {
 int cmd_summary(int argc, char** argv) {
   quilt::models::ModelOptions opts;
   double rate = 1;
-  std::string arch;
+  std::string arch, file;
   std::vector<std::string> cuts;
   quilt::harness::cli::Parser p("summary",
                                 "Per-unit shapes, FLOPs and parameters of a model, and the bytes "
                                 "that cross each cut point with and without the autoencoder.");
-  p.positional("ARCH", "a model of `quilt models`", &arch)
-      .option("--input", "C,H,W", "per-sample input shape (default: the model's)",
+  p.positional("ARCH", "a model of `quilt models` (or --file)", &arch, false)
+      .option("--file", "PATH",
+              "a TorchScript file (torch.jit.save of a scripted or traced model) instead of "
+              "ARCH; needs --input",
+              &file)
+      .option("--input", "C,H,W",
+              "per-sample input shape (default: the model's; required with --file)",
               [&](const std::string& v) { opts.input_shape = parse_shape(v); })
       .option("--classes", "N", "number of classes (default: the model's)", &opts.num_classes, 1)
       .option("--width", "W",
@@ -162,16 +168,60 @@ int cmd_summary(int argc, char** argv) {
                   throw std::invalid_argument("must be a number in (0, 4]");
               })
       .option("--rate", "R", "autoencoder reduction rate at the cuts (default 1: none)", &rate, 1.0)
-      .option("--cut", "NAME", "show only this cut (repeatable)",
+      .option("--cut", "NAME",
+              "show only this cut (repeatable); with --file, a cut that is not a default one is "
+              "added to the model (`quilt models --file` lists them)",
               [&](const std::string& v) { cuts.push_back(v); })
-      .example("quilt summary resnet50 --rate 64 --cut after_layer3");
+      .example("quilt summary resnet50 --rate 64 --cut after_layer3")
+      .example("quilt summary --file m.pt --input 3,224,224");
   if (!p.parse(argc, argv)) return kExitOk;
+  if (arch.empty() == file.empty()) {
+    fmt::print(stderr,
+               "quilt summary: give a model of `quilt models` or --file PATH (a "
+               "TorchScript file), one of them; the zoo has: {}\n",
+               fmt::join(quilt::models::model_names(), ", "));
+    return kExitUsage;
+  }
+  if (!file.empty() && opts.input_shape.empty()) {
+    fmt::print(stderr,
+               "quilt summary: --file needs --input, the per-sample input shape of the "
+               "TorchScript model (e.g. 3,224,224)\n");
+    return kExitUsage;
+  }
+  if (!file.empty() && (opts.num_classes > 0 || opts.width != 1.0)) {
+    fmt::print(stderr,
+               "quilt summary: --classes and --width do not apply with --file (the "
+               "TorchScript model is what it is)\n");
+    return kExitUsage;
+  }
   torch::NoGradGuard no_grad;
-  auto model = quilt::models::make_model(arch, opts);
+  auto model = file.empty() ? quilt::models::make_model(arch, opts)
+                            : quilt::harness::load_torchscript_file(file, opts.input_shape, cuts);
   auto s = quilt::models::summarize(model);
-  fmt::print("{} input {} classes {}{}: {:.3f} GFLOPs/sample, {} parameters\n", s.arch,
+  if (!file.empty()) {
+    // A TorchScript unit's weights are constants of its frozen graph, and its operations
+    // beyond the top level (attention inside an `if`) have no LibTorch module: the profile
+    // counts them (models/torchscript_profile.h).
+    const auto& ts = dynamic_cast<const quilt::models::TorchScriptModelImpl&>(*model.ptr());
+    const auto units = quilt::models::profile_torchscript(ts);
+    s.arch = file + " (torchscript)";
+    s.flops = s.params = s.macs = 0;
+    for (size_t i = 0; i < units.size(); ++i) {
+      s.units[i].macs = units[i].macs;
+      s.units[i].flops = units[i].flops;
+      s.units[i].params = units[i].params;
+      s.macs += units[i].macs;
+      s.flops += units[i].flops;
+      s.params += units[i].params;
+    }
+  }
+  fmt::print("{} input {} classes {}{}: {:.3f} GFLOPs/sample{}, {} parameters\n", s.arch,
              quilt::models::to_string(s.input_shape), s.num_classes,
              opts.width != 1.0 ? fmt::format(" width {}", opts.width) : "", s.flops / 1e9,
+             file.empty() ? ""
+                          : fmt::format(" ({:.3f} of them 2 x MACs of conv/linear/matmul; "
+                                        "`quilt profile --file` has every operation)",
+                                        2 * s.macs / 1e9),
              s.params);
   fmt::print("{:<10} {:>16} {:>16} {:>12} {:>12} {:>14}\n", "unit", "in", "out", "GFLOPs", "params",
              "out B/sample");
@@ -300,9 +350,11 @@ void print_run_plan(const quilt::harness::Experiment& e, const quilt::harness::R
     cuts = plan.cuts;
   }
   quilt::models::QuiltModel qm(base, cuts, quilt::harness::autoencoder_options(run.autoencoder));
-  const std::string arch = run.model.width == 1.0
-                               ? run.model.arch
-                               : fmt::format("{} (width {})", run.model.arch, run.model.width);
+  std::string arch = run.model.width == 1.0
+                         ? run.model.arch
+                         : fmt::format("{} (width {})", run.model.arch, run.model.width);
+  if (run.model.arch == quilt::models::kTorchScriptArch)
+    arch = fmt::format("{} ({})", arch, run.model.path);
   if (!run.training.mode)
     fmt::print("run {} (#{}): {} on {} x {} board(s), batch {}, {} x ({} + {} warm-up) batches\n",
                run.id, run.index, arch, run.boards.count, to_string(run.boards.backend),

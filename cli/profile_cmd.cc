@@ -6,6 +6,8 @@
 #include "cli/cli.h"
 #include "harness/experiment.h"
 #include "models/summary.h"
+#include "models/torchscript.h"
+#include "models/torchscript_profile.h"
 #include "models/zoo.h"
 #include "partitioners/cost_model.h"
 #include "partitioners/error.h"
@@ -46,6 +48,8 @@ struct Args {
   backends::UnitTimingOptions timing;
   std::string output;
   std::string profile;
+  std::string file;               // --file: a TorchScript model instead of MODEL
+  std::vector<std::string> cuts;  // --cut: its cuts beyond the default ones
 };
 
 models::Shape parse_shape(const std::string& text) {
@@ -81,8 +85,18 @@ std::optional<Args> parse(int argc, char** argv, bool calibrate) {
                           : "Per unit (block) of a model: shapes, FLOPs, parameters, bytes; under "
                             "each unit its leaf layers. --measure adds the forward time of each "
                             "unit and layer on the emulator's fast path.");
-  p.positional("MODEL", "a model of `quilt models`", &a.model, false)
-      .option("--input", "C,H,W", "per-sample input shape (default: the model's)",
+  p.positional("MODEL", "a model of `quilt models` (or --file)", &a.model, false)
+      .option("--file", "PATH",
+              "a TorchScript file (torch.jit.save of a scripted or traced model) instead of "
+              "MODEL; needs --input",
+              &a.file)
+      .option("--cut", "NAME",
+              "with --file: a cut beyond the default ones (repeatable; `quilt models --file` "
+              "lists them)",
+              [&](const std::string& v) { a.cuts.push_back(v); })
+      .option("--input", "C,H,W",
+              "per-sample input shape (default: the model's; required with "
+              "--file)",
               [&](const std::string& v) { a.model_options.input_shape = parse_shape(v); })
       .option("--classes", "N", "number of classes (default: the model's)",
               &a.model_options.num_classes, 1);
@@ -107,11 +121,40 @@ std::optional<Args> parse(int argc, char** argv, bool calibrate) {
     p.example("quilt calibrate resnet50 --profile cpu --output cpu.yaml --batch 8");
   else
     p.example("quilt profile resnet50 --measure --units-only")
-        .example("quilt profile mlp --input 30 --classes 2 --output mlp.json");
+        .example("quilt profile mlp --input 30 --classes 2 --output mlp.json")
+        .example("quilt profile --file m.pt --input 3,224,224 --measure --output m.csv")
+        .note(
+            "With --file, the rows under each unit are the operations of its frozen graph "
+            "(named by the submodule they come from, `type` is the aten op; an `if` that the "
+            "input decides is replaced by the branch it takes); FLOPs are 2 x MACs of "
+            "conv/linear/matmul plus a count for elementwise, norm and pooling ops (see "
+            "models/torchscript_profile.h); --measure times each unit as the emulator runs "
+            "it and each operation alone in the TorchScript interpreter.");
+  if (calibrate)
+    p.example("quilt calibrate --file m.pt --input 3,224,224 --profile cpu --output cpu.yaml");
   if (!p.parse(argc, argv)) return std::nullopt;
-  if (a.model.empty()) {
-    throw UsageError(fmt::format("`quilt {}` needs a model name; the zoo has: {}", a.command,
-                                 fmt::join(models::model_names(), ", ")));
+  if (!a.file.empty()) {
+    if (!a.model.empty()) {
+      throw UsageError(fmt::format(
+          "give a zoo model or --file, not both (got MODEL `{}` and --file {})", a.model, a.file));
+    }
+    if (a.model_options.input_shape.empty()) {
+      throw UsageError(fmt::format(
+          "--file needs --input, the per-sample input shape of the TorchScript model (e.g. "
+          "3,224,224)"));
+    }
+    if (a.model_options.num_classes > 0) {
+      throw UsageError(
+          "--classes does not apply with --file: the TorchScript model's output is "
+          "what it computes");
+    }
+  } else if (!a.cuts.empty()) {
+    throw UsageError("--cut applies with --file only (a zoo model's units are fixed)");
+  }
+  if (a.model.empty() && a.file.empty()) {
+    throw UsageError(fmt::format(
+        "`quilt {}` needs a model name or --file PATH (a TorchScript file); the zoo has: {}",
+        a.command, fmt::join(models::model_names(), ", ")));
   }
   if (calibrate && a.profile.empty()) {
     throw UsageError(
@@ -128,6 +171,7 @@ std::optional<Args> parse(int argc, char** argv, bool calibrate) {
 struct LayerRow {
   models::LayerSummary layer;
   std::optional<double> measured_s;
+  int64_t param_bytes = 0;  // --file only: bytes of the frozen weights it reads
 };
 
 // One row per unit; measured seconds per batch (a group timed as one is split by FLOPs).
@@ -136,6 +180,7 @@ struct Row {
   std::string cut_after;  // empty when no cut follows the unit
   std::optional<double> measured_s;
   std::vector<LayerRow> layers;
+  int64_t param_bytes = 0;  // --file only
 };
 
 std::vector<Row> make_rows(const models::Model& model, const models::ModelSummary& summary,
@@ -247,22 +292,30 @@ std::string json_shape(const models::Shape& s) { return fmt::format("[{}]", fmt:
 std::string csv_text(const Args& a, const std::vector<Row>& rows) {
   const double batch = static_cast<double>(a.timing.batch);
   // Unit rows have an empty `layer`; each is followed by its layer rows (same `unit`).
+  // --file adds each row's MACs and weight bytes (a zoo model's are in `quilt summary`).
+  const bool file = !a.file.empty();
   std::string text =
       "unit,in_shape,out_shape,flops,params,out_bytes,cut_after,measured_s,measured_s_per_"
-      "sample,layer,type\n";
+      "sample,layer,type";
+  text += file ? ",macs,param_bytes\n" : "\n";
+  auto extra = [&](int64_t macs, int64_t param_bytes) {
+    return file ? fmt::format(",{},{}\n", macs, param_bytes) : std::string("\n");
+  };
   auto time = [&](const std::optional<double>& t, double per) {
     return t ? fmt::format("{}", *t / per) : std::string();
   };
   for (const auto& r : rows) {
-    text += fmt::format("{},{},{},{},{},{},{},{},{},,\n", r.unit.name,
+    text += fmt::format("{},{},{},{},{},{},{},{},{},,", r.unit.name,
                         models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
                         r.unit.flops, r.unit.params, r.unit.out_bytes, r.cut_after,
                         time(r.measured_s, 1), time(r.measured_s, batch));
+    text += extra(r.unit.macs, r.param_bytes);
     for (const auto& l : r.layers) {
-      text += fmt::format("{},{},{},{},{},{},,{},{},{},{}\n", r.unit.name,
+      text += fmt::format("{},{},{},{},{},{},,{},{},{},{}", r.unit.name,
                           models::to_string(l.layer.in_shape), models::to_string(l.layer.out_shape),
                           l.layer.flops, l.layer.params, l.layer.out_bytes, time(l.measured_s, 1),
                           time(l.measured_s, batch), l.layer.name, l.layer.type);
+      text += extra(l.layer.macs, l.param_bytes);
     }
   }
   return text;
@@ -272,19 +325,34 @@ std::string csv_text(const Args& a, const std::vector<Row>& rows) {
 // their layers.
 std::string json_text(const Args& a, const models::ModelSummary& s, const std::vector<Row>& rows) {
   const double batch = static_cast<double>(a.timing.batch);
+  const bool file = !a.file.empty();
+  auto extra = [&](int64_t macs, int64_t param_bytes) {
+    return file ? fmt::format(", \"macs\": {}, \"param_bytes\": {}", macs, param_bytes)
+                : std::string();
+  };
   std::string text = fmt::format(
       "{{\n  \"model\": {},\n  \"input_shape\": {},\n  \"num_classes\": {},\n  \"flops\": {},\n"
       "  \"params\": {},\n  \"measured\": {},\n",
       json_string(s.arch), json_shape(s.input_shape), s.num_classes, s.flops, s.params,
       a.measure ? "true" : "false");
+  if (file) {
+    text += fmt::format("  \"file\": {},\n  \"macs\": {},\n  \"flops_convention\": {},\n",
+                        json_string(a.file), s.macs,
+                        json_string("2 x MACs of conv/linear/matmul + elementwise, norm and "
+                                    "pooling counts (models/torchscript_profile.h)"));
+  }
   if (a.measure) {
     text += fmt::format(
         "  \"batch\": {},\n  \"threads\": {},\n  \"repeats\": {},\n  \"warmup\": {},\n"
-        "  \"method\": \"each unit compiled alone by backends::CompiledStage; median\",\n"
-        "  \"layer_method\": \"each leaf layer's own forward, eager LibTorch in "
-        "InferenceMode; median\",\n"
-        "  \"cpu\": {},\n",
+        "  \"method\": {},\n  \"layer_method\": {},\n  \"cpu\": {},\n",
         a.timing.batch, a.timing.threads, a.timing.repeats, a.timing.warmup,
+        json_string(file ? "each unit frozen and optimised alone by backends::TorchScriptStage "
+                           "(as the emulator runs it); median"
+                         : "each unit compiled alone by backends::CompiledStage; median"),
+        json_string(file ? "each graph operation run alone as a one-node graph by the "
+                           "TorchScript interpreter on the inputs a run of its unit gave; median"
+                         : "each leaf layer's own forward, eager LibTorch in InferenceMode; "
+                           "median"),
         json_string(backends::cpu_model_name()));
   }
   text += "  \"units\": [\n";
@@ -296,6 +364,7 @@ std::string json_text(const Args& a, const models::ModelSummary& s, const std::v
         json_string(r.unit.name), json_shape(r.unit.in_shape), json_shape(r.unit.out_shape),
         r.unit.flops, r.unit.params, r.unit.out_bytes,
         r.cut_after.empty() ? "null" : json_string(r.cut_after));
+    text += extra(r.unit.macs, r.param_bytes);
     if (r.measured_s) {
       text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}", *r.measured_s,
                           *r.measured_s / batch);
@@ -309,6 +378,7 @@ std::string json_text(const Args& a, const models::ModelSummary& s, const std::v
             "\"flops\": {}, \"params\": {}, \"out_bytes\": {}",
             json_string(l.layer.name), json_string(l.layer.type), json_shape(l.layer.in_shape),
             json_shape(l.layer.out_shape), l.layer.flops, l.layer.params, l.layer.out_bytes);
+        text += extra(l.layer.macs, l.param_bytes);
         if (l.measured_s) {
           text += fmt::format(", \"measured_s\": {}, \"measured_s_per_sample\": {}", *l.measured_s,
                               *l.measured_s / batch);
@@ -345,28 +415,124 @@ std::vector<backends::UnitTiming> measure(const models::Model& model, const Args
   return backends::measure_unit_times(model, a.timing);
 }
 
+// The model of MODEL, or of --file.
+models::Model make(const Args& a) {
+  if (a.file.empty()) return models::make_model(a.model, a.model_options);
+  return load_torchscript_file(a.file, a.model_options.input_shape, a.cuts);
+}
+
+// --file: the rows of a TorchScript model, one layer row per graph operation.
+std::vector<Row> torchscript_rows(const models::Model& model, const Args& a,
+                                  models::ModelSummary& s,
+                                  const std::vector<backends::UnitTiming>* timings) {
+  const auto& ts = dynamic_cast<const models::TorchScriptModelImpl&>(*model.ptr());
+  std::vector<models::TorchScriptUnitProfile> units = models::profile_torchscript(ts);
+  if (a.measure && !a.units_only) {
+    int64_t n = 0;
+    for (const auto& u : units) n += static_cast<int64_t>(u.nodes.size());
+    fmt::print(stderr,
+               "measuring {} graph operation(s) of {} alone in the TorchScript interpreter: batch "
+               "{}, {} warm-up + {} timed\n",
+               n, a.file, a.timing.batch, a.timing.warmup, a.timing.repeats);
+    models::measure_torchscript_nodes(
+        ts, {a.timing.batch, a.timing.warmup, a.timing.repeats, a.timing.threads, a.timing.seed},
+        units);
+  }
+  s.arch = model->arch();
+  s.input_shape = model->input_shape();
+  s.num_classes = model->num_classes();
+  s.cuts = model->cuts();
+  for (const auto& u : units) {
+    models::UnitSummary us;
+    us.name = u.name;
+    us.in_shape = u.in_shape;
+    us.out_shape = u.out_shape;
+    us.macs = u.macs;
+    us.flops = u.flops;
+    us.params = u.params;
+    us.out_bytes = u.out_bytes;
+    s.units.push_back(us);
+    s.macs += u.macs;
+    s.flops += u.flops;
+    s.params += u.params;
+  }
+  std::vector<Row> rows = make_rows(model, s, timings);
+  for (size_t i = 0; i < units.size(); ++i) {
+    rows[i].param_bytes = units[i].param_bytes;
+    if (a.units_only) continue;
+    for (const auto& n : units[i].nodes) {
+      LayerRow l;
+      l.layer.unit = units[i].name;
+      l.layer.name = n.name;
+      l.layer.type = n.op;
+      l.layer.in_shape = n.in_shape;
+      l.layer.out_shape = n.out_shape;
+      l.layer.macs = n.macs;
+      l.layer.flops = n.flops;
+      l.layer.params = n.params;
+      l.layer.out_bytes = n.out_bytes;
+      l.measured_s = n.measured_s;
+      l.param_bytes = n.param_bytes;
+      rows[i].layers.push_back(std::move(l));
+    }
+  }
+  return rows;
+}
+
 int profile(const Args& a) {
   torch::manual_seed(0);
-  const models::Model model = models::make_model(a.model, a.model_options);
-  const models::ModelSummary s = models::summarize(model);
+  const models::Model model = make(a);
+  const bool file = !a.file.empty();
+  models::ModelSummary s;
   std::optional<std::vector<backends::UnitTiming>> timings;
-  if (a.measure) timings = measure(model, a);
-  std::vector<Row> rows = make_rows(model, s, timings ? &*timings : nullptr);
-  size_t num_layers = 0;
-  if (!a.units_only) {
-    add_layers(model, rows);
-    for (const Row& r : rows) num_layers += r.layers.size();
-    if (a.measure) {
-      fmt::print(stderr, "measuring {} layer(s) of {} eagerly: batch {}, {} warm-up + {} timed\n",
-                 num_layers, model->arch(), a.timing.batch, a.timing.warmup, a.timing.repeats);
-      measure_layers(model, a.timing, rows);
+  std::vector<Row> rows;
+  if (file) {
+    if (a.measure) timings = measure(model, a);
+    rows = torchscript_rows(model, a, s, timings ? &*timings : nullptr);
+  } else {
+    s = models::summarize(model);
+    if (a.measure) timings = measure(model, a);
+    rows = make_rows(model, s, timings ? &*timings : nullptr);
+    if (!a.units_only) {
+      add_layers(model, rows);
+      size_t num_layers = 0;
+      for (const Row& r : rows) num_layers += r.layers.size();
+      if (a.measure) {
+        fmt::print(stderr, "measuring {} layer(s) of {} eagerly: batch {}, {} warm-up + {} timed\n",
+                   num_layers, model->arch(), a.timing.batch, a.timing.warmup, a.timing.repeats);
+        measure_layers(model, a.timing, rows);
+      }
     }
   }
 
-  fmt::print("{} input {} classes {}: {} unit(s), {:.4f} GFLOPs/sample, {} parameters\n", s.arch,
-             models::to_string(s.input_shape), s.num_classes, rows.size(), s.flops * 1e-9,
-             s.params);
-  if (a.measure) {
+  if (file) {
+    int64_t param_bytes = 0;
+    for (const Row& r : rows) param_bytes += r.param_bytes;
+    fmt::print(
+        "{} (torchscript) input {}: {} unit(s), {:.4f} GFLOPs/sample ({:.4f} of them 2 x MACs of "
+        "conv/linear/matmul, what the cost model counts), {} parameters ({} bytes, frozen)\n",
+        a.file, models::to_string(s.input_shape), rows.size(), s.flops * 1e-9, 2 * s.macs * 1e-9,
+        s.params, param_bytes);
+  } else {
+    fmt::print("{} input {} classes {}: {} unit(s), {:.4f} GFLOPs/sample, {} parameters\n", s.arch,
+               models::to_string(s.input_shape), s.num_classes, rows.size(), s.flops * 1e-9,
+               s.params);
+  }
+  if (a.measure && file) {
+    fmt::print(
+        "measured: each unit frozen and optimised alone as the emulator runs it "
+        "(backends::TorchScriptStage), median of {} run(s) after {} warm-up, batch {}, {} "
+        "thread(s), {}\n",
+        a.timing.repeats, a.timing.warmup, a.timing.batch, a.timing.threads,
+        backends::cpu_model_name());
+    if (!a.units_only) {
+      fmt::print(
+          "operations (indented): each run alone as a one-node graph by the TorchScript "
+          "interpreter on the inputs a run of its unit gave (not optimised, no BN folding; "
+          "interpreter overhead of a few us included), same repeats; their sum is not the "
+          "unit's time\n");
+    }
+  } else if (a.measure) {
     fmt::print(
         "measured: each unit compiled alone on the emulator fast path (backends::CompiledStage), "
         "median of {} run(s) after {} warm-up, batch {}, {} thread(s), {}\n",
@@ -383,8 +549,11 @@ int profile(const Args& a) {
     width = std::max(width, r.unit.name.size());
     for (const LayerRow& l : r.layers) width = std::max(width, l.layer.name.size() + 2);
   }
+  // A small TorchScript model (the fixtures: a few MFLOPs) in MFLOPs, so its rows are not 0.
+  const bool mega = file && s.flops < 1e9;
+  const double flop_scale = mega ? 1e-6 : 1e-9;
   std::string header = fmt::format("{:<{}} {:>14} {:>14} {:>10} {:>10} {:>11}", "unit", width, "in",
-                                   "out", "GFLOPs", "params", "out bytes");
+                                   "out", mega ? "MFLOPs" : "GFLOPs", "params", "out bytes");
   if (a.measure) header += fmt::format(" {:>11} {:>10}", "ms/batch", "GFLOP/s");
   if (!a.units_only) header += "  type";
   fmt::print("{}\n", header);
@@ -399,12 +568,12 @@ int profile(const Args& a) {
     if (r.measured_s) total_s += *r.measured_s;
     fmt::print("{:<{}} {:>14} {:>14} {:>10.4f} {:>10} {:>11}{}{}\n", r.unit.name, width,
                models::to_string(r.unit.in_shape), models::to_string(r.unit.out_shape),
-               r.unit.flops * 1e-9, r.unit.params, r.unit.out_bytes,
+               r.unit.flops * flop_scale, r.unit.params, r.unit.out_bytes,
                measured(r.measured_s, r.unit.flops), a.units_only ? "" : "  unit");
     for (const LayerRow& l : r.layers) {
       fmt::print("{:<{}} {:>14} {:>14} {:>10.4f} {:>10} {:>11}{}  {}\n", "  " + l.layer.name, width,
                  models::to_string(l.layer.in_shape), models::to_string(l.layer.out_shape),
-                 l.layer.flops * 1e-9, l.layer.params, l.layer.out_bytes,
+                 l.layer.flops * flop_scale, l.layer.params, l.layer.out_bytes,
                  measured(l.measured_s, l.layer.flops), l.layer.type);
     }
   }
@@ -422,7 +591,7 @@ int profile(const Args& a) {
 int calibrate(const Args& a) {
   backends::BoardProfileFile file = backends::load_board_profile(a.profile);
   torch::manual_seed(0);
-  const models::Model model = models::make_model(a.model, a.model_options);
+  const models::Model model = make(a);
   const models::ModelSummary s = models::summarize(model);
   const std::vector<backends::UnitTiming> timings = measure(model, a);
 
@@ -461,7 +630,7 @@ int calibrate(const Args& a) {
   out.board = fit.board;
   out.source.clear();
   backends::CalibrationInfo info;
-  info.model = s.arch;
+  info.model = a.file.empty() ? s.arch : a.file;
   info.input = models::to_string(s.input_shape);
   info.batch = a.timing.batch;
   info.threads = a.timing.threads;
@@ -504,6 +673,26 @@ int guarded(int argc, char** argv, bool is_calibrate) {
 }
 
 }  // namespace
+
+models::Model load_torchscript_file(const std::string& path, const models::Shape& input,
+                                    const std::vector<std::string>& cuts) {
+  models::ModelOptions options;
+  options.path = path;
+  options.input_shape = input;
+  options.cuts = cuts;
+  try {
+    return models::make_model(models::kTorchScriptArch, options);
+  } catch (const models::ModelError& e) {
+    // The model's messages name the experiment's keys; here the options stand for them.
+    std::string m = e.what();
+    for (const auto& [key, option] : {std::pair<std::string, std::string>{"model.path:", "--file"},
+                                      {"model.input:", "--input"}}) {
+      if (m.rfind(key, 0) == 0) m = option + ":" + m.substr(key.size());
+    }
+    if (m.rfind("unknown cut", 0) == 0 || m.rfind("cut \"", 0) == 0) m = "--cut: " + m;
+    throw models::ModelError(m);
+  }
+}
 
 int cmd_profile(int argc, char** argv) { return guarded(argc, argv, false); }
 

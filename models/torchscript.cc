@@ -2,6 +2,7 @@
 
 #include "models/state_dict.h"
 #include "models/torchscript_graph.h"
+#include "models/torchscript_profile.h"
 #include "models/zoo.h"
 
 #include <fmt/format.h>
@@ -121,8 +122,11 @@ void TorchScriptModelImpl::build() {
     }
     if (name.empty() || unit_names.count(name)) name = fmt::format("segment{}", u);
     unit_names.insert(name);
-    add_unit(name, torch::nn::AnyModule(ScriptSegment(make_module(slice(g, begin, end, ins, outs)),
-                                                      in_shapes, out_shapes, macs)));
+    torch::jit::Module segment = make_module(slice(g, begin, end, ins, outs));
+    // Attention's projections and matmuls run inside an `if` (MultiheadAttention's fast-path
+    // checks): counted with the branch the input takes (torchscript_profile.h).
+    macs = resolved_macs(segment, in_shapes, path_, macs);
+    add_unit(name, torch::nn::AnyModule(ScriptSegment(segment, in_shapes, out_shapes, macs)));
     if (end != g.top.size()) {
       std::vector<CutTensor> tensors;
       for (const Value* v : outs)
