@@ -68,13 +68,14 @@ struct Case {
   std::vector<std::string> cuts;
 };
 
-// 4-D at the cut (Conv2d autoencoder), a skip of two 3-D token tensors (Linear over the last
-// dimension), a skip inside an inverted residual block.
+// 4-D at the cut (Conv2d autoencoder), 2-D, a skip of two 3-D token tensors (Linear over the
+// last dimension), a skip inside an inverted residual block, a traced model.
 const std::vector<Case> kCases = {
     {"small_cnn", kDigit, {"after_features"}},
     {"small_cnn", kDigit, {"after_classifier.2"}},  // 2-D [N, 32]: Linear autoencoder
     {"vit", kImage, {"after_encoder.layers.encoder_layer_0.ln_2", "after_encoder"}},
     {"mobilenet_v3_small", kImage, {"after_features.5.block.0"}},
+    {"vgg11", kImage, {"after_features.5"}},  // traced, not scripted
 };
 
 TEST(TorchScriptTraining, ParametersAreTheScriptedModulesUnderItsNames) {
