@@ -386,10 +386,16 @@ torch::jit::Module TorchScriptModelImpl::stage_module(size_t begin, size_t end) 
               ") out of range for ", units_.size(), " units");
   if (weights_fingerprint() != graph_fingerprint_) {
     // Trained or loaded since it was frozen: freeze the current weights. The same module and
-    // passes give the same graph, so the units' positions still hold.
+    // passes give the same graph, so the units' positions still hold, unless the graph folds
+    // control flow on weight values (then the cuts would mean other places).
     auto fresh = analyse(path_, scripted_, input_shape_);
-    TORCH_INTERNAL_ASSERT(fresh->top.size() == graph_->top.size(),
-                          "freezing again changed the graph of ", path_);
+    if (fresh->top.size() != graph_->top.size()) {
+      throw ModelError(fmt::format(
+          "the TorchScript model `{}` frozen with its current weights has {} operations, not {} "
+          "as when it was cut: its forward branches on weight values, so its cuts do not carry "
+          "over to the new weights",
+          path_, fresh->top.size(), graph_->top.size()));
+    }
     graph_ = std::move(fresh);
     graph_fingerprint_ = weights_fingerprint();
   }

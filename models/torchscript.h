@@ -111,7 +111,7 @@ class TorchScriptModelImpl : public ModelImpl {
   /// packed order) and returns one tensor or a tuple of the tensors leaving unit end - 1.
   /// This is what a board freezes and optimises for inference. Its weights are the model's
   /// current ones (after training or load_weights: the model is frozen again when they
-  /// changed). begin < end <= units().size().
+  /// changed; ModelError if the graph frozen with them differs). begin < end <= units().size().
   torch::jit::Module stage_module(size_t begin, size_t end) const;
   /// Per-sample shapes of the tensors entering unit `unit` (packed order).
   const std::vector<Shape>& unit_in_shapes(size_t unit) const;
