@@ -13,6 +13,7 @@
 #include "harness/sweep.h"
 #include "harness/training.h"
 #include "models/quilt_model.h"
+#include "models/torchscript.h"
 #include "models/zoo.h"
 #include "results/reader.h"
 #include "results/writer.h"
@@ -98,11 +99,55 @@ void check_model(const RunConfig& run, const RunPlace& where) {
     throw where("model.weights", fmt::format("weights file `{}` does not exist (give a state_dict "
                                              "saved with torch.save, or `random`)",
                                              clip(run.model.weights)));
-  if (torchscript && run.training.mode)
+}
+
+// The classes of the run's data known without reading it; 0 where only the files say
+// (tensor-folder). As trainers::load_dataset and harness::detail::load_data make them.
+int64_t known_classes(const RunConfig& run, int64_t outputs) {
+  switch (run.data.kind) {
+    case DataKind::kSynthetic:
+      return std::max<int64_t>(2, std::min<int64_t>(outputs, 10));
+    case DataKind::kFashionMnist:
+    case DataKind::kCifar10:
+    case DataKind::kUciDigits:
+      return 10;
+    case DataKind::kUciIris:
+    case DataKind::kUciWine:
+      return 3;
+    case DataKind::kUciBreastCancer:
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+// A TorchScript model asked to train: it has parameters, its graph before freezing can be cut
+// where the run cuts, and it is a classifier of the data's classes ([N, classes] out).
+void check_torchscript_training(const RunConfig& run, const models::Model& base,
+                                const RunPlace& where) {
+  const auto* ts = dynamic_cast<const models::TorchScriptModelImpl*>(base.get());
+  if (ts == nullptr || !run.training.mode) return;
+  if (ts->parameters().empty())
     throw where("training.mode",
-                fmt::format("training is not supported for TorchScript models (their weights "
-                            "are frozen into the graph); use `mode: none`, got `{}`",
-                            to_string(run.training.mode)));
+                fmt::format("`{}` needs trainable weights: {}; valid for this model: `mode: none`",
+                            to_string(run.training.mode), ts->training_error()));
+  if (!ts->training_error().empty()) throw where("partition.cuts", ts->training_error());
+  const models::Shape out = ts->unit_out_shapes(ts->units().size() - 1).front();
+  if (out.size() != 1)
+    throw where("model.path",
+                fmt::format("training needs a classifier, whose output is [N, classes]; the "
+                            "TorchScript model `{}` returns [N, {}] for input {}; valid: a model "
+                            "that returns [N, classes], or `training.mode: none` to run this one",
+                            clip(run.model.path), fmt::join(out, ", "),
+                            models::to_string(ts->input_shape())));
+  const int64_t classes = known_classes(run, out[0]);
+  if (classes > out[0])
+    throw where("data.kind",
+                fmt::format("`{}` has {} classes but the TorchScript model `{}` has {} output(s) "
+                            "([N, {}]); valid: data with at most {} classes, or a model with {} "
+                            "outputs",
+                            to_string(run.data.kind), classes, clip(run.model.path), out[0], out[0],
+                            out[0], classes));
 }
 
 // The cuts of `run` on `base`: known names, few enough boards, autoencoders that fit.
@@ -158,6 +203,7 @@ void check_experiment(const Experiment& experiment, int ranks) {
     check_model(run, where);
     const models::Model& base = checked_base(run, where, bases);
     check_cuts(run, base, where);
+    check_torchscript_training(run, base, where);
     // Pipeline runs: the profile must load and the cuts must be plannable (`auto` searched).
     if (!run.training.mode) {
       try {

@@ -110,6 +110,10 @@ QuiltModelImpl::QuiltModelImpl(Model base, const std::vector<std::string>& cuts,
   // The base model's layers are registered directly (no prefix) so that the state_dict keeps
   // the reference names; the views in base_->units() share them.
   for (const auto& child : base_->named_children()) register_module(child.key(), child.value());
+  // A TorchScript model's top-level module may hold tensors of its own (the zoo's do not).
+  for (const auto& p : base_->named_parameters(/*recurse=*/false))
+    register_parameter(p.key(), p.value(), p.value().requires_grad());
+  for (const auto& b : base_->named_buffers(/*recurse=*/false)) register_buffer(b.key(), b.value());
 
   for (const CutPoint* p : points) add_cut_autoencoders(*p);
   const ModelSummary summary = summarize(base_);

@@ -291,8 +291,8 @@ std::vector<std::pair<std::string, torch::Tensor>> read_state_dict(const std::st
 }
 
 void load_state_dict(torch::nn::Module& model, const std::string& path) {
-  // A TorchScript model's weights live in its scripted module, frozen into the graph: they
-  // load there, and the model is frozen and cut again.
+  // A TorchScript model's weights live in its scripted module: they load there (the file's keys
+  // checked against the module's own names), and the model is frozen and cut again.
   if (auto* ts = dynamic_cast<TorchScriptModelImpl*>(&model)) {
     ts->load_weights(path);
     return;

@@ -8,6 +8,7 @@
 #include <torch/csrc/jit/api/compilation_unit.h>
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/lower_tuples.h>
 #include <torch/csrc/jit/passes/peephole.h>
 #include <torch/csrc/jit/serialization/import.h>
@@ -45,12 +46,6 @@ bool has_prefix(const std::vector<std::string>& path, const std::vector<std::str
   return path.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), path.begin());
 }
 
-// Nodes without inputs or effects that any segment may have its own copy of: constants and the
-// placeholders of TorchScript's early-return control flow.
-bool is_free(const Node* n) {
-  return n->kind() == c10::prim::Constant || n->kind() == c10::prim::Uninitialized;
-}
-
 bool is_mac_node(const Node* n) {
   const auto k = n->kind();
   return k == c10::aten::conv1d || k == c10::aten::conv2d || k == c10::aten::conv3d ||
@@ -73,19 +68,18 @@ std::vector<std::string> module_path(const Node* n) {
   }
   return path;
 }
-// A new graph running top-level nodes [begin, end) of g: its inputs are `inputs`, its output
-// `outputs` (one value, or a tuple of several). Constants are cloned where they are used.
 std::shared_ptr<Graph> slice(const TorchScriptGraph& g, size_t begin, size_t end,
                              const std::vector<Value*>& inputs,
                              const std::vector<Value*>& outputs) {
   auto ng = std::make_shared<Graph>();
   std::unordered_map<Value*, Value*> env;
+  if (g.self != nullptr) env[g.self] = ng->addInput("self")->copyMetadata(g.self);
   for (Value* v : inputs) env[v] = ng->addInput()->copyMetadata(v);
   std::function<Value*(Value*)> lookup = [&](Value* v) -> Value* {
     auto it = env.find(v);
     if (it != env.end()) return it->second;
     Node* def = v->node();
-    TORCH_INTERNAL_ASSERT(is_free(def), "value %", v->debugName(),
+    TORCH_INTERNAL_ASSERT(g.is_free(def), "value %", v->debugName(),
                           " used in a segment is neither an input of it nor a constant");
     Node* c = ng->createClone(def, lookup);
     ng->appendNode(c);
@@ -153,24 +147,33 @@ torch::jit::Module load_file(const std::string& path) {
 
 namespace {
 
+// Tuples built and taken apart again (a submodule returning (out, weights)) would otherwise
+// cross cuts as non-tensor values.
+void simplify(std::shared_ptr<Graph>& graph) {
+  torch::jit::LowerSimpleTuples(graph);
+  torch::jit::PeepholeOptimize(graph);
+  torch::jit::ConstantPropagation(graph);
+  torch::jit::EliminateDeadCode(graph);
+}
+
 // Freezes `scripted` into g.frozen and simplifies its forward graph into g.graph.
 void freeze_forward(TorchScriptGraph& g, torch::jit::Module scripted) {
   if (!scripted.find_method("forward"))
     throw ModelError(fmt::format("model.path: `{}` has no forward method", g.path));
-  scripted.eval();
+  // The module may be training (its training graph shares it): freeze a clone in eval mode and
+  // leave the module's mode as it was.
+  const bool training = is_training(scripted);
+  set_training(scripted, false);
   try {
     g.frozen = torch::jit::freeze(scripted, c10::nullopt, /*optimize_numerics=*/false);
   } catch (const std::exception& e) {
+    set_training(scripted, training);
     throw ModelError(fmt::format("model.path: cannot freeze the TorchScript model `{}`: {}", g.path,
                                  message_of(e)));
   }
+  set_training(scripted, training);
   g.graph = g.frozen.get_method("forward").graph();
-  // Tuples built and taken apart again (a submodule returning (out, weights)) would otherwise
-  // cross cuts as non-tensor values.
-  torch::jit::LowerSimpleTuples(g.graph);
-  torch::jit::PeepholeOptimize(g.graph);
-  torch::jit::ConstantPropagation(g.graph);
-  torch::jit::EliminateDeadCode(g.graph);
+  simplify(g.graph);
 }
 
 // g.input and g.output: forward must take one tensor and return one tensor.
@@ -200,7 +203,7 @@ void find_input_output(TorchScriptGraph& g) {
 // g.top and g.index: the top-level nodes in order, free ones left out.
 void index_top_nodes(TorchScriptGraph& g) {
   for (Node* n : g.graph->nodes()) {
-    if (is_free(n)) continue;
+    if (g.is_free(n)) continue;
     g.index[n] = g.top.size();
     g.top.push_back(n);
   }
@@ -218,7 +221,7 @@ std::map<std::string, Span> submodule_spans(const TorchScriptGraph& g) {
   std::map<std::string, Span> spans;
   std::function<void(Block*)> walk = [&](Block* b) {
     for (Node* n : b->nodes()) {
-      if (is_free(n)) continue;
+      if (g.is_free(n)) continue;
       const auto path_of_n = module_path(n);
       Node* top_node = n;
       while (top_node->owningBlock() != g.graph->block())
@@ -396,6 +399,39 @@ std::shared_ptr<TorchScriptGraph> analyse(const std::string& path, torch::jit::M
   probe_run(g, input);
   g.macs_at.assign(g.top.size(), 0);
   for (size_t i = 0; i < g.top.size(); ++i) g.macs_at[i] = node_macs(g, g.top[i]);
+  return gp;
+}
+
+void set_training(const torch::jit::Module& m, bool on) {
+  for (const torch::jit::Module& sub : m.modules()) {
+    const auto& obj = sub._ivalue();
+    if (auto slot = obj->type()->findAttributeSlot("training")) obj->setSlot(*slot, on);
+  }
+}
+
+bool is_training(const torch::jit::Module& m) {
+  const auto& obj = m._ivalue();
+  auto slot = obj->type()->findAttributeSlot("training");
+  return slot && obj->getSlot(*slot).toBool();
+}
+
+std::shared_ptr<TorchScriptGraph> analyse_training(const std::string& path,
+                                                   const torch::jit::Module& scripted) {
+  auto gp = std::make_shared<TorchScriptGraph>();
+  auto& g = *gp;
+  g.path = path;
+  if (!scripted.find_method("forward"))
+    throw ModelError(fmt::format("model.path: `{}` has no forward method", path));
+  g.graph = scripted.get_method("forward").graph()->copy();
+  torch::jit::Inline(*g.graph);
+  simplify(g.graph);
+  find_input_output(g);
+  TORCH_INTERNAL_ASSERT(!g.graph->inputs().empty() &&
+                            g.graph->inputs()[0]->type()->kind() == c10::TypeKind::ClassType,
+                        "a method's graph starts with self");
+  g.self = g.graph->inputs()[0];
+  index_top_nodes(g);
+  find_candidates(g);
   return gp;
 }
 

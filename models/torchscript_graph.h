@@ -2,6 +2,8 @@
 // Internal to models/: the analysis behind torchscript.h. A TorchScript model's forward graph,
 // frozen and simplified, its top-level operations, its candidate cuts, and the shapes and MACs of
 // one probe run; plus the graph surgery that turns a range of top-level operations into a module.
+// The same analysis of the model's inlined graph before freezing (the training graph: weights
+// read from the module through prim::GetAttr on `self`) gives the trainable segments.
 
 #include "models/model.h"
 
@@ -31,11 +33,13 @@ struct Candidate {
   std::string invalid;  // why it cannot be a cut
 };
 
-/// The frozen model's forward graph, its top-level operations and its candidate cuts.
+/// The frozen model's forward graph, its top-level operations and its candidate cuts; or, with
+/// `self` set, the same for the inlined graph before freezing (the training graph).
 struct TorchScriptGraph {
   std::string path;
   torch::jit::Module frozen;
   std::shared_ptr<Graph> graph;
+  Value* self = nullptr;  // training graph only: the module, whose attributes hold the weights
   Value* input = nullptr;
   Value* output = nullptr;
   std::vector<Node*> top;  // top-level nodes except free ones (cloned where used), in order
@@ -43,6 +47,16 @@ struct TorchScriptGraph {
   std::vector<Candidate> candidates;  // by position, outer submodules first
   std::unordered_map<const Value*, std::vector<int64_t>> sizes;  // probe run, batch of 2
   std::vector<int64_t> macs_at;  // per top node: MACs per sample (probe run)
+
+  // Nodes without inputs or effects that any segment may have its own copy of: constants, the
+  // placeholders of TorchScript's early-return control flow and, in the training graph,
+  // attribute reads from `self` (prim::GetAttr chains: every segment runs on the same module).
+  bool is_free(const Node* n) const {
+    if (n->kind() == c10::prim::Constant || n->kind() == c10::prim::Uninitialized) return true;
+    if (self == nullptr || n->kind() != c10::prim::GetAttr) return false;
+    const Value* from = n->input(0);
+    return from == self || (from->node()->kind() == c10::prim::GetAttr && is_free(from->node()));
+  }
 
   size_t top_index(Node* user) const {
     while (user->owningBlock() != graph->block()) user = user->owningBlock()->owningNode();
@@ -100,8 +114,9 @@ namespace torchscript_detail {
 /// ("features", "3", "block", "0"); calls of self's own methods are not a level.
 std::vector<std::string> module_path(const Node* n);
 
-/// A new graph running top-level nodes [begin, end) of g: its inputs are `inputs`, its output
-/// `outputs` (one value, or a tuple of several). Constants are cloned where they are used.
+/// A new graph running top-level nodes [begin, end) of g: its inputs are `inputs` (after `self`
+/// for a training graph), its output `outputs` (one value, or a tuple of several). Free nodes
+/// (constants, attribute reads) are cloned where they are used.
 std::shared_ptr<Graph> slice(const TorchScriptGraph& g, size_t begin, size_t end,
                              const std::vector<Value*>& inputs, const std::vector<Value*>& outputs);
 
@@ -122,6 +137,19 @@ torch::jit::Module load_file(const std::string& path);
 /// tensor, or an input the model rejects.
 std::shared_ptr<TorchScriptGraph> analyse(const std::string& path, torch::jit::Module scripted,
                                           const Shape& input);
+
+/// Sets the `training` flag of `m` and of every submodule that has one (a module saved after
+/// torch.jit.freeze has none; Module::train asserts there).
+void set_training(const torch::jit::Module& m, bool on);
+/// The `training` flag of `m`; false when it has none (a frozen module).
+bool is_training(const torch::jit::Module& m);
+
+/// The training graph of `scripted` (file `path`, for messages): its forward, inlined but not
+/// frozen, simplified as analyse() simplifies the frozen one, with its top-level nodes and
+/// candidate cuts (no probe run: no shapes, no MACs). Throws ModelError as analyse() does for a
+/// forward that takes or returns other than one tensor.
+std::shared_ptr<TorchScriptGraph> analyse_training(const std::string& path,
+                                                   const torch::jit::Module& scripted);
 
 /// What a crossing tensor is called: "input", the path of the submodule that made it, or its
 /// debug name.

@@ -11,7 +11,13 @@ model's output on it):
   vit                 torch.jit.script of a tiny VisionTransformer (image 32, patch 8, 2 layers,
                       2 heads, hidden 64, mlp 128): 3-D tensors (tokens x features) at the cuts
   mobilenet_v3_small_sd.pt   torch.save(state_dict) of another seed's mobilenet (model.weights)
+  small_cnn           torch.jit.script of a small torchvision-style CNN for training (input
+                      1x28x28, 10 classes): features (conv-BN-ReLU-pool x 2, 16x7x7 out) and a
+                      classifier (flatten, dropout, linear 784 -> 32, ReLU, linear 32 -> 10)
+  small_cnn_sd.pt     torch.save(state_dict) of another seed's small_cnn (model.weights)
 Bad inputs:
+  frozen_cnn.pt       small_cnn after torch.jit.freeze: no parameters left to train
+  conv_head.pt        small_cnn's features alone: a [N, 16, 7, 7] output, not a classifier
   not_torchscript.pt  a state_dict file, not TorchScript
   tuple_output.pt     forward returns a tuple of two tensors
   loop.pt             a submodule called inside a loop of forward (cut "after_body")
@@ -83,6 +89,19 @@ class TwoInputs(nn.Module):
         return self.a(x) + self.a(y)
 
 
+class SmallCnn(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(16 * 7 * 7, 32),
+                                        nn.ReLU(), nn.Linear(32, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
 def save(out, name, model, example, trace=False):
     model.eval()
     scripted = torch.jit.trace(model, example) if trace else torch.jit.script(model)
@@ -112,6 +131,16 @@ def main():
     torch.save(other.state_dict(), os.path.join(out, "mobilenet_v3_small_sd.pt"))
     with torch.no_grad():
         write_f32(os.path.join(out, "mobilenet_v3_small_sd_output.f32"), other(image))
+
+    torch.manual_seed(2)
+    digit = torch.randn(2, 1, 28, 28)
+    cnn = SmallCnn()
+    save(out, "small_cnn", cnn, digit)
+    torch.manual_seed(3)
+    torch.save(SmallCnn().state_dict(), os.path.join(out, "small_cnn_sd.pt"))
+    torch.jit.save(torch.jit.freeze(torch.jit.script(cnn.eval())),
+                   os.path.join(out, "frozen_cnn.pt"))
+    torch.jit.save(torch.jit.script(cnn.features.eval()), os.path.join(out, "conv_head.pt"))
 
     torch.save(nn.Linear(8, 2).state_dict(), os.path.join(out, "not_torchscript.pt"))
     for name, model in [("tuple_output", TupleOutput()), ("loop", Loop()), ("branch", Branch()),
