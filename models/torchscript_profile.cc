@@ -424,7 +424,7 @@ std::vector<TorchScriptUnitProfile> profile_torchscript(const TorchScriptModelIm
     unit.in_shape = packed_shape(seg.in_shapes());
     unit.out_shape = packed_shape(seg.out_shapes());
     unit.out_bytes = 4 * numel(unit.out_shape);
-    auto g = resolved_graph(seg.module(), seg.in_shapes(), model.path());
+    auto g = resolved_graph(model.stage_module(u, u + 1), seg.in_shapes(), model.path());
     const auto [a, b] = accounting_runs(g, seg.in_shapes(), model.path(), unit.name);
     std::unordered_set<const void*> unit_weights;
     for (Node* n : g->nodes()) {
@@ -487,7 +487,7 @@ void measure_torchscript_nodes(const TorchScriptModelImpl& model, const NodeTimi
   for (size_t u = 0; u < units.size(); ++u) {
     const ScriptSegmentImpl& seg = segment(model, u);
     // The same resolution as profile_torchscript's (same inputs), so the same operations.
-    auto g = resolved_graph(seg.module(), seg.in_shapes(), model.path());
+    auto g = resolved_graph(model.stage_module(u, u + 1), seg.in_shapes(), model.path());
     const Capture cap = capture(g, random_inputs(seg.in_shapes(), o.batch, o.seed));
     size_t i = 0;
     for (Node* n : g->nodes()) {
