@@ -7,6 +7,7 @@
 #include "backends/board.h"
 #include "backends/inference_compiler.h"
 #include "backends/inference_stage.h"
+#include "backends/torchscript_stage.h"
 #include "models/quilt_model.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -98,16 +99,20 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   if (options.cache_allocations)
     impl_->cache = std::make_unique<AllocationCache>(options.huge_pages);
 
+  // Every module is lowered by operation through its graph (inference_graph.h): the codecs of
+  // the cuts and the zoo's units traced, a TorchScript model's units frozen as one graph.
   Compiler c(spec.in_shape, options.force_fallback);
   int x = c.input();
-  // A cut where several tensors cross has a CutCodec (unpack, one autoencoder per tensor,
-  // pack), which runs through the fallback.
   if (stage > 0) {
     if (auto m = model.decoder_module(stage - 1); !m.is_empty()) x = c.any(m, x, "decoder");
   }
-  const auto& units = model.base()->units();
-  for (size_t u = spec.first_unit; u < spec.end_unit; ++u)
-    x = c.any(units[u].module, x, units[u].name);
+  if (is_torchscript(model)) {
+    x = detail::lower_torchscript_units(c, *model.base(), spec.first_unit, spec.end_unit, x);
+  } else {
+    const auto& units = model.base()->units();
+    for (size_t u = spec.first_unit; u < spec.end_unit; ++u)
+      x = c.any(units[u].module, x, units[u].name);
+  }
   if (stage + 1 < model.num_stages()) {
     if (auto m = model.encoder_module(stage); !m.is_empty()) x = c.any(m, x, "encoder");
   }

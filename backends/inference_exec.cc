@@ -118,13 +118,16 @@ void CompiledStage::Impl::exec_batch_norm(const Instr& in, at::Tensor& a, at::Te
 }
 
 void CompiledStage::Impl::exec_fallback(const Instr& in, at::Tensor& a, at::Tensor& dst) {
-  dst = in.module.forward<at::Tensor>(a);
+  std::vector<at::Tensor> srcs;
+  for (int r : in.srcs) srcs.push_back(regs[r]);
+  dst = in.call->run(srcs, srcs.empty() ? 0 : srcs[0].size(0));
 }
 
 void CompiledStage::Impl::exec_unpack(const Instr& in, at::Tensor& a, at::Tensor& dst) {
   std::vector<int64_t> view = {a.size(0)};
   view.insert(view.end(), in.view.begin(), in.view.end());
-  dst = a.narrow(1, in.offset, models::numel(in.view)).view(view);
+  // A reshape of a contiguous register is a view; a fallback's output may be strided.
+  dst = a.reshape({a.size(0), -1}).narrow(1, in.offset, models::numel(in.view)).view(view);
 }
 
 void CompiledStage::Impl::exec_pack(const Instr& in, at::Tensor& /*a*/, at::Tensor& dst) {
