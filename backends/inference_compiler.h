@@ -97,10 +97,11 @@ class Compiler {
   Instr* producer(int r);
 
   // One op each (inference_lowering.cc). Throw Unsupported for what the op cannot express.
-  int eltwise(Code code, int x, const std::string& name);  // kRelu, kSilu
-  // x * sigmoid(w2 silu(w1 mean_hw(x) + b1) + b2), w1 [mid, C], w2 [C, mid].
+  int eltwise(Code code, int x, const std::string& name);  // kRelu, kSilu, kHardswish
+  // x * sigmoid(w2 silu(w1 mean_hw(x) + b1) + b2), w1 [mid, C], w2 [C, mid]; hard_gate: relu
+  // and hardsigmoid in place of silu and sigmoid.
   int squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                     const at::Tensor& b2, int x, const std::string& name);
+                     const at::Tensor& b2, bool hard_gate, int x, const std::string& name);
   // Weight [in, out/groups, kh, kw]; output_padding in FoldedConv::kernel's place.
   int conv_transpose(const FoldedConv& c, const std::vector<int64_t>& output_padding, int x,
                      const std::string& name);

@@ -194,9 +194,8 @@ bool GraphLowering::fold_constant(Node* n) {
   for (const Value* v : n->inputs()) stack.push_back(val(v).c);
   try {
     n->getOperation()(stack);
-  } catch (const std::exception& e) {
-    throw Unsupported{fmt::format("{} on constants: {}", n->kind().toQualString(),
-                                  std::string(e.what()).substr(0, 200))};
+  } catch (const std::exception&) {
+    return false;  // lowered or run as a fallback instead, which says why it fails
   }
   if (stack.size() != n->outputs().size()) return false;
   for (size_t k = 0; k < stack.size(); ++k) set(n->output(k), Val{Val::kConst, -1, stack[k]});
@@ -269,6 +268,14 @@ bool GraphLowering::lower_meta(Node* n) {
     }
     return all_regs || all_ints;
   }
+  if ((k == "prim::ListUnpack" || k == "prim::TupleUnpack") && val(n->input(0)).kind == Val::kInts) {
+    const Val& x = val(n->input(0));
+    if (x.ints.size() != n->outputs().size()) return false;
+    for (size_t i = 0; i < x.ints.size(); ++i)
+      set(n->output(i), x.batch_at[i] ? Val{Val::kBatch}
+                                      : Val{Val::kConst, -1, c10::IValue(x.ints[i])});
+    return true;
+  }
   if (k == "prim::ListUnpack" || k == "prim::TupleUnpack") {
     const Val& x = val(n->input(0));
     if (x.kind != Val::kRegs || x.regs.size() != n->outputs().size()) return false;
@@ -284,8 +291,12 @@ bool GraphLowering::lower_meta(Node* n) {
 }
 
 void GraphLowering::node_fallback(Node* n, const std::string& why) {
-  if (n->maybeOperator() == nullptr || n->outputs().size() != 1 ||
-      n->output()->type()->kind() != c10::TypeKind::TensorType)
+  bool tensors = true;
+  for (const Value* v : n->outputs()) tensors = tensors && v->type()->kind() == c10::TypeKind::TensorType;
+  // A value the compiler cannot know (an assert's message of a run-time shape) stays unknown:
+  // lowering fails only where something reads it.
+  if (!tensors) return;
+  if (n->maybeOperator() == nullptr || n->outputs().size() != 1)
     throw Unsupported{fmt::format("{} (and {} cannot run on its own)", why,
                                   n->kind().toQualString())};
   auto call = std::make_shared<NodeCall>();

@@ -75,7 +75,7 @@ class GraphLowering {
   bool lower_op(Node* n);
   bool conv(Node* n);
   bool batch_norm(Node* n);
-  bool relu(Node* n);
+  bool eltwise(Node* n);
   bool add(Node* n);
   bool pool(Node* n);
   bool squeeze_excite(Node* n);

@@ -34,10 +34,12 @@ bool GraphLowering::lower_op(Node* n) {
       {"aten::conv2d", &GraphLowering::conv},
       {"aten::conv_transpose2d", &GraphLowering::conv},
       {"aten::batch_norm", &GraphLowering::batch_norm},
-      {"aten::relu", &GraphLowering::relu},
-      {"aten::relu_", &GraphLowering::relu},
-      {"aten::silu", &GraphLowering::relu},
-      {"aten::silu_", &GraphLowering::relu},
+      {"aten::relu", &GraphLowering::eltwise},
+      {"aten::relu_", &GraphLowering::eltwise},
+      {"aten::silu", &GraphLowering::eltwise},
+      {"aten::silu_", &GraphLowering::eltwise},
+      {"aten::hardswish", &GraphLowering::eltwise},
+      {"aten::hardswish_", &GraphLowering::eltwise},
       {"aten::add", &GraphLowering::add},
       {"aten::add_", &GraphLowering::add},
       {"aten::max_pool2d", &GraphLowering::pool},
@@ -154,11 +156,11 @@ bool GraphLowering::batch_norm(Node* n) {
   return true;
 }
 
-bool GraphLowering::relu(Node* n) {
-  const std::string k = n->kind().toUnqualString();
-  const bool silu = k.rfind("silu", 0) == 0;
-  set_reg(n->output(), c_.eltwise(silu ? Code::kSilu : Code::kRelu, reg(n->input(0)),
-                                  name(silu ? "silu" : "relu")));
+bool GraphLowering::eltwise(Node* n) {
+  std::string k = n->kind().toUnqualString();
+  if (k.back() == '_') k.pop_back();
+  const Code code = k == "relu" ? Code::kRelu : k == "silu" ? Code::kSilu : Code::kHardswish;
+  set_reg(n->output(), c_.eltwise(code, reg(n->input(0)), name(k)));
   return true;
 }
 
@@ -199,20 +201,29 @@ bool GraphLowering::pool(Node* n) {
   return true;
 }
 
-// adaptive_avg_pool2d(x, 1) -> 1x1 conv -> SiLU -> 1x1 conv -> sigmoid -> * x, each value read
-// by the next op only: one kSqueezeExcite on dense tensors.
+// adaptive_avg_pool2d(x, 1) -> 1x1 conv -> SiLU -> 1x1 conv -> sigmoid -> * x (EfficientNet's),
+// or with ReLU and hardsigmoid (MobileNetV3's), each value read by the next op only: one
+// kSqueezeExcite on dense tensors.
 bool GraphLowering::squeeze_excite(Node* pool) {
   if (ints(pool->input(1)) != std::vector<int64_t>{1, 1} &&
       ints(pool->input(1)) != std::vector<int64_t>{1})
     return false;
   std::vector<at::Tensor> w, b;
   std::vector<Node*> chain;
+  bool hard = false;
   Value* v = pool->output();
-  for (const char* step : {"conv", "aten::silu", "conv", "aten::sigmoid"}) {
+  for (const char* step : {"conv", "act", "conv", "gate"}) {
     if (v->uses().size() != 1) return false;
     Node* u = v->uses()[0].user;
     if (done_.count(u) != 0 || u->input(0) != v) return false;
-    if (std::string(step) == "conv") {
+    std::string k = u->kind().toQualString();
+    if (k.back() == '_') k.pop_back();
+    if (std::string(step) == "act") {
+      if (k != "aten::silu" && k != "aten::relu") return false;
+      hard = k == "aten::relu";
+    } else if (std::string(step) == "gate") {
+      if (k != (hard ? "aten::hardsigmoid" : "aten::sigmoid")) return false;
+    } else {
       if (!is_conv(u)) return false;
       try {
         at::Tensor wt = tensor(u->input(1)), bt = tensor(u->input(2));
@@ -229,8 +240,6 @@ bool GraphLowering::squeeze_excite(Node* pool) {
       } catch (const Unsupported&) {
         return false;
       }
-    } else if (u->kind().toQualString() != std::string(step)) {
-      return false;
     }
     chain.push_back(u);
     v = u->output();
@@ -241,7 +250,7 @@ bool GraphLowering::squeeze_excite(Node* pool) {
     return false;
   Value* other = mul->input(0) == v ? mul->input(1) : mul->input(0);
   if (other != pool->input(0)) return false;
-  const int y = c_.squeeze_excite(w[0], b[0], w[1], b[1], reg(pool->input(0)),
+  const int y = c_.squeeze_excite(w[0], b[0], w[1], b[1], hard, reg(pool->input(0)),
                                   name("squeeze_excite"));
   chain.push_back(mul);
   for (Node* u : chain) done_.insert(u);

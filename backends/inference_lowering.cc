@@ -76,7 +76,8 @@ int Compiler::eltwise(Code code, int x, const std::string& name) {
 }
 
 int Compiler::squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                             const at::Tensor& b2, int x, const std::string& name) {
+                             const at::Tensor& b2, bool hard_gate, int x,
+                             const std::string& name) {
   x = dense(x);
   const Shape& s = regs_[x].shape;
   if (s.size() != 3 || w1.dim() != 2 || w2.dim() != 2 || s[0] != w1.size(1) ||
@@ -84,6 +85,7 @@ int Compiler::squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const a
     throw Unsupported{"squeeze-excitation other than 1x1 convs with bias on NCHW"};
   Instr in = op(Code::kSqueezeExcite, name);
   in.a = x;
+  in.hard_gate = hard_gate;
   // [in, out] matrices for addmm, as linear() stores them.
   in.weight = w1.detach().t().contiguous();
   in.bias = b1.detach().clone();

@@ -41,9 +41,11 @@ enum class Code {
   kConvTranspose,  // dense at::conv_transpose2d
   kSilu,           // x * sigmoid(x), on blocked or dense tensors
   kSqueezeExcite,  // dense: x * sigmoid(fc2(silu(fc1(mean_hw(x))))), the 1x1 convs as GEMMs
+                   // (hard_gate: relu after fc1, hardsigmoid as the gate)
+  kHardswish,      // x * relu6(x + 3) / 6, on blocked or dense tensors
 };
 
-constexpr size_t kNumCodes = static_cast<size_t>(Code::kSqueezeExcite) + 1;
+constexpr size_t kNumCodes = static_cast<size_t>(Code::kHardswish) + 1;
 
 /// Whether a table with one entry per Code lists them in the enum's order, so that it can be
 /// indexed by the code (`static_assert(in_code_order(kTable))`).
@@ -148,6 +150,7 @@ struct Instr {
   int64_t groups = 1;
   int64_t flops = 0;  // per sample, for OpInfo
   bool ceil_mode = false;
+  bool hard_gate = false;  // kSqueezeExcite: ReLU and hardsigmoid (MobileNetV3's)
   Shape src_shape, dst_shape;    // oneDNN ops: per-sample shapes of a and dst
   std::shared_ptr<Prims> prims;  // oneDNN ops: primitives by batch size, made on demand
   Format format;                 // oneDNN ops: how blocked registers are stored (precision)
