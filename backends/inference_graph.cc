@@ -230,6 +230,13 @@ bool GraphLowering::lower_meta(Node* n) {
     }
     return true;
   }
+  return lower_list(n);
+}
+
+// Lists and tuples: of registers (cat's input, a tuple of outputs), of ints (shapes, with the
+// batch size where a size(0) went).
+bool GraphLowering::lower_list(Node* n) {
+  const std::string k = n->kind().toQualString();
   if (k == "aten::len" && val(n->input(0)).kind == Val::kInts) {
     set(n->output(), Val{Val::kConst, -1,
                          c10::IValue(static_cast<int64_t>(val(n->input(0)).ints.size()))});

@@ -52,6 +52,7 @@ class GraphLowering {
   void node(Node* n);
   bool fold_constant(Node* n);
   bool lower_meta(Node* n);
+  bool lower_list(Node* n);
   void node_fallback(Node* n, const std::string& why);
   const Val& val(const Value* v) const;
   void set(const Value* v, Val x) { vals_[v] = std::move(x); }
