@@ -28,10 +28,6 @@ std::string cpu_model_name() {
 
 std::string EmulatorBoard::description() const {
   const int threads = at::get_num_threads();
-  if (script_stage_) {
-    return fmt::format("CPU emulator: {}, {} thread{}, {}", script_stage_->summary(), threads,
-                       threads == 1 ? "" : "s", cpu_model_name());
-  }
   std::string d = fmt::format("CPU emulator: {}, {} thread{}, {}",
                               options_.force_fallback ? "torch reference path" : "oneDNN fast path",
                               threads, threads == 1 ? "" : "s", cpu_model_name());
@@ -48,33 +44,25 @@ void EmulatorBoard::load(const StageAssignment& assignment) {
   if (!assignment.model) throw BoardError("emulator board: the stage assignment has no model");
   assignment.model->eval();
   stage_.reset();
-  script_stage_.reset();
   options_.precision = assignment.precision;
   options_.wire_input = assignment.stage > 0;
   options_.wire_output = assignment.stage + 1 < assignment.model->num_stages();
   CompileOptions options = options_;
   options.calibration = assignment.calibration;
   std::vector<int64_t> shape = {assignment.batch_size};
-  if (is_torchscript(*assignment.model)) {
-    if (options_.precision != Precision::kFp32)
-      throw BoardError(fmt::format(
-          "emulator board: a TorchScript model runs in fp32 only (boards.precision is {}); "
-          "bf16 and int8 are for the zoo's models",
-          precision_name(options_.precision)));
-    script_stage_.emplace(*assignment.model, assignment.stage);
-    shape.insert(shape.end(), script_stage_->in_shape().begin(), script_stage_->in_shape().end());
-    // Two warm-up batches: TorchScript's profiling executor optimises on the second run.
-    script_stage_->run(at::zeros(shape));
-    script_stage_->run(at::zeros(shape));
-    return;
-  }
+  if (is_torchscript(*assignment.model) && options_.precision != Precision::kFp32)
+    throw BoardError(fmt::format(
+        "emulator board: a TorchScript model runs in fp32 only (boards.precision is {}); "
+        "bf16 and int8 are for the zoo's models",
+        precision_name(options_.precision)));
   stage_.emplace(*assignment.model, assignment.stage, assignment.batch_size, options);
   shape.insert(shape.end(), stage_->in_shape().begin(), stage_->in_shape().end());
+  stage_->run(at::zeros(shape, stage_->input_dtype()));
+  // A whole TorchScript graph in the fallback: its profiling executor optimises on the second.
   stage_->run(at::zeros(shape, stage_->input_dtype()));
 }
 
 at::Tensor EmulatorBoard::run(const at::Tensor& input) {
-  if (script_stage_) return script_stage_->run(input);
   TORCH_CHECK(stage_.has_value(), "EmulatorBoard::run before load");
   return stage_->run(input);
 }

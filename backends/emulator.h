@@ -23,18 +23,17 @@ class EmulatorBoard final : public Board {
   std::string description() const override;
   /// Puts the model in eval mode, compiles the stage, and runs one warm-up batch of zeros so that
   /// oneDNN's kernels are generated before the first timed batch. A TorchScript model's stage
-  /// is frozen and optimised by torch::jit::optimize_for_inference instead (TorchScriptStage).
+  /// (fp32 only) is frozen and lowered by the same compiler (torchscript_stage.h).
   void load(const StageAssignment& assignment) override;
   /// Runs one batch; the returned tensor is new on each call and owned by the caller.
   at::Tensor run(const at::Tensor& input) override;
 
-  /// The compiled stage (after load() of a zoo model; throws for a TorchScript model).
+  /// The compiled stage (after load()).
   const CompiledStage& stage() const;
 
  private:
   CompileOptions options_;
   std::optional<CompiledStage> stage_;
-  std::optional<TorchScriptStage> script_stage_;  // a TorchScript model's stage instead
 };
 
 /// The host CPU's model name as /proc/cpuinfo tells it ("unknown CPU" if it does not).

@@ -7,6 +7,7 @@
 #include "backends/board.h"
 #include "backends/inference_compiler.h"
 #include "backends/inference_stage.h"
+#include "backends/torchscript_stage.h"
 #include "models/quilt_model.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -41,6 +42,24 @@
 //   buffer), which removes a full read-read-write pass over the activation per block.
 
 namespace quilt::backends {
+namespace {
+
+// oneDNN's AVX-512 kernels want one channel blocking on both sides of an op: a register whose
+// channels are not a multiple of 16 (MobileNetV3's 72 and 88, EfficientNet's 24 and 40) is
+// nChw8c, and a conv between it and an nChw16c one runs oneDNN's reference kernel (seconds per
+// batch). Such programs keep every blocked register channels-last instead (one format, no
+// padding), as int8 does; a stage input of up to 4 channels stays plain NCHW before the first
+// conv, which oneDNN's kernels take.
+bool uneven_channels(const std::vector<detail::Instr>& program) {
+  for (const detail::Instr& in : program) {
+    if (!in.prims) continue;
+    for (const detail::Shape* s : {&in.src_shape, &in.dst_shape})
+      if (s->size() == 3 && (*s)[0] % 16 != 0 && (*s)[0] > 4) return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 using detail::Code;
 using detail::Compiler;
@@ -98,16 +117,20 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   if (options.cache_allocations)
     impl_->cache = std::make_unique<AllocationCache>(options.huge_pages);
 
+  // Every module is lowered by operation through its graph (inference_graph.h): the codecs of
+  // the cuts and the zoo's units traced, a TorchScript model's units frozen as one graph.
   Compiler c(spec.in_shape, options.force_fallback);
   int x = c.input();
-  // A cut where several tensors cross has a CutCodec (unpack, one autoencoder per tensor,
-  // pack), which runs through the fallback.
   if (stage > 0) {
     if (auto m = model.decoder_module(stage - 1); !m.is_empty()) x = c.any(m, x, "decoder");
   }
-  const auto& units = model.base()->units();
-  for (size_t u = spec.first_unit; u < spec.end_unit; ++u)
-    x = c.any(units[u].module, x, units[u].name);
+  if (is_torchscript(model)) {
+    x = detail::lower_torchscript_units(c, *model.base(), spec.first_unit, spec.end_unit, x);
+  } else {
+    const auto& units = model.base()->units();
+    for (size_t u = spec.first_unit; u < spec.end_unit; ++u)
+      x = c.any(units[u].module, x, units[u].name);
+  }
   if (stage + 1 < model.num_stages()) {
     if (auto m = model.encoder_module(stage); !m.is_empty()) x = c.any(m, x, "encoder");
   }
@@ -124,9 +147,13 @@ CompiledStage::CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_
   // int8 codes with the scales calibration gives (calibrate_int8).
   if (!options.winograd)
     for (Instr& in : impl_->program) in.format.winograd = false;
+  const bool uneven = uneven_channels(impl_->program);
+  if (uneven)
+    for (Instr& in : impl_->program) in.format.channels_last = true;
   if (options.precision == Precision::kBf16) {
     Format f;
     f.src = f.src2 = f.dst = kBf16;
+    f.channels_last = uneven;
     // nChw16c like fp32: oneDNN 2.6 runs bf16 convs there (jit_bf16) about as fast as in nhwc
     // (brgconv), measured side by side; so the layout is the same in fp32 and bf16.
     for (Instr& in : impl_->program) in.format = f;

@@ -60,7 +60,7 @@ struct CompileOptions {
 struct OpInfo {
   std::string kind;   ///< "conv", "add", "relu", "max_pool", "avg_pool", "linear", "to_mkldnn",
                       ///< "to_dense", "flatten", "batch_norm", "fallback", "unpack", "pack",
-                      ///< "cat", "conv_transpose", "silu", "squeeze_excite"
+                      ///< "cat", "conv_transpose", "silu", "squeeze_excite", "hardswish"
   std::string name;   ///< where it comes from ("layer3.2.conv2+bn2+relu", "decoder")
   int64_t flops = 0;  ///< floating-point operations per sample (a multiply-add counts 2); 0 for
                       ///< ops that only move or compare data
@@ -68,21 +68,22 @@ struct OpInfo {
 
 /// Stage `stage` of a QuiltModel compiled for inference: the decoder of the preceding cut's
 /// autoencoder (if any), the base model's units [first_unit, end_unit), the encoder of the
-/// following cut (if any). BatchNorm is folded into the preceding convolution with its running
-/// statistics (eval semantics, whatever the model's training flag), convs, pools, adds and
-/// activations run as oneDNN primitives (made once per batch size; convs through
-/// convolution_auto, i.e. Winograd for the 3x3 stride-1 convs where oneDNN picks it, weights
-/// reordered once), activations stay in oneDNN's blocked layout (nChw16c) from the stage input
-/// to the stage output, ReLU is a post-op of the op before it, and a residual add is a sum
-/// post-op of the conv before it (the conv accumulates into the identity buffer). A module the
-/// compiler does not know runs through its own forward() in eval mode under c10::InferenceMode
-/// (correct, slower); fallbacks() names them. UNet's units and the codecs of cuts with several
-/// tensors compile too: packed inputs are unpacked into views, the skip concatenation and
-/// transposed convs run dense, and the live tensors are packed again (one copy). EfficientNet's
-/// MBConv blocks compile to folded convs (depthwise ones too) on blocked tensors, SiLU as x *
-/// sigmoid(x) on them, and squeeze-excitation on dense tensors (a reorder to NCHW and back per
-/// block). That is the fp32 program; bf16 and int8 are the same program with other data types in
-/// its memory descriptors (see CompileOptions::precision): int8 first runs it in fp32 on the
+/// following cut (if any). One compiler for every model, lowering by operation: each module's
+/// forward is traced into a graph of operations (a TorchScript model's stage is its frozen graph)
+/// and each node lowered by its kind (see backends/README.md). BatchNorm is folded into the
+/// preceding convolution with its running statistics (eval semantics, whatever the model's
+/// training flag), convs, pools, adds and activations run as oneDNN primitives (made once per
+/// batch size; convs through convolution_auto, i.e. Winograd for the 3x3 stride-1 convs where
+/// oneDNN picks it, weights reordered once), activations stay in oneDNN's blocked layout
+/// (nChw16c) from the stage input to the stage output, ReLU is a post-op of the op before it,
+/// and a residual add is a sum post-op of the conv of one operand (the conv accumulates into the
+/// other's buffer). A node the compiler cannot express runs on its own through LibTorch (a graph
+/// that cannot be lowered at all: its whole module, in eval mode under c10::InferenceMode);
+/// fallbacks() names them. Packed inputs (cuts where several tensors cross) are unpacked into
+/// views, concatenations and transposed convs run dense, and the live tensors are packed again
+/// (one copy). Squeeze-excitation runs on dense tensors (a reorder to NCHW and back per block).
+/// That is the fp32 program; bf16 and int8 are the same program with other data types in its
+/// memory descriptors (see CompileOptions::precision): int8 first runs it in fp32 on the
 /// calibration batches to find each register's range.
 ///
 /// The weights are copied at construction: later changes to the model are not seen. Not
@@ -90,8 +91,8 @@ struct OpInfo {
 class CompiledStage {
  public:
   /// Compiles stage `stage` of `model` for batches of `batch_size` (other batch sizes work too).
-  /// Puts the modules that fall back into eval mode. Throws BoardError if `stage` is out of
-  /// range.
+  /// Puts the stage's modules into eval mode (to trace them). Throws BoardError if `stage` is
+  /// out of range.
   CompiledStage(models::QuiltModelImpl& model, size_t stage, int64_t batch_size,
                 const CompileOptions& options = {});
   ~CompiledStage();
@@ -109,8 +110,8 @@ class CompiledStage {
 
   /// The ops of the program, in execution order.
   std::vector<OpInfo> ops() const;
-  /// Type names of the modules that run through the fallback, in program order (empty when the
-  /// whole stage is on the fast path).
+  /// The ops that run through the fallback ("layer1.0.mul1 (no lowering for aten::mul)"), in
+  /// program order (empty when the whole stage is on the fast path).
   const std::vector<std::string>& fallbacks() const;
   /// One line: "37 ops: 20 conv (BN folded), 6 add, ...; no fallback".
   std::string summary() const;

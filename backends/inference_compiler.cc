@@ -1,59 +1,83 @@
-// The structure of a stage's program: modules walked in order, blocks of the model zoo, conv +
-// BN + ReLU runs, residual adds fused into convs, in-place ops and register lifetimes. The
-// single ops are lowered in inference_lowering.cc.
+// The program-level passes of a stage's compiler: modules through their traced graphs (or whole
+// as fallbacks), residual adds fused into convs, in-place ops and register lifetimes. The graph
+// is lowered node by node in inference_graph.cc, single ops in inference_lowering.cc.
 
 #include "backends/inference_compiler.h"
 
-#include "models/autoencoder.h"
-#include "models/efficientnet.h"
-#include "models/mlp.h"
-#include "models/model.h"
-#include "models/quilt_model.h"
-#include "models/resnet.h"
-#include "models/unet.h"
+#include "backends/inference_graph.h"
 
+#include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 
 namespace quilt::backends::detail {
+namespace {
+
+// A module's forward as a fallback call (eval mode, InferenceMode).
+struct ModuleCall final : FallbackCall {
+  mutable nn::AnyModule module;  // forward() is not const
+  at::Tensor run(const std::vector<at::Tensor>& srcs, int64_t /*n*/) const override {
+    return module.forward<at::Tensor>(srcs.at(0));
+  }
+};
+
+}  // namespace
 
 int Compiler::any(const nn::AnyModule& m, int x, const std::string& name) {
   if (!force_fallback_) {
     Checkpoint cp = checkpoint();
     try {
-      return module(m.ptr(), x, name);
+      const TracedGraph t = trace_module(m, regs_[x].shape);
+      std::vector<int> out = graph(*t.graph, {x}, name, t.batch);
+      if (out.size() != 1) throw Unsupported{"a module with several outputs"};
+      return out[0];
     } catch (const Unsupported& u) {
       restore(cp);
       note_ = fmt::format("{} ({})", name, u.why);
     }
   }
-  return fallback(m, x, name);
+  return module_fallback(m, x, name);
 }
 
-int Compiler::sequence(const std::vector<nn::AnyModule>& mods, int x, const std::string& prefix) {
-  for (size_t i = 0; i < mods.size(); ++i) {
-    const auto& m = mods[i].ptr();
-    const std::string name = prefix.empty() ? std::to_string(i) : prefix + "." + std::to_string(i);
-    if (auto* conv = as<nn::Conv2dImpl>(m); conv != nullptr && !force_fallback_) {
-      const nn::BatchNorm2dImpl* bn = nullptr;
-      bool relu = false;
-      size_t j = i + 1;
-      if (j < mods.size() && (bn = as<nn::BatchNorm2dImpl>(mods[j].ptr())) != nullptr) ++j;
-      if (j < mods.size() && is_relu(mods[j].ptr())) relu = true, ++j;
-      Checkpoint cp = checkpoint();
-      try {
-        x = conv2d(fold(*conv, bn), x, relu, name);
-        i = j - 1;
-        continue;
-      } catch (const Unsupported&) {
-        restore(cp);  // compile the conv alone below, falling back if need be
-      }
-    }
-    x = any(mods[i], x, name);
+int Compiler::module_fallback(const nn::AnyModule& m, int x, const std::string& name) {
+  m.ptr()->eval();
+  auto call = std::make_shared<ModuleCall>();
+  call->module = m;
+  const std::string why =
+      note_.empty() ? fmt::format("{} ({})", name, type_name(*m.ptr())) : note_;
+  note_.clear();
+  return fallback(std::move(call), {x}, name, why);
+}
+
+int Compiler::fallback(std::shared_ptr<const FallbackCall> call, const std::vector<int>& xs,
+                       const std::string& name, const std::string& why) {
+  Instr in = op(Code::kFallback, name);
+  // The output shape of a LibTorch call is found by running it once on zeros, batch 2 (a
+  // batch of 1 would hide a call that does not keep the batch dimension).
+  constexpr int64_t kProbe = 2;
+  std::vector<at::Tensor> probes;
+  for (int x : xs) {
+    in.srcs.push_back(dense(x));
+    Shape s = {kProbe};
+    s.insert(s.end(), regs_[x].shape.begin(), regs_[x].shape.end());
+    probes.push_back(at::zeros(s));
   }
-  return x;
+  at::Tensor probe;
+  {
+    c10::InferenceMode guard;
+    probe = call->run(probes, kProbe);
+  }
+  if (probe.dim() < 1 || probe.size(0) != kProbe || probe.scalar_type() != at::kFloat)
+    throw Unsupported{fmt::format("{}: its output [{}] ({}) is not a float batch", name,
+                                  fmt::join(probe.sizes(), ", "),
+                                  c10::toString(probe.scalar_type()))};
+  in.a = in.srcs.empty() ? -1 : in.srcs[0];
+  in.call = std::move(call);
+  fallbacks_.push_back(why);
+  Shape out(probe.sizes().begin() + 1, probe.sizes().end());
+  return emit(std::move(in), Reg{Layout::kDense, out, false, in.a});
 }
 
 int Compiler::finish(int out) {
@@ -61,7 +85,8 @@ int Compiler::finish(int out) {
   std::vector<int> last_use = last_uses(out);
   for (size_t i = 0; i < instrs_.size(); ++i) {
     Instr& in = instrs_[i];
-    if (in.code == Code::kAdd || in.code == Code::kRelu || in.code == Code::kSilu) {
+    if (in.code == Code::kAdd || in.code == Code::kRelu || in.code == Code::kSilu ||
+        in.code == Code::kHardswish) {
       // Overwrite a only if nothing reads it later (its aliases included) and we made it.
       in.in_place =
           regs_[in.a].owned && last_use[in.a] == static_cast<int>(i) && (in.b < 0 || in.b != in.a);
@@ -90,38 +115,50 @@ std::vector<int> Compiler::last_uses(int out) const {
   return last_use;
 }
 
-// A residual add a + b where a comes from a conv (without ReLU) that only the add reads, and
-// b is a blocked buffer this program made that exists before that conv and that nothing reads
-// after it: the conv accumulates into b (oneDNN sum post-op, then the add's ReLU), and the add
-// disappears. Returns the result register, renamed if it was such an add.
+// A residual add a + b where one operand (a) comes from a conv (without ReLU or sum) that
+// only the add reads, and the other (b) is a blocked buffer this program made that nothing reads
+// after the add: the conv moves to the add's place and accumulates into b (oneDNN sum post-op,
+// then the add's ReLU), and the add disappears. Moving the conv down lets the identity branch
+// be computed in either order (a graph computes the shortcut after the block's convs). Returns
+// the result register, renamed if it was such an add.
 int Compiler::fuse_residual_adds(int out) {
   for (size_t i = 0; i < instrs_.size(); ++i) {
-    const Instr& add = instrs_[i];
-    if (add.code != Code::kAdd) continue;
-    const int a = add.a, b = add.b, sum = add.dst;
-    int j = -1, made_b = -1;
-    for (size_t k = 0; k < i; ++k) {
-      if (instrs_[k].dst == a) j = static_cast<int>(k);
-      if (instrs_[k].dst == b) made_b = static_cast<int>(k);
-    }
-    if (j < 0 || made_b < 0 || made_b >= j || a == b) continue;
-    Instr& conv = instrs_[j];
-    if (conv.code != Code::kConv || conv.relu || conv.b >= 0) continue;
-    if (!regs_[b].owned || regs_[b].layout != Layout::kMkldnn) continue;
+    if (instrs_[i].code != Code::kAdd) continue;
     const std::vector<int> last_use = last_uses(out);
-    if (last_use[a] != static_cast<int>(i) || last_use[b] != static_cast<int>(i)) continue;
-    bool read_between = false;  // b is overwritten when the conv runs
-    for (size_t k = j + 1; k < i; ++k) {
-      const Instr& r = instrs_[k];
-      read_between = read_between || r.a == b || r.b == b ||
-                     std::find(r.srcs.begin(), r.srcs.end(), b) != r.srcs.end();
+    const int sum = instrs_[i].dst;
+    int j = -1, a = -1, b = -1;
+    for (auto [x, y] : {std::pair{instrs_[i].a, instrs_[i].b}, {instrs_[i].b, instrs_[i].a}}) {
+      if (x == y || !regs_[y].owned || regs_[y].layout != Layout::kMkldnn) continue;
+      if (last_use[x] != static_cast<int>(i) || last_use[y] != static_cast<int>(i)) continue;
+      int k = static_cast<int>(i);
+      while (--k >= 0 && instrs_[k].dst != x) {
+      }
+      if (k < 0 || instrs_[k].code != Code::kConv || instrs_[k].relu || instrs_[k].b >= 0)
+        continue;
+      bool read_between = false;  // x must reach the add unread (its aliases too)
+      for (int m = k + 1; m < static_cast<int>(i); ++m) {
+        const Instr& r = instrs_[m];
+        read_between = read_between || r.a == x || r.b == x ||
+                       std::find(r.srcs.begin(), r.srcs.end(), x) != r.srcs.end();
+      }
+      for (const Reg& reg : regs_) read_between = read_between || reg.alias_of == x;
+      // Nor may the conv's own input be overwritten by a sum between (another fused conv).
+      for (int m = k + 1; m < static_cast<int>(i); ++m)
+        read_between = read_between || (instrs_[m].code == Code::kConv &&
+                                        instrs_[m].b >= 0 && instrs_[m].b == instrs_[k].a);
+      if (read_between) continue;
+      j = k, a = x, b = y;
+      break;
     }
-    if (read_between) continue;
+    if (j < 0) continue;
+    Instr conv = std::move(instrs_[j]);
     conv.b = b;
-    conv.relu = add.relu;
-    const size_t dot = add.name.rfind('.');
-    conv.name += "+" + add.name.substr(dot == std::string::npos ? 0 : dot + 1);
-    instrs_.erase(instrs_.begin() + static_cast<std::ptrdiff_t>(i));
+    conv.relu = instrs_[i].relu;
+    const std::string& add_name = instrs_[i].name;
+    const size_t dot = add_name.rfind('.');
+    conv.name += "+" + add_name.substr(dot == std::string::npos ? 0 : dot + 1);
+    instrs_[i] = std::move(conv);
+    instrs_.erase(instrs_.begin() + j);
     for (size_t k = i; k < instrs_.size(); ++k) {
       Instr& r = instrs_[k];
       if (r.a == sum) r.a = a;
@@ -156,160 +193,10 @@ int Compiler::emit(Instr in, Reg reg) {
   return instrs_.back().dst;
 }
 
-bool Compiler::is_relu(const std::shared_ptr<nn::Module>& m) {
-  auto* r = as<nn::ReLUImpl>(m);
-  return r != nullptr;
-}
-
-int Compiler::module(const std::shared_ptr<nn::Module>& m, int x, const std::string& name) {
-  if (auto* u = as<models::SequentialUnitImpl>(m)) return seq(*u->seq, x, name);
-  if (auto* s = as<nn::SequentialImpl>(m)) return seq(*s, x, name);
-  if (auto* s = as<models::ResNetStemImpl>(m)) {
-    x = conv2d(fold(*s->conv1, s->bn1.get()), x, true, "conv1+bn1+relu");
-    return max_pool(*s->maxpool, x, "maxpool");
-  }
-  // The shortcut first, so that the last conv of the block can accumulate into it (see
-  // fuse_residual_adds).
-  if (auto* b = as<models::BottleneckImpl>(m)) {
-    const int identity = shortcut(b->downsample, x, name);
-    int y = conv2d(fold(*b->conv1, b->bn1.get()), x, true, name + ".conv1+bn1+relu");
-    y = conv2d(fold(*b->conv2, b->bn2.get()), y, true, name + ".conv2+bn2+relu");
-    y = conv2d(fold(*b->conv3, b->bn3.get()), y, false, name + ".conv3+bn3");
-    return add(y, identity, true, name + ".add+relu");
-  }
-  if (auto* b = as<models::BasicBlockImpl>(m)) {
-    const int identity = shortcut(b->downsample, x, name);
-    int y = conv2d(fold(*b->conv1, b->bn1.get()), x, true, name + ".conv1+bn1+relu");
-    y = conv2d(fold(*b->conv2, b->bn2.get()), y, false, name + ".conv2+bn2");
-    return add(y, identity, true, name + ".add+relu");
-  }
-  if (auto* h = as<models::ResNetHeadImpl>(m)) {
-    x = adaptive_avg_pool(std::vector<int64_t>{1, 1}, x, "avgpool");
-    x = flatten(1, -1, x, "flatten");
-    return linear(*h->fc, x, false, "fc");
-  }
-  if (auto* l = as<models::LinearReluImpl>(m)) return linear(*l->fc, x, true, name);
-  if (auto* u = as<models::UNetUnitImpl>(m)) return unet_unit(*u, x, name);
-  if (as<nn::SiLUImpl>(m) != nullptr) return eltwise(Code::kSilu, x, name);
-  if (auto* se = as<models::SqueezeExcitationImpl>(m)) return squeeze_excite(*se, x, name);
-  if (auto* b = as<models::MBConvImpl>(m)) {
-    const int y = seq(*b->block, x, name + ".block");
-    // Stochastic depth is the identity in eval.
-    return b->use_res_connect ? add(y, x, false, name + ".add") : y;
-  }
-  if (auto* h = as<models::EfficientNetHeadImpl>(m)) {
-    x = adaptive_avg_pool(std::vector<int64_t>{1, 1}, x, "avgpool");
-    x = flatten(1, -1, x, "flatten");
-    return seq(*h->classifier, x, "classifier");
-  }
-  if (auto* d = as<models::DoubleConvImpl>(m))
-    return seq(*d->double_conv, x, name + ".double_conv");
-  if (auto* d = as<models::DownImpl>(m)) return seq(*d->maxpool_conv, x, name + ".maxpool_conv");
-  if (auto* o = as<models::OutConvImpl>(m)) return conv2d(fold(*o->conv, nullptr), x, false, name);
-  if (auto* c = as<models::CutCodecImpl>(m)) return cut_codec(*c, x, name);
-  if (auto* c = as<nn::Conv2dImpl>(m)) return conv2d(fold(*c, nullptr), x, false, name);
-  if (auto* l = as<nn::LinearImpl>(m)) return linear(*l, x, false, name);
-  if (is_relu(m)) return eltwise(Code::kRelu, x, name);
-  if (auto* p = as<nn::MaxPool2dImpl>(m)) return max_pool(*p, x, name);
-  if (auto* p = as<nn::AdaptiveAvgPool2dImpl>(m)) {
-    std::vector<int64_t> size;
-    for (const auto& e : *p->options.output_size()) {
-      if (!e.has_value()) throw Unsupported{"adaptive pool with a free output dimension"};
-      size.push_back(*e);
-    }
-    return adaptive_avg_pool(size, x, name);
-  }
-  if (auto* f = as<nn::FlattenImpl>(m))
-    return flatten(f->options.start_dim(), f->options.end_dim(), x, name);
-  if (auto* bn = as<nn::BatchNorm2dImpl>(m)) return batch_norm(*bn, x, name);
-  if (as<nn::DropoutImpl>(m) != nullptr || as<nn::IdentityImpl>(m) != nullptr) return x;
-  throw Unsupported{"no fast path for " + type_name(*m)};
-}
-
-std::vector<int> Compiler::unpack(int x, const std::vector<Shape>& shapes,
-                                  const std::string& name) {
-  if (shapes.size() == 1) {
-    if (regs_[x].shape != shapes[0]) throw Unsupported{"unpacked shape mismatch"};
-    return {x};
-  }
-  x = dense(x);
-  if (regs_[x].shape != models::packed_shape(shapes)) throw Unsupported{"packed shape mismatch"};
-  std::vector<int> out;
-  int64_t offset = 0;
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    Instr in = op(Code::kUnpack, fmt::format("{}.unpack{}", name, i));
-    in.a = x;
-    in.offset = offset;
-    in.view = shapes[i];
-    offset += models::numel(shapes[i]);
-    out.push_back(emit(std::move(in), Reg{Layout::kDense, shapes[i], false, x}));
-  }
-  return out;
-}
-
-int Compiler::pack(const std::vector<int>& xs, const std::string& name) {
-  if (xs.size() == 1) return xs[0];
-  Instr in = op(Code::kPack, name + ".pack");
-  std::vector<Shape> shapes;
-  for (int x : xs) {
-    in.srcs.push_back(dense(x));
-    shapes.push_back(regs_[x].shape);
-  }
-  return emit(std::move(in), Reg{Layout::kDense, models::packed_shape(shapes), true});
-}
-
-int Compiler::unet_unit(const models::UNetUnitImpl& u, int x, const std::string& name) {
-  std::vector<int> xs = unpack(x, u.in_shapes(), name);
-  using Kind = models::UNetUnitImpl::Kind;
-  if (u.kind() == Kind::kMerge) {
-    auto* up = u.layer()->as<models::UpImpl>();
-    if (up == nullptr || xs.size() < 2) throw Unsupported{"UNet merge unit without Up"};
-    const int skip = xs[xs.size() - 2];
-    int y = conv_transpose(*up->up, xs.back(), name + ".up");
-    y = concat({skip, y}, name + ".cat");
-    y = seq(*up->conv->double_conv, y, name + ".conv.double_conv");
-    xs.resize(xs.size() - 2);
-    xs.push_back(y);
-  } else {
-    const int y = module(u.layer(), xs.back(), name);
-    if (u.kind() == Kind::kReplace) {
-      xs.back() = y;
-    } else {
-      xs.push_back(y);
-    }
-  }
-  return pack(xs, name);
-}
-
-int Compiler::cut_codec(const models::CutCodecImpl& c, int x, const std::string& name) {
-  std::vector<int> xs = unpack(x, c.in_shapes(), name);
-  for (size_t i = 0; i < xs.size(); ++i) {
-    auto ae = c.autoencoders()[i];
-    const auto& layer = c.encodes() ? ae->encoder() : ae->decoder();
-    xs[i] = module(layer.ptr(), xs[i], fmt::format("{}.{}", name, i));
-  }
-  return pack(xs, name);
-}
-
-int Compiler::seq(const nn::SequentialImpl& s, int x, const std::string& name) {
-  std::vector<nn::AnyModule> mods(s.begin(), s.end());
-  return sequence(mods, x, name);
-}
-
-int Compiler::shortcut(const nn::Sequential& downsample, int x, const std::string& name) {
-  int identity = x;
-  if (downsample) {
-    std::vector<nn::AnyModule> mods(downsample->begin(), downsample->end());
-    if (mods.size() == 2 && as<nn::Conv2dImpl>(mods[0].ptr()) &&
-        as<nn::BatchNorm2dImpl>(mods[1].ptr())) {
-      identity =
-          conv2d(fold(*as<nn::Conv2dImpl>(mods[0].ptr()), as<nn::BatchNorm2dImpl>(mods[1].ptr())),
-                 x, false, name + ".downsample");
-    } else {
-      throw Unsupported{"downsample other than conv + bn"};
-    }
-  }
-  return identity;
+Instr* Compiler::producer(int r) {
+  for (size_t i = instrs_.size(); i-- > 0;)
+    if (instrs_[i].dst == r) return &instrs_[i];
+  return nullptr;
 }
 
 }  // namespace quilt::backends::detail

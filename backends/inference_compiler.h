@@ -1,16 +1,14 @@
 #pragma once
 // Internal to backends/ (not an interface): the compiler of a CompiledStage (inference.h) from
-// a stage's modules to the program of inference_program.h. inference_compiler.cc walks the
-// modules (sequences, blocks, fusion, register lifetimes); inference_lowering.cc lowers each
-// op onto the program's instructions.
+// a graph of operations to the program of inference_program.h. inference_graph.cc lowers a
+// TorchScript graph (a zoo module's traced forward, a TorchScript model's frozen stage) node by
+// node by operation kind; inference_compiler.cc holds the program-level passes (residual-add
+// fusion, in-place ops, register lifetimes) and the fallbacks; inference_lowering.cc lowers
+// each op onto the program's instructions.
 
 #include "backends/inference_program.h"
 
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/container/sequential.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/pooling.h>
+#include <torch/nn/modules/container/any.h>
 
 #include <cstdint>
 #include <map>
@@ -18,16 +16,16 @@
 #include <string>
 #include <vector>
 
-namespace quilt::models {
-class CutCodecImpl;
-class SqueezeExcitationImpl;
-class UNetUnitImpl;
-}  // namespace quilt::models
+namespace torch::jit {
+struct Graph;
+}
 
 namespace quilt::backends::detail {
 
-// Raised while compiling a module the fast path cannot express; the nearest enclosing module
-// that has an AnyModule runs through the fallback instead.
+namespace nn = torch::nn;
+
+// Raised while lowering what the fast path cannot express: a node falls back on its own, a
+// graph that cannot be lowered at all makes its module (or stage) fall back as a whole.
 struct Unsupported {
   std::string why;
 };
@@ -44,16 +42,18 @@ struct FoldedConv {
   std::string name;
 };
 
-/// `conv` with `bn` (may be null) folded in, in double. Throws Unsupported.
-FoldedConv fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn);
+// An eval BatchNorm: y = (x - mean) / sqrt(var + eps) * weight + bias (weight, bias may be
+// undefined: not affine).
+struct BatchNormParams {
+  at::Tensor weight, bias, mean, var;
+  double eps = 1e-5;
+};
 
-template <typename T>
-const T* as(const std::shared_ptr<nn::Module>& m) {
-  return dynamic_cast<const T*>(m.get());
-}
+/// `f` with `bn` (may be null) folded in, in double.
+FoldedConv fold(FoldedConv f, const BatchNormParams* bn);
 
-/// Builds the program of one stage: each call emits the instructions of a module reading
-/// register `x` and returns the register of its result.
+/// Builds the program of one stage: each call emits the instructions of an op (or of a module,
+/// through its traced graph) reading register `x` and returns the register of its result.
 class Compiler {
  public:
   Compiler(const Shape& in_shape, bool force_fallback) : force_fallback_(force_fallback) {
@@ -61,31 +61,31 @@ class Compiler {
   }
 
   int input() const { return 0; }
+  bool force_fallback() const { return force_fallback_; }
   std::vector<Instr>& instrs() { return instrs_; }
   std::vector<Reg>& regs() { return regs_; }
   std::vector<std::string>& fallbacks() { return fallbacks_; }
 
-  // Compiles one module that can fall back as a whole.
+  // Compiles a module through the graph of its forward, traced on this register's shape and
+  // lowered by operation (inference_graph.cc); where that fails, the module runs as one
+  // fallback.
   int any(const nn::AnyModule& m, int x, const std::string& name);
-  // Compiles a list of modules run in order, fusing Conv2d + BatchNorm2d + ReLU.
-  int sequence(const std::vector<nn::AnyModule>& mods, int x, const std::string& prefix);
+  // Lowers a graph whose inputs are the registers `xs` (inference_graph.cc); returns the
+  // registers of its outputs. Throws Unsupported where it cannot (control flow, ...).
+  std::vector<int> graph(torch::jit::Graph& g, const std::vector<int>& xs,
+                         const std::string& prefix, int64_t trace_batch);
   // Decides in-place ops and register lifetimes. `out` (the result) is converted to dense by
   // the caller, outside InferenceMode.
   int finish(int out);
   // Index of the instruction that reads each register last (instrs_.size() for `out`, which
   // outlives the program); a register lives as long as any view of it.
   std::vector<int> last_uses(int out) const;
-  // Fuses residual adds into the conv before them (see the definition); returns the result
+  // Fuses residual adds into the conv of one operand (see the definition); returns the result
   // register, renamed if it was such an add.
   int fuse_residual_adds(int out);
   // x in the blocked layout / dense (x itself, or a conversion emitted once per register).
   int mkldnn(int x);
   int dense(int x);
-
- private:
-  static void onednn(Instr& in, const Shape& src, const Shape& dst);
-  // mkldnn() and dense(): x in `layout`.
-  int convert(int x, Layout layout);
 
   struct Checkpoint {
     size_t instrs, regs, fallbacks;
@@ -93,38 +93,51 @@ class Compiler {
   };
   Checkpoint checkpoint() const;
   void restore(const Checkpoint& cp);
-  int emit(Instr in, Reg reg);
-  static bool is_relu(const std::shared_ptr<nn::Module>& m);
+  // The instruction that wrote register r (nullptr for the input).
+  Instr* producer(int r);
 
-  // Structure (inference_compiler.cc).
-  int module(const std::shared_ptr<nn::Module>& m, int x, const std::string& name);
-  std::vector<int> unpack(int x, const std::vector<Shape>& shapes, const std::string& name);
-  int pack(const std::vector<int>& xs, const std::string& name);
-  int unet_unit(const models::UNetUnitImpl& u, int x, const std::string& name);
-  int cut_codec(const models::CutCodecImpl& c, int x, const std::string& name);
-  int seq(const nn::SequentialImpl& s, int x, const std::string& name);
-  int shortcut(const nn::Sequential& downsample, int x, const std::string& name);
-
-  // One op each (inference_lowering.cc).
-  int eltwise(Code code, int x, const std::string& name);  // kRelu, kSilu
-  int squeeze_excite(const models::SqueezeExcitationImpl& se, int x, const std::string& name);
-  int conv_transpose(const nn::ConvTranspose2dImpl& c, int x, const std::string& name);
+  // One op each (inference_lowering.cc). Throw Unsupported for what the op cannot express.
+  int eltwise(Code code, int x, const std::string& name);  // kRelu, kSilu, kHardswish
+  // x * sigmoid(w2 silu(w1 mean_hw(x) + b1) + b2), w1 [mid, C], w2 [C, mid]; hard_gate: relu
+  // and hardsigmoid in place of silu and sigmoid.
+  int squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                     const at::Tensor& b2, bool hard_gate, int x, const std::string& name);
+  // Weight [in, out/groups, kh, kw]; output_padding in FoldedConv::kernel's place.
+  int conv_transpose(const FoldedConv& c, const std::vector<int64_t>& output_padding, int x,
+                     const std::string& name);
   int concat(const std::vector<int>& xs, const std::string& name);
   int conv2d(FoldedConv f, int x, bool relu, const std::string& name);
   int add(int a, int b, bool relu, const std::string& name);
-  int max_pool(const nn::MaxPool2dImpl& p, int x, const std::string& name);
+  int max_pool(const std::vector<int64_t>& k, const std::vector<int64_t>& s,
+               const std::vector<int64_t>& pad, bool ceil_mode, int x, const std::string& name);
   int adaptive_avg_pool(const std::vector<int64_t>& size, int x, const std::string& name);
-  int flatten(int64_t start, int64_t end, int x, const std::string& name);
-  int linear(const nn::LinearImpl& l, int x, bool relu, const std::string& name);
-  int batch_norm(const nn::BatchNorm2dImpl& bn, int x, const std::string& name);
-  int fallback(const nn::AnyModule& m, int x, const std::string& name);
+  // A view of x: per-sample elements [offset, offset + numel(shape)) as `shape`.
+  int view(int x, int64_t offset, const Shape& shape, const std::string& name);
+  int flatten(int x, const std::string& name);
+  // Pack: the registers flattened per sample and concatenated (models::pack).
+  int pack(const std::vector<int>& xs, const std::string& name);
+  // weight_t: [in, out] (x W^T + b of torch's linear is x weight_t + b).
+  int linear(const at::Tensor& weight_t, const at::Tensor& bias, int x, bool relu,
+             const std::string& name);
+  int batch_norm(const BatchNormParams& bn, int x, const std::string& name);
+  // A LibTorch call on dense registers (a graph node, a module); the output shape is found by
+  // running it once on zeros. `why` is the note fallbacks() gives.
+  int fallback(std::shared_ptr<const FallbackCall> call, const std::vector<int>& xs,
+               const std::string& name, const std::string& why);
+  int module_fallback(const nn::AnyModule& m, int x, const std::string& name);
+
+ private:
+  static void onednn(Instr& in, const Shape& src, const Shape& dst);
+  // mkldnn() and dense(): x in `layout`.
+  int convert(int x, Layout layout);
+  int emit(Instr in, Reg reg);
 
   bool force_fallback_;
   std::vector<Instr> instrs_;
   std::vector<Reg> regs_;
   std::vector<std::string> fallbacks_;
   std::map<int, int> mkldnn_of_, dense_of_;  // conversions already emitted, by source register
-  std::string note_;                         // why the next fallback happens
+  std::string note_;                         // why the next module fallback happens
 };
 
 }  // namespace quilt::backends::detail

@@ -49,6 +49,7 @@ void CompiledStage::Impl::exec(const Instr& in) {
       {Code::kConvTranspose, &Impl::exec_conv_transpose},
       {Code::kSilu, &Impl::exec_silu},
       {Code::kSqueezeExcite, &Impl::exec_squeeze_excite},
+      {Code::kHardswish, &Impl::exec_silu},
   };
   static_assert(detail::in_code_order(kSteps));
   static at::Tensor no_input;  // kPack and kCat read srcs only
@@ -118,13 +119,16 @@ void CompiledStage::Impl::exec_batch_norm(const Instr& in, at::Tensor& a, at::Te
 }
 
 void CompiledStage::Impl::exec_fallback(const Instr& in, at::Tensor& a, at::Tensor& dst) {
-  dst = in.module.forward<at::Tensor>(a);
+  std::vector<at::Tensor> srcs;
+  for (int r : in.srcs) srcs.push_back(regs[r]);
+  dst = in.call->run(srcs, srcs.empty() ? 0 : srcs[0].size(0));
 }
 
 void CompiledStage::Impl::exec_unpack(const Instr& in, at::Tensor& a, at::Tensor& dst) {
   std::vector<int64_t> view = {a.size(0)};
   view.insert(view.end(), in.view.begin(), in.view.end());
-  dst = a.narrow(1, in.offset, models::numel(in.view)).view(view);
+  // A reshape of a contiguous register is a view; a fallback's output may be strided.
+  dst = a.reshape({a.size(0), -1}).narrow(1, in.offset, models::numel(in.view)).view(view);
 }
 
 void CompiledStage::Impl::exec_pack(const Instr& in, at::Tensor& /*a*/, at::Tensor& dst) {
@@ -140,30 +144,32 @@ void CompiledStage::Impl::exec_cat(const Instr& in, at::Tensor& /*a*/, at::Tenso
 }
 
 void CompiledStage::Impl::exec_silu(const Instr& in, at::Tensor& a, at::Tensor& dst) {
-  // In place when the input dies here (the conv before it), which saves one fresh buffer
-  // per SiLU.
+  // kSilu and kHardswish. In place when the input dies here (the conv before it), which saves
+  // one fresh buffer per op.
+  const bool silu = in.code == Code::kSilu;
   if (in.prims && in.format.int8) {
     // oneDNN has no int8 swish: through float, elementwise on the codes (any layout).
     const QParams qa{in.format.src, in.format.src_scale};
     const QParams qd{in.format.dst, in.format.dst_scale};
     at::Tensor x = dequantize(a, qa);
-    dst = quantize(x.mul_(at::sigmoid(x)), qd);
+    dst = quantize(silu ? x.mul_(at::sigmoid(x)) : at::hardswish_(x), qd);
   } else if (in.prims) {
     const int64_t n = batch_of(in, a);
     dst = in.in_place ? a : blocked_buffer(n, in.dst_shape, in.format.dst);
     run_onednn(in, n, a, dst);
   } else if (in.in_place) {
-    a.mul_(at::sigmoid(a));
+    silu ? a.mul_(at::sigmoid(a)) : at::hardswish_(a);
     dst = a;
   } else {
-    dst = at::mul(a, at::sigmoid(a));
+    dst = silu ? at::mul(a, at::sigmoid(a)) : at::hardswish(a);
   }
 }
 
 void CompiledStage::Impl::exec_squeeze_excite(const Instr& in, at::Tensor& a, at::Tensor& dst) {
   at::Tensor scale = at::addmm(in.bias, a.mean({2, 3}), in.weight);
-  at::silu_(scale);
-  scale = at::addmm(in.bias2, scale, in.weight2).sigmoid_();
+  in.hard_gate ? at::relu_(scale) : at::silu_(scale);
+  scale = at::addmm(in.bias2, scale, in.weight2);
+  in.hard_gate ? at::hardsigmoid_(scale) : scale.sigmoid_();
   dst = a * scale.view({scale.size(0), scale.size(1), 1, 1});
 }
 

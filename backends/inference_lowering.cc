@@ -1,20 +1,15 @@
 // Lowering of single ops onto the program's instructions: BN folded into convs, shapes
-// inferred, weights laid out for the kernel that will run them, and the fallback for modules
-// the fast path cannot express.
+// inferred, weights laid out for the kernel that will run them.
 
 #include "backends/inference_compiler.h"
 
-#include "models/efficientnet.h"
 #include "models/model.h"
 
-#include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 namespace quilt::backends::detail {
 namespace {
-
-std::vector<int64_t> vec2(const torch::ExpandingArray<2>& a) { return {(*a)[0], (*a)[1]}; }
 
 int64_t pooled(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
   const int64_t eff = d * (k - 1) + 1;
@@ -29,43 +24,23 @@ int64_t pooled(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil
 
 std::string type_name(const nn::Module& m) { return m.name(); }
 
-FoldedConv fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn) {
-  const auto& o = conv.options;
-  if (!c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
-    throw Unsupported{"conv padding mode other than zeros"};
-  if (o.transposed()) throw Unsupported{"transposed conv"};
-  FoldedConv f;
-  f.kernel = vec2(o.kernel_size());
-  f.stride = vec2(o.stride());
-  f.dilation = vec2(o.dilation());
-  f.groups = o.groups();
-  if (auto* p = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
-    f.padding = vec2(*p);
-  } else if (c10::holds_alternative<torch::enumtype::kValid>(o.padding())) {
-    f.padding = {0, 0};
-  } else {  // kSame: symmetric only when the padding total is even (stride 1 by definition)
-    for (int i = 0; i < 2; ++i) {
-      const int64_t total = f.dilation[i] * (f.kernel[i] - 1);
-      if (total % 2 != 0) throw Unsupported{"asymmetric 'same' padding"};
-      f.padding.push_back(total / 2);
-    }
-  }
+FoldedConv fold(FoldedConv f, const BatchNormParams* bn) {
   // Fold in double so that the folded weights are as close to the reference as float allows.
-  at::Tensor w = conv.weight.detach().to(at::kDouble);
-  at::Tensor b = conv.bias.defined() ? conv.bias.detach().to(at::kDouble) : at::Tensor();
+  at::Tensor w = f.weight.detach().to(at::kDouble);
+  at::Tensor b = f.bias.defined() ? f.bias.detach().to(at::kDouble) : at::Tensor();
   if (bn != nullptr) {
-    if (!bn->options.track_running_stats() || !bn->running_mean.defined())
+    if (!bn->mean.defined() || !bn->var.defined())
       throw Unsupported{"BatchNorm without running statistics"};
-    at::Tensor scale = (bn->running_var.detach().to(at::kDouble) + bn->options.eps()).rsqrt();
-    if (bn->options.affine()) scale = scale * bn->weight.detach().to(at::kDouble);
-    at::Tensor shift = -bn->running_mean.detach().to(at::kDouble) * scale;
+    at::Tensor scale = (bn->var.detach().to(at::kDouble) + bn->eps).rsqrt();
+    if (bn->weight.defined()) scale = scale * bn->weight.detach().to(at::kDouble);
+    at::Tensor shift = -bn->mean.detach().to(at::kDouble) * scale;
     if (b.defined()) shift = shift + b * scale;
-    if (bn->options.affine()) shift = shift + bn->bias.detach().to(at::kDouble);
+    if (bn->bias.defined()) shift = shift + bn->bias.detach().to(at::kDouble);
     w = w * scale.view({-1, 1, 1, 1});
     b = shift;
   }
   f.weight = w.to(at::kFloat).contiguous();
-  if (b.defined()) f.bias = b.to(at::kFloat).contiguous();
+  f.bias = b.defined() ? b.to(at::kFloat).contiguous() : at::Tensor();
   return f;
 }
 
@@ -100,53 +75,46 @@ int Compiler::eltwise(Code code, int x, const std::string& name) {
   return emit(std::move(in), Reg{regs_[x].layout, regs_[x].shape, false});
 }
 
-int Compiler::squeeze_excite(const models::SqueezeExcitationImpl& se, int x,
+int Compiler::squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                             const at::Tensor& b2, bool hard_gate, int x,
                              const std::string& name) {
   x = dense(x);
   const Shape& s = regs_[x].shape;
-  const auto& o1 = se.fc1->options;
-  const auto& o2 = se.fc2->options;
-  auto one_by_one = [](const auto& o) {
-    return (*o.kernel_size())[0] == 1 && (*o.kernel_size())[1] == 1 && o.groups() == 1 &&
-           (*o.stride())[0] == 1 && (*o.stride())[1] == 1;
-  };
-  if (s.size() != 3 || s[0] != o1.in_channels() || !one_by_one(o1) || !one_by_one(o2) ||
-      !se.fc1->bias.defined() || !se.fc2->bias.defined())
+  if (s.size() != 3 || w1.dim() != 2 || w2.dim() != 2 || s[0] != w1.size(1) ||
+      w2.size(1) != w1.size(0) || w2.size(0) != s[0] || !b1.defined() || !b2.defined())
     throw Unsupported{"squeeze-excitation other than 1x1 convs with bias on NCHW"};
   Instr in = op(Code::kSqueezeExcite, name);
   in.a = x;
+  in.hard_gate = hard_gate;
   // [in, out] matrices for addmm, as linear() stores them.
-  in.weight = se.fc1->weight.detach().flatten(1).t().contiguous();
-  in.bias = se.fc1->bias.detach().clone();
-  in.weight2 = se.fc2->weight.detach().flatten(1).t().contiguous();
-  in.bias2 = se.fc2->bias.detach().clone();
+  in.weight = w1.detach().t().contiguous();
+  in.bias = b1.detach().clone();
+  in.weight2 = w2.detach().t().contiguous();
+  in.bias2 = b2.detach().clone();
   return emit(std::move(in), Reg{Layout::kDense, s, true});
 }
 
-int Compiler::conv_transpose(const nn::ConvTranspose2dImpl& c, int x, const std::string& name) {
-  const auto& o = c.options;
-  if (!c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
-    throw Unsupported{"transposed conv padding mode other than zeros"};
+int Compiler::conv_transpose(const FoldedConv& c, const std::vector<int64_t>& output_padding,
+                             int x, const std::string& name) {
   x = dense(x);
   const Shape& s = regs_[x].shape;
-  if (s.size() != 3 || s[0] != o.in_channels())
+  if (s.size() != 3 || s[0] != c.weight.size(0))
     throw Unsupported{"transposed conv input " + models::to_string(s)};
   Instr in = op(Code::kConvTranspose, name);
   in.a = x;
-  in.kernel = vec2(o.kernel_size());
-  in.stride = vec2(o.stride());
-  const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
-  if (pad == nullptr) throw Unsupported{"transposed conv with 'valid'/'same' padding"};
-  in.padding = vec2(*pad);
-  in.output_size = vec2(o.output_padding());
-  in.dilation = vec2(o.dilation());
-  in.groups = o.groups();
+  in.kernel = c.kernel;
+  in.stride = c.stride;
+  in.padding = c.padding;
+  in.output_size = output_padding;
+  in.dilation = c.dilation;
+  in.groups = c.groups;
   in.weight = c.weight.detach().clone();
   if (c.bias.defined()) in.bias = c.bias.detach().clone();
-  Shape out = {o.out_channels()};
+  Shape out = {c.weight.size(1) * c.groups};
   for (int i = 0; i < 2; ++i)
     out.push_back((s[1 + i] - 1) * in.stride[i] - 2 * in.padding[i] +
                   in.dilation[i] * (in.kernel[i] - 1) + in.output_size[i] + 1);
+  in.flops = 2 * models::numel(s) * c.weight.size(1) * c.kernel[0] * c.kernel[1];
   return emit(std::move(in), Reg{Layout::kDense, out, true});
 }
 
@@ -207,24 +175,23 @@ int Compiler::add(int a, int b, bool relu, const std::string& name) {
   return emit(std::move(in), Reg{Layout::kMkldnn, regs_[a].shape, false});
 }
 
-int Compiler::max_pool(const nn::MaxPool2dImpl& p, int x, const std::string& name) {
-  const auto& o = p.options;
-  std::vector<int64_t> k = vec2(o.kernel_size()), s = vec2(o.stride()), pad = vec2(o.padding()),
-                       d = vec2(o.dilation());
-  if (d[0] != 1 || d[1] != 1) throw Unsupported{"dilated max pool"};
+int Compiler::max_pool(const std::vector<int64_t>& k, const std::vector<int64_t>& s,
+                       const std::vector<int64_t>& pad, bool ceil_mode, int x,
+                       const std::string& name) {
+  if (k.size() != 2 || s.size() != 2 || pad.size() != 2) throw Unsupported{"max pool not 2-D"};
   x = mkldnn(x);
   const Shape& in_shape = regs_[x].shape;
   Shape out = {in_shape[0]};
   for (int i = 0; i < 2; ++i)
-    out.push_back(pooled(in_shape[1 + i], k[i], s[i], pad[i], 1, o.ceil_mode()));
+    out.push_back(pooled(in_shape[1 + i], k[i], s[i], pad[i], 1, ceil_mode));
   Instr in = op(Code::kMaxPool, name);
   in.a = x;
   onednn(in, in_shape, out);
   in.kernel = k;
   in.stride = s;
   in.padding = pad;
-  in.dilation = d;
-  in.ceil_mode = o.ceil_mode();
+  in.dilation = {1, 1};
+  in.ceil_mode = ceil_mode;
   return emit(std::move(in), Reg{Layout::kMkldnn, out, true});
 }
 
@@ -242,73 +209,71 @@ int Compiler::adaptive_avg_pool(const std::vector<int64_t>& size, int x, const s
   return emit(std::move(in), Reg{Layout::kMkldnn, Shape{s[0], size[0], size[1]}, true});
 }
 
-int Compiler::flatten(int64_t start, int64_t end, int x, const std::string& name) {
+int Compiler::view(int x, int64_t offset, const Shape& shape, const std::string& name) {
   x = dense(x);
-  const Shape& s = regs_[x].shape;
-  const int64_t rank = static_cast<int64_t>(s.size()) + 1;  // with the batch dimension
-  if (start < 0) start += rank;
-  if (end < 0) end += rank;
-  if (start != 1 || end != rank - 1) throw Unsupported{"flatten other than (1, -1)"};
-  Instr in = op(Code::kFlatten, name);
+  if (offset < 0 || offset + models::numel(shape) > models::numel(regs_[x].shape))
+    throw Unsupported{fmt::format("view of {} elements at {} of {}", models::numel(shape), offset,
+                                  models::to_string(regs_[x].shape))};
+  if (offset == 0 && shape == regs_[x].shape) return x;
+  Instr in = op(Code::kUnpack, name);
   in.a = x;
-  in.start_dim = start;
-  in.end_dim = end;
-  return emit(std::move(in), Reg{Layout::kDense, Shape{models::numel(s)}, false, x});
+  in.offset = offset;
+  in.view = shape;
+  return emit(std::move(in), Reg{Layout::kDense, shape, false, x});
 }
 
-int Compiler::linear(const nn::LinearImpl& l, int x, bool relu, const std::string& name) {
+int Compiler::flatten(int x, const std::string& name) {
+  x = dense(x);
+  Instr in = op(Code::kFlatten, name);
+  in.a = x;
+  in.start_dim = 1;
+  in.end_dim = -1;
+  return emit(std::move(in), Reg{Layout::kDense, Shape{models::numel(regs_[x].shape)}, false, x});
+}
+
+int Compiler::pack(const std::vector<int>& xs, const std::string& name) {
+  if (xs.size() == 1) return flatten(xs[0], name);
+  Instr in = op(Code::kPack, name);
+  std::vector<Shape> shapes;
+  for (int x : xs) {
+    in.srcs.push_back(dense(x));
+    shapes.push_back(regs_[x].shape);
+  }
+  return emit(std::move(in), Reg{Layout::kDense, models::packed_shape(shapes), true});
+}
+
+int Compiler::linear(const at::Tensor& weight_t, const at::Tensor& bias, int x, bool relu,
+                     const std::string& name) {
   x = dense(x);
   const Shape& s = regs_[x].shape;
-  if (s.size() != 1 || s[0] != l.weight.size(1))
+  if (weight_t.dim() != 2 || s.size() != 1 || s[0] != weight_t.size(0))
     throw Unsupported{
-        fmt::format("linear of {} features on {}", l.weight.size(1), models::to_string(s))};
+        fmt::format("linear of {} features on {}", weight_t.size(0), models::to_string(s))};
   Instr in = op(Code::kLinear, name);
   in.a = x;
   in.relu = relu;
-  in.flops = 2 * l.weight.size(0) * l.weight.size(1);
+  in.flops = 2 * weight_t.size(0) * weight_t.size(1);
   // Stored [in, out]: OpenBLAS runs x * W^T 2.5x faster at batch 8 from this layout than from
   // a transposed view of [out, in].
-  in.weight = l.weight.detach().t().contiguous();
-  if (l.bias.defined()) in.bias = l.bias.detach().clone();
-  return emit(std::move(in), Reg{Layout::kDense, Shape{l.weight.size(0)}, true});
+  in.weight = weight_t.detach().to(at::kFloat).contiguous().clone();
+  if (bias.defined()) in.bias = bias.detach().to(at::kFloat).clone();
+  return emit(std::move(in), Reg{Layout::kDense, Shape{weight_t.size(1)}, true});
 }
 
-int Compiler::batch_norm(const nn::BatchNorm2dImpl& bn, int x, const std::string& name) {
-  if (!bn.options.track_running_stats() || !bn.running_mean.defined())
+int Compiler::batch_norm(const BatchNormParams& bn, int x, const std::string& name) {
+  if (!bn.mean.defined() || !bn.var.defined())
     throw Unsupported{"BatchNorm without running statistics"};
   x = dense(x);
   if (regs_[x].shape.size() != 3) throw Unsupported{"BatchNorm2d on a tensor that is not NCHW"};
-  at::Tensor scale = (bn.running_var.detach().to(at::kDouble) + bn.options.eps()).rsqrt();
-  if (bn.options.affine()) scale = scale * bn.weight.detach().to(at::kDouble);
-  at::Tensor shift = -bn.running_mean.detach().to(at::kDouble) * scale;
-  if (bn.options.affine()) shift = shift + bn.bias.detach().to(at::kDouble);
+  at::Tensor scale = (bn.var.detach().to(at::kDouble) + bn.eps).rsqrt();
+  if (bn.weight.defined()) scale = scale * bn.weight.detach().to(at::kDouble);
+  at::Tensor shift = -bn.mean.detach().to(at::kDouble) * scale;
+  if (bn.bias.defined()) shift = shift + bn.bias.detach().to(at::kDouble);
   Instr in = op(Code::kBatchNorm, name);
   in.a = x;
   in.weight = scale.to(at::kFloat).view({1, -1, 1, 1});
   in.bias = shift.to(at::kFloat).view({1, -1, 1, 1});
   return emit(std::move(in), Reg{Layout::kDense, regs_[x].shape, true});
-}
-
-int Compiler::fallback(const nn::AnyModule& m, int x, const std::string& name) {
-  x = dense(x);
-  m.ptr()->eval();
-  // The output shape of an unknown module is found by running it once on zeros.
-  Shape in_shape = regs_[x].shape;
-  Shape batch_shape = {1};
-  batch_shape.insert(batch_shape.end(), in_shape.begin(), in_shape.end());
-  at::Tensor probe;
-  {
-    c10::InferenceMode guard;
-    nn::AnyModule copy = m;  // shares the module
-    probe = copy.forward<at::Tensor>(at::zeros(batch_shape));
-  }
-  Shape out(probe.sizes().begin() + 1, probe.sizes().end());
-  Instr in = op(Code::kFallback, name);
-  in.a = x;
-  in.module = m;
-  fallbacks_.push_back(note_.empty() ? fmt::format("{} ({})", name, type_name(*m.ptr())) : note_);
-  note_.clear();
-  return emit(std::move(in), Reg{Layout::kDense, out, false, x});
 }
 
 }  // namespace quilt::backends::detail

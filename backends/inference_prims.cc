@@ -151,14 +151,15 @@ void make_add(const Instr& in, int64_t, DataType, Prim& p) {
       binary::primitive_desc(binary::desc(algorithm::binary_add, p.src, p.src2, p.dst), attr, eng));
 }
 
-void make_eltwise(const Instr& in, int64_t, DataType, Prim& p) {  // kRelu, kSilu
+void make_eltwise(const Instr& in, int64_t, DataType, Prim& p) {  // kRelu, kSilu, kHardswish
   using namespace dnnl;
   engine& eng = cpu_engine();
+  const algorithm alg = in.code == Code::kRelu   ? algorithm::eltwise_relu
+                        : in.code == Code::kSilu ? algorithm::eltwise_swish
+                                                 : algorithm::eltwise_hardswish;
   p.prim = eltwise_forward(eltwise_forward::primitive_desc(
-      eltwise_forward::desc(
-          prop_kind::forward_inference,
-          in.code == Code::kRelu ? algorithm::eltwise_relu : algorithm::eltwise_swish, p.src,
-          in.code == Code::kRelu ? 0.0f : 1.0f, 0.0f),
+      eltwise_forward::desc(prop_kind::forward_inference, alg, p.src,
+                            in.code == Code::kSilu ? 1.0f : 0.0f, 0.0f),
       eng));
 }
 
@@ -209,6 +210,7 @@ constexpr PrimMaker kPrimMakers[] = {
     {Code::kConvTranspose, nullptr},
     {Code::kSilu, make_eltwise},
     {Code::kSqueezeExcite, nullptr},
+    {Code::kHardswish, make_eltwise},
 };
 static_assert(in_code_order(kPrimMakers));
 

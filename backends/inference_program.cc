@@ -28,6 +28,7 @@ constexpr common::EnumTable<Code, kNumCodes> kKinds = {{
     {Code::kConvTranspose, "conv_transpose"},
     {Code::kSilu, "silu"},
     {Code::kSqueezeExcite, "squeeze_excite"},
+    {Code::kHardswish, "hardswish"},
 }};
 
 }  // namespace

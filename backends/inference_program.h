@@ -7,7 +7,6 @@
 #include "models/model.h"
 
 #include <ATen/core/Tensor.h>
-#include <torch/nn/modules/container/any.h>
 #include <dnnl.hpp>
 
 #include <cstddef>
@@ -20,7 +19,6 @@
 namespace quilt::backends::detail {
 
 using models::Shape;
-namespace nn = torch::nn;
 
 enum class Layout { kDense, kMkldnn };
 
@@ -35,16 +33,19 @@ enum class Code {
   kFlatten,        // dense view
   kLinear,         // dense GEMM (OpenBLAS), optional ReLU
   kBatchNorm,      // standalone eval BatchNorm2d on dense tensors
-  kFallback,       // the module's own forward, dense in and out
-  kUnpack,         // one tensor of a packed batch: a dense view (narrow + view), no copy
+  kFallback,       // a LibTorch call (a graph node, a module): dense registers in, one out
+  kUnpack,         // a dense view of a register: per-sample elements [offset, offset +
+                   // numel(view)) as shape `view` (a packed tensor, a reshape), no copy
   kPack,           // dense [N, total] from several registers, flattened and concatenated
   kCat,            // channel concatenation of dense registers (UNet's skip + upsampled)
   kConvTranspose,  // dense at::conv_transpose2d
   kSilu,           // x * sigmoid(x), on blocked or dense tensors
   kSqueezeExcite,  // dense: x * sigmoid(fc2(silu(fc1(mean_hw(x))))), the 1x1 convs as GEMMs
+                   // (hard_gate: relu after fc1, hardsigmoid as the gate)
+  kHardswish,      // x * relu6(x + 3) / 6, on blocked or dense tensors
 };
 
-constexpr size_t kNumCodes = static_cast<size_t>(Code::kSqueezeExcite) + 1;
+constexpr size_t kNumCodes = static_cast<size_t>(Code::kHardswish) + 1;
 
 /// Whether a table with one entry per Code lists them in the enum's order, so that it can be
 /// indexed by the code (`static_assert(in_code_order(kTable))`).
@@ -116,6 +117,13 @@ at::Tensor dequantize(const at::Tensor& codes, const QParams& q);
 /// `t`'s storage as a oneDNN memory of descriptor `md` (no copy).
 dnnl::memory wrap(const dnnl::memory::desc& md, const at::Tensor& t);
 
+/// What a kFallback instruction runs: a LibTorch call on dense float tensors (a graph node
+/// through its JIT operator, a module's forward), the registers `srcs` in order, batch size n.
+struct FallbackCall {
+  virtual ~FallbackCall() = default;
+  virtual at::Tensor run(const std::vector<at::Tensor>& srcs, int64_t n) const = 0;
+};
+
 struct Prim {
   dnnl::primitive prim;
   dnnl::memory::desc src, src2, dst;
@@ -136,17 +144,18 @@ struct Instr {
   at::Tensor weight, bias;
   at::Tensor weight2, bias2;  // kSqueezeExcite: fc2 (weight/bias hold fc1)
   std::vector<int64_t> kernel, stride, padding, dilation, output_size;
-  std::vector<int> srcs;      // kPack / kCat: the registers, in order
+  std::vector<int> srcs;      // kPack / kCat / kFallback: the registers, in order
   int64_t offset = 0;         // kUnpack: first element of the tensor within a sample
   std::vector<int64_t> view;  // kUnpack: per-sample shape of the tensor
   int64_t groups = 1;
   int64_t flops = 0;  // per sample, for OpInfo
   bool ceil_mode = false;
+  bool hard_gate = false;  // kSqueezeExcite: ReLU and hardsigmoid (MobileNetV3's)
   Shape src_shape, dst_shape;    // oneDNN ops: per-sample shapes of a and dst
   std::shared_ptr<Prims> prims;  // oneDNN ops: primitives by batch size, made on demand
   Format format;                 // oneDNN ops: how blocked registers are stored (precision)
   int64_t start_dim = 1, end_dim = -1;
-  mutable nn::AnyModule module;  // forward() is not const
+  std::shared_ptr<const FallbackCall> call;  // kFallback
   std::vector<int> release;      // registers whose last use is this instruction
 };
 

@@ -1,51 +1,31 @@
 #pragma once
-// The emulator's path for TorchScript models (models/torchscript.h): a stage's segments as one
-// graph, frozen and passed through LibTorch's torch::jit::optimize_for_inference.
-
-#include <ATen/core/Tensor.h>
+// The emulator's input for TorchScript models (models/torchscript.h): a stage's segments as one
+// graph, frozen, lowered by operation by the same compiler as the zoo's models (inference.h).
 
 #include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <string>
-#include <vector>
 
 namespace quilt::models {
+class ModelImpl;
 class QuiltModelImpl;
-}
+}  // namespace quilt::models
 
 namespace quilt::backends {
 
 /// Whether `model`'s base model is a TorchScript model (arch "torchscript").
 bool is_torchscript(const models::QuiltModelImpl& model);
 
-/// Stage `stage` of a QuiltModel over a TorchScript model, compiled for inference: the base
-/// model's units [first_unit, end_unit) as one TorchScript graph, frozen and optimised by
-/// torch::jit::optimize_for_inference (conv-BN folding, oneDNN layouts where it chooses them);
-/// the decoder of the preceding cut's autoencoder and the encoder of the following one run as
-/// LibTorch modules under c10::InferenceMode. The weights are copied at construction. Not
-/// thread-safe: one thread calls run() at a time.
-class TorchScriptStage {
- public:
-  /// Throws BoardError if `stage` is out of range or the base model is not TorchScript.
-  TorchScriptStage(models::QuiltModelImpl& model, size_t stage);
-  ~TorchScriptStage();
-  TorchScriptStage(TorchScriptStage&&) noexcept;
-  TorchScriptStage& operator=(TorchScriptStage&&) noexcept;
+namespace detail {
+class Compiler;
 
-  /// Runs one batch [batch, in_shape...] (not modified); returns a new contiguous float tensor
-  /// [batch, out_shape...]. Blocks. Matches QuiltModelImpl::forward_stage in eval mode to float
-  /// rounding.
-  at::Tensor run(const at::Tensor& input);
-  /// Shape of one input / output sample of the stage (packed where several tensors cross).
-  const std::vector<int64_t>& in_shape() const;
-  const std::vector<int64_t>& out_shape() const;
-  /// One line: "TorchScript stage: 83 graph nodes after optimize_for_inference".
-  std::string summary() const;
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
+/// Emits onto `c` the units [begin, end) of `base`, a TorchScript model, reading register `x`
+/// (the packed tensors crossing into unit `begin`): their graph (stage_module) frozen by
+/// torch::jit::freeze (conv-BN folding among its passes) and lowered node by node
+/// (Compiler::graph). A graph that cannot be lowered at all (control flow on values known at
+/// run time only) runs as one fallback: frozen and passed through
+/// torch::jit::optimize_for_inference (the plain frozen graph where that changes the outputs).
+/// Returns the register of the packed tensors leaving unit end - 1.
+int lower_torchscript_units(Compiler& c, models::ModelImpl& base, size_t begin, size_t end,
+                            int x);
+}  // namespace detail
 
 }  // namespace quilt::backends

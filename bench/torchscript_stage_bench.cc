@@ -1,10 +1,11 @@
-// The emulator's TorchScript path (backends/torchscript_stage.h) at one thread, stage by stage,
+// The emulator's TorchScript path (the frozen stage lowered by backends/inference.h's compiler,
+// backends/torchscript_stage.h) at one thread, stage by stage,
 // for bench/torchscript_vs_pytorch.py: writes each stage's unoptimised module (stage<k>.pt) so
 // that Python can optimise and time the very same graph, and prints one line per stage:
 //   stage <k> median_s <seconds per batch>
 // Usage: quilt_bench_torchscript MODEL.pt C,H,W BATCH OUT_DIR REPEATS [CUT...]
 
-#include "backends/torchscript_stage.h"
+#include "backends/inference.h"
 #include "models/quilt_model.h"
 #include "models/torchscript.h"
 #include "models/zoo.h"
@@ -42,7 +43,7 @@ int main(int argc, char** argv) {
   for (size_t k = 0; k < qm->num_stages(); ++k) {
     const auto& spec = qm->stage(k);
     ts->stage_module(spec.first_unit, spec.end_unit).save(fmt::format("{}/stage{}.pt", out_dir, k));
-    quilt::backends::TorchScriptStage stage(*qm, k);
+    quilt::backends::CompiledStage stage(*qm, k, batch);
     std::vector<int64_t> shape = {batch};
     shape.insert(shape.end(), spec.in_shape.begin(), spec.in_shape.end());
     const at::Tensor x = torch::randn(shape);
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
     std::sort(times.begin(), times.end());
     fmt::print("stage {} median_s {:.6e} in {}\n", k, times[times.size() / 2],
                quilt::models::to_string(spec.in_shape));
+    fmt::print(stderr, "stage {}: {}\n", k, stage.summary());
   }
   return 0;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Each stage of a TorchScript model on the emulator's path (C++ torch::jit::freeze +
-optimize_for_inference, backends/torchscript_stage.h) against Python's
+"""Each stage of a TorchScript model on the emulator's path (C++ torch::jit::freeze, then the
+stage compiler's lowering by operation, backends/inference.h) against Python's
 torch.jit.optimize_for_inference of the very same stage graph, same batch, one thread, run
 alternately (C++ binary, then Python, per model); prints the median seconds per batch and the
 ratio python/quilt (>= 1: the emulator is at least as fast).
@@ -62,10 +62,14 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         write_models(d)
         print(f"{'model':<20} {'stage':>5} {'quilt ms':>10} {'python ms':>10} {'python/quilt':>13}")
+        summaries = []
         for name, shape, cuts in CASES:
-            out = subprocess.run([binary, os.path.join(d, name + ".pt"), shape, str(a.batch), d,
+            run = subprocess.run([binary, os.path.join(d, name + ".pt"), shape, str(a.batch), d,
                                   str(a.repeats), *cuts], capture_output=True, text=True,
-                                 check=True, env=dict(os.environ, OMP_NUM_THREADS="1")).stdout
+                                 check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+            out = run.stdout
+            summaries.extend(f"{name} {line}" for line in run.stderr.splitlines()
+                             if line.startswith("stage "))
             for line in out.splitlines():
                 f = line.split()
                 k, quilt_s = int(f[1]), float(f[3])
@@ -76,6 +80,8 @@ def main():
                 py_s = python_median(os.path.join(d, f"stage{k}.pt"), shapes, a.batch, a.repeats)
                 print(f"{name:<20} {k:>5} {quilt_s * 1e3:>10.3f} {py_s * 1e3:>10.3f} "
                       f"{py_s / quilt_s:>13.2f}")
+        for s in summaries:
+            print(s)
 
 
 _outputs = {}

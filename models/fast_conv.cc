@@ -1,5 +1,6 @@
 #include "models/fast_conv.h"
 
+#include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -41,7 +42,8 @@ bool conv2d_is_gemm(const torch::nn::Conv2dImpl& conv, torch::IntArrayRef input)
 }
 
 torch::Tensor conv2d_forward(torch::nn::Conv2dImpl& conv, const torch::Tensor& x) {
-  if (!conv2d_is_gemm(conv, x.sizes())) return conv.forward(x);
+  // A trace records the conv it computes, for a compiler to lower (backends/inference_graph.h).
+  if (!conv2d_is_gemm(conv, x.sizes()) || torch::jit::tracer::isTracing()) return conv.forward(x);
   const auto& o = conv.options;
   const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
   const Window wy = window(x.size(2), (*o.kernel_size())[0], (*pad)[0]);

@@ -18,7 +18,8 @@ bool conv2d_is_gemm(const torch::nn::Conv2dImpl& conv, torch::IntArrayRef input)
 /// `conv` applied to x ({N, C, H, W}): the same values and gradients (to float rounding) as
 /// conv->forward(x), through one matrix product over the in-range taps when conv2d_is_gemm()
 /// holds (weight gradients of taps that only meet padding are exactly 0, as in the convolution),
-/// through conv->forward(x) otherwise. Differentiable; shares conv's parameters.
+/// through conv->forward(x) otherwise or while tracing (a trace records the conv). Differentiable;
+/// shares conv's parameters.
 torch::Tensor conv2d_forward(torch::nn::Conv2dImpl& conv, const torch::Tensor& x);
 
 }  // namespace quilt::models
