@@ -383,16 +383,9 @@ std::vector<UnitTiming> measure_unit_times(const models::Model& model,
   std::vector<UnitTiming> timings;
   for (size_t k = 0; k < qm->num_stages(); ++k) {
     const models::StageSpec& spec = qm->stage(k);
-    // A TorchScript model's stages run as the emulator runs them: frozen and optimised by
-    // LibTorch (TorchScriptStage), not lowered by CompiledStage.
-    std::function<at::Tensor(const at::Tensor&)> run;
-    if (is_torchscript(*qm)) {
-      auto stage = std::make_shared<TorchScriptStage>(*qm, k);
-      run = [stage](const at::Tensor& x) { return stage->run(x); };
-    } else {
-      auto stage = std::make_shared<CompiledStage>(*qm, k, options.batch);
-      run = [stage](const at::Tensor& x) { return stage->run(x); };
-    }
+    // Zoo and TorchScript stages alike run as the emulator runs them: lowered by CompiledStage.
+    auto stage = std::make_shared<CompiledStage>(*qm, k, options.batch);
+    auto run = [stage](const at::Tensor& x) { return stage->run(x); };
     std::vector<int64_t> shape = {options.batch};
     shape.insert(shape.end(), spec.in_shape.begin(), spec.in_shape.end());
     const at::Tensor input = torch::randn(shape);

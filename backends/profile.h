@@ -122,8 +122,7 @@ struct UnitTiming {
 /// input shape: `warmup` untimed runs, then `repeats` timed ones. Puts the model in eval mode.
 /// Each unit starts from a dense input and ends with a dense output, so the layout conversions a
 /// longer stage would skip are included (a few percent on large feature maps). A TorchScript
-/// model's stages run as the emulator runs them instead: frozen and optimised by
-/// backends::TorchScriptStage. Blocks; runs on the calling thread. Throws BoardError for invalid
+/// model's stages are lowered the same way (frozen, then compiled by operation). Blocks; runs on the calling thread. Throws BoardError for invalid
 /// options.
 std::vector<UnitTiming> measure_unit_times(const models::Model& model,
                                            const UnitTimingOptions& options);

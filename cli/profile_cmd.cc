@@ -346,7 +346,7 @@ std::string json_text(const Args& a, const models::ModelSummary& s, const std::v
         "  \"batch\": {},\n  \"threads\": {},\n  \"repeats\": {},\n  \"warmup\": {},\n"
         "  \"method\": {},\n  \"layer_method\": {},\n  \"cpu\": {},\n",
         a.timing.batch, a.timing.threads, a.timing.repeats, a.timing.warmup,
-        json_string(file ? "each unit frozen and optimised alone by backends::TorchScriptStage "
+        json_string(file ? "each unit frozen and compiled alone by backends::CompiledStage "
                            "(as the emulator runs it); median"
                          : "each unit compiled alone by backends::CompiledStage; median"),
         json_string(file ? "each graph operation run alone as a one-node graph by the "
@@ -520,8 +520,8 @@ int profile(const Args& a) {
   }
   if (a.measure && file) {
     fmt::print(
-        "measured: each unit frozen and optimised alone as the emulator runs it "
-        "(backends::TorchScriptStage), median of {} run(s) after {} warm-up, batch {}, {} "
+        "measured: each unit frozen and compiled alone as the emulator runs it "
+        "(backends::CompiledStage), median of {} run(s) after {} warm-up, batch {}, {} "
         "thread(s), {}\n",
         a.timing.repeats, a.timing.warmup, a.timing.batch, a.timing.threads,
         backends::cpu_model_name());

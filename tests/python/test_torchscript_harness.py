@@ -128,7 +128,7 @@ def test_profile_csv_of_a_traced_model(tmp_path):
 def test_profile_measure_times_units_and_operations(tmp_path):
     r, out = profile(tmp_path, "vit", "--measure", "--repeats", "3", "--warmup", "2")
     p = json.loads(out.read_text())
-    assert p["measured"] is True and "TorchScriptStage" in p["method"]
+    assert p["measured"] is True and "CompiledStage" in p["method"]
     assert "TorchScript interpreter" in p["layer_method"]
     for u in p["units"]:
         assert 0 < u["measured_s"] < 1, u
