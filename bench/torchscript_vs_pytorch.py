@@ -9,15 +9,19 @@ Usage: /usr/bin/python3 bench/torchscript_vs_pytorch.py --build build/release [-
 Writes the models with torchvision (MobileNetV3-small, a tiny ViT) into a temp dir. (VGG at
 64x64 is left out: Python's optimize_for_inference itself fails on its 2x2 -> 7x7 adaptive pool.)
 """
-import argparse
-import os
-import subprocess
-import sys
-import tempfile
-import time
+# One thread everywhere (OpenMP, OpenBLAS, MKL), before torch is imported; the C++ binary
+# inherits the same variables. Without it OpenBLAS runs the ViT's matmuls on every core.
+import _common  # noqa: F401
 
-import torch
-import torchvision
+import argparse  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
 
 CASES = [
     ("mobilenet_v3_small", "3,224,224", ["after_features.8"]),

@@ -39,6 +39,7 @@ struct Watchdog {
   std::atomic<double> last_progress_s{0};
   std::atomic<int> writing{0};
   double stall_timeout_s = 0, interrupt_grace_s = 20;
+  bool stretch_with_load = false;
   int rank = -1;
   bool stop = false;
   std::thread thread;
@@ -96,7 +97,7 @@ void watch() {
     if (w.stall_timeout_s > 0 && !w.waits.empty() &&
         now - w.last_progress_s.load() > w.stall_timeout_s) {
       // On a host starved of CPU every rank is slow: the timeout stretches with the load.
-      const double stretch = host_stall_stretch();
+      const double stretch = w.stretch_with_load ? host_stall_stretch() : 1.0;
       if (now - w.last_progress_s.load() <= w.stall_timeout_s * stretch) continue;
       const std::string stretched =
           stretch > 1.0 ? fmt::format(", stretched x{:.1f} for this host's load", stretch) : "";
@@ -114,10 +115,12 @@ void watch() {
 
 }  // namespace
 
-void start_watchdog(double stall_timeout_s, int rank, double interrupt_grace_s) {
+void start_watchdog(double stall_timeout_s, int rank, double interrupt_grace_s,
+                    bool stretch_with_load) {
   Watchdog& w = watchdog();
   if (w.thread.joinable()) return;
   w.stall_timeout_s = stall_timeout_s;
+  w.stretch_with_load = stretch_with_load;
   w.interrupt_grace_s = interrupt_grace_s;
   w.rank = rank;
   w.stop = false;

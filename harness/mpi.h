@@ -57,8 +57,10 @@ constexpr int kExitStalled = 6;       ///< a rank made no progress for the stall
 /// no agreement point handled within `interrupt_grace_s`) with kExitInterrupted, but never while
 /// a result file is being written (WriteScope). Call once, after MPI_Init; `rank` names the
 /// process in messages. Environment's destructor stops it.
-/// On a host whose CPUs are oversubscribed the timeout stretches by stall_stretch of its load.
-void start_watchdog(double stall_timeout_s, int rank, double interrupt_grace_s = 20);
+/// With `stretch_with_load`, on a host whose CPUs are oversubscribed the timeout stretches by
+/// stall_stretch of its load (the CLI does so for its default timeout only).
+void start_watchdog(double stall_timeout_s, int rank, double interrupt_grace_s = 20,
+                    bool stretch_with_load = false);
 /// How much the stall timeout stretches on a host with 1-minute load average `load1` and `cpus`
 /// online CPUs: load1 / (2 cpus), within [1, 8]. Up to twice as many runnable tasks as CPUs is a
 /// busy host, not a starved one (1); at a load of 15 on 2 CPUs a batch can take minutes (3.75).
