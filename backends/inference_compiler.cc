@@ -45,8 +45,7 @@ int Compiler::module_fallback(const nn::AnyModule& m, int x, const std::string& 
   m.ptr()->eval();
   auto call = std::make_shared<ModuleCall>();
   call->module = m;
-  const std::string why =
-      note_.empty() ? fmt::format("{} ({})", name, type_name(*m.ptr())) : note_;
+  const std::string why = note_.empty() ? fmt::format("{} ({})", name, type_name(*m.ptr())) : note_;
   note_.clear();
   return fallback(std::move(call), {x}, name, why);
 }
@@ -133,8 +132,7 @@ int Compiler::fuse_residual_adds(int out) {
       int k = static_cast<int>(i);
       while (--k >= 0 && instrs_[k].dst != x) {
       }
-      if (k < 0 || instrs_[k].code != Code::kConv || instrs_[k].relu || instrs_[k].b >= 0)
-        continue;
+      if (k < 0 || instrs_[k].code != Code::kConv || instrs_[k].relu || instrs_[k].b >= 0) continue;
       bool read_between = false;  // x must reach the add unread (its aliases too)
       for (int m = k + 1; m < static_cast<int>(i); ++m) {
         const Instr& r = instrs_[m];
@@ -144,8 +142,8 @@ int Compiler::fuse_residual_adds(int out) {
       for (const Reg& reg : regs_) read_between = read_between || reg.alias_of == x;
       // Nor may the conv's own input be overwritten by a sum between (another fused conv).
       for (int m = k + 1; m < static_cast<int>(i); ++m)
-        read_between = read_between || (instrs_[m].code == Code::kConv &&
-                                        instrs_[m].b >= 0 && instrs_[m].b == instrs_[k].a);
+        read_between = read_between || (instrs_[m].code == Code::kConv && instrs_[m].b >= 0 &&
+                                        instrs_[m].b == instrs_[k].a);
       if (read_between) continue;
       j = k, a = x, b = y;
       break;

@@ -169,7 +169,8 @@ void GraphLowering::node(Node* n) {
     for (size_t k = 0; k < n->outputs().size(); ++k) set(n->output(k), val(taken->outputs()[k]));
     return;
   }
-  if (!n->blocks().empty()) throw Unsupported{fmt::format("control flow ({})", kind.toQualString())};
+  if (!n->blocks().empty())
+    throw Unsupported{fmt::format("control flow ({})", kind.toQualString())};
   if (kind == c10::prim::RaiseException) throw Unsupported{"the graph raises an exception"};
   if (n->outputs().empty()) return;  // aten::warn and the like: nothing to compute
   if (fold_constant(n) || lower_meta(n)) return;
@@ -186,8 +187,7 @@ void GraphLowering::node(Node* n) {
 
 // A node whose inputs are all constants runs now, once (shapes, transposed weights, asserts).
 bool GraphLowering::fold_constant(Node* n) {
-  if (n->maybeOperator() == nullptr || n->isNondeterministic() || n->hasSideEffects())
-    return false;
+  if (n->maybeOperator() == nullptr || n->isNondeterministic() || n->hasSideEffects()) return false;
   for (const Value* v : n->inputs())
     if (val(v).kind != Val::kConst) return false;
   torch::jit::Stack stack;
@@ -238,16 +238,16 @@ bool GraphLowering::lower_meta(Node* n) {
 bool GraphLowering::lower_list(Node* n) {
   const std::string k = n->kind().toQualString();
   if (k == "aten::len" && val(n->input(0)).kind == Val::kInts) {
-    set(n->output(), Val{Val::kConst, -1,
-                         c10::IValue(static_cast<int64_t>(val(n->input(0)).ints.size()))});
+    set(n->output(),
+        Val{Val::kConst, -1, c10::IValue(static_cast<int64_t>(val(n->input(0)).ints.size()))});
     return true;
   }
   if (k == "aten::__getitem__" && val(n->input(0)).kind == Val::kInts) {
     const Val& l = val(n->input(0));
     int64_t i = int_of(n->input(1));
     if (i < 0) i += static_cast<int64_t>(l.ints.size());
-    set(n->output(), l.batch_at.at(i) ? Val{Val::kBatch}
-                                      : Val{Val::kConst, -1, c10::IValue(l.ints.at(i))});
+    set(n->output(),
+        l.batch_at.at(i) ? Val{Val::kBatch} : Val{Val::kConst, -1, c10::IValue(l.ints.at(i))});
     return true;
   }
   if (k == "prim::ListConstruct" || k == "prim::TupleConstruct") {
@@ -264,8 +264,8 @@ bool GraphLowering::lower_list(Node* n) {
         ints.batch_at.push_back(x.kind == Val::kBatch);
       }
     }
-    const bool any_batch = std::find(ints.batch_at.begin(), ints.batch_at.end(), true) !=
-                           ints.batch_at.end();
+    const bool any_batch =
+        std::find(ints.batch_at.begin(), ints.batch_at.end(), true) != ints.batch_at.end();
     if (all_regs) {
       set(n->output(), regs);
     } else if (all_ints && !any_batch && k == "prim::ListConstruct") {
@@ -275,12 +275,13 @@ bool GraphLowering::lower_list(Node* n) {
     }
     return all_regs || all_ints;
   }
-  if ((k == "prim::ListUnpack" || k == "prim::TupleUnpack") && val(n->input(0)).kind == Val::kInts) {
+  if ((k == "prim::ListUnpack" || k == "prim::TupleUnpack") &&
+      val(n->input(0)).kind == Val::kInts) {
     const Val& x = val(n->input(0));
     if (x.ints.size() != n->outputs().size()) return false;
     for (size_t i = 0; i < x.ints.size(); ++i)
-      set(n->output(i), x.batch_at[i] ? Val{Val::kBatch}
-                                      : Val{Val::kConst, -1, c10::IValue(x.ints[i])});
+      set(n->output(i),
+          x.batch_at[i] ? Val{Val::kBatch} : Val{Val::kConst, -1, c10::IValue(x.ints[i])});
     return true;
   }
   if (k == "prim::ListUnpack" || k == "prim::TupleUnpack") {
@@ -299,13 +300,14 @@ bool GraphLowering::lower_list(Node* n) {
 
 void GraphLowering::node_fallback(Node* n, const std::string& why) {
   bool tensors = true;
-  for (const Value* v : n->outputs()) tensors = tensors && v->type()->kind() == c10::TypeKind::TensorType;
+  for (const Value* v : n->outputs())
+    tensors = tensors && v->type()->kind() == c10::TypeKind::TensorType;
   // A value the compiler cannot know (an assert's message of a run-time shape) stays unknown:
   // lowering fails only where something reads it.
   if (!tensors) return;
   if (n->maybeOperator() == nullptr || n->outputs().size() != 1)
-    throw Unsupported{fmt::format("{} (and {} cannot run on its own)", why,
-                                  n->kind().toQualString())};
+    throw Unsupported{
+        fmt::format("{} (and {} cannot run on its own)", why, n->kind().toQualString())};
   auto call = std::make_shared<NodeCall>();
   call->op = n->getOperation();
   std::vector<int> srcs;
@@ -335,8 +337,8 @@ void GraphLowering::node_fallback(Node* n, const std::string& why) {
         a.batch_at = x.batch_at;
         break;
       case Val::kNone:
-        throw Unsupported{fmt::format("{}: an input of {} is unknown", why,
-                                      n->kind().toQualString())};
+        throw Unsupported{
+            fmt::format("{}: an input of {} is unknown", why, n->kind().toQualString())};
     }
     call->args.push_back(std::move(a));
   }
@@ -424,8 +426,9 @@ Node* GraphLowering::sole_user(const Value* v, const char* kind) const {
     if (u->inputs().empty() || u->input(0) != v) continue;
     bool others_after = v->uses().size() == 1 || is_inplace(u);
     for (const torch::jit::Use& o : v->uses())
-      others_after = others_after && (o.user == u || (o.user->owningBlock() == u->owningBlock() &&
-                                                      o.user->isAfter(u)));
+      others_after =
+          others_after &&
+          (o.user == u || (o.user->owningBlock() == u->owningBlock() && o.user->isAfter(u)));
     return others_after ? u : nullptr;
   }
   return nullptr;

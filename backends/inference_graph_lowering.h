@@ -24,12 +24,12 @@ using torch::jit::Value;
 // What a graph value is at compile time.
 struct Val {
   enum Kind {
-    kNone,    // not known (a module `self`, a value of a node not lowered)
-    kReg,     // a tensor in register `reg`
-    kConst,   // a constant `c` (a weight, an int, a list of ints...)
-    kBatch,   // the batch size, known at run time only
-    kInts,    // a list of ints `ints` whose entries at `batch_at` are the batch size
-    kRegs,    // a list or tuple of tensors in registers `regs`
+    kNone,   // not known (a module `self`, a value of a node not lowered)
+    kReg,    // a tensor in register `reg`
+    kConst,  // a constant `c` (a weight, an int, a list of ints...)
+    kBatch,  // the batch size, known at run time only
+    kInts,   // a list of ints `ints` whose entries at `batch_at` are the batch size
+    kRegs,   // a list or tuple of tensors in registers `regs`
   } kind = kNone;
   int reg = -1;
   c10::IValue c;

@@ -196,8 +196,8 @@ bool GraphLowering::pool(Node* n) {
   std::vector<int64_t> s = ints(n->input(2));
   s = s.empty() ? k : two(s);
   if (two(ints(n->input(4))) != std::vector<int64_t>{1, 1}) throw Unsupported{"dilated max pool"};
-  set_reg(n->output(), c_.max_pool(k, s, two(ints(n->input(3))), constant(n->input(5)).toBool(),
-                                   x, name("maxpool")));
+  set_reg(n->output(), c_.max_pool(k, s, two(ints(n->input(3))), constant(n->input(5)).toBool(), x,
+                                   name("maxpool")));
   return true;
 }
 
@@ -230,8 +230,8 @@ bool GraphLowering::squeeze_excite(Node* pool) {
         const bool plain = ints(u->input(3)) == std::vector<int64_t>{1, 1} &&
                            constant(u->input(4)).isIntList() &&
                            two(ints(u->input(4))) == std::vector<int64_t>{0, 0};
-        const int64_t groups = int_of(u->input(u->kind().toQualString() ==
-                                                        std::string("aten::conv2d") ? 6 : 8));
+        const int64_t groups =
+            int_of(u->input(u->kind().toQualString() == std::string("aten::conv2d") ? 6 : 8));
         if (!plain || groups != 1 || !wt.defined() || !bt.defined() || wt.dim() != 4 ||
             wt.size(2) != 1 || wt.size(3) != 1)
           return false;
@@ -250,8 +250,8 @@ bool GraphLowering::squeeze_excite(Node* pool) {
     return false;
   Value* other = mul->input(0) == v ? mul->input(1) : mul->input(0);
   if (other != pool->input(0)) return false;
-  const int y = c_.squeeze_excite(w[0], b[0], w[1], b[1], hard, reg(pool->input(0)),
-                                  name("squeeze_excite"));
+  const int y =
+      c_.squeeze_excite(w[0], b[0], w[1], b[1], hard, reg(pool->input(0)), name("squeeze_excite"));
   chain.push_back(mul);
   for (Node* u : chain) done_.insert(u);
   set_reg(mul->output(), y);

@@ -76,8 +76,7 @@ int Compiler::eltwise(Code code, int x, const std::string& name) {
 }
 
 int Compiler::squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                             const at::Tensor& b2, bool hard_gate, int x,
-                             const std::string& name) {
+                             const at::Tensor& b2, bool hard_gate, int x, const std::string& name) {
   x = dense(x);
   const Shape& s = regs_[x].shape;
   if (s.size() != 3 || w1.dim() != 2 || w2.dim() != 2 || s[0] != w1.size(1) ||
@@ -94,8 +93,8 @@ int Compiler::squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const a
   return emit(std::move(in), Reg{Layout::kDense, s, true});
 }
 
-int Compiler::conv_transpose(const FoldedConv& c, const std::vector<int64_t>& output_padding,
-                             int x, const std::string& name) {
+int Compiler::conv_transpose(const FoldedConv& c, const std::vector<int64_t>& output_padding, int x,
+                             const std::string& name) {
   x = dense(x);
   const Shape& s = regs_[x].shape;
   if (s.size() != 3 || s[0] != c.weight.size(0))

@@ -150,13 +150,13 @@ struct Instr {
   int64_t groups = 1;
   int64_t flops = 0;  // per sample, for OpInfo
   bool ceil_mode = false;
-  bool hard_gate = false;  // kSqueezeExcite: ReLU and hardsigmoid (MobileNetV3's)
+  bool hard_gate = false;        // kSqueezeExcite: ReLU and hardsigmoid (MobileNetV3's)
   Shape src_shape, dst_shape;    // oneDNN ops: per-sample shapes of a and dst
   std::shared_ptr<Prims> prims;  // oneDNN ops: primitives by batch size, made on demand
   Format format;                 // oneDNN ops: how blocked registers are stored (precision)
   int64_t start_dim = 1, end_dim = -1;
   std::shared_ptr<const FallbackCall> call;  // kFallback
-  std::vector<int> release;      // registers whose last use is this instruction
+  std::vector<int> release;                  // registers whose last use is this instruction
 };
 
 /// A fresh instruction of `code` named `name`.

@@ -122,8 +122,8 @@ struct UnitTiming {
 /// input shape: `warmup` untimed runs, then `repeats` timed ones. Puts the model in eval mode.
 /// Each unit starts from a dense input and ends with a dense output, so the layout conversions a
 /// longer stage would skip are included (a few percent on large feature maps). A TorchScript
-/// model's stages are lowered the same way (frozen, then compiled by operation). Blocks; runs on the calling thread. Throws BoardError for invalid
-/// options.
+/// model's stages are lowered the same way (frozen, then compiled by operation). Blocks; runs on
+/// the calling thread. Throws BoardError for invalid options.
 std::vector<UnitTiming> measure_unit_times(const models::Model& model,
                                            const UnitTimingOptions& options);
 

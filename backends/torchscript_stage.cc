@@ -81,10 +81,10 @@ torch::jit::Module optimized(const torch::jit::Module& frozen,
 
 }  // namespace
 
-int lower_torchscript_units(Compiler& c, models::ModelImpl& base, size_t begin, size_t end,
-                            int x) {
+int lower_torchscript_units(Compiler& c, models::ModelImpl& base, size_t begin, size_t end, int x) {
   auto* ts = dynamic_cast<models::TorchScriptModelImpl*>(&base);
-  TORCH_INTERNAL_ASSERT(ts != nullptr, "lower_torchscript_units of a model that is not TorchScript");
+  TORCH_INTERNAL_ASSERT(ts != nullptr,
+                        "lower_torchscript_units of a model that is not TorchScript");
   const std::vector<models::Shape>& in_shapes = ts->unit_in_shapes(begin);
   torch::jit::Module frozen = torch::jit::freeze(ts->stage_module(begin, end));
   Compiler::Checkpoint cp = c.checkpoint();

@@ -24,8 +24,7 @@ class Compiler;
 /// run time only) runs as one fallback: frozen and passed through
 /// torch::jit::optimize_for_inference (the plain frozen graph where that changes the outputs).
 /// Returns the register of the packed tensors leaving unit end - 1.
-int lower_torchscript_units(Compiler& c, models::ModelImpl& base, size_t begin, size_t end,
-                            int x);
+int lower_torchscript_units(Compiler& c, models::ModelImpl& base, size_t begin, size_t end, int x);
 }  // namespace detail
 
 }  // namespace quilt::backends

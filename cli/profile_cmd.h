@@ -34,10 +34,11 @@ models::Model load_torchscript_file(const std::string& path, const models::Shape
 /// With --file (a TorchScript file; --input required, --cut adds non-default cuts), the rows
 /// under each unit are the operations of its frozen graph (models::profile_torchscript: the
 /// submodule path, `type` = the aten op, FLOPs with elementwise/norm/pool counts), units are
-/// timed as the emulator runs them (frozen, compiled by backends::CompiledStage) and operations one by one in the TorchScript interpreter
-/// (models::measure_torchscript_nodes); CSV and JSON add macs and param_bytes.
-/// argv[0] is the program, argv[1] "profile". Returns 0, or 2 after printing the error to stderr
-/// for a user mistake (unknown model, bad shape or option, unwritable output). Blocks.
+/// timed as the emulator runs them (frozen, compiled by backends::CompiledStage) and operations one
+/// by one in the TorchScript interpreter (models::measure_torchscript_nodes); CSV and JSON add macs
+/// and param_bytes. argv[0] is the program, argv[1] "profile". Returns 0, or 2 after printing the
+/// error to stderr for a user mistake (unknown model, bad shape or option, unwritable output).
+/// Blocks.
 int cmd_profile(int argc, char** argv);
 
 /// `quilt calibrate MODEL --profile NAME|FILE --output FILE.yaml [--input C,H,W] [--classes N]

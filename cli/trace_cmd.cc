@@ -75,8 +75,7 @@ std::string chrome_trace_json(const results::RunRecord& run, const std::string& 
     line(fmt::format(
         R"j({{"name":{},"cat":"{}","ph":"X","ts":{:.3f},"dur":{:.3f},"pid":{},"tid":{},"args":{{"batch":{},"repetition":{}}}}})j",
         json_string(t.phases.at(code)), run.training.mode.empty() ? "pipeline" : "training",
-        start_ns / 1e3, dur_ns / 1e3, t.rank[i], tid,
-        t.batch[i], t.repetition[i]));
+        start_ns / 1e3, dur_ns / 1e3, t.rank[i], tid, t.batch[i], t.repetition[i]));
   }
   out += "\n],\n\"displayTimeUnit\":\"ms\",\n";
   out += fmt::format(

@@ -240,9 +240,9 @@ void record_resolved_model(std::map<std::string, std::string>* params,
 std::string describe_training(const RunConfig& run) {
   const TrainingConfig& t = run.training;
   if (!t.mode) return "";
-  std::string out = fmt::format("training {}: {}{} epoch(s)", to_string(t.mode),
-                                t.converge_window > 0 && t.hold_epochs == 0 ? "at most " : "",
-                                t.epochs);
+  std::string out =
+      fmt::format("training {}: {}{} epoch(s)", to_string(t.mode),
+                  t.converge_window > 0 && t.hold_epochs == 0 ? "at most " : "", t.epochs);
   if (t.mode == trainers::Mode::kFreeze && t.freeze_epochs > 0)
     out += fmt::format(" (phase 1 at most {})", t.freeze_epochs);
   out += fmt::format(", batch {}, {} lr {}{}", t.batch, trainers::to_string(t.optimizer), t.lr,

@@ -156,9 +156,9 @@ std::string pretrain_cache_path(const RunConfig& run, const TrainingContext& con
     key += fmt::format(";{}={}", k, it == run.params.end() ? "" : it->second);
   }
   // Keys added later: only when set, so that earlier caches keep their names.
-  for (const char* k : {"training.seed", "training.converge_window", "training.converge_margin_pt",
-                        "model.width", "training.lr_schedule", "training.lr_floor",
-                        "training.hold_epochs", "model.path"})
+  for (const char* k :
+       {"training.seed", "training.converge_window", "training.converge_margin_pt", "model.width",
+        "training.lr_schedule", "training.lr_floor", "training.hold_epochs", "model.path"})
     if (auto it = run.params.find(k); it != run.params.end())
       key += fmt::format(";{}={}", k, it->second);
   auto dir = std::filesystem::path(context.output).parent_path();

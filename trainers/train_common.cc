@@ -135,7 +135,8 @@ void validate(const TrainOptions& o) {
     if (!(o.lr_floor > 0.0))
       bad("hold_epochs needs lr_floor > 0: epochs held at a rate of 0 would be flat trivially");
     if (o.converge_window > o.hold_epochs)
-      bad(fmt::format("converge_window {} exceeds hold_epochs {}: the rule judges held epochs "
+      bad(
+          fmt::format("converge_window {} exceeds hold_epochs {}: the rule judges held epochs "
                       "only, so it could never be met",
                       o.converge_window, o.hold_epochs));
   }

@@ -137,12 +137,13 @@ TEST_P(TorchScriptStages, LowerToTheProgramAndMatch) {
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, TorchScriptStages,
-    ::testing::Values(ScriptCase{"vgg11", {"after_features"}, 1},
-                      ScriptCase{"vgg11", {"after_features.5", "after_avgpool"}, 1},
-                      ScriptCase{"mobilenet_v3_small", {"after_features"}, 40},
-                      ScriptCase{"mobilenet_v3_small", {"after_features.5.block.0", "after_features"}, 40},
-                      ScriptCase{"vit", {"after_encoder"}, 50},
-                      ScriptCase{"vit", {"after_encoder.layers.encoder_layer_0.ln_2", "after_encoder"}, 50}),
+    ::testing::Values(
+        ScriptCase{"vgg11", {"after_features"}, 1},
+        ScriptCase{"vgg11", {"after_features.5", "after_avgpool"}, 1},
+        ScriptCase{"mobilenet_v3_small", {"after_features"}, 40},
+        ScriptCase{"mobilenet_v3_small", {"after_features.5.block.0", "after_features"}, 40},
+        ScriptCase{"vit", {"after_encoder"}, 50},
+        ScriptCase{"vit", {"after_encoder.layers.encoder_layer_0.ln_2", "after_encoder"}, 50}),
     [](const ::testing::TestParamInfo<ScriptCase>& info) {
       std::string n = info.param.model + "_" + std::to_string(info.param.cuts.size());
       return n;

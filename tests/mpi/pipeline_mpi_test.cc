@@ -102,12 +102,16 @@ TEST(PipelineMpi, EveryBatchArrivesInOrderAndIntact) {
     EXPECT_EQ(seen, 12);
     EXPECT_EQ(timing.end_s.size(), 10u);
   }
-  if (me == 0) { EXPECT_EQ(timing.start_s.size(), 10u); }
+  if (me == 0) {
+    EXPECT_EQ(timing.start_s.size(), 10u);
+  }
   if (me < n - 1)
     EXPECT_EQ(timing.bytes_sent, 10 * kBatch * width(me + 1) * 4);
   else
     EXPECT_EQ(timing.bytes_sent, 0);
-  if (me > 0) { EXPECT_EQ(timing.bytes_received, 10 * kBatch * width(me) * 4); }
+  if (me > 0) {
+    EXPECT_EQ(timing.bytes_received, 10 * kBatch * width(me) * 4);
+  }
 }
 
 // A board that throws at one batch, and one that returns NaN: the run must finish on every rank
@@ -148,7 +152,9 @@ TEST(PipelineMpi, AFailingBoardDoesNotHangThePipeline) {
       // NaN propagates: downstream ranks see it too (the runner blames the first rank).
       EXPECT_NE(timing.error.find("non-finite"), std::string::npos) << timing.error;
     }
-    if (me == n - 1) { EXPECT_EQ(seen, 9); }
+    if (me == n - 1) {
+      EXPECT_EQ(seen, 9);
+    }
   }
 }
 
@@ -266,7 +272,9 @@ TEST(PipelineMpi, TraceEventsNestAcrossRanks) {
       }
     }
     // Sends are non-blocking: the output of batch b travels while batch b + 1 computes.
-    if (r < n - 1) { EXPECT_GT(overlapping_sends, 0) << "rank " << r; }
+    if (r < n - 1) {
+      EXPECT_GT(overlapping_sends, 0) << "rank " << r;
+    }
   }
 }
 
