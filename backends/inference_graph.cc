@@ -439,4 +439,13 @@ void GraphLowering::mutated(Node* n) {
     set(n->input(0), val(n->output()));
 }
 
+void GraphLowering::bind_fused(Node* n, const std::vector<Node*>& fused, int y) {
+  set_reg(n->output(), y);
+  for (Node* u : fused) {
+    set_reg(u->output(), y);
+    mutated(u);
+    done_.insert(u);
+  }
+}
+
 }  // namespace quilt::backends::detail

@@ -71,6 +71,9 @@ class GraphLowering {
   Node* sole_user(const Value* v, const char* kind) const;
   // In-place ops write their first input: later uses of it see the result.
   void mutated(Node* n);
+  // n's output and those of the nodes folded into its op (`fused`: BN, ReLU) are register y;
+  // the folded nodes count as lowered.
+  void bind_fused(Node* n, const std::vector<Node*>& fused, int y);
 
   // inference_graph_ops.cc: true when n was lowered (else it falls back).
   bool lower_op(Node* n);

@@ -140,12 +140,7 @@ bool GraphLowering::conv(Node* n) {
   }
   const bool relu = fuse_relu(out, nm, fused) != nullptr;
   const int y = c_.conv2d(fold(f, bn ? &*bn : nullptr), x, relu, nm);
-  set_reg(n->output(), y);
-  for (Node* u : fused) {
-    set_reg(u->output(), y);
-    mutated(u);
-    done_.insert(u);
-  }
+  bind_fused(n, fused, y);
   return true;
 }
 
@@ -175,12 +170,7 @@ bool GraphLowering::add(Node* n) {
   std::vector<Node*> fused;
   fuse_relu(out, nm, fused);
   const int y = c_.add(a, b.reg, !fused.empty(), nm);
-  set_reg(n->output(), y);
-  for (Node* u : fused) {
-    set_reg(u->output(), y);
-    mutated(u);
-    done_.insert(u);
-  }
+  bind_fused(n, fused, y);
   return true;
 }
 
@@ -371,12 +361,7 @@ bool GraphLowering::linear(Node* n) {
   std::vector<Node*> fused;
   fuse_relu(out, nm, fused);
   const int y = c_.linear(w_t, bias, x, !fused.empty(), nm);
-  set_reg(n->output(), y);
-  for (Node* u : fused) {
-    set_reg(u->output(), y);
-    mutated(u);
-    done_.insert(u);
-  }
+  bind_fused(n, fused, y);
   return true;
 }
 
