@@ -244,6 +244,34 @@ void resolve_autoencoder(const Reader& r, const Sections& section, RunConfig& ru
   P["autoencoder.kernel"] = std::to_string(run.autoencoder.kernel);
 }
 
+// training.lr_floor and training.hold_epochs (after lr_schedule and converge_window): a floor
+// and a hold need cosine, a hold needs a floor above 0 and room for the convergence window.
+void resolve_floor_and_hold(const Reader& r, const Section& t, TrainingConfig& tr) {
+  if (auto n = t["lr_floor"]) {
+    tr.lr_floor = r.real(n, "training.lr_floor", 0, 1);
+    if (tr.lr_floor >= 1)
+      r.fail(n, "training.lr_floor", "must be below 1: a fraction of training.lr, e.g. 0.05");
+    if (tr.lr_floor > 0 && tr.lr_schedule == trainers::LrSchedule::kConstant)
+      r.fail(n, "training.lr_floor",
+             "needs `lr_schedule: cosine`: a constant rate has no floor to decay to");
+  }
+  if (auto n = t["hold_epochs"]) {
+    tr.hold_epochs = r.integer(n, "training.hold_epochs", 0, 1 << 20);
+    if (tr.hold_epochs > 0 && tr.lr_schedule == trainers::LrSchedule::kConstant)
+      r.fail(n, "training.hold_epochs",
+             "needs `lr_schedule: cosine` (a constant rate is held already; use epochs)");
+    if (tr.hold_epochs > 0 && !(tr.lr_floor > 0))
+      r.fail(n, "training.hold_epochs",
+             "needs training.lr_floor > 0 (e.g. 0.05): epochs held at a rate of 0 would be "
+             "flat whether or not the model had converged");
+    if (tr.hold_epochs > 0 && tr.hold_epochs < tr.converge_window)
+      r.fail(n, "training.hold_epochs",
+             fmt::format("{} is fewer than training.converge_window = {}: the rule judges held "
+                         "epochs only, so it could never be met; hold at least {}",
+                         tr.hold_epochs, tr.converge_window, tr.converge_window));
+  }
+}
+
 // The `training` section: reads and checks its keys into the run and records its parameters.
 void resolve_training(const Reader& r, const Sections& section, RunConfig& run) {
   auto& P = run.params;
@@ -283,29 +311,7 @@ void resolve_training(const Reader& r, const Sections& section, RunConfig& run) 
   }
   if (auto n = t["converge_margin_pt"])
     tr.converge_margin_pt = r.real(n, "training.converge_margin_pt", 0, 100);
-  if (auto n = t["lr_floor"]) {
-    tr.lr_floor = r.real(n, "training.lr_floor", 0, 1);
-    if (tr.lr_floor >= 1)
-      r.fail(n, "training.lr_floor", "must be below 1: a fraction of training.lr, e.g. 0.05");
-    if (tr.lr_floor > 0 && tr.lr_schedule == trainers::LrSchedule::kConstant)
-      r.fail(n, "training.lr_floor",
-             "needs `lr_schedule: cosine`: a constant rate has no floor to decay to");
-  }
-  if (auto n = t["hold_epochs"]) {
-    tr.hold_epochs = r.integer(n, "training.hold_epochs", 0, 1 << 20);
-    if (tr.hold_epochs > 0 && tr.lr_schedule == trainers::LrSchedule::kConstant)
-      r.fail(n, "training.hold_epochs",
-             "needs `lr_schedule: cosine` (a constant rate is held already; use epochs)");
-    if (tr.hold_epochs > 0 && !(tr.lr_floor > 0))
-      r.fail(n, "training.hold_epochs",
-             "needs training.lr_floor > 0 (e.g. 0.05): epochs held at a rate of 0 would be "
-             "flat whether or not the model had converged");
-    if (tr.hold_epochs > 0 && tr.hold_epochs < tr.converge_window)
-      r.fail(n, "training.hold_epochs",
-             fmt::format("{} is fewer than training.converge_window = {}: the rule judges held "
-                         "epochs only, so it could never be met; hold at least {}",
-                         tr.hold_epochs, tr.converge_window, tr.converge_window));
-  }
+  resolve_floor_and_hold(r, t, tr);
   if (tr.mode == trainers::Mode::kFreeze && run.autoencoder.rate == 1)
     r.fail(t["mode"], "training.mode",
            "`freeze` trains the autoencoders first, but `autoencoder.rate` is 1 (no autoencoder); "
