@@ -11,9 +11,10 @@ BUILD  := build/$(PRESET)
 JOBS   ?= $(shell nproc)
 PY     := /usr/bin/python3
 
-# Debian packages the build, the tests and the analysis scripts need.
+# Debian packages the build, the tests and the analysis scripts need. ocl-icd-opencl-dev: oneDNN's
+# CMake config (libdnnl-dev) requires OpenCL, a Recommends that --no-install-recommends skips.
 PACKAGES := build-essential cmake git pkg-config ccache clang-format \
-  libtorch-dev libopenblas0-pthread libdnnl-dev libjemalloc-dev \
+  libtorch-dev libopenblas0-pthread libdnnl-dev ocl-icd-opencl-dev libjemalloc-dev \
   libopenmpi-dev openmpi-bin \
   libhdf5-dev libfmt-dev libyaml-cpp-dev libbenchmark-dev libgtest-dev uuid-dev \
   libxrt-dev libxrt1 \
