@@ -318,6 +318,30 @@ std::string Parser::help() const {
   return out;
 }
 
+std::vector<int64_t> parse_shape(const std::string& text) {
+  std::vector<int64_t> shape;
+  size_t pos = 0;
+  while (true) {
+    const size_t sep = text.find_first_of(",x", pos);
+    const std::string part = text.substr(pos, sep == std::string::npos ? sep : sep - pos);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != part.size() || v <= 0) {
+      throw std::invalid_argument(
+          fmt::format("`{}` is not a shape; give positive sizes such as 3,224,224 or 64", text));
+    }
+    shape.push_back(v);
+    if (sep == std::string::npos) break;
+    pos = sep + 1;
+  }
+  return shape;
+}
+
 std::string top_level_help(const std::vector<Command>& commands) {
   std::string out =
       "usage: quilt <command> [args]    (quilt help <command>, quilt <command> "

@@ -113,6 +113,10 @@ std::string top_level_help(const std::vector<Command>& commands);
 /// Unknown command: message with a "did you mean" on stderr, exit 2. Does not catch exceptions.
 int dispatch(const std::vector<Command>& commands, int argc, char** argv);
 
+/// A per-sample shape from the command line: positive sizes separated by `,` or `x` ("3,224,224",
+/// "64"). Throws std::invalid_argument saying what is valid, which Parser reports under the option.
+std::vector<int64_t> parse_shape(const std::string& text);
+
 /// Whether `argv[first..argc)` asks for help (`--help` or `-h`), for commands that must know
 /// before they do anything else (`quilt run` starts MPI).
 bool wants_help(int argc, char** argv, int first = 2);

@@ -5,10 +5,10 @@
 #include "cli/boards_cmd.h"
 #include "cli/cli.h"
 #include "cli/collect_cmd.h"
+#include "cli/models_cmd.h"
 #include "cli/profile_cmd.h"
 #include "cli/reproduce_cmd.h"
 #include "cli/trace_cmd.h"
-#include "common/model_width.h"
 #include "harness/experiment.h"
 #include "harness/mpi.h"
 #include "harness/planning.h"
@@ -18,9 +18,7 @@
 #include "harness/slurm.h"
 #include "models/autoencoder.h"
 #include "models/quilt_model.h"
-#include "models/summary.h"
 #include "models/torchscript.h"
-#include "models/torchscript_profile.h"
 #include "models/zoo.h"
 #include "results/error.h"
 #include "results/reader.h"
@@ -53,194 +51,6 @@ std::string join_args(int argc, char** argv) {
   std::string s;
   for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
   return s;
-}
-
-std::vector<int64_t> parse_shape(const std::string& text) {
-  std::vector<int64_t> shape;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    size_t comma = text.find_first_of(",x", pos);
-    std::string part =
-        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    try {
-      size_t used = 0;
-      long long v = std::stoll(part, &used);
-      if (used != part.size() || v <= 0) throw std::invalid_argument(part);
-      shape.push_back(v);
-    } catch (const std::exception&) {
-      throw ConfigError("<command line>", 0, 0, "--input",
-                        fmt::format("`{}` is not a shape; use e.g. 3,224,224", text));
-    }
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return shape;
-}
-
-int cmd_models(int argc, char** argv) {
-  std::string file;
-  quilt::models::Shape input;
-  quilt::harness::cli::Parser p(
-      "models",
-      "The model zoo: each model's input, classes and cut points; with --file, every cut of a "
-      "TorchScript model (arch `torchscript`) with what crosses it.");
-  p.option("--file", "PATH", "a TorchScript file (torch.jit.save of a scripted or traced model)",
-           &file)
-      .option("--input", "C,H,W",
-              "per-sample input shape of the TorchScript model (required "
-              "with --file)",
-              [&](const std::string& v) { input = parse_shape(v); })
-      .example("quilt models")
-      .example("quilt models --file m.pt --input 3,224,224");
-  if (!p.parse(argc, argv)) return kExitOk;
-  torch::NoGradGuard no_grad;
-  if (!file.empty()) {
-    if (input.empty()) {
-      fmt::print(stderr,
-                 "quilt models: --file needs --input (the per-sample shape, e.g. "
-                 "3,224,224)\n");
-      return kExitUsage;
-    }
-    const auto cuts = quilt::models::torchscript_cuts(file, input);
-    fmt::print(
-        "{} input {}: cuts (default = a top-level submodule's end), what crosses, "
-        "float32 bytes per sample\n",
-        file, quilt::models::to_string(input));
-    size_t valid = 0;
-    for (const auto& c : cuts) {
-      if (!c.invalid.empty()) continue;
-      ++valid;
-      std::vector<std::string> parts;
-      for (const auto& t : c.tensors)
-        parts.push_back(c.tensors.size() > 1 ? t.name + " " + quilt::models::to_string(t.shape)
-                                             : quilt::models::to_string(t.shape));
-      fmt::print("  {:<48} {:<8} {:>12} B  {}\n", c.name, c.top_level ? "default" : "",
-                 c.bytes_per_sample, fmt::join(parts, " + "));
-    }
-    fmt::print("{} valid cut(s); {} other submodule end(s) cannot be cuts", valid,
-               cuts.size() - valid);
-    std::vector<std::string> invalid;
-    for (const auto& c : cuts)
-      if (!c.invalid.empty() && c.top_level) invalid.push_back(c.name + ": " + c.invalid);
-    if (!invalid.empty()) fmt::print(" (top-level ones: {})", fmt::join(invalid, "; "));
-    fmt::print("\n");
-    return kExitOk;
-  }
-  for (const auto& name : quilt::models::model_names()) {
-    auto model = quilt::models::make_model(name);
-    fmt::print("{:<10} input {:<10} classes {:<5} cuts:", name,
-               quilt::models::to_string(model->input_shape()), model->num_classes());
-    for (const auto& c : model->cuts()) {
-      // Several crossing tensors (UNet's skips): each, in packed order.
-      std::vector<std::string> parts;
-      for (const auto& t : c.tensors)
-        parts.push_back(c.tensors.size() > 1 ? t.name + " " + quilt::models::to_string(t.shape)
-                                             : quilt::models::to_string(t.shape));
-      fmt::print(" {} ({})", c.name, fmt::join(parts, " + "));
-    }
-    fmt::print("\n");
-  }
-  return kExitOk;
-}
-
-int cmd_summary(int argc, char** argv) {
-  quilt::models::ModelOptions opts;
-  double rate = 1;
-  std::string arch, file;
-  std::vector<std::string> cuts;
-  quilt::harness::cli::Parser p("summary",
-                                "Per-unit shapes, FLOPs and parameters of a model, and the bytes "
-                                "that cross each cut point with and without the autoencoder.");
-  p.positional("ARCH", "a model of `quilt models` (or --file)", &arch, false)
-      .option("--file", "PATH",
-              "a TorchScript file (torch.jit.save of a scripted or traced model) instead of "
-              "ARCH; needs --input",
-              &file)
-      .option("--input", "C,H,W",
-              "per-sample input shape (default: the model's; required with --file)",
-              [&](const std::string& v) { opts.input_shape = parse_shape(v); })
-      .option("--classes", "N", "number of classes (default: the model's)", &opts.num_classes, 1)
-      .option("--width", "W",
-              "channel multiplier of a ResNet's stem and stages, in (0, 4] (default 1)",
-              [&](const std::string& v) {
-                opts.width = std::stod(v);
-                if (!quilt::common::valid_model_width(opts.width))
-                  throw std::invalid_argument("must be a number in (0, 4]");
-              })
-      .option("--rate", "R", "autoencoder reduction rate at the cuts (default 1: none)", &rate, 1.0)
-      .option("--cut", "NAME",
-              "show only this cut (repeatable); with --file, a cut that is not a default one is "
-              "added to the model (`quilt models --file` lists them)",
-              [&](const std::string& v) { cuts.push_back(v); })
-      .example("quilt summary resnet50 --rate 64 --cut after_layer3")
-      .example("quilt summary --file m.pt --input 3,224,224");
-  if (!p.parse(argc, argv)) return kExitOk;
-  if (arch.empty() == file.empty()) {
-    fmt::print(stderr,
-               "quilt summary: give a model of `quilt models` or --file PATH (a "
-               "TorchScript file), one of them; the zoo has: {}\n",
-               fmt::join(quilt::models::model_names(), ", "));
-    return kExitUsage;
-  }
-  if (!file.empty() && opts.input_shape.empty()) {
-    fmt::print(stderr,
-               "quilt summary: --file needs --input, the per-sample input shape of the "
-               "TorchScript model (e.g. 3,224,224)\n");
-    return kExitUsage;
-  }
-  if (!file.empty() && (opts.num_classes > 0 || opts.width != 1.0)) {
-    fmt::print(stderr,
-               "quilt summary: --classes and --width do not apply with --file (the "
-               "TorchScript model is what it is)\n");
-    return kExitUsage;
-  }
-  torch::NoGradGuard no_grad;
-  auto model = file.empty() ? quilt::models::make_model(arch, opts)
-                            : quilt::harness::load_torchscript_file(file, opts.input_shape, cuts);
-  auto s = quilt::models::summarize(model);
-  if (!file.empty()) {
-    // A TorchScript unit's weights are constants of its frozen graph, and its operations
-    // beyond the top level (attention inside an `if`) have no LibTorch module: the profile
-    // counts them (models/torchscript_profile.h).
-    const auto& ts = dynamic_cast<const quilt::models::TorchScriptModelImpl&>(*model.ptr());
-    const auto units = quilt::models::profile_torchscript(ts);
-    s.arch = file + " (torchscript)";
-    s.flops = s.params = s.macs = 0;
-    for (size_t i = 0; i < units.size(); ++i) {
-      s.units[i].macs = units[i].macs;
-      s.units[i].flops = units[i].flops;
-      s.units[i].params = units[i].params;
-      s.macs += units[i].macs;
-      s.flops += units[i].flops;
-      s.params += units[i].params;
-    }
-  }
-  fmt::print("{} input {} classes {}{}: {:.3f} GFLOPs/sample{}, {} parameters\n", s.arch,
-             quilt::models::to_string(s.input_shape), s.num_classes,
-             opts.width != 1.0 ? fmt::format(" width {}", opts.width) : "", s.flops / 1e9,
-             file.empty() ? ""
-                          : fmt::format(" ({:.3f} of them 2 x MACs of conv/linear/matmul; "
-                                        "`quilt profile --file` has every operation)",
-                                        2 * s.macs / 1e9),
-             s.params);
-  fmt::print("{:<10} {:>16} {:>16} {:>12} {:>12} {:>14}\n", "unit", "in", "out", "GFLOPs", "params",
-             "out B/sample");
-  for (const auto& u : s.units)
-    fmt::print("{:<10} {:>16} {:>16} {:>12.4f} {:>12} {:>14}\n", u.name,
-               quilt::models::to_string(u.in_shape), quilt::models::to_string(u.out_shape),
-               u.flops / 1e9, u.params, u.out_bytes);
-  fmt::print("\n{:<14} {:>16} {:>14} {:>16} {:>14} {:>8}\n", "cut", "shape", "B/sample", "encoded",
-             "wire B/sample", "eff. R");
-  for (const auto& c : s.cuts) {
-    bool selected = cuts.empty() || std::find(cuts.begin(), cuts.end(), c.name) != cuts.end();
-    if (!selected) continue;
-    // Several crossing tensors (UNet): packed shapes, bytes summed over the tensors.
-    const auto t = quilt::models::cut_traffic(c, {rate, 1});
-    fmt::print("{:<14} {:>16} {:>14} {:>16} {:>14} {:>8.2f}\n", c.name,
-               quilt::models::to_string(t.shape), t.bytes_per_sample,
-               quilt::models::to_string(t.wire_shape), t.wire_bytes_per_sample, t.effective_rate);
-  }
-  return kExitOk;
 }
 
 const char* kExitCodes =
@@ -607,8 +417,9 @@ int main(int argc, char** argv) {
        quilt::harness::cmd_trace},
       {"reproduce", "the whole paper: every experiment, every analysis script, one report",
        quilt::harness::cmd_reproduce},
-      {"models", "the model zoo and each model's cut points", cmd_models},
-      {"summary", "per-unit shapes, FLOPs, parameters and bytes per cut of a model", cmd_summary},
+      {"models", "the model zoo and each model's cut points", quilt::harness::cmd_models},
+      {"summary", "per-unit shapes, FLOPs, parameters and bytes per cut of a model",
+       quilt::harness::cmd_summary},
       {"profile", "per-unit FLOPs, bytes and (--measure) measured time of a model",
        quilt::harness::cmd_profile},
       {"calibrate", "fit a board profile to measured unit times", quilt::harness::cmd_calibrate},

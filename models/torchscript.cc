@@ -184,33 +184,21 @@ uint64_t TorchScriptModelImpl::weights_fingerprint() const {
   return h;
 }
 
-std::vector<std::shared_ptr<torch::jit::GraphFunction>> TorchScriptModelImpl::training_functions(
-    const std::vector<std::string>& names, const std::vector<size_t>& frozen_at) {
-  training_error_.clear();
-  if (scripted_.parameters(/*recurse=*/true).size() == 0) {
-    training_error_ = fmt::format(
-        "the TorchScript model `{}` has no parameters to train (a model saved after "
-        "torch.jit.freeze has its weights folded into the graph as constants: save "
-        "torch.jit.script(model) of the model before freezing)",
-        path_);
-  }
-  if (!training_graph_) {
-    try {
-      training_graph_ = torchscript_detail::analyse_training(path_, scripted_);
-    } catch (const std::exception& e) {
-      if (training_error_.empty())
-        training_error_ =
-            fmt::format("the graph of `{}` before freezing cannot be cut as its frozen graph: {}",
-                        path_, e.what());
-      return {};
-    }
-  }
-  const auto& f = *graph_;
-  const auto& t = *training_graph_;
-  // Where each frozen cut is in the graph before freezing: after the same submodule, with the
-  // same tensors crossing.
+namespace {
+
+// Where the frozen cuts are in the graph before freezing (training mode): per unit boundary its
+// position (first 0, last the graph's end) and per cut the values that cross it.
+struct TrainingCuts {
   std::vector<size_t> at = {0};
   std::vector<std::vector<Value*>> crossing;
+};
+
+// Finds each frozen cut `names[i]` (at frozen position frozen_at[i]) in `t`: after the same
+// submodule, with as many tensors crossing. Returns why one cannot train, or empty.
+std::string locate_training_cuts(const TorchScriptGraph& f, const TorchScriptGraph& t,
+                                 const std::vector<std::string>& names,
+                                 const std::vector<size_t>& frozen_at, const std::string& path,
+                                 TrainingCuts& cuts) {
   for (size_t i = 0; i < names.size(); ++i) {
     const Candidate* c = t.find(names[i]);
     std::string why;
@@ -218,86 +206,130 @@ std::vector<std::shared_ptr<torch::jit::GraphFunction>> TorchScriptModelImpl::tr
       why = "its submodule runs no operation in training mode";
     } else if (!c->invalid.empty()) {
       why = c->invalid + " in training mode";
-    } else if (c->position <= at.back()) {
+    } else if (c->position <= cuts.at.back()) {
       why = "its operations are in another order in training mode";
     } else if (c->crossing.size() != f.live_at(frozen_at[i]).size()) {
       why = fmt::format("{} value(s) cross it in training mode but {} in eval mode",
                         c->crossing.size(), f.live_at(frozen_at[i]).size());
     }
     if (!why.empty()) {
-      if (training_error_.empty())
-        training_error_ = fmt::format(
-            "cut \"{}\" of the TorchScript model `{}` cannot train: {}; train at "
-            "other cuts (`quilt models --file` lists them)",
-            names[i], path_, why);
-      return {};
+      return fmt::format(
+          "cut \"{}\" of the TorchScript model `{}` cannot train: {}; train at other cuts "
+          "(`quilt models --file` lists them)",
+          names[i], path, why);
     }
-    at.push_back(c->position);
-    crossing.push_back(c->crossing);
+    cuts.at.push_back(c->position);
+    cuts.crossing.push_back(c->crossing);
   }
-  at.push_back(t.top.size());
-  // One run of the graph before freezing (eval mode, a batch of 2 zeros) checks that the same
-  // shapes cross every cut.
+  cuts.at.push_back(t.top.size());
+  return {};
+}
+
+// Runs the graph before freezing once (eval mode, a batch of 2 zeros) and returns its output
+// followed by every crossing tensor; sets `failed` instead when it throws.
+std::vector<at::Tensor> probe_training_graph(torch::jit::Module& scripted,
+                                             const TorchScriptGraph& t, const TrainingCuts& cuts,
+                                             const Shape& input_shape, std::string& failed) {
   std::vector<Value*> probed = {t.output};
-  for (const auto& vs : crossing) probed.insert(probed.end(), vs.begin(), vs.end());
+  for (const auto& vs : cuts.crossing) probed.insert(probed.end(), vs.begin(), vs.end());
+  torch::NoGradGuard no_grad;
+  const bool training = torchscript_detail::is_training(scripted);
+  torchscript_detail::set_training(scripted, false);
+  torch::jit::GraphFunction probe("__torch__.quilt.probe",
+                                  slice(t, 0, t.top.size(), {t.input}, probed), nullptr,
+                                  torch::jit::ExecutorExecutionMode::SIMPLE);
+  Shape batch = {2};
+  batch.insert(batch.end(), input_shape.begin(), input_shape.end());
+  torch::jit::Stack stack = {scripted._ivalue(), torch::zeros(batch)};
   std::vector<at::Tensor> results;
-  {
-    torch::NoGradGuard no_grad;
-    const bool training = torchscript_detail::is_training(scripted_);
-    torchscript_detail::set_training(scripted_, false);
-    torch::jit::GraphFunction probe("__torch__.quilt.probe",
-                                    slice(t, 0, t.top.size(), {t.input}, probed), nullptr,
-                                    torch::jit::ExecutorExecutionMode::SIMPLE);
-    Shape batch = {2};
-    batch.insert(batch.end(), input_shape_.begin(), input_shape_.end());
-    torch::jit::Stack stack = {scripted_._ivalue(), torch::zeros(batch)};
-    std::string failed;
-    try {
-      probe.run(stack);
-      results = tensors_of(stack.back(), probed.size());
-    } catch (const std::exception& e) {
-      failed = e.what();
-    }
-    torchscript_detail::set_training(scripted_, training);
-    if (!failed.empty()) {
-      if (training_error_.empty())
-        training_error_ = fmt::format("the TorchScript model `{}` fails before freezing: {}", path_,
-                                      failed.substr(0, failed.find('\n')));
-      return {};
-    }
+  try {
+    probe.run(stack);
+    results = tensors_of(stack.back(), probed.size());
+  } catch (const std::exception& e) {
+    failed = e.what();
+    failed = failed.substr(0, failed.find('\n'));
   }
+  torchscript_detail::set_training(scripted, training);
+  return results;
+}
+
+// Checks that the probe's output and crossing tensors have the frozen graph's per-sample
+// shapes. Returns why not, or empty.
+std::string check_training_shapes(const TorchScriptGraph& f, const std::vector<at::Tensor>& results,
+                                  const TrainingCuts& cuts, const std::vector<std::string>& names,
+                                  const std::vector<size_t>& frozen_at, const std::string& path) {
   if (results[0].sizes().slice(1).vec() != f.sample_shape(f.output)) {
-    if (training_error_.empty())
-      training_error_ = fmt::format(
-          "the TorchScript model `{}` returns {} per sample in eval mode but {} before freezing",
-          path_, to_string(f.sample_shape(f.output)), fmt::join(results[0].sizes().slice(1), "x"));
-    return {};
+    return fmt::format(
+        "the TorchScript model `{}` returns {} per sample in eval mode but {} before freezing",
+        path, to_string(f.sample_shape(f.output)), fmt::join(results[0].sizes().slice(1), "x"));
   }
   size_t r = 1;
-  for (size_t i = 0; i < crossing.size(); ++i) {
+  for (size_t i = 0; i < cuts.crossing.size(); ++i) {
     const auto frozen = f.live_at(frozen_at[i]);
-    for (size_t j = 0; j < crossing[i].size(); ++j, ++r) {
+    for (size_t j = 0; j < cuts.crossing[i].size(); ++j, ++r) {
       const auto want = f.sample_shape(frozen[j]);
       const auto& got = results[r];
       if (got.dim() != static_cast<int64_t>(want.size()) + 1 ||
           got.sizes().slice(1).vec() != want) {
-        if (training_error_.empty())
-          training_error_ = fmt::format(
-              "cut \"{}\" of the TorchScript model `{}` cannot train: tensor {} crosses it as {} "
-              "in eval mode but as {} before freezing",
-              names[i], path_, j, to_string(want), fmt::join(got.sizes(), "x"));
-        return {};
+        return fmt::format(
+            "cut \"{}\" of the TorchScript model `{}` cannot train: tensor {} crosses it as {} "
+            "in eval mode but as {} before freezing",
+            names[i], path, j, to_string(want), fmt::join(got.sizes(), "x"));
       }
     }
   }
+  return {};
+}
+
+}  // namespace
+
+std::vector<std::shared_ptr<torch::jit::GraphFunction>> TorchScriptModelImpl::training_functions(
+    const std::vector<std::string>& names, const std::vector<size_t>& frozen_at) {
+  training_error_.clear();
+  // The first reason is kept; a later one is checked only while none is known.
+  auto fail = [&](const std::string& why) {
+    if (training_error_.empty()) training_error_ = why;
+  };
+  if (scripted_.parameters(/*recurse=*/true).size() == 0) {
+    fail(
+        fmt::format("the TorchScript model `{}` has no parameters to train (a model saved after "
+                    "torch.jit.freeze has its weights folded into the graph as constants: save "
+                    "torch.jit.script(model) of the model before freezing)",
+                    path_));
+  }
+  if (!training_graph_) {
+    try {
+      training_graph_ = torchscript_detail::analyse_training(path_, scripted_);
+    } catch (const std::exception& e) {
+      fail(fmt::format("the graph of `{}` before freezing cannot be cut as its frozen graph: {}",
+                       path_, e.what()));
+      return {};
+    }
+  }
+  const auto& t = *training_graph_;
+  TrainingCuts cuts;
+  if (std::string why = locate_training_cuts(*graph_, t, names, frozen_at, path_, cuts);
+      !why.empty()) {
+    fail(why);
+    return {};
+  }
+  std::string failed;
+  const std::vector<at::Tensor> results =
+      probe_training_graph(scripted_, t, cuts, input_shape_, failed);
+  if (!failed.empty()) {
+    fail(fmt::format("the TorchScript model `{}` fails before freezing: {}", path_, failed));
+    return {};
+  }
+  fail(check_training_shapes(*graph_, results, cuts, names, frozen_at, path_));
   if (!training_error_.empty()) return {};
   std::vector<std::shared_ptr<torch::jit::GraphFunction>> out;
-  for (size_t u = 0; u + 1 < at.size(); ++u) {
-    const std::vector<Value*> ins = u == 0 ? std::vector<Value*>{t.input} : crossing[u - 1];
+  for (size_t u = 0; u + 1 < cuts.at.size(); ++u) {
+    const std::vector<Value*> ins = u == 0 ? std::vector<Value*>{t.input} : cuts.crossing[u - 1];
     const std::vector<Value*> outs =
-        u + 1 == at.size() - 1 ? std::vector<Value*>{t.output} : crossing[u];
+        u + 1 == cuts.at.size() - 1 ? std::vector<Value*>{t.output} : cuts.crossing[u];
     out.push_back(std::make_shared<torch::jit::GraphFunction>(
-        fmt::format("__torch__.quilt.Segment{}", u), slice(t, at[u], at[u + 1], ins, outs), nullptr,
+        fmt::format("__torch__.quilt.Segment{}", u),
+        slice(t, cuts.at[u], cuts.at[u + 1], ins, outs), nullptr,
         torch::jit::ExecutorExecutionMode::SIMPLE));
   }
   return out;

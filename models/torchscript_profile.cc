@@ -413,6 +413,30 @@ const ScriptSegmentImpl& segment(const TorchScriptModelImpl& model, size_t u) {
 
 }  // namespace
 
+ModelSummary summarize_torchscript(const TorchScriptModelImpl& model,
+                                   const std::vector<TorchScriptUnitProfile>& units) {
+  ModelSummary s;
+  s.arch = model.arch();
+  s.input_shape = model.input_shape();
+  s.num_classes = model.num_classes();
+  s.cuts = model.cuts();
+  for (const auto& u : units) {
+    UnitSummary us;
+    us.name = u.name;
+    us.in_shape = u.in_shape;
+    us.out_shape = u.out_shape;
+    us.macs = u.macs;
+    us.flops = u.flops;
+    us.params = u.params;
+    us.out_bytes = u.out_bytes;
+    s.units.push_back(us);
+    s.macs += u.macs;
+    s.flops += u.flops;
+    s.params += u.params;
+  }
+  return s;
+}
+
 std::vector<TorchScriptUnitProfile> profile_torchscript(const TorchScriptModelImpl& model) {
   torch::NoGradGuard no_grad;
   torch::jit::GraphOptimizerEnabledGuard plain(false);

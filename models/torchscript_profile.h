@@ -30,6 +30,7 @@
 // cost model uses only the MACs (models/summary.h's convention); `macs` keeps them apart.
 
 #include "models/model.h"
+#include "models/summary.h"
 
 #include <torch/csrc/jit/api/module.h>
 
@@ -85,6 +86,13 @@ struct NodeTimingOptions {
 /// times on small random batches (see the top of this file). Throws ModelError naming the file
 /// if a unit rejects a batch of 3 (a model written for one batch size).
 std::vector<TorchScriptUnitProfile> profile_torchscript(const TorchScriptModelImpl& model);
+
+/// The summary of `model` from its profile `units` (profile_torchscript(model)): each unit's
+/// name, shapes, MACs, FLOPs, parameters and output bytes as the profile counts them (attention
+/// inside an `if` included, which models::summarize cannot see: a frozen graph has no LibTorch
+/// modules), their totals, and the model's arch, input, classes and cuts.
+ModelSummary summarize_torchscript(const TorchScriptModelImpl& model,
+                                   const std::vector<TorchScriptUnitProfile>& units);
 
 /// MACs per sample of a segment module (one graph of a TorchScript model, forward taking one
 /// tensor per in_shapes entry) counting the operations inside the `if`s its inputs decide (as
