@@ -87,6 +87,11 @@ void Reproduction::plan() {
         e.ranks = std::max(e.ranks, r.boards.count);
         if (!r.training.mode) e.training = false;
       }
+      if (e.training) {
+        e.kind = x.runs.front().model.arch;
+        for (const auto& r : x.runs)
+          if (r.model.arch != e.kind) e.kind = "mixed";
+      }
     } catch (const std::exception& ex) {
       e.config_error = ex.what();
     }
@@ -207,8 +212,11 @@ void Reproduction::show_progress(const std::vector<Running<ExperimentState>>& ru
   std::vector<std::string> parts;
   std::string runs;
   for (auto& r : running) {
-    if (auto cur = current_run((dir_ / r.state->log).string(), r.state->log_start))
+    if (auto cur = current_run((dir_ / r.state->log).string(), r.state->log_start)) {
       r.state->run_text = fmt::format(", run {}/{}", cur->first, cur->second);
+      r.state->run_index = cur->first;
+      r.state->run_total = cur->second;
+    }
     runs += r.state->run_text + ";";
     parts.push_back(fmt::format("{}: {}{}", r.state->paper.name, duration_text(r.child.elapsed_s()),
                                 r.state->run_text));

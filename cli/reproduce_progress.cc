@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <set>
 
 namespace quilt::harness::reproduction {
@@ -88,50 +89,98 @@ std::optional<std::pair<int, int>> current_run(const std::string& log, std::stre
   return last;
 }
 
+namespace {
+
+// Training samples per epoch of a data set used in full (the UCI sets: all their rows; the
+// split keeps most of them), for the cost of a run that does not limit them.
+double full_train_samples(DataKind kind) {
+  switch (kind) {
+    case DataKind::kFashionMnist:
+      return 60000;
+    case DataKind::kCifar10:
+      return 50000;
+    case DataKind::kUciIris:
+      return 150;
+    case DataKind::kUciWine:
+      return 178;
+    case DataKind::kUciBreastCancer:
+      return 569;
+    case DataKind::kUciDigits:
+      return 1797;
+    default:
+      return 10000;  // synthetic, a tensor folder: unknown until loaded
+  }
+}
+
+}  // namespace
+
 double run_cost(const RunConfig& run) {
-  if (run.training.mode)
-    return static_cast<double>(run.training.epochs + run.training.pretrain_epochs);
-  return static_cast<double>(run.measurement.repetitions);
+  if (!run.training.mode) return static_cast<double>(run.measurement.repetitions);
+  const auto& t = run.training;
+  const double full = full_train_samples(run.data.kind);
+  const double samples =
+      run.data.train_samples > 0 ? std::min<double>(run.data.train_samples, full) : full;
+  const double pretrain_samples =
+      t.pretrain_samples > 0 ? std::min<double>(t.pretrain_samples, full) : full;
+  double epochs = static_cast<double>(t.epochs + t.hold_epochs) * samples;
+  if (t.pretrain_epochs > 0)
+    epochs += static_cast<double>(t.pretrain_epochs + t.hold_epochs) * pretrain_samples;
+  // A ResNet's work grows with the square of its width; thousands of sample-epochs as the unit.
+  return epochs * run.model.width * run.model.width / 1e3;
 }
 
 std::string time_left_text(const std::vector<ExperimentState>& experiments, int jobs,
                            double now_s) {
   auto slots_of = [jobs](const ExperimentState& e) { return std::min(e.ranks, jobs); };
-  // Seconds per unit of run cost (an epoch, a repetition), from the experiments this invocation
-  // ran, separately for training and pipeline runs (a training run costs orders of magnitude
-  // more). Weighted, not per run: 2-epoch runs say little of the time of 16-epoch ones.
+  // Seconds per unit of run cost (a thousand sample-epochs, a repetition) from the experiments
+  // this invocation finished: per kind (the model a training experiment trains, or pipeline) and,
+  // for a kind none has finished yet, per category (training, pipeline) as a rough guess.
+  // Weighted, not per run: 2-epoch runs say little of the time of 16-epoch ones.
+  std::map<std::string, std::pair<double, double>> by_kind;  // kind -> (seconds, cost)
   double s[2] = {0, 0}, n[2] = {0, 0};
   for (const auto& e : experiments)
     if ((e.status == "ok" || e.status == "failed") && e.cost > 0 && e.result.wall_s > 0) {
       s[e.training] += e.result.wall_s;
       n[e.training] += e.cost;
+      by_kind[e.kind].first += e.result.wall_s;
+      by_kind[e.kind].second += e.cost;
     }
+  bool known = true, rough = false;
   auto estimate = [&](const ExperimentState& e) -> double {
-    if (n[e.training] > 0) return s[e.training] / n[e.training] * e.cost;
-    return -1;
+    if (auto it = by_kind.find(e.kind); it != by_kind.end() && it->second.second > 0)
+      return it->second.first / it->second.second * e.cost;
+    if (n[e.training] > 0) {
+      rough = true;
+      return s[e.training] / n[e.training] * e.cost;
+    }
+    known = false;
+    return 0;
   };
-  // The schedule replayed with those estimates: the running ones end when their estimate says,
-  // the pending ones start in file order as slots free up (what run_experiments does).
-  bool known = true;
+  // The schedule replayed with those estimates: a running one ends when its runs so far say (its
+  // time per finished run times the runs left) or, before its first run has finished, when its
+  // estimate says; the pending ones start in file order as slots free up (what run_experiments
+  // does).
   std::multiset<std::pair<double, int>> ends;  // (seconds from now, slots)
   int used = 0;
   double makespan = 0, last_start = 0;
   for (const auto& e : experiments) {
     if (e.status != "running") continue;
-    double est = estimate(e);
-    if (est < 0) known = false;
-    double left = std::max(0.0, est - (now_s - e.start_s));
+    const double elapsed = now_s - e.start_s;
+    double left = 0;
+    if (e.run_index > 1 && e.run_total >= e.run_index) {
+      left = elapsed / (e.run_index - 1) * e.run_total - elapsed;
+    } else {
+      left = estimate(e) - elapsed;
+      if (left <= 0) known = false;  // past its estimate: how much longer is not known
+    }
+    left = std::max(0.0, left);
     ends.insert({left, slots_of(e)});
     used += slots_of(e);
     makespan = std::max(makespan, left);
   }
   for (const auto& e : experiments) {
     if (!(e.selected && e.config_error.empty() && e.status == "pending")) continue;
-    double est = estimate(e);
-    if (est < 0) {
-      known = false;
-      est = 0;
-    }
+    const double est = estimate(e);
     double start = last_start;
     while (used + slots_of(e) > jobs && !ends.empty()) {
       start = std::max(start, ends.begin()->first);
@@ -144,7 +193,7 @@ std::string time_left_text(const std::vector<ExperimentState>& experiments, int 
     last_start = start;
   }
   if (!known) return makespan > 0 ? fmt::format("at least {} left", duration_text(makespan)) : "";
-  return fmt::format("about {} left", duration_text(makespan));
+  return fmt::format("{} {} left", rough ? "roughly" : "about", duration_text(makespan));
 }
 
 std::string Reproduction::estimate_left() const {

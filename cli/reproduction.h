@@ -47,6 +47,9 @@ struct ExperimentState {
   size_t runs = 0;
   double cost = 0;  // its runs' run_cost, summed: what the time-left estimate scales by
   bool training = false;
+  // What its time per unit of cost is taken from: the model all its training runs train
+  // ("mixed" when they differ), or "pipeline".
+  std::string kind = "pipeline";
   std::string hash;
   // pending, running, then ok | failed | complete | interrupted | not-run
   std::string status = "pending";
@@ -59,8 +62,9 @@ struct ExperimentState {
   // (-1: not started); with --jobs N these show which experiments ran at the same time.
   double start_s = -1, end_s = -1;
   std::string started_utc, ended_utc;
-  std::streamoff log_start = 0;  // where this invocation's output begins in the log
-  std::string run_text;          // ", run 3/12": the run it is on, from its log
+  std::streamoff log_start = 0;      // where this invocation's output begins in the log
+  std::string run_text;              // ", run 3/12": the run it is on, from its log
+  int run_index = 0, run_total = 0;  // 3 and 12 of run_text (0: not known yet)
 };
 
 struct AnalysisState {
@@ -77,17 +81,18 @@ struct AnalysisState {
 };
 
 /// What one run costs, for the time-left estimate, in units that scale its time within its kind:
-/// a training run's maximum epochs (pretraining included; the convergence rule may stop it
-/// earlier), a pipeline run's repetitions.
+/// a training run's sample-epochs in thousands (its maximum epochs, holds and pretraining
+/// included, times the training samples it uses, times width squared; the convergence rule may
+/// stop it earlier), a pipeline run's repetitions.
 double run_cost(const RunConfig& run);
 
-/// The time left for the progress lines: "about 3m05s left"; "at least ..." while a kind of run
-/// (training, pipeline) has no measured time yet; "" when nothing is known. The schedule of
-/// run_experiments replayed with the seconds per unit of run_cost that the finished experiments
-/// of the same kind took (so that a pending experiment of long runs is not priced at the rate of
-/// short ones): the
-/// running ones end when their estimate says, the pending ones start in file order as `jobs`
-/// slots free up. `now_s`: seconds since quilt reproduce started.
+/// The time left for the progress lines: "about 3m05s left"; "roughly ..." while an experiment's
+/// kind (ExperimentState::kind) has no finished experiment and the rate of its category
+/// (training, pipeline) stands in; "at least ..." while a category has no measured time yet or a
+/// running experiment is past its estimate before its first run ended; "" when nothing is known.
+/// The schedule of run_experiments replayed: a running experiment ends when its time per
+/// finished run says (run_index, run_total) or else its estimate, the pending ones start in file
+/// order as `jobs` slots free up. `now_s`: seconds since quilt reproduce started.
 std::string time_left_text(const std::vector<ExperimentState>& experiments, int jobs, double now_s);
 
 /// A child of quilt reproduce and the experiment or script it runs.

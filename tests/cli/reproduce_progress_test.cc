@@ -1,5 +1,6 @@
 // The time left that `quilt reproduce` shows (cli/reproduction.h): pending experiments priced by
-// their runs' cost (epochs, repetitions), not by their number of runs.
+// their runs' cost (sample-epochs, repetitions), not by their number of runs, at the rate of
+// finished experiments of their kind; running ones by their own finished runs.
 
 #include "cli/reproduction.h"
 
@@ -18,16 +19,31 @@ ExperimentState experiment(const std::string& status, bool training, size_t runs
   e.training = training;
   e.runs = runs;
   e.cost = cost;
+  e.kind = training ? "resnet18" : "pipeline";
   e.result.wall_s = wall_s;
   return e;
 }
 
-TEST(ReproduceEstimate, RunCostIsMaximumEpochsOrRepetitions) {
+TEST(ReproduceEstimate, RunCostIsSampleEpochsOrRepetitions) {
+  // 16 epochs (and 2 held) on 1000 Fashion-MNIST samples, pretrained 4 (and 2 held) epochs on
+  // all 60,000: 18 x 1000 + 6 x 60,000 sample-epochs, in thousands.
   RunConfig training;
   training.training.mode = trainers::Mode::kFreeze;
   training.training.epochs = 16;
+  training.training.hold_epochs = 2;
   training.training.pretrain_epochs = 4;
-  EXPECT_EQ(run_cost(training), 20);
+  training.data.kind = trainers::DataKind::kFashionMnist;
+  training.data.train_samples = 1000;
+  EXPECT_DOUBLE_EQ(run_cost(training), 378);
+  // Half the width: a quarter of the work.
+  training.model.width = 0.5;
+  EXPECT_DOUBLE_EQ(run_cost(training), 378 / 4.0);
+  // Iris in full: 150 samples an epoch.
+  RunConfig iris;
+  iris.training.mode = trainers::Mode::kScratch;
+  iris.training.epochs = 10;
+  iris.data.kind = trainers::DataKind::kUciIris;
+  EXPECT_DOUBLE_EQ(run_cost(iris), 1.5);
   RunConfig pipeline;
   pipeline.measurement.repetitions = 5;
   EXPECT_EQ(run_cost(pipeline), 5);
@@ -65,6 +81,39 @@ TEST(ReproduceEstimate, AKindWithoutMeasuredTimeGivesALowerBound) {
   EXPECT_EQ(time_left_text(x, 1, 0), "at least 1m00s left");
   x.erase(x.begin());
   EXPECT_EQ(time_left_text(x, 1, 0), "");
+}
+
+TEST(ReproduceEstimate, RunningExperimentGoesByItsFinishedRuns) {
+  // Its estimate says 50 s, but 2 of its 6 runs took 100 s: 4 more take 200 s.
+  std::vector<ExperimentState> x = {experiment("ok", true, 1, 5, 50),
+                                    experiment("running", true, 6, 5)};
+  x[1].start_s = 50;
+  x[1].run_index = 3;
+  x[1].run_total = 6;
+  EXPECT_EQ(time_left_text(x, 1, 150), "about 3m20s left");
+}
+
+TEST(ReproduceEstimate, RunningPastItsEstimateWithoutAFinishedRunIsALowerBound) {
+  // Estimated at 50 s, running for 100 s on its first run: what is left is not known, and a
+  // pending one still costs its 50 s.
+  std::vector<ExperimentState> x = {experiment("ok", true, 1, 5, 50),
+                                    experiment("running", true, 3, 5),
+                                    experiment("pending", true, 1, 5)};
+  x[1].start_s = 50;
+  x[1].run_index = 1;
+  x[1].run_total = 3;
+  EXPECT_EQ(time_left_text(x, 1, 150), "at least 50s left");
+}
+
+TEST(ReproduceEstimate, AnotherModelsRateIsARoughGuess) {
+  // Only an MLP experiment has finished (1 s per unit); a ResNet one is priced at that rate,
+  // said to be rough. Once a ResNet experiment has finished, its own rate applies.
+  std::vector<ExperimentState> x = {experiment("ok", true, 1, 10, 10),
+                                    experiment("pending", true, 1, 60)};
+  x[0].kind = "mlp";
+  EXPECT_EQ(time_left_text(x, 1, 0), "roughly 1m00s left");
+  x.insert(x.begin(), experiment("ok", true, 1, 10, 100));
+  EXPECT_EQ(time_left_text(x, 1, 0), "about 10m00s left");
 }
 
 }  // namespace
