@@ -94,22 +94,13 @@ namespace {
 // Training samples per epoch of a data set used in full (the UCI sets: all their rows; the
 // split keeps most of them), for the cost of a run that does not limit them.
 double full_train_samples(DataKind kind) {
-  switch (kind) {
-    case DataKind::kFashionMnist:
-      return 60000;
-    case DataKind::kCifar10:
-      return 50000;
-    case DataKind::kUciIris:
-      return 150;
-    case DataKind::kUciWine:
-      return 178;
-    case DataKind::kUciBreastCancer:
-      return 569;
-    case DataKind::kUciDigits:
-      return 1797;
-    default:
-      return 10000;  // synthetic, a tensor folder: unknown until loaded
-  }
+  constexpr std::pair<DataKind, double> kSizes[] = {
+      {DataKind::kFashionMnist, 60000},  {DataKind::kCifar10, 50000},
+      {DataKind::kUciIris, 150},         {DataKind::kUciWine, 178},
+      {DataKind::kUciBreastCancer, 569}, {DataKind::kUciDigits, 1797}};
+  for (const auto& [k, n] : kSizes)
+    if (k == kind) return n;
+  return 10000;  // synthetic, a tensor folder: unknown until loaded
 }
 
 }  // namespace

@@ -24,6 +24,15 @@ ExperimentState experiment(const std::string& status, bool training, size_t runs
   return e;
 }
 
+// A training experiment of `runs` runs and cost 5 that started at 50 s and is on run `index`.
+ExperimentState running(int index, int runs) {
+  ExperimentState e = experiment("running", true, runs, 5);
+  e.start_s = 50;
+  e.run_index = index;
+  e.run_total = runs;
+  return e;
+}
+
 TEST(ReproduceEstimate, RunCostIsSampleEpochsOrRepetitions) {
   // 16 epochs (and 2 held) on 1000 Fashion-MNIST samples, pretrained 4 (and 2 held) epochs on
   // all 60,000: 18 x 1000 + 6 x 60,000 sample-epochs, in thousands.
@@ -85,23 +94,15 @@ TEST(ReproduceEstimate, AKindWithoutMeasuredTimeGivesALowerBound) {
 
 TEST(ReproduceEstimate, RunningExperimentGoesByItsFinishedRuns) {
   // Its estimate says 50 s, but 2 of its 6 runs took 100 s: 4 more take 200 s.
-  std::vector<ExperimentState> x = {experiment("ok", true, 1, 5, 50),
-                                    experiment("running", true, 6, 5)};
-  x[1].start_s = 50;
-  x[1].run_index = 3;
-  x[1].run_total = 6;
+  std::vector<ExperimentState> x = {experiment("ok", true, 1, 5, 50), running(3, 6)};
   EXPECT_EQ(time_left_text(x, 1, 150), "about 3m20s left");
 }
 
 TEST(ReproduceEstimate, RunningPastItsEstimateWithoutAFinishedRunIsALowerBound) {
   // Estimated at 50 s, running for 100 s on its first run: what is left is not known, and a
   // pending one still costs its 50 s.
-  std::vector<ExperimentState> x = {experiment("ok", true, 1, 5, 50),
-                                    experiment("running", true, 3, 5),
+  std::vector<ExperimentState> x = {experiment("ok", true, 1, 5, 50), running(1, 3),
                                     experiment("pending", true, 1, 5)};
-  x[1].start_s = 50;
-  x[1].run_index = 1;
-  x[1].run_total = 3;
   EXPECT_EQ(time_left_text(x, 1, 150), "at least 50s left");
 }
 
