@@ -166,11 +166,37 @@ void CompiledStage::Impl::exec_silu(const Instr& in, at::Tensor& a, at::Tensor& 
 }
 
 void CompiledStage::Impl::exec_squeeze_excite(const Instr& in, at::Tensor& a, at::Tensor& dst) {
-  at::Tensor scale = at::addmm(in.bias, a.mean({2, 3}), in.weight);
+  // A blocked register (prims set) is read where it lies: viewed as [n, C / block, H * W, block]
+  // for its layout (nhwc: one block of all C; nChw16c, nChw8c; nchw: blocks of 1), the spatial
+  // mean and the per-channel scale need no reorder to plain NCHW and back. int8 codes are
+  // dequantized first and the result quantized to the instruction's output codes.
+  const bool blocked = in.prims != nullptr;
+  at::Tensor x = a;
+  int64_t n = a.size(0), c = 0, groups = 0, block = 0;
+  if (blocked) {
+    n = batch_of(in, a);
+    c = in.src_shape[0];
+    const detail::Tag tag = detail::blocked_tag(c, in.format.channels_last);
+    block = tag == detail::Tag::nhwc      ? c
+            : tag == detail::Tag::nChw16c ? 16
+            : tag == detail::Tag::nChw8c  ? 8
+                                          : 1;
+    groups = c / block;
+    if (in.format.int8) x = dequantize(a, {in.format.src, in.format.src_scale});
+    x = x.view({n, groups, in.src_shape[1] * in.src_shape[2], block});
+  }
+  const at::Tensor pooled = blocked ? x.mean(2).reshape({n, c}).to(at::kFloat) : x.mean({2, 3});
+  at::Tensor scale = at::addmm(in.bias, pooled, in.weight);
   in.hard_gate ? at::relu_(scale) : at::silu_(scale);
   scale = at::addmm(in.bias2, scale, in.weight2);
   in.hard_gate ? at::hardsigmoid_(scale) : scale.sigmoid_();
-  dst = a * scale.view({scale.size(0), scale.size(1), 1, 1});
+  if (!blocked) {
+    dst = a * scale.view({scale.size(0), scale.size(1), 1, 1});
+    return;
+  }
+  at::Tensor y = x * scale.to(x.scalar_type()).view({n, groups, 1, block});
+  dst =
+      in.format.int8 ? quantize(y, {in.format.dst, in.format.dst_scale}).view({-1}) : y.view({-1});
 }
 
 void CompiledStage::Impl::exec_conv_transpose(const Instr& in, at::Tensor& a, at::Tensor& dst) {

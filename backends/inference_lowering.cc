@@ -77,7 +77,8 @@ int Compiler::eltwise(Code code, int x, const std::string& name) {
 
 int Compiler::squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                              const at::Tensor& b2, bool hard_gate, int x, const std::string& name) {
-  x = dense(x);
+  // A blocked input stays blocked (exec_squeeze_excite reads its layout); a dense one, dense.
+  const Layout layout = regs_[x].layout;
   const Shape& s = regs_[x].shape;
   if (s.size() != 3 || w1.dim() != 2 || w2.dim() != 2 || s[0] != w1.size(1) ||
       w2.size(1) != w1.size(0) || w2.size(0) != s[0] || !b1.defined() || !b2.defined())
@@ -90,7 +91,8 @@ int Compiler::squeeze_excite(const at::Tensor& w1, const at::Tensor& b1, const a
   in.bias = b1.detach().clone();
   in.weight2 = w2.detach().t().contiguous();
   in.bias2 = b2.detach().clone();
-  return emit(std::move(in), Reg{Layout::kDense, s, true});
+  if (layout == Layout::kMkldnn) onednn(in, s, s);
+  return emit(std::move(in), Reg{layout, s, true});
 }
 
 int Compiler::conv_transpose(const FoldedConv& c, const std::vector<int64_t>& output_padding, int x,

@@ -2,8 +2,9 @@
 """Each stage of a TorchScript model on the emulator's path (C++ torch::jit::freeze, then the
 stage compiler's lowering by operation, backends/inference.h) against Python's
 torch.jit.optimize_for_inference of the very same stage graph, same batch, one thread, run
-alternately (C++ binary, then Python, per model); prints the median seconds per batch and the
-ratio python/quilt (>= 1: the emulator is at least as fast).
+alternately (C++ binary, then Python, per model, --rounds times); prints the median seconds per
+batch and the median over the rounds of the ratio python/quilt with its range (>= 1: the emulator
+is at least as fast).
 
 Usage: /usr/bin/python3 bench/torchscript_vs_pytorch.py --build build/release [--batch 8]
 Writes the models with torchvision (MobileNetV3-small, a tiny ViT) into a temp dir. (VGG at
@@ -15,6 +16,7 @@ import _common  # noqa: F401
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -60,30 +62,43 @@ def main():
     ap.add_argument("--build", default="build/release")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="C++ then Python, this many times per model; the ratio is the median "
+                         "of the rounds' ratios (a change of load hits both sides of a round)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     binary = os.path.join(a.build, "bench", "quilt_bench_torchscript")
     with tempfile.TemporaryDirectory() as d:
         write_models(d)
-        print(f"{'model':<20} {'stage':>5} {'quilt ms':>10} {'python ms':>10} {'python/quilt':>13}")
+        print(f"{'model':<20} {'stage':>5} {'quilt ms':>10} {'python ms':>10} {'python/quilt':>13} "
+              f"{'min':>6} {'max':>6}   ({a.rounds} rounds, medians)")
         summaries = []
         for name, shape, cuts in CASES:
-            run = subprocess.run([binary, os.path.join(d, name + ".pt"), shape, str(a.batch), d,
-                                  str(a.repeats), *cuts], capture_output=True, text=True,
-                                 check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-            out = run.stdout
-            summaries.extend(f"{name} {line}" for line in run.stderr.splitlines()
-                             if line.startswith("stage "))
-            for line in out.splitlines():
-                f = line.split()
-                k, quilt_s = int(f[1]), float(f[3])
-                # The stage's inputs: the packed shape is split again by the stage module's
-                # own arguments; read their shapes from a graph run on the first stage's input.
-                m = torch.jit.load(os.path.join(d, f"stage{k}.pt"))
-                shapes = stage_input_shapes(m, d, k, name, shape)
-                py_s = python_median(os.path.join(d, f"stage{k}.pt"), shapes, a.batch, a.repeats)
-                print(f"{name:<20} {k:>5} {quilt_s * 1e3:>10.3f} {py_s * 1e3:>10.3f} "
-                      f"{py_s / quilt_s:>13.2f}")
+            per_stage = {}  # stage -> [(quilt_s, python_s), ...]
+            for r in range(a.rounds):
+                run = subprocess.run([binary, os.path.join(d, name + ".pt"), shape, str(a.batch),
+                                      d, str(a.repeats), *cuts], capture_output=True, text=True,
+                                     check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                if r == 0:
+                    summaries.extend(f"{name} {line}" for line in run.stderr.splitlines()
+                                     if line.startswith("stage "))
+                for line in run.stdout.splitlines():
+                    f = line.split()
+                    k, quilt_s = int(f[1]), float(f[3])
+                    # The stage's inputs: the packed shape is split again by the stage module's
+                    # own arguments; read their shapes from a graph run on the first stage's
+                    # input.
+                    m = torch.jit.load(os.path.join(d, f"stage{k}.pt"))
+                    shapes = stage_input_shapes(m, d, k, name, shape)
+                    py_s = python_median(os.path.join(d, f"stage{k}.pt"), shapes, a.batch,
+                                         a.repeats)
+                    per_stage.setdefault(k, []).append((quilt_s, py_s))
+            for k, pairs in sorted(per_stage.items()):
+                ratios = sorted(p / q for q, p in pairs)
+                q_ms = statistics.median(q for q, _ in pairs) * 1e3
+                p_ms = statistics.median(p for _, p in pairs) * 1e3
+                print(f"{name:<20} {k:>5} {q_ms:>10.3f} {p_ms:>10.3f} "
+                      f"{statistics.median(ratios):>13.2f} {ratios[0]:>6.2f} {ratios[-1]:>6.2f}")
         for s in summaries:
             print(s)
 
