@@ -206,7 +206,7 @@ def diff_estimate(base, other, column, scale=1.0):
 
 
 def converged(epochs_df, ids):
-    """'yes' / 'no (k of n runs)' / 'unknown' for the runs `ids`, from the epochs table's
+    """'yes' / 'no (k of n runs not converged)' / 'unknown' for the runs `ids`, from the epochs table's
     `converged` column when the files record it."""
     from quilt import verdicts
     if epochs_df is None or epochs_df.empty or "converged" not in epochs_df:

@@ -14,18 +14,32 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 15;  // elements per task when LibTorch runs several threads
 
+// A dense float32 CPU tensor whose elements fill its memory without gaps or overlaps (any
+// order: contiguous, channels-last). Element-wise updates may walk such tensors in memory order
+// when all of them have the same strides.
 bool fusable(const torch::Tensor& t) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 &&
-         t.layout() == torch::kStrided && t.is_contiguous();
+         t.layout() == torch::kStrided && t.is_non_overlapping_and_dense();
 }
 
-// Every parameter with a gradient is dense float32 and contiguous, with contiguous state.
+// `t` is fusable and laid out as parameter `p`: same sizes, same strides on every dimension of
+// more than one element (a dimension of size 1 may carry any stride: a [1, 32, 1, 1] weight is
+// both contiguous and channels-last, and its gradient may say either).
+bool fusable_like(const torch::Tensor& t, const torch::Tensor& p) {
+  if (!fusable(t) || !t.sizes().equals(p.sizes())) return false;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) > 1 && t.stride(d) != p.stride(d)) return false;
+  }
+  return true;
+}
+
+// Every parameter with a gradient is dense float32, its gradient and state laid out alike.
 template <typename StateCheck>
 bool all_fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups, StateCheck check) {
   for (const auto& group : groups) {
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      if (!fusable(p) || !fusable(p.grad()) || !check(p)) return false;
+      if (!fusable(p) || !fusable_like(p.grad(), p) || !check(p)) return false;
     }
   }
   return true;
@@ -68,7 +82,7 @@ torch::Tensor FusedSgd::step(LossClosure closure) {
     auto it = state_.find(key(p));
     if (it == state_.end()) return true;
     auto& buf = static_cast<torch::optim::SGDParamState&>(*it->second).momentum_buffer();
-    return fusable(buf) && buf.numel() == p.numel();
+    return fusable_like(buf, p);
   };
   if (!all_fusable(param_groups_, state_ok)) return SGD::step(std::move(closure));
   torch::NoGradGuard no_grad;
@@ -89,7 +103,7 @@ torch::Tensor FusedSgd::step(LossClosure closure) {
         auto it = state_.find(key(p));
         if (it == state_.end()) {
           auto state = std::make_unique<torch::optim::SGDParamState>();
-          state->momentum_buffer(torch::empty_like(p, torch::MemoryFormat::Contiguous));
+          state->momentum_buffer(torch::empty_like(p, torch::MemoryFormat::Preserve));
           it = state_.emplace(key(p), std::move(state)).first;
           first = true;  // torch: the buffer starts as a copy of the first step's d_p
         }
@@ -119,8 +133,7 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
     auto it = state_.find(key(p));
     if (it == state_.end()) return true;
     auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
-    return fusable(s.exp_avg()) && fusable(s.exp_avg_sq()) && s.exp_avg().numel() == p.numel() &&
-           s.exp_avg_sq().numel() == p.numel();
+    return fusable_like(s.exp_avg(), p) && fusable_like(s.exp_avg_sq(), p);
   };
   bool amsgrad = false;
   for (const auto& group : param_groups_) {
@@ -138,8 +151,8 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       if (it == state_.end()) {
         auto state = std::make_unique<torch::optim::AdamParamState>();
         state->step(0);
-        state->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
-        state->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+        state->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        state->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
         it = state_.emplace(key(p), std::move(state)).first;
       }
       auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);

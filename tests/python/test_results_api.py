@@ -141,6 +141,8 @@ def test_verdict_rules():
     assert V.paired({1: 1.0, 2: 2.0}, {1: 2.0, 2: 3.5}).mean == pytest.approx(1.25)
     assert V.welch([1.0, 2.0], [2.0, 4.0]).mean == pytest.approx(1.5)
     assert V.converged_text([True, True]) == "yes" and V.converged_text([None]) == "unknown"
+    # The count is of the runs that did not converge, and says so.
+    assert V.converged_text([True, False, True]) == "no (1 of 3 runs not converged)"
 
 
 @pytest.mark.skipif(not QUILT.exists(), reason="quilt binary not built")

@@ -61,6 +61,46 @@ TEST(FusedAdam, MatchesTorchAdam) {
   }
 }
 
+// A channels-last parameter updated with contiguous gradients.
+template <typename Opt, typename Options>
+torch::Tensor run_mixed(Options options) {
+  torch::manual_seed(3);
+  auto p = torch::randn({3, 4, 5, 5}).contiguous(torch::MemoryFormat::ChannelsLast);
+  p.requires_grad_(true);
+  Opt opt(std::vector<torch::Tensor>{p}, options);
+  for (int s = 0; s < 4; ++s) {
+    {
+      torch::NoGradGuard no_grad;
+      p.mutable_grad() = (p * 0.3 + 0.1 * (s + 1)).sin().contiguous();
+    }
+    opt.step();
+  }
+  return p.detach().clone();
+}
+
+// Channels-last parameters (as train() keeps convolution weights), an autoencoder weight of shape
+// [1, 32, 1, 1] (both layouts at once) and a gradient laid out unlike its parameter: the updates
+// equal torch's, whichever path each case takes.
+TEST(FusedOptim, ChannelsLastAndMixedLayoutsMatchTorch) {
+  auto cl_params = [] {
+    auto p = make_params();
+    p[2] = p[2].contiguous(torch::MemoryFormat::ChannelsLast);
+    p.push_back(torch::randn({1, 32, 1, 1}));
+    p.push_back(torch::randn({32, 1, 1, 1}).contiguous(torch::MemoryFormat::ChannelsLast));
+    return p;
+  };
+  const auto sgd = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(5e-4);
+  const auto fused = run<FusedSgd>(sgd, 6, cl_params());
+  expect_close(fused, run<torch::optim::SGD>(sgd, 6, cl_params()));
+  EXPECT_TRUE(fused[2].is_contiguous(torch::MemoryFormat::ChannelsLast));
+  const auto adam = torch::optim::AdamOptions(1e-3).weight_decay(5e-4);
+  expect_close(run<FusedAdam>(adam, 6, cl_params()), run<torch::optim::Adam>(adam, 6, cl_params()));
+
+  // A gradient in another order than its parameter: still torch's result.
+  EXPECT_TRUE(
+      torch::allclose(run_mixed<FusedSgd>(sgd), run_mixed<torch::optim::SGD>(sgd), 1e-5, 1e-6));
+}
+
 // The state is LibTorch's: a checkpoint of the fused optimizer continues in torch's, and back.
 TEST(FusedSgd, StateLoadsIntoTorchSgd) {
   const auto o = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(5e-4);

@@ -110,13 +110,13 @@ def not_converged(text):
 
 
 def converged_text(flags):
-    """'yes', 'no (k of n runs)' or 'unknown' for per-run convergence flags (None = not
-    recorded)."""
+    """'yes', 'no (k of n runs not converged)' or 'unknown' for per-run convergence flags
+    (None = not recorded)."""
     flags = list(flags)
     if not flags or any(f is None or (isinstance(f, float) and math.isnan(f)) for f in flags):
         return "unknown"
     bad = sum(1 for f in flags if not bool(f))
-    return "yes" if bad == 0 else f"no ({bad} of {len(flags)} runs)"
+    return "yes" if bad == 0 else f"no ({bad} of {len(flags)} runs not converged)"
 
 
 @dataclass
