@@ -176,11 +176,7 @@ void CompiledStage::Impl::exec_squeeze_excite(const Instr& in, at::Tensor& a, at
   if (blocked) {
     n = batch_of(in, a);
     c = in.src_shape[0];
-    const detail::Tag tag = detail::blocked_tag(c, in.format.channels_last);
-    block = tag == detail::Tag::nhwc      ? c
-            : tag == detail::Tag::nChw16c ? 16
-            : tag == detail::Tag::nChw8c  ? 8
-                                          : 1;
+    block = detail::channel_block(c, in.format.channels_last);
     groups = c / block;
     if (in.format.int8) x = dequantize(a, {in.format.src, in.format.src_scale});
     x = x.view({n, groups, in.src_shape[1] * in.src_shape[2], block});

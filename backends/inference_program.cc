@@ -51,6 +51,19 @@ Tag blocked_tag(int64_t channels, bool channels_last) {
   return channels % 16 == 0 ? Tag::nChw16c : channels % 8 == 0 ? Tag::nChw8c : Tag::nchw;
 }
 
+int64_t channel_block(int64_t channels, bool channels_last) {
+  switch (blocked_tag(channels, channels_last)) {
+    case Tag::nhwc:
+      return channels;
+    case Tag::nChw16c:
+      return 16;
+    case Tag::nChw8c:
+      return 8;
+    default:
+      return 1;
+  }
+}
+
 dnnl::memory::desc blocked_md(int64_t n, const Shape& s, DataType dt, bool channels_last) {
   return {{n, s[0], s[1], s[2]}, dt, blocked_tag(s[0], channels_last)};
 }

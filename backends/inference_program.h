@@ -88,6 +88,9 @@ struct Format {
 };
 
 Tag blocked_tag(int64_t channels, bool channels_last);
+/// Channels per block of the layout blocked_tag(channels, channels_last) gives: all of them for
+/// nhwc, 16 or 8 for nChw16c / nChw8c, 1 for nchw.
+int64_t channel_block(int64_t channels, bool channels_last);
 dnnl::memory::desc blocked_md(int64_t n, const Shape& s, DataType dt, bool channels_last);
 dnnl::memory::desc plain_md(int64_t n, const Shape& s, DataType dt);
 at::ScalarType scalar_type_of(DataType dt);

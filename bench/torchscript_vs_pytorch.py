@@ -75,6 +75,7 @@ def main():
         summaries = []
         for name, shape, cuts in CASES:
             per_stage = {}  # stage -> [(quilt_s, python_s), ...]
+            stage_shapes = {}  # stage -> its inputs' shapes (the same every round)
             for r in range(a.rounds):
                 run = subprocess.run([binary, os.path.join(d, name + ".pt"), shape, str(a.batch),
                                       d, str(a.repeats), *cuts], capture_output=True, text=True,
@@ -87,11 +88,12 @@ def main():
                     k, quilt_s = int(f[1]), float(f[3])
                     # The stage's inputs: the packed shape is split again by the stage module's
                     # own arguments; read their shapes from a graph run on the first stage's
-                    # input.
-                    m = torch.jit.load(os.path.join(d, f"stage{k}.pt"))
-                    shapes = stage_input_shapes(m, d, k, name, shape)
-                    py_s = python_median(os.path.join(d, f"stage{k}.pt"), shapes, a.batch,
-                                         a.repeats)
+                    # input, once.
+                    if k not in stage_shapes:
+                        m = torch.jit.load(os.path.join(d, f"stage{k}.pt"))
+                        stage_shapes[k] = stage_input_shapes(m, d, k, name, shape)
+                    py_s = python_median(os.path.join(d, f"stage{k}.pt"), stage_shapes[k],
+                                         a.batch, a.repeats)
                     per_stage.setdefault(k, []).append((quilt_s, py_s))
             for k, pairs in sorted(per_stage.items()):
                 ratios = sorted(p / q for q, p in pairs)

@@ -396,9 +396,9 @@ class TrainLoop {
 // Whether training keeps `model`'s convolution weights channels-last (NHWC). oneDNN convolves,
 // and LibTorch pools and normalises, NHWC tensors without reordering them to and from its
 // blocked layout on every call: a step of ResNet-18 at width 1/8 on 28x28 images ran 1.3-1.45x
-// faster (bench/train_vs_pytorch.py). Not for transposed convolutions (no NHWC kernel in
-// LibTorch 1.13: each call would copy) nor TorchScript modules (a user's `.view` of a conv's
-// output requires the default layout).
+// faster in Python's loop (at full width it did not gain: 448 vs 497 ms per Adam step). Not for
+// transposed convolutions (no NHWC kernel in LibTorch 1.13: each call would copy) nor TorchScript
+// modules (a user's `.view` of a conv's output requires the default layout).
 bool trains_channels_last(models::QuiltModel& model) {
   if (model->base()->arch() == "torchscript") return false;
   bool conv = false;
@@ -443,13 +443,14 @@ TrainResult train(models::QuiltModel& model, const Dataset& data, const TrainOpt
   // (contiguous) layout that inference, export and the state_dict readers expect.
   struct Restore {
     models::QuiltModel& model;
+    bool channels_last;  // the weights were made channels-last for this call
     ~Restore() {
       set_base_trainable(model, true);
       model->eval();
-      store_weights(model, torch::MemoryFormat::Contiguous);
+      if (channels_last) store_weights(model, torch::MemoryFormat::Contiguous);
     }
-  } restore{model};
-  if (trains_channels_last(model)) store_weights(model, torch::MemoryFormat::ChannelsLast);
+  } restore{model, trains_channels_last(model)};
+  if (restore.channels_last) store_weights(model, torch::MemoryFormat::ChannelsLast);
   return TrainLoop(model, data, options, parallel).run();
 }
 
