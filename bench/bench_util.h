@@ -2,6 +2,7 @@
 // What the LibTorch benchmark programs of bench/ share: the ResNet-50 they cut, batched input
 // shapes, the timed loop over a stage's runs, and main() at one thread.
 
+#include "common/allocator.h"
 #include "models/model.h"
 #include "models/zoo.h"
 
@@ -51,6 +52,7 @@ void time_batches(benchmark::State& state, int64_t batch, Run&& run) {
 /// count in the context. Returns the exit code (1 for an unknown argument).
 inline int main_at_one_thread(int argc, char** argv,
                               const std::function<void()>& register_benchmarks) {
+  common::keep_freed_memory();  // as `quilt` runs: freed tensors reused, not re-faulted
   at::set_num_threads(1);
   register_benchmarks();
   benchmark::Initialize(&argc, argv);

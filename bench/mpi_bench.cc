@@ -6,6 +6,7 @@
 // Usage: mpirun -n 2 quilt_bench_mpi [--skip-model] [--json PATH]
 
 #include "backends/registry.h"
+#include "common/allocator.h"
 #include "harness/metrics.h"
 #include "harness/mpi.h"
 #include "harness/pipeline.h"
@@ -173,6 +174,7 @@ ModelResult model_pipeline(double rate, int64_t batch, int64_t batches) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  common::keep_freed_memory();  // as `quilt` runs
   harness::mpi::Environment env(&argc, &argv);
   const int me = harness::mpi::rank();
   if (harness::mpi::size() != 2) {

@@ -6,6 +6,7 @@
 // Usage: quilt_bench_torchscript MODEL.pt C,H,W BATCH OUT_DIR REPEATS [CUT...]
 
 #include "backends/inference.h"
+#include "common/allocator.h"
 #include "models/quilt_model.h"
 #include "models/torchscript.h"
 #include "models/zoo.h"
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "usage: {} MODEL.pt C,H,W BATCH OUT_DIR REPEATS [CUT...]\n", argv[0]);
     return 2;
   }
+  quilt::common::keep_freed_memory();  // as `quilt` runs
   at::set_num_threads(1);
   torch::NoGradGuard no_grad;
   quilt::models::ModelOptions o;

@@ -17,6 +17,11 @@ epoch, then 5 repetitions of at least 1 s each (whole epochs), median; PyTorch a
 alternate repetition by repetition so that a change of load affects both sides of a ratio alike.
 Samples/s by wall clock and by process CPU time.
 
+Quilt's programs set glibc's malloc to keep freed memory (common/allocator.h: a fixed 32 MiB mmap
+threshold, a 1 GiB trim threshold), so that a step's tensors are not page-faulted in afresh every
+step. Python runs with glibc's defaults, as a user gets it; --same-allocator gives the Python
+process the same two settings (through mallopt) to show how much of a ratio that part is.
+
 Run with Debian's Python (the one that sees python3-torch and python3-torchvision):
 
     /usr/bin/python3 bench/train_vs_pytorch.py build/release/bench/quilt_bench_train
@@ -147,6 +152,16 @@ class PyTorchSide:
         return n / elapsed, n / (time.process_time() - c0)
 
 
+def keep_freed_memory():
+    """What quilt::common::keep_freed_memory() does, for this Python process."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    if not (libc.mallopt(m_mmap_threshold, 32 << 20) == 1
+            and libc.mallopt(m_trim_threshold, 1 << 30) == 1):
+        sys.exit("mallopt refused Quilt's allocator settings")
+
+
 def quilt_rate(binary, arch, samples, min_time_s):
     """(wall, cpu) samples/s of one repetition of the C++ benchmark."""
     for b in _common.benchmarks(binary, f"--benchmark_filter=train/{arch}/",
@@ -160,7 +175,11 @@ def quilt_rate(binary, arch, samples, min_time_s):
 def main():
     ap = _common.parser(__doc__, "path to quilt_bench_train", 1.0)
     ap.add_argument("--cases", nargs="*", help="names of the cases to run (default: all)")
+    ap.add_argument("--same-allocator", action="store_true",
+                    help="give Python's malloc Quilt's settings (common/allocator.h)")
     args = ap.parse_args()
+    if args.same_allocator:
+        keep_freed_memory()
     torch.set_num_threads(1)
     load_before = _common.load_average()
     rows = []
@@ -182,6 +201,8 @@ def main():
           f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs)")
     print(f"load average before: {load_before}; after: {_common.load_average()}")
+    print("Python's malloc: " + ("Quilt's settings (--same-allocator)" if args.same_allocator
+                                 else "glibc's defaults"))
     print("samples/s by wall clock; in brackets by process CPU time (less sensitive to other load)")
     print(f"{'case':>21} {'input':>8} {'batch':>5} {'opt':>4} {'PyTorch samples/s':>20} "
           f"{'Quilt samples/s':>20} {'ratio':>12}")

@@ -9,6 +9,7 @@
 #include "cli/profile_cmd.h"
 #include "cli/reproduce_cmd.h"
 #include "cli/trace_cmd.h"
+#include "common/allocator.h"
 #include "harness/experiment.h"
 #include "harness/mpi.h"
 #include "harness/planning.h"
@@ -403,6 +404,7 @@ int cmd_run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  quilt::common::keep_freed_memory();  // a training step's memory is reused, not re-faulted
   // To add a command: one line here; see harness/README.md.
   const std::vector<quilt::harness::cli::Command> commands = {
       {"run", "run an experiment (under mpirun, one rank per board)", cmd_run},

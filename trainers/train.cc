@@ -400,6 +400,9 @@ class TrainLoop {
 // transposed convolutions (no NHWC kernel in LibTorch 1.13: each call would copy) nor TorchScript
 // modules (a user's `.view` of a conv's output requires the default layout).
 bool trains_channels_last(models::QuiltModel& model) {
+  if (const char* layout = std::getenv("QUILT_TRAIN_LAYOUT")) {  // A/B switch for benchmarks
+    if (std::string(layout) == "nchw") return false;
+  }
   if (model->base()->arch() == "torchscript") return false;
   bool conv = false;
   for (const auto& m : model->modules(/*include_self=*/false)) {
