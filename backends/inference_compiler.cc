@@ -85,7 +85,7 @@ int Compiler::finish(int out) {
   for (size_t i = 0; i < instrs_.size(); ++i) {
     Instr& in = instrs_[i];
     if (in.code == Code::kAdd || in.code == Code::kRelu || in.code == Code::kSilu ||
-        in.code == Code::kHardswish) {
+        in.code == Code::kHardswish || in.code == Code::kDenseAdd || in.code == Code::kGelu) {
       // Overwrite a only if nothing reads it later (its aliases included) and we made it.
       in.in_place =
           regs_[in.a].owned && last_use[in.a] == static_cast<int>(i) && (in.b < 0 || in.b != in.a);

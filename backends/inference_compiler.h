@@ -120,6 +120,17 @@ class Compiler {
   int linear(const at::Tensor& weight_t, const at::Tensor& bias, int x, bool relu,
              const std::string& name);
   int batch_norm(const BatchNormParams& bn, int x, const std::string& name);
+  // Sequence models, dense (inference_sequence.cc). a + b (b: register b, or the constant `c`
+  // broadcast over the batch when b < 0).
+  int dense_add(int a, int b, const at::Tensor& c, bool relu, const std::string& name);
+  // Over the last dimension of x; weight and bias may be undefined.
+  int layer_norm(const at::Tensor& weight, const at::Tensor& bias, double eps, int x,
+                 const std::string& name);
+  int gelu(bool tanh, int x, const std::string& name);
+  // Self-attention of tokens x [T, E] (MultiheadAttention's fast path): qkv_w [3E, E],
+  // proj_w [E, E].
+  int attention(int64_t heads, const at::Tensor& qkv_w, const at::Tensor& qkv_b,
+                const at::Tensor& proj_w, const at::Tensor& proj_b, int x, const std::string& name);
   // A LibTorch call on dense registers (a graph node, a module); the output shape is found by
   // running it once on zeros. `why` is the note fallbacks() gives.
   int fallback(std::shared_ptr<const FallbackCall> call, const std::vector<int>& xs,

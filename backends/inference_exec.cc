@@ -50,6 +50,10 @@ void CompiledStage::Impl::exec(const Instr& in) {
       {Code::kSilu, &Impl::exec_silu},
       {Code::kSqueezeExcite, &Impl::exec_squeeze_excite},
       {Code::kHardswish, &Impl::exec_silu},
+      {Code::kDenseAdd, &Impl::exec_dense_add},
+      {Code::kLayerNorm, &Impl::exec_layer_norm},
+      {Code::kGelu, &Impl::exec_gelu},
+      {Code::kAttention, &Impl::exec_attention},
   };
   static_assert(detail::in_code_order(kSteps));
   static at::Tensor no_input;  // kPack and kCat read srcs only
@@ -110,6 +114,15 @@ void CompiledStage::Impl::exec_flatten(const Instr& in, at::Tensor& a, at::Tenso
 }
 
 void CompiledStage::Impl::exec_linear(const Instr& in, at::Tensor& a, at::Tensor& dst) {
+  if (in.packed.defined()) {  // tokens [N, T, in]
+    const int64_t n = a.size(0), t = a.size(1);
+    dst = at::mkldnn_linear(a.reshape({n * t, a.size(2)}).contiguous().to_mkldnn(), in.packed,
+                            in.bias)
+              .to_dense()
+              .view({n, t, -1});
+    if (in.relu) at::relu_(dst);
+    return;
+  }
   dst = in.bias.defined() ? at::addmm(in.bias, a, in.weight) : at::mm(a, in.weight);
   if (in.relu) at::relu_(dst);
 }

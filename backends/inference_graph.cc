@@ -57,7 +57,7 @@ struct NodeCall final : FallbackCall {
       }
     }
     op(stack);
-    return stack.back().toTensor();
+    return stack.at(0).toTensor();  // the first output; a node's others are not kept
   }
 };
 
@@ -128,6 +128,7 @@ std::vector<int> GraphLowering::run(torch::jit::Graph& g, const std::vector<int>
   for (const Value* v : g.inputs()) {
     if (v->type()->kind() != c10::TypeKind::TensorType) continue;  // a module's self
     if (i >= xs.size()) throw Unsupported{"the graph takes more tensors than the stage"};
+    if (i == 0) first_input_ = xs[0];
     set_reg(v, xs[i++]);
   }
   if (i != xs.size()) throw Unsupported{"the graph takes fewer tensors than the stage"};
@@ -137,7 +138,8 @@ std::vector<int> GraphLowering::run(torch::jit::Graph& g, const std::vector<int>
     const Val& x = val(v);
     if (x.kind == Val::kReg) {
       out.push_back(x.reg);
-    } else if (x.kind == Val::kRegs) {
+    } else if (x.kind == Val::kRegs &&
+               std::find(x.regs.begin(), x.regs.end(), -1) == x.regs.end()) {
       out.insert(out.end(), x.regs.begin(), x.regs.end());
     } else {
       throw Unsupported{"a graph output that is not a tensor"};
@@ -163,7 +165,8 @@ void GraphLowering::node(Node* n) {
   if (kind == c10::prim::If) {
     const Val& cond = val(n->input(0));
     if (cond.kind != Val::kConst || !cond.c.isBool())
-      throw Unsupported{"an `if` on a value known at run time only"};
+      throw Unsupported{fmt::format("an `if` on a value known at run time only ({})",
+                                    describe_unknown(n->input(0)))};
     torch::jit::Block* taken = n->blocks()[cond.c.toBool() ? 0 : 1];
     block(taken);
     for (size_t k = 0; k < n->outputs().size(); ++k) set(n->output(k), val(taken->outputs()[k]));
@@ -173,7 +176,7 @@ void GraphLowering::node(Node* n) {
     throw Unsupported{fmt::format("control flow ({})", kind.toQualString())};
   if (kind == c10::prim::RaiseException) throw Unsupported{"the graph raises an exception"};
   if (n->outputs().empty()) return;  // aten::warn and the like: nothing to compute
-  if (fold_constant(n) || lower_meta(n)) return;
+  if (fold_inference_predicate(n) || fold_constant(n) || lower_meta(n)) return;
   Compiler::Checkpoint cp = c_.checkpoint();
   std::string why = fmt::format("no lowering for {}", kind.toQualString());
   try {
@@ -200,6 +203,57 @@ bool GraphLowering::fold_constant(Node* n) {
   if (stack.size() != n->outputs().size()) return false;
   for (size_t k = 0; k < stack.size(); ++k) set(n->output(k), Val{Val::kConst, -1, stack[k]});
   return true;
+}
+
+// The node that makes `v` unknown at compile time: the first of its producers, walking back
+// through the inputs that are not known either, e.g. "aten::all <- aten::append".
+std::string GraphLowering::describe_unknown(const Value* v) const {
+  std::string out;
+  for (int depth = 0; depth < 4 && v != nullptr; ++depth) {
+    const Node* p = v->node();
+    out += (out.empty() ? "" : " <- ") + std::string(p->kind().toQualString());
+    v = nullptr;
+    for (const Value* in : p->inputs()) {
+      const Val& x = val(in);
+      if (x.kind == Val::kNone || x.kind == Val::kRegs) {
+        v = in;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+bool GraphLowering::fold_inference_predicate(Node* n) {
+  const std::string k = n->kind().toQualString();
+  auto set_const = [&](c10::IValue c) {
+    set(n->output(), Val{Val::kConst, -1, std::move(c)});
+    return true;
+  };
+  // The stage runs in inference mode: no grad, no autocast (evaluated at compile time these
+  // would read the compiler's own modes).
+  if (k == "aten::is_grad_enabled" || k == "aten::is_autocast_enabled") return set_const(false);
+  if (n->inputs().empty() || val(n->input(0)).kind != Val::kReg) {
+    if ((k == "aten::__is__" || k == "aten::__isnot__") && n->inputs().size() == 2 &&
+        val(n->input(1)).kind == Val::kReg && val(n->input(0)).kind == Val::kConst &&
+        val(n->input(0)).c.isNone())
+      return set_const(k == "aten::__isnot__");  // None is (not) a tensor
+    return false;
+  }
+  // Registers hold dense float CPU tensors that require no grad.
+  if (k == "prim::is_cuda" || k == "prim::is_nested" || k == "prim::requires_grad" ||
+      k == "prim::is_mkldnn" || k == "prim::is_quantized" || k == "prim::is_sparse")
+    return set_const(false);
+  if (k == "prim::device") return set_const(c10::Device(c10::kCPU));
+  if (k == "prim::dtype") return set_const(static_cast<int64_t>(at::kFloat));
+  if ((k == "aten::__is__" || k == "aten::__isnot__") && n->inputs().size() == 2) {
+    const Val& b = val(n->input(1));
+    if (b.kind != Val::kReg && !(b.kind == Val::kConst && b.c.isNone())) return false;
+    // One register is one tensor: `query is key` for self-attention.
+    const bool same = b.kind == Val::kReg && b.reg == val(n->input(0)).reg;
+    return set_const(k == "aten::__is__" ? same : !same);
+  }
+  return false;
 }
 
 // Shapes and lists: sizes of registers, the batch size, lists of tensors.
@@ -250,13 +304,17 @@ bool GraphLowering::lower_list(Node* n) {
         l.batch_at.at(i) ? Val{Val::kBatch} : Val{Val::kConst, -1, c10::IValue(l.ints.at(i))});
     return true;
   }
+  if (k == "prim::ListConstruct" && const_list(n)) return true;
   if (k == "prim::ListConstruct" || k == "prim::TupleConstruct") {
     Val regs{Val::kRegs}, ints{Val::kInts};
     bool all_regs = true, all_ints = true;
+    // A tuple may hold values the compiler does not know (attention's weights): -1.
+    const bool tuple = k == "prim::TupleConstruct";
     for (const Value* v : n->inputs()) {
       const Val& x = val(v);
-      all_regs = all_regs && x.kind == Val::kReg;
-      if (x.kind == Val::kReg) regs.regs.push_back(x.reg);
+      const bool unknown = tuple && x.kind == Val::kNone;
+      all_regs = all_regs && (x.kind == Val::kReg || unknown);
+      if (x.kind == Val::kReg || unknown) regs.regs.push_back(unknown ? -1 : x.reg);
       const bool is_int = x.kind == Val::kBatch || (x.kind == Val::kConst && x.c.isInt());
       all_ints = all_ints && is_int;
       if (is_int) {
@@ -287,7 +345,8 @@ bool GraphLowering::lower_list(Node* n) {
   if (k == "prim::ListUnpack" || k == "prim::TupleUnpack") {
     const Val& x = val(n->input(0));
     if (x.kind != Val::kRegs || x.regs.size() != n->outputs().size()) return false;
-    for (size_t i = 0; i < x.regs.size(); ++i) set_reg(n->output(i), x.regs[i]);
+    for (size_t i = 0; i < x.regs.size(); ++i)
+      if (x.regs[i] >= 0) set_reg(n->output(i), x.regs[i]);
     return true;
   }
   if ((k == "aten::Int" || k == "prim::NumToTensor" || k == "aten::ScalarImplicit") &&
@@ -298,14 +357,31 @@ bool GraphLowering::lower_list(Node* n) {
   return false;
 }
 
+// A list of constants that are not ints (bools, floats, strings; an empty list of them): built
+// here, since prim::ListConstruct has no operator to fold it with. Later aten::append nodes fold
+// onto it (the list is shared, as in TorchScript).
+bool GraphLowering::const_list(Node* n) {
+  const auto list_type = n->output()->type()->cast<c10::ListType>();
+  if (!list_type) return false;
+  const auto& elem = list_type->getElementType();
+  if (elem->kind() == c10::TypeKind::TensorType || elem->kind() == c10::TypeKind::IntType)
+    return false;
+  c10::impl::GenericList list(elem);
+  for (const Value* v : n->inputs()) {
+    const Val& x = val(v);
+    if (x.kind != Val::kConst) return false;
+    list.push_back(x.c);
+  }
+  set(n->output(), Val{Val::kConst, -1, c10::IValue(std::move(list))});
+  return true;
+}
+
 void GraphLowering::node_fallback(Node* n, const std::string& why) {
-  bool tensors = true;
-  for (const Value* v : n->outputs())
-    tensors = tensors && v->type()->kind() == c10::TypeKind::TensorType;
   // A value the compiler cannot know (an assert's message of a run-time shape) stays unknown:
-  // lowering fails only where something reads it.
-  if (!tensors) return;
-  if (n->maybeOperator() == nullptr || n->outputs().size() != 1)
+  // lowering fails only where something reads it. Of a node with several outputs only the first
+  // is kept (attention's output; its weights, when asked for, stay unknown).
+  if (n->outputs().empty() || n->output(0)->type()->kind() != c10::TypeKind::TensorType) return;
+  if (n->maybeOperator() == nullptr)
     throw Unsupported{
         fmt::format("{} (and {} cannot run on its own)", why, n->kind().toQualString())};
   auto call = std::make_shared<NodeCall>();
@@ -321,6 +397,9 @@ void GraphLowering::node_fallback(Node* n, const std::string& why) {
         break;
       case Val::kRegs:
         for (int r : x.regs) {
+          if (r < 0)
+            throw Unsupported{
+                fmt::format("{}: an input of {} is unknown", why, n->kind().toQualString())};
           a.srcs.push_back(static_cast<int>(srcs.size()));
           srcs.push_back(r);
         }
@@ -342,12 +421,22 @@ void GraphLowering::node_fallback(Node* n, const std::string& why) {
     }
     call->args.push_back(std::move(a));
   }
-  if (srcs.empty()) throw Unsupported{fmt::format("{} reads no tensor", n->kind().toQualString())};
+  if (srcs.empty()) {
+    // A constant broadcast to the batch (a ViT's class token, expand(n, -1, -1)): it reads no
+    // register, but the batch size comes with the stage's first input.
+    const bool reads_batch = std::any_of(call->args.begin(), call->args.end(), [](const auto& a) {
+      return a.batch || (a.is_ints &&
+                         std::find(a.batch_at.begin(), a.batch_at.end(), true) != a.batch_at.end());
+    });
+    if (!reads_batch || first_input_ < 0)
+      throw Unsupported{fmt::format("{} reads no tensor", n->kind().toQualString())};
+    srcs.push_back(first_input_);  // read by no argument: only its size(0) is used
+  }
   call->clone_first = is_inplace(n) && call->args[0].src >= 0;
   const std::string base = n->kind().toUnqualString();
   const std::string nm = name(base);
-  set_reg(n->output(), c_.fallback(std::move(call), srcs, nm, fmt::format("{} ({})", nm, why)));
-  mutated(n);
+  set_reg(n->output(0), c_.fallback(std::move(call), srcs, nm, fmt::format("{} ({})", nm, why)));
+  if (n->outputs().size() == 1) mutated(n);
 }
 
 const Val& GraphLowering::val(const Value* v) const {

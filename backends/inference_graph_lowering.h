@@ -51,8 +51,13 @@ class GraphLowering {
   void block(torch::jit::Block* b);
   void node(Node* n);
   bool fold_constant(Node* n);
+  // What a stage knows of its tensors at run time (CPU, float, no grad, not nested, identity):
+  // the predicates MultiheadAttention branches on, folded to constants.
+  bool fold_inference_predicate(Node* n);
+  std::string describe_unknown(const Value* v) const;
   bool lower_meta(Node* n);
   bool lower_list(Node* n);
+  bool const_list(Node* n);
   void node_fallback(Node* n, const std::string& why);
   const Val& val(const Value* v) const;
   void set(const Value* v, Val x) { vals_[v] = std::move(x); }
@@ -88,6 +93,9 @@ class GraphLowering {
   bool cat(Node* n);
   bool linear(Node* n);
   bool identity(Node* n);
+  bool layer_norm(Node* n);
+  bool gelu(Node* n);
+  bool attention(Node* n);
   // A ReLU that is v's only user fuses into the op that computes v: v becomes its output, nm
   // says "+relu", the node joins `fused`. Returns it, or nullptr.
   Node* fuse_relu(Value*& v, std::string& nm, std::vector<Node*>& fused);
@@ -100,6 +108,7 @@ class GraphLowering {
   mutable std::unordered_map<const Value*, Val> vals_;  // val() adds constants on first use
   std::unordered_set<const Node*> done_;  // nodes lowered as part of an earlier node's op
   std::map<std::string, int> counts_;
+  int first_input_ = -1;  // the register of the graph's first tensor input: carries the batch size
 };
 
 }  // namespace quilt::backends::detail

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <optional>
 #include <unordered_map>
 
@@ -54,6 +55,10 @@ bool GraphLowering::lower_op(Node* n) {
       {"aten::addmm", &GraphLowering::linear},
       {"aten::mm", &GraphLowering::linear},
       {"aten::matmul", &GraphLowering::linear},
+      {"aten::layer_norm", &GraphLowering::layer_norm},
+      {"aten::gelu", &GraphLowering::gelu},
+      {"aten::gelu_", &GraphLowering::gelu},
+      {"aten::_native_multi_head_attention", &GraphLowering::attention},
       {"aten::dropout", &GraphLowering::identity},
       {"aten::dropout_", &GraphLowering::identity},
       {"aten::feature_dropout", &GraphLowering::identity},
@@ -161,7 +166,8 @@ bool GraphLowering::eltwise(Node* n) {
 
 bool GraphLowering::add(Node* n) {
   const Val& b = val(n->input(1));
-  if (b.kind != Val::kReg || val(n->input(2)).kind != Val::kConst ||
+  const bool const_b = b.kind == Val::kConst && b.c.isTensor();
+  if ((b.kind != Val::kReg && !const_b) || val(n->input(2)).kind != Val::kConst ||
       !constant(n->input(2)).isScalar() || constant(n->input(2)).toScalar().toDouble() != 1.0)
     return false;
   const int a = reg(n->input(0));
@@ -169,7 +175,11 @@ bool GraphLowering::add(Node* n) {
   std::string nm = name("add");
   std::vector<Node*> fused;
   fuse_relu(out, nm, fused);
-  const int y = c_.add(a, b.reg, !fused.empty(), nm);
+  // NCHW tensors add on oneDNN (and fuse into the conv before); tokens and the like densely.
+  const bool nchw = c_.regs()[a].shape.size() == 3 && !const_b;
+  const int y = nchw ? c_.add(a, b.reg, !fused.empty(), nm)
+                     : c_.dense_add(a, const_b ? -1 : b.reg,
+                                    const_b ? b.c.toTensor() : at::Tensor(), !fused.empty(), nm);
   bind_fused(n, fused, y);
   return true;
 }
@@ -323,6 +333,7 @@ bool GraphLowering::slice(Node* n) {
 bool GraphLowering::cat(Node* n) {
   const Val& l = val(n->input(0));
   if (l.kind != Val::kRegs || l.regs.empty()) return false;
+  if (std::find(l.regs.begin(), l.regs.end(), -1) != l.regs.end()) return false;
   const size_t rank = c_.regs()[l.regs[0]].shape.size();
   for (int r : l.regs)
     if (c_.regs()[r].shape.size() != rank) return false;
@@ -362,6 +373,44 @@ bool GraphLowering::linear(Node* n) {
   fuse_relu(out, nm, fused);
   const int y = c_.linear(w_t, bias, x, !fused.empty(), nm);
   bind_fused(n, fused, y);
+  return true;
+}
+
+// layer_norm(input, normalized_shape, weight, bias, eps, cudnn_enable) over the last dimension.
+bool GraphLowering::layer_norm(Node* n) {
+  const int x = reg(n->input(0));
+  const Shape& s = c_.regs()[x].shape;
+  if (s.empty() || ints(n->input(1)) != std::vector<int64_t>{s.back()}) return false;
+  const c10::IValue& eps = constant(n->input(4));
+  if (!eps.isScalar()) return false;
+  set_reg(n->output(), c_.layer_norm(tensor(n->input(2)), tensor(n->input(3)),
+                                     eps.toScalar().toDouble(), x, name("layer_norm")));
+  return true;
+}
+
+// gelu(self, approximate="none" | "tanh")
+bool GraphLowering::gelu(Node* n) {
+  const int x = reg(n->input(0));
+  bool tanh = false;
+  if (n->inputs().size() > 1) {
+    const c10::IValue& a = constant(n->input(1));
+    if (!a.isString() || (a.toStringRef() != "none" && a.toStringRef() != "tanh")) return false;
+    tanh = a.toStringRef() == "tanh";
+  }
+  set_reg(n->output(), c_.gelu(tanh, x, name("gelu")));
+  return true;
+}
+
+// MultiheadAttention's fast path: _native_multi_head_attention(query, key, value, embed_dim,
+// num_head, qkv_weight, qkv_bias, proj_weight, proj_bias, mask, need_weights, ...), lowered for
+// self-attention without a mask. Its second output (the weights) stays unknown.
+bool GraphLowering::attention(Node* n) {
+  const int q = reg(n->input(0));
+  if (reg(n->input(1)) != q || reg(n->input(2)) != q) return false;
+  if (!constant(n->input(9)).isNone()) return false;  // a mask
+  set_reg(n->output(0),
+          c_.attention(int_of(n->input(4)), tensor(n->input(5)), tensor(n->input(6)),
+                       tensor(n->input(7)), tensor(n->input(8)), q, name("attention")));
   return true;
 }
 

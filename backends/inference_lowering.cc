@@ -247,6 +247,17 @@ int Compiler::linear(const at::Tensor& weight_t, const at::Tensor& bias, int x, 
                      const std::string& name) {
   x = dense(x);
   const Shape& s = regs_[x].shape;
+  if (weight_t.dim() == 2 && s.size() == 2 && s[1] == weight_t.size(0)) {
+    // Tokens [T, in] per sample: one oneDNN inner product over the batch's N T rows, the
+    // weight packed once (see inference_sequence.cc).
+    Instr in = op(Code::kLinear, name);
+    in.a = x;
+    in.relu = relu;
+    in.flops = 2 * s[0] * weight_t.size(0) * weight_t.size(1);
+    in.packed = weight_t.detach().to(at::kFloat).t().contiguous().to_mkldnn();
+    if (bias.defined()) in.bias = bias.detach().to(at::kFloat).clone();
+    return emit(std::move(in), Reg{Layout::kDense, Shape{s[0], weight_t.size(1)}, true});
+  }
   if (weight_t.dim() != 2 || s.size() != 1 || s[0] != weight_t.size(0))
     throw Unsupported{
         fmt::format("linear of {} features on {}", weight_t.size(0), models::to_string(s))};

@@ -211,6 +211,10 @@ constexpr PrimMaker kPrimMakers[] = {
     {Code::kSilu, make_eltwise},
     {Code::kSqueezeExcite, nullptr},
     {Code::kHardswish, make_eltwise},
+    {Code::kDenseAdd, nullptr},
+    {Code::kLayerNorm, nullptr},
+    {Code::kGelu, nullptr},
+    {Code::kAttention, nullptr},
 };
 static_assert(in_code_order(kPrimMakers));
 

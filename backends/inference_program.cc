@@ -29,6 +29,10 @@ constexpr common::EnumTable<Code, kNumCodes> kKinds = {{
     {Code::kSilu, "silu"},
     {Code::kSqueezeExcite, "squeeze_excite"},
     {Code::kHardswish, "hardswish"},
+    {Code::kDenseAdd, "add"},
+    {Code::kLayerNorm, "layer_norm"},
+    {Code::kGelu, "gelu"},
+    {Code::kAttention, "attention"},
 }};
 
 }  // namespace

@@ -43,9 +43,14 @@ enum class Code {
   kSqueezeExcite,  // dense: x * sigmoid(fc2(silu(fc1(mean_hw(x))))), the 1x1 convs as GEMMs
                    // (hard_gate: relu after fc1, hardsigmoid as the gate)
   kHardswish,      // x * relu6(x + 3) / 6, on blocked or dense tensors
+  // Sequence models (a ViT's [T, E] tokens per sample), dense (inference_sequence.cc):
+  kDenseAdd,   // a + b (b a register, or the constant `weight` broadcast), optional ReLU
+  kLayerNorm,  // over the last dimension, `weight` and `bias` (may be undefined), `eps`
+  kGelu,       // exact, or the tanh approximation (`hard_gate`)
+  kAttention,  // self-attention: `groups` heads, qkv projection weight/bias, output weight2/bias2
 };
 
-constexpr size_t kNumCodes = static_cast<size_t>(Code::kHardswish) + 1;
+constexpr size_t kNumCodes = static_cast<size_t>(Code::kAttention) + 1;
 
 /// Whether a table with one entry per Code lists them in the enum's order, so that it can be
 /// indexed by the code (`static_assert(in_code_order(kTable))`).
@@ -145,7 +150,9 @@ struct Instr {
   bool relu = false;      // fused ReLU on the op's own output
   bool in_place = false;  // kAdd / kRelu write into register a (decided by finalize())
   at::Tensor weight, bias;
-  at::Tensor weight2, bias2;  // kSqueezeExcite: fc2 (weight/bias hold fc1)
+  at::Tensor weight2, bias2;  // kSqueezeExcite: fc2 (weight/bias hold fc1); kAttention: out proj
+  // kLinear on tokens, kAttention: the weights as oneDNN tensors [out, in] (inner products)
+  at::Tensor packed, packed2;
   std::vector<int64_t> kernel, stride, padding, dilation, output_size;
   std::vector<int> srcs;      // kPack / kCat / kFallback: the registers, in order
   int64_t offset = 0;         // kUnpack: first element of the tensor within a sample
@@ -158,6 +165,7 @@ struct Instr {
   std::shared_ptr<Prims> prims;  // oneDNN ops: primitives by batch size, made on demand
   Format format;                 // oneDNN ops: how blocked registers are stored (precision)
   int64_t start_dim = 1, end_dim = -1;
+  double eps = 0.0;                          // kLayerNorm
   std::shared_ptr<const FallbackCall> call;  // kFallback
   std::vector<int> release;                  // registers whose last use is this instruction
 };

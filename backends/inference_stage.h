@@ -94,6 +94,11 @@ struct CompiledStage::Impl {
   void exec_silu(const Instr& in, at::Tensor& a, at::Tensor& dst);
   void exec_squeeze_excite(const Instr& in, at::Tensor& a, at::Tensor& dst);
   void exec_conv_transpose(const Instr& in, at::Tensor& a, at::Tensor& dst);
+  // inference_sequence.cc
+  void exec_dense_add(const Instr& in, at::Tensor& a, at::Tensor& dst);
+  void exec_layer_norm(const Instr& in, at::Tensor& a, at::Tensor& dst);
+  void exec_gelu(const Instr& in, at::Tensor& a, at::Tensor& dst);
+  void exec_attention(const Instr& in, at::Tensor& a, at::Tensor& dst);
 };
 
 }  // namespace quilt::backends

@@ -3,6 +3,7 @@
 // points, with and without autoencoders, against the unsplit scripted model's output.
 
 #include "models/torchscript.h"
+#include "backends/inference.h"
 #include "models/quilt_model.h"
 #include "models/summary.h"
 #include "models/zoo.h"
@@ -103,6 +104,29 @@ TEST(TorchScript, SkipAcrossTheCutSendsEveryLiveTensor) {
   EXPECT_EQ(mb->cut(mb_cut).tensors.size(), 2u);
   EXPECT_LT(error_of("mobilenet_v3_small", {mb_cut}), 1e-4);
   EXPECT_LT(error_of("mobilenet_v3_small", {mb_cut, "after_features"}), 1e-4);
+}
+
+// The emulator's stage compiler lowers a ViT by operation (MultiheadAttention's run-time branches
+// folded to its inference path; LayerNorm, GELU, token GEMMs, attention as ops), with only the
+// shape ops left to per-node calls, and each compiled stage equals the model's own stage.
+TEST(TorchScript, VitStagesCompileByOperationAndMatch) {
+  torch::NoGradGuard no_grad;
+  const std::vector<std::string> cuts = {"after_encoder.layers.encoder_layer_0.ln_2",
+                                         "after_encoder"};
+  auto qm = QuiltModel(load("vit", cuts), cuts, AutoencoderOptions{1.0, 1});
+  qm->eval();
+  torch::Tensor x = read_f32("vit_input.f32", {2, 3, 32, 32});
+  for (size_t k = 0; k < qm->num_stages(); ++k) {
+    backends::CompiledStage stage(*qm, k, 2);
+    const std::string summary = stage.summary();
+    EXPECT_EQ(summary.find("whole graph"), std::string::npos) << summary;
+    for (const std::string& f : stage.fallbacks())
+      EXPECT_EQ(f.find("no lowering for aten::layer_norm"), std::string::npos) << f;
+    if (k < 2) EXPECT_NE(summary.find("attention"), std::string::npos) << summary;
+    const torch::Tensor want = qm->forward_stage(k, x);
+    EXPECT_LT(relative_error(stage.run(x), want), 1e-4) << "stage " << k << ": " << summary;
+    x = want;
+  }
 }
 
 TEST(TorchScript, AutoencodersAtAnyRank) {
