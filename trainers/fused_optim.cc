@@ -128,6 +128,31 @@ torch::Tensor FusedSgd::step(LossClosure closure) {
   return loss;
 }
 
+namespace {
+
+struct AdamConstants {
+  float b1, b2, one_b1, one_b2, sqrt_c2, eps, wd, step_size;
+};
+
+// One Adam update of n elements. The arrays never overlap (a parameter, its gradient and its two
+// moments) and this file is built with -fno-math-errno, so GCC vectorizes the loop (sqrtps,
+// divps: the same IEEE results as the scalar loop, which ran 4 ns per element and made the MLP's
+// Adam step slower than torch's for-loop Adam).
+void adam_update(float* __restrict w, const float* __restrict g, float* __restrict m,
+                 float* __restrict v, int64_t n, const AdamConstants& k) {
+  const AdamConstants c = k;  // by value: no aliasing with the arrays
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = c.wd != 0.0f ? g[i] + c.wd * w[i] : g[i];
+    const float mi = c.b1 * m[i] + c.one_b1 * d;
+    const float vi = c.b2 * v[i] + c.one_b2 * d * d;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] -= c.step_size * (mi / (std::sqrt(vi) / c.sqrt_c2 + c.eps));
+  }
+}
+
+}  // namespace
+
 torch::Tensor FusedAdam::step(LossClosure closure) {
   auto state_ok = [&](const torch::Tensor& p) {
     auto it = state_.find(key(p));
@@ -170,16 +195,10 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       const float* g = p.grad().data_ptr<float>();
       float* m = s.exp_avg().data_ptr<float>();
       float* v = s.exp_avg_sq().data_ptr<float>();
+      const AdamConstants k{b1, b2, one_b1, one_b2, sqrt_c2, eps, wd, step_size};
       at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
         const FlushDenormals ftz;
-        for (int64_t i = begin; i < end; ++i) {
-          const float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
-          const float mi = b1 * m[i] + one_b1 * d;
-          const float vi = b2 * v[i] + one_b2 * d * d;
-          m[i] = mi;
-          v[i] = vi;
-          w[i] -= step_size * (mi / (std::sqrt(vi) / sqrt_c2 + eps));
-        }
+        adam_update(w + begin, g + begin, m + begin, v + begin, end - begin, k);
       });
     }
   }
