@@ -13,8 +13,11 @@ is what the `here` scale trains since issue 10. The Python loop does
 what trainers::train() does per batch: a seeded permutation per epoch, index_select of the batch,
 forward, cross-entropy (sum / batch), backward, loss.item(), accuracy count, step; the optimizer
 is torch.optim's default (for-loop) implementation, as a user gets it. Each side: one warm-up
-epoch, then 5 repetitions of at least 1 s each (whole epochs), median; PyTorch and Quilt
-alternate repetition by repetition so that a change of load affects both sides of a ratio alike.
+epoch, then 5 repetitions of at least 1 s each (whole epochs); PyTorch and Quilt alternate
+repetition by repetition, and the ratio is the median of the pairs' ratios (with their range):
+this VM's speed changes in phases of tens of seconds (the same binary ran 6.4k and 9.5k samples/s
+a minute apart, on either CPU, with or without ASLR), and a pair falls in one phase where the
+medians of the two sides may not.
 Samples/s by wall clock and by process CPU time.
 
 Quilt's programs set glibc's malloc to keep freed memory (common/allocator.h: a fixed 32 MiB mmap
@@ -192,24 +195,30 @@ def main():
         for _ in range(args.repetitions):
             py.append(side.rate(args.min_time))
             qu.append(quilt_rate(args.binary, name, samples, args.min_time))
+        pairs = sorted(q[0] / p[0] for p, q in zip(py, qu))
+        pairs_cpu = sorted(q[1] / p[1] for p, q in zip(py, qu))
+        ratio = (statistics.median(pairs), statistics.median(pairs_cpu), pairs[0], pairs[-1])
         py = tuple(statistics.median(v[i] for v in py) for i in (0, 1))
         qu = tuple(statistics.median(v[i] for v in qu) for i in (0, 1))
         print(f"  {name}: PyTorch {py[0]:.1f}, Quilt {qu[0]:.1f} samples/s", file=sys.stderr,
               flush=True)
-        rows.append((name, shape, batch, optimizer, py, qu))
+        rows.append((name, shape, batch, optimizer, py, qu, ratio))
     print(f"training throughput, 1 thread "
           f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs)")
     print(f"load average before: {load_before}; after: {_common.load_average()}")
     print("Python's malloc: " + ("Quilt's settings (--same-allocator)" if args.same_allocator
                                  else "glibc's defaults"))
-    print("samples/s by wall clock; in brackets by process CPU time (less sensitive to other load)")
-    print(f"{'case':>21} {'input':>8} {'batch':>5} {'opt':>4} {'PyTorch samples/s':>20} "
-          f"{'Quilt samples/s':>20} {'ratio':>12}")
-    for name, shape, batch, optimizer, py, qu in rows:
+    print("samples/s by wall clock (medians); in brackets by process CPU time (less sensitive to "
+          "other load); ratio: Quilt/PyTorch, the median of the alternating pairs' ratios, with "
+          "their min-max")
+    print(f"{'case':>22} {'input':>8} {'batch':>5} {'opt':>4} {'PyTorch samples/s':>20} "
+          f"{'Quilt samples/s':>20} {'ratio':>12} {'min-max':>11}")
+    for name, shape, batch, optimizer, py, qu, ratio in rows:
         dims = "x".join(map(str, shape))
-        print(f"{name:>21} {dims:>8} {batch:>5} {optimizer:>4} {py[0]:>9.1f} ({py[1]:>8.1f}) "
-              f"{qu[0]:>9.1f} ({qu[1]:>8.1f}) {qu[0] / py[0]:>5.2f} ({qu[1] / py[1]:.2f})")
+        print(f"{name:>22} {dims:>8} {batch:>5} {optimizer:>4} {py[0]:>9.1f} ({py[1]:>8.1f}) "
+              f"{qu[0]:>9.1f} ({qu[1]:>8.1f}) {ratio[0]:>5.2f} ({ratio[1]:.2f}) "
+              f"{ratio[2]:.2f}-{ratio[3]:.2f}")
 
 if __name__ == "__main__":
     main()
