@@ -116,10 +116,7 @@ void CompiledStage::Impl::exec_flatten(const Instr& in, at::Tensor& a, at::Tenso
 void CompiledStage::Impl::exec_linear(const Instr& in, at::Tensor& a, at::Tensor& dst) {
   if (in.packed.defined()) {  // tokens [N, T, in]
     const int64_t n = a.size(0), t = a.size(1);
-    dst = at::mkldnn_linear(a.reshape({n * t, a.size(2)}).contiguous().to_mkldnn(), in.packed,
-                            in.bias)
-              .to_dense()
-              .view({n, t, -1});
+    dst = detail::inner_product(a.reshape({n * t, a.size(2)}), in.packed, in.bias).view({n, t, -1});
     if (in.relu) at::relu_(dst);
     return;
   }

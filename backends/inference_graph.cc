@@ -233,26 +233,24 @@ bool GraphLowering::fold_inference_predicate(Node* n) {
   // The stage runs in inference mode: no grad, no autocast (evaluated at compile time these
   // would read the compiler's own modes).
   if (k == "aten::is_grad_enabled" || k == "aten::is_autocast_enabled") return set_const(false);
-  if (n->inputs().empty() || val(n->input(0)).kind != Val::kReg) {
-    if ((k == "aten::__is__" || k == "aten::__isnot__") && n->inputs().size() == 2 &&
-        val(n->input(1)).kind == Val::kReg && val(n->input(0)).kind == Val::kConst &&
-        val(n->input(0)).c.isNone())
-      return set_const(k == "aten::__isnot__");  // None is (not) a tensor
-    return false;
+  if ((k == "aten::__is__" || k == "aten::__isnot__") && n->inputs().size() == 2) {
+    // Of a register and a register or None (two constants fold as usual). One register is one
+    // tensor: `query is key` for self-attention.
+    const Val &a = val(n->input(0)), &b = val(n->input(1));
+    auto operand = [](const Val& x) {
+      return x.kind == Val::kReg || (x.kind == Val::kConst && x.c.isNone());
+    };
+    if (!operand(a) || !operand(b) || (a.kind != Val::kReg && b.kind != Val::kReg)) return false;
+    const bool same = a.kind == Val::kReg && b.kind == Val::kReg && a.reg == b.reg;
+    return set_const(k == "aten::__is__" ? same : !same);
   }
+  if (n->inputs().empty() || val(n->input(0)).kind != Val::kReg) return false;
   // Registers hold dense float CPU tensors that require no grad.
   if (k == "prim::is_cuda" || k == "prim::is_nested" || k == "prim::requires_grad" ||
       k == "prim::is_mkldnn" || k == "prim::is_quantized" || k == "prim::is_sparse")
     return set_const(false);
   if (k == "prim::device") return set_const(c10::Device(c10::kCPU));
   if (k == "prim::dtype") return set_const(static_cast<int64_t>(at::kFloat));
-  if ((k == "aten::__is__" || k == "aten::__isnot__") && n->inputs().size() == 2) {
-    const Val& b = val(n->input(1));
-    if (b.kind != Val::kReg && !(b.kind == Val::kConst && b.c.isNone())) return false;
-    // One register is one tensor: `query is key` for self-attention.
-    const bool same = b.kind == Val::kReg && b.reg == val(n->input(0)).reg;
-    return set_const(k == "aten::__is__" ? same : !same);
-  }
   return false;
 }
 

@@ -254,7 +254,7 @@ int Compiler::linear(const at::Tensor& weight_t, const at::Tensor& bias, int x, 
     in.a = x;
     in.relu = relu;
     in.flops = 2 * s[0] * weight_t.size(0) * weight_t.size(1);
-    in.packed = weight_t.detach().to(at::kFloat).t().contiguous().to_mkldnn();
+    in.packed = packed_weight(weight_t.t());
     if (bias.defined()) in.bias = bias.detach().to(at::kFloat).clone();
     return emit(std::move(in), Reg{Layout::kDense, Shape{s[0], weight_t.size(1)}, true});
   }

@@ -181,6 +181,11 @@ struct Reg {
   int alias_of = -1;   // a view (flatten) or possibly the input itself (fallback) of this register
 };
 
+/// A token GEMM's weight [out, in] as a oneDNN tensor, packed once (inference_sequence.cc).
+at::Tensor packed_weight(const at::Tensor& w);
+/// x [rows, in] (dense) times `packed` (packed_weight) plus bias: dense [rows, out].
+at::Tensor inner_product(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias);
+
 /// Runs a oneDNN instruction on batch size n: src -> dst (src2: the binary op's second input),
 /// its primitive made on first use for that batch size (inference_prims.cc). Blocks.
 void run_onednn(const Instr& in, int64_t n, const at::Tensor& src, const at::Tensor& dst,

@@ -18,9 +18,6 @@
 namespace quilt::backends {
 namespace detail {
 
-namespace {
-
-// x [rows, in] (dense) times a oneDNN weight [out, in], plus bias: dense [rows, out].
 at::Tensor inner_product(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias) {
   return at::mkldnn_linear(x.contiguous().to_mkldnn(), packed, bias).to_dense();
 }
@@ -28,6 +25,8 @@ at::Tensor inner_product(const at::Tensor& x, const at::Tensor& packed, const at
 at::Tensor packed_weight(const at::Tensor& w) {
   return w.detach().to(at::kFloat).contiguous().to_mkldnn();
 }
+
+namespace {
 
 at::Tensor plain(const at::Tensor& t) {
   return t.defined() ? t.detach().to(at::kFloat).contiguous().clone() : t;

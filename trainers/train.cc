@@ -396,7 +396,8 @@ class TrainLoop {
 // Whether training keeps `model`'s convolution weights channels-last (NHWC). oneDNN convolves,
 // and LibTorch pools and normalises, NHWC tensors without reordering them to and from its
 // blocked layout on every call: a step of ResNet-18 at width 1/8 on 28x28 images ran 1.3-1.45x
-// faster in Python's loop (at full width it did not gain: 448 vs 497 ms per Adam step). Not for
+// faster in Python's loop, and in an A/B of this trainer (QUILT_TRAIN_LAYOUT=nchw) NHWC was as
+// fast or faster at width 1 too (resnet18-fmnist 583/470 against 417/472 samples/s). Not for
 // transposed convolutions (no NHWC kernel in LibTorch 1.13: each call would copy) nor TorchScript
 // modules (a user's `.view` of a conv's output requires the default layout).
 bool trains_channels_last(models::QuiltModel& model) {
