@@ -1,6 +1,7 @@
 #include "models/resnet.h"
 
 #include "common/model_width.h"
+#include "models/batch_norm_act.h"
 #include "models/fast_conv.h"
 
 #include <c10/util/Exception.h>
@@ -29,10 +30,11 @@ torch::nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
   return torch::nn::Sequential(conv1x1(in, out, stride), BatchNorm2d(out));
 }
 
-// Sequential(conv, bn) of make_downsample, with the convolution through conv2d_forward.
+// Sequential(conv, bn) of make_downsample, with the convolution through conv2d_forward and the
+// normalisation through batch_norm_act.
 torch::Tensor downsample_forward(torch::nn::Sequential& downsample, const torch::Tensor& x) {
   auto y = conv2d_forward(*downsample[0]->as<torch::nn::Conv2dImpl>(), x);
-  return downsample[1]->as<torch::nn::BatchNorm2dImpl>()->forward(y);
+  return batch_norm_act(*downsample[1]->as<torch::nn::BatchNorm2dImpl>(), y, {}, /*relu=*/false);
 }
 
 // torchvision: kaiming_normal_(fan_out, relu) for every conv, BN weight 1 / bias 0; fc keeps
@@ -63,11 +65,12 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
   }
 }
 
+// bn + relu and bn + residual + relu through batch_norm_act (one fused operation in
+// channels-last training, the module's operations otherwise).
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
-  torch::Tensor out = bn1(conv2d_forward(*conv1, x)).relu_();
-  out = bn2(conv2d_forward(*conv2, out));
-  out += downsample.is_empty() ? x : downsample_forward(downsample, x);
-  return torch::relu_(out);
+  torch::Tensor out = batch_norm_act(*bn1, conv2d_forward(*conv1, x));
+  out = conv2d_forward(*conv2, out);
+  return batch_norm_act(*bn2, out, downsample.is_empty() ? x : downsample_forward(downsample, x));
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, bool downsample) {
@@ -85,11 +88,10 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  torch::Tensor out = bn1(conv2d_forward(*conv1, x)).relu_();
-  out = bn2(conv2d_forward(*conv2, out)).relu_();
-  out = bn3(conv2d_forward(*conv3, out));
-  out += downsample.is_empty() ? x : downsample_forward(downsample, x);
-  return torch::relu_(out);
+  torch::Tensor out = batch_norm_act(*bn1, conv2d_forward(*conv1, x));
+  out = batch_norm_act(*bn2, conv2d_forward(*conv2, out));
+  out = conv2d_forward(*conv3, out);
+  return batch_norm_act(*bn3, out, downsample.is_empty() ? x : downsample_forward(downsample, x));
 }
 
 // The views register the shared layers inside themselves (never in the model), so that
@@ -102,7 +104,7 @@ ResNetStemImpl::ResNetStemImpl(Conv2d conv1, BatchNorm2d bn1, torch::nn::MaxPool
 }
 
 torch::Tensor ResNetStemImpl::forward(torch::Tensor x) {
-  return maxpool(bn1(conv1(std::move(x))).relu_());
+  return maxpool(batch_norm_act(*bn1, conv1(std::move(x))));
 }
 
 ResNetHeadImpl::ResNetHeadImpl(torch::nn::Linear fc) : fc(std::move(fc)) {
