@@ -11,7 +11,10 @@
 
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
 
 namespace {
 
@@ -53,6 +56,12 @@ void train_epochs(benchmark::State& state, const Case& c) {
   o.eval_every_epoch = false;
   o.progress.style = trainers::ProgressStyle::kSilent;
   trainers::train(model, data, o);  // warm-up: allocator, oneDNN kernels
+  // QUILT_BENCH_TRACE=FILE: one more epoch under LibTorch's profiler, written to FILE as a Chrome
+  // trace (every operator call, forward and backward; bench/trace_ops.py sums it by operator).
+  if (const char* trace = std::getenv("QUILT_BENCH_TRACE")) {
+    torch::autograd::profiler::RecordProfile profile(std::string{trace});
+    trainers::train(model, data, o);
+  }
   for (auto _ : state) {
     auto r = trainers::train(model, data, o);
     if (!r.ok) state.SkipWithError(r.failure.c_str());

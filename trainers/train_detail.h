@@ -3,6 +3,7 @@
 // options and evaluation (train_common.cc). Not part of the public interface.
 
 #include "models/model.h"
+#include "models/quilt_model.h"
 #include "trainers/train.h"
 
 #include <torch/optim/optimizer.h>
@@ -35,6 +36,11 @@ std::string lr_hint(double lr);
 
 /// Sets the learning rate of every parameter group.
 void set_lr(torch::optim::Optimizer& optimizer, double lr);
+
+/// Stores every 4-D parameter of `model` in `format` by its strides (so that
+/// suggest_memory_format() gives `format`, also where the tensor is contiguous in both layouts), in
+/// place: the tensors keep their identity and values.
+void store_weights(models::QuiltModel& model, torch::MemoryFormat format);
 
 /// Throws TrainerError unless data's samples have the input shape of `base`.
 void check_input_shape(const models::Model& base, const Dataset& data);

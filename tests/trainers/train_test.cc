@@ -3,6 +3,7 @@
 #include "models/zoo.h"
 #include "tests/trainers/test_util.h"
 #include "trainers/checkpoint.h"
+#include "trainers/train_detail.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -257,6 +258,40 @@ TEST(Train, ResNetOnFashionMnistWithAugmentation) {
   EXPECT_EQ(r.samples, 64);
   EXPECT_GE(r.final_test.top5, r.final_test.top1);  // 10 classes: a real top-5
   EXPECT_TRUE(std::isfinite(r.final_test.loss));
+}
+
+// Conv weights go channels-last by their strides: the grey-scale stem's {8, 1, 7, 7} weight is
+// contiguous in both layouts, and only restriding makes oneDNN give the stem a channels-last output
+// (so that its BatchNorm is fused and its max pooling takes the channels-last kernel). Training
+// leaves every 4-D parameter in the default layout.
+TEST(Train, WeightsGoChannelsLastByStridesAndComeBack) {
+  torch::manual_seed(0);
+  models::QuiltModel model(models::make_model("resnet18", {{1, 28, 28}, 10, "", {}, 0.125}), {},
+                           {});
+  const auto before = snapshot(*model);
+  auto stem = model->named_parameters()["conv1.weight"];
+  ASSERT_EQ(stem.sizes(), (std::vector<int64_t>{8, 1, 7, 7}));
+  detail::store_weights(model, torch::MemoryFormat::ChannelsLast);
+  for (const auto& p : model->named_parameters()) {
+    if (p.value().dim() != 4) continue;
+    EXPECT_EQ(p.value().suggest_memory_format(), torch::MemoryFormat::ChannelsLast) << p.key();
+    EXPECT_TRUE(torch::equal(p.value(), before.at(p.key()))) << p.key();
+  }
+  EXPECT_TRUE(stem.is_same(model->named_parameters()["conv1.weight"]));  // same parameter
+  auto x = torch::randn({4, 1, 28, 28});
+  EXPECT_TRUE(torch::conv2d(x, stem, {}, 2, 3).is_contiguous(torch::MemoryFormat::ChannelsLast));
+  detail::store_weights(model, torch::MemoryFormat::Contiguous);
+  EXPECT_EQ(stem.strides(), (std::vector<int64_t>{49, 49, 7, 1}));
+
+  auto o = scratch(1, 0.01);
+  o.batch_size = 16;
+  auto r = train(model, synthetic({1, 28, 28}, 10, 64), o);
+  ASSERT_TRUE(r.ok) << r.failure;
+  for (const auto& p : model->named_parameters()) {
+    if (p.value().dim() != 4) continue;
+    EXPECT_EQ(p.value().strides(), p.value().contiguous().strides()) << p.key();
+    EXPECT_EQ(p.value().suggest_memory_format(), torch::MemoryFormat::Contiguous) << p.key();
+  }
 }
 
 TEST(Train, OptionsAndNamesAreValidated) {
