@@ -1,5 +1,7 @@
 #include "models/mlp.h"
 
+#include "models/fast_linear.h"
+
 #include <fmt/format.h>
 
 namespace quilt::models {
@@ -9,7 +11,8 @@ LinearReluImpl::LinearReluImpl(torch::nn::Linear fc) : fc(std::move(fc)) {
   register_module("fc", this->fc);
 }
 
-torch::Tensor LinearReluImpl::forward(torch::Tensor x) { return fc(std::move(x)).relu_(); }
+// Through oneDNN's sgemm in training and inference alike (the module's operations while tracing).
+torch::Tensor LinearReluImpl::forward(torch::Tensor x) { return linear_act(*fc, x, /*relu=*/true); }
 
 MlpImpl::MlpImpl(const Shape& input_shape, int64_t num_classes, int64_t hidden1, int64_t hidden2)
     : ModelImpl("mlp") {
