@@ -6,11 +6,13 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace quilt::models {
@@ -29,27 +31,19 @@ int64_t grain_rows(int64_t channels) {
   return std::max<int64_t>(kBlockRows, (int64_t{1} << 14) / channels);
 }
 
-// Calls fn with the kernels' group count (see below) as a compile-time constant.
+// The kernels' view of the channels: L::Vec is the value one step handles (float: one channel, any
+// count; f4: four channels, for counts that are multiples of 4) and L::kGroups the number of
+// steps per row when fixed at compile time (0: read at run time).
+template <typename V, int64_t G>
+struct Layout {
+  using Vec = V;
+  static constexpr int64_t kGroups = G;
+};
+
+// Calls fn with the Layout of `channels`: fixed counts for those ResNets use (the loops over a
+// row unroll and the accumulators stay in registers).
 template <typename Fn>
-void with_channels(int64_t channels, Fn&& fn) {
-  if (channels % 4 != 0 || channels / 4 > 128) return fn(std::integral_constant<int64_t, -1>{});
-  switch (channels / 4) {
-    case 2:
-      return fn(std::integral_constant<int64_t, 2>{});
-    case 4:
-      return fn(std::integral_constant<int64_t, 4>{});
-    case 8:
-      return fn(std::integral_constant<int64_t, 8>{});
-    case 16:
-      return fn(std::integral_constant<int64_t, 16>{});
-    case 32:
-      return fn(std::integral_constant<int64_t, 32>{});
-    case 64:
-      return fn(std::integral_constant<int64_t, 64>{});
-    default:
-      return fn(std::integral_constant<int64_t, 0>{});
-  }
-}
+void with_channels(int64_t channels, Fn&& fn);
 
 // Per-thread partial sums of `terms` per-channel quantities, added up in thread order.
 class Partials {
@@ -76,190 +70,186 @@ class Partials {
   std::vector<double> values_;
 };
 
-// Kernels over rows [begin, end) of the [rows, C] matrices. Template argument G: C / 4 groups of
-// four channels as one vector each, fixed at compile time for the counts ResNets use (the loops
-// over groups unroll and the accumulators stay in registers); 0 for C a multiple of 4 read at run
-// time; -1 for any other C (scalar loops). The vector type is GCC's, one SSE register (baseline
-// x86-64): wider ones lower their compare-and-select to scalar code there.
+// Kernels over rows [begin, end) of the [rows, C] matrices. The vector type is GCC's, one SSE
+// register (baseline x86-64): wider ones lower their compare-and-select to scalar code there.
 typedef float f4 __attribute__((vector_size(16)));
-constexpr int64_t kLanes = 4;
-constexpr int64_t kMaxGroups = 128;  // vector path up to 512 channels
 
-inline f4 load4(const float* p) {
-  f4 v;
+template <typename V>
+constexpr int64_t kWidth = static_cast<int64_t>(sizeof(V) / sizeof(float));
+
+template <typename V>
+inline V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store4(float* p, f4 v) { std::memcpy(p, &v, sizeof v); }
+template <typename V>
+inline void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+inline void add_to(double* out, float v) { out[0] += v; }
 inline void add_to(double* out, f4 v) {
-  for (int l = 0; l < kLanes; ++l) out[l] += v[l];
+  for (int64_t l = 0; l < kWidth<f4>; ++l) out[l] += v[l];
 }
 
 // The gradient reaching bn's output: gy where the ReLU passed (zero where y <= 0, as
 // threshold_backward), gy without a ReLU.
-inline float masked(float gy, float y, bool relu) { return relu && y <= 0.0f ? 0.0f : gy; }
-inline f4 masked(f4 gy, f4 y, bool relu) { return relu ? (y <= 0.0f ? f4{} : gy) : gy; }
+template <typename V>
+inline V masked(V gy, V y, bool relu) {
+  return relu ? (y <= 0.0f ? V{} : gy) : gy;
+}
 // max(y, 0) that keeps NaN, as relu (clamp_min) does.
-inline float relu_of(float y) { return y < 0.0f ? 0.0f : y; }
-inline f4 relu_of(f4 y) { return y < 0.0f ? f4{} : y; }
+template <typename V>
+inline V relu_of(V y) {
+  return y < 0.0f ? V{} : y;
+}
 
-// s1[c] += sum of (x - center[c]) and s2[c] += sum of its square.
-template <int64_t G>
-void centered_sums(const float* __restrict x, int64_t channels, int64_t begin, int64_t end,
-                   const float* __restrict center, double* __restrict s1, double* __restrict s2) {
-  if constexpr (G < 0) {
-    const int64_t C = channels;
-    std::vector<float> acc(2 * C);
-    float* __restrict a1 = acc.data();
-    float* __restrict a2 = a1 + C;
-    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t r = r0, r1 = std::min(end, r0 + kBlockRows); r < r1; ++r) {
-        for (int64_t c = 0; c < C; ++c) {
-          const float d = x[r * C + c] - center[c];
-          a1[c] += d;
-          a2[c] += d * d;
-        }
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        s1[c] += a1[c];
-        s2[c] += a2[c];
-      }
+// One value per step of a row: on the stack for a compile-time count, else on the heap.
+template <typename V, int64_t G>
+class Slots {
+ public:
+  explicit Slots(int64_t n) : heap_(G > 0 ? 0 : n) {}
+  V& operator[](int64_t i) {
+    if constexpr (G > 0) {
+      return fixed_[i];
+    } else {
+      return heap_[i];
     }
-  } else {
-    const int64_t n = G > 0 ? G : channels / kLanes, C = kLanes * n;
-    f4 cen[kMaxGroups], a1[kMaxGroups], a2[kMaxGroups];
-    for (int64_t g = 0; g < n; ++g) cen[g] = load4(center + kLanes * g);
-    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-      for (int64_t g = 0; g < n; ++g) a1[g] = a2[g] = f4{};
-      for (int64_t r = r0, r1 = std::min(end, r0 + kBlockRows); r < r1; ++r) {
-        for (int64_t g = 0; g < n; ++g) {
-          const f4 d = load4(x + r * C + kLanes * g) - cen[g];
-          a1[g] += d;
-          a2[g] += d * d;
-        }
-      }
-      for (int64_t g = 0; g < n; ++g) {
-        add_to(s1 + kLanes * g, a1[g]);
-        add_to(s2 + kLanes * g, a2[g]);
-      }
+  }
+  void load_from(const float* p, int64_t n) {
+    for (int64_t g = 0; g < n; ++g) (*this)[g] = load<V>(p + kWidth<V> * g);
+  }
+
+ private:
+  std::array<V, (G > 0 ? G : 1)> fixed_{};
+  std::vector<V> heap_;
+};
+
+// Steps per row and the row length (C) of a kernel on Layout L.
+template <typename L>
+std::pair<int64_t, int64_t> steps_of(int64_t channels) {
+  const int64_t n = L::kGroups > 0 ? L::kGroups : channels / kWidth<typename L::Vec>;
+  return {n, n * kWidth<typename L::Vec>};
+}
+
+// Two per-channel sums over rows [begin, end): s1 += t1, s2 += t2 where term(j, g, t1, t2) adds
+// the terms of the step at element j (step g of its row). In float over blocks of kBlockRows
+// rows, in double across blocks.
+template <typename L, typename Term>
+void block_sums(int64_t channels, int64_t begin, int64_t end, double* __restrict s1,
+                double* __restrict s2, Term&& term) {
+  using V = typename L::Vec;
+  const auto [n, C] = steps_of<L>(channels);
+  Slots<V, L::kGroups> a1(n), a2(n);
+  for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
+    for (int64_t g = 0; g < n; ++g) a1[g] = a2[g] = V{};
+    for (int64_t i = r0 * C, i1 = std::min(end, r0 + kBlockRows) * C; i < i1; i += C) {
+      for (int64_t g = 0; g < n; ++g) term(i + kWidth<V> * g, g, a1[g], a2[g]);
+    }
+    for (int64_t g = 0; g < n; ++g) {
+      add_to(s1 + kWidth<V> * g, a1[g]);
+      add_to(s2 + kWidth<V> * g, a2[g]);
     }
   }
 }
 
+// s1[c] += sum of (x - center[c]) and s2[c] += sum of its square.
+template <typename L>
+void centered_sums(const float* __restrict x, int64_t channels, int64_t begin, int64_t end,
+                   const float* __restrict center, double* __restrict s1, double* __restrict s2) {
+  using V = typename L::Vec;
+  const int64_t n = steps_of<L>(channels).first;
+  Slots<V, L::kGroups> cen(n);
+  cen.load_from(center, n);
+  block_sums<L>(channels, begin, end, s1, s2, [&](int64_t j, int64_t g, V& a1, V& a2) {
+    const V d = load<V>(x + j) - cen[g];
+    a1 += d;
+    a2 += d * d;
+  });
+}
+
 // y = x * scale + shift (+ res), then relu when asked.
-template <int64_t G>
+template <typename L>
 void normalize_rows(const float* __restrict x, const float* __restrict res, float* __restrict y,
                     int64_t channels, int64_t begin, int64_t end, const float* __restrict scale,
                     const float* __restrict shift, bool relu) {
-  if constexpr (G < 0) {
-    const int64_t C = channels;
-    for (int64_t i = begin * C; i < end * C; i += C) {
-      for (int64_t c = 0; c < C; ++c) {
-        float v = x[i + c] * scale[c] + shift[c];
-        if (res != nullptr) v += res[i + c];
-        y[i + c] = relu ? relu_of(v) : v;
-      }
-    }
-  } else {
-    const int64_t n = G > 0 ? G : channels / kLanes, C = kLanes * n;
-    f4 sc[kMaxGroups], sh[kMaxGroups];
+  using V = typename L::Vec;
+  const auto [n, C] = steps_of<L>(channels);
+  Slots<V, L::kGroups> sc(n), sh(n);
+  sc.load_from(scale, n);
+  sh.load_from(shift, n);
+  for (int64_t i = begin * C; i < end * C; i += C) {
     for (int64_t g = 0; g < n; ++g) {
-      sc[g] = load4(scale + kLanes * g);
-      sh[g] = load4(shift + kLanes * g);
-    }
-    for (int64_t i = begin * C; i < end * C; i += C) {
-      for (int64_t g = 0; g < n; ++g) {
-        f4 v = load4(x + i + kLanes * g) * sc[g] + sh[g];
-        if (res != nullptr) v += load4(res + i + kLanes * g);
-        store4(y + i + kLanes * g, relu ? relu_of(v) : v);
-      }
+      const int64_t j = i + kWidth<V> * g;
+      V v = load<V>(x + j) * sc[g] + sh[g];
+      if (res != nullptr) v += load<V>(res + j);
+      store(y + j, relu ? relu_of(v) : v);
     }
   }
 }
 
 // sg[c] += g, sgx[c] += g * (x - mean[c]), with g the gradient at bn's output (masked(gy, y));
 // g is also written to g_out (the residual's gradient) when given.
-template <int64_t G>
+template <typename L>
 void gradient_sums(const float* __restrict gy, const float* __restrict y, const float* __restrict x,
                    float* __restrict g_out, int64_t channels, int64_t begin, int64_t end,
                    const float* __restrict mean, bool relu, double* __restrict sg,
                    double* __restrict sgx) {
-  if constexpr (G < 0) {
-    const int64_t C = channels;
-    std::vector<float> acc(2 * C);
-    float* __restrict a1 = acc.data();
-    float* __restrict a2 = a1 + C;
-    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t i = r0 * C, i1 = std::min(end, r0 + kBlockRows) * C; i < i1; i += C) {
-        for (int64_t c = 0; c < C; ++c) {
-          const float g = masked(gy[i + c], y[i + c], relu);
-          if (g_out != nullptr) g_out[i + c] = g;
-          a1[c] += g;
-          a2[c] += g * (x[i + c] - mean[c]);
-        }
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        sg[c] += a1[c];
-        sgx[c] += a2[c];
-      }
-    }
-  } else {
-    const int64_t n = G > 0 ? G : channels / kLanes, C = kLanes * n;
-    f4 mu[kMaxGroups], a1[kMaxGroups], a2[kMaxGroups];
-    for (int64_t g = 0; g < n; ++g) mu[g] = load4(mean + kLanes * g);
-    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-      for (int64_t g = 0; g < n; ++g) a1[g] = a2[g] = f4{};
-      for (int64_t i = r0 * C, i1 = std::min(end, r0 + kBlockRows) * C; i < i1; i += C) {
-        for (int64_t g = 0; g < n; ++g) {
-          const int64_t j = i + kLanes * g;
-          const f4 v = masked(load4(gy + j), load4(y + j), relu);
-          if (g_out != nullptr) store4(g_out + j, v);
-          a1[g] += v;
-          a2[g] += v * (load4(x + j) - mu[g]);
-        }
-      }
-      for (int64_t g = 0; g < n; ++g) {
-        add_to(sg + kLanes * g, a1[g]);
-        add_to(sgx + kLanes * g, a2[g]);
-      }
-    }
-  }
+  using V = typename L::Vec;
+  const int64_t n = steps_of<L>(channels).first;
+  Slots<V, L::kGroups> mu(n);
+  mu.load_from(mean, n);
+  block_sums<L>(channels, begin, end, sg, sgx, [&](int64_t j, int64_t g, V& a1, V& a2) {
+    const V v = masked(load<V>(gy + j), load<V>(y + j), relu);
+    if (g_out != nullptr) store(g_out + j, v);
+    a1 += v;
+    a2 += v * (load<V>(x + j) - mu[g]);
+  });
 }
 
 // dx = k * (g - a - (x - mean) * b), g as in gradient_sums (read from g_in when it was written
 // there).
-template <int64_t G>
+template <typename L>
 void input_gradient(const float* __restrict gy, const float* __restrict y,
                     const float* __restrict g_in, const float* __restrict x, float* __restrict dx,
                     int64_t channels, int64_t begin, int64_t end, const float* __restrict mean,
                     const float* __restrict k, const float* __restrict a, const float* __restrict b,
                     bool relu) {
-  if constexpr (G < 0) {
-    const int64_t C = channels;
-    for (int64_t i = begin * C; i < end * C; i += C) {
-      for (int64_t c = 0; c < C; ++c) {
-        const float g = g_in != nullptr ? g_in[i + c] : masked(gy[i + c], y[i + c], relu);
-        dx[i + c] = k[c] * (g - a[c] - (x[i + c] - mean[c]) * b[c]);
-      }
-    }
-  } else {
-    const int64_t n = G > 0 ? G : channels / kLanes, C = kLanes * n;
-    f4 mu[kMaxGroups], kk[kMaxGroups], aa[kMaxGroups], bb[kMaxGroups];
+  using V = typename L::Vec;
+  const auto [n, C] = steps_of<L>(channels);
+  Slots<V, L::kGroups> mu(n), kk(n), aa(n), bb(n);
+  mu.load_from(mean, n);
+  kk.load_from(k, n);
+  aa.load_from(a, n);
+  bb.load_from(b, n);
+  for (int64_t i = begin * C; i < end * C; i += C) {
     for (int64_t g = 0; g < n; ++g) {
-      mu[g] = load4(mean + kLanes * g);
-      kk[g] = load4(k + kLanes * g);
-      aa[g] = load4(a + kLanes * g);
-      bb[g] = load4(b + kLanes * g);
+      const int64_t j = i + kWidth<V> * g;
+      const V v =
+          g_in != nullptr ? load<V>(g_in + j) : masked(load<V>(gy + j), load<V>(y + j), relu);
+      store(dx + j, kk[g] * (v - aa[g] - (load<V>(x + j) - mu[g]) * bb[g]));
     }
-    for (int64_t i = begin * C; i < end * C; i += C) {
-      for (int64_t g = 0; g < n; ++g) {
-        const int64_t j = i + kLanes * g;
-        const f4 v = g_in != nullptr ? load4(g_in + j) : masked(load4(gy + j), load4(y + j), relu);
-        store4(dx + j, kk[g] * (v - aa[g] - (load4(x + j) - mu[g]) * bb[g]));
-      }
-    }
+  }
+}
+
+template <typename Fn>
+void with_channels(int64_t channels, Fn&& fn) {
+  if (channels % 4 != 0) return fn(Layout<float, 0>{});
+  switch (channels / 4) {
+    case 2:
+      return fn(Layout<f4, 2>{});
+    case 4:
+      return fn(Layout<f4, 4>{});
+    case 8:
+      return fn(Layout<f4, 8>{});
+    case 16:
+      return fn(Layout<f4, 16>{});
+    case 32:
+      return fn(Layout<f4, 32>{});
+    case 64:
+      return fn(Layout<f4, 64>{});
+    default:
+      return fn(Layout<f4, 0>{});
   }
 }
 
@@ -285,21 +275,21 @@ struct BatchNormAct {
     float* rv = running_var.data_ptr<float>();
     const int64_t grain = grain_rows(C);
 
-    with_channels(C, [&](auto k) {
-      constexpr int64_t K = decltype(k)::value;
+    with_channels(C, [&](auto layout) {
+      using L = decltype(layout);
       // The mean, then the variance about it (two passes: no cancellation for large means).
       std::vector<float> zero(C, 0.0f);
       Partials first(C, 2);
       at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
         double* s = first.mine();
-        centered_sums<K>(xp, C, begin, end, zero.data(), s, s + C);
+        centered_sums<L>(xp, C, begin, end, zero.data(), s, s + C);
       });
       const std::vector<double> sum = first.total(0);
       for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<float>(sum[c] / rows);
       Partials second(C, 2);
       at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
         double* s = second.mine();
-        centered_sums<K>(xp, C, begin, end, mean, s, s + C);
+        centered_sums<L>(xp, C, begin, end, mean, s, s + C);
       });
       const std::vector<double> d1 = second.total(0), d2 = second.total(1);
       std::vector<float> scale(C), shift(C);
@@ -315,7 +305,7 @@ struct BatchNormAct {
         rv[c] = static_cast<float>((1.0 - factor) * rv[c] + factor * var * rows / (rows - 1));
       }
       at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-        normalize_rows<K>(xp, rp, yp, C, begin, end, scale.data(), shift.data(), relu);
+        normalize_rows<L>(xp, rp, yp, C, begin, end, scale.data(), shift.data(), relu);
       });
     });
 
@@ -354,12 +344,12 @@ struct BatchNormAct {
     float* dbp = db.data_ptr<float>();
     const int64_t grain = grain_rows(C);
 
-    with_channels(C, [&](auto kc) {
-      constexpr int64_t K = decltype(kc)::value;
+    with_channels(C, [&](auto layout) {
+      using L = decltype(layout);
       Partials sums(C, 2);
       at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
         double* s = sums.mine();
-        gradient_sums<K>(gyp, yp, xp, gp, C, begin, end, mean, relu, s, s + C);
+        gradient_sums<L>(gyp, yp, xp, gp, C, begin, end, mean, relu, s, s + C);
       });
       const std::vector<double> sg = sums.total(0), sgx = sums.total(1);
       // dx = w * invstd * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean))).
@@ -373,7 +363,7 @@ struct BatchNormAct {
         b[c] = static_cast<float>(is * is * sgx[c] / rows);
       }
       at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-        input_gradient<K>(gyp, yp, gp, xp, dxp, C, begin, end, mean, k.data(), a.data(), b.data(),
+        input_gradient<L>(gyp, yp, gp, xp, dxp, C, begin, end, mean, k.data(), a.data(), b.data(),
                           relu);
       });
     });

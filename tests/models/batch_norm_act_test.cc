@@ -1,6 +1,7 @@
 #include "models/batch_norm_act.h"
 
 #include "models/resnet.h"
+#include "tests/models/reference.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -12,12 +13,8 @@
 namespace quilt::models {
 namespace {
 
-// ||a - b|| / ||b||, 0 when both are 0.
-double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  const double nb = b.norm().item<double>();
-  const double nd = (a - b).norm().item<double>();
-  return nb == 0.0 ? nd : nd / nb;
-}
+using testing::reference_forward;
+using testing::rel_err;
 
 struct BnCase {
   int64_t n, c, h, w;
@@ -143,21 +140,6 @@ TEST(BatchNormActPath, OnlyChannelsLastTrainingIsFused) {
   EXPECT_EQ(bn->num_batches_tracked.item<int64_t>(), 0);
   torch::nn::BatchNorm2d plain(torch::nn::BatchNorm2dOptions(8).affine(false));
   EXPECT_FALSE(batch_norm_act_is_fused(*plain, cl, {}));
-}
-
-// Reference ResNet-18 block path through the modules (no fused normalisation, no GEMM conv).
-torch::Tensor reference_forward(ResNetImpl& m, torch::Tensor x) {
-  x = m.maxpool(m.bn1(m.conv1->forward(x)).relu());
-  for (auto* layer : {&m.layer1, &m.layer2, &m.layer3, &m.layer4}) {
-    for (const auto& unit : **layer) {
-      auto* b = unit.ptr()->as<BasicBlockImpl>();
-      auto out = b->bn1(b->conv1->forward(x)).relu();
-      out = b->bn2(b->conv2->forward(out));
-      out = out + (b->downsample.is_empty() ? x : b->downsample->forward(x));
-      x = out.relu();
-    }
-  }
-  return m.fc(torch::flatten(torch::adaptive_avg_pool2d(x, {1, 1}), 1));
 }
 
 // What the trainer runs at the `here` scale: ResNet-18 at width 1/8 on 1x28x28, weights and

@@ -1,6 +1,7 @@
 #include "models/fast_conv.h"
 
 #include "models/resnet.h"
+#include "tests/models/reference.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -11,12 +12,8 @@
 namespace quilt::models {
 namespace {
 
-// ||a - b|| / ||b||, 0 when both are 0.
-double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  const double nb = b.norm().item<double>();
-  const double nd = (a - b).norm().item<double>();
-  return nb == 0.0 ? nd : nd / nb;
-}
+using testing::reference_forward;
+using testing::rel_err;
 
 struct ConvCase {
   int64_t in, out, kernel, stride, pad, size;
@@ -78,21 +75,6 @@ TEST(FastConv, GroupedAndDilatedTakeTheConvolution) {
   EXPECT_FALSE(conv2d_is_gemm(*grouped, {2, 8, 1, 1}));
   EXPECT_FALSE(conv2d_is_gemm(*dilated, {2, 8, 1, 1}));
   EXPECT_FALSE(conv2d_is_gemm(*grouped, {8, 1, 1}));  // not a batch
-}
-
-// Reference ResNet-18 forward with every convolution through Conv2dImpl::forward.
-torch::Tensor reference_forward(ResNetImpl& m, torch::Tensor x) {
-  x = m.maxpool(m.bn1(m.conv1->forward(x)).relu());
-  for (auto* layer : {&m.layer1, &m.layer2, &m.layer3, &m.layer4}) {
-    for (const auto& unit : **layer) {
-      auto* b = unit.ptr()->as<BasicBlockImpl>();
-      auto out = b->bn1(b->conv1->forward(x)).relu();
-      out = b->bn2(b->conv2->forward(out));
-      out = out + (b->downsample.is_empty() ? x : b->downsample->forward(x));
-      x = out.relu();
-    }
-  }
-  return m.fc(torch::flatten(torch::adaptive_avg_pool2d(x, {1, 1}), 1));
 }
 
 // The training path of the accuracy experiments (ResNet-18 on 1x28x28: layer4 runs on 1x1

@@ -1,6 +1,7 @@
 #include "models/fast_linear.h"
 
 #include "models/zoo.h"
+#include "tests/models/reference.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -11,11 +12,7 @@
 namespace quilt::models {
 namespace {
 
-double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  const double nb = b.norm().item<double>();
-  const double nd = (a - b).norm().item<double>();
-  return nb == 0.0 ? nd : nd / nb;
-}
+using testing::rel_err;
 
 struct LinearCase {
   int64_t batch, in, out;
