@@ -23,19 +23,25 @@ void sgemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, in
               static_cast<int>(s));
 }
 
+// relu(x W^T + b) (without the ReLU when `relu` is false): the bias rows, then the product added.
+torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                             const torch::Tensor& bias, bool relu) {
+  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  auto y = torch::empty({m, n}, x.options());
+  float* yp = y.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  for (int64_t r = 0; r < m; ++r) std::memcpy(yp + r * n, bp, sizeof(float) * n);
+  sgemm('N', 'T', m, n, k, x.data_ptr<float>(), k, weight.data_ptr<float>(), k, 1.0f, yp, n);
+  if (relu) {
+    for (int64_t i = 0; i < m * n; ++i) yp[i] = yp[i] < 0.0f ? 0.0f : yp[i];  // keeps NaN
+  }
+  return y;
+}
+
 struct LinearAct : torch::autograd::Function<LinearAct> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& bias, bool relu) {
-    const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
-    auto y = torch::empty({m, n}, x.options());
-    float* yp = y.data_ptr<float>();
-    const float* bp = bias.data_ptr<float>();
-    for (int64_t r = 0; r < m; ++r) std::memcpy(yp + r * n, bp, sizeof(float) * n);
-    // y = x W^T + y (the bias rows).
-    sgemm('N', 'T', m, n, k, x.data_ptr<float>(), k, weight.data_ptr<float>(), k, 1.0f, yp, n);
-    if (relu) {
-      for (int64_t i = 0; i < m * n; ++i) yp[i] = yp[i] < 0.0f ? 0.0f : yp[i];  // keeps NaN
-    }
+    auto y = linear_forward(x, weight, bias, relu);
     ctx->save_for_backward({x, weight, relu ? y : torch::Tensor()});
     ctx->saved_data["relu"] = relu;
     return {y};
@@ -98,6 +104,10 @@ torch::Tensor linear_act(torch::nn::LinearImpl& fc, const torch::Tensor& x, bool
     auto y = fc.forward(x);
     return relu ? y.relu_() : y;
   }
+  // Without a graph to record (evaluation, inference mode), no autograd node either.
+  const bool record = torch::GradMode::is_enabled() &&
+                      (x.requires_grad() || fc.weight.requires_grad() || fc.bias.requires_grad());
+  if (!record) return linear_forward(x, fc.weight, fc.bias, relu);
   return LinearAct::apply(x, fc.weight, fc.bias, relu)[0];
 }
 

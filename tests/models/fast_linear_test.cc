@@ -65,6 +65,22 @@ TEST(FastLinear, OtherInputsTakeTheModule) {
   EXPECT_LT(rel_err(linear_act(*fc, x, true), torch::relu(fc->forward(x))), 1e-6);
 }
 
+// Evaluation and inference mode take the sgemm path without an autograd node.
+TEST(FastLinear, InferenceModeAndNoGradGiveTheModulesValues) {
+  torch::manual_seed(2);
+  torch::nn::Linear fc(16, 8);
+  auto x = torch::randn({5, 16});
+  const auto want = torch::relu(fc->forward(x)).detach();
+  {
+    c10::InferenceMode guard;
+    auto y = linear_act(*fc, x, true);
+    EXPECT_LT(rel_err(y, want), 1e-6);
+    EXPECT_FALSE(y.requires_grad());
+  }
+  torch::NoGradGuard no_grad;
+  EXPECT_LT(rel_err(linear_act(*fc, x, true), want), 1e-6);
+}
+
 // The MLP trains through the sgemm path: loss and gradients equal a copy on the modules' path.
 TEST(FastLinear, MlpGradientsEqualTheModules) {
   torch::manual_seed(0);
