@@ -69,6 +69,40 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{3, 8, 7, 2, 3, 12, false, false},  // stem-like
                       ConvCase{8, 8, 1, 1, 0, 4, true, false}));
 
+// Channels-last weights (as the trainer keeps them): the same values and gradients, and the
+// weight's gradient in the weight's own strides, so that AccumulateGrad keeps it without a copy.
+TEST(FastConv, ChannelsLastWeightsGetChannelsLastGradients) {
+  torch::manual_seed(5);
+  const auto cl = torch::MemoryFormat::ChannelsLast;
+  for (const auto& c :
+       {ConvCase{16, 8, 3, 1, 1, 1, false, true}, ConvCase{8, 16, 3, 2, 1, 2, true, true},
+        ConvCase{8, 16, 1, 2, 0, 2, false, true}}) {
+    torch::nn::Conv2d conv(torch::nn::Conv2dOptions(c.in, c.out, c.kernel)
+                               .stride(c.stride)
+                               .padding(c.pad)
+                               .bias(c.bias));
+    {
+      torch::NoGradGuard no_grad;
+      conv->weight.set_data(conv->weight.contiguous(cl));
+    }
+    auto x = torch::randn({5, c.in, c.size, c.size}).contiguous(cl);
+    auto run = [&](bool fast) {
+      conv->zero_grad();
+      auto xi = x.clone().requires_grad_(true);
+      auto y = fast ? conv2d_forward(*conv, xi) : conv->forward(xi);
+      (y * torch::ones_like(y).cumsum(1).sin()).sum().backward();
+      return std::vector<torch::Tensor>{y.detach(), xi.grad().clone(), conv->weight.grad()};
+    };
+    const auto want = run(false);
+    const auto got = run(true);
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_LT(rel_err(got[i], want[i]), 1e-5) << i;
+    for (int64_t d = 0; d < 4; ++d) {  // strides of size-1 dimensions do not matter
+      if (conv->weight.size(d) > 1) EXPECT_EQ(got[2].stride(d), conv->weight.stride(d)) << d;
+    }
+    EXPECT_TRUE(got[1].is_contiguous(cl));
+  }
+}
+
 TEST(FastConv, GroupedAndDilatedTakeTheConvolution) {
   torch::nn::Conv2d grouped(torch::nn::Conv2dOptions(8, 8, 3).padding(1).groups(2));
   torch::nn::Conv2d dilated(torch::nn::Conv2dOptions(8, 8, 3).padding(2).dilation(2));
