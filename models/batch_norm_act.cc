@@ -45,30 +45,26 @@ struct Layout {
 template <typename Fn>
 void with_channels(int64_t channels, Fn&& fn);
 
-// Per-thread partial sums of `terms` per-channel quantities, added up in thread order.
-class Partials {
- public:
-  Partials(int64_t channels, int64_t terms)
-      : channels_(channels),
-        terms_(terms),
-        values_(static_cast<size_t>(at::get_num_threads() * channels * terms), 0.0) {}
-  /// This thread's terms x channels accumulators (valid inside at::parallel_for).
-  double* mine() { return values_.data() + at::get_thread_num() * channels_ * terms_; }
-  /// Term `t` summed over the threads.
-  std::vector<double> total(int64_t t) const {
-    std::vector<double> out(static_cast<size_t>(channels_), 0.0);
-    const int64_t threads = static_cast<int64_t>(values_.size()) / (channels_ * terms_);
-    for (int64_t th = 0; th < threads; ++th) {
-      const double* v = values_.data() + (th * terms_ + t) * channels_;
-      for (int64_t c = 0; c < channels_; ++c) out[c] += v[c];
+// Two per-channel sums over rows [0, rows), in parallel chunks: kernel(begin, end, s1, s2) adds
+// the chunk's into this thread's accumulators; the threads' are added up in thread order.
+template <typename Kernel>
+std::pair<std::vector<double>, std::vector<double>> sum_rows(int64_t rows, int64_t channels,
+                                                             Kernel&& kernel) {
+  const int64_t threads = at::get_num_threads();
+  std::vector<double> partial(static_cast<size_t>(threads * 2 * channels), 0.0);
+  at::parallel_for(0, rows, grain_rows(channels), [&](int64_t begin, int64_t end) {
+    double* s = partial.data() + at::get_thread_num() * 2 * channels;
+    kernel(begin, end, s, s + channels);
+  });
+  std::vector<double> s1(static_cast<size_t>(channels), 0.0), s2 = s1;
+  for (int64_t t = 0; t < threads; ++t) {
+    for (int64_t c = 0; c < channels; ++c) {
+      s1[c] += partial[(2 * t) * channels + c];
+      s2[c] += partial[(2 * t + 1) * channels + c];
     }
-    return out;
   }
-
- private:
-  int64_t channels_, terms_;
-  std::vector<double> values_;
-};
+  return {std::move(s1), std::move(s2)};
+}
 
 // Kernels over rows [begin, end) of the [rows, C] matrices. The vector type is GCC's, one SSE
 // register (baseline x86-64): wider ones lower their compare-and-select to scalar code there.
@@ -273,25 +269,20 @@ struct BatchNormAct {
     const float* b = bias.data_ptr<float>();
     float* rm = running_mean.data_ptr<float>();
     float* rv = running_var.data_ptr<float>();
-    const int64_t grain = grain_rows(C);
 
     with_channels(C, [&](auto layout) {
       using L = decltype(layout);
       // The mean, then the variance about it (two passes: no cancellation for large means).
-      std::vector<float> zero(C, 0.0f);
-      Partials first(C, 2);
-      at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-        double* s = first.mine();
-        centered_sums<L>(xp, C, begin, end, zero.data(), s, s + C);
-      });
-      const std::vector<double> sum = first.total(0);
+      const std::vector<float> zero(C, 0.0f);
+      const std::vector<double> sum =
+          sum_rows(rows, C, [&](int64_t begin, int64_t end, double* s1, double* s2) {
+            centered_sums<L>(xp, C, begin, end, zero.data(), s1, s2);
+          }).first;
       for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<float>(sum[c] / rows);
-      Partials second(C, 2);
-      at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-        double* s = second.mine();
-        centered_sums<L>(xp, C, begin, end, mean, s, s + C);
-      });
-      const std::vector<double> d1 = second.total(0), d2 = second.total(1);
+      const auto [d1, d2] =
+          sum_rows(rows, C, [&](int64_t begin, int64_t end, double* s1, double* s2) {
+            centered_sums<L>(xp, C, begin, end, mean, s1, s2);
+          });
       std::vector<float> scale(C), shift(C);
       for (int64_t c = 0; c < C; ++c) {
         const double m = static_cast<double>(mean[c]) + d1[c] / rows;  // corrected mean
@@ -304,7 +295,7 @@ struct BatchNormAct {
         rm[c] = static_cast<float>((1.0 - factor) * rm[c] + factor * m);
         rv[c] = static_cast<float>((1.0 - factor) * rv[c] + factor * var * rows / (rows - 1));
       }
-      at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, rows, grain_rows(C), [&](int64_t begin, int64_t end) {
         normalize_rows<L>(xp, rp, yp, C, begin, end, scale.data(), shift.data(), relu);
       });
     });
@@ -342,16 +333,13 @@ struct BatchNormAct {
     const float* w = weight.data_ptr<float>();
     float* dwp = dw.data_ptr<float>();
     float* dbp = db.data_ptr<float>();
-    const int64_t grain = grain_rows(C);
 
     with_channels(C, [&](auto layout) {
       using L = decltype(layout);
-      Partials sums(C, 2);
-      at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-        double* s = sums.mine();
-        gradient_sums<L>(gyp, yp, xp, gp, C, begin, end, mean, relu, s, s + C);
-      });
-      const std::vector<double> sg = sums.total(0), sgx = sums.total(1);
+      const auto [sg, sgx] =
+          sum_rows(rows, C, [&](int64_t begin, int64_t end, double* s1, double* s2) {
+            gradient_sums<L>(gyp, yp, xp, gp, C, begin, end, mean, relu, s1, s2);
+          });
       // dx = w * invstd * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean))).
       std::vector<float> k(C), a(C), b(C);
       for (int64_t c = 0; c < C; ++c) {
@@ -362,7 +350,7 @@ struct BatchNormAct {
         a[c] = static_cast<float>(sg[c] / rows);
         b[c] = static_cast<float>(is * is * sgx[c] / rows);
       }
-      at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, rows, grain_rows(C), [&](int64_t begin, int64_t end) {
         input_gradient<L>(gyp, yp, gp, xp, dxp, C, begin, end, mean, k.data(), a.data(), b.data(),
                           relu);
       });
@@ -396,8 +384,8 @@ struct BatchNormActPlain : torch::autograd::Function<BatchNormActPlain> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto g = BatchNormAct::backward(ctx, grads);
-    g.resize(3);  // x, weight, bias
-    g.resize(8);  // running_mean, running_var, factor, eps, relu: none
+    g.pop_back();  // no residual
+    g.resize(8);   // running_mean, running_var, factor, eps, relu: none
     return g;
   }
 };

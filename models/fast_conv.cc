@@ -55,20 +55,15 @@ torch::Tensor conv2d_forward(torch::nn::Conv2dImpl& conv, const torch::Tensor& x
   // weight's own layout. Flattened channel-major, a channels-last weight got an NCHW gradient that
   // AccumulateGrad then restrided: at width 1 that copy was 44% of a training step (24 ms per
   // 512x512x3x3 weight).
-  torch::Tensor xs, ws;
-  if (conv.weight.suggest_memory_format() == torch::MemoryFormat::ChannelsLast) {
-    xs = x.permute({0, 2, 3, 1})
-             .narrow(1, wy.k0 - (*pad)[0], wy.n)
-             .narrow(2, wx.k0 - (*pad)[1], wx.n)
-             .reshape({n, -1});
-    ws = conv.weight.permute({0, 2, 3, 1})
-             .narrow(1, wy.k0, wy.n)
-             .narrow(2, wx.k0, wx.n)
-             .reshape({out_channels, -1});
-  } else {
-    xs = x.narrow(2, wy.k0 - (*pad)[0], wy.n).narrow(3, wx.k0 - (*pad)[1], wx.n).reshape({n, -1});
-    ws = conv.weight.narrow(2, wy.k0, wy.n).narrow(3, wx.k0, wx.n).reshape({out_channels, -1});
-  }
+  const bool nhwc = conv.weight.suggest_memory_format() == torch::MemoryFormat::ChannelsLast;
+  // t's in-range window from tap (y0, x0), one row per sample (or output channel).
+  auto taps = [&](const torch::Tensor& t, int64_t y0, int64_t x0) {
+    const torch::Tensor v = nhwc ? t.permute({0, 2, 3, 1}) : t;
+    const int64_t dy = nhwc ? 1 : 2;  // the spatial axes of v: dy, dy + 1
+    return v.narrow(dy, y0, wy.n).narrow(dy + 1, x0, wx.n).reshape({t.size(0), -1});
+  };
+  auto xs = taps(x, wy.k0 - (*pad)[0], wx.k0 - (*pad)[1]);
+  auto ws = taps(conv.weight, wy.k0, wx.k0);
   auto out = conv.bias.defined() ? torch::addmm(conv.bias, xs, ws.t()) : torch::mm(xs, ws.t());
   return out.view({n, out_channels, 1, 1});
 }
